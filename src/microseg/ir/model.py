@@ -285,7 +285,9 @@ class PolicyException(Frozen):
 class Settings(Frozen):
     min_flows: int = 1
     min_days: int = 1
-    default_deny: bool = True
+    # Namespaces never put under default deny (the cluster's own machinery). Rules may still name
+    # their workloads as peers; only the in-scope side of such a rule is enforced.
+    excluded_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
 
 
 class Policy(Frozen):
