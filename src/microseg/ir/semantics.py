@@ -21,7 +21,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from microseg.ir.model import AllowRule, Policy, PortRange, Protocol, Workload, WorkloadKind
+from microseg.ir.model import (
+    AllowRule,
+    Guardrail,
+    Policy,
+    PortRange,
+    Protocol,
+    Workload,
+    WorkloadKind,
+    ZoneMatch,
+)
 
 ALL_PORTS = PortRange(start=0, end=65535)
 
@@ -153,3 +162,34 @@ def connectivity(policy: Policy, universe: Sequence[str] | None = None) -> dict[
             if not c.empty:
                 out[(s, d)] = c
     return out
+
+
+def _zone_match(m: ZoneMatch, zone: str | None, environment: str | None) -> bool:
+    if m.zones and zone not in m.zones:
+        return False
+    if m.except_zones and zone in m.except_zones:
+        return False
+    if m.environments and (environment or "").lower() not in m.environments:
+        return False
+    return True
+
+
+def guardrail_applies(g: Guardrail, src_zone: str | None, src_env: str | None, dst_zone: str | None,
+                      dst_env: str | None, protocol: Protocol, ports: Sequence[PortRange]) -> bool:
+    """Whether a connection class (zone/env of both ends, protocol, any of ``ports``) breaks ``g``."""
+    if g.protocols and protocol not in g.protocols:
+        return False
+    if g.ports and protocol != Protocol.ICMP and not any(
+            gp.start <= p.end and p.start <= gp.end for gp in g.ports for p in ports):
+        return False
+    return _zone_match(g.source, src_zone, src_env) and _zone_match(g.destination, dst_zone, dst_env)
+
+
+def breached_guardrails(policy: Policy, source: str, destination: str, protocol: Protocol,
+                        ports: Sequence[PortRange]) -> tuple[Guardrail, ...]:
+    zones = policy.zone_of()
+    wl = policy.workload_map()
+    s, d = wl.get(source), wl.get(destination)
+    return tuple(g for g in policy.guardrails if guardrail_applies(
+        g, zones.get(source), s.environment if s else None, zones.get(destination),
+        d.environment if d else None, protocol, ports))
