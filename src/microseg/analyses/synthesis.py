@@ -44,6 +44,7 @@ DEFAULT_DNS = Workload(name="kube-system/kube-dns", kind=WorkloadKind.KUBERNETES
                               ListenPort(port=53, protocol=Protocol.TCP, name="dns-tcp")),
                        exposure_reason="", location="cluster/kube-system")
 DNS_RULE_PREFIX = "AR-infra-dns"
+DEFAULT_SETTINGS = Settings()  # frozen, so one shared default is safe
 
 
 def rule_id(source: str, destination: str, protocol: Protocol) -> str:
@@ -96,7 +97,7 @@ def _suggested_exception(c: _Candidate, guardrail: str) -> str:
 
 
 def synthesize(inventory: Inventory, edges: Sequence[Edge], *, guardrails: Sequence[Guardrail],
-               settings: Settings = Settings(), exceptions: Sequence[PolicyException] = ()) -> SynthesisResult:
+               settings: Settings = DEFAULT_SETTINGS, exceptions: Sequence[PolicyException] = ()) -> SynthesisResult:
     workloads = list(inventory.workloads)
     names = {w.name for w in workloads}
     dns = tuple(sorted(inventory.dns_resolvers))

@@ -10,7 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from microseg.ir.model import Edge, Guardrail, PortRange, Segment, Workload, WorkloadKind, ZoneAssignment, ZoneMatch
+from microseg.ir.model import (
+    Edge,
+    Guardrail,
+    PortRange,
+    Segment,
+    Workload,
+    WorkloadKind,
+    ZoneAssignment,
+    ZoneMatch,
+)
 
 # Zone catalogue: name -> (trust 0..100, description). Trust orders enforcement in the rollout and
 # is what a reviewer reads first; the numbers only need to be ordinal.

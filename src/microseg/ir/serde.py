@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
 import yaml
@@ -94,7 +94,7 @@ class ExceptionsDoc(_Strict):
 def exception_from_entry(e: ExceptionEntry) -> PolicyException:
     expires = e.expires if isinstance(e.expires, datetime) else datetime.combine(e.expires, time.max)
     if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=timezone.utc)
+        expires = expires.replace(tzinfo=UTC)
     ports = tuple(PortRange.parse(p) for p in e.ports)
     rid = e.id or "EX-" + hashlib.sha256(
         f"{e.guardrail}|{sorted(e.sources)}|{sorted(e.destinations)}|{e.protocol}|{e.ports}".encode()).hexdigest()[:10]
@@ -158,7 +158,7 @@ def canonical(policy: Policy) -> Policy:
     })
 
 
-def _load_doc(name: str, text: str, model: type[BaseModel]) -> Any:
+def load_doc(name: str, text: str, model: type[BaseModel]) -> Any:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -208,12 +208,12 @@ def load_policy(texts: Mapping[str, str], *, where: str = "") -> Policy:
     for name in FILES:
         if name not in texts and name != "exceptions.yaml":
             raise InputError("missing policy file", file=path(name))
-    header: PolicyHeader = _load_doc(path("policy.yaml"), texts["policy.yaml"], PolicyHeader)
-    wl: WorkloadsDoc = _load_doc(path("workloads.yaml"), texts["workloads.yaml"], WorkloadsDoc)
-    seg: SegmentsDoc = _load_doc(path("segments.yaml"), texts["segments.yaml"], SegmentsDoc)
-    gr: GuardrailsDoc = _load_doc(path("guardrails.yaml"), texts["guardrails.yaml"], GuardrailsDoc)
-    rules: RulesDoc = _load_doc(path("rules.yaml"), texts["rules.yaml"], RulesDoc)
-    exc: ExceptionsDoc = _load_doc(path("exceptions.yaml"), texts.get("exceptions.yaml", ""), ExceptionsDoc)
+    header: PolicyHeader = load_doc(path("policy.yaml"), texts["policy.yaml"], PolicyHeader)
+    wl: WorkloadsDoc = load_doc(path("workloads.yaml"), texts["workloads.yaml"], WorkloadsDoc)
+    seg: SegmentsDoc = load_doc(path("segments.yaml"), texts["segments.yaml"], SegmentsDoc)
+    gr: GuardrailsDoc = load_doc(path("guardrails.yaml"), texts["guardrails.yaml"], GuardrailsDoc)
+    rules: RulesDoc = load_doc(path("rules.yaml"), texts["rules.yaml"], RulesDoc)
+    exc: ExceptionsDoc = load_doc(path("exceptions.yaml"), texts.get("exceptions.yaml", ""), ExceptionsDoc)
     policy = Policy(workloads=wl.workloads, segments=seg.segments, assignments=seg.assignments,
                     guardrails=gr.guardrails, rules=rules.rules,
                     exceptions=tuple(exception_from_entry(e) for e in exc.exceptions),

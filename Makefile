@@ -1,0 +1,34 @@
+# microseg — developer entry points. Every target installs what it needs into local venvs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint nca clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# The independent NetworkPolicy evaluator lives in its own venv and is called as a subprocess.
+nca: .nca-venv/.installed
+.nca-venv/.installed: scripts/setup-nca.sh
+	bash scripts/setup-nca.sh
+
+demo: $(STAMP)
+	$(VENV)/bin/microseg demo --out out/demo
+
+test: $(STAMP) .nca-venv/.installed
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_ingest.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .nca-venv out build *.egg-info benchmarks/data benchmarks/results

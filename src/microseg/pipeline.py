@@ -1,0 +1,153 @@
+"""The planning pipeline, end to end: the API behind the CLI's commands.
+
+sources → flow store → mapping → IR → analyses → reports/back ends. This module only wires layers
+together; each step lives in its own layer and only IR crosses between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from microseg.analyses.rollout import plan_rollout
+from microseg.analyses.synthesis import synthesize
+from microseg.analyses.validate import ValidationResult, validate
+from microseg.backends import Mode, get_backend, write_outputs
+from microseg.config import PlanConfig
+from microseg.engine.mapping import MappingResult, map_flows
+from microseg.engine.store import FlowStore, IngestReport
+from microseg.errors import InputError
+from microseg.ir.model import Edge, Inventory, Policy, PolicyException
+from microseg.ir.serde import FILES, ExceptionsDoc, dump_policy, exception_from_entry, load_doc, load_policy
+from microseg.reports.markdown import CoverageView, IngestView, PlanView, report_md, rollout_md, validation_md
+from microseg.reports.tables import findings_json, matrix_csv, matrix_rows, zones_yaml
+from microseg.sources.inventory import load_inventory
+
+STORE_NAME = "flows.duckdb"
+DEFAULT_CONFIG = PlanConfig()  # frozen
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    out_dir: Path
+    view: PlanView
+    files: tuple[str, ...]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def read_policy_dir(path: Path) -> Policy:
+    if not path.is_dir():
+        raise InputError("policy directory not found (run `microseg plan` first)", file=str(path))
+    texts = {}
+    for name in FILES:
+        f = path / name
+        if f.is_file():
+            texts[name] = f.read_text(encoding="utf-8")
+    return load_policy(texts, where=str(path))
+
+
+def read_exceptions(path: Path) -> tuple[PolicyException, ...]:
+    """Approved exceptions a person wrote (kept across re-planning)."""
+    if not path.is_file():
+        return ()
+    doc: ExceptionsDoc = load_doc(str(path), path.read_text(encoding="utf-8"), ExceptionsDoc)
+    return tuple(exception_from_entry(e) for e in doc.exceptions)
+
+
+def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *, flow_format: str | None,
+                 bad_threshold: float) -> tuple[IngestReport, MappingResult]:
+    store = FlowStore(store_path)
+    try:
+        report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold)
+        mapping = map_flows(store, inventory)
+    finally:
+        store.close()
+    return report, mapping
+
+
+def _coverage_view(m: MappingResult) -> CoverageView:
+    c = m.coverage
+    return CoverageView(records=c.records, resolved_records=c.resolved_records, total_bytes=c.bytes,
+                        resolved_bytes=c.resolved_bytes, unoriented=c.unoriented,
+                        top_unresolved=tuple((u.address, u.records, u.bytes) for u in c.top_unresolved))
+
+
+def _ingest_view(r: IngestReport) -> IngestView:
+    return IngestView(files=r.files, lines=r.lines, records=r.records, skipped=r.skipped, bad=r.bad,
+                      bad_samples=tuple(f"{b.file}:{b.line} [{b.field}] {b.message}" for b in r.bad_samples),
+                      formats=tuple(sorted(r.formats.items())))
+
+
+def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *, config: PlanConfig = DEFAULT_CONFIG,
+         flow_format: str | None = None, exceptions_file: Path | None = None,
+         progress: Progress = _quiet) -> PlanOutcome:
+    progress("reading inventory")
+    inventory = load_inventory(list(inventory_paths))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress("ingesting flow logs")
+    ingest, mapping = map_observed(inventory, flows, out_dir / STORE_NAME, flow_format=flow_format,
+                                   bad_threshold=config.bad_line_threshold)
+    edges = mapping.edges
+    exceptions = read_exceptions(out_dir / "policy" / "exceptions.yaml")
+    if exceptions_file is not None:
+        exceptions = tuple({x.rule.id: x for x in exceptions + read_exceptions(exceptions_file)}.values())
+    progress("proposing zones and synthesising rules")
+    synth = synthesize(inventory, edges, guardrails=config.effective_guardrails(), settings=config.settings(),
+                       exceptions=exceptions)
+    policy = synth.policy
+    # "Now" for exception expiry is the end of the observed data, not the wall clock, so the same
+    # inputs always give the same plan.
+    data_now = max((e.last_seen for e in edges if e.last_seen), default=None)
+    result = validate(policy, edges, now=data_now)
+    coverage = _coverage_view(mapping)
+    rollout = plan_rollout(policy, edges, synth.findings, unresolved_share=1 - coverage.record_share)
+    view = PlanView(policy=policy, edges=tuple(edges), findings=synth.findings,
+                    matrix=tuple(matrix_rows(policy, edges)), rollout=rollout, validation=result,
+                    coverage=coverage, ingest=_ingest_view(ingest),
+                    inputs=tuple(str(p) for p in inventory_paths) + tuple(flows), targets=config.targets)
+    files: dict[str, str] = {
+        "report.md": report_md(view), "zones.yaml": zones_yaml(policy), "matrix.csv": matrix_csv(view.matrix),
+        "findings.json": findings_json(synth.findings), "rollout.md": rollout_md(view),
+        "validation.md": validation_md(view),
+    }
+    files.update({f"policy/{name}": text for name, text in dump_policy(policy).items()})
+    for target in config.targets:
+        progress(f"compiling for {target}")
+        compiled = get_backend(target).compile(policy, mode="enforce")
+        files.update({f"enforce/{target}/{name}": text for name, text in compiled.items()})
+    write_outputs(files, out_dir)
+    return PlanOutcome(out_dir=out_dir, view=view, files=tuple(sorted(files)))
+
+
+def compile_policy(policy_dir: Path, target: str, out_dir: Path, *, mode: Mode = "enforce") -> tuple[str, ...]:
+    policy = read_policy_dir(policy_dir)
+    files = get_backend(target).compile(policy, mode=mode)
+    write_outputs(files, out_dir)
+    return tuple(sorted(files))
+
+
+def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (),
+                    flow_format: str | None = None, store_path: Path | None = None, segment: str | None = None,
+                    now: datetime | None = None, bad_threshold: float = 0.01) -> tuple[Policy, ValidationResult]:
+    policy = read_policy_dir(policy_dir)
+    edges: tuple[Edge, ...] | None = None
+    if flows:
+        if not inventory_paths:
+            raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
+        inventory = load_inventory(list(inventory_paths))
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="microseg-validate-") as tmp:
+            _, mapping = map_observed(inventory, flows, store_path or Path(tmp) / STORE_NAME,
+                                      flow_format=flow_format, bad_threshold=bad_threshold)
+        edges = mapping.edges
+    if segment is not None and segment not in {s.name for s in policy.segments}:
+        raise InputError(f"unknown segment {segment!r}; known: {', '.join(s.name for s in policy.segments)}",
+                         field="--segment")
+    return policy, validate(policy, edges, now=now or datetime.now(UTC), segment=segment)
