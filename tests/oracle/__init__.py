@@ -1,0 +1,1 @@
+"""Independent oracles: other projects' evaluators that compiled output is checked against."""
