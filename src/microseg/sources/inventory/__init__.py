@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -101,11 +101,8 @@ def read_inventory(paths: Sequence[Path]) -> LoadResult:
                 unrecognized.append(f"{display}:{doc.line}")
     k8s_result = k8s.build()
 
-    workloads: dict[str, Workload] = {}
-    where: dict[str, native.Located] = {}
-    for w in k8s_result.workloads:
-        file, line = k8s_result.origins[w.name]
-        workloads[w.name], where[w.name] = w, native.Located(file, line, "metadata.name")
+    workloads: dict[str, Workload] = {w.name: w for w in k8s_result.workloads}
+    where: dict[str, native.Located | kubernetes.Origin] = dict(k8s_result.origins)
     for result in natives:
         for w, at in result.workloads:
             if w.name in workloads:
@@ -126,7 +123,7 @@ def read_inventory(paths: Sequence[Path]) -> LoadResult:
         namespaces=k8s_result.namespaces, dns_resolvers=k8s_result.dns_resolvers,
         sources=tuple(display for _, display in files))
     report = InventoryReport(
-        files=inventory.sources, ignored_kinds=tuple(sorted(Counter(k8s_result.ignored_kinds).items())),
+        files=inventory.sources, ignored_kinds=tuple(sorted(k8s_result.ignored_kinds.items())),
         unrecognized=tuple(unrecognized), notes=k8s_result.notes)
     return LoadResult(inventory, report)
 
