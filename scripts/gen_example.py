@@ -174,6 +174,9 @@ OVERRIDES = (
     {"workload": "ai/model-server", "ai_role": "model-endpoint", "owner": "ai-team"},
     {"workload": "ai/vector-store", "ai_role": "vector-store", "sensitivity": "high", "owner": "ai-team"},
     {"workload": "ai/embedding-reindex", "ai_role": "embedding-pipeline", "owner": "ai-team"},
+    # The administrators' VPN pool is where admin sessions start: it belongs to the management zone,
+    # not to "external", or every SSH session to the bastion would break a guardrail.
+    {"workload": "external:corp-vpn", "zone": "management", "owner": "ops-team"},
 )
 
 NAMESPACES: dict[str, dict[str, str]] = {

@@ -18,7 +18,7 @@ from rich.console import Console
 from microseg import __version__
 from microseg.errors import MicrosegError, ValidationFailed
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Plan zero-trust micro-segmentation from inventories and flow logs, and prove the plan "
                        "before it reaches production.")
 err = Console(stderr=True, highlight=False)
@@ -89,7 +89,7 @@ def compile_cmd(
 
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}", field="--mode")
-    files = compile_policy(policy, target, out_dir, mode=mode)  # type: ignore[arg-type]
+    files = compile_policy(policy, target, out_dir, mode=mode)
     out.print(f"Wrote {len(files)} file(s) for {target} ({mode}) to {out_dir}")
 
 
@@ -157,22 +157,11 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output direc
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()  # usage errors are Typer's own (exit 2, with the usage line)
     except MicrosegError as exc:
         err.print(f"microseg: error: {exc}", markup=False)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # the CLI entry point is the one place that catches broadly
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception:  # the CLI entry point is the one place that catches broadly
         traceback.print_exc()
         err.print("microseg: internal error (a bug); please report it with the traceback above", markup=False)
         sys.exit(70)

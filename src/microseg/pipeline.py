@@ -74,12 +74,13 @@ def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *
 def _coverage_view(m: MappingResult) -> CoverageView:
     c = m.coverage
     return CoverageView(records=c.records, resolved_records=c.resolved_records, total_bytes=c.bytes,
-                        resolved_bytes=c.resolved_bytes, unoriented=c.unoriented,
+                        resolved_bytes=c.resolved_bytes, unoriented=c.unoriented_records,
                         top_unresolved=tuple((u.address, u.records, u.bytes) for u in c.top_unresolved))
 
 
 def _ingest_view(r: IngestReport) -> IngestView:
-    return IngestView(files=r.files, lines=r.lines, records=r.records, skipped=r.skipped, bad=r.bad,
+    return IngestView(files=len(r.files), lines=r.lines, records=r.records, skipped=sum(r.skipped.values()),
+                      bad=r.bad,
                       bad_samples=tuple(f"{b.file}:{b.line} [{b.field}] {b.message}" for b in r.bad_samples),
                       formats=tuple(sorted(r.formats.items())))
 

@@ -142,3 +142,21 @@ def test_rule_ids_are_stable() -> None:
     tcp, udp = Protocol.TCP, Protocol.UDP
     assert rule_id("a/b", "c/d", tcp) == "AR-" + hashlib.sha256(b"a/b|c/d|TCP").hexdigest()[:10]
     assert rule_id("a/b", "c/d", tcp) != rule_id("a/b", "c/d", udp)
+
+
+def test_guardrails_are_checked_per_port() -> None:
+    """An SSH probe on a pair must not take the pair's legitimate port out of the policy (nor the reverse)."""
+    res = synthesize(INV, [*EDGES, edge("shop/front", "shop/api", 22, flows=2, days=1)],
+                     guardrails=default_guardrails())
+    ports = {str(p) for r in res.policy.rules if r.sources == ("shop/front",) and r.destinations == ("shop/api",)
+             for p in r.ports}
+    assert ports == {"80", "8080"}
+    assert any(f.id == "MS101" and f.destination == "shop/api" and f.port == 22 for f in res.findings)
+
+
+def test_admin_interfaces_of_ai_platforms_are_admin_ports() -> None:
+    """The Ray dashboard/Jobs API (8265) runs code on the cluster: only management may reach it."""
+    inv = INV.model_copy(update={"workloads": (*INV.workloads, k8s("ai/ray", images=("rayproject/ray:2.40",)))})
+    res = synthesize(inv, [edge("shop/api", "ai/ray", 8265)], guardrails=default_guardrails())
+    assert not any(r.destinations == ("ai/ray",) for r in res.policy.rules)
+    assert any(f.id == "MS101" and "GR-admin-from-management" in f.message for f in res.findings)

@@ -32,7 +32,7 @@ from microseg.ir.model import (
     Workload,
     WorkloadKind,
 )
-from microseg.ir.semantics import breached_guardrails, is_enforced, merge_ranges
+from microseg.ir.semantics import Evaluator, breached_guardrails, is_enforced, merge_ranges
 
 # The conventional selector of the cluster resolver (CoreDNS and kube-dns both carry it), used when
 # the inventory does not contain the resolver's Deployment. See the Kubernetes DNS docs
@@ -64,6 +64,7 @@ class _Candidate:
     first: datetime | None = None
     last: datetime | None = None
     declared: list[str] = field(default_factory=list)
+    guardrails: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ def synthesize(inventory: Inventory, edges: Sequence[Edge], *, guardrails: Seque
                                             text="DNS to the cluster resolver (infrastructure allowance)")))
 
     candidates: dict[tuple[str, str, Protocol], _Candidate] = {}
+    flagged: dict[tuple[str, str, Protocol], _Candidate] = {}
+    exceptions_ev = Evaluator(Policy(workloads=skeleton.workloads, exceptions=tuple(exceptions),
+                                     settings=settings))
     for e in sorted(list(edges) + declared_edges(workloads), key=lambda e: (e.key, e.origin.value)):
         if e.source not in names or e.destination not in names:
             findings.append(Finding(id="MS105", severity="medium", message="declared dependency names a "
@@ -151,9 +155,15 @@ def synthesize(inventory: Inventory, edges: Sequence[Edge], *, guardrails: Seque
                 source=e.source, destination=e.destination, protocol=e.protocol, port=e.port,
                 suggestion="Declare the dependency in the inventory (depends_on) if it is legitimate."))
             continue
-        key = (e.source, e.destination, e.protocol)
-        c = candidates.setdefault(key, _Candidate(e.source, e.destination, e.protocol))
         port = PortRange(start=e.port, end=e.port) if e.protocol != Protocol.ICMP else PortRange(start=0, end=0)
+        # Guardrails are checked per port, so one forbidden port (an SSH probe, say) never drags the
+        # legitimate ports of the same pair out of the policy, nor the reverse.
+        breaches = breached_guardrails(skeleton, e.source, e.destination, e.protocol, (port,))
+        if breaches and exceptions_ev.decide(e.source, e.destination, e.protocol, e.port).rule_ids:
+            continue  # an approved exception already carries this flow
+        key = (e.source, e.destination, e.protocol)
+        c = (flagged if breaches else candidates).setdefault(key, _Candidate(e.source, e.destination, e.protocol))
+        c.guardrails.update(g.id for g in breaches)
         c.ports.append(port)
         if e.origin == EdgeOrigin.DECLARED:
             c.declared.append(str(e.port))
@@ -162,31 +172,27 @@ def synthesize(inventory: Inventory, edges: Sequence[Edge], *, guardrails: Seque
         c.first = _earliest(c.first, e.first_seen)
         c.last = _latest(c.last, e.last_seen)
 
-    exception_keys = {(s, d, e.rule.protocol) for e in exceptions for s in e.rule.sources
-                      for d in e.rule.destinations}
+    zone_of = skeleton.zone_of()
+    guardrail_text = {g.id: g.description for g in guardrails}
+    for key in sorted(flagged, key=lambda k: (k[0], k[1], k[2].value)):
+        c = flagged[key]
+        ports = merge_ranges(c.ports)
+        for gid in sorted(c.guardrails):
+            findings.append(Finding(
+                id="MS101", severity="high",
+                message=f"{'declared' if c.declared and not c.flows else 'observed'} flow breaks guardrail "
+                f"{gid} ({guardrail_text[gid]}): possible lateral movement or undeclared dependency; not codified",
+                source=c.source, destination=c.destination, protocol=c.protocol, port=ports[0].start,
+                evidence=f"{zone_of.get(c.source)} -> {zone_of.get(c.destination)}; {c.flows} flow(s) on {c.days} "
+                f"day(s), ports {','.join(map(str, ports))}, first {_fmt(c.first)}, last {_fmt(c.last)}",
+                suggestion=_suggested_exception(c, gid)))
     for key in sorted(candidates, key=lambda k: (k[0], k[1], k[2].value)):
         c = candidates[key]
-        ports = merge_ranges(c.ports)
-        breaches = breached_guardrails(skeleton, c.source, c.destination, c.protocol, ports)
-        if breaches:
-            if key in exception_keys:
-                continue  # an approved exception already carries this flow
-            s_zone, d_zone = skeleton.zone_of().get(c.source), skeleton.zone_of().get(c.destination)
-            for g in breaches:
-                findings.append(Finding(
-                    id="MS101", severity="high",
-                    message=f"{'declared' if c.declared and not c.flows else 'observed'} flow breaks guardrail "
-                    f"{g.id} ({g.description}): possible lateral movement or undeclared dependency; not codified",
-                    source=c.source, destination=c.destination, protocol=c.protocol, port=ports[0].start,
-                    evidence=f"{s_zone} -> {d_zone}; {c.flows} flow(s) on {c.days} day(s), ports "
-                    f"{','.join(map(str, ports))}, first {_fmt(c.first)}, last {_fmt(c.last)}",
-                    suggestion=_suggested_exception(c, g.id)))
-            continue
         if not is_enforced(wl[c.source], settings.excluded_namespaces) and not is_enforced(
                 wl[c.destination], settings.excluded_namespaces):
             continue  # nothing of ours enforces this pair; a rule would be noise
         rules.append(AllowRule(id=rule_id(c.source, c.destination, c.protocol), sources=(c.source,),
-                               destinations=(c.destination,), protocol=c.protocol, ports=ports,
+                               destinations=(c.destination,), protocol=c.protocol, ports=merge_ranges(c.ports),
                                justification=_justify(c)))
     rules.sort(key=lambda r: r.id)
     policy = skeleton.model_copy(update={"rules": tuple(rules)})

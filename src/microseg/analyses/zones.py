@@ -58,6 +58,8 @@ _MODEL_PORTS = {11434: "Ollama"}
 _AGENT_WORDS = re.compile(r"(^|[-_/])(agent|assistant|copilot|mcp|tool-?runner|autogen|crewai)([-_/]|$)")
 _MGMT_WORDS = re.compile(r"(^|[-_/.])(bastion|jump(host|box)?|jumpbox|admin-?host)([-_/.]|$)")
 _ADMIN_PORTS = {22: "SSH", 3389: "RDP", 5985: "WinRM", 5986: "WinRM/TLS", 23: "Telnet", 5900: "VNC"}
+_MONITORING_IMAGES = ("prometheus", "alertmanager", "grafana", "node-exporter", "kube-state-metrics", "datadog",
+                      "fluent-bit", "fluentd", "opentelemetry-collector", "otel", "vector", "promtail", "loki")
 _PLATFORM_NAMESPACES = ("kube-system", "ingress-nginx", "istio-system", "cert-manager", "monitoring")
 _AI_ROLE_ZONE = {
     "model-endpoint": "ai-inference", "llm-gateway": "ai-inference", "vector-store": "ai-data",
@@ -117,8 +119,12 @@ def propose(w: Workload, internet_peers: set[str]) -> tuple[str, str]:
         return "internet-facing", "accepts connections from public addresses (observed flows)"
     if w.kind == WorkloadKind.KUBERNETES and w.namespace in _PLATFORM_NAMESPACES:
         return "platform", f"cluster platform namespace {w.namespace}"
-    if (why := _port_match(w, _ADMIN_PORTS)) is not None and w.kind != WorkloadKind.KUBERNETES:
-        return "management", f"host listens on admin {why}"
+    if (img := _image_match(w.images, _MONITORING_IMAGES)) is not None:
+        return "platform", f"monitoring/telemetry image {img}"
+    # Nearly every Linux host listens on SSH, so only a host that serves nothing *but* admin
+    # protocols is a management host by its ports.
+    if w.kind != WorkloadKind.KUBERNETES and w.ports and all(p.port in _ADMIN_PORTS for p in w.ports):
+        return "management", f"host serves only admin protocols ({_port_match(w, _ADMIN_PORTS)})"
     if (w.environment or "").lower() in DEV_ENVIRONMENTS:
         return "dev", f"environment {w.environment}"
     return "app", "application tier (no data-store, AI, management or internet-facing signal)"
@@ -150,8 +156,11 @@ def assign_zones(workloads: Sequence[Workload], edges: Sequence[Edge] = ()) -> t
     return tuple(segments), tuple(assignments)
 
 
-ADMIN_PORT_RANGES = (PortRange(start=22, end=23), PortRange(start=3389, end=3389), PortRange(start=5900, end=5900),
-                     PortRange(start=5985, end=5986))
+# Admin interfaces: remote shells and desktops, plus control planes that run code on request —
+# Docker's API (2375/2376), the kubelet API (10250), the Ray dashboard/Jobs API (8265, exploited as
+# "ShadowRay", CVE-2023-48022) and the RabbitMQ management UI (15672).
+ADMIN_PORT_RANGES = tuple(PortRange.parse(p) for p in ("22-23", "2375-2376", "3389", "5900", "5985-5986", "8265",
+                                                       "10250", "15672"))
 
 
 def default_guardrails() -> tuple[Guardrail, ...]:
@@ -166,8 +175,8 @@ def default_guardrails() -> tuple[Guardrail, ...]:
         Guardrail(id="GR-dev-to-prod", description="Dev/test never reaches prod",
                   source=ZoneMatch(environments=DEV_ENVIRONMENTS),
                   destination=ZoneMatch(environments=PROD_ENVIRONMENTS)),
-        Guardrail(id="GR-admin-from-management", description="Admin ports (SSH, Telnet, RDP, VNC, WinRM) "
-                  "only from the management zone", source=ZoneMatch(except_zones=("management",)),
+        Guardrail(id="GR-admin-from-management", description="Admin ports (SSH, Telnet, RDP, VNC, WinRM, "
+                  "Docker, kubelet, Ray dashboard, RabbitMQ management) only from the management zone", source=ZoneMatch(except_zones=("management",)),
                   destination=ZoneMatch(), ports=ADMIN_PORT_RANGES),
         Guardrail(id="GR-ai-no-direct-egress", description="Model endpoints and AI data stores never reach the "
                   "internet directly (egress goes through a proxy)",

@@ -179,9 +179,9 @@ def guardrail_applies(g: Guardrail, src_zone: str | None, src_env: str | None, d
     """Whether a connection class (zone/env of both ends, protocol, any of ``ports``) breaks ``g``."""
     if g.protocols and protocol not in g.protocols:
         return False
-    if g.ports and protocol != Protocol.ICMP and not any(
-            gp.start <= p.end and p.start <= gp.end for gp in g.ports for p in ports):
-        return False
+    if g.ports and (protocol == Protocol.ICMP or not any(
+            gp.start <= p.end and p.start <= gp.end for gp in g.ports for p in ports)):
+        return False  # a port-scoped guardrail says nothing about ICMP, which has no ports
     return _zone_match(g.source, src_zone, src_env) and _zone_match(g.destination, dst_zone, dst_env)
 
 
