@@ -6,6 +6,7 @@ together; each step lives in its own layer and only IR crosses between them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,10 +80,13 @@ def _coverage_view(m: MappingResult) -> CoverageView:
 
 
 def _ingest_view(r: IngestReport) -> IngestView:
-    return IngestView(files=len(r.files), lines=r.lines, records=r.records, skipped=sum(r.skipped.values()),
-                      bad=r.bad,
+    # Totals over every file of this run, including files the store already held (reused), so the
+    # report describes the data behind the plan, not what this particular run had to read.
+    return IngestView(files=len(r.files), lines=sum(f.lines for f in r.files),
+                      records=sum(f.records for f in r.files), skipped=sum(f.skipped for f in r.files),
+                      bad=sum(f.bad for f in r.files),
                       bad_samples=tuple(f"{b.file}:{b.line} [{b.field}] {b.message}" for b in r.bad_samples),
-                      formats=tuple(sorted(r.formats.items())))
+                      formats=tuple(sorted(Counter(f.format for f in r.files).items())))
 
 
 def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *, config: PlanConfig = DEFAULT_CONFIG,
@@ -111,7 +115,7 @@ def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *
     view = PlanView(policy=policy, edges=tuple(edges), findings=synth.findings,
                     matrix=tuple(matrix_rows(policy, edges)), rollout=rollout, validation=result,
                     coverage=coverage, ingest=_ingest_view(ingest),
-                    inputs=tuple(str(p) for p in inventory_paths) + tuple(flows), targets=config.targets)
+                    inputs=tuple(sorted({str(p) for p in inventory_paths} | set(flows))), targets=config.targets)
     files: dict[str, str] = {
         "report.md": report_md(view), "zones.yaml": zones_yaml(policy), "matrix.csv": matrix_csv(view.matrix),
         "findings.json": findings_json(synth.findings), "rollout.md": rollout_md(view),

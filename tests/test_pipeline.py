@@ -1,0 +1,169 @@
+"""The planning pipeline end to end on the bundled example, checked against its planted facts.
+
+The facts (IP reuse, the lateral-movement attempt, the dev->prod call, the weekly job) are documented
+in src/microseg/examples/shop/README.md and asserted from the raw files by tests/test_example_data.py;
+here we check that the plan draws the right conclusions from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from microseg.backends import get_backend
+from microseg.errors import InputError, TooManyBadLines
+from microseg.examples import example_dir
+from microseg.ir.semantics import Evaluator
+from microseg.pipeline import PlanOutcome, plan, read_policy_dir, validate_policy
+from tests.oracle.nca import assert_nca_agrees
+
+EX = example_dir()
+INVENTORY = [EX / "k8s", EX / "snapshots", EX / "inventory"]
+FLOWS = [str(EX / "flows")]
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory: pytest.TempPathFactory) -> PlanOutcome:
+    return plan(INVENTORY, FLOWS, tmp_path_factory.mktemp("plan") / "out")
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith("flows.duckdb")}
+
+
+def edges(o: PlanOutcome) -> set[tuple[str, str, str, int]]:
+    return {e.key for e in o.view.edges if e.flows > 0}
+
+
+def test_output_contract(planned: PlanOutcome) -> None:
+    out = planned.out_dir
+    for name in ("report.md", "zones.yaml", "matrix.csv", "findings.json", "rollout.md", "validation.md",
+                 "policy/rules.yaml", "enforce/kubernetes/shop.yaml"):
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(io.StringIO((out / "matrix.csv").read_text())))
+    assert {"rule_id", "source", "source_segment", "destination", "destination_segment", "protocol", "port",
+            "justification", "flows", "first_seen", "last_seen"} <= set(rows[0])
+    assert {r["protocol"] for r in rows} <= {"TCP", "UDP", "ICMP"}
+    assert all(r["port"].replace("-", "").isdigit() and r["justification"] for r in rows)
+    findings = json.loads((out / "findings.json").read_text())
+    assert all({"id", "severity", "message", "source", "destination", "port"} <= set(f) for f in findings)
+    report = (out / "report.md").read_text()
+    for heading in ("## (a) Segment / trust-zone map", "## (b) Flow-to-policy matrix", "## (c) Phased rollout plan",
+                    "## (d) Validation and drift-detection plan", "## Coverage", "## Findings"):
+        assert heading in report
+    zones = yaml.safe_load((out / "zones.yaml").read_text())["zones"]
+    placed = {m["workload"]: z["name"] for z in zones for m in z["members"]}
+    assert placed["shop/postgres"] == "data" and placed["ai/model-server"] == "ai-inference"
+    assert placed["ai/vector-store"] == "ai-data" and placed["ai/assistant"] == "ai-agents"
+    assert placed["bastion-1"] == "management" and placed["shop/frontend"] == "internet-facing"
+    assert placed["shop-dev/frontend"] == "dev" and placed["shop/orders"] == "app"
+
+
+def test_ip_reuse_resolves_by_time(planned: PlanOutcome) -> None:
+    """10.244.34.205 was carts (8080) until 2026-11-04 14:12:40, then catalogue (80) from 14:20:05."""
+    e = edges(planned)
+    assert ("shop/orders", "shop/carts", "TCP", 8080) in e
+    assert ("shop/frontend", "shop/catalogue", "TCP", 80) in e
+    # never the latest holder for the older flows, nor the reverse
+    assert not any(d == "shop/catalogue" and p == 8080 for _, d, _, p in e)
+    assert not any(d == "shop/carts" and p == 80 for _, d, _, p in e)
+
+
+def test_lateral_movement_is_reported_not_codified(planned: PlanOutcome) -> None:
+    v = planned.view
+    flagged = {(f.id, f.source, f.destination, f.port) for f in v.findings}
+    assert ("MS101", "shop/frontend", "shop/postgres", 5432) in flagged
+    assert ("MS101", "shop/frontend", "ai/model-server", 8265) in flagged
+    for pod in ("shop/carts", "shop/orders", "shop/payment", "shop/queue-master"):
+        assert ("MS101", "shop/frontend", pod, 22) in flagged
+    assert ("MS102", "shop/frontend", "bastion-1", 22) in flagged  # rejected today
+    assert ("MS101", "shop-dev/frontend", "shop/orders", 8080) in flagged
+    ev = Evaluator(v.policy)
+    for dst, port in (("shop/postgres", 5432), ("ai/model-server", 8265), ("shop/carts", 22), ("bastion-1", 22)):
+        assert not ev.decide("shop/frontend", dst, "TCP", port).allowed  # type: ignore[arg-type]
+    assert not ev.decide("shop-dev/frontend", "shop/orders", "TCP", 8080).allowed  # type: ignore[arg-type]
+    # ...while the frontend keeps what it legitimately uses
+    assert ev.decide("shop/frontend", "shop/catalogue", "TCP", 80).allowed  # type: ignore[arg-type]
+    assert ev.decide("shop/frontend", "ai/assistant", "TCP", 8080).allowed  # type: ignore[arg-type]
+
+
+def test_legitimate_dependencies_are_codified(planned: PlanOutcome) -> None:
+    ev = Evaluator(planned.view.policy)
+    for s, d, proto, port in (("backup-1", "shop/postgres", "TCP", 5432),       # declared and observed nightly
+                              ("ai/embedding-reindex", "ai/vector-store", "TCP", 6333),  # weekly job, one day
+                              ("shop/payment", "external:payments-psp", "TCP", 443),
+                              ("ingress-nginx/ingress-nginx-controller", "shop/frontend", "TCP", 8079),
+                              ("shop/orders", "kube-system/coredns", "UDP", 53),       # DNS allowance
+                              ("legacy-erp", "shop/orders", "TCP", 8080)):
+        d_ = ev.decide(s, d, proto, port)  # type: ignore[arg-type]
+        assert d_.allowed and d_.rule_ids, (s, d, port)
+
+
+def test_validation_passes_and_shrinks_blast_radius(planned: PlanOutcome) -> None:
+    r = planned.view.validation
+    assert r.ok, r.violations
+    radius = {b.workload: b for b in r.blast}
+    assert radius["shop/frontend"].direct < radius["shop/frontend"].flat
+    assert radius["shop/postgres"].direct == 1  # DNS only
+
+
+def test_unexplained_address_is_reported(planned: PlanOutcome) -> None:
+    assert "10.99.4.17" in {a for a, _, _ in planned.view.coverage.top_unresolved}
+
+
+def test_same_input_gives_identical_files(planned: PlanOutcome, tmp_path: Path) -> None:
+    again = plan(list(reversed(INVENTORY)), FLOWS, tmp_path / "again")
+    assert tree(again.out_dir) == tree(planned.out_dir)
+    # a second run in the same directory reuses the store and changes nothing
+    assert tree(plan(INVENTORY, FLOWS, tmp_path / "again").out_dir) == tree(planned.out_dir)
+
+
+def test_validate_cli_path_with_flows(planned: PlanOutcome) -> None:
+    _, r = validate_policy(planned.out_dir / "policy", inventory_paths=INVENTORY, flows=FLOWS)
+    assert r.ok and r.edges_checked > 0
+    assert any(f.id == "MS204" and f.destination == "shop/postgres" for f in r.info)
+
+
+def test_kubernetes_output_agrees_with_network_config_analyzer(planned: PlanOutcome, tmp_path: Path) -> None:
+    policy = read_policy_dir(planned.out_dir / "policy")
+    compiled = get_backend("kubernetes").compile(policy)
+    on_disk = {p.relative_to(planned.out_dir / "enforce/kubernetes").as_posix(): p.read_text()
+               for p in (planned.out_dir / "enforce/kubernetes").iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert compiled == on_disk
+    assert_nca_agrees(policy, compiled, tmp_path)
+
+
+def test_bad_flow_lines_fail_closed(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    src = EX / "flows" / "vpc-2026-11-02.log.gz"
+    import gzip
+
+    lines = gzip.decompress(src.read_bytes()).decode().splitlines()
+    lines[5] = "2 this is not a flow record"
+    lines[9] = lines[9].replace(" 6 ", " six ", 1)
+    (flows / "day.log").write_text("\n".join(lines[:50]) + "\n")
+    with pytest.raises(TooManyBadLines) as e:
+        plan(INVENTORY, [str(flows)], tmp_path / "out")
+    assert "day.log:6" in str(e.value)
+    assert not (tmp_path / "out" / "policy").exists()  # nothing half-written
+
+
+def test_malformed_inventory_names_file_line_field(tmp_path: Path) -> None:
+    inv = tmp_path / "inv"
+    shutil.copytree(EX / "inventory", inv)
+    text = (inv / "hosts.yaml").read_text().replace("  location: vpc-prod/subnet-mgmt\n",
+                                                     "  location: vpc-prod/subnet-mgmt\n  colour: blue\n", 1)
+    (inv / "hosts.yaml").write_text(text)
+    with pytest.raises(InputError) as e:
+        plan([EX / "k8s", EX / "snapshots", inv], FLOWS, tmp_path / "out")
+    line = text.splitlines().index("  colour: blue") + 1
+    assert e.value.file and e.value.file.endswith("hosts.yaml") and e.value.line == line
+    assert "colour" in str(e.value)
