@@ -21,8 +21,8 @@ from microseg.errors import MicrosegError, ValidationFailed
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Plan zero-trust micro-segmentation from inventories and flow logs, and prove the plan "
                        "before it reaches production.")
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -159,7 +159,7 @@ def main() -> None:
     try:
         app()  # usage errors are Typer's own (exit 2, with the usage line)
     except MicrosegError as exc:
-        err.print(f"microseg: error: {exc}", markup=False)
+        err.print(f"microseg: error: {exc}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception:  # the CLI entry point is the one place that catches broadly
         traceback.print_exc()
