@@ -157,7 +157,7 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output direc
 
 def main() -> None:
     try:
-        app()  # usage errors are Typer's own (exit 2, with the usage line)
+        app(prog_name="microseg")  # usage errors are Typer's own (exit 2, with the usage line)
     except MicrosegError as exc:
         err.print(f"microseg: error: {exc}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -1,0 +1,74 @@
+"""The command line as a user runs it: a real subprocess, documented exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "microseg.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "demo"
+    r = run("demo", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"Report: {out / 'report.md'}" in r.stdout
+    return out
+
+
+@pytest.mark.parametrize(("command", "says"), [("plan", "flow-to-policy matrix"), ("compile", "enforcement target"),
+                                               ("validate", "blast radius"), ("demo", "bundled example")])
+def test_help_explains_each_command(command: str, says: str) -> None:
+    r = run(command, "--help")
+    assert r.returncode == 0 and f"Usage: microseg {command}" in r.stdout
+    assert says in " ".join(r.stdout.split())
+
+
+def test_validate_passes_on_the_plan(demo: Path) -> None:
+    r = run("validate", "--policy", str(demo / "policy"))
+    assert r.returncode == 0 and "PASS" in r.stdout
+
+
+def test_validate_exits_4_on_a_rule_that_breaks_a_guardrail(demo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    pol = tmp_path / "policy"
+    shutil.copytree(demo / "policy", pol)
+    rules = (pol / "rules.yaml").read_text()
+    rules += ("- id: AR-sneaky\n  sources: [shop/frontend]\n  destinations: [shop/postgres]\n  protocol: TCP\n"
+              "  ports: ['5432']\n  justification: {kind: observed, text: looks fine}\n")
+    (pol / "rules.yaml").write_text(rules)
+    r = run("validate", "--policy", str(pol))
+    assert r.returncode == 4
+    assert "VIOLATION MS201 shop/frontend -> shop/postgres" in r.stdout
+
+
+def test_bad_input_exits_2_with_file_and_line(demo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    pol = tmp_path / "policy"
+    shutil.copytree(demo / "policy", pol)
+    (pol / "guardrails.yaml").write_text("guardrails:\n- id: x\n  description: [unclosed\n")
+    r = run("validate", "--policy", str(pol))
+    assert r.returncode == 2
+    assert f"{pol}/guardrails.yaml:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_target_exits_1(demo: Path, tmp_path: Path) -> None:
+    r = run("compile", "--policy", str(demo / "policy"), "--target", "nosuch", "--out", str(tmp_path))
+    assert r.returncode == 1 and "known targets: kubernetes" in r.stderr
+
+
+def test_compile_observe_mode(demo: Path, tmp_path: Path) -> None:
+    r = run("compile", "--policy", str(demo / "policy"), "--target", "kubernetes", "--mode", "observe",
+            "--out", str(tmp_path / "k8s"))
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "k8s" / "shop.yaml").read_text()
+    enforce = (demo / "enforce" / "kubernetes" / "shop.yaml").read_text()
+    assert text != enforce and "microseg-baseline" in text
