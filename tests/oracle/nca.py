@@ -510,3 +510,169 @@ def assert_nca_agrees(policy: Policy, compiled_files: Mapping[str, str], tmp_pat
         raise AssertionError("NCA disagrees with microseg's evaluation of the compiled NetworkPolicies "
                              f"({len(problems)} difference(s)):\n  " + "\n  ".join(problems)
                              + f"\nNCA output ({manifest_dir}):\n{raw}")
+
+
+# -- Calico (additions; the NetworkPolicy functions above are unchanged) -----------------------------------------
+
+
+def calico_files_for_nca(files: Mapping[str, str]) -> dict[str, str]:
+    """The Calico back end's output in the form NCA 2.1.0 reads.
+
+    NCA's Calico parser knows ``NetworkPolicy``/``GlobalNetworkPolicy``/``Profile`` of
+    ``projectcalico.org/v3`` with ``order`` but no tiers: ``spec.tier`` is rejected as an unknown key and
+    ``Tier`` objects are not read. With every policy in one tier and no other policies present, one
+    ordered list is the same evaluation (a tier that selects an endpoint and does not act denies, as
+    NCA's end of list does for captured endpoints), so ``Tier`` objects are dropped and ``spec.tier``
+    removed. Anything that would make that equivalence false (two tiers, a ``Pass`` rule, NCA-unsupported
+    ``serviceAccountSelector``) is refused rather than silently translated.
+    """
+    out: dict[str, str] = {}
+    tiers: set[str] = set()
+    for rel, text in sorted(files.items()):
+        if not rel.endswith((".yaml", ".yml")):
+            continue
+        docs = []
+        for doc in yaml.safe_load_all(text):
+            if doc is None or doc.get("kind") == "Tier":
+                continue
+            spec = doc.get("spec") or {}
+            tiers.add(str(spec.pop("tier", "default")))
+            if "serviceAccountSelector" in spec:
+                raise ValueError("NCA 2.1.0 does not read serviceAccountSelector: use workloads without service "
+                                 "accounts for the NCA comparison")
+            if any(r.get("action") == "Pass" for r in (spec.get("ingress") or []) + (spec.get("egress") or [])):
+                raise ValueError("a Pass rule means something else without tiers")
+            docs.append(doc)
+        if docs:
+            out[rel] = yaml.safe_dump_all(docs, sort_keys=False)
+    if len(tiers) > 1:
+        raise ValueError(f"policies in several tiers ({sorted(tiers)}): NCA has no tiers")
+    return out
+
+
+def assert_nca_agrees_calico(policy: Policy, compiled_files: Mapping[str, str], tmp_path: Path, *,
+                             mode: Literal["enforce", "observe"] = "enforce") -> None:
+    """NCA's connectivity of compiled Calico policies equals microseg's evaluation (see assert_nca_agrees)."""
+    assert_nca_agrees(policy, calico_files_for_nca(compiled_files), tmp_path, mode=mode)
+
+
+# -- Istio AuthorizationPolicy (additions; the functions above are unchanged) -----------------------------------
+
+
+def istio_workload_manifests(policy: Policy) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """:func:`workload_manifests` with each Deployment running under its workload's service account.
+
+    NCA matches ``principals`` against ``cluster.local/ns/<namespace>/sa/<serviceAccountName>`` of the pods
+    (only that trust domain, and only ``[\\w-]`` names); a pod without ``serviceAccountName`` runs as
+    ``default``, as in Kubernetes. The account is the one of the workload's SPIFFE ID, else its
+    ``service_account``.
+    """
+    docs, names = workload_manifests(policy)
+    workloads = policy.workload_map()
+    for doc in docs:
+        if doc["kind"] != "Deployment":
+            continue
+        w = workloads[names[f"{doc['metadata']['namespace']}/{doc['metadata']['name']}"]]
+        account = w.service_account
+        if w.identity and w.identity.startswith("spiffe://"):
+            account = w.identity.rsplit("/sa/", 1)[-1]
+        if account:
+            doc["spec"]["template"]["spec"]["serviceAccountName"] = account
+    return docs, names
+
+
+def run_nca_istio(manifest_dir: Path) -> tuple[dict[str, list[NcaLine]], str]:
+    """NCA's connectivity of Istio policies: its output has a ``TCP Connections:`` and a
+    ``non-TCP Connections:`` section (Istio governs TCP only); returns the lines per section and the raw text."""
+    raw = run_nca(manifest_dir)
+    sections: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in raw.splitlines():
+        if line.strip() in ("TCP Connections:", "non-TCP Connections:"):
+            current = line.strip()[:-1]
+            sections[current] = []
+        elif line.strip():
+            if current is None:
+                raise NcaOutputError(f"NCA output line outside a section: {line!r}")
+            sections[current].append(line)
+    return {k: parse_connectivity("\n".join(v)) for k, v in sections.items()}, raw
+
+
+def _tcp_only(c: ConnSet) -> ConnSet:
+    return ConnSet.of({6: c.as_dict().get(6, ())})
+
+
+def assert_nca_agrees_istio(policy: Policy, compiled_files: Mapping[str, str], tmp_path: Path) -> None:
+    """NCA's TCP connectivity of compiled Istio policies equals microseg's evaluation at mesh destinations.
+
+    A mesh destination is a Kubernetes workload outside the excluded namespaces (AuthorizationPolicy is
+    enforced at the destination, for TCP). Compared:
+
+    * every (Kubernetes source, mesh destination) pair: the evaluator's TCP connections (ports 1-65535);
+    * address space -> each mesh destination: the union of the evaluator's TCP verdicts for the hosts,
+      managed services and external peers whose addresses (minus exceptions) cover an address, against
+      NCA's verdict for that address; addresses no workload stands for must be denied.
+
+    NCA 2.1.0 models neither PeerAuthentication (mTLS) nor the ``istio.io/dry-run`` annotation: it
+    evaluates every AuthorizationPolicy as enforced, so for observe-mode output this checks the shadow
+    decisions the dry-run policies report.
+    """
+    manifest_dir = tmp_path / "nca-istio-input"
+    manifest_dir.mkdir(parents=True)
+    docs, names = istio_workload_manifests(policy)
+    (manifest_dir / "00-workloads.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+    for rel, text in sorted(compiled_files.items()):
+        if rel.endswith((".yaml", ".yml")):
+            target = manifest_dir / "compiled" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+    sections, raw = run_nca_istio(manifest_dir)
+    if "TCP Connections" not in sections:
+        raise NcaOutputError(f"NCA printed no TCP section (did it read the AuthorizationPolicies?):\n{raw}")
+
+    workloads = {w.name: w for w in policy.workloads}
+    excluded = policy.settings.excluded_namespaces
+    k8s = sorted(names.values())
+    mesh = [n for n in k8s if is_enforced(workloads[n], excluded)]
+
+    def pod(e: Endpoint) -> str | None:
+        if not isinstance(e, str):
+            return None
+        if e not in names:
+            raise NcaOutputError(f"NCA reports a pod of unknown Deployment {e!r}")
+        return names[e]
+
+    actual_pairs: dict[tuple[str, str], ConnSet] = {}
+    actual_ip: dict[str, list[tuple[IpRange, ConnSet]]] = {}
+    for line in sections["TCP Connections"]:
+        s, d = pod(line.src), pod(line.dst)
+        if d is None or d not in mesh:
+            continue
+        conns = _tcp_only(line.conns)
+        if s is not None:
+            actual_pairs[s, d] = actual_pairs.get((s, d), ConnSet()) | conns
+        elif not isinstance(line.src, str):
+            actual_ip.setdefault(d, []).extend((r, conns) for r in line.src)
+
+    ev = Evaluator(policy)
+    problems = []
+    for d in mesh:
+        for s in k8s:
+            if s == d:
+                continue
+            e, a = _tcp_only(ConnSet.from_connections(ev.pair(s, d))), actual_pairs.get((s, d), ConnSet())
+            if e != a:
+                problems.append(f"{s} -> {d}: microseg {e}, NCA {a}")
+        expected: list[tuple[IpRange, ConnSet]] = []
+        for w in policy.workloads:
+            if w.kind == WorkloadKind.KUBERNETES:
+                continue
+            conns = _tcp_only(ConnSet.from_connections(ev.pair(w.name, d)))
+            if conns:
+                expected += [(r, conns) for r in _address_set(w)]
+        for r, e, a in _ip_mismatches(expected, actual_ip.get(d, [])):
+            problems.append(f"{r} -> {d}: microseg {e}, NCA {a}")
+    if problems:
+        raise AssertionError("NCA disagrees with microseg's evaluation of the compiled Istio policies "
+                             f"({len(problems)} difference(s)):\n  " + "\n  ".join(problems)
+                             + f"\nNCA output ({manifest_dir}):\n{raw}")

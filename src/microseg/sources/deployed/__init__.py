@@ -1,0 +1,1 @@
+"""Readers of deployed (compiled) enforcement output, back into per-pair connectivity."""
