@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint nca clean
+.PHONY: demo test bench lint nca sysdeps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 nca:
 	sh scripts/setup-nca.sh
 
+# Debian packages that cannot come from PyPI (nft, ip) for the nftables checks and the live twin.
+sysdeps:
+	sh scripts/install-system-deps.sh
+
 demo: $(STAMP)
 	$(VENV)/bin/microseg demo --out out/demo
 
-test: $(STAMP) nca
+test: $(STAMP) nca sysdeps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
