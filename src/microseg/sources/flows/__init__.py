@@ -1,0 +1,274 @@
+"""Flow log readers: one module per format, a registry, and auto-detection.
+
+A reader turns log files into a *staging relation* in DuckDB: one row per log record with the
+columns of :data:`STAGE_COLUMNS`, still close to the log (raw action and log-status strings,
+times as integers in the reader's unit). The flow store aggregates that relation, validates the
+aggregates and keeps them (``engine/store.py``); doing the normalisation after aggregation is what
+lets a 10 M-line file be ingested in little more than the time DuckDB needs to scan it.
+
+Adding a format (Zeek, Calico, Envoy, GCP, Azure, nfdump) means one module here that provides
+:class:`FlowFormat` and one line in :data:`FORMATS`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, NamedTuple, Protocol
+
+import duckdb
+
+from microseg.errors import InputError
+from microseg.ir.model import Frozen
+
+# The staging contract: name -> DuckDB type, in this order.
+STAGE_COLUMNS: dict[str, str] = {
+    "t_start": "UBIGINT",  # since the epoch, in StagedRelation.time_unit per second (1 or 1_000_000)
+    "t_end": "UBIGINT",
+    "src_ip": "VARCHAR",
+    "dst_ip": "VARCHAR",
+    "src_port": "INTEGER",
+    "dst_port": "INTEGER",
+    "proto": "INTEGER",  # IANA protocol number
+    "bytes": "UBIGINT",
+    "packets": "UBIGINT",
+    "action": "VARCHAR",  # raw; checked against Staged.actions after aggregation
+    "tcp_flags": "INTEGER",
+    "is_reply": "BOOLEAN",  # from the log, or derived from TCP flags; NULL = unknown
+    "direction": "VARCHAR",  # ingress / egress as the log states it; NULL = unknown
+    "src_workload": "VARCHAR",  # identity hint given by the log itself (namespace/name)
+    "dst_workload": "VARCHAR",
+    "log_status": "VARCHAR",  # "OK" for a record; a skip status (NODATA, ...) otherwise
+    "file_index": "INTEGER",  # index into Staged.files of the relation's file list
+}
+
+# VPC Flow Logs tcp-flags / Hubble TCPFlags bits (RFC 793 order, as AWS documents them).
+TCP_SYN = 2
+TCP_ACK = 16
+
+# The store's checks after aggregation (readers that parse in Python apply them too). The address
+# shape is deliberately lenient: the mapping parses addresses properly and treats anything it
+# cannot parse as unresolved, so a lenient check can never widen a policy.
+IP_SHAPE = r"[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"
+MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+
+
+class BadLine(Frozen):
+    """A line that could not be turned into a record, with where and why."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    gzip: bool
+
+
+@dataclass
+class StagedRelation:
+    """One SQL relation producing :data:`STAGE_COLUMNS`; ``files[i]`` is ``file_index`` i.
+
+    ``after_scan`` runs once the store has scanned the relation (e.g. to re-read the lines DuckDB
+    rejected); the relations it returns are scanned too.
+    """
+
+    sql: str
+    files: list[SourceFile]
+    time_unit: int
+    after_scan: StagedRelationHook | None = None
+    # Staging columns that are NULL in every row (fields the log format lacks): the store leaves
+    # them out of the aggregation, which is measurably faster on large files.
+    null_columns: frozenset[str] = frozenset()
+
+
+StagedRelationHook = Callable[[duckdb.DuckDBPyConnection], list[StagedRelation]]
+
+
+@dataclass
+class Staged:
+    """What a reader hands to the flow store for a batch of files of its format."""
+
+    relations: list[StagedRelation]
+    # Values of the raw ``action`` column the format may carry, with their normalised names.
+    actions: dict[str, str]
+    # Statuses meaning "no record, counted as skipped" (VPC NODATA/SKIPDATA); "OK" or NULL is a record.
+    skip_statuses: frozenset[str]
+    # Lines the reader handled itself (bad or skipped before staging), per file path.
+    bad: list[BadLine] = field(default_factory=list)
+    bad_counts: Counter[Path] = field(default_factory=Counter)
+    skipped: Counter[tuple[Path, str]] = field(default_factory=Counter)
+    # Finds the lines behind records that failed validation after aggregation (rare): re-reads
+    # the file in Python and returns those lines.
+    locate_bad: Callable[[SourceFile], list[BadLine]] | None = None
+    cleanup: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    # AWS VPC: the ``${field} ${field}`` format string of headerless files.
+    log_format: str | None = None
+    # Where readers may write temporary files (next to the store, not /tmp: it can be large).
+    tmp_dir: Path | None = None
+    max_samples: int = 20
+
+
+class FlowFormat(Protocol):
+    """What a reader module provides (modules implement this protocol structurally)."""
+
+    NAME: str
+
+    def sniff(self, head_lines: list[str]) -> bool: ...
+
+    def stage(self, con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile],
+              options: ReaderOptions) -> Staged: ...
+
+
+class StageRow(NamedTuple):
+    """One staging row built in Python (Hubble records, recovered VPC lines); STAGE_COLUMNS order."""
+
+    t_start: int | None
+    t_end: int | None
+    src_ip: str | None
+    dst_ip: str | None
+    src_port: int | None
+    dst_port: int | None
+    proto: int | None
+    bytes: int | None
+    packets: int | None
+    action: str | None
+    tcp_flags: int | None
+    is_reply: bool | None
+    direction: str | None
+    src_workload: str | None
+    dst_workload: str | None
+    log_status: str | None
+    file_index: int
+
+
+def _tsv_value(v: object) -> str:
+    if v is None:
+        return ""  # read back as NULL
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    text = str(v)
+    if not text or any(c in text for c in "\t\r\n"):
+        # Callers pass only validated values; an empty or multi-line value would be misread.
+        raise ValueError(f"value {text!r} cannot be staged")
+    return text
+
+
+class StageWriter:
+    """Bulk-loads Python-built rows: a tab-separated file that DuckDB's CSV reader scans in one go
+    (row-by-row INSERTs would be orders of magnitude slower)."""
+
+    def __init__(self, tmp_dir: Path | None) -> None:
+        fd, name = tempfile.mkstemp(prefix="microseg-stage-", suffix=".tsv", dir=tmp_dir)
+        self.path = Path(name)
+        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        self.rows = 0
+
+    def write(self, row: StageRow) -> None:
+        self._fh.write("\t".join(_tsv_value(v) for v in row) + "\n")
+        self.rows += 1
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def relation(self, files: list[SourceFile], time_unit: int) -> StagedRelation:
+        columns = "{" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in STAGE_COLUMNS.items()) + "}"
+        sql = (f"SELECT * FROM read_csv({sql_str(str(self.path))}, delim='\\t', header=false, quote='', "
+               f"escape='', nullstr='', auto_detect=false, columns={columns})")
+        return StagedRelation(sql=sql, files=files, time_unit=time_unit)
+
+
+def is_gzip(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def open_text(src: SourceFile) -> IO[str]:
+    """The file as text, decompressed when gzip; bad UTF-8 is replaced, never fatal here."""
+    if src.gzip:
+        return io.TextIOWrapper(gzip.open(src.path, "rb"), encoding="utf-8", errors="replace", newline="")
+    return io.TextIOWrapper(src.path.open("rb"), encoding="utf-8", errors="replace", newline="")
+
+
+def iter_lines(src: SourceFile) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text without the line ending) for every physical line."""
+    with open_text(src) as fh:
+        for no, line in enumerate(fh, 1):
+            yield no, line.rstrip("\r\n")
+
+
+def head_lines(path: Path, n: int = 5, max_bytes: int = 1 << 16) -> list[str]:
+    """The first ``n`` non-empty lines (decompressed), each cut at ``max_bytes`` characters."""
+    src = SourceFile(path, is_gzip(path))
+    out: list[str] = []
+    try:
+        with open_text(src) as fh:
+            while len(out) < n:
+                line = fh.readline(max_bytes)
+                if not line:
+                    break
+                if line.strip():
+                    out.append(line.rstrip("\r\n"))
+    except (OSError, EOFError) as exc:  # truncated or corrupt gzip
+        raise InputError(f"cannot read: {exc}", file=str(path)) from exc
+    return out
+
+
+def sql_str(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sql_list(paths: Sequence[SourceFile]) -> str:
+    return "[" + ", ".join(sql_str(str(p.path)) for p in paths) + "]"
+
+
+# The registry. Imported at the end because the reader modules import the contract above.
+from microseg.sources.flows import aws_vpc, hubble  # noqa: E402
+
+FORMATS: dict[str, FlowFormat] = {
+    aws_vpc.NAME: aws_vpc,
+    hubble.NAME: hubble,
+}
+
+
+def get_format(name: str) -> FlowFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise InputError(f"unknown flow log format {name!r}; known formats: {', '.join(sorted(FORMATS))}",
+                         field="format") from None
+
+
+def detect(path: Path, fmt: str | None = None) -> str:
+    """The format name of ``path``: ``fmt`` when given (checked), else the first reader that sniffs it."""
+    if fmt is not None:
+        return get_format(fmt).NAME
+    head = head_lines(path)
+    for name, reader in FORMATS.items():
+        if head and reader.sniff(head):
+            return name
+    what = "is empty" if not head else "is not in a known flow log format"
+    raise InputError(f"{what}; known formats: {', '.join(sorted(FORMATS))} (pass the format explicitly "
+                     f"if the file is one of them)", file=str(path), line=1 if head else None)
+
+
+__all__ = [
+    "FORMATS", "STAGE_COLUMNS", "BadLine", "FlowFormat", "ReaderOptions", "SourceFile", "StageRow",
+    "StageWriter", "Staged", "StagedRelation", "StagedRelationHook", "detect", "get_format", "head_lines",
+    "is_gzip", "iter_lines", "open_text",
+]

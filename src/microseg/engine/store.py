@@ -1,0 +1,507 @@
+"""The flow store: a DuckDB file of normalised flow records, reused across runs.
+
+What is stored. Each row of ``flows`` is a *flow aggregate*: the log records of one file that agree
+on everything the mapping looks at - addresses, protocol, action, direction hints, workload hints,
+UTC day (``bucket``) - and on their ports, except that a port at or above 32768 facing a port below
+it (a client's ephemeral port) is folded into a range (``*_port_min``/``*_port_max``; the exact
+port is kept whenever all folded records agree). ``records`` counts the log records, ``bytes`` and
+``packets`` are sums, ``ts_start``/``ts_start_last`` are the earliest and latest record start and
+``ts_end`` the latest end, ``hours`` is a bit set of the UTC hours the records started in.
+
+Why aggregates rather than one row per record: writing ten million rows into DuckDB costs several
+times a scan of the log itself, while an aggregate keeps every fact the mapping uses and is a few
+per cent of the size. Where aggregation could change a mapping decision the mapping fails closed
+instead of guessing (a binding that changes inside a bucket, a declared listening port inside a
+folded range - see ``engine/mapping.py``).
+
+Ingest is one DuckDB scan per group of files (``sources/flows``); normalisation and validation run
+on the aggregates, and the whole ingest is one transaction, so a failed ingest leaves the store
+as it was. Files are recorded with size and mtime: ingesting the same file again is a no-op, a
+changed file replaces its earlier rows.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from microseg.errors import InputError, TooManyBadLines
+from microseg.ir.model import Frozen
+from microseg.sources.flows import (
+    IP_SHAPE,
+    MAX_EPOCH_SECONDS,
+    BadLine,
+    ReaderOptions,
+    SourceFile,
+    Staged,
+    StagedRelation,
+    detect,
+    get_format,
+    head_lines,
+    is_gzip,
+    sql_str,
+)
+
+SCHEMA_VERSION = "1"
+EMPTY = "empty"  # FileReport.format of a file without any non-blank line
+DAY_SECONDS = 86_400
+EPHEMERAL_START = 32_768  # Linux ip_local_port_range default start (32768-60999)
+_BIGINT_MAX = (1 << 63) - 1  # sums beyond it (absurd, but possible in hostile input) saturate
+
+FLOWS_COLUMNS: dict[str, str] = {
+    "ts_start": "TIMESTAMP",  # UTC, earliest record start
+    "ts_end": "TIMESTAMP",  # UTC, latest record end
+    "ts_start_last": "TIMESTAMP",  # UTC, latest record start
+    "bucket": "TIMESTAMP",  # UTC start of the day (bucket) the records started in
+    "hours": "INTEGER",  # bit h set = some record started in UTC hour h
+    "src_ip": "VARCHAR",
+    "dst_ip": "VARCHAR",
+    "src_port": "INTEGER",  # exact port; NULL when several ephemeral ports were folded
+    "dst_port": "INTEGER",
+    "src_port_min": "INTEGER",
+    "src_port_max": "INTEGER",
+    "dst_port_min": "INTEGER",
+    "dst_port_max": "INTEGER",
+    "protocol": "VARCHAR",  # TCP, UDP, ICMP, SCTP, else IP-<n>; NULL when the log does not say
+    "bytes": "BIGINT",
+    "packets": "BIGINT",
+    "action": "VARCHAR",  # accept / reject / drop / audit; NULL when the log does not say
+    "tcp_flags": "INTEGER",  # OR of the records' flags; NULL if unknown
+    "is_reply": "BOOLEAN",  # NULL if unknown
+    "direction": "VARCHAR",  # ingress / egress as logged; NULL if unknown
+    "src_workload": "VARCHAR",  # identity hint given by the log itself
+    "dst_workload": "VARCHAR",
+    "records": "BIGINT",
+    "source_format": "VARCHAR",
+    "source_file": "VARCHAR",
+}
+
+# The aggregation's output. Raw action / log-status strings are replaced by their index in the
+# reader's lists before grouping (-1 = a value the format does not define): integer keys group
+# faster than strings, and the bad value itself is recovered by the reader's ``locate_bad``.
+_GROUPS_COLUMNS: dict[str, str] = {
+    "fid": "INTEGER", "fmt": "VARCHAR", "unit": "BIGINT", "status_code": "INTEGER", "action_code": "INTEGER",
+    "src_ip": "VARCHAR", "dst_ip": "VARCHAR", "proto": "INTEGER", "is_reply": "BOOLEAN", "direction": "VARCHAR",
+    "src_workload": "VARCHAR", "dst_workload": "VARCHAR", "k_sp": "INTEGER", "k_dp": "INTEGER",
+    "k_bucket": "UBIGINT", "records": "BIGINT", "bytes": "HUGEINT", "packets": "HUGEINT", "t_min": "UBIGINT",
+    "t_max": "UBIGINT", "t_end_max": "UBIGINT", "hours": "INTEGER", "tcp_flags": "INTEGER",
+    "fold_min": "INTEGER", "fold_max": "INTEGER",
+}
+_KEY_COLUMNS = ("src_ip", "dst_ip", "proto", "is_reply", "direction", "src_workload", "dst_workload")
+
+
+class FileReport(Frozen):
+    path: str
+    format: str
+    lines: int
+    records: int
+    skipped: int
+    bad: int
+    reused: bool = False  # already in the store with the same size and mtime: not read again
+
+
+class IngestReport(Frozen):
+    """What an ingest read. Totals cover the files read by this call (not the reused ones)."""
+
+    files: tuple[FileReport, ...]
+    lines: int
+    records: int
+    skipped: dict[str, int]  # reason (NODATA, SKIPDATA, non-flow, ...) -> lines
+    bad: int
+    bad_samples: tuple[BadLine, ...]
+    formats: dict[str, int]  # format -> records
+    reused: int = 0
+
+    @property
+    def bad_share(self) -> float:
+        return self.bad / self.lines if self.lines else 0.0
+
+
+def _ddl(name: str, columns: dict[str, str], temp: bool = False) -> str:
+    cols = ", ".join(f"{k} {v}" for k, v in columns.items())
+    return f"CREATE {'TEMP ' if temp else ''}TABLE {'' if temp else 'IF NOT EXISTS '}{name} ({cols})"
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files named by ``paths`` (files, globs, directories - searched recursively), sorted, unique."""
+    out: dict[Path, None] = {}
+    for item in paths:
+        text = str(item)
+        if glob.has_magic(text):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            if not matches:
+                raise InputError("the pattern matches no file", file=text)
+        else:
+            matches = [Path(text)]
+        for m in matches:
+            if m.is_dir():
+                out.update((f.resolve(), None) for f in sorted(m.rglob("*")) if f.is_file())
+            elif m.is_file():
+                out[m.resolve()] = None
+            else:
+                raise InputError("no such file", file=text)
+    return list(out)
+
+
+class FlowStore:
+    """A DuckDB flow store at ``path`` (created when missing)."""
+
+    def __init__(self, path: Path, *, memory_limit: str = "600MB", threads: int | None = None,
+                 bucket_seconds: int = DAY_SECONDS) -> None:
+        if bucket_seconds <= 0 or DAY_SECONDS % bucket_seconds:
+            raise InputError(f"bucket of {bucket_seconds}s does not divide a day", field="bucket_seconds")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.bucket_seconds = bucket_seconds
+        self.con = duckdb.connect(str(self.path))
+        # A bounded memory footprint (DuckDB spills to <store>.tmp beyond it) and all the CPUs we
+        # may run on; insertion order is never relied upon (every read sorts explicitly).
+        # Capped: each thread keeps its own aggregation hash tables within memory_limit.
+        cpus = threads or min(len(os.sched_getaffinity(0)), 8)
+        self.con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
+        self.con.execute(f"SET threads = {int(cpus)}")
+        self.con.execute("SET preserve_insertion_order = false")
+        self._init_schema()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> FlowStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _init_schema(self) -> None:
+        self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+        want = {"schema_version": SCHEMA_VERSION, "bucket_seconds": str(self.bucket_seconds)}
+        if meta and meta != want:
+            raise InputError(f"the flow store was made with {meta}, this version needs {want}: "
+                             "remove it to rebuild it", file=str(self.path))
+        if not meta:
+            self.con.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
+        self.con.execute(_ddl("flows", FLOWS_COLUMNS))
+        self.con.execute("""CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, size BIGINT,
+            mtime_ns BIGINT, format VARCHAR, lines BIGINT, records BIGINT, skipped BIGINT, bad BIGINT)""")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every flows row, in a canonical order (tests, debugging, exports)."""
+        cols = list(FLOWS_COLUMNS)
+        order = ", ".join(f"{c} NULLS FIRST" for c in cols)
+        result = self.con.execute(f"SELECT {', '.join(cols)} FROM flows ORDER BY {order}").fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in result]
+
+    def files(self) -> list[FileReport]:
+        rows = self.con.execute("SELECT path, format, lines, records, skipped, bad FROM files ORDER BY path")
+        return [FileReport(path=p, format=f, lines=n, records=r, skipped=s, bad=b, reused=True)
+                for p, f, n, r, s, b in rows.fetchall()]
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def ingest(self, paths: Sequence[str | Path], fmt: str | None = None, bad_threshold: float = 0.01, *,
+               log_format: str | None = None, max_samples: int = 20) -> IngestReport:
+        """Read flow logs into the store; see the module docstring.
+
+        ``fmt`` forces a format (else each file is detected); ``log_format`` is the VPC format
+        string of headerless files. Raises :class:`TooManyBadLines` when more than ``bad_threshold``
+        of the lines read cannot be parsed, naming the first bad line; the store is then unchanged.
+        """
+        if fmt is not None:
+            get_format(fmt)
+        files = expand_paths(paths)
+        known = {p: (s, m) for p, s, m in self.con.execute("SELECT path, size, mtime_ns FROM files").fetchall()}
+        reused = {f.path: f for f in self.files()}
+        new: list[tuple[Path, os.stat_result, str]] = []
+        reports: dict[Path, FileReport] = {}
+        empty: list[tuple[Path, os.stat_result]] = []
+        for p in files:
+            st = p.stat()
+            if known.get(str(p)) == (st.st_size, st.st_mtime_ns):
+                reports[p] = reused[str(p)]
+            elif not head_lines(p, n=1):
+                # An empty log (a quiet interval, an empty S3 object) is no error and has no format.
+                empty.append((p, st))
+                reports[p] = FileReport(path=str(p), format=EMPTY, lines=0, records=0, skipped=0, bad=0)
+            else:
+                new.append((p, st, detect(p, fmt)))
+        options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples)
+        with self._transaction():
+            result = self._ingest_new(new, options, bad_threshold, max_samples)
+            if empty:
+                names = [str(p) for p, _ in empty]
+                self.con.execute("DELETE FROM flows WHERE list_contains(?, source_file)", [names])
+                self.con.execute("DELETE FROM files WHERE list_contains(?, path)", [names])
+                _insert_rows(self.con, "files", [(str(p), st.st_size, st.st_mtime_ns, EMPTY, 0, 0, 0, 0)
+                                                 for p, st in empty])
+        reports.update(result.files_by_path)
+        return IngestReport(
+            files=tuple(reports[p] for p in files), lines=result.lines, records=result.records,
+            skipped=dict(sorted(result.skipped.items())), bad=result.bad, bad_samples=tuple(result.samples),
+            formats=dict(sorted(result.formats.items())), reused=len(files) - len(new) - len(empty))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            self.con.execute("COMMIT" if done else "ROLLBACK")
+
+    def _ingest_new(self, new: list[tuple[Path, os.stat_result, str]], options: ReaderOptions,
+                    bad_threshold: float, max_samples: int) -> _Result:
+        con = self.con
+        res = _Result()
+        if not new:
+            return res
+        fids = {p: i for i, (p, _, _) in enumerate(new)}
+        con.execute(_ddl("_ms_groups", _GROUPS_COLUMNS, temp=True))
+        con.execute("CREATE TEMP TABLE _ms_files (fid INTEGER, path VARCHAR, fmt VARCHAR)")
+        _insert_rows(con, "_ms_files", [(fids[p], str(p), f) for p, _, f in new])
+        con.execute("CREATE TEMP TABLE _ms_actions (fmt VARCHAR, code INTEGER, norm VARCHAR)")
+        con.execute("CREATE TEMP TABLE _ms_skips (fmt VARCHAR, code INTEGER, status VARCHAR)")
+        staged_all: list[tuple[str, Staged, list[SourceFile]]] = []
+        cleanup: list[Path] = []
+        try:
+            by_format: dict[str, list[SourceFile]] = {}
+            for p, _, f in new:
+                by_format.setdefault(f, []).append(SourceFile(p, is_gzip(p)))
+            for name, srcs in by_format.items():
+                staged = get_format(name).stage(con, srcs, options)
+                cleanup.extend(staged.cleanup)
+                staged_all.append((name, staged, srcs))
+                actions, skips = sorted(staged.actions), sorted(staged.skip_statuses)
+                for code, raw in enumerate(actions):
+                    con.execute("INSERT INTO _ms_actions VALUES (?, ?, ?)", [name, code, staged.actions[raw]])
+                for code, status in enumerate(skips, 1):
+                    con.execute("INSERT INTO _ms_skips VALUES (?, ?, ?)", [name, code, status])
+                pending = list(staged.relations)
+                while pending:
+                    rel = pending.pop(0)
+                    self._scan(rel, name, fids, actions, skips)
+                    if rel.after_scan is not None:
+                        pending.extend(rel.after_scan(con))
+                        cleanup.extend(staged.cleanup)
+            self._canonical_ipv6()
+            self._classify()
+            samples = self._tally(new, staged_all, res)
+            res.samples = sorted(samples, key=lambda b: (fids[Path(b.file)], b.line))[:max_samples]
+            if res.lines and res.bad / res.lines > bad_threshold:
+                first = res.samples[0] if res.samples else None
+                raise TooManyBadLines(
+                    f"{res.bad} of {res.lines} lines ({res.bad / res.lines:.2%}) could not be read, more than "
+                    f"the {bad_threshold:.2%} allowed; first: {first.message if first else '?'}",
+                    file=first.file if first else None, line=first.line if first else None,
+                    field=first.field if first else None)
+            self._commit_rows(new, res)
+            # On failure the rollback drops these temporary tables with everything else.
+            con.execute("DROP VIEW IF EXISTS _ms_class")
+            for t in ("_ms_groups", "_ms_files", "_ms_actions", "_ms_skips"):
+                con.execute(f"DROP TABLE IF EXISTS {t}")
+        finally:
+            for p in set(cleanup):
+                p.unlink(missing_ok=True)
+        return res
+
+    def _scan(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: list[str],
+              skips: list[str]) -> None:
+        try:
+            self.con.execute(self._aggregate_sql(rel, fmt, fids, actions, skips))
+        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            # Unreadable or corrupt input (a truncated gzip, ...): DuckDB's message names the file.
+            names = ", ".join(str(f.path) for f in rel.files[:3]) + (" ..." if len(rel.files) > 3 else "")
+            raise InputError(f"cannot read {fmt} flow log: {exc}", file=names) from exc
+
+    def _aggregate_sql(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: list[str],
+                       skips: list[str]) -> str:
+        unit, nulls = rel.time_unit, rel.null_columns
+        bucket, hour = self.bucket_seconds * unit, 3600 * unit
+        mapping = ", ".join(f"({i}, {fids[f.path]})" for i, f in enumerate(rel.files))
+        action_code = ("CASE WHEN action IS NULL THEN NULL "
+                       + " ".join(f"WHEN action = {sql_str(a)} THEN {i}" for i, a in enumerate(actions))
+                       + " ELSE -1 END")
+        status_code = ("CASE WHEN log_status IS NULL OR log_status = 'OK' THEN 0 "
+                       + " ".join(f"WHEN log_status = {sql_str(x)} THEN {i}" for i, x in enumerate(skips, 1))
+                       + " ELSE -1 END")
+        keys = [f"{action_code} AS action_code", f"{status_code} AS status_code"]
+        keys += [c for c in _KEY_COLUMNS if c not in nulls]
+        # Ports: a port >= 32768 facing one below it is a client's ephemeral port in all but the
+        # rarest cases; folding it (-1 in the key, range kept) is what keeps the aggregate small.
+        # At most one side of a record folds, and it is the greater port: one min/max pair suffices.
+        keys += [f"CASE WHEN src_port >= {EPHEMERAL_START} AND dst_port < {EPHEMERAL_START} THEN -1 "
+                 "ELSE src_port END AS k_sp",
+                 f"CASE WHEN dst_port >= {EPHEMERAL_START} AND src_port < {EPHEMERAL_START} THEN -1 "
+                 "ELSE dst_port END AS k_dp"]
+        aggs = ["count(*) AS records",
+                "sum(bytes) AS bytes" if "bytes" not in nulls else None,
+                "sum(packets) AS packets" if "packets" not in nulls else None,
+                "bit_or(tcp_flags) AS tcp_flags" if "tcp_flags" not in nulls else None,
+                "min(greatest(src_port, dst_port)) AS fold_min, max(greatest(src_port, dst_port)) AS fold_max"]
+        if "t_start" not in nulls:
+            keys.append(f"t_start // {bucket} AS k_bucket")
+            aggs += ["min(t_start) AS t_min", "max(t_start) AS t_max",
+                     f"bit_or(CAST(1 AS INTEGER) << CAST(t_start // {hour} % 24 AS INTEGER)) AS hours"]
+        if "t_end" not in nulls:
+            aggs.append("max(t_end) AS t_end_max")
+        # Columns absent from the select stay NULL in _ms_groups (INSERT ... BY NAME).
+        return f"""
+INSERT INTO _ms_groups BY NAME
+SELECT m.fid, {sql_str(fmt)} AS fmt, {unit} AS unit, a.* EXCLUDE (file_index)
+FROM (
+  SELECT file_index, {', '.join(keys)}, {', '.join(a for a in aggs if a)}
+  FROM ({rel.sql}) AS s
+  GROUP BY ALL
+) AS a JOIN (VALUES {mapping}) AS m(idx, fid) ON a.file_index = m.idx
+"""
+
+    def _canonical_ipv6(self) -> None:
+        """Rewrite IPv6 addresses in RFC 5952 form (as inventories are normalised), so that
+        ``2001:DB8:0::1`` in a log matches ``2001:db8::1`` in a binding. Rare and few: done in Python."""
+        rows = self.con.execute("""SELECT DISTINCT ip FROM (SELECT src_ip AS ip FROM _ms_groups
+            UNION ALL SELECT dst_ip FROM _ms_groups) WHERE contains(ip, ':')""").fetchall()
+        changes = []
+        for (ip,) in rows:
+            try:
+                canon = str(ipaddress.IPv6Address(ip))
+            except ValueError:
+                continue  # left as is: the classification reports it
+            if canon != ip:
+                changes.append((ip, canon))
+        if not changes:
+            return
+        self.con.execute("CREATE TEMP TABLE _ms_v6 (raw VARCHAR, canon VARCHAR)")
+        _insert_rows(self.con, "_ms_v6", changes)
+        for col in ("src_ip", "dst_ip"):
+            self.con.execute(f"UPDATE _ms_groups SET {col} = m.canon FROM _ms_v6 m WHERE _ms_groups.{col} = m.raw")
+        self.con.execute("DROP TABLE _ms_v6")
+
+    def _classify(self) -> None:
+        """Sort the aggregates into ok / skip / bad:<column>, the checks readers mirror in Python.
+
+        A view: it is read twice (counts, then the insert of the ok rows), cheaper than a copy."""
+        limit = MAX_EPOCH_SECONDS
+        self.con.execute(f"""
+CREATE TEMP VIEW _ms_class AS
+SELECT g.*, a.norm AS action_norm, sk.status AS skip_status, CASE
+    WHEN g.status_code > 0 THEN 'skip'
+    WHEN g.status_code < 0 THEN 'bad:log_status'
+    WHEN g.src_ip IS NULL OR NOT regexp_full_match(g.src_ip, {sql_str(IP_SHAPE)}) THEN 'bad:src_ip'
+    WHEN g.dst_ip IS NULL OR NOT regexp_full_match(g.dst_ip, {sql_str(IP_SHAPE)}) THEN 'bad:dst_ip'
+    WHEN g.action_code < 0 THEN 'bad:action'
+    WHEN g.t_max > {limit} * g.unit THEN 'bad:t_start'
+    WHEN g.t_end_max > {limit} * g.unit THEN 'bad:t_end'
+    ELSE 'ok' END AS cls
+FROM _ms_groups g
+LEFT JOIN _ms_actions a ON a.fmt = g.fmt AND a.code = g.action_code
+LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
+
+    def _tally(self, new: list[tuple[Path, os.stat_result, str]], staged_all: list[tuple[str, Staged,
+               list[SourceFile]]], res: _Result) -> list[BadLine]:
+        paths = [p for p, _, _ in new]
+        lines: Counter[Path] = Counter()
+        records: Counter[Path] = Counter()
+        skipped: Counter[Path] = Counter()
+        bad: Counter[Path] = Counter()
+        bad_sql: set[Path] = set()
+        counts = self.con.execute(
+            "SELECT fid, cls, skip_status, sum(records)::BIGINT FROM _ms_class GROUP BY ALL ORDER BY ALL").fetchall()
+        for fid, cls, status, n in counts:
+            p = paths[fid]
+            lines[p] += n
+            if cls == "ok":
+                records[p] += n
+            elif cls == "skip":
+                skipped[p] += n
+                res.skipped[status] += n
+            else:
+                bad[p] += n
+                bad_sql.add(p)
+        samples: list[BadLine] = []
+        for _name, staged, srcs in staged_all:
+            samples.extend(staged.bad)
+            for p, n in staged.bad_counts.items():
+                lines[p] += n
+                bad[p] += n
+            for (p, reason), n in staged.skipped.items():
+                lines[p] += n
+                skipped[p] += n
+                res.skipped[reason] += n
+            if staged.locate_bad is not None:
+                for src in srcs:
+                    if src.path in bad_sql:
+                        samples.extend(staged.locate_bad(src))
+        for p, _, f in new:
+            rep = FileReport(path=str(p), format=f, lines=lines[p], records=records[p], skipped=skipped[p],
+                             bad=bad[p])
+            res.files_by_path[p] = rep
+            res.formats[f] += rep.records
+        res.lines = sum(lines.values())
+        res.records = sum(records.values())
+        res.bad = sum(bad.values())
+        return samples
+
+    def _commit_rows(self, new: list[tuple[Path, os.stat_result, str]], res: _Result) -> None:
+        con = self.con
+        # Files read again because they changed: their earlier rows go.
+        con.execute("DELETE FROM flows WHERE source_file IN (SELECT path FROM _ms_files)")
+        con.execute("DELETE FROM files WHERE path IN (SELECT path FROM _ms_files)")
+        bucket_us = self.bucket_seconds * 1_000_000
+
+        def ts(col: str) -> str:
+            return f"make_timestamp(CAST({col} AS BIGINT) * (1000000 // unit))"
+
+        con.execute(f"""
+INSERT INTO flows BY NAME
+SELECT {ts('t_min')} AS ts_start, {ts('t_end_max')} AS ts_end, {ts('t_max')} AS ts_start_last,
+  make_timestamp(CAST(k_bucket AS BIGINT) * {bucket_us}) AS bucket, hours, src_ip, dst_ip,
+  CASE WHEN k_sp = -1 THEN CASE WHEN fold_min = fold_max THEN fold_min END ELSE k_sp END AS src_port,
+  CASE WHEN k_dp = -1 THEN CASE WHEN fold_min = fold_max THEN fold_min END ELSE k_dp END AS dst_port,
+  CASE WHEN k_sp = -1 THEN fold_min ELSE k_sp END AS src_port_min,
+  CASE WHEN k_sp = -1 THEN fold_max ELSE k_sp END AS src_port_max,
+  CASE WHEN k_dp = -1 THEN fold_min ELSE k_dp END AS dst_port_min,
+  CASE WHEN k_dp = -1 THEN fold_max ELSE k_dp END AS dst_port_max,
+  CASE proto WHEN 6 THEN 'TCP' WHEN 17 THEN 'UDP' WHEN 1 THEN 'ICMP' WHEN 58 THEN 'ICMP' WHEN 132 THEN 'SCTP'
+    ELSE 'IP-' || proto END AS protocol,
+  CAST(CASE WHEN bytes > {_BIGINT_MAX} THEN {_BIGINT_MAX} ELSE bytes END AS BIGINT) AS bytes,
+  CAST(CASE WHEN packets > {_BIGINT_MAX} THEN {_BIGINT_MAX} ELSE packets END AS BIGINT) AS packets,
+  action_norm AS action, tcp_flags, is_reply, direction, src_workload, dst_workload, records,
+  c.fmt AS source_format, f.path AS source_file
+FROM _ms_class c JOIN _ms_files f USING (fid)
+WHERE cls = 'ok'""")
+        _insert_rows(con, "files", [
+            (str(p), st.st_size, st.st_mtime_ns, f, res.files_by_path[p].lines, res.files_by_path[p].records,
+             res.files_by_path[p].skipped, res.files_by_path[p].bad) for p, st, f in new])
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequence[object]]) -> None:
+    """Multi-row INSERTs in chunks: DuckDB's executemany costs ~1 ms a row (thousands of files)."""
+    for i in range(0, len(rows), 500):
+        chunk = rows[i:i + 500]
+        one = "(" + ", ".join("?" * len(chunk[0])) + ")"
+        con.execute(f"INSERT INTO {table} VALUES {', '.join([one] * len(chunk))}",
+                    [v for row in chunk for v in row])
+
+
+class _Result:
+    def __init__(self) -> None:
+        self.files_by_path: dict[Path, FileReport] = {}
+        self.lines = 0
+        self.records = 0
+        self.bad = 0
+        self.skipped: Counter[str] = Counter()
+        self.formats: Counter[str] = Counter()
+        self.samples: list[BadLine] = []

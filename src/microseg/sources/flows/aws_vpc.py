@@ -1,0 +1,350 @@
+"""AWS VPC Flow Logs (text delivery to S3, any version, default or custom format).
+
+Format facts (AWS VPC User Guide, "Flow log records" and "Flow log record examples"):
+
+- Fields are separated by single spaces; ``-`` marks a field that does not apply or is unknown.
+- The default format is the v2 field list (``DEFAULT_FIELDS``); a custom format lists any fields in
+  any order. S3 text delivery writes the field names as the first line of every file; other
+  deliveries (CloudWatch export, Firehose) have no header, so the format string
+  (``${version} ${srcaddr} ...``) must be given, unless the lines have the default format's shape.
+- ``log-status`` NODATA / SKIPDATA records carry no traffic: they are counted as skipped.
+- ``pkt-srcaddr`` / ``pkt-dstaddr`` are the packet's own addresses. Behind a NAT gateway or a transit
+  gateway ``srcaddr`` / ``dstaddr`` are the gateway's ENI, so the packet addresses win when present.
+- ``tcp-flags`` is the OR of the flags seen during the aggregation window; AWS reports only FIN (1),
+  SYN (2), RST (4) and SYN-ACK (18), so ACK appears only as part of SYN-ACK. SYN without ACK marks
+  the client's side of a connection, SYN-ACK the server's (the reply).
+- ``start`` / ``end`` are Unix epoch seconds.
+
+Parsing is DuckDB's CSV reader with typed columns (unsigned integers, so negative or oversized
+numbers are rejected with their line numbers). Rejected lines are re-read in Python: a line that
+only had a doubled space (it happens in AWS's own examples) is a valid record; anything else is a
+bad line, reported with file:line and field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+
+from microseg.errors import InputError
+from microseg.sources.flows import (
+    IP_SHAPE,
+    MAX_EPOCH_SECONDS,
+    TCP_ACK,
+    TCP_SYN,
+    BadLine,
+    ReaderOptions,
+    SourceFile,
+    Staged,
+    StagedRelation,
+    StagedRelationHook,
+    StageRow,
+    StageWriter,
+    head_lines,
+    iter_lines,
+    sql_list,
+    sql_str,
+)
+
+NAME = "aws-vpc"
+
+DEFAULT_FIELDS = ("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes "
+                  "start end action log-status").split()
+
+# Fields documented by AWS up to v8; unknown names are still accepted (AWS adds fields over time)
+# and read as text, but sniffing asks for a majority of known names.
+KNOWN_FIELDS = frozenset(DEFAULT_FIELDS + """vpc-id subnet-id instance-id tcp-flags type pkt-srcaddr pkt-dstaddr
+    region az-id sublocation-type sublocation-id pkt-src-aws-service pkt-dst-aws-service flow-direction
+    traffic-path ecs-cluster-arn ecs-cluster-name ecs-container-instance-arn ecs-container-instance-id
+    ecs-container-id ecs-second-container-id ecs-service-name ecs-task-definition-arn ecs-task-arn
+    ecs-task-id reject-reason resource-id encryption-status""".split())
+
+# Typed columns; everything else is VARCHAR. Unsigned types make DuckDB reject negative values.
+_TYPES = {"srcport": "USMALLINT", "dstport": "USMALLINT", "protocol": "UTINYINT", "packets": "UBIGINT",
+          "bytes": "UBIGINT", "start": "UBIGINT", "end": "UBIGINT", "tcp-flags": "USMALLINT"}
+_MAX = {"USMALLINT": 65535, "UTINYINT": 255, "UBIGINT": (1 << 64) - 1}
+# The columns the staging query reads: each must be cast there, or DuckDB would not check it.
+_USED = ("srcaddr", "dstaddr", "pkt-srcaddr", "pkt-dstaddr", "srcport", "dstport", "protocol", "packets",
+         "bytes", "start", "end", "action", "tcp-flags", "log-status", "flow-direction")
+
+ACTIONS = {"ACCEPT": "accept", "REJECT": "reject"}
+OK_STATUS = "OK"
+SKIP_STATUSES = frozenset({"NODATA", "SKIPDATA"})
+STATUSES = SKIP_STATUSES | {OK_STATUS}
+
+_FIELD_RE = re.compile(r"[a-z][a-z0-9-]*")
+_IP_RE = re.compile(IP_SHAPE)
+_UINT_RE = re.compile(r"[0-9]+")
+_FORMAT_RE = re.compile(r"\$\{([a-z0-9-]+)\}")
+
+
+def parse_format(log_format: str) -> list[str]:
+    """``${version} ${srcaddr} ...`` -> field names; plain space-separated names are accepted too."""
+    names = _FORMAT_RE.findall(log_format)
+    if not names:
+        names = log_format.split()
+    if not names or not all(_FIELD_RE.fullmatch(n) for n in names):
+        raise InputError(f"not a VPC flow log format string: {log_format!r}", field="log_format")
+    return names
+
+
+def _header_fields(line: str) -> list[str] | None:
+    toks = line.split()
+    if not toks or not all(_FIELD_RE.fullmatch(t) for t in toks):
+        return None
+    has_src = "srcaddr" in toks or "pkt-srcaddr" in toks
+    has_dst = "dstaddr" in toks or "pkt-dstaddr" in toks
+    if not (has_src and has_dst) or sum(t in KNOWN_FIELDS for t in toks) * 2 < len(toks):
+        return None
+    return toks
+
+
+def _default_shape(line: str) -> bool:
+    toks = line.split()
+    return len(toks) == len(DEFAULT_FIELDS) and toks[0].isdigit() and toks[-1] in STATUSES
+
+
+def sniff(head: list[str]) -> bool:
+    return bool(head) and (_header_fields(head[0]) is not None or all(_default_shape(x) for x in head))
+
+
+def _layout(src: SourceFile, options: ReaderOptions) -> tuple[tuple[str, ...], bool]:
+    """(field names, whether the first line is a header) of one file."""
+    head = head_lines(src.path, n=1)
+    if head and (fields := _header_fields(head[0])) is not None:
+        result = tuple(fields)
+        has_header = True
+    elif options.log_format:
+        result = tuple(parse_format(options.log_format))
+        has_header = False
+    elif not head or _default_shape(head[0]):
+        result = tuple(DEFAULT_FIELDS)
+        has_header = False
+    else:
+        raise InputError("no header line and not the default format: give the flow log's format string",
+                         file=str(src.path), line=1, field="log_format")
+    if len(set(result)) != len(result):
+        raise InputError("a field name appears twice in the format", file=str(src.path), line=1)
+    return result, has_header
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _staging_sql(fields: Sequence[str], files: Sequence[SourceFile], has_header: bool,
+                 rejects: tuple[str, str]) -> str:
+    present = set(fields)
+
+    def col(name: str, cast: str | None = None) -> str:
+        if name not in present:  # a custom format without the field: a typed NULL
+            return f"NULL::{cast or _TYPES.get(name, 'VARCHAR')}"
+        return f"{_q(name)}::{cast}" if cast else _q(name)
+
+    def addr(side: str) -> str:
+        pkt, plain = f"pkt-{side}addr", f"{side}addr"
+        if pkt in present and plain in present:
+            return f"coalesce({_q(pkt)}, {_q(plain)})"
+        return col(pkt if pkt in present else plain)
+
+    src, dst = addr("src"), addr("dst")
+    flags = col("tcp-flags", "INTEGER")
+    columns = "{" + ", ".join(f"{sql_str(f)}: {sql_str(_TYPES.get(f, 'VARCHAR'))}" for f in fields) + "}"
+    compression = "gzip" if files[0].gzip else "none"
+    # Every typed column used below is cast by the CSV reader even when it is not otherwise needed
+    # (version etc. are VARCHAR and never checked): an unused typed column would not be validated.
+    return f"""
+SELECT {col('start')} AS t_start, {col('end')} AS t_end, {src} AS src_ip, {dst} AS dst_ip,
+  {col('srcport', 'INTEGER')} AS src_port, {col('dstport', 'INTEGER')} AS dst_port,
+  {col('protocol', 'INTEGER')} AS proto, {col('bytes', 'UBIGINT')} AS bytes,
+  {col('packets', 'UBIGINT')} AS packets, {col('action')} AS action, {flags} AS tcp_flags,
+  CASE WHEN {col('protocol', 'INTEGER')} = 6 THEN CASE
+    WHEN {flags} & {TCP_SYN | TCP_ACK} = {TCP_SYN | TCP_ACK} THEN true
+    WHEN {flags} & {TCP_SYN} = {TCP_SYN} THEN false END END AS is_reply,
+  lower({col('flow-direction')}) AS direction, NULL::VARCHAR AS src_workload, NULL::VARCHAR AS dst_workload,
+  {col('log-status')} AS log_status, file_index::INTEGER AS file_index
+FROM read_csv({sql_list(files)}, delim=' ', header={'true' if has_header else 'false'}, nullstr='-',
+  quote='', escape='', auto_detect=false, compression='{compression}', columns={columns},
+  store_rejects=true, rejects_table={sql_str(rejects[0])}, rejects_scan={sql_str(rejects[1])})
+"""
+
+
+def _null_columns(fields: Sequence[str]) -> frozenset[str]:
+    """Staging columns the field list cannot fill."""
+    present = set(fields)
+    sources = {"t_start": ("start",), "t_end": ("end",), "proto": ("protocol",), "bytes": ("bytes",),
+               "packets": ("packets",), "tcp_flags": ("tcp-flags",), "is_reply": ("tcp-flags",),
+               "direction": ("flow-direction",), "src_workload": (), "dst_workload": ()}
+    return frozenset(col for col, need in sources.items() if not present.intersection(need))
+
+
+class _Layout:
+    """Per field list: Python parsing of single lines, mirroring the DuckDB typing and checks."""
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        self.fields = list(fields)
+        self.index = {f: i for i, f in enumerate(fields)}
+
+    def _get(self, values: list[str], name: str) -> str | None:
+        i = self.index.get(name)
+        if i is None or values[i] == "-":
+            return None
+        return values[i]
+
+    def typed(self, values: list[str]) -> tuple[dict[str, int | str | None], str | None, str]:
+        """Typed values of the used fields, or (…, field, message) for the first that fails."""
+        out: dict[str, int | str | None] = {}
+        for name in _USED:
+            raw = self._get(values, name)
+            kind = _TYPES.get(name)
+            if raw is None or kind is None:
+                out[name] = raw
+                continue
+            if not _UINT_RE.fullmatch(raw) or int(raw) > _MAX[kind]:
+                return out, name, f"{raw!r} is not an unsigned integer of type {kind}"
+            out[name] = int(raw)
+        return out, None, ""
+
+    @staticmethod
+    def check(v: dict[str, int | str | None]) -> tuple[str | None, str]:
+        """The semantic checks the store applies after aggregation; (field, message) of the first failure."""
+        status = v.get("log-status") or OK_STATUS
+        if status not in STATUSES:
+            return "log-status", f"unknown log-status {status!r}"
+        if status != OK_STATUS:
+            return None, ""
+        for side in ("src", "dst"):
+            pkt, plain = v.get(f"pkt-{side}addr"), v.get(f"{side}addr")
+            addr = pkt if pkt is not None else plain
+            name = f"pkt-{side}addr" if pkt is not None else f"{side}addr"
+            if addr is None:
+                return f"{side}addr", "no address in an OK record"
+            if not _IP_RE.fullmatch(str(addr)):
+                return name, f"{addr!r} is not an IP address"
+        action = v.get("action")
+        if action is not None and action not in ACTIONS:
+            return "action", f"unknown action {action!r} (expected ACCEPT or REJECT)"
+        for name in ("start", "end"):
+            t = v.get(name)
+            if isinstance(t, int) and t > MAX_EPOCH_SECONDS:
+                return name, f"{t} is not an epoch time in seconds"
+        return None, ""
+
+    def stage_row(self, v: dict[str, int | str | None], file_index: int) -> StageRow:
+        def num(name: str) -> int | None:
+            x = v.get(name)
+            return x if isinstance(x, int) else None
+
+        def text(name: str) -> str | None:
+            x = v.get(name)
+            return x if isinstance(x, str) else None
+
+        proto, flags = num("protocol"), num("tcp-flags")
+        is_reply: bool | None = None
+        if proto == 6 and flags is not None:
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK:
+                is_reply = True
+            elif flags & TCP_SYN:
+                is_reply = False
+        direction = text("flow-direction")
+        return StageRow(
+            t_start=num("start"), t_end=num("end"),
+            src_ip=text("pkt-srcaddr") or text("srcaddr"), dst_ip=text("pkt-dstaddr") or text("dstaddr"),
+            src_port=num("srcport"), dst_port=num("dstport"), proto=proto, bytes=num("bytes"),
+            packets=num("packets"), action=text("action"), tcp_flags=flags, is_reply=is_reply,
+            direction=direction.lower() if direction else None, src_workload=None, dst_workload=None,
+            log_status=text("log-status"), file_index=file_index)
+
+
+def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
+    groups: dict[tuple[tuple[str, ...], bool, bool], list[SourceFile]] = {}
+    for f in files:
+        fields, has_header = _layout(f, options)
+        groups.setdefault((fields, has_header, f.gzip), []).append(f)
+    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=SKIP_STATUSES)
+    layouts: dict[Path, _Layout] = {}
+    for n, ((fields, has_header, _gz), members) in enumerate(groups.items()):
+        layout = _Layout(fields)
+        for m in members:
+            layouts[m.path] = layout
+        rejects = (f"_ms_rej_err_{n}", f"_ms_rej_scan_{n}")
+        relation = StagedRelation(sql=_staging_sql(fields, members, has_header, rejects), files=members,
+                                  time_unit=1, null_columns=_null_columns(fields))
+        relation.after_scan = _recover_rejects(layout, relation, rejects, staged, options)
+        staged.relations.append(relation)
+
+    def locate_bad(src: SourceFile) -> list[BadLine]:
+        return _locate_bad(src, layouts[src.path], options.max_samples)
+
+    staged.locate_bad = locate_bad
+    return staged
+
+
+def _recover_rejects(layout: _Layout, relation: StagedRelation, rejects: tuple[str, str], staged: Staged,
+                     options: ReaderOptions) -> StagedRelationHook:
+    def hook(con: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
+        # One row per rejected line: DuckDB may log several errors for one line.
+        rows = con.execute(f"""
+            SELECT s.file_path, e.line, any_value(e.csv_line), min_by(e.column_name, e.column_idx),
+                   min_by(e.error_message, e.column_idx)
+            FROM {rejects[0]} e JOIN {rejects[1]} s USING (scan_id, file_id)
+            GROUP BY s.file_path, e.line ORDER BY s.file_path, e.line""").fetchall()
+        con.execute(f"DROP TABLE IF EXISTS {rejects[0]}")
+        con.execute(f"DROP TABLE IF EXISTS {rejects[1]}")
+        if not rows:
+            return []
+        index = {str(f.path): i for i, f in enumerate(relation.files)}
+        writer = StageWriter(options.tmp_dir)
+        staged.cleanup.append(writer.path)
+        for file_path, line, text, column, message in rows:
+            path = relation.files[index[file_path]].path
+            text = text or ""
+            values = text.split()  # collapses the doubled spaces that made DuckDB reject the line
+            field, why = None, ""
+            if len(values) != len(layout.fields):
+                field, why = "line", f"expected {len(layout.fields)} fields, found {len(values)}"
+            else:
+                typed, field, why = layout.typed(values)
+                if field is None:
+                    field, why = layout.check(typed)
+                if field is None:
+                    writer.write(layout.stage_row(typed, index[file_path]))
+                    continue
+            staged.bad_counts[path] += 1
+            if staged.bad_counts[path] <= options.max_samples:
+                staged.bad.append(BadLine(file=str(path), line=int(line), field=field or str(column or "line"),
+                                          message=why or str(message), text=text[:500]))
+        writer.close()
+        if writer.rows == 0:
+            return []
+        return [writer.relation(relation.files, time_unit=1)]
+
+    return hook
+
+
+def _locate_bad(src: SourceFile, layout: _Layout, max_samples: int) -> list[BadLine]:
+    """Lines DuckDB parsed but the store's checks refused (unknown action, bad address, ...)."""
+    out: list[BadLine] = []
+    first = True
+    for no, text in iter_lines(src):
+        if first:
+            first = False
+            if _header_fields(text) is not None:
+                continue
+        if not text.strip():
+            continue
+        values = text.split(" ")
+        if len(values) != len(layout.fields):
+            continue  # DuckDB rejected it: already reported
+        typed, field, _ = layout.typed(values)
+        if field is not None:
+            continue
+        field, why = layout.check(typed)
+        if field is not None:
+            out.append(BadLine(file=str(src.path), line=no, field=field, message=why, text=text[:500]))
+            if len(out) >= max_samples:
+                break
+    return out

@@ -1,0 +1,187 @@
+"""The DuckDB flow store: schema, aggregation, re-runs, transactions, file expansion."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from microseg.engine.store import FLOWS_COLUMNS, FlowStore, expand_paths
+from microseg.errors import InputError, TooManyBadLines
+
+HEADER = ("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
+          "log-status")
+DAY = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp())  # a Monday, 00:00 UTC
+
+
+def line(src: str, dst: str, sp: int, dp: int, start: int, *, proto: int = 6, action: str = "ACCEPT",
+         nbytes: int = 100, packets: int = 2) -> str:
+    return f"2 123456789010 eni-1 {src} {dst} {sp} {dp} {proto} {packets} {nbytes} {start} {start + 30} {action} OK"
+
+
+def vpc(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join((HEADER, *lines)) + "\n")
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FlowStore]:
+    with FlowStore(tmp_path / "out" / "flows.duckdb") as s:
+        yield s
+
+
+def test_schema(store: FlowStore) -> None:
+    cols = store.con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'flows' ORDER BY ordinal_position").fetchall()
+    assert dict(cols) == FLOWS_COLUMNS
+    for name in ("ts_start", "ts_end", "src_ip", "dst_ip", "src_port", "dst_port", "protocol", "bytes", "packets",
+                 "action", "tcp_flags", "is_reply", "src_workload", "dst_workload", "source_format", "source_file"):
+        assert name in FLOWS_COLUMNS
+
+
+def test_ephemeral_ports_fold_and_days_split(store: FlowStore, tmp_path: Path) -> None:
+    path = vpc(tmp_path / "a.log",
+               line("10.0.0.1", "10.0.0.2", 40001, 443, DAY + 3600),  # 01:00
+               line("10.0.0.1", "10.0.0.2", 40002, 443, DAY + 5 * 3600),  # 05:00
+               line("10.0.0.1", "10.0.0.2", 40003, 443, DAY + 86400 + 60),  # next day
+               line("10.0.0.1", "10.0.0.2", 1025, 443, DAY + 7200),  # a low client port is kept exactly
+               line("10.0.0.1", "10.0.0.2", 40000, 50051, DAY + 60))  # both high: both kept exactly
+    store.ingest([path])
+    got = {(r["src_port"], r["src_port_min"], r["src_port_max"], r["dst_port"], r["records"], r["bucket"], r["hours"],
+            r["ts_start"], r["ts_start_last"], r["bytes"], r["packets"]) for r in store.rows()}
+    d0, d1 = datetime(2026, 3, 2), datetime(2026, 3, 3)
+    assert got == {
+        (None, 40001, 40002, 443, 2, d0, 1 << 1 | 1 << 5, datetime(2026, 3, 2, 1), datetime(2026, 3, 2, 5), 200, 4),
+        (40003, 40003, 40003, 443, 1, d1, 1 << 0, datetime(2026, 3, 3, 0, 1), datetime(2026, 3, 3, 0, 1), 100, 2),
+        (1025, 1025, 1025, 443, 1, d0, 1 << 2, datetime(2026, 3, 2, 2), datetime(2026, 3, 2, 2), 100, 2),
+        (40000, 40000, 40000, 50051, 1, d0, 1 << 0, datetime(2026, 3, 2, 0, 1), datetime(2026, 3, 2, 0, 1), 100, 2),
+    }
+    assert {r["source_file"] for r in store.rows()} == {str(path.resolve())}
+    assert {r["source_format"] for r in store.rows()} == {"aws-vpc"}
+
+
+def test_same_file_twice_is_not_ingested_twice(store: FlowStore, tmp_path: Path) -> None:
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    first = store.ingest([path])
+    before = store.rows()
+    again = store.ingest([path, str(tmp_path / "*.log")])  # the glob names it a second time
+    assert (first.records, first.reused) == (1, 0)
+    assert (again.records, again.lines, again.reused) == (0, 0, 1)
+    assert [f.reused for f in again.files] == [True] and again.files[0].records == 1
+    assert store.rows() == before
+
+
+def test_changed_file_replaces_its_rows(store: FlowStore, tmp_path: Path) -> None:
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    other = vpc(tmp_path / "b.log", line("10.0.0.3", "10.0.0.4", 40001, 80, DAY))
+    store.ingest([path, other])
+    vpc(path, line("10.0.0.1", "10.0.0.2", 40001, 443, DAY), line("10.0.0.1", "10.0.0.9", 40001, 443, DAY))
+    os.utime(path, ns=(1, 1))  # make sure the mtime differs even on coarse clocks
+    report = store.ingest([path, other])
+    assert (report.records, report.reused) == (2, 1)
+    assert sorted((r["src_ip"], r["dst_ip"]) for r in store.rows()) == [
+        ("10.0.0.1", "10.0.0.2"), ("10.0.0.1", "10.0.0.9"), ("10.0.0.3", "10.0.0.4")]
+    assert [f.path for f in store.files()] == [str(path.resolve()), str(other.resolve())]
+
+
+def test_store_is_reopened_across_runs(tmp_path: Path) -> None:
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    db = tmp_path / "out" / "flows.duckdb"
+    with FlowStore(db) as s:
+        s.ingest([path])
+        rows = s.rows()
+    with FlowStore(db) as s:
+        assert s.ingest([path]).reused == 1
+        assert s.rows() == rows
+    with pytest.raises(InputError, match="remove it"):
+        FlowStore(db, bucket_seconds=3600)
+
+
+def test_failed_ingest_leaves_the_store_unchanged(store: FlowStore, tmp_path: Path) -> None:
+    good = vpc(tmp_path / "good.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    store.ingest([good])
+    before = (store.rows(), store.files())
+    bad = vpc(tmp_path / "bad.log", "garbage", line("10.0.0.5", "10.0.0.6", 40001, 443, DAY))
+    with pytest.raises(TooManyBadLines) as err:
+        store.ingest([good, bad])
+    assert (err.value.file, err.value.line) == (str(bad.resolve()), 2)
+    assert (store.rows(), store.files()) == before
+
+
+def test_mixed_formats_report(store: FlowStore, tmp_path: Path, shared: Path) -> None:
+    v = shared / "samples/flows/aws-vpc/v2-default.log"
+    h = shared / "samples/flows/hubble/aks-retina-kapinger.jsonl"
+    report = store.ingest([h, v])
+    assert [f.format for f in report.files] == ["hubble", "aws-vpc"]
+    assert report.formats == {"aws-vpc": 5, "hubble": 3}
+    assert (report.lines, report.records, report.bad, report.skipped) == (10, 8, 0, {"NODATA": 1, "SKIPDATA": 1})
+    assert sum(r["records"] for r in store.rows()) == 8
+
+
+def test_ipv6_is_stored_in_canonical_form(store: FlowStore, tmp_path: Path) -> None:
+    path = vpc(tmp_path / "v6.log", line("2001:DB8:0:0::1", "2001:db8::2", 40001, 443, DAY))
+    store.ingest([path])
+    (row,) = store.rows()
+    assert (row["src_ip"], row["dst_ip"]) == ("2001:db8::1", "2001:db8::2")
+
+
+def test_expand_paths(tmp_path: Path) -> None:
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/b.log", "d/a.log", "d/sub/c.log"):
+        (tmp_path / name).write_text("x")
+    assert [p.name for p in expand_paths([tmp_path / "d"])] == ["a.log", "b.log", "c.log"]
+    assert [p.name for p in expand_paths([str(tmp_path / "d" / "*.log"), tmp_path / "d" / "a.log"])] == [
+        "a.log", "b.log"]
+    with pytest.raises(InputError, match="no such file"):
+        expand_paths([tmp_path / "missing.log"])
+    with pytest.raises(InputError, match="matches no file"):
+        expand_paths([str(tmp_path / "*.nothing")])
+
+
+def test_unknown_file_is_an_input_error(store: FlowStore, tmp_path: Path) -> None:
+    odd = tmp_path / "notes.txt"
+    odd.write_text("hello world\n")
+    with pytest.raises(InputError, match="known formats"):
+        store.ingest([odd])
+    with pytest.raises(InputError, match="unknown flow log format"):
+        store.ingest([odd], fmt="netflow")
+
+
+def test_empty_files_are_reported_not_refused(store: FlowStore, tmp_path: Path) -> None:
+    empty = tmp_path / "quiet.log"
+    empty.write_text("")
+    blank = tmp_path / "blank.log"
+    blank.write_text("\n\n")
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    report = store.ingest([empty, path, blank])
+    assert [(f.format, f.lines, f.records) for f in report.files] == [("empty", 0, 0), ("aws-vpc", 1, 1),
+                                                                       ("empty", 0, 0)]
+    assert (report.records, report.reused) == (1, 0)
+    assert store.ingest([empty, path, blank]).reused == 3
+
+
+def test_many_files_in_one_scan_keep_their_line_numbers(store: FlowStore, tmp_path: Path) -> None:
+    good = line("10.0.0.1", "10.0.0.2", 40001, 443, DAY)
+    files = [vpc(tmp_path / f"f{i}.log", *([good] * i), "broken line", good) for i in range(1, 6)]
+    report = store.ingest(files, bad_threshold=1.0)
+    assert [(Path(b.file).name, b.line, b.field) for b in report.bad_samples] == [
+        (f"f{i}.log", i + 2, "line") for i in range(1, 6)]
+    assert [(f.lines, f.records, f.bad) for f in report.files] == [(i + 2, i + 1, 1) for i in range(1, 6)]
+
+
+@pytest.mark.parametrize("name", ["bad.log.gz", "bad.jsonl.gz"])
+def test_corrupt_gzip_is_an_input_error(store: FlowStore, tmp_path: Path, name: str) -> None:
+    good = (HEADER + "\n" + line("10.0.0.1", "10.0.0.2", 40001, 443, DAY) + "\n") * 2000
+    if name.endswith(".jsonl.gz"):
+        good = '{"flow": {"verdict": "FORWARDED", "IP": {"source": "10.0.0.1", "destination": "10.0.0.2"}}}\n' * 2000
+    packed = gzip.compress(good.encode())
+    path = tmp_path / name
+    path.write_bytes(packed[: len(packed) // 2])  # truncated
+    with pytest.raises(InputError) as err:
+        store.ingest([path])
+    assert str(path.resolve()) in str(err.value)
+    assert store.rows() == [] and not list(tmp_path.glob("out/microseg-*"))
