@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint nca sysdeps clean
+.PHONY: demo test bench lint nca opa sysdeps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 nca:
 	sh scripts/setup-nca.sh
 
+# A real OPA engine (Go library bindings from PyPI) in its own venv, for the Rego back end's tests.
+opa:
+	sh scripts/setup-opa.sh
+
 # Debian packages that cannot come from PyPI (nft, ip) for the nftables checks and the live twin.
 sysdeps:
 	sh scripts/install-system-deps.sh
@@ -24,7 +28,7 @@ sysdeps:
 demo: $(STAMP)
 	$(VENV)/bin/microseg demo --out out/demo
 
-test: $(STAMP) nca sysdeps
+test: $(STAMP) nca opa sysdeps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -35,4 +39,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_ingest.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .nca-venv out build *.egg-info benchmarks/data benchmarks/results
+	rm -rf $(VENV) .nca-venv .opa-venv out build *.egg-info benchmarks/data benchmarks/results
