@@ -134,8 +134,9 @@ def test_validate_cli_path_with_flows(planned: PlanOutcome) -> None:
 def test_kubernetes_output_agrees_with_network_config_analyzer(planned: PlanOutcome, tmp_path: Path) -> None:
     policy = read_policy_dir(planned.out_dir / "policy")
     compiled = get_backend("kubernetes").compile(policy)
-    on_disk = {p.relative_to(planned.out_dir / "enforce/kubernetes").as_posix(): p.read_text()
-               for p in (planned.out_dir / "enforce/kubernetes").iterdir() if p.is_file() and not p.name.startswith(".")}
+    k8s_dir = planned.out_dir / "enforce/kubernetes"
+    on_disk = {p.relative_to(k8s_dir).as_posix(): p.read_text() for p in k8s_dir.iterdir()
+               if p.is_file() and not p.name.startswith(".")}
     assert compiled == on_disk
     assert_nca_agrees(policy, compiled, tmp_path)
 

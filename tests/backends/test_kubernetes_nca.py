@@ -13,7 +13,6 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.oracle import nca
 
 from microseg.backends import Mode
 from microseg.backends.kubernetes import BACKEND
@@ -28,6 +27,7 @@ from microseg.ir.model import (
     WorkloadKind,
 )
 from microseg.ir.semantics import Connections
+from tests.oracle import nca
 
 GOLDEN = Path(__file__).parent / "golden" / "kubernetes"
 WHY = Justification(kind=JustificationKind.DECLARED, text="test")

@@ -176,7 +176,8 @@ def default_guardrails() -> tuple[Guardrail, ...]:
                   source=ZoneMatch(environments=DEV_ENVIRONMENTS),
                   destination=ZoneMatch(environments=PROD_ENVIRONMENTS)),
         Guardrail(id="GR-admin-from-management", description="Admin ports (SSH, Telnet, RDP, VNC, WinRM, "
-                  "Docker, kubelet, Ray dashboard, RabbitMQ management) only from the management zone", source=ZoneMatch(except_zones=("management",)),
+                  "Docker, kubelet, Ray dashboard, RabbitMQ management) only from the management zone",
+                  source=ZoneMatch(except_zones=("management",)),
                   destination=ZoneMatch(), ports=ADMIN_PORT_RANGES),
         Guardrail(id="GR-ai-no-direct-egress", description="Model endpoints and AI data stores never reach the "
                   "internet directly (egress goes through a proxy)",

@@ -113,7 +113,8 @@ def matrix_section(v: PlanView) -> str:
 def coverage_section(v: PlanView) -> str:
     c, i = v.coverage, v.ingest
     out = ["## Coverage\n",
-           f"- Flow files read: {i.files} ({', '.join(f'{n} {fmt}' for fmt, n in i.formats)}); lines: {i.lines}; records: {i.records}; skipped (NODATA/SKIPDATA): "
+           f"- Flow files read: {i.files} ({', '.join(f'{n} {fmt}' for fmt, n in i.formats)}); lines: {i.lines}; "
+           f"records: {i.records}; skipped (NODATA/SKIPDATA): "
            f"{i.skipped}; unparseable lines: {i.bad}"
            + (f" (e.g. {cell(i.bad_samples[0])})" if i.bad_samples else ""),
            f"- Records with both ends resolved to workloads or named peers: {c.resolved_records}/{c.records} "
