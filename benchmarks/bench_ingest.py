@@ -40,7 +40,14 @@ TARGET_RSS_MB = 1024
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's own peak RSS. Not getrusage's ru_maxrss: Linux carries that across fork+exec,
+    so a child started by a parent that generated the data would report the parent's peak. VmHWM
+    belongs to the address space, which exec replaces."""
+    with open("/proc/self/status", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- stages (run in a child process) ------------------------------------------------------------
