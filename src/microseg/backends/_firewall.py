@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from microseg.backends.base import reject_l7, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, Policy, PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges
@@ -93,6 +94,7 @@ def peer_networks(w: Workload, target: str, rule_id: str) -> tuple[Net, ...]:
             target, f"Kubernetes workload {w.name!r} as a peer: pods have no stable address in the policy (give "
             "the workload `addresses` that only its pods use, or leave this rule to the Kubernetes targets)",
             rule_id)
+    reject_names_only(target, w, rule_id)
     if w.kind != WorkloadKind.KUBERNETES and not w.addresses:
         raise UnsupportedFeature(target, f"peer {w.name!r} without addresses", rule_id)
     return effective_networks(w, target, rule_id)
@@ -210,6 +212,7 @@ def zone_plan(policy: Policy, target: str) -> ZonePlan:
         if not any(governed(w) for w in (*sources, *destinations)):
             skipped.append((rule.id, "no host or managed-service side"))
             continue
+        reject_l7(target, rule)  # zone firewall rules here match L3/L4 only (no App-ID/application control)
         ports = port_ranges(rule)
         if rule.protocol != Protocol.ICMP and not ports:
             continue

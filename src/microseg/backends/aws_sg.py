@@ -60,6 +60,12 @@ in an expression as a string template ("Expression Mapping", Terraform JSON conf
 ``${`` and ``%{`` in text from the inventory (the ``microseg:workload`` and ``microseg:zone`` tags) are
 written as ``$${`` and ``%%{``; descriptions keep only an inert subset of the characters AWS accepts
 in them. :mod:`microseg.sources.deployed.aws_sg` reads the file back into per-pair connectivity.
+
+L7 and DNS names. A rule with HTTP matches (``AllowRule.http``) raises ``UnsupportedFeature`` ("L7 HTTP
+rules") when this target would compile it: a security group matches protocol, ports and peers only, and
+the same rule at layer 4 would admit every request. An external peer with DNS names (``fqdns``) is
+compiled from its addresses (never wider than the IR, see :mod:`microseg.ir.semantics`); one with names
+and no addresses raises ``UnsupportedFeature``.
 """
 
 from __future__ import annotations
@@ -82,7 +88,7 @@ from microseg.backends._firewall import (
     safe_text,
     sorted_rules,
 )
-from microseg.backends.base import MODES, Mode
+from microseg.backends.base import MODES, Mode, reject_l7
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, Policy, Protocol, Workload
 from microseg.ir.semantics import ALL_PORTS
@@ -206,6 +212,7 @@ class _Compiler:
             if not gsrc and not gdst:
                 self.skipped.append(rule.id)
                 continue
+            reject_l7(TARGET, rule)  # security groups match L3/L4 only
             for d in gdst:
                 self.add(self.groups[d.name], "in", rule, sources)
             for s in gsrc:

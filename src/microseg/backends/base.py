@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol, runtime_checkable
 
-from microseg.errors import MicrosegError
-from microseg.ir.model import Policy
+from microseg.errors import MicrosegError, UnsupportedFeature
+from microseg.ir.model import AllowRule, Policy, Workload
 
 Mode = Literal["enforce", "observe"]
 MODES: tuple[Mode, ...] = ("enforce", "observe")
@@ -41,6 +41,7 @@ CAPABILITIES: Mapping[str, str] = {
     "observe-mode": "can be deployed without blocking anything (observe before enforce)",
     "audit-log": "logs the connections it would deny (a true log-only mode)",
     "l7": "HTTP method/path rules",
+    "fqdn": "external peers matched by DNS name (not only by address)",
 }
 
 # Written into every output directory that write_outputs manages. No .json/.yaml extension on
@@ -71,6 +72,30 @@ class Backend(Protocol):
         Raises :class:`~microseg.errors.UnsupportedFeature` rather than emit a wider rule.
         """
         ...
+
+
+L7_FEATURE = "L7 HTTP rules"
+
+
+def reject_l7(target: str, rule: AllowRule) -> None:
+    """For a target that cannot enforce HTTP requests: refuse a rule with ``http`` matches.
+
+    Compiling such a rule at layer 4 would admit every request on the connection: wider than the IR.
+    Call it only for rules the target would otherwise compile (rules it skips are another target's).
+    """
+    if rule.http:
+        raise UnsupportedFeature(target, L7_FEATURE, rule.id)
+
+
+def reject_names_only(target: str, w: Workload, rule_id: str | None) -> None:
+    """For a target that matches addresses only: refuse a peer known by DNS names alone.
+
+    A peer with names *and* addresses is compiled from its addresses by such a target (never wider
+    than the IR, see :mod:`microseg.ir.semantics`); with names alone there is nothing to match.
+    """
+    if w.fqdns and not w.addresses:
+        raise UnsupportedFeature(target, f"FQDN peer {w.name!r} (DNS names only; this target matches addresses "
+                                 "and the peer has none)", rule_id)
 
 
 def check_relative_path(path: str) -> PurePosixPath:

@@ -52,6 +52,14 @@ Never wider: a workload with an empty selector, a selector that also matches ano
 a label key or value or a service account that is not valid Kubernetes syntax (it would otherwise be
 pasted into a selector expression), a CIDR with host bits set, a namespace that is not a DNS-1123
 label — each raises ``UnsupportedFeature``. Everything is emitted through the YAML dumper.
+
+L7 and DNS names. A rule with HTTP matches (``AllowRule.http``) raises ``UnsupportedFeature`` ("L7 HTTP
+rules") when this target would compile it: Calico matches a rule's ``http`` only "for Istio-enabled
+apps" with application layer policy enabled, and for ingress only
+(https://docs.tigera.io/calico/latest/network-policy/istio/http-methods), none of which this target sets
+up; the same rule at layer 4 would admit every request. An external peer with DNS names (``fqdns``) is
+compiled from its addresses (never wider than the IR, see :mod:`microseg.ir.semantics`); one with names
+and no addresses raises ``UnsupportedFeature``.
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from microseg.backends.base import MODES, Mode
+from microseg.backends.base import MODES, Mode, reject_l7, reject_names_only
 from microseg.backends.kubernetes import _dump, _md
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, JustificationKind, Policy, PortRange, Protocol, Workload, WorkloadKind
@@ -182,6 +190,7 @@ def within(inner: Net, outer: Net) -> bool:
 
 def cidr_blocks(target: str, w: Workload, rule_id: str | None) -> list[tuple[Net, list[Net]]]:
     """The workload's CIDRs, each with the exceptions inside it; CIDRs wholly excepted are left out."""
+    reject_names_only(target, w, rule_id)
     if not w.addresses:
         raise UnsupportedFeature(target, f"peer {w.name!r} without addresses", rule_id)
     excepts = [network(target, a, w, rule_id) for a in w.except_addresses]
@@ -360,6 +369,8 @@ class _Compiler:
         guarded_src = [s for s in sources if self.in_scope(s)]
         if not guarded_dst and not guarded_src:
             return  # no governed side: another target's business
+        # Calico matches HTTP only with application layer policy (a sidecar the policy does not set up).
+        reject_l7(TARGET, rule)
         if rule.protocol != Protocol.ICMP and not port_ranges(rule):
             return  # only port 0: nothing a policy could name, and nothing the IR allows in practice
         for side, subjects, peers, table in (("ingress", guarded_dst, sources, self.ingress),

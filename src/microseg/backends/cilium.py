@@ -24,8 +24,36 @@ entity would stand for more (``world`` is every address outside the cluster). Po
 ``port`` and ``endPort`` (1-65535; port 0 is clipped, never widened; every port is ``port: "1"``,
 ``endPort: 65535`` rather than Cilium's wildcard port ``"0"``, so each entry reads as the range it is).
 
-The IR has no L7 (HTTP) or FQDN construct, so no ``rules.http``, ``toFQDNs`` or DNS-proxy rule
-(``rules.dns``) is generated: DNS to the cluster resolver is an ordinary L4 rule when the policy has it.
+One L3 selector kind per entry. Cilium refuses a rule that combines two of ``toEndpoints``,
+``toCIDRSet``, ``toFQDNs`` (``fromEndpoints``, ``fromCIDRSet`` on ingress): "Combining %s and %s is not
+supported yet" (``EgressRule.sanitize``/``IngressRule.sanitize``, pkg/policy/api/rule_validation.go). A
+rule with peers of several kinds therefore becomes one entry per kind, each with the same ``toPorts``;
+the entries of a direction are ORed, so together they allow exactly the rule.
+
+Layer 7 (HTTP). A rule with ``http`` matches gets ``toPorts[].rules.http``: one ``{method, path}`` per
+match (the IR's patterns are Cilium's: extended POSIX regular expressions matched against the whole
+method and path, https://docs.cilium.io/en/stable/security/policy/layer7/), on both sides, since Cilium
+enforces L7 rules on ingress and on egress through its Envoy proxy. Requests matching no entry are
+answered by the proxy (HTTP 403), not dropped. Rules on the same peer and port combine as in the IR:
+"If a layer 4 rule is specified in the policy, and a similar layer 4 rule with layer 7 rules is also
+specified, then the layer 7 portions of the latter rule will have no effect" (same page). L7 needs the
+agent's L7 proxy (Helm ``l7Proxy``, on by default): without it Cilium rejects the policy ("L7 policy is
+not supported since L7 proxy is not enabled"), which fails closed.
+
+DNS names (``toFQDNs``). An external peer with ``fqdns`` that a rule names as a *destination* becomes an
+egress entry ``toFQDNs`` (``matchName`` for a name, ``matchPattern`` for ``*.`` plus one label, which is
+what Cilium's ``*.`` matches), next to its ``toCIDRSet`` entry when it also has addresses: the union, as
+the IR defines such a peer. Cilium learns a name's addresses only from the DNS answers its DNS proxy sees
+("IPs are obtained via intercepting DNS requests with a proxy", "DNS Policy and IP Discovery", Layer 7
+page; ``toFQDNs`` in the CRD: "An explicit rule to allow for DNS traffic is needed"), so for every
+workload with a ``toFQDNs`` entry the egress entries of its DNS allowance (a rule to workloads of
+``policy.dns_resolvers`` only, UDP or TCP port 53 only) get ``rules: {dns: [{matchPattern: "*"}]}``: the
+proxy then sees every lookup, and allows every name, which is what the L4 allowance already allowed
+(nothing wider). A workload with a ``toFQDNs`` entry and no such allowance raises ``UnsupportedFeature``
+(its names could never resolve to allowed addresses). Cilium has no ``fromFQDNs``: a peer with names as a
+*source* is matched by its addresses only (narrower than the IR; with no addresses it raises).
+``toFQDNs`` never applies to addresses inside the cluster (CRD: "If the resolved IPs are IPs within the
+kubernetes cluster, the ToFQDN rule will not apply to that IP").
 
 Never wider, so these raise ``UnsupportedFeature``: ICMP (Cilium's ``icmps`` match listed ICMP types,
 and the IR's ICMP means every type), an empty selector, a selector that also matches another
@@ -49,7 +77,10 @@ adds allowances and blocks nothing; "If multiple policies apply to an endpoint, 
 deny will be enabled if any policy requests it", ``enableDefaultDeny`` in the CiliumNetworkPolicy
 reference; Cilium 1.16+), and no clusterwide default deny. Hubble's policy-verdict events then show
 which flows match an allow rule. To see would-be drops, the operator enables Policy Audit Mode on the
-chosen endpoints or nodes and applies the *enforce* output; verdicts show as ``AUDIT``.
+chosen endpoints or nodes and applies the *enforce* output; verdicts show as ``AUDIT``. Observe mode
+leaves out ``rules.http``: an HTTP rule sends the peer's requests through the proxy, which answers a
+request matching no entry with 403, and observe output must block nothing; the L4 part of the rule stays.
+The DNS-proxy rules and ``toFQDNs`` stay (a ``*`` DNS rule refuses no lookup).
 """
 
 from __future__ import annotations
@@ -75,7 +106,8 @@ from microseg.backends.calico import (
 )
 from microseg.backends.kubernetes import _dump, _md
 from microseg.errors import MicrosegError, UnsupportedFeature
-from microseg.ir.model import AllowRule, JustificationKind, Policy, Protocol, Workload, WorkloadKind
+from microseg.ir.model import AllowRule, HttpMatch, JustificationKind, Policy, Protocol, Workload, WorkloadKind
+from microseg.ir.semantics import merge_ranges
 
 TARGET = "cilium"
 API_VERSION = "cilium.io/v2"
@@ -94,6 +126,7 @@ Doc = dict[str, Any]
 class _Entry:
     rule: AllowRule
     body: Doc
+    dns: bool = False  # egress to the cluster resolver on port 53 only: where the DNS-proxy rule goes
 
     def sort_key(self) -> tuple[str, str]:
         return (self.rule.id, canon(self.body))
@@ -104,7 +137,7 @@ class CiliumBackend:
 
     name = TARGET
     capabilities = frozenset({"l4", "tcp", "udp", "sctp", "port-range", "ingress", "egress", "ipblock",
-                              "ipblock-except", "cross-namespace", "identity", "observe-mode"})
+                              "ipblock-except", "cross-namespace", "identity", "observe-mode", "l7", "fqdn"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
         if mode not in MODES:
@@ -127,6 +160,7 @@ class _Compiler:
         self.ingress: dict[str, list[_Entry]] = {}
         self.egress: dict[str, list[_Entry]] = {}
         self.used: set[str] = set()
+        self.fqdn_subjects: dict[str, str] = {}  # workload with a toFQDNs entry -> first such rule id
 
     def in_scope(self, w: Workload) -> bool:
         return w.kind == WorkloadKind.KUBERNETES and self.namespace[w.name] not in self.excluded
@@ -140,27 +174,40 @@ class _Compiler:
             labels[NS_LABEL] = self.namespace[w.name]
         return {"matchLabels": dict(sorted(labels.items()))}
 
-    def peer_fields(self, rule: AllowRule, peers: Sequence[Workload], side: str) -> Doc:
+    def peer_groups(self, rule: AllowRule, peers: Sequence[Workload], side: str) -> list[Doc]:
+        """The rule's peers on one side, one selector kind per group (Cilium refuses combinations)."""
         endpoints: dict[str, Doc] = {}
         cidrs: dict[str, Doc] = {}
+        names: set[str] = set()
         for p in peers:
             if p.kind == WorkloadKind.KUBERNETES:
                 self.used.add(p.name)
                 sel = self.endpoint_selector(p, rule.id, peer=True)
                 endpoints[canon(sel)] = sel
-            else:
+                continue
+            if p.fqdns and side == "egress":
+                names.update(p.fqdns)
+            elif p.fqdns and not p.addresses:
+                raise UnsupportedFeature(TARGET, f"FQDN peer {p.name!r} as a source (Cilium matches DNS names on "
+                                         "egress only, with toFQDNs, and the peer has no addresses)", rule.id)
+            if p.addresses or not p.fqdns:
                 for net, excepts in cidr_blocks(TARGET, p, rule.id):
                     entry: Doc = {"cidr": str(net)}
                     if excepts:
                         entry["except"] = [str(e) for e in excepts]
                     cidrs[canon(entry)] = entry
         prefix = "from" if side == "ingress" else "to"
-        out: Doc = {}
+        groups: list[Doc] = []
         if endpoints:
-            out[prefix + "Endpoints"] = [endpoints[k] for k in sorted(endpoints)]
+            groups.append({prefix + "Endpoints": [endpoints[k] for k in sorted(endpoints)]})
         if cidrs:
-            out[prefix + "CIDRSet"] = [cidrs[k] for k in sorted(cidrs)]
-        return out
+            groups.append({prefix + "CIDRSet": [cidrs[k] for k in sorted(cidrs)]})
+        if names:
+            # The IR's "*.example.com" is exactly one more label, as Cilium's matchPattern "*.": "`*.cilium.io`
+            # matches subdomains of cilium at that level" (CRD, toFQDNs.matchPattern).
+            groups.append({"toFQDNs": [{"matchPattern": n} if n.startswith("*.") else {"matchName": n}
+                                       for n in sorted(names)]})
+        return groups
 
     def to_ports(self, rule: AllowRule) -> list[Doc]:
         ports: list[Doc] = []
@@ -169,7 +216,20 @@ class _Compiler:
                 ports.append({"port": str(r.start), "protocol": rule.protocol.value})
             else:
                 ports.append({"port": str(r.start), "endPort": r.end, "protocol": rule.protocol.value})
-        return [{"ports": ports}] if ports else []
+        if not ports:
+            return []
+        port_rule: Doc = {"ports": ports}
+        if rule.http and self.mode == "enforce":  # observe mode must block nothing: see the module docstring
+            port_rule["rules"] = {"http": [_http_rule(m) for m in sorted(set(rule.http), key=HttpMatch.sort_key)]}
+        return [port_rule]
+
+    def is_dns_allowance(self, rule: AllowRule) -> bool:
+        """A rule to the cluster resolver(s) only, on UDP or TCP port 53 only: the DNS proxy goes there."""
+        resolvers = set(self.policy.dns_resolvers)
+        return (bool(resolvers) and not rule.http and rule.protocol in (Protocol.UDP, Protocol.TCP)
+                and set(rule.destinations) <= resolvers
+                and all(self.workloads[d].kind == WorkloadKind.KUBERNETES for d in rule.destinations)
+                and [(r.start, r.end) for r in merge_ranges(rule.ports)] == [(53, 53)])
 
     def add_rule(self, rule: AllowRule) -> None:
         sources = resolve(self.workloads, rule, rule.sources)
@@ -184,14 +244,20 @@ class _Compiler:
         to_ports = self.to_ports(rule)
         if not to_ports:
             return  # only port 0: nothing to allow
+        dns = self.is_dns_allowance(rule)
         for side, subjects, peers, table in (("ingress", guarded_dst, sources, self.ingress),
                                              ("egress", guarded_src, destinations, self.egress)):
-            fields = self.peer_fields(rule, peers, side)
+            if not subjects:
+                continue  # this side is enforced by no policy of ours
+            groups = self.peer_groups(rule, peers, side)  # empty: every peer address excepted, nothing allowed
             for subject in subjects:
                 self.used.add(subject.name)
                 self.endpoint_selector(subject, rule.id, peer=False)
-                if fields:  # every peer address excepted: the IR allows nothing there
-                    table.setdefault(subject.name, []).append(_Entry(rule, {**fields, "toPorts": to_ports}))
+                for group in groups:
+                    table.setdefault(subject.name, []).append(
+                        _Entry(rule, {**group, "toPorts": to_ports}, dns and side == "egress"))
+                    if "toFQDNs" in group:
+                        self.fqdn_subjects.setdefault(subject.name, rule.id)
 
     def run(self) -> dict[str, str]:
         for rule in sorted_rules(self.policy):
@@ -234,10 +300,28 @@ class _Compiler:
             },
         }
 
+    def with_dns_proxy(self, w: Workload, entries: list[_Entry]) -> list[_Entry]:
+        """For a workload with toFQDNs entries: its DNS allowance through Cilium's DNS proxy."""
+        if w.name not in self.fqdn_subjects:
+            return entries
+        if not any(e.dns for e in entries):
+            raise UnsupportedFeature(
+                TARGET, f"DNS names for {w.name!r} without a DNS allowance (Cilium learns a name's addresses from "
+                "the answers its DNS proxy sees: allow the workload UDP/TCP 53 to a workload of "
+                "policy.dns_resolvers, in a rule of its own)", self.fqdn_subjects[w.name])
+        out = []
+        for e in entries:
+            if e.dns:
+                # "*" refuses no lookup: the L4 allowance already allowed every query to the resolver.
+                ports = [{**pr, "rules": {"dns": [{"matchPattern": "*"}]}} for pr in e.body["toPorts"]]
+                e = _Entry(e.rule, {**e.body, "toPorts": ports}, True)
+            out.append(e)
+        return out
+
     def workload_policy(self, w: Workload) -> Doc:
         ns = self.namespace[w.name]
         ingress = sorted(self.ingress.get(w.name, []), key=_Entry.sort_key)
-        egress = sorted(self.egress.get(w.name, []), key=_Entry.sort_key)
+        egress = self.with_dns_proxy(w, sorted(self.egress.get(w.name, []), key=_Entry.sort_key))
         rules = {e.rule.id: e.rule for e in ingress + egress}
         rule_ids = sorted(rules)
         why = "\n".join(f"{r} [{rules[r].justification.kind.value}] {rules[r].justification.text}" for r in rule_ids)
@@ -286,6 +370,33 @@ class _Compiler:
                  if compiled[k].justification.kind == JustificationKind.INFRASTRUCTURE]
         lines += ["", "## Infrastructure allowances", ""]
         lines += readme_rule_table(infra) if infra else ["None."]
+        l7 = [compiled[k] for k in sorted(compiled) if compiled[k].http]
+        lines += ["", "## Layer 7 (HTTP) rules", ""]
+        if l7 and self.mode == "observe":
+            lines += ["Left out in observe mode (only their L4 part is applied): the proxy would answer requests "
+                      "that match no entry with 403. They apply with the enforce output:", ""]
+        if l7:
+            lines += ["Method and path are regular expressions matched against the whole method and the whole "
+                      "path (query string included). Cilium does not document normalising paths (`..`, "
+                      "percent-encoding) before matching: do not rely on it in a pattern.", "",
+                      "| rule | method | path |", "| --- | --- | --- |"]
+            lines += [f"| {_md(r.id)} | {_md_or_any(m.method)} | {_md_or_any(m.path)} |"
+                      for r in l7 for m in sorted(set(r.http), key=HttpMatch.sort_key)]
+        else:
+            lines.append("None.")
+        lines += ["", "## DNS names (toFQDNs)", ""]
+        if self.fqdn_subjects:
+            lines += ["Egress to these names goes through `toFQDNs`; each workload's DNS allowance carries "
+                      "`rules.dns: [{matchPattern: \"*\"}]` so that Cilium's DNS proxy sees the answers. Needs "
+                      "the L7 proxy (Helm `l7Proxy`, on by default).", "",
+                      "| workload | rule | names |", "| --- | --- | --- |"]
+            for wname in sorted(self.fqdn_subjects):
+                for rid in sorted({e.rule.id for e in self.egress[wname] if "toFQDNs" in e.body}):
+                    names = sorted({n for e in self.egress[wname] if e.rule.id == rid and "toFQDNs" in e.body
+                                    for item in e.body["toFQDNs"] for n in item.values()})
+                    lines.append(f"| {_md(wname)} | {_md(rid)} | {_md(', '.join(names))} |")
+        else:
+            lines.append("None.")
         lines += ["", "## Approved exceptions", "", *readme_exceptions(self.policy, set(compiled))]
         lines += ["", "## Caveats", "",
                   "- Only Kubernetes pods are governed; hosts and managed services need their own target.",
@@ -293,9 +404,23 @@ class _Compiler:
                    "of this cluster has a Cilium identity of its own and is not matched by its CIDR."),
                   ("- Workloads with a service account are selected by labels *and* "
                    "`io.cilium.k8s.policy.serviceaccount`, which can only narrow a rule."),
-                  "- No L7 or FQDN rules: the policy has none.",
+                  ("- A peer with DNS names is matched by name on egress only: Cilium has no `fromFQDNs`, so as a "
+                   "source it is matched by its addresses; `toFQDNs` never matches addresses inside the cluster."),
                   ""]
         return "\n".join(lines)
+
+
+def _http_rule(m: HttpMatch) -> Doc:
+    out: Doc = {}
+    if m.method is not None:
+        out["method"] = m.method
+    if m.path is not None:
+        out["path"] = m.path
+    return out
+
+
+def _md_or_any(text: str | None) -> str:
+    return "any" if text is None else _md(text)
 
 
 def _deduped(entries: Sequence[_Entry]) -> list[Doc]:

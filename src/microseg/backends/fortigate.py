@@ -46,6 +46,12 @@ handbook), so they cannot be escaped, only kept out: names are made of ``[A-Za-z
 that had to change gets an 8-hex-digit hash of the full name; policy names and zones are at most 35
 characters), comments keep only characters inert on the CLI (no quotes, backslashes, ``;``, ``{}``,
 ``$`` or control characters), and every string is written double-quoted.
+
+L7 and DNS names. A rule with HTTP matches (``AllowRule.http``) raises ``UnsupportedFeature`` ("L7 HTTP
+rules") when this target would compile it: the firewall policies generated here match addresses and
+services only, and the same rule at layer 4 would admit every request. An external peer with DNS names
+(``fqdns``) is compiled from its addresses (never wider than the IR, see :mod:`microseg.ir.semantics`);
+one with names and no addresses raises ``UnsupportedFeature``.
 """
 
 from __future__ import annotations

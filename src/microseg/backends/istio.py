@@ -62,6 +62,23 @@ not a DNS-1123 label. Rules without a mesh destination are skipped (another targ
 so are rules whose only ports are port 0. ``from``, ``to`` and ``ports`` are never emitted empty: in
 Istio an empty or absent field means "any".
 
+Layer 7 (HTTP). A rule with ``http`` matches becomes one ``to`` entry per match (``to`` entries are ORed,
+the fields of one ``operation`` ANDed): ``ports`` as above, ``methods`` and ``paths``. Istio matches
+strings exactly, by prefix (``abc*``) or suffix (``*abc``), and compares ``paths`` with the query string
+removed and after normalising the path ("Authorization Policy Normalization",
+https://istio.io/latest/docs/reference/config/security/normalization/), while the IR's patterns are
+regular expressions over the whole method and the whole path with its query string. So only these
+patterns are translated, each to an equivalent Istio match: a method ``GET`` or ``GET|HEAD`` (also in
+parentheses) to ``methods``; a path ``/x(\\?.*)?`` (the path ``/x`` with or without a query string) to the
+exact path ``/x``; ``/x/.*`` to the prefix ``/x/*``; ``.*`` to no constraint on that field. Any other
+pattern (a plain ``/x`` would also admit ``/x?...`` in Istio, which the IR does not) raises
+``UnsupportedFeature``, as does a literal containing ``*``, ``?``, ``#``, ``{`` or ``}`` or not starting with
+``/``. A match that leaves neither methods nor paths gets ``paths: ["*"]`` (presence: every HTTP request)
+so that it still requires HTTP. HTTP fields apply to traffic Istio handles as HTTP; an ALLOW rule with
+HTTP fields does not match plain TCP traffic (https://istio.io/latest/docs/tasks/security/authorization/
+authz-tcp/), which is narrower, never wider. A principal shared with another workload must be allowed
+the same requests there (see below), or the rule raises ``UnsupportedFeature``.
+
 Egress. AuthorizationPolicy does not control egress: it is enforced at the destination, so a rule from
 a mesh workload to a host or the internet is not enforced by this target (the README lists such rules).
 A ``Sidecar`` with ``outboundTrafficPolicy: REGISTRY_ONLY`` is *not* emitted: it would block every
@@ -101,9 +118,18 @@ from typing import Any
 
 import yaml
 
-from microseg.backends.base import MODES, Mode
+from microseg.backends.base import MODES, Mode, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
-from microseg.ir.model import AllowRule, JustificationKind, Policy, PortRange, Protocol, Workload, WorkloadKind
+from microseg.ir.model import (
+    AllowRule,
+    HttpMatch,
+    JustificationKind,
+    Policy,
+    PortRange,
+    Protocol,
+    Workload,
+    WorkloadKind,
+)
 from microseg.ir.semantics import Evaluator, merge_ranges
 
 TARGET = "istio"
@@ -171,11 +197,15 @@ class _Entry:
     sources: tuple[Doc, ...]  # the `from` list
     ports: tuple[int, ...] | None  # None: every TCP port
     plaintext: bool  # some source has no mesh identity: it needs the ports to accept plaintext
+    http: tuple[Doc, ...] = ()  # per HTTP match, its `methods`/`paths`; empty: any traffic on the ports
 
     def doc(self) -> Doc:
         out: Doc = {"from": list(self.sources)}
-        if self.ports is not None:
-            out["to"] = [{"operation": {"ports": [str(p) for p in self.ports]}}]
+        ports = {} if self.ports is None else {"ports": [str(p) for p in self.ports]}
+        if self.http:
+            out["to"] = [{"operation": {**ports, **fields}} for fields in self.http]
+        elif ports:
+            out["to"] = [{"operation": ports}]
         return out
 
 
@@ -188,8 +218,9 @@ class IstioBackend:
 
     name = TARGET
     # "audit-log": dry-run logs the connections the policies would deny (observe mode).
+    # "l7": HTTP methods and paths (exact or prefix) in `to.operation`, see the module docstring.
     capabilities = frozenset({"l4", "tcp", "ingress", "ipblock", "ipblock-except", "cross-namespace", "identity",
-                              "observe-mode", "audit-log"})
+                              "observe-mode", "audit-log", "l7"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
         if mode not in MODES:
@@ -249,7 +280,7 @@ class _Compiler:
         docs += [ip_docs[k] for k in sorted(ip_docs)]
         if not docs:
             return  # every source address excepted: an empty `from` would mean any source
-        entry = _Entry(rule, tuple(docs), ports, bool(ip_docs))
+        entry = _Entry(rule, tuple(docs), ports, bool(ip_docs), _http_operations(rule))
         for d in destinations:
             _selector(d, rule.id)
             self.check_shared_principals(entry, sources, d)
@@ -289,6 +320,26 @@ class _Compiler:
                     TARGET, f"principals {sorted(principals)} for {destination.name!r}: workload {w.name!r} runs "
                     "under the same service account but is not allowed the same ports (give each workload its own "
                     "service account)", entry.rule.id)
+            if entry.rule.http and not self.admits_requests(w, destination, entry.rule.http, wanted):
+                raise UnsupportedFeature(
+                    TARGET, f"principals {sorted(principals)} for {destination.name!r}: workload {w.name!r} runs "
+                    "under the same service account but is not allowed the same HTTP requests (give each workload "
+                    "its own service account)", entry.rule.id)
+
+    def admits_requests(self, w: Workload, destination: Workload, http: Sequence[HttpMatch],
+                        wanted: Sequence[PortRange]) -> bool:
+        """Whether ``w`` may send every request ``http`` admits on every port of ``wanted``."""
+        # The L7 constraint of a pair only changes where some rule's port range starts or ends, so those
+        # points (and the start of each wanted range) are enough to check.
+        points = {r.start for r in wanted}
+        for rule in self.policy.all_rules():
+            if rule.protocol == Protocol.TCP and w.name in rule.sources and destination.name in rule.destinations:
+                points.update(p for r in rule.ports for p in (r.start, r.end + 1))
+        for port in sorted(p for p in points if any(r.contains(p) for r in wanted)):
+            d = self.evaluator.decide(w.name, destination.name, Protocol.TCP, port)
+            if not d.allowed or (d.http is not None and not set(http) <= set(d.http)):
+                return False
+        return True
 
     def may_present(self, w: Workload, principals: set[str]) -> bool:
         ns = self.namespace[w.name]
@@ -402,6 +453,7 @@ class _Compiler:
     # -- README ---------------------------------------------------------------------------------------
 
     def readme(self) -> str:
+        l7 = [r for r in self.compiled_rules() if r.http]
         lines = ["# Istio security policies generated by microseg", "",
                  _README_ENFORCE if self.mode == "enforce" else _README_OBSERVE, "",
                  "| namespace | file | workloads with an ALLOW policy | workloads accepting plaintext on some ports |",
@@ -435,6 +487,14 @@ class _Compiler:
                       f"{e.expires.isoformat()} | {_md(e.reason)} |" for e in exc]
         else:
             lines.append("None.")
+        if l7:
+            lines += ["", "## Layer 7 (HTTP) rules", "",
+                      "Compiled to `to.operation.methods`/`paths` (exact or prefix; Istio compares paths without the "
+                      "query string, after normalising them). They apply to traffic Istio handles as HTTP (name the "
+                      "port `http-...` or set `appProtocol`); over plain TCP these rules match nothing.", "",
+                      "| rule | method | path |", "| --- | --- | --- |"]
+            lines += [f"| {_md(r.id)} | {_md(m.method or 'any')} | {_md(m.path or 'any')} |"
+                      for r in l7 for m in sorted(set(r.http), key=HttpMatch.sort_key)]
         lines += ["", "## Caveats", "", *_README_CAVEATS, ""]
         return "\n".join(lines)
 
@@ -486,6 +546,58 @@ def _ports(rule: AllowRule) -> tuple[int, ...] | None:
     return tuple(out)
 
 
+# A regex that stands for one literal string: ordinary characters and backslash-escaped punctuation.
+_LITERAL = r"(?:[^.\[\]()*+?{}|^$\\]|\\[^A-Za-z0-9])+"
+_METHOD = re.compile(r"[A-Z][A-Z_-]*")
+
+
+def _literal(regex: str) -> str:
+    return re.sub(r"\\(.)", r"\1", regex)
+
+
+def _istio_methods(pattern: str | None, rule_id: str) -> list[str] | None:
+    """Istio ``methods`` equal to the IR's method pattern; None for any method."""
+    if pattern is None or pattern == ".*":
+        return None
+    body = pattern[1:-1] if pattern.startswith("(") and pattern.endswith(")") else pattern
+    methods = body.split("|")
+    if not all(_METHOD.fullmatch(m) for m in methods):
+        raise UnsupportedFeature(TARGET, f"HTTP method pattern {pattern!r} (Istio matches listed methods: write "
+                                 "GET or GET|HEAD)", rule_id)
+    return sorted(set(methods))
+
+
+def _istio_paths(pattern: str | None, rule_id: str) -> list[str] | None:
+    """Istio ``paths`` equal to the IR's path pattern; None for any path."""
+    if pattern is None or pattern == ".*":
+        return None
+    exact = re.fullmatch(rf"({_LITERAL})\(\\\?\.\*\)\?", pattern)
+    prefix = re.fullmatch(rf"({_LITERAL})\.\*", pattern)
+    found = exact or prefix
+    text = _literal(found.group(1)) if found else ""
+    if not found or not text.startswith("/") or any(c in text for c in "*?#{}"):
+        raise UnsupportedFeature(TARGET, f"HTTP path pattern {pattern!r} (Istio matches a path exactly or by "
+                                 "prefix, without its query string: write /x(\\?.*)? for the path /x with any "
+                                 "query string, /x/.* for a prefix)", rule_id)
+    return [text] if exact else [text + "*"]
+
+
+def _http_operations(rule: AllowRule) -> tuple[Doc, ...]:
+    """Per HTTP match of the rule, the `methods`/`paths` of one Istio operation (sorted, deduplicated)."""
+    out: dict[str, Doc] = {}
+    for m in rule.http:
+        fields: Doc = {}
+        methods, paths = _istio_methods(m.method, rule.id), _istio_paths(m.path, rule.id)
+        if methods is not None:
+            fields["methods"] = methods
+        if paths is not None:
+            fields["paths"] = paths
+        if not fields:
+            fields["paths"] = ["*"]  # presence: any HTTP request, still HTTP only (never plain TCP)
+        out[_canon(fields)] = fields
+    return tuple(out[k] for k in sorted(out))
+
+
 def _network(address: str, w: Workload, rule_id: str) -> Net:
     try:
         return ipaddress.ip_network(address, strict=True)
@@ -507,6 +619,7 @@ def _within(inner: Net, outer: Net) -> bool:
 
 def _ip_source(w: Workload, rule_id: str) -> list[Doc]:
     """One ``source`` for a peer without mesh identity: its CIDRs, minus its exceptions; [] if none remain."""
+    reject_names_only(TARGET, w, rule_id)
     if not w.addresses:
         raise UnsupportedFeature(TARGET, f"peer {w.name!r} without addresses (and without mesh identity)", rule_id)
     excepts = {_network(a, w, rule_id) for a in w.except_addresses}

@@ -50,6 +50,12 @@ Names are DNS-1123 labels of at most 63 characters; a workload name that had to 
 characters, length) gets an 8-hex-digit hash of the full workload name, so names stay unique and
 stable. Everything is emitted through the YAML dumper, never through string templates, so a hostile
 name, label or justification cannot add a key, a document or a peer.
+
+L7 and DNS names. A rule with HTTP matches (``AllowRule.http``) raises ``UnsupportedFeature`` ("L7 HTTP
+rules") when this target would compile it: NetworkPolicy matches addresses, pods and ports only, and the
+same rule at layer 4 would admit every request. An external peer with DNS names (``fqdns``) is compiled
+from its addresses (never wider than the IR, see :mod:`microseg.ir.semantics`); one with names and no
+addresses raises ``UnsupportedFeature``.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ from typing import Any
 
 import yaml
 
-from microseg.backends.base import MODES, Mode
+from microseg.backends.base import MODES, Mode, reject_l7, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges
@@ -191,6 +197,7 @@ class _Compiler:
         guarded_src = [s for s in sources if self.in_scope(s)]
         if not guarded_dst and not guarded_src:
             return  # no in-scope Kubernetes side: another target's business
+        reject_l7(TARGET, rule)  # NetworkPolicy matches L3/L4 only
         if rule.protocol not in (Protocol.TCP, Protocol.UDP, Protocol.SCTP):
             raise UnsupportedFeature(TARGET, f"{rule.protocol.value} (NetworkPolicy matches TCP, UDP and SCTP "
                                      "only)", rule.id)
@@ -392,6 +399,7 @@ def _within(inner: Net, outer: Net) -> bool:
 
 
 def _ip_blocks(w: Workload, rule_id: str) -> list[tuple[Net, Doc]]:
+    reject_names_only(TARGET, w, rule_id)
     if not w.addresses:
         raise UnsupportedFeature(TARGET, f"peer {w.name!r} without addresses", rule_id)
     excepts = [_network(a, w, rule_id) for a in w.except_addresses]

@@ -48,6 +48,12 @@ Observe mode. The API has no log-only action. ``mode="observe"`` emits the same 
 before), while implementations that log per ANP rule (OVN-Kubernetes ACL logging, for one) show which
 traffic each named rule would have denied. Same names in both modes, so applying the enforce output
 replaces the observe objects in place.
+
+L7 and DNS names. A rule with HTTP matches (``AllowRule.http``) raises ``UnsupportedFeature`` ("L7 HTTP
+rules") when this target would compile it: AdminNetworkPolicy matches pods, networks and ports only, and
+the same rule at layer 4 would admit every request. An external peer with DNS names (``fqdns``) is
+compiled from its addresses (never wider than the IR, see :mod:`microseg.ir.semantics`); one with names
+and no addresses raises ``UnsupportedFeature``.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from microseg.backends.base import MODES, Mode
+from microseg.backends.base import MODES, Mode, reject_l7
 from microseg.backends.calico import (
     canon,
     check_unambiguous,
@@ -170,6 +176,7 @@ class _Compiler:
         guarded_src = [s for s in sources if self.in_scope(s)]
         if not guarded_dst and not guarded_src:
             return
+        reject_l7(TARGET, rule)  # AdminNetworkPolicy matches L3/L4 only
         if rule.protocol not in (Protocol.TCP, Protocol.UDP, Protocol.SCTP):
             raise UnsupportedFeature(TARGET, f"{rule.protocol.value} (AdminNetworkPolicy ports are TCP, UDP and "
                                      "SCTP)", rule.id)

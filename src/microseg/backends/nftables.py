@@ -80,6 +80,12 @@ clipped to nft's 128 characters. The exact names are written in ``#`` line comme
 ``index.json`` maps each host workload to its file and identifier (for deployment tooling and for
 :func:`microseg.sources.deployed.nftables.read_back`, which loads every file into a throwaway network
 namespace and compares what the kernel holds with the IR).
+
+L7 and DNS names. A rule with HTTP matches (``AllowRule.http``) raises ``UnsupportedFeature`` ("L7 HTTP
+rules") when this target would compile it: nftables matches packets, not HTTP requests, and the same
+rule at layer 4 would admit every request. An external peer with DNS names (``fqdns``) is compiled from
+its addresses (never wider than the IR, see :mod:`microseg.ir.semantics`); one with names and no
+addresses raises ``UnsupportedFeature``.
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from microseg.backends.base import MODES, Mode
+from microseg.backends.base import MODES, Mode, reject_l7, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, JustificationKind, Policy, PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges
@@ -315,6 +321,7 @@ class _Compiler:
         return out
 
     def peer_addresses(self, rule: AllowRule, w: Workload) -> dict[int, list[Interval]]:
+        reject_names_only(TARGET, w, rule.id)
         if not w.addresses:
             if w.kind == WorkloadKind.KUBERNETES:
                 raise UnsupportedFeature(
@@ -344,6 +351,7 @@ class _Compiler:
                     self.router_line(rule, s, d)
 
     def host_line(self, rule: AllowRule, host: Workload, peer: Workload, chain: str, field: str, word: str) -> None:
+        reject_l7(TARGET, rule)  # nftables matches L3/L4 only
         table = self.tables[host.name]
         for version, intervals in sorted(self.peer_addresses(rule, peer).items()):
             ports = _ports_match(rule, version)
@@ -369,6 +377,7 @@ class _Compiler:
             if not (s_pod and d_pod):
                 self.not_on_router[rule.id] = rule
             return
+        reject_l7(TARGET, rule)
         src, dst = self.peer_addresses(rule, s), self.peer_addresses(rule, d)
         for version in sorted(set(src) & set(dst)):
             ports = _ports_match(rule, version)

@@ -49,8 +49,11 @@ decision then carries the input and ``would_allow``, so the connections enforcem
 listed before anything is blocked. The Rego is identical in both modes; switching to enforce changes
 only ``mode`` in ``data.json``.
 
-Nothing in the IR is inexpressible here (every protocol, port range, peer kind and exception is data),
-so this target raises no :class:`~microseg.errors.UnsupportedFeature`; a rule naming an unknown
+Every protocol, port range, peer kind and exception is data here, and peers are named by workload or
+identity, so DNS names of external peers change nothing. The one construct this target refuses is a
+rule with HTTP matches (``AllowRule.http``): the decision is per connection (neither input shape
+carries an HTTP request this policy reads), and allowing the connection would admit every request on
+it, so such a rule raises :class:`~microseg.errors.UnsupportedFeature` ("L7 HTTP rules"); a rule naming an unknown
 workload fails closed with :class:`~microseg.errors.MicrosegError`.
 """
 
@@ -62,7 +65,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from microseg.backends.base import MODES, Mode
+from microseg.backends.base import MODES, Mode, reject_l7
 from microseg.errors import MicrosegError
 from microseg.ir.model import AllowRule, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import is_enforced, merge_ranges
@@ -264,6 +267,9 @@ def policy_data(policy: Policy, mode: Mode) -> dict[str, Any]:
     rules: dict[str, Any] = {}
     pairs: dict[str, dict[str, set[str]]] = {}
     for rule in policy.all_rules():
+        # The decision is per connection (the direct input and Envoy's network-level check carry no HTTP
+        # request): deciding an L7 rule's connection would admit every request on it.
+        reject_l7(TARGET, rule)
         for n in (*rule.sources, *rule.destinations):
             if n not in names:  # fail closed: an unresolvable name never compiles to something
                 raise MicrosegError(f"rule {rule.id} names unknown workload {n!r}")

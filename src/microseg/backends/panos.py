@@ -46,6 +46,12 @@ starting with a letter or digit (31 for zones); a name from the inventory that i
 name is cleaned and gets an 8-hex-digit hash of the full name, so names stay unique and stable.
 Descriptions keep only characters that are inert on the CLI (no quotes, backslashes, ``;``, ``{}``,
 ``$`` or control characters), so no text from the inventory can end a quoted string or add a command.
+
+L7 and DNS names. A rule with HTTP matches (``AllowRule.http``) raises ``UnsupportedFeature`` ("L7 HTTP
+rules") when this target would compile it: the zone rules generated here match addresses, protocol and
+ports only, and the same rule at layer 4 would admit every request. An external peer with DNS names
+(``fqdns``) is compiled from its addresses (never wider than the IR, see :mod:`microseg.ir.semantics`);
+one with names and no addresses raises ``UnsupportedFeature``.
 """
 
 from __future__ import annotations

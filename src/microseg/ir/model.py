@@ -11,6 +11,7 @@ No I/O happens in this package.
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -84,6 +85,31 @@ class Dependency(Frozen):
 
 Label = tuple[str, str]
 
+# A DNS name as a peer of an allow rule: lower-case LDH labels (underscores allowed, as in Cilium's
+# matchName), no trailing dot, optionally behind one leading "*." wildcard label.
+_DNS_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_FQDN = re.compile(rf"(?:\*\.)?(?:{_DNS_LABEL}\.)*{_DNS_LABEL}")
+
+
+def check_fqdn(name: str) -> str:
+    """Validate one DNS name of an external peer (see :attr:`Workload.fqdns`)."""
+    if name != name.lower():
+        raise ValueError(f"DNS name {name!r}: write DNS names in lower case")
+    if name.endswith("."):
+        raise ValueError(f"DNS name {name!r}: leave out the trailing dot")
+    if len(name) > 253 or not _FQDN.fullmatch(name):
+        raise ValueError(f"DNS name {name!r} is not a DNS name (letters, digits, '-', '_', dots; an optional "
+                         "leading '*.' for exactly one more label)")
+    return name
+
+
+def fqdn_matches(pattern: str, name: str) -> bool:
+    """Whether DNS name ``name`` is matched by ``pattern`` (an exact name, or ``*.`` plus one label)."""
+    if pattern.startswith("*."):
+        head, _, tail = name.partition(".")
+        return bool(head) and tail == pattern[2:]
+    return name == pattern
+
 
 class Workload(Frozen):
     """The unit that gets an identity.
@@ -117,6 +143,10 @@ class Workload(Frozen):
     zone: str | None = None  # a user override; the proposed zone lives in the segment map
     location: str | None = None  # cluster/namespace, VPC/subnet, VLAN
     declared: tuple[Dependency, ...] = ()
+    # External peers only: DNS names the peer is reached by ("api.example.com", or "*.example.com" for
+    # exactly one more label, as Cilium's "*." pattern). The peer stands for its addresses *and* the
+    # addresses these names resolve to; see microseg.ir.semantics for what each target makes of it.
+    fqdns: tuple[str, ...] = ()
 
     @field_validator("labels", "selector", "namespace_labels", mode="before")
     @classmethod
@@ -131,6 +161,17 @@ class Workload(Frozen):
         for a in v:
             ipaddress.ip_network(a, strict=False)
         return v
+
+    @field_validator("fqdns")
+    @classmethod
+    def _valid_fqdns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted({check_fqdn(n) for n in v}))
+
+    @model_validator(mode="after")
+    def _fqdns_only_external(self) -> Workload:
+        if self.fqdns and self.kind != WorkloadKind.EXTERNAL:
+            raise ValueError(f"workload {self.name!r}: only external peers have DNS names (fqdns)")
+        return self
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -251,8 +292,96 @@ class Justification(Frozen):
     last_seen: datetime | None = None
 
 
+
+def check_regex(text: str, what: str) -> str:
+    """Validate an HTTP match pattern: the part of POSIX ERE that RE2 and Python read the same way.
+
+    Cilium hands the patterns to its Envoy proxy (RE2); its documentation calls them extended POSIX
+    regular expressions. Constructs whose meaning differs between those dialects are refused rather
+    than guessed: ``(?...)`` groups, backslash-letter/digit escapes (``\\d``, back-references), lazy or
+    possessive quantifiers, backslashes and ``[:class:]``/``[.x.]``/``[=x=]`` inside brackets.
+    """
+    if not text:
+        raise ValueError(f"{what}: an empty pattern (leave the field out to match any)")
+    if len(text) > 1024 or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError(f"{what} {text!r}: too long or contains control characters")
+    i, after_quantifier = 0, False
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            if i + 1 >= len(text) or text[i + 1].isalnum():
+                raise ValueError(f"{what} {text!r}: a backslash may only escape punctuation (no \\d, \\w, "
+                                 "back-references)")
+            i, after_quantifier = i + 2, False
+            continue
+        if c == "[":
+            j = i + 1 + (text[i + 1:i + 2] == "^")
+            j += text[j:j + 1] == "]"  # a leading "]" is a literal member
+            close = text.find("]", j)
+            body = text[i + 1:close] if close >= 0 else ""
+            if close < 0 or "\\" in body or any(x in body for x in ("[:", "[.", "[=")):
+                raise ValueError(f"{what} {text!r}: bracket expressions may not contain backslashes or "
+                                 "[:class:] forms")
+            i, after_quantifier = close + 1, False
+            continue
+        if c in "?+" and after_quantifier:
+            raise ValueError(f"{what} {text!r}: lazy or possessive quantifiers are not POSIX")
+        if c == "(" and text[i + 1:i + 2] == "?":
+            raise ValueError(f"{what} {text!r}: (?...) groups are not POSIX")
+        after_quantifier = c in "*+?}"
+        i += 1
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"{what} {text!r} is not a valid regular expression: {exc}") from None
+    return text
+
+
+class HttpMatch(Frozen):
+    """One class of HTTP requests an allow rule admits (Cilium's ``PortRuleHTTP`` semantics).
+
+    ``method`` and ``path`` are regular expressions (the POSIX ERE subset of :func:`check_regex`) that
+    must match the *whole* request method and the *whole* request path as the proxy receives it, query
+    string included (Cilium: "allows GET requests to the URL /public ... requests to any other URL ...
+    will be rejected", https://docs.cilium.io/en/stable/security/policy/layer7/). A missing field
+    matches anything; at least one must be given. To admit a path with any query string write
+    ``/healthz(\\?.*)?``; a prefix is ``/api/.*``.
+    """
+
+    method: str | None = None
+    path: str | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _valid_method(cls, v: str | None) -> str | None:
+        return None if v is None else check_regex(v, "HTTP method pattern")
+
+    @field_validator("path")
+    @classmethod
+    def _valid_path(cls, v: str | None) -> str | None:
+        return None if v is None else check_regex(v, "HTTP path pattern")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> HttpMatch:
+        if self.method is None and self.path is None:
+            raise ValueError("an HTTP match needs a method or a path pattern")
+        return self
+
+    def sort_key(self) -> tuple[str, str, str, str]:
+        return (self.method or "", self.path or "", str(self.method is None), str(self.path is None))
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether a request with this method and path (query string included) is admitted."""
+        return ((self.method is None or re.fullmatch(self.method, method) is not None)
+                and (self.path is None or re.fullmatch(self.path, path) is not None))
+
+
 class AllowRule(Frozen):
-    """Source workloads -> destination workloads on protocol/ports, with a mandatory justification."""
+    """Source workloads -> destination workloads on protocol/ports, with a mandatory justification.
+
+    ``http`` (TCP only) narrows the rule to HTTP requests matching one of its entries; empty means any
+    traffic on the ports. See :mod:`microseg.ir.semantics` for how L7 constraints combine.
+    """
 
     id: str
     sources: tuple[str, ...]
@@ -260,6 +389,7 @@ class AllowRule(Frozen):
     protocol: Protocol
     ports: tuple[PortRange, ...]
     justification: Justification
+    http: tuple[HttpMatch, ...] = ()
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -267,6 +397,17 @@ class AllowRule(Frozen):
         if isinstance(v, (list, tuple)):
             return tuple(PortRange.parse(p) if isinstance(p, (str, int)) else p for p in v)
         return v
+
+    @field_validator("http")
+    @classmethod
+    def _canonical_http(cls, v: tuple[HttpMatch, ...]) -> tuple[HttpMatch, ...]:
+        return tuple(sorted(set(v), key=HttpMatch.sort_key))
+
+    @model_validator(mode="after")
+    def _http_needs_tcp(self) -> AllowRule:
+        if self.http and self.protocol != Protocol.TCP:
+            raise ValueError(f"rule {self.id}: HTTP matches need protocol TCP, not {self.protocol.value}")
+        return self
 
     def allows_port(self, port: int) -> bool:
         return any(r.contains(port) for r in self.ports)

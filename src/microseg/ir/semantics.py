@@ -14,6 +14,29 @@ Semantics (the contract every back end must preserve):
   sources, the destination among its destinations, the protocol and a port range containing the
   port. Every back end compiles both sides of a rule (egress at the source, ingress at the
   destination), so one rule suffices for both enforcement points.
+
+Layer 7 (HTTP). Connectivity is decided at layer 4: a rule with ``http`` matches allows the TCP
+connection exactly like the same rule without them, so :class:`Connections`, :meth:`Evaluator.pair`,
+:func:`connectivity`, ``validate``, diff and blast radius are unchanged by L7. What ``http`` adds is a
+constraint on the *requests* carried over that connection: only HTTP requests whose method and path
+match one of the rule's :class:`~microseg.ir.model.HttpMatch` entries (whole-string regular
+expressions, Cilium's semantics). Several rules that allow the same connection combine as a union:
+if any of them has no ``http``, the connection is unconstrained (any traffic); otherwise requests
+matching any entry of any of them are admitted (as Cilium does: "If a layer 4 rule is specified in the
+policy, and a similar layer 4 rule with layer 7 rules is also specified, then the layer 7 portions of
+the latter rule will have no effect", https://docs.cilium.io/en/stable/security/policy/layer7/).
+:meth:`Evaluator.decide` reports the constraint in ``Decision.http`` (``None``: unconstrained). A
+target that cannot enforce requests must refuse such a rule (``UnsupportedFeature``): compiling it
+at layer 4 would allow every request, which is wider.
+
+External peers with DNS names (``Workload.fqdns``). Such a peer stands for its addresses (minus
+``except_addresses``) *and* whatever its names resolve to when a connection is made; the exceptions
+narrow the addresses only. Connectivity is still per workload, so nothing above changes. A target that
+can match names where it enforces (Cilium's ``toFQDNs``, on egress) matches both; a target that matches
+addresses only compiles the peer from its addresses, which is never wider than the IR (it may be
+narrower: the names' addresses outside the listed CIDRs are not allowed there), and it refuses
+(``UnsupportedFeature``) a peer that has names but no addresses, for which it would have nothing to
+match. Names never come from flow logs: a person writes them in the inventory's external peers.
 """
 
 from __future__ import annotations
@@ -24,6 +47,7 @@ from dataclasses import dataclass, field
 from microseg.ir.model import (
     AllowRule,
     Guardrail,
+    HttpMatch,
     Policy,
     PortRange,
     Protocol,
@@ -86,9 +110,21 @@ class Connections:
 
 @dataclass(frozen=True)
 class Decision:
+    """The answer for one (source, destination, protocol, port).
+
+    ``http`` is the layer-7 constraint of an allowed connection: ``None`` when it is unconstrained (a
+    matching rule has no ``http``, or neither side is under default deny), otherwise the union of the
+    matching rules' HTTP matches, in canonical order: only requests matching one of them are admitted.
+    """
+
     allowed: bool
     rule_ids: tuple[str, ...]
     reason: str
+    http: tuple[HttpMatch, ...] | None = None
+
+    @property
+    def l7_constrained(self) -> bool:
+        return self.http is not None
 
 
 @dataclass
@@ -121,7 +157,12 @@ class Evaluator:
                  if r.protocol == protocol and (protocol == Protocol.ICMP or r.allows_port(port))]
         if rules:
             ids = tuple(sorted(r.id for r in rules))
-            return Decision(True, ids, "allowed by " + ", ".join(ids))
+            http: tuple[HttpMatch, ...] | None = None
+            # One rule without L7 constraints admits any traffic; between two workloads outside default
+            # deny nothing of ours sits in the way to enforce a constraint.
+            if all(r.http for r in rules) and (self.enforced(source) or self.enforced(destination)):
+                http = tuple(sorted({m for r in rules for m in r.http}, key=HttpMatch.sort_key))
+            return Decision(True, ids, "allowed by " + ", ".join(ids), http)
         if not self.enforced(source) and not self.enforced(destination):
             return Decision(True, (), "neither side is under default deny")
         return Decision(False, (), "default deny: no allow rule matches")

@@ -19,6 +19,7 @@ from microseg.errors import InputError
 from microseg.ir.model import (
     AllowRule,
     Guardrail,
+    HttpMatch,
     Justification,
     JustificationKind,
     Policy,
@@ -85,6 +86,7 @@ class ExceptionEntry(_Strict):
     reason: str
     expires: date | datetime
     id: str | None = None
+    http: tuple[HttpMatch, ...] = ()  # optional L7 constraint, as on an allow rule
 
 
 class ExceptionsDoc(_Strict):
@@ -96,10 +98,13 @@ def exception_from_entry(e: ExceptionEntry) -> PolicyException:
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)
     ports = tuple(PortRange.parse(p) for p in e.ports)
+    # The L7 part joins the hash only when present, so that the ids of existing exceptions never change.
+    l7 = "|" + repr([m.model_dump(mode="json") for m in e.http]) if e.http else ""
     rid = e.id or "EX-" + hashlib.sha256(
-        f"{e.guardrail}|{sorted(e.sources)}|{sorted(e.destinations)}|{e.protocol}|{e.ports}".encode()).hexdigest()[:10]
+        f"{e.guardrail}|{sorted(e.sources)}|{sorted(e.destinations)}|{e.protocol}|{e.ports}{l7}".encode()
+    ).hexdigest()[:10]
     rule = AllowRule(id=rid, sources=tuple(sorted(e.sources)), destinations=tuple(sorted(e.destinations)),
-                     protocol=e.protocol, ports=ports, justification=Justification(
+                     protocol=e.protocol, ports=ports, http=e.http, justification=Justification(
                          kind=JustificationKind.EXCEPTION,
                          text=f"exception to {e.guardrail} approved by {e.approver} until "
                               f"{expires.date().isoformat()}: {e.reason}"))
@@ -107,10 +112,13 @@ def exception_from_entry(e: ExceptionEntry) -> PolicyException:
 
 
 def _entry_from_exception(x: PolicyException) -> dict[str, Any]:
-    return {"id": x.rule.id, "guardrail": x.guardrail, "sources": list(x.rule.sources),
-            "destinations": list(x.rule.destinations), "protocol": x.rule.protocol.value,
-            "ports": [str(p) for p in x.rule.ports], "approver": x.approver, "reason": x.reason,
-            "expires": x.expires.date().isoformat()}
+    out = {"id": x.rule.id, "guardrail": x.guardrail, "sources": list(x.rule.sources),
+           "destinations": list(x.rule.destinations), "protocol": x.rule.protocol.value,
+           "ports": [str(p) for p in x.rule.ports], "approver": x.approver, "reason": x.reason,
+           "expires": x.expires.date().isoformat()}
+    if x.rule.http:  # dropping it would turn the exception into a wider, L4-only one on the next load
+        out["http"] = [_plain(m) for m in x.rule.http]
+    return out
 
 
 class _Dumper(yaml.SafeDumper):

@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microseg.errors import InputError
-from microseg.ir.model import AddressBinding, Dependency, ListenPort, Workload, WorkloadKind
+from microseg.ir.model import AddressBinding, Dependency, ListenPort, Workload, WorkloadKind, check_fqdn
 from microseg.sources.yamlpos import Document, NodePath, format_path
 
 API_VERSION = "microseg/v1"
@@ -53,6 +53,9 @@ def _canonical_cidr(value: str) -> str:
 
 
 IPAddressText = Annotated[str, AfterValidator(_canonical_ip), Field(description="an IPv4 or IPv6 address")]
+FQDNText = Annotated[str, AfterValidator(check_fqdn),
+                     Field(description="a DNS name in lower case without trailing dot, e.g. api.example.com; "
+                                       "'*.example.com' matches exactly one more label")]
 CIDRText = Annotated[str, AfterValidator(_canonical_cidr),
                      Field(description="an IPv4 or IPv6 network in CIDR notation, host bits zero")]
 # Host and service names share the namespace of Kubernetes "ns/name" workloads (a clash is an error);
@@ -92,11 +95,20 @@ class ExternalEntry(_Model):
     """A named peer outside the estate, becoming workload ``external:<name>``."""
 
     name: ExternalName
-    cidrs: list[CIDRText] = Field(min_length=1)
+    cidrs: list[CIDRText] = Field(default_factory=list)
     except_cidrs: list[CIDRText] = Field(default_factory=list)
+    fqdns: list[FQDNText] = Field(
+        default_factory=list, description="DNS names the peer is reached by; with cidrs, the peer is both. Only "
+        "targets that match names (Cilium toFQDNs) use them; the others use the cidrs")
     ports: list[ListenPort] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     description: str = Field(default="", description="for humans; not carried into the IR")
+
+    @model_validator(mode="after")
+    def _addressed(self) -> ExternalEntry:
+        if not self.cidrs and not self.fqdns:
+            raise ValueError("an external peer needs cidrs, fqdns or both")
+        return self
 
 
 class OverrideEntry(_Model):
@@ -236,7 +248,7 @@ def _convert(model: NativeInventory, doc: Document) -> NativeResult:
         workloads.append((Workload(
             name=f"external:{ext.name}", kind=WorkloadKind.EXTERNAL, labels=ext.labels,
             addresses=sort_networks(ext.cidrs), except_addresses=sort_networks(ext.except_cidrs),
-            ports=sort_ports(ext.ports)), at("external", i, "name")))
+            fqdns=tuple(ext.fqdns), ports=sort_ports(ext.ports)), at("external", i, "name")))
     overrides = tuple(LocatedOverride(o, at("overrides", i, "workload"))
                       for i, o in enumerate(model.overrides))
     for i, o in enumerate(model.overrides):
