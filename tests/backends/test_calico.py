@@ -26,13 +26,13 @@ from microseg.ir.model import (
     Justification,
     JustificationKind,
     Policy,
-    PortRange,
     Protocol,
     Workload,
     WorkloadKind,
 )
 from microseg.ir.semantics import Connections, connectivity
 from microseg.sources.deployed.calico import parse_selector, read_back
+from tests.backends._calico import expected_k8s, k8s_names, read_k8s, without_port_zero
 from tests.oracle import crd, nca
 
 GOLDEN = Path(__file__).parent / "golden" / "calico"
@@ -60,33 +60,6 @@ def allow(rid: str, src: list[str], dst: list[str], proto: Protocol = Protocol.T
 def documents(files: dict[str, str]) -> list[dict[str, Any]]:
     return [d for path, text in sorted(files.items()) if path.endswith(".yaml")
             for d in yaml.safe_load_all(text) if d is not None]
-
-
-def k8s_names(policy: Policy) -> list[str]:
-    return sorted(w.name for w in policy.workloads if w.kind == WorkloadKind.KUBERNETES)
-
-
-def without_port_zero(c: Connections) -> Connections:
-    """Ports are 1-65535 in Calico (port 0 is not a destination port): the IR's 0 is dropped, not widened."""
-    if c.everything:
-        return c
-    pairs = []
-    for proto, ranges in c.ports:
-        for r in ranges:
-            if proto == Protocol.ICMP:
-                pairs.append((proto, PortRange(start=0, end=65535)))
-            elif r.end >= 1:
-                pairs.append((proto, PortRange(start=max(r.start, 1), end=r.end)))
-    return Connections.of(pairs)
-
-
-def expected_k8s(policy: Policy) -> dict[tuple[str, str], Connections]:
-    return {k: without_port_zero(v) for k, v in connectivity(policy, k8s_names(policy)).items()}
-
-
-def read_k8s(files: dict[str, str], policy: Policy) -> dict[tuple[str, str], Connections]:
-    names = set(k8s_names(policy))
-    return {k: v for k, v in read_back(files, policy).items() if k[0] in names and k[1] in names}
 
 
 POLICIES = {"small": lambda: load(GOLDEN / "small" / "policy.yaml"),

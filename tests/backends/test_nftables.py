@@ -11,10 +11,8 @@ understood. The live proof with real sockets is tests/twin/test_nftables_live.py
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from microseg.ir.model import (
 from microseg.ir.semantics import ALL_PORTS, Connections, connectivity
 from microseg.sources.deployed import nftables as reader
 from microseg.twin import netns
+from tests.backends._nftables import expected_connectivity, hosts_of, nft_files
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "nftables"
@@ -64,41 +63,6 @@ def rule(rid: str, src: list[str], dst: list[str], proto: Protocol = Protocol.TC
          ports: tuple[str, ...] = ("22",)) -> AllowRule:
     return AllowRule(id=rid, sources=tuple(src), destinations=tuple(dst), protocol=proto, ports=ports,
                      justification=OBS)
-
-
-def nft_files(files: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in files.items() if k.endswith(".nft")}
-
-
-def hosts_of(files: dict[str, str]) -> list[str]:
-    return [h["workload"] for h in json.loads(files["index.json"])["hosts"]]
-
-
-def expected_connectivity(policy: Policy, files: dict[str, str]) -> dict[tuple[str, str], Connections]:
-    governed = reader.governed_pairs(policy, hosts_of(files), router=True)
-    return {k: v for k, v in connectivity(policy).items() if k in governed}
-
-
-# -- the real nft ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def nft() -> str:
-    """The nft binary; missing is a failure, not a skip: CI installs it."""
-    found = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-    if found is None:
-        pytest.fail("nft not found: run scripts/install-system-deps.sh (as root) to install Debian's nftables")
-    return found
-
-
-@pytest.fixture(scope="session")
-def kernel(nft: str) -> None:
-    """nft -c and the read-back need a scratch network namespace (root, or user namespaces)."""
-    prefix = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--net"]
-    r = subprocess.run([*prefix, nft, "list", "ruleset"], capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot create a network namespace for nft ({r.stderr.strip()}): nft -c needs CAP_NET_ADMIN; "
-                    "run as root (CI does)")
 
 
 # -- golden cases -----------------------------------------------------------------------------------------
