@@ -89,8 +89,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from microseg.backends.base import MODES, Mode
-from microseg.backends.calico import (
+from microseg.backends._k8s_common import (
     canon,
     check_unambiguous,
     cidr_blocks,
@@ -104,7 +103,9 @@ from microseg.backends.calico import (
     sorted_rules,
     workload_selector,
 )
-from microseg.backends.kubernetes import _dump, _md
+from microseg.backends._k8s_common import dump_yaml as _dump
+from microseg.backends._k8s_common import md as _md
+from microseg.backends.base import MODES, Mode
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, HttpMatch, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges

@@ -68,8 +68,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from microseg.backends._k8s_common import dump_yaml as _dump
+from microseg.backends._k8s_common import md as _md
 from microseg.backends.base import MODES, Mode, reject_l7, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, JustificationKind, Policy, Protocol, Workload, WorkloadKind
@@ -447,36 +447,6 @@ def _object_name(w: Workload, ns: str, direction: str) -> str:
     digest = hashlib.sha256(w.name.encode("utf-8")).hexdigest()[:8]
     clean = clean[:room - len(digest) - 1].strip("-")
     return _PREFIX + (f"{clean}-{digest}" if clean else digest) + suffix
-
-
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper that writes multi-line strings (justifications) as literal blocks, and no aliases."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        # A peer shared by several entries must be written out each time, not as &id001/*id001.
-        return True
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    # Only a style *request*: the emitter still falls back to a quoted scalar when a literal block
-    # could not carry the string exactly (trailing spaces, control characters, ...).
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def _dump(docs: Sequence[Doc]) -> str:
-    # allow_unicode=False: every non-ASCII or control character is escaped, so what a reviewer
-    # reads is what the API server gets. A huge width keeps long annotations on one line.
-    return yaml.dump_all(docs, Dumper=_Dumper, explicit_start=True, sort_keys=False, default_flow_style=False,
-                         allow_unicode=False, width=1 << 20)
-
-
-def _md(text: str) -> str:
-    """Escape free text (names, reasons) for a Markdown table cell: no HTML, no links, no new rows."""
-    text = " ".join(text.split())
-    return re.sub(r"([\\`*_{}\[\]()<>#+!|~&])", r"\\\1", text)
 
 
 def _rule_table(rules: Sequence[AllowRule]) -> list[str]:

@@ -62,8 +62,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from microseg.backends.base import MODES, Mode, reject_l7
-from microseg.backends.calico import (
+from microseg.backends._k8s_common import (
     canon,
     check_unambiguous,
     cidr_blocks,
@@ -77,7 +76,9 @@ from microseg.backends.calico import (
     within,
     workload_selector,
 )
-from microseg.backends.kubernetes import _dump, _md
+from microseg.backends._k8s_common import dump_yaml as _dump
+from microseg.backends._k8s_common import md as _md
+from microseg.backends.base import MODES, Mode, reject_l7
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, Guardrail, Policy, PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import guardrail_applies, merge_ranges
