@@ -54,6 +54,7 @@ from tests.backends._opa import boundary_ports, check_against_evaluator, identit
 from tests.backends.test_kubernetes import K8S_VERSION
 from tests.oracle import crd, nca
 from tests.oracle.nca import ConnSet
+from tests.sources.deployed.test_kubernetes_netpol import with_read_back as with_netpol_read_back
 
 Files = dict[str, str]
 Check = Callable[[Policy, Files, Files, pytest.FixtureRequest], None]
@@ -474,10 +475,13 @@ U = contract_cases.UNSUPPORTED_CASES
 
 CHECKERS: dict[str, Checker] = {
     "kubernetes": Checker(
-        how="kubernetes-validate (strict) on every manifest; meaning through network-config-analyzer (NCA), "
-            "pod pairs and pod<->address space, enforce and observe. No NetworkPolicy read-back exists in "
-            "microseg.sources.deployed, so NCA is the only semantic check.",
-        check=check_kubernetes, cases=("estate", "estate-addressed", "exception-shared-identity"),
+        how="kubernetes-validate (strict) on every manifest; the strict NetworkPolicy read-back "
+            "(microseg.sources.deployed.kubernetes) equals connectivity on every pair with a pod under default "
+            "deny (ports 1-65535; a peer inside another peer's CIDRs gets that peer's allowances, the address "
+            "caveat) and observe reads back as everything there; NCA agrees on pod pairs and pod<->address "
+            "space, enforce and observe.",
+        check=with_netpol_read_back(check_kubernetes), cases=("estate", "estate-addressed",
+                                                              "exception-shared-identity"),
         oracle=nca_kubernetes, oracle_cases=("estate",), unsupported=U["kubernetes"]),
     "calico": Checker(
         how="Calico CRD schemas; read-back equals connectivity on every pair with a pod under default deny "
