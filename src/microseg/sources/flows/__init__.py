@@ -238,11 +238,17 @@ def sql_list(paths: Sequence[SourceFile]) -> str:
 
 
 # The registry. Imported at the end because the reader modules import the contract above.
-from microseg.sources.flows import aws_vpc, hubble  # noqa: E402
+from microseg.sources.flows import aws_vpc, azure, calico, envoy, gcp, hubble, nfdump, zeek  # noqa: E402
 
 FORMATS: dict[str, FlowFormat] = {
+    calico.NAME: calico,
+    envoy.NAME: envoy,
     aws_vpc.NAME: aws_vpc,
     hubble.NAME: hubble,
+    gcp.NAME: gcp,
+    azure.NAME: azure,
+    zeek.NAME: zeek,
+    nfdump.NAME: nfdump,
 }
 
 

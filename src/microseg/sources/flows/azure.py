@@ -1,0 +1,337 @@
+"""Azure Network Watcher flow logs: NSG flow logs (versions 1 and 2) and VNet flow logs (version 4).
+
+Format facts (Microsoft Learn, "Flow logging for network security groups" - log format - and
+"Virtual network flow logs" - log format; ``shared/samples/flows/azure/README.txt``):
+
+- A blob (``PT1H.json``) is one JSON document ``{"records": [...]}``; exports through Event Hubs and
+  collectors also write one record (or one ``{"records": ...}``) per line. Both are read: a file is
+  parsed as one document (a blob is one NSG's or VNet's hour, so it fits in memory), and line by
+  line when it is not one. A bad tuple is reported with the line its text is on.
+- NSG record: ``properties.Version`` (1 or 2), ``properties.flows[].rule``,
+  ``properties.flows[].flows[].mac`` and ``.flowTuples``. A version 2 tuple is
+  ``unix-seconds,src,dst,sport,dport,protocol(T/U),direction(I/O),decision(A/D),state(B/C/E),``
+  ``packets s->d,bytes s->d,packets d->s,bytes d->s`` (the counters are empty in a B tuple); a
+  version 1 tuple stops after the decision.
+- VNet record: ``flowLogVersion`` 4, ``macAddress``, ``flowRecords.flows[].aclID``,
+  ``.flowGroups[].rule`` and ``.flowTuples``. A tuple is ``unix-milliseconds,src,dst,sport,dport,``
+  ``protocol(IANA number),direction(I/O),state(B/C/E/D),encryption(X/NX/NX_*),`` and the same four
+  counters. There is no decision letter: a denied flow has state D.
+- State B (begin) opens a connection; C (continuing) and E (end) report it again, each with the
+  counters of its interval, every few minutes while it lives. One connection is therefore one
+  record here, not one per tuple: a B (or, for a connection that began before the batch, its first
+  C/E) opens it; later C/E tuples of the same NIC and 5-tuple add their counters and extend its end,
+  and are counted as skipped (``connection-update``); E closes it. A long connection that spans
+  blobs ingested separately is counted once per ingest.
+- A denied tuple (NSG decision D, VNet state D) is one denied attempt: one record each, action
+  ``drop`` (NSGs discard denied packets without a reset). Allowed traffic is ``accept``.
+- The tuple's direction is relative to the NIC: I -> ingress, O -> egress. The logs say nothing about
+  replies or TCP flags, and carry no workload identity: those stay unknown and the mapping orients
+  by ports and resolves by address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from microseg.errors import InputError
+from microseg.sources.flows import (
+    BadLine,
+    ReaderOptions,
+    SourceFile,
+    Staged,
+    StageRow,
+    StageWriter,
+    open_text,
+)
+
+NAME = "azure"
+
+ACTIONS = {"accept": "accept", "drop": "drop"}
+_MARKERS = ('"flowTuples"', '"flowLogVersion"', "NetworkSecurityGroupFlowEvent", "FlowLogFlowEvent")
+_NSG_PROTOCOLS = {"T": 6, "U": 17}
+_DIRECTIONS = {"I": "ingress", "O": "egress"}
+_NSG_DECISIONS = {"A": "accept", "D": "drop"}
+_STATES = frozenset("BCE")
+_V2_FIELDS = ("time", "src", "dst", "src_port", "dst_port", "protocol", "direction", "decision", "state",
+              "packets_s2d", "bytes_s2d", "packets_d2s", "bytes_d2s")
+_V4_FIELDS = ("time", "src", "dst", "src_port", "dst_port", "protocol", "direction", "state", "encryption",
+              "packets_s2d", "bytes_s2d", "packets_d2s", "bytes_d2s")
+_MAX_UINT64 = (1 << 64) - 1
+
+_ConnKey = tuple[str, str, str, int, int, int, str]  # NIC, 5-tuple, direction
+
+
+class _Bad(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def sniff(head: list[str]) -> bool:
+    text = "\n".join(head)
+    return text.lstrip().startswith("{") and any(m in text for m in _MARKERS)
+
+
+@dataclass
+class _Conn:
+    row: StageRow
+    packets: int | None
+    bytes: int | None
+    t_end: int
+
+
+@dataclass
+class _Tuple:
+    """One parsed flow tuple, before connection tracking."""
+
+    time_us: int
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    proto: int
+    direction: str
+    action: str
+    state: str | None  # B/C/E; None for a version 1 tuple or a denied one
+    packets: int | None
+    bytes: int | None
+
+
+def _int(v: str, field: str, limit: int) -> int:
+    if not (v.isascii() and v.isdigit()) or int(v) > limit:
+        raise _Bad(field, f"{v!r} is not a number in 0..{limit}")
+    return int(v)
+
+
+def _ip(v: str, field: str) -> str:
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise _Bad(field, f"{v!r} is not an IP address") from None
+
+
+def _counters(values: list[str], names: tuple[str, ...]) -> tuple[int | None, int | None]:
+    """(packets, bytes) of both directions; None when the tuple has no counters (empty in a B tuple)."""
+    if not values or all(v == "" for v in values):
+        return None, None
+    nums = [_int(v, f, _MAX_UINT64) for v, f in zip(values, names, strict=True)]
+    return nums[0] + nums[2], nums[1] + nums[3]
+
+
+def parse_tuple(text: str, version: int) -> _Tuple:
+    """A flow tuple of an NSG (version 1 or 2) or VNet (version 4) flow log."""
+    values = text.split(",")
+    fields: tuple[str, ...]
+    if version == 4:
+        fields = _V4_FIELDS
+        if len(values) != len(fields):
+            raise _Bad("flowTuples", f"expected {len(fields)} fields, found {len(values)}")
+        time_us = _int(values[0], "time", _MAX_UINT64 // 1000) * 1000  # milliseconds
+        proto = _int(values[5], "protocol", 255)
+        state = values[7]
+        if state not in _STATES and state != "D":
+            raise _Bad("state", f"unknown flow state {state!r} (expected B, C, E or D)")
+        action = "drop" if state == "D" else "accept"
+        state_out: str | None = None if state == "D" else state
+    elif version in (1, 2):
+        fields = _V2_FIELDS if version == 2 else _V2_FIELDS[:8]
+        if len(values) != len(fields):
+            raise _Bad("flowTuples", f"expected {len(fields)} fields for version {version}, found {len(values)}")
+        time_us = _int(values[0], "time", _MAX_UINT64 // 1_000_000) * 1_000_000  # seconds
+        if values[5] not in _NSG_PROTOCOLS:
+            raise _Bad("protocol", f"unknown protocol {values[5]!r} (expected T or U)")
+        proto = _NSG_PROTOCOLS[values[5]]
+        if values[7] not in _NSG_DECISIONS:
+            raise _Bad("decision", f"unknown decision {values[7]!r} (expected A or D)")
+        action = _NSG_DECISIONS[values[7]]
+        state_out = None
+        if version == 2:
+            if values[8] not in _STATES:
+                raise _Bad("state", f"unknown flow state {values[8]!r} (expected B, C or E)")
+            state_out = values[8] if action == "accept" else None
+    else:
+        raise _Bad("version", f"unsupported flow log version {version!r} (expected 1, 2 or 4)")
+    if values[6] not in _DIRECTIONS:
+        raise _Bad("direction", f"unknown direction {values[6]!r} (expected I or O)")
+    packets, nbytes = _counters(values[9:], fields[9:])
+    return _Tuple(time_us=time_us, src=_ip(values[1], "src"), dst=_ip(values[2], "dst"),
+                  sport=_int(values[3], "src_port", 65535), dport=_int(values[4], "dst_port", 65535), proto=proto,
+                  direction=_DIRECTIONS[values[6]], action=action, state=state_out, packets=packets, bytes=nbytes)
+
+
+def _groups(record: Any) -> Iterator[tuple[int, str, list[Any]]]:
+    """(version, NIC, tuples) of one record."""
+    if not isinstance(record, dict):
+        raise _Bad("records", "a record is not an object")
+    if "flowLogVersion" in record:
+        version = record["flowLogVersion"]
+        nic = str(record.get("macAddress") or "")
+        flows = (record.get("flowRecords") or {}).get("flows") if isinstance(record.get("flowRecords"), dict) else None
+        if not isinstance(version, int) or not isinstance(flows, list):
+            raise _Bad("flowRecords", "no flowRecords.flows list")
+        for flow in flows:
+            acl = flow.get("flowGroups") if isinstance(flow, dict) else None
+            if not isinstance(acl, list):
+                raise _Bad("flowRecords.flows", "no flowGroups list")
+            for group in acl:
+                tuples = group.get("flowTuples") if isinstance(group, dict) else None
+                if not isinstance(tuples, list):
+                    raise _Bad("flowGroups", "no flowTuples list")
+                yield version, nic, tuples
+        return
+    props = record.get("properties")
+    if not isinstance(props, dict) or not isinstance(props.get("flows"), list):
+        raise _Bad("properties", "neither an NSG (properties.flows) nor a VNet (flowLogVersion) flow log record")
+    version = props.get("Version", 1)
+    if not isinstance(version, int):
+        raise _Bad("properties.Version", f"{version!r} is not a version number")
+    for rule in props["flows"]:
+        inner = rule.get("flows") if isinstance(rule, dict) else None
+        if not isinstance(inner, list):
+            raise _Bad("properties.flows", "no flows list")
+        for nic_flows in inner:
+            tuples = nic_flows.get("flowTuples") if isinstance(nic_flows, dict) else None
+            if not isinstance(tuples, list):
+                raise _Bad("properties.flows.flows", "no flowTuples list")
+            yield version, str(nic_flows.get("mac") or ""), tuples
+
+
+class _Locator:
+    """Line numbers of tuples in a document, found by scanning forward for each tuple's text."""
+
+    def __init__(self, text: str, first_line: int) -> None:
+        self.text = text
+        self.pos = 0
+        self.line = first_line
+
+    def line_of(self, value: str) -> int:
+        idx = self.text.find(json.dumps(value), self.pos)
+        if idx < 0:
+            return self.line
+        self.line += self.text.count("\n", self.pos, idx)
+        self.pos = idx
+        return self.line
+
+
+class _Stager:
+    def __init__(self, writer: StageWriter, staged: Staged, options: ReaderOptions) -> None:
+        self.writer = writer
+        self.staged = staged
+        self.options = options
+        self.open: dict[_ConnKey, _Conn] = {}
+
+    def bad(self, src: SourceFile, line: int, field: str, message: str, text: str) -> None:
+        self.staged.bad_counts[src.path] += 1
+        if self.staged.bad_counts[src.path] <= self.options.max_samples:
+            self.staged.bad.append(BadLine(file=str(src.path), line=line, field=field, message=message,
+                                           text=text[:500]))
+
+    def document(self, src: SourceFile, index: int, obj: Any, text: str, first_line: int) -> None:
+        locator = _Locator(text, first_line)
+        if isinstance(obj, dict) and "records" in obj:
+            records = obj["records"]
+            if not isinstance(records, list):
+                self.bad(src, first_line, "records", "records is not a list", text)
+                return
+        else:
+            records = [obj]
+        for record in records:
+            try:
+                for version, nic, tuples in _groups(record):
+                    for t in tuples:
+                        line = locator.line_of(t) if isinstance(t, str) else locator.line
+                        try:
+                            if not isinstance(t, str):
+                                raise _Bad("flowTuples", "a flow tuple is not a string")
+                            self.tuple(parse_tuple(t, version), nic, index, src)
+                        except _Bad as bad:
+                            self.bad(src, line, bad.field, bad.message, str(t))
+            except _Bad as bad:
+                self.bad(src, locator.line, bad.field, bad.message, json.dumps(record)[:500])
+
+    def tuple(self, t: _Tuple, nic: str, index: int, src: SourceFile) -> None:
+        row = StageRow(
+            t_start=t.time_us, t_end=t.time_us, src_ip=t.src, dst_ip=t.dst, src_port=t.sport, dst_port=t.dport,
+            proto=t.proto, bytes=t.bytes, packets=t.packets, action=t.action, tcp_flags=None, is_reply=None,
+            direction=t.direction, src_workload=None, dst_workload=None, log_status="OK", file_index=index)
+        if t.state is None:  # a denied attempt, or a version 1 tuple: one record each
+            self.writer.write(row)
+            return
+        key = (nic, t.src, t.dst, t.sport, t.dport, t.proto, t.direction)
+        conn = self.open.get(key)
+        if conn is None or t.state == "B":
+            if conn is not None:  # a new B while one was open: the old one ended unseen
+                self.flush(key)
+            conn = self.open[key] = _Conn(row=row, packets=t.packets, bytes=t.bytes, t_end=t.time_us)
+        else:
+            self.staged.skipped[(src.path, "connection-update")] += 1
+            conn.t_end = max(conn.t_end, t.time_us)
+            if t.packets is not None:
+                conn.packets = (conn.packets or 0) + t.packets
+            if t.bytes is not None:
+                conn.bytes = (conn.bytes or 0) + t.bytes
+        if t.state == "E":
+            self.flush(key)
+
+    def flush(self, key: _ConnKey) -> None:
+        conn = self.open.pop(key)
+        self.writer.write(conn.row._replace(t_end=conn.t_end, packets=conn.packets, bytes=conn.bytes))
+
+    def flush_all(self) -> None:
+        for key in sorted(self.open):
+            self.flush(key)
+
+
+def _documents(src: SourceFile) -> Iterator[tuple[int, Any, str, _Bad | None]]:
+    """(first line, parsed JSON, its text, error) of the file: the whole file, else one per line."""
+    try:
+        with open_text(src) as fh:
+            text = fh.read()
+    except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
+        raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
+    try:
+        yield 1, json.loads(text), text, None
+        return
+    except ValueError:
+        pass
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield no, json.loads(line), line, None
+        except ValueError as exc:
+            yield no, None, line, _Bad("json", f"invalid JSON: {exc}")
+
+
+def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
+    del con  # parsed in Python and bulk-loaded through the staging file
+    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
+    writer = StageWriter(options.tmp_dir)
+    staged.cleanup.append(writer.path)
+    stager = _Stager(writer, staged, options)
+    done = False
+    try:
+        for index, src in enumerate(files):
+            for first_line, obj, text, error in _documents(src):
+                if error is not None:
+                    stager.bad(src, first_line, error.field, error.message, text)
+                else:
+                    stager.document(src, index, obj, text, first_line)
+        stager.flush_all()  # connections whose E is not in the batch: counted once all the same
+        done = True
+    finally:
+        writer.close()
+        if not done:  # the store never sees this Staged: remove the staging file here
+            writer.path.unlink(missing_ok=True)
+    relation = writer.relation(list(files), time_unit=1_000_000)
+    relation.null_columns = frozenset({"tcp_flags", "is_reply", "src_workload", "dst_workload"})
+    staged.relations.append(relation)
+    staged.locate_bad = lambda _src: []  # every check the store repeats was made here
+    return staged

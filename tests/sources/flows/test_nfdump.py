@@ -1,0 +1,221 @@
+"""nfdump CSV reader, through the flow store: every sample file, exact normalised rows."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from microseg.engine.mapping import map_flows
+from microseg.engine.store import FlowStore, IngestReport
+from microseg.errors import InputError, TooManyBadLines
+from microseg.ir.model import AddressBinding, Inventory, ListenPort, Protocol, Workload, WorkloadKind
+from microseg.sources.flows import detect, nfdump
+
+SAMPLES = Path("samples/flows/nfdump")
+LEGACY = ("ts,te,td,sa,da,sp,dp,pr,flg,fwd,stos,ipkt,ibyt,opkt,obyt,in,out,sas,das,smk,dmk,dtos,dir,nh,nhb,svln,"
+          "dvln,ismc,odmc,idmc,osmc,mpls1,mpls2,mpls3,mpls4,mpls5,mpls6,mpls7,mpls8,mpls9,mpls10,cl,sl,al,ra,eng,"
+          "exid,tr")
+TAIL = (",0,0,0,0,0,0,0,0,0.0.0.0,0.0.0.0,0,0,00:00:00:00:00:00,00:00:00:00:00:00,00:00:00:00:00:00,"
+        "00:00:00:00:00:00" + ",0-0-0" * 10 + ",    0.000,    0.000,    0.000,0.0.0.0,0/0,1,1970-01-01 00:00:00.000")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FlowStore]:
+    with FlowStore(tmp_path / "store" / "flows.duckdb") as s:
+        yield s
+
+
+# (src, dst, src port, dst port, protocol, action, records, start, end, bytes, packets, tcp flags)
+def rows(store: FlowStore) -> set[tuple[Any, ...]]:
+    out = set()
+    for r in store.rows():
+        # NetFlow tells no reply, no usable direction and no workload identity
+        assert (r["is_reply"], r["direction"], r["src_workload"], r["dst_workload"]) == (None, None, None, None)
+        out.add((r["src_ip"], r["dst_ip"], r["src_port"], r["dst_port"], r["protocol"], r["action"], r["records"],
+                 r["ts_start"], r["ts_end"], r["bytes"], r["packets"], r["tcp_flags"]))
+    return out
+
+
+def ingest(store: FlowStore, *paths: Path, bad_threshold: float | None = None) -> IngestReport:
+    report = (store.ingest(list(paths)) if bad_threshold is None
+              else store.ingest(list(paths), bad_threshold=bad_threshold))
+    assert all(f.format == "nfdump" for f in report.files)
+    return report
+
+
+def test_legacy_43_columns(store: FlowStore, shared: Path) -> None:
+    report = ingest(store, shared / SAMPLES / "legacy-43col-old-nfdump-1.6.csv")
+    assert (report.lines, report.records, report.bad, report.skipped) == (1, 1, 0, {})
+    start = datetime(2016, 4, 3, 21, 4, 58)  # local time without a zone, read as UTC
+    assert rows(store) == {("84.88.72.48", "109.69.15.5", 80, 41401, "TCP", "accept", 1, start, start, 4905, 4, 16)}
+
+
+def test_legacy_48_columns(store: FlowStore, shared: Path) -> None:
+    report = ingest(store, shared / SAMPLES / "legacy-48col-nfdump-1.6-1.7.4.csv")
+    assert (report.lines, report.records, report.bad, report.skipped) == (3, 3, 0, {})
+    assert rows(store) == {
+        # ICMP time exceeded (dp 2816 = 11.0): no service port
+        ("65.108.207.181", "88.99.162.34", 0, 0, "ICMP", "accept", 1, datetime(2022, 9, 3, 7, 10, 39),
+         datetime(2022, 9, 3, 7, 11, 4), 1152, 2, None),
+        # a bidirectional record: ibyt + obyt, ipkt + opkt; flags .AP...
+        ("91.121.140.167", "172.16.1.2", 443, 57372, "TCP", "accept", 1, datetime(2023, 8, 31, 6, 50, 44),
+         datetime(2023, 8, 31, 6, 51, 4), 816 + 104, 4, 16 | 8),
+        ("fe80::60df:46cb:1382:b255", "ff02::1:3", 54347, 5355, "UDP", "accept", 1, datetime(2023, 1, 17, 7, 2, 25),
+         datetime(2023, 1, 17, 7, 2, 26), 158, 2, None),
+    }
+
+
+def test_new_header_sample_has_no_records(store: FlowStore, shared: Path) -> None:
+    # The 1.7.5+ sample documents the headers only: read as headers and comments, nothing bad.
+    report = ingest(store, shared / SAMPLES / "new-predefined-csv-nfdump-1.7.5plus.txt")
+    assert (report.lines, report.records, report.bad, report.skipped) == (0, 0, 0, {})
+    assert rows(store) == set()
+
+
+def test_every_sample_is_detected_and_claims_nothing_else(shared: Path) -> None:
+    flows = shared / "samples" / "flows"
+    mine = sorted(p for p in (flows / "nfdump").iterdir() if p.name != "README.txt")
+    assert len(mine) == 3
+    assert {f.name: detect(f) for f in mine} == {f.name: "nfdump" for f in mine}
+    others = [p for p in sorted(flows.rglob("*"))
+              if p.is_file() and p.parent.name != "nfdump" and p.name != "README.txt"]
+    assert len(others) >= 10
+    for path in others:
+        try:
+            assert detect(path) != "nfdump", path
+        except InputError:
+            continue
+
+
+def write(tmp_path: Path, lines: list[str], name: str = "flows.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def legacy(ts: str, te: str, sa: str, da: str, sp: str, dp: str, pr: str, flg: str = "......", fwd: str = "0",
+           ipkt: str = "1", ibyt: str = "60", opkt: str = "0", obyt: str = "0") -> str:
+    return f"{ts},{te},1.000,{sa},{da},{sp},{dp},{pr},{flg},{fwd},0,{ipkt},{ibyt},{opkt},{obyt}{TAIL}"
+
+
+def test_legacy_forwarding_status_protocol_names_summary_and_bad_lines(store: FlowStore, tmp_path: Path) -> None:
+    t = "2026-01-02 03:00:00"
+    lines = [
+        "No matching flows",  # 1: an earlier empty query in the same capture file
+        LEGACY,  # 2
+        legacy(t, t, "10.0.0.1", "10.0.0.2", "40001", "5432", "TCP", "...A..S.", fwd="0"),  # 3: 8 flag columns
+        legacy(t, t, "10.0.0.1", "10.0.0.2", "40002", "5432", "TCP", "....S.", fwd="128"),  # 4: dropped
+        legacy(t, t, "10.0.0.1", "10.0.0.3", "0", "0", "GRE", fwd="64"),  # 5: forwarded, not TCP/UDP
+        legacy(t, t, "fe80::1", "ff02::2", "0", "34560", "ICMP6"),  # 6: 135.0, neighbour solicitation
+        legacy(t, t, "10.0.0.1", "10.0.0.2", "40003", "5432", "FOO"),  # 7
+        legacy(t, "2026-01-02 02:00:00", "10.0.0.1", "10.0.0.2", "40004", "5432", "TCP"),  # 8
+        legacy(t, t, "10.0.0.1", "10.0.0.2", "40005", "99999", "TCP"),  # 9
+        legacy(t, t, "10.0.0.1", "10.0.0.2", "40006", "5432", "TCP", "..XP.."),  # 10
+        "2026-01-02 03:00:00,2026-01-02 03:00:00,1.000,10.0.0.1",  # 11: cut short
+        legacy("2026-13-02 03:00:00", t, "10.0.0.1", "10.0.0.2", "40007", "5432", "TCP"),  # 12
+        legacy(t, t, "10.0.0.256", "10.0.0.2", "40008", "5432", "TCP"),  # 13
+        "Summary",
+        "flows,bytes,packets,avg_bps,avg_pps,avg_bpp",
+        "9,540,9,0,0,60",
+    ]
+    report = ingest(store, write(tmp_path, lines), bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (13, 4, 7)
+    assert report.skipped == {"no-flows": 1, "summary": 1}
+    assert [(b.line, b.field) for b in report.bad_samples] == [
+        (7, "pr"), (8, "te"), (9, "dp"), (10, "flg"), (11, "header"), (12, "ts"), (13, "sa")]
+    start = datetime(2026, 1, 2, 3)
+    assert rows(store) == {
+        ("10.0.0.1", "10.0.0.2", 40001, 5432, "TCP", "accept", 1, start, start, 60, 1, 16 | 2),
+        ("10.0.0.1", "10.0.0.2", 40002, 5432, "TCP", "drop", 1, start, start, 60, 1, 2),
+        ("10.0.0.1", "10.0.0.3", 0, 0, "IP-47", "accept", 1, start, start, 60, 1, None),
+        ("fe80::1", "ff02::2", 0, 0, "ICMP", "accept", 1, start, start, 60, 1, None),
+    }
+
+
+def test_nfdump_175_predefined_fast_and_custom_csv(store: FlowStore, tmp_path: Path) -> None:
+    lines = [
+        # -o csv (1.7.5+): numeric proto, type.code for ICMP, start + duration
+        "firstSeen,duration,proto,srcAddr,srcPort,dstAddr,dstPort,packets,bytes,flows",
+        "2026-01-02 03:00:00.250,1.500,6,10.0.0.1,40001,10.0.0.2,443,10,5000,1",
+        "2026-01-02 03:00:01.000,0.000,1,10.0.0.1,0,10.0.0.2,8.0,1,84,1",
+        "Summary",
+        "flows,bytes,packets,avg_bps,avg_pps,avg_bpp",
+        "2,5084,11,0,0,0",
+        # -o csv-fast: epoch milliseconds, numeric flags
+        "cnt,af,firstSeen,lastSeen,proto,srcAddr,srcPort,dstAddr,dstPort,srcAS,dstAS,input,output,flags,srcTos,"
+        "packets,bytes",
+        "1,4,1767322802000,1767322803500,17,10.0.0.1,41000,10.0.0.5,53,0,0,0,0,0,0,2,150",
+        "1,4,1767322802000,1767322803500,6,10.0.0.1,41001,10.0.0.5,53,0,0,0,0,18,0,2,120",
+        # -o "csv:%ts,%te,%sa,%da,%sp,%dp,%pr,%ipkt,%ibyt,%opkt,%obyt,%flg"
+        "firstSeen,lastSeen,srcAddr,dstAddr,srcPort,dstPort,proto,inPackets,inBytes,outPackets,outBytes,flags",
+        "2026-01-02 03:00:04.000,2026-01-02 03:00:05.000,10.0.0.1,10.0.0.6,40002,8080,6,3,300,2,900,...AP.S.",
+        "2026-01-02 03:00:04.000,2026-01-02 03:00:05.000,10.0.0.1,10.0.0.6,40003,8080,6,3,300,2,900,1.2",  # 12
+    ]
+    report = ingest(store, write(tmp_path, lines, "new.txt"), bad_threshold=1.0)
+    assert (report.records, report.bad, report.skipped) == (5, 1, {"summary": 1})
+    assert [(b.line, b.field) for b in report.bad_samples] == [(12, "flags")]
+    assert rows(store) == {
+        ("10.0.0.1", "10.0.0.2", 40001, 443, "TCP", "accept", 1, datetime(2026, 1, 2, 3, 0, 0, 250000),
+         datetime(2026, 1, 2, 3, 0, 1, 750000), 5000, 10, None),
+        ("10.0.0.1", "10.0.0.2", 0, 0, "ICMP", "accept", 1, datetime(2026, 1, 2, 3, 0, 1),
+         datetime(2026, 1, 2, 3, 0, 1), 84, 1, None),
+        ("10.0.0.1", "10.0.0.5", 41000, 53, "UDP", "accept", 1, datetime(2026, 1, 2, 3, 0, 2),
+         datetime(2026, 1, 2, 3, 0, 3, 500000), 150, 2, None),
+        ("10.0.0.1", "10.0.0.5", 41001, 53, "TCP", "accept", 1, datetime(2026, 1, 2, 3, 0, 2),
+         datetime(2026, 1, 2, 3, 0, 3, 500000), 120, 2, 18),
+        ("10.0.0.1", "10.0.0.6", 40002, 8080, "TCP", "accept", 1, datetime(2026, 1, 2, 3, 0, 4),
+         datetime(2026, 1, 2, 3, 0, 5), 1200, 5, 16 | 8 | 2),
+    }
+
+
+def test_gzip_and_threshold(store: FlowStore, tmp_path: Path) -> None:
+    path = tmp_path / "flows.csv.gz"
+    t = "2026-01-02 03:00:00"
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join([LEGACY, legacy(t, t, "10.0.0.1", "10.0.0.2", "40001", "80", "TCP"),
+                            legacy(t, t, "nope", "10.0.0.2", "40001", "80", "TCP")]) + "\n")
+    with pytest.raises(TooManyBadLines) as err:
+        store.ingest([path])
+    assert (err.value.line, err.value.field) == (3, "sa")
+    assert store.rows() == []
+    report = store.ingest([path], bad_threshold=0.5)
+    assert (report.records, report.bad) == (1, 1)
+
+
+def test_sniff() -> None:
+    assert nfdump.sniff([LEGACY])
+    assert nfdump.sniff(["No matching flows", LEGACY])
+    assert nfdump.sniff(["# comment", "firstSeen,duration,proto,srcAddr,srcPort,dstAddr,dstPort,packets,bytes,flows"])
+    assert not nfdump.sniff(["version account-id srcaddr dstaddr"])
+    assert not nfdump.sniff(["#separator \\x09", "#path\tconn"])
+    assert not nfdump.sniff(['{"ts": 1, "id.orig_h": "10.0.0.1"}'])
+    assert not nfdump.sniff(["src,dst,port"])
+    assert not nfdump.sniff([])
+
+
+def test_protocol_names_are_nfdumps() -> None:
+    assert (nfdump._PROTOS["TCP"], nfdump._PROTOS["UDP"], nfdump._PROTOS["ICMP"], nfdump._PROTOS["ICMP6"],
+            nfdump._PROTOS["GRE"], nfdump._PROTOS["ESP"], nfdump._PROTOS["SCTP"], nfdump._PROTOS["MPLS"]) == (
+        6, 17, 1, 58, 47, 50, 132, 137)
+    assert len(nfdump._PROTO_NAMES) == 138
+
+
+def test_mapping_request_and_reply_are_one_edge(store: FlowStore, tmp_path: Path) -> None:
+    """End to end: NetFlow logs each direction; both map to one dependency on the server's port."""
+    t = "2026-01-02 03:00:00"
+    path = write(tmp_path, [LEGACY,
+                            legacy(t, t, "10.0.0.1", "10.0.0.2", "40001", "5432", "TCP", ".AP.S.", ibyt="300"),
+                            legacy(t, t, "10.0.0.2", "10.0.0.1", "5432", "40001", "TCP", ".AP.S.", ibyt="900")])
+    inventory = Inventory(
+        workloads=(Workload(name="app", kind=WorkloadKind.HOST),
+                   Workload(name="db", kind=WorkloadKind.HOST, ports=(ListenPort(port=5432),))),
+        bindings=(AddressBinding(ip="10.0.0.1", workload="app"), AddressBinding(ip="10.0.0.2", workload="db")))
+    ingest(store, path)
+    edges = {(e.source, e.destination, e.protocol, e.port): (e.flows, e.denied_flows, e.bytes)
+             for e in map_flows(store, inventory).edges}
+    assert edges == {("app", "db", Protocol.TCP, 5432): (1, 0, 1200)}

@@ -1,0 +1,249 @@
+"""Zeek conn.log reader, through the flow store: every sample file, exact normalised rows."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from microseg.engine.mapping import map_flows
+from microseg.engine.store import FlowStore, IngestReport
+from microseg.errors import InputError, TooManyBadLines
+from microseg.ir.model import AddressBinding, Inventory, ListenPort, Protocol, Workload, WorkloadKind
+from microseg.sources.flows import detect, zeek
+
+SAMPLES = Path("samples/flows/zeek")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FlowStore]:
+    with FlowStore(tmp_path / "store" / "flows.duckdb") as s:
+        yield s
+
+
+# (src, dst, src port, dst port, protocol, action, records, start, end, bytes, packets, is_reply)
+def rows(store: FlowStore) -> set[tuple[Any, ...]]:
+    out = set()
+    for r in store.rows():
+        # conn.log carries no TCP flags, no logged direction and no workload identity
+        assert (r["tcp_flags"], r["direction"], r["src_workload"], r["dst_workload"]) == (None, None, None, None)
+        out.add((r["src_ip"], r["dst_ip"], r["src_port"], r["dst_port"], r["protocol"], r["action"], r["records"],
+                 r["ts_start"], r["ts_end"], r["bytes"], r["packets"], r["is_reply"]))
+    return out
+
+
+def ingest(store: FlowStore, *paths: Path, bad_threshold: float | None = None) -> IngestReport:
+    report = (store.ingest(list(paths)) if bad_threshold is None
+              else store.ingest(list(paths), bad_threshold=bad_threshold))
+    assert all(f.format == "zeek" for f in report.files)
+    return report
+
+
+# The same RDP connection (history ShADTdtr, responder reset) in the zed sample, TSV and streaming JSON.
+RDP = ("10.164.94.120", "10.47.3.155", 39681, 3389, "TCP", "accept", 1, datetime(2018, 3, 24, 17, 15, 21, 255387),
+       datetime(2018, 3, 24, 17, 15, 21, 259653), 730 + 342, 10 + 6, False)
+
+
+def test_tsv_zed_sample(store: FlowStore, shared: Path) -> None:
+    report = ingest(store, shared / SAMPLES / "conn-tsv-zed-sample.log")
+    assert (report.lines, report.records, report.bad, report.skipped) == (1, 1, 0, {})
+    assert rows(store) == {RDP}  # unset service/local_orig and tunnel_parents '-' are no obstacle
+
+
+def test_json_streaming_iso_ts(store: FlowStore, shared: Path) -> None:
+    ingest(store, shared / SAMPLES / "conn-json-streaming-logs.ndjson")
+    # duration 0.004266023635864258 s: cut to microseconds, as the TSV writer rounds it to 0.004266
+    assert rows(store) == {RDP}
+
+
+def test_json_zeek_docs_epoch_ts(store: FlowStore, shared: Path) -> None:
+    ingest(store, shared / SAMPLES / "conn-json-zeek-docs.ndjson")
+    assert rows(store) == {
+        ("192.168.4.76", "192.168.4.1", 36844, 53, "UDP", "accept", 1, datetime(2020, 6, 5, 14, 39, 59, 305988),
+         datetime(2020, 6, 5, 14, 39, 59, 372839), 118 + 197, 4, False),
+        ("192.168.4.76", "31.3.245.133", 46378, 80, "TCP", "accept", 1, datetime(2020, 6, 5, 14, 39, 59, 430166),
+         datetime(2020, 6, 5, 14, 39, 59, 684281), 397 + 511, 10, False),
+    }
+
+
+def test_every_sample_one_connection_once(store: FlowStore, shared: Path) -> None:
+    files = sorted((shared / SAMPLES).glob("conn-*"))
+    assert len(files) == 3
+    report = ingest(store, *files)
+    # The RDP connection (uid C8Tful1TvM3Zf5x8fl) is in both the streaming JSON and the TSV log: once.
+    assert (report.lines, report.records, report.bad, report.skipped) == (4, 3, 0, {"duplicate-uid": 1})
+    assert {(r["source_file"].rsplit("/", 1)[1], r["dst_port"]) for r in store.rows()} == {
+        ("conn-json-streaming-logs.ndjson", 3389), ("conn-json-zeek-docs.ndjson", 53),
+        ("conn-json-zeek-docs.ndjson", 80)}
+
+
+def test_every_sample_is_detected_and_claims_nothing_else(shared: Path) -> None:
+    flows = shared / "samples" / "flows"
+    mine = sorted((flows / "zeek").glob("conn-*"))
+    assert len(mine) == 3
+    assert {f.name: detect(f) for f in mine} == {f.name: "zeek" for f in mine}
+    others = [p for p in sorted(flows.rglob("*")) if p.is_file() and p.parent.name != "zeek" and p.name != "README.txt"]
+    assert len(others) >= 10
+    for path in others:
+        try:
+            assert detect(path) != "zeek", path
+        except InputError:
+            continue
+
+
+HEADER = ["#separator \\x09", "#set_separator\t,", "#empty_field\t(empty)", "#unset_field\t-", "#path\tconn",
+          "#open\t2026-01-02-03-00-00"]
+FIELDS = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "duration",
+          "orig_bytes", "resp_bytes", "conn_state", "history", "orig_pkts", "orig_ip_bytes", "resp_pkts",
+          "resp_ip_bytes", "tunnel_parents"]
+
+
+def tsv(*records: str, fields: list[str] = FIELDS) -> list[str]:
+    return [*HEADER, "#fields\t" + "\t".join(fields), "#types\t" + "\t".join("string" for _ in fields), *records]
+
+
+def write(tmp_path: Path, lines: list[str], name: str = "conn.log") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_tsv_conn_states_protocols_and_bad_lines(store: FlowStore, tmp_path: Path) -> None:
+    lines = [
+        "1767322800.5\tCa\t10.0.0.1\t40001\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tS0\tS\t2\t120\t0\t0\t(empty)",  # 9
+        "1767322801\tCb\t10.0.0.1\t40002\t10.0.0.2\t5433\ttcp\t-\t0.000100\t0\t0\tREJ\tSr\t1\t60\t1\t40\t(empty)",
+        "1767322802\tCc\t10.0.0.1\t40003\t10.0.0.2\t22\ttcp\tssh\t1.5\t10\t20\tRSTO\tShADR\t5\t300\t4\t200\t-",
+        "1767322803\tCd\t10.0.0.2\t443\t10.0.0.1\t50000\ttcp\t-\t2\t-\t-\tOTH\tDd\t3\t-\t3\t900\t-",  # 12: no SYN
+        "1767322804\tCe\t10.0.0.1\t8\t10.0.0.2\t0\ticmp\t-\t-\t-\t-\tOTH\t-\t1\t84\t1\t84\t-",  # 13: echo request
+        "1767322805\tCf\tfe80::1\t135\tfe80::2\t0\ticmp\t-\t-\t-\t-\tOTH\t-\t1\t72\t0\t0\t-",  # 14: ICMPv6 NS
+        "1767322806\tCg\t10.0.0.1\t40004\t10.0.0.2\t5432\ttcp\t-",  # 15: columns missing
+        "1767322807\tCh\t10.0.0.300\t40005\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t1\t1\t1\t-",  # 16
+        "1767322808\tCi\t10.0.0.1\t40006\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tXX\t-\t1\t1\t1\t1\t-",  # 17
+        "1767322809\tCj\t10.0.0.1\t40007\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\t-\t-\t1\t1\t1\t1\t-",  # 18: unset state
+        "1767322810\tCk\t10.0.0.1\t70000\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t1\t1\t1\t-",  # 19
+        "#close\t2026-01-02-04-00-00",
+    ]
+    report = ingest(store, write(tmp_path, tsv(*lines)), bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad, report.skipped) == (11, 6, 5, {})
+    assert [(b.line, b.field) for b in report.bad_samples] == [
+        (15, "#fields"), (16, "id.orig_h"), (17, "conn_state"), (18, "conn_state"), (19, "id.orig_p")]
+    assert rows(store) == {
+        # no answer: drop; unset resp-side counts leave nothing unknown here (0 is a value)
+        ("10.0.0.1", "10.0.0.2", 40001, 5432, "TCP", "drop", 1, datetime(2026, 1, 2, 3, 0, 0, 500000),
+         datetime(2026, 1, 2, 3, 0, 0, 500000), 120, 2, False),
+        # RST to the SYN: reject
+        ("10.0.0.1", "10.0.0.2", 40002, 5433, "TCP", "reject", 1, datetime(2026, 1, 2, 3, 0, 1),
+         datetime(2026, 1, 2, 3, 0, 1, 100), 100, 2, False),
+        # established, then the originator aborted: accept
+        ("10.0.0.1", "10.0.0.2", 40003, 22, "TCP", "accept", 1, datetime(2026, 1, 2, 3, 0, 2),
+         datetime(2026, 1, 2, 3, 0, 3, 500000), 500, 9, False),
+        # midstream: orientation unknown (the mapping's port rules decide); orig_ip_bytes unset -> bytes unknown
+        ("10.0.0.2", "10.0.0.1", 443, 50000, "TCP", "accept", 1, datetime(2026, 1, 2, 3, 0, 3),
+         datetime(2026, 1, 2, 3, 0, 5), None, 6, None),
+        # ICMP type/code are not service ports
+        ("10.0.0.1", "10.0.0.2", 0, 0, "ICMP", "accept", 1, datetime(2026, 1, 2, 3, 0, 4),
+         datetime(2026, 1, 2, 3, 0, 4), 168, 2, None),
+        ("fe80::1", "fe80::2", 0, 0, "ICMP", "accept", 1, datetime(2026, 1, 2, 3, 0, 5),
+         datetime(2026, 1, 2, 3, 0, 5), 72, 1, None),
+    }
+
+
+def test_tsv_repeated_header_ip_proto_and_record_before_fields(store: FlowStore, tmp_path: Path) -> None:
+    fields = ["ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "conn_state", "ip_proto"]
+    lines = [
+        *HEADER, "1767322800\t10.0.0.1\t40001\t10.0.0.2\t80\ttcp\tSF\t6",  # 7: before any #fields
+        *tsv("1767322800\t10.0.0.1\t40001\t10.0.0.2\t80\ttcp\tSF\t6",
+             "1767322801\t10.0.0.1\t0\t10.0.0.3\t0\tunknown_transport\tOTH\t47", fields=fields),
+        # a rotated log appended: a new header with another column order
+        *tsv("10.0.0.4\t1767322802\t10.0.0.5\t53\t41000\tudp\tSF", fields=["id.orig_h", "ts", "id.resp_h",
+                                                                          "id.resp_p", "id.orig_p", "proto",
+                                                                          "conn_state"]),
+    ]
+    report = ingest(store, write(tmp_path, lines), bad_threshold=1.0)
+    assert [(b.line, b.field) for b in report.bad_samples] == [(7, "#fields")]
+    assert {(r["src_ip"], r["dst_ip"], r["src_port"], r["dst_port"], r["protocol"], r["bytes"])
+            for r in store.rows()} == {
+        ("10.0.0.1", "10.0.0.2", 40001, 80, "TCP", None),
+        ("10.0.0.1", "10.0.0.3", 0, 0, "IP-47", None),  # GRE, from Zeek 7's ip_proto
+        ("10.0.0.4", "10.0.0.5", 41000, 53, "UDP", None),
+    }
+
+
+CONN: dict[str, Any] = {"ts": 1767322800.25, "uid": "C1", "id.orig_h": "10.0.0.1", "id.orig_p": 40001,
+                        "id.resp_h": "10.0.0.2", "id.resp_p": 5432, "proto": "tcp", "duration": 0.5,
+                        "conn_state": "SF", "orig_pkts": 3, "orig_ip_bytes": 200, "resp_pkts": 2,
+                        "resp_ip_bytes": 1000}
+
+
+def test_json_time_forms_nested_id_and_bad_lines(store: FlowStore, tmp_path: Path) -> None:
+    nested = {k: v for k, v in CONN.items() if not k.startswith("id.")}
+    nested["uid"] = "C4"
+    nested["id"] = {"orig_h": "10.0.0.1", "orig_p": 40002, "resp_h": "10.0.0.2", "resp_p": 5432}
+    lines = [
+        json.dumps(CONN),  # 1: JSON::TS_EPOCH
+        json.dumps({**CONN, "uid": "C2", "ts": "2026-01-02T03:00:00.250000Z", "id.orig_p": 40003}),  # 2: TS_ISO8601
+        json.dumps({**CONN, "uid": "C3", "ts": 1767322800250, "id.orig_p": 40004}),  # 3: JSON::TS_MILLIS
+        json.dumps(nested),  # 4
+        "{not json",  # 5
+        json.dumps({k: v for k, v in CONN.items() if k != "conn_state"}),  # 6: never guessed as accept
+        json.dumps({**CONN, "ts": "yesterday"}),  # 7
+        json.dumps({**CONN, "proto": "sctp"}),  # 8: not a transport_proto value
+        json.dumps([1, 2]),  # 9
+        "",  # 10: blank
+        json.dumps({**CONN, "uid": "C5", "id.resp_p": "5432/tcp"}),  # 11
+        json.dumps({**CONN, "duration": 9}),  # 12: uid C1 again: the same connection, logged twice
+    ]
+    report = ingest(store, write(tmp_path, lines, "conn.json"), bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad, report.skipped) == (11, 4, 6, {"duplicate-uid": 1})
+    assert [(b.line, b.field) for b in report.bad_samples] == [
+        (5, "json"), (6, "conn_state"), (7, "ts"), (8, "proto"), (9, "json"), (11, "id.resp_p")]
+    start, end = datetime(2026, 1, 2, 3, 0, 0, 250000), datetime(2026, 1, 2, 3, 0, 0, 750000)
+    # four client ports, folded by the store into one aggregate
+    assert rows(store) == {("10.0.0.1", "10.0.0.2", None, 5432, "TCP", "accept", 4, start, end, 4800, 20, False)}
+    ((low, high),) = {(r["src_port_min"], r["src_port_max"]) for r in store.rows()}
+    assert (low, high) == (40001, 40004)
+
+
+def test_gzip_and_threshold(store: FlowStore, tmp_path: Path) -> None:
+    path = tmp_path / "conn.log.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps(CONN) + "\n" + json.dumps({**CONN, "id.orig_h": "nope"}) + "\n")
+    with pytest.raises(TooManyBadLines) as err:
+        store.ingest([path])
+    assert (err.value.line, err.value.field) == (2, "id.orig_h")
+    assert store.rows() == []
+    report = store.ingest([path], bad_threshold=0.5)
+    assert (report.records, report.bad) == (1, 1)
+
+
+def test_sniff() -> None:
+    assert zeek.sniff([json.dumps(CONN)])
+    assert zeek.sniff([json.dumps({"_path": "conn", **CONN})])
+    assert zeek.sniff(HEADER[:5])
+    assert zeek.sniff(["#separator \\x09", "#fields\t" + "\t".join(FIELDS)])
+    # other Zeek logs share the shape but are not flows
+    assert not zeek.sniff([*HEADER[:4], "#path\tdns"])
+    assert not zeek.sniff([json.dumps({"_path": "dns", **CONN})])
+    assert not zeek.sniff([json.dumps({"ts": 1, "uid": "C1", "id.orig_h": "10.0.0.1", "id.resp_h": "10.0.0.2",
+                                       "proto": "udp", "query": "example.com"})])  # dns.log JSON
+    assert not zeek.sniff(['{"flow": {"verdict": "FORWARDED"}}'])
+    assert not zeek.sniff(["version account-id srcaddr dstaddr"])
+    assert not zeek.sniff([])
+
+
+def test_mapping_one_edge_on_the_server_port(store: FlowStore, shared: Path) -> None:
+    """End to end: the sample's RDP connection, logged twice (TSV and JSON), is one flow on 3389."""
+    inventory = Inventory(
+        workloads=(Workload(name="jump", kind=WorkloadKind.HOST),
+                   Workload(name="rdp-host", kind=WorkloadKind.HOST, ports=(ListenPort(port=3389),))),
+        bindings=(AddressBinding(ip="10.164.94.120", workload="jump"),
+                  AddressBinding(ip="10.47.3.155", workload="rdp-host")))
+    ingest(store, shared / SAMPLES / "conn-tsv-zed-sample.log", shared / SAMPLES / "conn-json-streaming-logs.ndjson")
+    edges = {(e.source, e.destination, e.protocol, e.port): (e.flows, e.denied_flows, e.bytes)
+             for e in map_flows(store, inventory).edges}
+    assert edges == {("jump", "rdp-host", Protocol.TCP, 3389): (1, 0, 1072)}
