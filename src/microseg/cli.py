@@ -46,7 +46,8 @@ def plan(
                      "(quote globs). Plain or .gz. Repeatable.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("plan"),
     flow_format: Annotated[str | None, typer.Option("--flow-format", help="Force a flow format "
-                           "(aws-vpc, hubble, zeek, calico, envoy, gcp, azure, nfdump); default: detect per file.")] = None,
+                           "(aws-vpc, hubble, zeek, calico, envoy, gcp, azure, nfdump); "
+                           "default: detect per file.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="microseg.yaml with thresholds, "
                       "scope, guardrails and targets.")] = None,
     min_flows: Annotated[int | None, typer.Option(help="Minimum accepted flows before an edge is "
