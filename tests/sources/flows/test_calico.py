@@ -62,7 +62,8 @@ def test_verbatim_doc_trailing_comma_is_a_bad_record(store: FlowStore, shared: P
     assert (report.lines, report.records, report.bad) == (1, 0, 1)
     (bad,) = report.bad_samples
     # the "]" after the trailing comma inside pending_policies: never guessed, reported where it is
-    assert (bad.file, bad.line, bad.field, bad.text.strip()) == (str(path), 44, "json", "]")
+    # the store records resolved paths, so a ../shared that is a symlink must not matter
+    assert (bad.file, bad.line, bad.field, bad.text.strip()) == (str(path.resolve()), 44, "json", "]")
     assert rows(store) == set()
 
 
