@@ -13,7 +13,7 @@ from microseg.sources.flows import FORMATS, detect, get_format
 
 
 def test_registry_names_are_module_names() -> None:
-    assert set(FORMATS) == {"aws-vpc", "hubble", "zeek", "gcp", "calico", "nfdump", "envoy", "azure"}
+    assert set(FORMATS) == {"aws-vpc", "hubble", "zeek", "gcp", "calico", "nfdump", "envoy", "azure", "csv"}
     for name, reader in FORMATS.items():
         assert reader.NAME == name
         assert callable(reader.sniff) and callable(reader.stage)

@@ -238,7 +238,7 @@ def sql_list(paths: Sequence[SourceFile]) -> str:
 
 
 # The registry. Imported at the end because the reader modules import the contract above.
-from microseg.sources.flows import aws_vpc, azure, calico, envoy, gcp, hubble, nfdump, zeek  # noqa: E402
+from microseg.sources.flows import aws_vpc, azure, calico, envoy, gcp, generic_csv, hubble, nfdump, zeek  # noqa: E402
 
 FORMATS: dict[str, FlowFormat] = {
     calico.NAME: calico,
@@ -249,6 +249,7 @@ FORMATS: dict[str, FlowFormat] = {
     azure.NAME: azure,
     zeek.NAME: zeek,
     nfdump.NAME: nfdump,
+    generic_csv.NAME: generic_csv,  # last: dedicated readers win on their own files
 }
 
 

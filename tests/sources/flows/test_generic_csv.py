@@ -1,0 +1,177 @@
+"""Generic header-mapped CSV reader, through the flow store: exact rows, detection, bad lines, mapping.
+
+No shared sample exists for this format (it is our own documented layout): the files are written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from microseg.engine.mapping import map_flows
+from microseg.engine.store import FlowStore, IngestReport
+from microseg.errors import InputError
+from microseg.ir.model import AddressBinding, Inventory, ListenPort, Protocol, Workload, WorkloadKind
+from microseg.sources.flows import detect, generic_csv
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FlowStore]:
+    with FlowStore(tmp_path / "store" / "flows.duckdb") as s:
+        yield s
+
+
+def write(tmp_path: Path, lines: list[str], name: str = "flows.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def ingest(store: FlowStore, *paths: Path, **kw: Any) -> IngestReport:
+    report = store.ingest(list(paths), **kw)
+    assert all(f.format == "csv" for f in report.files)
+    return report
+
+
+# (src, dst, src port, dst port, protocol, action, records, start, end, bytes, packets, direction, hints)
+def rows(store: FlowStore) -> set[tuple[Any, ...]]:
+    return {(r["src_ip"], r["dst_ip"], r["src_port"], r["dst_port"], r["protocol"], r["action"], r["records"],
+             r["ts_start"], r["ts_end"], r["bytes"], r["packets"], r["direction"], r["src_workload"],
+             r["dst_workload"]) for r in store.rows()}
+
+
+def test_canonical_header_exact_rows(store: FlowStore, tmp_path: Path) -> None:
+    path = write(tmp_path, [
+        "start,end,src_ip,dst_ip,src_port,dst_port,protocol,bytes,packets,action",
+        "1767323045,1767323050,10.0.0.1,10.0.0.2,40001,5432,tcp,1200,10,allow",  # epoch seconds
+        "1767323045500,1767323046000,10.0.0.1,10.0.0.3,40002,53,17,80,1,DENY",  # epoch ms; number; deny -> drop
+        "2026-01-02T03:04:05Z,2026-01-02T03:04:06.25+00:00,10.0.0.4,10.0.0.2,40003,5432,TCP,0,1,reject",
+        "2026-01-02 03:04:05,,fd00::0001,fd00::2,,,icmpv6,64,1,block",  # naive ISO = UTC; no ports (ICMP)
+    ])
+    report = ingest(store, path)
+    assert (report.lines, report.records, report.bad) == (4, 4, 0)  # the header is not a record line
+    t0 = datetime(2026, 1, 2, 3, 4, 5)
+    assert rows(store) == {
+        ("10.0.0.1", "10.0.0.2", 40001, 5432, "TCP", "accept", 1, t0, datetime(2026, 1, 2, 3, 4, 10), 1200, 10,
+         None, None, None),
+        ("10.0.0.1", "10.0.0.3", 40002, 53, "UDP", "drop", 1, datetime(2026, 1, 2, 3, 4, 5, 500000),
+         datetime(2026, 1, 2, 3, 4, 6), 80, 1, None, None, None),
+        ("10.0.0.4", "10.0.0.2", 40003, 5432, "TCP", "reject", 1, t0, datetime(2026, 1, 2, 3, 4, 6, 250000), 0, 1,
+         None, None, None),
+        ("fd00::1", "fd00::2", 0, 0, "ICMP", "drop", 1, t0, t0, 64, 1, None, None, None),
+    }
+
+
+def test_aliases_any_order_quoting_hints_and_ignored_columns(store: FlowStore, tmp_path: Path) -> None:
+    path = write(tmp_path, [
+        'Proto,DstPort,"srcaddr",dstaddr,Timestamp,direction,src-workload,dst_workload,x_note,ACTION',
+        '6,443,10.1.0.1,10.1.0.2,1767323045,inbound,shop/web,shop/api,"a, quoted ""note""",Permit',
+        '17,53,10.1.0.1,10.1.0.3,1767323045.75,out,shop/web,,,accept',
+    ])
+    assert detect(path) == "csv"
+    ingest(store, path)
+    t0 = datetime(2026, 1, 2, 3, 4, 5)
+    assert rows(store) == {
+        ("10.1.0.1", "10.1.0.2", None, 443, "TCP", "accept", 1, t0, t0, None, None, "ingress", "shop/web",
+         "shop/api"),
+        ("10.1.0.1", "10.1.0.3", None, 53, "UDP", "accept", 1, datetime(2026, 1, 2, 3, 4, 5, 750000),
+         datetime(2026, 1, 2, 3, 4, 5, 750000), None, None, "egress", "shop/web", None),
+    }
+
+
+def test_no_action_column_is_observed_traffic(store: FlowStore, tmp_path: Path) -> None:
+    path = write(tmp_path, ["src_ip,dst_ip,dst_port,protocol", "10.0.0.1,10.0.0.2,22,tcp"])
+    ingest(store, path)
+    assert rows(store) == {("10.0.0.1", "10.0.0.2", None, 22, "TCP", "accept", 1, None, None, None, None, None,
+                            None, None)}
+
+
+def test_bad_lines_are_reported_with_line_and_column(store: FlowStore, tmp_path: Path) -> None:
+    path = write(tmp_path, [
+        "start,src_ip,dst_ip,src_port,dst_port,protocol,action",  # 1
+        "1767323045,10.0.0.1,10.0.0.2,40001,5432,tcp,accept",  # 2: good
+        "1767323045,10.0.0.1,10.0.0.2,40001,5432,tcp,maybe",  # 3: unknown action, never guessed
+        "1767323045,10.0.0.1,10.0.0.2,40001,5432,tcp,",  # 4: empty action
+        "1767323045,10.0.0.300,10.0.0.2,40001,5432,tcp,accept",  # 5
+        "1767323045,10.0.0.1,10.0.0.2,40001,70000,tcp,accept",  # 6
+        "1767323045,10.0.0.1,10.0.0.2,40001,5432,carrier-pigeon,accept",  # 7
+        "yesterday,10.0.0.1,10.0.0.2,40001,5432,tcp,accept",  # 8
+        "1767323045,10.0.0.1,10.0.0.2,40001,5432,tcp",  # 9: a field short
+        '1767323045,10.0.0.1,"10.0.0.2,40001,5432,tcp,accept',  # 10: unterminated quote
+        "1767323045,10.0.0.1,10.0.0.2,40001,,tcp,accept",  # 11: TCP without a destination port
+        "",  # 12: blank
+    ])
+    report = ingest(store, path, bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (10, 1, 9)
+    assert [(b.file, b.line, b.field) for b in report.bad_samples] == [
+        (str(path), 3, "action"), (str(path), 4, "action"), (str(path), 5, "src_ip"), (str(path), 6, "dst_port"),
+        (str(path), 7, "protocol"), (str(path), 8, "start"), (str(path), 9, "columns"), (str(path), 10, "csv"),
+        (str(path), 11, "dst_port")]
+    assert len(rows(store)) == 1
+
+
+@pytest.mark.parametrize(("header", "problem"), [
+    ("src_ip,dst_ip,dst_port", "missing required column(s): protocol"),
+    ("src_ip,dst_ip,dst_port,protocol,vpc_id", "unknown column 'vpc_id'"),
+    ("src_ip,srcaddr,dst_ip,dst_port,protocol", "repeats 'src_ip'"),
+])
+def test_explicit_format_with_a_bad_header_fails_closed(store: FlowStore, tmp_path: Path, header: str,
+                                                        problem: str) -> None:
+    path = write(tmp_path, [header, "10.0.0.1,10.0.0.2,22,tcp"])
+    with pytest.raises(InputError) as err:
+        store.ingest([path], fmt="csv")
+    assert (err.value.file, err.value.line, err.value.field) == (str(path), 1, "header")
+    assert problem in str(err.value)
+    assert store.rows() == []
+
+
+def test_sniff_is_conservative() -> None:
+    assert generic_csv.sniff(["src_ip,dst_ip,dst_port,protocol"])
+    assert generic_csv.sniff(["SADDR,DADDR,DPORT,PROTO,x_vlan"])
+    assert not generic_csv.sniff(["src_ip,dst_ip,dst_port"])  # required column missing
+    assert not generic_csv.sniff(["src_ip,dst_ip,dst_port,protocol,vlan"])  # unknown column
+    assert not generic_csv.sniff(["10.0.0.1,10.0.0.2,22,6"])  # data, not a header
+    assert not generic_csv.sniff(["src_ip dst_ip dst_port protocol"])  # not comma-separated
+    assert not generic_csv.sniff(["firstSeen,duration,proto,srcAddr,srcPort,dstAddr,dstPort,packets,bytes,flows"])
+    assert not generic_csv.sniff(["ts,te,td,sa,da,sp,dp,pr,flg,fwd"])  # nfdump legacy
+    assert not generic_csv.sniff([])
+
+
+def test_no_shared_sample_is_claimed(shared: Path) -> None:
+    files = [p for p in sorted((shared / "samples" / "flows").rglob("*")) if p.is_file()]
+    assert len(files) >= 20
+    for path in files:
+        try:
+            fmt = detect(path)
+        except InputError:
+            continue
+        assert fmt != "csv", path
+
+
+def test_mapping_to_one_edge(store: FlowStore, tmp_path: Path) -> None:
+    """End to end: both directions of one connection map to one dependency on the server's port."""
+    path = write(tmp_path, [
+        "start,src_ip,dst_ip,src_port,dst_port,protocol,bytes,action",
+        "1767323045,10.0.0.1,10.0.0.2,40001,5432,tcp,300,accept",
+        "1767323045,10.0.0.2,10.0.0.1,5432,40001,tcp,900,accept",
+    ])
+    inventory = Inventory(
+        workloads=(Workload(name="app", kind=WorkloadKind.HOST),
+                   Workload(name="db", kind=WorkloadKind.HOST, ports=(ListenPort(port=5432),))),
+        bindings=(AddressBinding(ip="10.0.0.1", workload="app"), AddressBinding(ip="10.0.0.2", workload="db")))
+    ingest(store, path)
+    edges = {(e.source, e.destination, e.protocol, e.port): (e.flows, e.denied_flows, e.bytes)
+             for e in map_flows(store, inventory).edges}
+    assert edges == {("app", "db", Protocol.TCP, 5432): (1, 0, 1200)}
+
+
+@pytest.mark.parametrize(("value", "us"), [
+    ("0", 0), ("1767323045", 1767323045_000000), ("1767323045.5", 1767323045_500000),
+    ("1767323045123", 1767323045_123000), ("2026-01-02T03:04:05+01:00", 1767319445_000000),
+])
+def test_time_forms(value: str, us: int) -> None:
+    assert generic_csv.time_us(value, "start") == us
