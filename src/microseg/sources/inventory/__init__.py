@@ -1,7 +1,9 @@
 """Inventory readers: files and directories -> one canonical :class:`~microseg.ir.model.Inventory`.
 
 Each YAML document (or JSON file) is dispatched by content: ``apiVersion: microseg/...`` goes to the
-native reader, anything else with ``apiVersion`` and ``kind`` to the Kubernetes reader. Files are read
+native reader, anything else with ``apiVersion`` and ``kind`` to the Kubernetes reader, JSON with a
+top-level ``Reservations`` or ``NetworkInterfaces`` list to the AWS EC2 reader. Any other file whose
+first line is a CSV header naming ``hostname`` and ``ip`` columns is a CMDB export (``cmdb_csv``). Files are read
 in sorted order and every output collection is sorted, so the same files given in any order produce
 an identical inventory. After all files are read: workload names must be unique across sources, the
 ``external:internet`` peer is added unless a file defines it, overrides are applied, declared
@@ -53,7 +55,8 @@ def discover(paths: Sequence[Path]) -> list[tuple[Path, str]]:
     """Files to read as ``(path, display name)``, sorted by display name.
 
     A named file is read whatever its suffix; inside directories only ``.yaml``, ``.yml`` and ``.json``
-    files are read and hidden entries (``.git``) are skipped. Symbolic links to directories are not
+    files, and ``.csv`` files whose header names ``hostname`` and ``ip`` (a CMDB export), are read and
+    hidden entries (``.git``) are skipped. Symbolic links to directories are not
     followed, so a link cycle cannot make the walk endless.
     """
     found: dict[Path, str] = {}
@@ -67,7 +70,10 @@ def discover(paths: Sequence[Path]) -> list[tuple[Path, str]]:
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
-                    if not name.startswith(".") and name.lower().endswith(INVENTORY_SUFFIXES):
+                    if name.startswith("."):
+                        continue
+                    if name.lower().endswith(INVENTORY_SUFFIXES) or (
+                            name.lower().endswith(".csv") and _is_cmdb_csv(Path(root) / name)):
                         add(Path(root) / name, str(Path(root) / name))
         elif path.is_file():
             add(path, str(path))
@@ -76,11 +82,17 @@ def discover(paths: Sequence[Path]) -> list[tuple[Path, str]]:
     return sorted(((p, d) for p, d in found.items()), key=lambda item: item[1])
 
 
+def _is_cmdb_csv(path: Path) -> bool:
+    from microseg.sources.inventory import cmdb_csv
+
+    return cmdb_csv.is_cmdb_csv(path)
+
+
 def read_inventory(paths: Sequence[Path]) -> LoadResult:
     """Like :func:`load_inventory`, also returning the report of what was ignored or noticed."""
     # Imported here, not at the top: `python -m microseg.sources.inventory.native --schema` would
     # otherwise find its own module already imported by this package and warn.
-    from microseg.sources.inventory import kubernetes, native
+    from microseg.sources.inventory import aws_ec2, cmdb_csv, kubernetes, native
 
     files = discover(paths)
     if not files:
@@ -89,12 +101,20 @@ def read_inventory(paths: Sequence[Path]) -> LoadResult:
     k8s = kubernetes.KubernetesReader()
     natives: list[native.NativeResult] = []
     unrecognized: list[str] = []
+    notes: list[str] = []
     for path, display in files:
+        if not path.name.lower().endswith(INVENTORY_SUFFIXES) and cmdb_csv.is_cmdb_csv(path):
+            natives.append(cmdb_csv.parse(path, display))
+            continue
         for doc in load_documents(path, display):
             if doc.data is None:
                 continue
             if native.is_native(doc.data):
                 natives.append(native.parse(doc))
+            elif aws_ec2.is_aws_ec2(doc.data):
+                aws = aws_ec2.parse(doc)
+                natives.append(aws.result)
+                notes.extend(aws.notes)
             elif kubernetes.is_kubernetes_object(doc.data):
                 k8s.add(doc)
             else:
@@ -124,7 +144,7 @@ def read_inventory(paths: Sequence[Path]) -> LoadResult:
         sources=tuple(display for _, display in files))
     report = InventoryReport(
         files=inventory.sources, ignored_kinds=tuple(sorted(k8s_result.ignored_kinds.items())),
-        unrecognized=tuple(unrecognized), notes=k8s_result.notes)
+        unrecognized=tuple(unrecognized), notes=(*k8s_result.notes, *notes))
     return LoadResult(inventory, report)
 
 

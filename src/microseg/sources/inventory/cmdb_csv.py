@@ -1,0 +1,192 @@
+"""A CMDB export as CSV: one host (VM or bare-metal) per row.
+
+A header row is required. Header names are matched case-insensitively, with spaces and ``-`` read as
+``_``; the documented columns and their aliases are:
+
+============  =========================================  =====================================================
+column        aliases                                    meaning
+============  =========================================  =====================================================
+hostname      host, host_name, name, fqdn                workload name (required; unique in the file)
+ip            ips, ip_address, ip_addresses, address,    one or several addresses separated by ``;`` or
+              addresses                                  spaces (required)
+subnet        network, cidr                              the host's subnet (CIDR); every IPv4/IPv6 address
+                                                         of the row must lie in it
+vlan          vlan_id                                    802.1Q VLAN id, 1-4094
+role          function                                   label ``role``
+environment   env                                        the workload's environment
+owner         team, owned_by                             the workload's owner
+compliance    compliance_scope, scope                    compliance scopes separated by ``;`` (lower-cased)
+zone          trust_zone, security_zone                  override of the proposed trust zone
+sensitivity   data_classification, classification       low, medium, high or restricted
+============  =========================================  =====================================================
+
+Any other column is kept as a label (key = the normalised header, value = the cell) so that nothing
+the CMDB knows is lost; empty cells add nothing. ``location`` is the subnet and/or ``vlan <id>``; subnet
+and VLAN are also labels. Every bad cell is an :class:`InputError` naming the file, the line and the
+column; a duplicate hostname names the line that used it first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import re
+from pathlib import Path
+from typing import Protocol
+
+from microseg.errors import InputError
+from microseg.ir.model import AddressBinding, Workload, WorkloadKind
+from microseg.sources.inventory.aws_ec2 import safe_label_key
+from microseg.sources.inventory.native import Located, NativeResult, sort_networks
+from microseg.sources.yamlpos import read_text
+
+__all__ = ["COLUMNS", "is_cmdb_csv", "parse"]
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "hostname": ("host", "host_name", "name", "fqdn"),
+    "ip": ("ips", "ip_address", "ip_addresses", "address", "addresses"),
+    "subnet": ("network", "cidr"),
+    "vlan": ("vlan_id",),
+    "role": ("function",),
+    "environment": ("env",),
+    "owner": ("team", "owned_by"),
+    "compliance": ("compliance_scope", "scope"),
+    "zone": ("trust_zone", "security_zone"),
+    "sensitivity": ("data_classification", "classification"),
+}
+_ALIASES = {alias: column for column, aliases in COLUMNS.items() for alias in (column, *aliases)}
+_SENSITIVITY = ("low", "medium", "high", "restricted")
+# As for EC2 names: no "/" (Kubernetes ns/name) and no ":" (external: peers).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def _normalise(header: str) -> str:
+    return re.sub(r"[\s-]+", "_", header.strip().lower())
+
+
+def _columns(header: list[str]) -> list[str]:
+    return [_ALIASES.get(_normalise(h), _normalise(h)) for h in header]
+
+
+def is_cmdb_csv(path: Path) -> bool:
+    """Content detection: the first line is a CSV header naming a hostname and an ip column."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    text = head.decode("utf-8-sig", errors="replace").splitlines()
+    columns = _columns(next(csv.reader([text[0]]), [])) if text else []
+    return "hostname" in columns and "ip" in columns
+
+
+def parse(path: Path, display: str) -> NativeResult:
+    text = read_text(path, display)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error) as exc:
+        raise InputError("a header row is required", file=display, line=1) from exc
+    originals = [h.strip() for h in header]
+    columns = _columns(header)
+    seen: dict[str, str] = {}
+    for original, column in zip(originals, columns, strict=True):
+        if not column:
+            raise InputError("an empty column header", file=display, line=1)
+        if column in seen:
+            raise InputError(f"columns {seen[column]!r} and {original!r} both mean {column!r}",
+                             file=display, line=1, field=original)
+        seen[column] = original
+    for required in ("hostname", "ip"):
+        if required not in seen:
+            raise InputError(f"a header row with a {required!r} column is required", file=display, line=1)
+
+    workloads: list[tuple[Workload, Located]] = []
+    bindings: list[AddressBinding] = []
+    first_line: dict[str, int] = {}
+    line = 1
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise InputError(f"malformed CSV: {exc}", file=display, line=start) from None
+        line = start
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(columns):
+            raise InputError(f"the row has {len(row)} cells, the header {len(columns)}", file=display, line=line)
+        cells = {c: v.strip() for c, v in zip(columns, row, strict=True)}
+
+        def error(column: str, message: str, *, _line: int = line) -> InputError:
+            return InputError(message, file=display, line=_line, field=seen[column])
+
+        name = cells["hostname"]
+        if not _NAME.fullmatch(name):
+            raise error("hostname", f"{name!r} is not a valid host name (letters, digits, '.', '_', '-')")
+        if name in first_line:
+            raise error("hostname", f"host {name!r} is already defined on line {first_line[name]}")
+        first_line[name] = line
+        workloads.append((_host(cells, error), Located(display, line, seen["hostname"])))
+        host = workloads[-1][0]
+        bindings.extend(AddressBinding(ip=ip, workload=name, source=f"{display}#host {name}")
+                        for ip in host.addresses)
+    return NativeResult(tuple(workloads), tuple(bindings), (), ())
+
+
+class _ErrorAt(Protocol):
+    def __call__(self, column: str, message: str) -> InputError: ...
+
+
+def _host(cells: dict[str, str], error: _ErrorAt) -> Workload:
+    ips: list[str] = []
+    for raw in re.split(r"[;\s]+", cells["ip"]):
+        if not raw:
+            continue
+        try:
+            ips.append(str(ipaddress.ip_address(raw)))
+        except ValueError:
+            raise error("ip", f"{raw!r} is not an IP address") from None
+    if not ips:
+        raise error("ip", "no IP address")
+    labels: dict[str, str] = {}
+    location: list[str] = []
+    subnet = cells.get("subnet", "")
+    if subnet:
+        try:
+            net = ipaddress.ip_network(subnet, strict=True)
+        except ValueError as exc:
+            raise error("subnet", f"{subnet!r} is not a subnet: {exc}") from None
+        outside = [ip for ip in ips if ipaddress.ip_address(ip).version == net.version
+                   and ipaddress.ip_address(ip) not in net]
+        if outside:
+            # A CMDB that disagrees with itself is a stale row; which half is wrong is a guess.
+            raise error("ip", f"{', '.join(outside)} not in subnet {net}")
+        labels["subnet"] = str(net)
+        location.append(str(net))
+    vlan = cells.get("vlan", "")
+    if vlan:
+        if not vlan.isdigit() or not 1 <= int(vlan) <= 4094:
+            raise error("vlan", f"{vlan!r} is not a VLAN id (1-4094)")
+        labels["vlan"] = str(int(vlan))
+        location.append(f"vlan {int(vlan)}")
+    if cells.get("role"):
+        labels["role"] = cells["role"]
+    sensitivity = cells.get("sensitivity", "").lower() or None
+    if sensitivity is not None and sensitivity not in _SENSITIVITY:
+        raise error("sensitivity", f"{sensitivity!r} is not one of {', '.join(_SENSITIVITY)}")
+    compliance = sorted({c.strip().lower() for c in cells.get("compliance", "").split(";") if c.strip()})
+    for column, value in cells.items():
+        if column in COLUMNS or not value:
+            continue
+        key = safe_label_key("", column)
+        if key:
+            labels[key] = value
+    return Workload(
+        name=cells["hostname"], kind=WorkloadKind.HOST, labels=labels, addresses=sort_networks(ips),
+        environment=cells.get("environment") or None, owner=cells.get("owner") or None,
+        zone=cells.get("zone") or None, sensitivity=sensitivity, compliance=tuple(compliance),
+        location=" ".join(location) or None)
