@@ -88,8 +88,8 @@ from microseg.backends._firewall import (
     safe_text,
     sorted_rules,
 )
-from microseg.backends.base import MODES, Mode, reject_l7
-from microseg.errors import MicrosegError, UnsupportedFeature
+from microseg.backends.base import Mode, check_mode, reject_l7
+from microseg.errors import UnsupportedFeature
 from microseg.ir.model import AllowRule, Policy, Protocol, Workload
 from microseg.ir.semantics import ALL_PORTS
 
@@ -151,8 +151,7 @@ class AwsSgBackend:
                               "ipblock-except", "observe-mode"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
-        if mode not in MODES:
-            raise MicrosegError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        check_mode(mode)
         return _Compiler(policy, mode).run()
 
 

@@ -98,6 +98,12 @@ def reject_names_only(target: str, w: Workload, rule_id: str | None) -> None:
                                  "and the peer has none)", rule_id)
 
 
+def check_mode(mode: str) -> None:
+    """Every back end's first step: an unknown mode is an error, never a silent default."""
+    if mode not in MODES:
+        raise MicrosegError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+
+
 def check_relative_path(path: str) -> PurePosixPath:
     """A generated path must stay inside the output directory (no absolute paths, no ``..``)."""
     p = PurePosixPath(path)

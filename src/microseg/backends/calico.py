@@ -85,7 +85,7 @@ from microseg.backends._k8s_common import (
 )
 from microseg.backends._k8s_common import dump_yaml as _dump
 from microseg.backends._k8s_common import md as _md
-from microseg.backends.base import MODES, Mode, reject_l7
+from microseg.backends.base import Mode, check_mode, reject_l7
 from microseg.errors import MicrosegError
 from microseg.ir.model import AllowRule, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 
@@ -132,8 +132,7 @@ class CalicoBackend:
                               "ipblock-except", "cross-namespace", "identity", "observe-mode"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
-        if mode not in MODES:
-            raise MicrosegError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        check_mode(mode)
         return _Compiler(policy, mode).run()
 
 

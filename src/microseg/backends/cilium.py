@@ -105,7 +105,7 @@ from microseg.backends._k8s_common import (
 )
 from microseg.backends._k8s_common import dump_yaml as _dump
 from microseg.backends._k8s_common import md as _md
-from microseg.backends.base import MODES, Mode
+from microseg.backends.base import Mode, check_mode
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, HttpMatch, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges
@@ -141,8 +141,7 @@ class CiliumBackend:
                               "ipblock-except", "cross-namespace", "identity", "observe-mode", "l7", "fqdn"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
-        if mode not in MODES:
-            raise MicrosegError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        check_mode(mode)
         return _Compiler(policy, mode).run()
 
 

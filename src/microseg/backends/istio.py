@@ -118,7 +118,7 @@ from typing import Any
 
 import yaml
 
-from microseg.backends.base import MODES, Mode, reject_names_only
+from microseg.backends.base import Mode, check_mode, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import (
     AllowRule,
@@ -223,8 +223,7 @@ class IstioBackend:
                               "observe-mode", "audit-log", "l7"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
-        if mode not in MODES:
-            raise MicrosegError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        check_mode(mode)
         return _Compiler(policy, mode).run()
 
 

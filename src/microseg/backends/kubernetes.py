@@ -70,7 +70,7 @@ from typing import Any
 
 from microseg.backends._k8s_common import dump_yaml as _dump
 from microseg.backends._k8s_common import md as _md
-from microseg.backends.base import MODES, Mode, reject_l7, reject_names_only
+from microseg.backends.base import Mode, check_mode, reject_l7, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges
@@ -135,8 +135,7 @@ class KubernetesBackend:
                               "ipblock-except", "cross-namespace", "observe-mode"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
-        if mode not in MODES:
-            raise MicrosegError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        check_mode(mode)
         return _Compiler(policy, mode).run()
 
 

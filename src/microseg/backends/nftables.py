@@ -97,7 +97,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from microseg.backends.base import MODES, Mode, reject_l7, reject_names_only
+from microseg.backends.base import Mode, check_mode, reject_l7, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
 from microseg.ir.model import AllowRule, JustificationKind, Policy, PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges
@@ -133,8 +133,7 @@ class NftablesBackend:
                               "ipblock-except", "observe-mode", "audit-log"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
-        if mode not in MODES:
-            raise MicrosegError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        check_mode(mode)
         return _Compiler(policy, mode).run()
 
 

@@ -65,7 +65,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from microseg.backends.base import MODES, Mode, reject_l7
+from microseg.backends.base import Mode, check_mode, reject_l7
 from microseg.errors import MicrosegError
 from microseg.ir.model import AllowRule, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import is_enforced, merge_ranges
@@ -223,8 +223,7 @@ class OpaBackend:
                               "cross-namespace", "identity", "observe-mode", "audit-log"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
-        if mode not in MODES:
-            raise MicrosegError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        check_mode(mode)
         data = policy_data(policy, mode)
         data_text = _json(data)
         revision = hashlib.sha256((REGO + "\0" + data_text).encode("utf-8")).hexdigest()

@@ -70,7 +70,7 @@ from microseg.backends._firewall import (
     safe_text,
     zone_plan,
 )
-from microseg.backends.base import MODES, Mode
+from microseg.backends.base import Mode, check_mode
 from microseg.errors import MicrosegError
 from microseg.ir.model import Policy, PortRange, Protocol
 
@@ -144,8 +144,7 @@ class PanosBackend:
                               "ipblock-except", "observe-mode", "audit-log"})
 
     def compile(self, policy: Policy, *, mode: Mode = "enforce") -> dict[str, str]:
-        if mode not in MODES:
-            raise MicrosegError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        check_mode(mode)
         return _Compiler(policy, mode).run()
 
 

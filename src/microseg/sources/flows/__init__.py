@@ -113,6 +113,12 @@ class Staged:
     locate_bad: Callable[[SourceFile], list[BadLine]] | None = None
     cleanup: list[Path] = field(default_factory=list)
 
+    def add_bad(self, path: Path, line: int, field: str, message: str, text: str, max_samples: int) -> None:
+        """Count one bad line of ``path``; the first ``max_samples`` of each file are kept as samples."""
+        self.bad_counts[path] += 1
+        if self.bad_counts[path] <= max_samples:
+            self.bad.append(BadLine(file=str(path), line=line, field=field, message=message, text=text[:500]))
+
 
 @dataclass(frozen=True)
 class ReaderOptions:

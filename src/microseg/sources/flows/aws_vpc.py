@@ -313,10 +313,8 @@ def _recover_rejects(layout: _Layout, relation: StagedRelation, rejects: tuple[s
                 if field is None:
                     writer.write(layout.stage_row(typed, index[file_path]))
                     continue
-            staged.bad_counts[path] += 1
-            if staged.bad_counts[path] <= options.max_samples:
-                staged.bad.append(BadLine(file=str(path), line=int(line), field=field or str(column or "line"),
-                                          message=why or str(message), text=text[:500]))
+            staged.add_bad(path, int(line), field or str(column or "line"), why or str(message), text,
+                           options.max_samples)
         writer.close()
         if writer.rows == 0:
             return []

@@ -41,7 +41,6 @@ import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
-    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
@@ -228,10 +227,7 @@ class _Stager:
         self.open: dict[_ConnKey, _Conn] = {}
 
     def bad(self, src: SourceFile, line: int, field: str, message: str, text: str) -> None:
-        self.staged.bad_counts[src.path] += 1
-        if self.staged.bad_counts[src.path] <= self.options.max_samples:
-            self.staged.bad.append(BadLine(file=str(src.path), line=line, field=field, message=message,
-                                           text=text[:500]))
+        self.staged.add_bad(src.path, line, field, message, text, self.options.max_samples)
 
     def document(self, src: SourceFile, index: int, obj: Any, text: str, first_line: int) -> None:
         locator = _Locator(text, first_line)

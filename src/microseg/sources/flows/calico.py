@@ -66,7 +66,6 @@ import duckdb
 from microseg.errors import InputError
 from microseg.sources.flows import (
     MAX_EPOCH_SECONDS,
-    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
@@ -288,10 +287,7 @@ class _Batch:
             self.src_rows.append((key, row, src))
 
     def bad(self, src: SourceFile, no: int, bad: _Bad, text: str) -> None:
-        self.staged.bad_counts[src.path] += 1
-        if self.staged.bad_counts[src.path] <= self.options.max_samples:
-            self.staged.bad.append(BadLine(file=str(src.path), line=no, field=bad.field, message=bad.message,
-                                           text=text[:500]))
+        self.staged.add_bad(src.path, no, bad.field, bad.message, text, self.options.max_samples)
 
     def finish(self) -> None:
         for key, row, src in self.src_rows:

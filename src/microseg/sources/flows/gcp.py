@@ -48,7 +48,6 @@ import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
-    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
@@ -238,10 +237,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
                         continue
                     writer.write(_record(payload, key, reporter, best, index))
                 except _Bad as bad:
-                    staged.bad_counts[src.path] += 1
-                    if staged.bad_counts[src.path] <= options.max_samples:
-                        staged.bad.append(BadLine(file=str(src.path), line=no, field=bad.field,
-                                                  message=bad.message, text=text[:500]))
+                    staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
         done = True
     finally:
         writer.close()

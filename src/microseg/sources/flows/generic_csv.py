@@ -58,7 +58,6 @@ import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
-    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
@@ -296,7 +295,4 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
             values = {name: v for name, v in zip(columns, fields, strict=True) if name is not None}
             writer.write(_record(values, index))
         except _Bad as bad:
-            staged.bad_counts[src.path] += 1
-            if staged.bad_counts[src.path] <= options.max_samples:
-                staged.bad.append(BadLine(file=str(src.path), line=no, field=bad.field,
-                                          message=bad.message, text=text[:500]))
+            staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)

@@ -49,7 +49,6 @@ from microseg.errors import InputError
 from microseg.sources.flows import (
     TCP_ACK,
     TCP_SYN,
-    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
@@ -299,7 +298,4 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
         except _Skip as skip:
             staged.skipped[(src.path, skip.reason)] += 1
         except _Bad as bad:
-            staged.bad_counts[src.path] += 1
-            if staged.bad_counts[src.path] <= options.max_samples:
-                staged.bad.append(BadLine(file=str(src.path), line=no, field=bad.field,
-                                          message=bad.message, text=text[:500]))
+            staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)

@@ -53,7 +53,6 @@ import duckdb
 from microseg.errors import InputError
 from microseg.sources.flows import (
     MAX_EPOCH_SECONDS,
-    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
@@ -307,7 +306,4 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
                 raise _Bad("header", f"{len(fields)} columns, the header names {len(columns)}")
             writer.write(_record(dict(zip(columns, fields, strict=True)), index))
         except _Bad as bad:
-            staged.bad_counts[src.path] += 1
-            if staged.bad_counts[src.path] <= options.max_samples:
-                staged.bad.append(BadLine(file=str(src.path), line=no, field=bad.field,
-                                          message=bad.message, text=text[:500]))
+            staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
