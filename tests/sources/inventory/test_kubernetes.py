@@ -899,3 +899,78 @@ def test_bundled_shop_example() -> None:
                        source=f"{shop / 'k8s/kube-system.yaml'}#service kube-system/kube-dns")]
     # Host-network DaemonSets hold node addresses: none is bound.
     assert not [b for b in inv.bindings if b.ip.startswith("10.0.")]
+
+
+# -- lenient reading (deployed policies: `microseg connectivity`) -----------------------------------
+
+
+def _lenient(*paths: Path) -> Any:
+    from microseg.sources.inventory import discover
+    from microseg.sources.inventory.kubernetes import KubernetesReader
+    from microseg.sources.yamlpos import load_documents
+
+    reader = KubernetesReader(lenient=True)
+    for path, display in discover(list(paths)):
+        for doc in load_documents(path, display):
+            if isinstance(doc.data, dict):
+                reader.add(doc)
+    return reader.build()
+
+
+def test_lenient_drops_a_misspelt_port_entry_and_says_so(shared: Path) -> None:
+    case = shared / "conformance/netpol/cases/netpol_named_port_test"
+    found = _lenient(case)
+    pod_a = {w.name: w for w in found.workloads}["helloworld/pod-a"]
+    # The `udps` entry (containerport: 3535) is gone; the SCTP port `newport` stays.
+    assert ports(pod_a) == {(8956, "SCTP", "newport")}
+    assert found.rejected == (f"{case / 'pods.yaml'}:32 [spec.template.spec.containers[0].ports[1].containerport]: "
+                              "unknown field 'containerport' (expected one of containerPort, hostIP, hostPort, name, "
+                              "protocol) - port entry ignored",)
+
+
+def test_lenient_keeps_the_owner_the_pods_name(tmp_path: Path) -> None:
+    write(tmp_path, "pods.yaml", """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: web-5d4b8c7f9-x7k2p
+          namespace: shop
+          labels: {app: web, pod-template-hash: 5d4b8c7f9}
+          ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-5d4b8c7f9, uid: r1, controller: true}]
+        spec: {containers: [{name: web, image: web:1}]}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p1
+          namespace: shop
+          labels: {app: a, tier: t}
+          ownerReferences: [{name: group, controller: true}]
+        spec: {containers: [{name: c, image: i}]}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: p2
+          namespace: shop
+          labels: {app: b, tier: t}
+          ownerReferences: [{name: group, controller: true}]
+        spec: {containers: [{name: c, image: i}]}
+        """)
+    found = _lenient(tmp_path)
+    # Strict reading infers the Deployment from the pod-template-hash; lenient keeps the ReplicaSet the pod
+    # names, and groups the kind-less owner's pods under its name as kind Pod.
+    assert {(w.name, w.k8s_kind) for w in found.workloads} == {("shop/web-5d4b8c7f9", "ReplicaSet"),
+                                                               ("shop/group", "Pod")}
+    assert found.label_variants["shop/group"] == ((("app", "a"), ("tier", "t")), (("app", "b"), ("tier", "t")))
+    # Strict reading refuses the kind-less owner reference.
+    with pytest.raises(InputError) as err:
+        load_inventory([tmp_path / "pods.yaml"])
+    assert err.value.field == "metadata.ownerReferences[0].kind"
+
+
+def test_lenient_keeps_the_first_of_two_different_services(shared: Path) -> None:
+    case = shared / "conformance/netpol/cases/acs-security-demos-added-workloads"
+    found = _lenient(case)
+    notes = [n for n in found.notes if n.startswith("Service payments/visa-processor-service is defined differently")]
+    assert len(notes) == 1 and notes[0].endswith("is kept")

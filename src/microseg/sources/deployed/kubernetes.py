@@ -76,7 +76,7 @@ DEFAULT_NAMESPACE = "default"
 _SUFFIXES = (".yaml", ".yml", ".json")
 _PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
 _OBJECT_KEYS = {"apiVersion", "kind", "metadata", "spec", "status"}
-_META_KEYS = {"name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation",
+META_KEYS = {"name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation",
               "creationTimestamp", "managedFields", "generateName", "selfLink", "finalizers", "ownerReferences"}
 _SPEC_KEYS = {"podSelector", "policyTypes", "ingress", "egress"}
 _SELECTOR_KEYS = {"matchLabels", "matchExpressions"}
@@ -122,8 +122,9 @@ class IPBlock:
     excepts: tuple[Net, ...] = ()
 
     def contains(self, span: Span) -> bool:
-        """Whether ``span`` (wholly inside or outside every boundary, see :func:`_atoms`) is in the block."""
-        return _net_contains(self.cidr, span) and not any(_net_contains(e, span) for e in self.excepts)
+        """Whether ``span`` is in the block; ``span`` is wholly inside or outside the block's address set (an
+        atom of :func:`cut_points`), so touching an ``except`` means being outside."""
+        return net_contains(self.cidr, span) and not any(net_overlaps(e, span) for e in self.excepts)
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,12 @@ def parse(files: Mapping[str, str]) -> tuple[NetPol, ...]:
             scratch.write_text(files[path], encoding="utf-8")
             for doc in load_documents(scratch, path):
                 if doc.data is not None:
-                    out += _objects(doc, doc.data, ())
+                    out += objects(doc, doc.data, ())
     return tuple(out)
 
 
-def _objects(doc: Document, obj: object, at: NodePath) -> list[NetPol]:
+def objects(doc: Document, obj: object, at: NodePath) -> list[NetPol]:
+    """The NetworkPolicies of one object (a NetworkPolicy or a list of them); other kinds are errors."""
     if not isinstance(obj, dict):
         raise doc.error("expected a Kubernetes object (a mapping)", at)
     kind = obj.get("kind")
@@ -196,7 +198,7 @@ def _objects(doc: Document, obj: object, at: NodePath) -> list[NetPol]:
         items = obj.get("items") or []
         if not isinstance(items, list):
             raise doc.error("items must be a list", (*at, "items"))
-        return [p for i, item in enumerate(items) for p in _objects(doc, item, (*at, "items", i))]
+        return [p for i, item in enumerate(items) for p in objects(doc, item, (*at, "items", i))]
     if kind != "NetworkPolicy":
         raise doc.error(f"kind {kind!r} is not a NetworkPolicy", (*at, "kind"))
     if obj.get("apiVersion") != API_VERSION:
@@ -227,14 +229,14 @@ def _string(doc: Document, value: object, at: NodePath) -> str:
 
 def _netpol(doc: Document, obj: dict[str, object], at: NodePath) -> NetPol:
     _mapping(doc, obj, at, _OBJECT_KEYS)
-    meta = _mapping(doc, obj.get("metadata"), (*at, "metadata"), _META_KEYS)
+    meta = _mapping(doc, obj.get("metadata"), (*at, "metadata"), META_KEYS)
     name = _string(doc, meta.get("name"), (*at, "metadata", "name"))
     namespace = _string(doc, meta.get("namespace", DEFAULT_NAMESPACE), (*at, "metadata", "namespace"))
     spec_at = (*at, "spec")
     spec = _mapping(doc, obj.get("spec"), spec_at, _SPEC_KEYS)
     if "podSelector" not in spec:
         raise doc.error("podSelector is required", (*spec_at, "podSelector"))
-    selector = _selector(doc, spec["podSelector"], (*spec_at, "podSelector"))
+    selector = parse_selector(doc, spec["podSelector"], (*spec_at, "podSelector"))
     types = [_string(doc, t, (*spec_at, "policyTypes", i))
              for i, t in enumerate(_list(doc, spec.get("policyTypes") or [], (*spec_at, "policyTypes")))]
     for i, t in enumerate(types):
@@ -259,7 +261,8 @@ def _netpol(doc: Document, obj: dict[str, object], at: NodePath) -> NetPol:
                   ingress=rules["ingress"], egress=rules["egress"], file=doc.file)
 
 
-def _selector(doc: Document, value: object, at: NodePath) -> LabelSelector:
+def parse_selector(doc: Document, value: object, at: NodePath) -> LabelSelector:
+    """A ``LabelSelector`` at ``at`` (null: the empty selector); strict about fields and operators."""
     raw = _mapping(doc, {} if value is None else value, at, _SELECTOR_KEYS)
     ml = raw.get("matchLabels") or {}
     if not isinstance(ml, dict):
@@ -304,8 +307,8 @@ def _peer(doc: Document, value: object, at: NodePath) -> Peer:
         if len(raw) > 1:
             raise doc.error("ipBlock cannot be combined with selectors in one peer", at)
         block = _mapping(doc, raw["ipBlock"], (*at, "ipBlock"), {"cidr", "except"})
-        cidr = _net(doc, block.get("cidr"), (*at, "ipBlock", "cidr"))
-        excepts = tuple(_net(doc, e, (*at, "ipBlock", "except", i))
+        cidr = parse_net(doc, block.get("cidr"), (*at, "ipBlock", "cidr"))
+        excepts = tuple(parse_net(doc, e, (*at, "ipBlock", "except", i))
                         for i, e in enumerate(_list(doc, block.get("except") or [], (*at, "ipBlock", "except"))))
         for i, e in enumerate(excepts):
             # API reference, IPBlock.except: "Except values will be rejected if they are outside the cidr range".
@@ -313,12 +316,12 @@ def _peer(doc: Document, value: object, at: NodePath) -> Peer:
                 raise doc.error(f"except {e} is outside the cidr {cidr}", (*at, "ipBlock", "except", i))
         return Peer(ip_block=IPBlock(cidr, excepts))
     return Peer(
-        pod_selector=_selector(doc, raw["podSelector"], (*at, "podSelector")) if "podSelector" in raw else None,
-        namespace_selector=_selector(doc, raw["namespaceSelector"], (*at, "namespaceSelector"))
+        pod_selector=parse_selector(doc, raw["podSelector"], (*at, "podSelector")) if "podSelector" in raw else None,
+        namespace_selector=parse_selector(doc, raw["namespaceSelector"], (*at, "namespaceSelector"))
         if "namespaceSelector" in raw else None)
 
 
-def _net(doc: Document, value: object, at: NodePath) -> Net:
+def parse_net(doc: Document, value: object, at: NodePath) -> Net:
     text = _string(doc, value, at)
     try:
         return ipaddress.ip_network(text, strict=False)
@@ -336,7 +339,7 @@ def _port(doc: Document, value: object, at: NodePath) -> Port:
     if port is not None and not _is_port_number(port):
         # A named port is an IANA_SVC_NAME (API reference, ContainerPort.name): at most 15 lower-case
         # letters, digits and inner dashes, at least one letter.
-        if not isinstance(port, str) or not _PORT_NAME.fullmatch(port) or "--" in port:
+        if not isinstance(port, str) or not is_port_name(port):
             raise doc.error(f"port {port!r} (a number 1-65535 or a port name)", (*at, "port"))
     if end is not None:
         # endPort: "cannot be defined if the port field is not defined or if the port field is defined
@@ -345,6 +348,11 @@ def _port(doc: Document, value: object, at: NodePath) -> Port:
             raise doc.error(f"endPort {end!r} needs a numeric port <= endPort <= 65535", (*at, "endPort"))
     return Port(_PROTOCOLS[proto_text], port if isinstance(port, (int, str)) else None,
                 end if isinstance(end, int) else None)
+
+
+def is_port_name(name: str) -> bool:
+    """An IANA_SVC_NAME: at most 15 lower-case letters, digits and inner single dashes, one letter at least."""
+    return bool(_PORT_NAME.fullmatch(name)) and "--" not in name
 
 
 def _is_port_number(value: object) -> bool:
@@ -395,17 +403,74 @@ _NONE = _Conns()
 
 
 @dataclass(frozen=True)
-class _Subject:
-    """A workload as NetworkPolicy sees it: a pod (namespace, labels) or a set of addresses."""
+class Subject:
+    """A workload as NetworkPolicy sees it: a pod (namespace, labels) or a set of addresses.
+
+    ``variants`` are the label sets of the workload's pods when they differ (pods of one owner that were
+    relabelled): a selector matches the workload only when it matches every one of them, since an
+    allowance that holds for some of its pods only is not the workload's.
+    """
 
     workload: Workload
     namespace: str | None  # None: not a pod
     labels: Labels
     spans: tuple[Span, ...] = ()
+    variants: tuple[Labels, ...] = ()
+
+    def pod_matches(self, selector: LabelSelector) -> bool:
+        return all(selector.matches(v) for v in (self.variants or (self.labels,)))
 
 
-def _net_contains(net: Net, span: Span) -> bool:
+
+def net_contains(net: Net, span: Span) -> bool:
     return net.version == span[0] and int(net.network_address) <= span[1] and span[2] <= int(net.broadcast_address)
+
+
+def net_overlaps(net: Net, span: Span) -> bool:
+    return net.version == span[0] and int(net.network_address) <= span[2] and span[1] <= int(net.broadcast_address)
+
+
+
+def set_points(include: Iterable[Net], exclude: Iterable[Net] = ()) -> set[tuple[int, int]]:
+    """The boundaries of the address set ``include`` minus ``exclude``: where each of its intervals starts and ends.
+
+    Boundaries of the *set*, not of every CIDR: ``0.0.0.0/0`` except ``10.0.0.0/9`` and ``10.128.0.0/9`` has
+    the same boundaries as ``0.0.0.0/0`` except ``10.0.0.0/8``, so both cut the address space alike.
+    """
+    def spans(nets: Iterable[Net]) -> list[Span]:
+        merged: list[Span] = []
+        for v, lo, hi in sorted((n.version, int(n.network_address), int(n.broadcast_address)) for n in nets):
+            if merged and merged[-1][0] == v and lo <= merged[-1][2] + 1:
+                merged[-1] = (v, merged[-1][1], max(hi, merged[-1][2]))
+            else:
+                merged.append((v, lo, hi))
+        return merged
+
+    out: list[Span] = spans(include)
+    for ev, elo, ehi in spans(exclude):
+        cut: list[Span] = []
+        for v, lo, hi in out:
+            if v != ev or ehi < lo or elo > hi:
+                cut.append((v, lo, hi))
+                continue
+            if lo < elo:
+                cut.append((v, lo, elo - 1))
+            if ehi < hi:
+                cut.append((v, ehi + 1, hi))
+        out = cut
+    return {pt for v, lo, hi in out for pt in ((v, lo), (v, hi + 1))}
+
+
+def cut_points(netpols: Iterable[NetPol], direction: str | None = None) -> set[tuple[int, int]]:
+    """Every boundary of the ``ipBlock`` address sets of ``netpols`` (``direction``: Ingress/Egress only)."""
+    points: set[tuple[int, int]] = set()
+    for p in netpols:
+        rules = (p.ingress if direction != "Egress" else ()) + (p.egress if direction != "Ingress" else ())
+        for rule in rules:
+            for peer in rule.peers or ():
+                if peer.ip_block is not None:
+                    points |= set_points([peer.ip_block.cidr], peer.ip_block.excepts)
+    return points
 
 
 def _space(w: Workload) -> list[Span]:
@@ -434,7 +499,7 @@ def _space(w: Workload) -> list[Span]:
     return out
 
 
-def _atoms(space: Sequence[Span], points: set[tuple[int, int]]) -> tuple[Span, ...]:
+def atoms(space: Sequence[Span], points: set[tuple[int, int]]) -> tuple[Span, ...]:
     """``space`` cut at every CIDR boundary of the policies: each piece is wholly in or out of every block."""
     out: list[Span] = []
     for v, lo, hi in space:
@@ -446,21 +511,24 @@ def _atoms(space: Sequence[Span], points: set[tuple[int, int]]) -> tuple[Span, .
     return tuple(out)
 
 
-class _Evaluator:
+class Evaluator:
+    """The NetworkPolicy tier: which policies isolate a pod, and what they allow with a peer."""
+
     def __init__(self, netpols: Sequence[NetPol], namespace_labels: Mapping[str, Labels]) -> None:
         self.netpols = netpols
         self.namespace_labels = namespace_labels
         self._selecting: dict[tuple[str, str], list[NetPol]] = {}
+        self._by_span: dict[tuple[tuple[int, ...], str, Span | None, str | None], _Conns] = {}
 
-    def selecting(self, pod: _Subject, direction: str) -> list[NetPol]:
+    def selecting(self, pod: Subject, direction: str) -> list[NetPol]:
         assert pod.namespace is not None
         key = (pod.workload.name, direction)
         if key not in self._selecting:
-            self._selecting[key] = [p for p in self.netpols
-                                    if direction in p.policy_types and p.selects(pod.namespace, pod.labels)]
+            self._selecting[key] = [p for p in self.netpols if direction in p.policy_types
+                                    and p.namespace == pod.namespace and pod.pod_matches(p.pod_selector)]
         return self._selecting[key]
 
-    def peer_matches(self, peer: Peer, own_namespace: str, other: _Subject, span: Span | None) -> bool:
+    def peer_matches(self, peer: Peer, own_namespace: str, other: Subject, span: Span | None) -> bool:
         if peer.ip_block is not None:
             return span is not None and peer.ip_block.contains(span)
         if other.namespace is None:
@@ -472,31 +540,45 @@ class _Evaluator:
             ns_labels = {**self.namespace_labels.get(other.namespace, {}), NAMESPACE_NAME_LABEL: other.namespace}
             if not peer.namespace_selector.matches(ns_labels):
                 return False
-        return peer.pod_selector is None or peer.pod_selector.matches(other.labels)
+        return peer.pod_selector is None or other.pod_matches(peer.pod_selector)
 
-    def side(self, pod: _Subject, other: _Subject, direction: str, destination: _Subject) -> _Conns:
-        """What ``pod``'s policies allow in ``direction`` with ``other``; named ports resolve at ``destination``."""
+    def side_at(self, pod: Subject, other: Subject, direction: str, destination: Subject,
+                span: Span | None) -> _Conns:
+        """What ``pod``'s policies allow in ``direction`` with ``other`` (one address piece ``span`` of it)."""
         policies = self.selecting(pod, direction)
         if not policies:
             return _ALL  # not isolated for this direction
-        assert pod.namespace is not None
+        # With an address piece on the other side, the answer depends only on the selecting policies, the
+        # piece and (for named ports) the destination: pods selected by the same policies share it.
+        key = None
+        if other.namespace is None:
+            key = (tuple(id(p) for p in policies), direction, span,
+                   destination.workload.name if destination.namespace is not None else None)
+            if key in self._by_span:
+                return self._by_span[key]
+        allowed = _NONE
+        for p in policies:
+            for rule in p.ingress if direction == "Ingress" else p.egress:
+                if rule.peers is None or any(self.peer_matches(peer, p.namespace, other, span) for peer in rule.peers):
+                    allowed = allowed | _rule_ports(rule, destination)
+        if key is not None:
+            self._by_span[key] = allowed
+        return allowed
+
+    def side(self, pod: Subject, other: Subject, direction: str, destination: Subject) -> _Conns:
+        """What ``pod``'s policies allow in ``direction`` with ``other``; named ports resolve at ``destination``."""
         # A pod is one peer; a non-pod is every atom of its address space (no addresses: one piece
         # that no ipBlock contains), and gets what is allowed to all of them.
         spans: tuple[Span | None, ...] = (None,) if other.namespace is not None or not other.spans else other.spans
         result: _Conns | None = None
         for span in spans:
-            allowed = _NONE
-            for p in policies:
-                for rule in p.ingress if direction == "Ingress" else p.egress:
-                    if rule.peers is None or any(self.peer_matches(peer, p.namespace, other, span)
-                                                 for peer in rule.peers):
-                        allowed = allowed | _rule_ports(rule, destination)
+            allowed = self.side_at(pod, other, direction, destination, span)
             result = allowed if result is None else result & allowed
         assert result is not None
         return result
 
 
-def _rule_ports(rule: Rule, destination: _Subject) -> _Conns:
+def _rule_ports(rule: Rule, destination: Subject) -> _Conns:
     if rule.ports is None:
         return _ALL
     pairs: list[tuple[Protocol, PortRange]] = []
@@ -519,6 +601,25 @@ def _namespace(w: Workload) -> str:
     return ns
 
 
+def subjects(workloads: Sequence[Workload], points: set[tuple[int, int]],
+             label_variants: Mapping[str, Sequence[Labels]] | None = None
+             ) -> tuple[dict[str, Subject], dict[str, dict[str, str]]]:
+    """Every workload as a :class:`Subject` (non-pods cut at ``points``), and each namespace's labels."""
+    ns_labels: dict[str, dict[str, str]] = {}
+    out: dict[str, Subject] = {}
+    variants = label_variants or {}
+    for w in workloads:
+        if w.kind == WorkloadKind.KUBERNETES:
+            ns = _namespace(w)
+            ns_labels.setdefault(ns, {}).update(dict(w.namespace_labels))
+            out[w.name] = Subject(w, ns, {**dict(w.labels), **dict(w.selector)},
+                                  variants=tuple(variants.get(w.name, ())))
+    for w in workloads:
+        if w.kind != WorkloadKind.KUBERNETES:
+            out[w.name] = Subject(w, None, {}, atoms(_space(w), points))
+    return out, ns_labels
+
+
 def connectivity(netpols: Sequence[NetPol], workloads: Sequence[Workload], *,
                  excluded_namespaces: Sequence[str] = ()) -> dict[tuple[str, str], Connections]:
     """Allowed connections per ordered pair of distinct ``workloads`` with a pod outside ``excluded_namespaces``.
@@ -526,31 +627,15 @@ def connectivity(netpols: Sequence[NetPol], workloads: Sequence[Workload], *,
     Every policy of ``netpols`` is evaluated (also those in excluded namespaces); ``excluded_namespaces``
     only narrows which pairs are reported. Pairs with no connection are omitted.
     """
-    ns_labels: dict[str, dict[str, str]] = {}
-    subjects: dict[str, _Subject] = {}
-    for w in workloads:
-        if w.kind == WorkloadKind.KUBERNETES:
-            ns = _namespace(w)
-            ns_labels.setdefault(ns, {}).update(dict(w.namespace_labels))
-            subjects[w.name] = _Subject(w, ns, {**dict(w.labels), **dict(w.selector)})
-    points: set[tuple[int, int]] = set()
-    for p in netpols:
-        for rule in (*p.ingress, *p.egress):
-            for peer in rule.peers or ():
-                if peer.ip_block is not None:
-                    for n in (peer.ip_block.cidr, *peer.ip_block.excepts):
-                        points |= {(n.version, int(n.network_address)), (n.version, int(n.broadcast_address) + 1)}
-    for w in workloads:
-        if w.kind != WorkloadKind.KUBERNETES:
-            subjects[w.name] = _Subject(w, None, {}, _atoms(_space(w), points))
-    ev = _Evaluator(netpols, ns_labels)
-    governing = {n for n, s in subjects.items() if s.namespace is not None and s.namespace not in excluded_namespaces}
+    subs, ns_labels = subjects(workloads, cut_points(netpols))
+    ev = Evaluator(netpols, ns_labels)
+    governing = {n for n, s in subs.items() if s.namespace is not None and s.namespace not in excluded_namespaces}
     out: dict[tuple[str, str], Connections] = {}
-    for s in sorted(subjects):
-        for d in sorted(subjects):
+    for s in sorted(subs):
+        for d in sorted(subs):
             if s == d or (s not in governing and d not in governing):
                 continue
-            src, dst = subjects[s], subjects[d]
+            src, dst = subs[s], subs[d]
             conns = _ALL
             if src.namespace is not None:
                 conns = conns & ev.side(src, dst, "Egress", dst)

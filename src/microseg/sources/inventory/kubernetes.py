@@ -34,7 +34,7 @@ from typing import TypeVar
 
 from microseg.errors import InputError
 from microseg.ir.model import AddressBinding, Label, ListenPort, Protocol, Workload, WorkloadKind
-from microseg.sources.yamlpos import Document, NodePath
+from microseg.sources.yamlpos import Document, NodePath, format_path
 
 # The API groups each kind is read from. A kind in another group is someone else's resource (Knative's
 # serving.knative.dev Service is not a core Service) and is only counted.
@@ -198,8 +198,10 @@ class _Node:
         if isinstance(self.value, dict):
             for key in self.value:
                 if key not in allowed:
-                    raise _Node(self.doc, (*self.path, str(key)), None).error(
-                        f"unknown field {key!r} (expected one of {', '.join(sorted(allowed))})")
+                    where = _Node(self.doc, (*self.path, str(key)), None)
+                    raise UnknownField(f"unknown field {key!r} (expected one of {', '.join(sorted(allowed))})",
+                                       file=where.doc.file, line=where.doc.line_of(where.path),
+                                       field=format_path(where.path) or None)
         return self
 
     def boolean(self) -> bool:
@@ -252,6 +254,10 @@ class _Node:
             return str(ipaddress.ip_address(text))
         except ValueError:
             raise self.error(f"not an IP address: {text!r}") from None
+
+
+class UnknownField(InputError):
+    """A field the API server does not know: with strict field validation it rejects the whole object."""
 
 
 def _type_name(value: object) -> str:
@@ -352,8 +358,10 @@ class _Pod:
     @property
     def key(self) -> tuple[str, ...]:
         # The same pod in several snapshots: uid when present, else name plus creation time.
+        # A uid is unique per object and a pod is never renamed; the name is part of the key so that
+        # hand-made dumps that copy one uid into several pods do not merge different pods into one.
         if self.uid:
-            return ("uid", self.uid)
+            return ("uid", self.uid, self.namespace, self.name)
         return ("name", self.namespace, self.name, self.created.isoformat() if self.created else "")
 
 
@@ -407,6 +415,10 @@ class KubernetesResult:
     dns_resolvers: tuple[str, ...]
     ignored_kinds: Mapping[str, int]
     notes: tuple[str, ...]
+    # Lenient reading only (see KubernetesReader): the label sets of each workload's pods, when they differ
+    # from one another, and the objects skipped because the API server would reject them.
+    label_variants: Mapping[str, tuple[tuple[Label, ...], ...]] = field(default_factory=dict)
+    rejected: tuple[str, ...] = ()
 
 
 def is_kubernetes_object(data: object) -> bool:
@@ -431,9 +443,24 @@ class _Group:
 
 
 class KubernetesReader:
-    """Collects objects document by document, then :meth:`build` resolves them into IR."""
+    """Collects objects document by document, then :meth:`build` resolves them into IR.
 
-    def __init__(self) -> None:
+    ``lenient=True`` reads objects the way a cluster holds them, for evaluating deployed policies (the
+    ``connectivity`` command): a workload is the owner its pods *name* (``ownerReferences``, followed only
+    through objects in the input), never one inferred from generated names, so a pod of a ReplicaSet whose
+    Deployment is not in the input is the ReplicaSet's; an owner reference without a ``kind`` groups its
+    pods under the owner's name as kind ``Pod``; a container port entry with an unknown field (e.g.
+    ``containerport``: the API server's non-strict decoding drops the field, leaving the entry without a
+    port) is left out and listed in ``rejected``; a Service defined twice differently is kept once (the
+    first by file and line) with a note, since Services do not change what NetworkPolicies allow. A
+    left-out port resolves no named port, so NetworkPolicy allowances only narrow; the report names it.
+    """
+
+    def __init__(self, *, lenient: bool = False) -> None:
+        self.lenient = lenient
+        self._rejected: list[str] = []
+        # Lenient reading: port entries dropped for an unknown field are recorded here (None: strict).
+        self._dropped_ports: list[str] | None = self._rejected if lenient else None
         self._controllers: dict[tuple[str, str, str], _Controller] = {}
         self._pods: dict[tuple[str, ...], _Pod] = {}
         self._services: dict[tuple[str, str], _Service] = {}
@@ -478,7 +505,7 @@ class KubernetesReader:
         namespace = obj.at("metadata", "namespace").string() or "default"
         self._namespaces_seen.add(namespace)
         if kind == "Pod":
-            pod = _parse_pod(obj, namespace)
+            pod = _parse_pod(obj, namespace, self._dropped_ports)
             self._add_pod(pod)
             if pod.uid or pod.ips:
                 snap = self._snapshots.setdefault((obj.doc.file, obj.doc.index), _Snapshot(Origin(obj.doc, ())))
@@ -486,7 +513,7 @@ class KubernetesReader:
                 snap.namespaces.add(namespace)
                 snap.taken_after = _max_time(snap.taken_after, pod.seen_at)
         elif kind in _CONTROLLERS:
-            self._add_controller(_parse_controller(obj, kind, namespace))
+            self._add_controller(_parse_controller(obj, kind, namespace, self._dropped_ports))
         elif kind == "Service":
             self._add_unique(self._services, _parse_service(obj, namespace), "Service")
         elif kind == "Ingress":
@@ -535,7 +562,11 @@ class KubernetesReader:
     def _add_unique(self, table: dict[tuple[str, str], _S], item: _S, kind: str) -> None:
         key = (item.namespace, item.name)
         prior = table.get(key)
-        if prior is not None and prior != item:
+        if prior is not None and prior != item and self.lenient and kind == "Service":
+            first, second = sorted((prior.origin, item.origin), key=_origin_key)
+            self._notes.add(f"Service {item.namespace}/{item.name} is defined differently at {first} and {second}; "
+                            f"the one at {first} is kept")
+        elif prior is not None and prior != item:
             raise InputError(f"{kind} {item.namespace}/{item.name} is also defined, differently, "
                              f"at {prior.origin}",
                              file=item.origin.file, line=item.origin.line)
@@ -580,7 +611,25 @@ class KubernetesReader:
             workloads=tuple(workloads[n] for n in sorted(workloads)), origins=origins,
             bindings=tuple(bindings),
             namespaces=namespaces, dns_resolvers=dns, ignored_kinds=dict(sorted(self.ignored.items())),
-            notes=tuple(sorted(self._notes)))
+            notes=tuple(sorted(self._notes)), label_variants=self._label_variants(groups),
+            rejected=tuple(sorted(self._rejected)))
+
+    def _label_variants(self, groups: Mapping[tuple[str, str, str], _Group]
+                        ) -> dict[str, tuple[tuple[Label, ...], ...]]:
+        """Each workload's pod label sets in full (volatile labels too: a policy may select on them).
+
+        A workload's own pod template is authoritative; without one, its members' labels are listed when
+        they differ, since the common labels alone would let a selector match pods it does not match.
+        """
+        out: dict[str, tuple[tuple[Label, ...], ...]] = {}
+        for g in groups.values():
+            if g.top is not None:
+                sets = {g.top.template.labels}
+            else:
+                members = g.intermediates or g.pods
+                sets = {m.template.labels for m in members}
+            out[g.full_name] = tuple(sorted(sets))
+        return out
 
     def _group(self) -> dict[tuple[str, str, str], _Group]:
         groups: dict[tuple[str, str, str], _Group] = {}
@@ -616,8 +665,12 @@ class KubernetesReader:
     def _top_of_pod(self, pod: _Pod) -> tuple[str, str]:
         labels = dict(pod.template.labels)
         # Static (mirror) pods are "owned" by their Node: they are workloads of their own.
+        if pod.owner is not None and not pod.owner.kind:
+            return "Pod", pod.owner.name  # lenient reading only: an owner reference without a kind
         if pod.owner is not None and pod.owner.kind != "Node":
             return self._top_of(pod.namespace, pod.owner.kind, pod.owner.name, labels)
+        if self.lenient:
+            return "Pod", pod.name
         return self._infer_owner(pod, labels)
 
     def _top_of(self, namespace: str, kind: str, name: str, labels: Mapping[str, str], depth: int = 0
@@ -628,12 +681,12 @@ class KubernetesReader:
         # custom resource owns is still the workload (the unit that has a pod template and selector).
         if ctrl is not None and ctrl.owner is not None and kind in ("ReplicaSet", "Job") and depth < 4:
             return self._top_of(namespace, ctrl.owner.kind, ctrl.owner.name, labels, depth + 1)
-        if kind == "ReplicaSet":
+        if kind == "ReplicaSet" and not self.lenient:
             pod_hash = dict(ctrl.template.labels if ctrl else labels).get("pod-template-hash")
             deployment = self._deployment_for(namespace, name, pod_hash, labels)
             if deployment is not None:
                 return self._top_of(namespace, "Deployment", deployment, labels, depth + 1)
-        if kind == "Job":
+        if kind == "Job" and not self.lenient:
             cronjob = self._cronjob_for(namespace, name, labels)
             if cronjob is not None:
                 return "CronJob", cronjob
@@ -918,10 +971,11 @@ def _group_origin(group: _Group) -> Origin:
     return min(origins, key=_origin_key)
 
 
-def _owner(obj: _Node) -> _Owner | None:
+def _owner(obj: _Node, lenient: bool = False) -> _Owner | None:
     refs = obj.at("metadata", "ownerReferences").items()
     parsed = [(r.at("controller").boolean(),
-               _Owner(r.at("kind").required_string(), r.at("name").required_string())) for r in refs]
+               _Owner((r.at("kind").string() or "") if lenient else r.at("kind").required_string(),
+                      r.at("name").required_string())) for r in refs]
     controllers = [o for is_ctrl, o in parsed if is_ctrl]
     # At most one reference may be the controller; a lone reference without the flag (hand-written
     # or very old objects) is taken as the owner.
@@ -930,7 +984,7 @@ def _owner(obj: _Node) -> _Owner | None:
     return parsed[0][1] if len(parsed) == 1 else None
 
 
-def _parse_template(spec: _Node, labels: _Node) -> _Template:
+def _parse_template(spec: _Node, labels: _Node, dropped: list[str] | None = None) -> _Template:
     ports: list[_Port] = []
     images: list[str] = []
     containers = spec.at("containers").items()
@@ -944,7 +998,15 @@ def _parse_template(spec: _Node, labels: _Node) -> _Template:
             name = p.at("name").string()
             if name is not None and not _PORT_NAME.match(name):
                 raise p.at("name").error(f"invalid port name {name!r} (lower-case, at most 15 characters)")
-            p.only_fields(_CONTAINER_PORT_FIELDS)
+            try:
+                p.only_fields(_CONTAINER_PORT_FIELDS)
+            except UnknownField as err:
+                if dropped is None:
+                    raise
+                # Lenient reading: the API server's non-strict decoding drops an unknown field, and this
+                # entry then declares no port; it is left out (its name resolves no named port) and reported.
+                dropped.append(f"{err} - port entry ignored")
+                continue
             ports.append(_Port(p.at("containerPort").port(), p.at("protocol").protocol(), name))
     account = spec.at("serviceAccountName").string() or spec.at("serviceAccount").string() or "default"
     return _Template(tuple(sorted(labels.labels().items())), account, _union(ports), _union(images),
@@ -964,7 +1026,7 @@ def _parse_selector(node: _Node) -> _Selector | None:
     return _Selector(tuple(sorted(node.at("matchLabels").labels().items())), tuple(requirements))
 
 
-def _parse_controller(obj: _Node, kind: str, namespace: str) -> _Controller:
+def _parse_controller(obj: _Node, kind: str, namespace: str, dropped: list[str] | None = None) -> _Controller:
     spec = obj.at("spec")
     if kind == "CronJob":
         spec = spec.at("jobTemplate", "spec")
@@ -974,11 +1036,12 @@ def _parse_controller(obj: _Node, kind: str, namespace: str) -> _Controller:
     return _Controller(
         kind=kind, namespace=namespace, name=obj.at("metadata", "name").required_string(),
         selector=_parse_selector(spec.at("selector")),
-        template=_parse_template(template.at("spec"), template.at("metadata", "labels")),
-        owner=_owner(obj), created=obj.at("metadata", "creationTimestamp").timestamp(), origin=_origin(obj))
+        template=_parse_template(template.at("spec"), template.at("metadata", "labels"), dropped),
+        owner=_owner(obj, dropped is not None), created=obj.at("metadata", "creationTimestamp").timestamp(),
+        origin=_origin(obj))
 
 
-def _parse_pod(obj: _Node, namespace: str) -> _Pod:
+def _parse_pod(obj: _Node, namespace: str, dropped: list[str] | None = None) -> _Pod:
     status = obj.at("status")
     ips = [status.at("podIP")] if status.at("podIP").value else []
     ips += [entry.at("ip") for entry in status.at("podIPs").items()]
@@ -1001,7 +1064,8 @@ def _parse_pod(obj: _Node, namespace: str) -> _Pod:
         uid=obj.at("metadata", "uid").string(),
         created=created,
         deleted=obj.at("metadata", "deletionTimestamp").timestamp(), finished=finished,
-        template=_parse_template(obj.at("spec"), obj.at("metadata", "labels")), owner=_owner(obj),
+        template=_parse_template(obj.at("spec"), obj.at("metadata", "labels"), dropped),
+        owner=_owner(obj, dropped is not None),
         ips=_union([n.ip() for n in ips]), host_ip=host_ip,
         seen_at=max((e for e in (created, *events) if e is not None), default=None), origin=_origin(obj))
 
