@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint nca opa sysdeps clean
+.PHONY: demo test bench bench-netpol lint nca opa sysdeps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) nca
 	$(PY) benchmarks/bench_ingest.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_netpol.py $(BENCH_NETPOL_ARGS)
+
+# 1,000 pods / 200 NetworkPolicies: microseg's evaluator against network-config-analyzer (several minutes).
+bench-netpol: $(STAMP) nca
+	$(PY) benchmarks/bench_netpol.py $(BENCH_NETPOL_ARGS)
 
 clean:
 	rm -rf $(VENV) .nca-venv .opa-venv out build *.egg-info benchmarks/data benchmarks/results

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -154,6 +155,165 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output direc
               f"validation {'PASS' if v.validation.ok else 'FAIL'}.")
     out.print(f"Report: {outcome.out_dir / 'report.md'}")
     out.print(f"Check it: microseg validate --policy {outcome.out_dir / 'policy'}")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from microseg.errors import InputError
+
+    if not path.parent.is_dir():
+        raise InputError("the output's directory does not exist", file=str(path), field="--output")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # an interrupted run never leaves half a report
+
+
+def _parse_now(text: str | None) -> datetime | None:
+    from microseg.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"not an ISO date or date-time: {text!r}", field="--now") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@app.command(name="drift")
+def drift_cmd(
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Desired policy directory (OUT/policy).")],
+    deployed: Annotated[Path | None, typer.Option("--deployed", "-d", help="Directory with what is deployed for "
+                        "--target (manifests, Terraform JSON, nft -j rulesets with index.json).")] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="kubernetes, calico, istio, nftables or "
+                      "aws_sg.")] = "kubernetes",
+    inventory: Annotated[list[Path] | None, typer.Option("--inventory", "-i", help="Current inventory: rules "
+                         "naming workloads it lacks, workloads the policy lacks. Needed with --flows.")] = None,
+    flows: Annotated[list[str] | None, typer.Option("--flows", "-f", help="Flow logs: orphaned rules and "
+                     "unexplained flows. Repeatable.")] = None,
+    flow_format: Annotated[str | None, typer.Option("--flow-format")] = None,
+    orphan_days: Annotated[int, typer.Option("--orphan-days", help="A rule no flow hit in the last N days of "
+                           "the flow data is orphaned.")] = 30,
+    now: Annotated[str | None, typer.Option("--now", help="Date (ISO) against which exceptions expire; "
+                   "default: the current time.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text, json or sarif.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here instead of "
+                      "standard output.")] = None,
+    fail_on: Annotated[str, typer.Option("--fail-on", help="Exit 4 when a finding of this severity or worse "
+                       "exists: critical, high, medium, low, info, or never.")] = "high",
+) -> None:
+    """Compare the reviewed policy with what is deployed, observed and inventoried: drift per pair,
+    orphaned rules, unexplained flows, expired exceptions, workloads in no segment. Exit 4 on findings
+    at or above --fail-on."""
+    from microseg.analyses.drift import SEVERITIES, render_json, render_sarif, render_text
+    from microseg.errors import InputError
+    from microseg.ir.model import Severity
+    from microseg.pipeline import drift_report
+
+    if fmt not in ("text", "json", "sarif"):
+        raise InputError(f"unknown format {fmt!r}; use text, json or sarif", field="--format")
+    if fail_on != "never" and fail_on not in SEVERITIES:
+        raise InputError(f"unknown severity {fail_on!r}; use {', '.join(SEVERITIES)} or never", field="--fail-on")
+    report = drift_report(policy, deployed_dir=deployed, target=target, inventory_paths=inventory or [],
+                          flows=flows or [], flow_format=flow_format, orphan_days=orphan_days, now=_parse_now(now))
+    text = (render_text(report) if fmt == "text" else render_json(report) if fmt == "json"
+            else render_sarif(report, version=__version__))
+    if output is not None:
+        _write_atomic(output, text)
+        out.print(f"Wrote {len(report.findings)} finding(s) to {output}", markup=False)
+    else:
+        sys.stdout.write(text)
+    failing = () if fail_on == "never" else report.failing(cast(Severity, fail_on))
+    if failing:
+        raise ValidationFailed(f"{len(failing)} drift finding(s) at or above {fail_on}")
+
+
+@app.command(name="diff")
+def diff_cmd(
+    rev1: Annotated[str, typer.Argument(help="Older revision (commit, branch, tag), e.g. origin/main.")],
+    rev2: Annotated[str, typer.Argument(help="Newer revision, e.g. HEAD.")],
+    policy_dir: Annotated[str, typer.Option("--policy-dir", help="Policy directory, relative to --repo.")] = "policy",
+    repo: Annotated[Path, typer.Option("--repo", help="Git work tree to read the revisions from.")] = Path("."),
+    fmt: Annotated[str, typer.Option("--format", help="text, json or markdown.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the diff here instead of "
+                      "standard output.")] = None,
+    fail_on_widen: Annotated[bool, typer.Option("--fail-on-widen", help="Exit 4 when a connection is "
+                             "added.")] = False,
+) -> None:
+    """Semantic diff of the policy-as-code between two git revisions: connections added, removed or
+    changed per pair, with the rules responsible. Exit 4 with --fail-on-widen when a connection is added."""
+    from microseg.analyses.revdiff import render_json, render_markdown, render_text
+    from microseg.errors import InputError
+    from microseg.pipeline import diff_revisions
+
+    if fmt not in ("text", "json", "markdown"):
+        raise InputError(f"unknown format {fmt!r}; use text, json or markdown", field="--format")
+    d = diff_revisions(repo, rev1, rev2, policy_dir=policy_dir)
+    text = render_text(d) if fmt == "text" else render_json(d) if fmt == "json" else render_markdown(d)
+    if output is not None:
+        _write_atomic(output, text)
+        out.print(f"Wrote the diff of {len(d.changes)} changed pair(s) to {output}", markup=False)
+    else:
+        sys.stdout.write(text)
+    if fail_on_widen and d.widens:
+        raise ValidationFailed(f"{sum(1 for c in d.changes if c.widens)} pair(s) gain connections")
+
+
+@app.command(name="posture")
+def posture_cmd(
+    inventory: Annotated[list[Path], typer.Option("--inventory", "-i", help="Inventory file or directory "
+                         "(Kubernetes manifests or `kubectl get -o yaml|json` dumps). Repeatable.")],
+    policies: Annotated[list[Path], typer.Option("--policies", "-p", help="File or directory with the deployed "
+                        "NetworkPolicies; other kinds are skipped, so the inventory path may be given again. "
+                        "Repeatable.")],
+    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here instead of "
+                      "standard output.")] = None,
+    broad_prefix: Annotated[int, typer.Option("--broad-prefix", help="An IPv4 ipBlock of this prefix length "
+                            "or shorter is overly broad (MS508).")] = 8,
+    broad_prefix6: Annotated[int, typer.Option("--broad-prefix6", help="The same for IPv6.")] = 32,
+) -> None:
+    """What the deployed NetworkPolicies let through today: share of workload pairs that can connect,
+    unprotected workloads, policies and peers selecting nothing, redundant and shadowed rules, broad
+    CIDRs and wildcard ports, each a finding with a stable id (MS5xx)."""
+    from microseg.errors import InputError
+    from microseg.pipeline import posture
+    from microseg.reports.posture import FORMATS, render
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use {' or '.join(FORMATS)}", field="--format")
+    result = posture(inventory, policies, broad_prefix=broad_prefix, broad_prefix6=broad_prefix6)
+    text = render(result, fmt)
+    if output is not None:
+        _write_atomic(output, text)
+        out.print(f"Wrote the posture of {result.policies} NetworkPolicies over {result.workloads} workloads "
+                  f"({len(result.findings)} findings) to {output}", markup=False)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command(name="connectivity")
+def connectivity_cmd(
+    inventory: Annotated[list[Path], typer.Option("--inventory", "-i", help="Kubernetes manifests or kubectl "
+                                                  "dumps with the workloads (file or directory; repeatable).")],
+    policies: Annotated[list[Path], typer.Option("--policies", "-p", help="NetworkPolicy / AdminNetworkPolicy / "
+                                                 "BaselineAdminNetworkPolicy files or directories (repeatable; "
+                                                 "may be the same paths as --inventory).")],
+    fmt: Annotated[str, typer.Option("--format", help="txt, json or csv.")] = "txt",
+    port: Annotated[str | None, typer.Option("--port", help="Only pairs that allow this port, e.g. tcp/8080.")
+                    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result here instead of "
+                                                "standard output.")] = None,
+) -> None:
+    """What the deployed Kubernetes policies allow: SRC => DST : CONNECTIONS for every allowed pair."""
+    from microseg.pipeline import connectivity
+
+    result = connectivity(inventory, policies, fmt=fmt, port=port)
+    for line in result.report:
+        err.print(f"microseg: {line}", markup=False)
+    if output is not None:
+        _write_atomic(output, result.text)
+    else:
+        sys.stdout.write(result.text)
 
 
 def main() -> None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from microseg.analyses.drift import DriftReport
+from microseg.analyses.posture import PostureResult
+from microseg.analyses.revdiff import RevisionDiff
 from microseg.analyses.rollout import plan_rollout
 from microseg.analyses.synthesis import synthesize
 from microseg.analyses.validate import ValidationResult, validate
@@ -21,6 +24,7 @@ from microseg.engine.mapping import MappingResult, map_flows
 from microseg.engine.store import FlowStore, IngestReport
 from microseg.errors import InputError
 from microseg.ir.model import Edge, Inventory, Policy, PolicyException
+from microseg.ir.semantics import Connections
 from microseg.ir.serde import FILES, ExceptionsDoc, dump_policy, exception_from_entry, load_doc, load_policy
 from microseg.reports.markdown import CoverageView, IngestView, PlanView, report_md, rollout_md, validation_md
 from microseg.reports.tables import findings_json, matrix_csv, matrix_rows, zones_yaml
@@ -156,3 +160,186 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
         raise InputError(f"unknown segment {segment!r}; known: {', '.join(s.name for s in policy.segments)}",
                          field="--segment")
     return policy, validate(policy, edges, now=now or datetime.now(UTC), segment=segment)
+
+
+# -- drift and revision diff (issue 5) ----------------------------------------------------------------------
+
+
+def read_tree(path: Path, *, field: str) -> dict[str, str]:
+    """Every regular file under ``path`` (hidden ones skipped) as {relative POSIX path: UTF-8 text}."""
+    if not path.is_dir():
+        raise InputError("directory not found", file=str(path), field=field)
+    out: dict[str, str] = {}
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path)
+        if not f.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        try:
+            out[rel.as_posix()] = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InputError("not UTF-8 text", file=str(f), field=field) from None
+    return out
+
+
+def _nft_json_as_is(text: str, name: str) -> str:
+    # A deployed host's ruleset is taken as `nft -j list ruleset` output (JSON) when it is JSON; compiled nft
+    # text is loaded into a throwaway namespace by the kernel instead (needs root or user namespaces).
+    if text.lstrip().startswith("{"):
+        return text
+    from microseg.twin.netns import nft_json
+
+    return nft_json(text, name=name)
+
+
+def read_deployed(deployed_dir: Path, target: str,
+                  policy: Policy) -> tuple[dict[str, str], dict[tuple[str, str], Connections]]:
+    """The deployed output of ``target`` under ``deployed_dir``, read back into per-pair connections."""
+    files = read_tree(deployed_dir, field="--deployed")
+    if target == "kubernetes":
+        from microseg.sources.deployed import kubernetes as reader
+        return files, reader.read_back(files, policy)
+    if target == "calico":
+        from microseg.sources.deployed import calico
+        return files, calico.read_back(files, policy)
+    if target == "istio":
+        from microseg.sources.deployed import istio
+        return files, istio.read_back(files, policy)
+    if target == "nftables":
+        from microseg.sources.deployed import nftables
+        return files, nftables.read_back(files, policy, to_json=_nft_json_as_is)
+    if target == "aws_sg":
+        from microseg.sources.deployed import aws_sg
+        return files, aws_sg.read_back(files, policy)
+    from microseg.analyses.drift import TARGETS
+    raise InputError(f"drift cannot read deployed {target!r}; use one of {', '.join(TARGETS)}", field="--target")
+
+
+def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: str = "kubernetes",
+                 inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (), flow_format: str | None = None,
+                 orphan_days: int = 30, now: datetime | None = None, bad_threshold: float = 0.01) -> DriftReport:
+    """`microseg drift`: desired policy vs deployed output, observed flows and the current inventory."""
+    from microseg.analyses.drift import TARGETS, detect_drift, policy_locations, target_scope
+
+    if target not in TARGETS:  # before reading anything, so the error names the real mistake
+        raise InputError(f"drift cannot read deployed {target!r}; use one of {', '.join(TARGETS)}", field="--target")
+    policy = read_policy_dir(policy_dir)
+    texts = {name: (policy_dir / name).read_text(encoding="utf-8") for name in FILES if (policy_dir / name).is_file()}
+    locations = policy_locations(texts, where=str(policy_dir))
+    deployed = scope = None
+    if deployed_dir is not None:
+        files, deployed = read_deployed(deployed_dir, target, policy)
+        scope = target_scope(target, policy, files)
+    inventory = load_inventory(list(inventory_paths)) if inventory_paths else None
+    edges: tuple[Edge, ...] | None = None
+    if flows:
+        if inventory is None:
+            raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="microseg-drift-") as tmp:
+            _, mapping = map_observed(inventory, flows, Path(tmp) / STORE_NAME, flow_format=flow_format,
+                                      bad_threshold=bad_threshold)
+        edges = mapping.edges
+    return detect_drift(policy, now=now or datetime.now(UTC), target=target, deployed=deployed, scope=scope,
+                        edges=edges, inventory=inventory, orphan_days=orphan_days, locations=locations)
+
+
+def diff_revisions(repo: Path, rev1: str, rev2: str, *, policy_dir: str = "policy") -> RevisionDiff:
+    """`microseg diff`: the policy directory at two git revisions, compared as connections."""
+    from microseg.analyses.revdiff import diff_revisions as run
+
+    return run(repo, rev1, rev2, policy_dir)
+
+
+@dataclass(frozen=True)
+class ConnectivityOutcome:
+    text: str  # the rendered connection list
+    report: tuple[str, ...]  # what was skipped or noticed, one line each (for stderr)
+
+
+def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], *, fmt: str = "txt",
+                 port: str | None = None) -> ConnectivityOutcome:
+    """`microseg connectivity`: what the deployed NetworkPolicies / ANPs / BANP allow between the workloads.
+
+    The same file may hold inventory and policies (and be given to both options): workload kinds are read
+    from ``inventory_paths``, policy kinds from ``policy_paths``, everything else is skipped and counted.
+    ``port`` (``PROTO/PORT``, e.g. ``udp/53``) keeps only the pairs that allow that one port.
+    """
+    from microseg.analyses.connlist import RENDERERS, connection_list
+    from microseg.ir.model import Protocol
+    from microseg.sources.deployed.admin_netpol import read_policies, same_priority
+    from microseg.sources.inventory import discover
+    from microseg.sources.inventory.kubernetes import KubernetesReader
+    from microseg.sources.yamlpos import load_documents
+
+    if fmt not in RENDERERS:
+        raise InputError(f"unknown format {fmt!r} (txt, json or csv)", field="--format")
+    focus = None
+    if port is not None:
+        proto_text, _, number = port.partition("/")
+        if proto_text.upper() not in ("TCP", "UDP", "SCTP") or not number.isdigit() or not 1 <= int(number) <= 65535:
+            raise InputError(f"--port {port!r}: expected PROTOCOL/PORT, e.g. tcp/8080 (TCP, UDP or SCTP; 1-65535)",
+                             field="--port")
+        focus = (Protocol(proto_text.upper()), int(number))
+    reader = KubernetesReader(lenient=True)
+    skipped_docs: list[str] = []
+    for path, display in discover(inventory_paths):
+        for doc in load_documents(path, display):
+            if isinstance(doc.data, dict):
+                reader.add(doc)
+            elif doc.data is not None:
+                skipped_docs.append(f"{doc.file}:{doc.line}: skipped, not a Kubernetes object")
+    found = reader.build()
+    policies = read_policies(doc for path, display in discover(policy_paths) for doc in load_documents(path, display))
+    variants = {name: [dict(v) for v in sets] for name, sets in found.label_variants.items()}
+    result = connection_list(found.workloads, policies.netpols, policies.admin, label_variants=variants)
+    if focus is not None:
+        result = result.focus(*focus)
+    report = [f"read {len(found.workloads)} workloads, {len(policies.netpols)} NetworkPolicies, "
+              f"{sum(a.priority is not None for a in policies.admin)} AdminNetworkPolicies, "
+              f"{sum(a.priority is None for a in policies.admin)} BaselineAdminNetworkPolicy"]
+    report += [f"skipped {n} {kind} object(s) in the policy files" for kind, n in policies.skipped
+               if kind not in found.ignored_kinds and kind not in _WORKLOAD_KINDS]
+    report += [f"skipped {n} {kind} object(s) in the inventory files" for kind, n in found.ignored_kinds.items()
+               if kind not in ("NetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy")]
+    report += sorted({*found.rejected, *found.notes, *policies.notes, *skipped_docs})
+    report += [f"AdminNetworkPolicies {a} and {b} share priority {p}: their order is undefined (evaluated by name)"
+               for a, b, p in same_priority(policies.admin)]
+    return ConnectivityOutcome(RENDERERS[fmt](result), tuple(report))
+
+
+_WORKLOAD_KINDS = frozenset({"Namespace", "Pod", "Service", "ServiceAccount", "Deployment", "ReplicaSet", "DaemonSet",
+                             "StatefulSet", "Job", "CronJob", "Ingress", "List"})
+
+
+# -- posture (issue 5) ----------------------------------------------------------------------------------------------
+
+# Policy kinds next to NetworkPolicies that change what they mean; posture refuses them rather than ignore an allow.
+_POSTURE_REFUSED = frozenset({"GlobalNetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"})
+
+
+def posture(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], *, broad_prefix: int = 8,
+            broad_prefix6: int = 32) -> PostureResult:
+    """`microseg posture`: what the deployed NetworkPolicies let through, and the findings about them.
+
+    Workloads come from the inventory, NetworkPolicies from ``policy_paths`` (other kinds there are skipped,
+    so the same path may be given to both). AdminNetworkPolicies and CNI-specific policies are refused
+    (UnsupportedFeature): posture evaluates NetworkPolicy only, and ignoring their allows would understate
+    what is reachable.
+    """
+    from microseg.analyses.posture import PostureConfig, assess
+    from microseg.errors import UnsupportedFeature
+    from microseg.sources.deployed.admin_netpol import read_policies
+    from microseg.sources.inventory import discover
+    from microseg.sources.yamlpos import load_documents
+
+    try:
+        config = PostureConfig(broad_prefix=broad_prefix, broad_prefix6=broad_prefix6)
+    except ValueError as exc:
+        raise InputError(str(exc), field="--broad-prefix") from None
+    inventory = load_inventory(list(inventory_paths))
+    policies = read_policies(doc for path, display in discover(policy_paths) for doc in load_documents(path, display))
+    refused = sorted({a.kind for a in policies.admin} | {k for k, _ in policies.skipped if k in _POSTURE_REFUSED})
+    if refused:
+        raise UnsupportedFeature("posture", f"{', '.join(refused)} (only NetworkPolicy is evaluated)")
+    return assess(policies.netpols, inventory.workloads, config)
