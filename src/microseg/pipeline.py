@@ -29,6 +29,7 @@ from microseg.ir.serde import FILES, ExceptionsDoc, dump_policy, exception_from_
 from microseg.reports.markdown import CoverageView, IngestView, PlanView, report_md, rollout_md, validation_md
 from microseg.reports.tables import findings_json, matrix_csv, matrix_rows, zones_yaml
 from microseg.sources.inventory import load_inventory
+from microseg.sources.inventory.kubernetes import KubernetesResult
 
 STORE_NAME = "flows.duckdb"
 DEFAULT_CONFIG = PlanConfig()  # frozen
@@ -257,6 +258,29 @@ class ConnectivityOutcome:
     report: tuple[str, ...]  # what was skipped or noticed, one line each (for stderr)
 
 
+def _read_deployed_inventory(inventory_paths: Sequence[Path]) -> tuple[KubernetesResult, list[str]]:
+    """The workloads of a cluster's objects for evaluating its deployed policies (``connectivity``, ``posture``).
+
+    Read leniently, the way the cluster holds them (:class:`KubernetesReader` with ``lenient=True``: pods
+    grouped by the owners they name, port entries the API server would drop left out and listed in
+    ``rejected``), not with the planning reader, which refuses what a live cluster can contain. Also returns
+    the documents skipped as not Kubernetes objects, one line each.
+    """
+    from microseg.sources.inventory import discover
+    from microseg.sources.inventory.kubernetes import KubernetesReader
+    from microseg.sources.yamlpos import load_documents
+
+    reader = KubernetesReader(lenient=True)
+    skipped_docs: list[str] = []
+    for path, display in discover(inventory_paths):
+        for doc in load_documents(path, display):
+            if isinstance(doc.data, dict):
+                reader.add(doc)
+            elif doc.data is not None:
+                skipped_docs.append(f"{doc.file}:{doc.line}: skipped, not a Kubernetes object")
+    return reader.build(), skipped_docs
+
+
 def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], *, fmt: str = "txt",
                  port: str | None = None) -> ConnectivityOutcome:
     """`microseg connectivity`: what the deployed NetworkPolicies / ANPs / BANP allow between the workloads.
@@ -269,7 +293,6 @@ def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], 
     from microseg.ir.model import Protocol
     from microseg.sources.deployed.admin_netpol import read_policies, same_priority
     from microseg.sources.inventory import discover
-    from microseg.sources.inventory.kubernetes import KubernetesReader
     from microseg.sources.yamlpos import load_documents
 
     if fmt not in RENDERERS:
@@ -281,15 +304,7 @@ def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], 
             raise InputError(f"--port {port!r}: expected PROTOCOL/PORT, e.g. tcp/8080 (TCP, UDP or SCTP; 1-65535)",
                              field="--port")
         focus = (Protocol(proto_text.upper()), int(number))
-    reader = KubernetesReader(lenient=True)
-    skipped_docs: list[str] = []
-    for path, display in discover(inventory_paths):
-        for doc in load_documents(path, display):
-            if isinstance(doc.data, dict):
-                reader.add(doc)
-            elif doc.data is not None:
-                skipped_docs.append(f"{doc.file}:{doc.line}: skipped, not a Kubernetes object")
-    found = reader.build()
+    found, skipped_docs = _read_deployed_inventory(inventory_paths)
     policies = read_policies(doc for path, display in discover(policy_paths) for doc in load_documents(path, display))
     variants = {name: [dict(v) for v in sets] for name, sets in found.label_variants.items()}
     result = connection_list(found.workloads, policies.netpols, policies.admin, label_variants=variants)
@@ -322,8 +337,9 @@ def posture(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], *, br
             broad_prefix6: int = 32) -> PostureResult:
     """`microseg posture`: what the deployed NetworkPolicies let through, and the findings about them.
 
-    Workloads come from the inventory, NetworkPolicies from ``policy_paths`` (other kinds there are skipped,
-    so the same path may be given to both). AdminNetworkPolicies and CNI-specific policies are refused
+    Workloads come from the inventory, read as ``connectivity`` reads them (:func:`_read_deployed_inventory`:
+    the cluster's objects as it holds them), NetworkPolicies from ``policy_paths`` (other kinds there are
+    skipped, so the same path may be given to both). AdminNetworkPolicies and CNI-specific policies are refused
     (UnsupportedFeature): posture evaluates NetworkPolicy only, and ignoring their allows would understate
     what is reachable.
     """
@@ -337,9 +353,10 @@ def posture(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], *, br
         config = PostureConfig(broad_prefix=broad_prefix, broad_prefix6=broad_prefix6)
     except ValueError as exc:
         raise InputError(str(exc), field="--broad-prefix") from None
-    inventory = load_inventory(list(inventory_paths))
+    found, _ = _read_deployed_inventory(inventory_paths)
     policies = read_policies(doc for path, display in discover(policy_paths) for doc in load_documents(path, display))
     refused = sorted({a.kind for a in policies.admin} | {k for k, _ in policies.skipped if k in _POSTURE_REFUSED})
     if refused:
         raise UnsupportedFeature("posture", f"{', '.join(refused)} (only NetworkPolicy is evaluated)")
-    return assess(policies.netpols, inventory.workloads, config)
+    variants = {name: [dict(v) for v in sets] for name, sets in found.label_variants.items()}
+    return assess(policies.netpols, found.workloads, config, label_variants=variants)

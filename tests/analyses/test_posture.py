@@ -375,8 +375,10 @@ def test_onlineboutique(shared: Path) -> None:
     assert len(pod_lines) == 15 and not any(ln.endswith("All Connections") for ln in pod_lines)
     assert result.overall == Reach(pairs=12 * 11, reachable=15, unrestricted=0)
     ids = {(f.id, str(f.object)) for f in result.findings}
-    # redis-cart is the only service without a policy.
-    assert {o for i, o in ids if i in ("MS502", "MS503")} == {"workload default/redis-cart"}
+    # redis-cart is the only service without a policy. Its pods name their ReplicaSet, whose Deployment is not
+    # in the case: read as the cluster holds them, the workload is the ReplicaSet, as the expected connection
+    # list names it (default/redis-cart-78746d49dc[ReplicaSet]).
+    assert {o for i, o in ids if i in ("MS502", "MS503")} == {"workload default/redis-cart-78746d49dc"}
     # Four policies allow DNS to `k8s-app: kube-dns` in any namespace; no such pod is in the case.
     dns = {"peer default/frontend-netpol egress[7].to[0]", "peer default/checkoutservice-netpol egress[6].to[0]",
            "peer default/loadgenerator-netpol egress[1].to[0]",
@@ -421,3 +423,29 @@ def test_generated_estate_matches_nca(tmp_path: Path, seed: int) -> None:
     assert ours == theirs
     measure = assess(parse({"n.yaml": files["netpols.yaml"]}), inventory.workloads).overall
     assert measure.reachable == len(theirs)
+
+
+# -- the inventory is read as a cluster holds it (as `microseg connectivity` reads it) --------------------------------
+
+NETPOL_CORPUS = REPO.parent / "shared" / "conformance" / "netpol"
+
+
+# (workloads, reachable ordered pairs) read off the corpus's expected connection list
+# (expected/connlist/<case>.txt, its lines with a pod on both sides), not computed here.
+@pytest.mark.skipif(not NETPOL_CORPUS.is_dir(), reason=f"{NETPOL_CORPUS} is missing")
+@pytest.mark.parametrize(("case", "workloads", "reachable"), [
+    # A container port entry spelled `containerport`: the API server drops the unknown field.
+    ("netpol_named_port_test_2", 2, 1),
+    # Pods naming an owner without a kind in ownerReferences, whose label sets differ: a selector matches
+    # the workload only when it matches every one of them.
+    ("example_pods_w_same_owner_and_labels_gap_with_good_match_expression", 2, 2),
+    ("example_pods_w_same_owner_and_labels_gap_with_good_match_expression2", 2, 1),
+    ("example_pods_w_same_owner_and_labels_gap_with_policy_selector_not_in_gap", 2, 1),
+])
+def test_posture_reads_a_cluster_dump_leniently_like_connectivity(case: str, workloads: int, reachable: int) -> None:
+    directory = NETPOL_CORPUS / "cases" / case
+    with pytest.raises(InputError):
+        load_inventory([directory])  # the planning reader refuses it: this case needs the lenient reading
+    result = posture([directory], [directory])
+    assert (result.workloads, result.overall.pairs, result.overall.reachable) == (
+        workloads, workloads * (workloads - 1), reachable)

@@ -178,16 +178,25 @@ class _Pod:
     name: str
     namespace: str
     labels: Mapping[str, str]
+    variants: tuple[Mapping[str, str], ...] = ()  # the label sets of its pods, when read from a cluster
+
+    def matches(self, selector: LabelSelector) -> bool:
+        """As the evaluator decides (``kubernetes.Subject.pod_matches``): a selector matches the workload only
+        when it matches every label set of its pods."""
+        return all(selector.matches(v) for v in (self.variants or (self.labels,)))
+
+    def selected_by(self, p: NetPol) -> bool:
+        return p.namespace == self.namespace and self.matches(p.pod_selector)
 
 
-def _pods(workloads: Sequence[Workload]) -> list[_Pod]:
+def _pods(workloads: Sequence[Workload], label_variants: Mapping[str, Sequence[Mapping[str, str]]]) -> list[_Pod]:
     out = []
     for w in sorted(workloads, key=lambda w: w.name):
         if w.kind != WorkloadKind.KUBERNETES:
             continue
         ns = w.namespace or (w.name.split("/", 1)[0] if "/" in w.name else "")
         # The evaluator matches a pod by its labels plus its selector; so does this module.
-        out.append(_Pod(w.name, ns, {**dict(w.labels), **dict(w.selector)}))
+        out.append(_Pod(w.name, ns, {**dict(w.labels), **dict(w.selector)}, tuple(label_variants.get(w.name, ()))))
     return out
 
 
@@ -279,10 +288,12 @@ def _in_block(atom: _Atom, block: IPBlock) -> bool:
 
 
 class _Context:
-    def __init__(self, netpols: Sequence[NetPol], workloads: Sequence[Workload]) -> None:
+    def __init__(self, netpols: Sequence[NetPol], workloads: Sequence[Workload],
+                 label_variants: Mapping[str, Sequence[Mapping[str, str]]]) -> None:
         self.netpols = list(netpols)
         self.workloads = {w.name: w for w in workloads if w.kind == WorkloadKind.KUBERNETES}
-        self.pods = _pods(workloads)
+        self.label_variants = label_variants
+        self.pods = _pods(workloads, label_variants)
         # Namespace labels as the evaluator gathers them: from the workloads of each namespace.
         self.ns_labels: dict[str, dict[str, str]] = {}
         for q in self.pods:
@@ -290,7 +301,7 @@ class _Context:
         self.atoms = _atoms(_blocks(netpols))
         self.atom_workloads = {a.name: a.workload() for a in self.atoms}
         # policy index -> names of the workloads it selects
-        self.selected = [[q.name for q in self.pods if p.selects(q.namespace, q.labels)] for p in self.netpols]
+        self.selected = [[q.name for q in self.pods if q.selected_by(p)] for p in self.netpols]
         self.selected_sets = [frozenset(names) for names in self.selected]
 
     def peer_pods(self, peer: Peer, own_namespace: str) -> list[str]:
@@ -306,7 +317,7 @@ class _Context:
             elif not peer.namespace_selector.matches({**self.ns_labels.get(q.namespace, {}),
                                                       NAMESPACE_NAME_LABEL: q.namespace}):
                 continue
-            if peer.pod_selector is None or peer.pod_selector.matches(q.labels):
+            if peer.pod_selector is None or q.matches(peer.pod_selector):
                 out.append(q.name)
         return out
 
@@ -335,7 +346,8 @@ class _Context:
         # as the selection keeps that at 4x, with few calls.
         chunk = max(len(base), _MIN_CHUNK)
         for start in range(0, max(len(others), 1), chunk):
-            for (s, d), c in connectivity(netpols, base + others[start:start + chunk]).items():
+            for (s, d), c in connectivity(netpols, base + others[start:start + chunk],
+                                          label_variants=self.label_variants).items():
                 inside, other = (d, s) if direction == "ingress" else (s, d)
                 if inside in chosen and other in wanted:
                     out[(inside, other)] = c
@@ -343,9 +355,14 @@ class _Context:
 
 
 def assess(netpols: Sequence[NetPol], workloads: Sequence[Workload],
-           config: PostureConfig = PostureConfig()) -> PostureResult:
-    """The posture of ``netpols`` over the Kubernetes workloads of ``workloads`` (see the module docstring)."""
-    ctx = _Context(netpols, workloads)
+           config: PostureConfig = PostureConfig(), *,
+           label_variants: Mapping[str, Sequence[Mapping[str, str]]] | None = None) -> PostureResult:
+    """The posture of ``netpols`` over the Kubernetes workloads of ``workloads`` (see the module docstring).
+
+    ``label_variants``: the label sets of each workload's pods as read from a cluster (the lenient Kubernetes
+    reader's ``label_variants``); a selector then matches a workload only when it matches all of them.
+    """
+    ctx = _Context(netpols, workloads, label_variants or {})
     findings: list[PostureFinding] = []
     overall, namespaces = _measure(ctx)
     if overall.pairs:
@@ -365,7 +382,7 @@ def assess(netpols: Sequence[NetPol], workloads: Sequence[Workload],
 
 
 def _measure(ctx: _Context) -> tuple[Reach, tuple[NamespaceReach, ...]]:
-    conns = connectivity(ctx.netpols, list(ctx.workloads.values()))
+    conns = connectivity(ctx.netpols, list(ctx.workloads.values()), label_variants=ctx.label_variants)
     # Counters per namespace: [pairs, reachable, every port] inside it and from other namespaces into it.
     counts: dict[str, int] = {}
     intra: dict[str, list[int]] = {}
@@ -393,7 +410,7 @@ def _unprotected(ctx: _Context) -> list[PostureFinding]:
     out = []
     for q in ctx.pods:
         for direction, fid in (("ingress", "MS502"), ("egress", "MS503")):
-            if not any(_TYPE[direction] in p.policy_types and p.selects(q.namespace, q.labels) for p in ctx.netpols):
+            if not any(_TYPE[direction] in p.policy_types and q.selected_by(p) for p in ctx.netpols):
                 what = "accepts connections from" if direction == "ingress" else "may connect to"
                 out.append(PostureFinding(fid, "medium", ObjectRef("workload", q.namespace, q.name),
                                           f"no NetworkPolicy selects it for {direction}: it {what} every peer"))

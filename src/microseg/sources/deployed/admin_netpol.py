@@ -34,6 +34,7 @@ field. A ``networks`` CIDR of another IP version than the workload's addresses s
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ class PortSet:
 
     @staticmethod
     def full() -> PortSet:
-        return PortSet.of((p, 1, _MAX) for p in _UNIVERSE_PROTOCOLS)
+        return _FULL
 
     @staticmethod
     def from_connections(c: Connections) -> PortSet:
@@ -100,15 +101,29 @@ class PortSet:
     def _items(self) -> list[tuple[Protocol, int, int]]:
         return [(p, lo, hi) for p, iv in self.ports for lo, hi in iv]
 
+    # The shortcuts below (x | {} = x, x & everything = x, x - {} = x) are identities of the set algebra, exact
+    # because every PortSet comes from ``of`` (normalised, within the universe); they spare the normalisation
+    # on the evaluation's commonest operands (a few per workload pair, see Cluster).
+
     def __or__(self, other: PortSet) -> PortSet:
+        if not other.ports:
+            return self
+        if not self.ports:
+            return other
         return PortSet.of(self._items() + other._items())
 
     def __and__(self, other: PortSet) -> PortSet:
+        if other is _FULL:
+            return self
+        if self is _FULL:
+            return other
         theirs = dict(other.ports)
         return PortSet.of((p, max(a, c), min(b, d)) for p, iv in self.ports for a, b in iv
                           for c, d in theirs.get(p, ()))
 
     def __sub__(self, other: PortSet) -> PortSet:
+        if not other.ports:
+            return self
         theirs = dict(other.ports)
         out: list[tuple[Protocol, int, int]] = []
         for p, iv in self.ports:
@@ -130,9 +145,18 @@ class PortSet:
 
     def connections(self) -> Connections:
         """As IR connections; the whole universe reads back as ``Connections(everything=True)``."""
-        if self == PortSet.full():
-            return Connections(everything=True)
-        return Connections.of((p, PortRange(start=lo, end=hi)) for p, iv in self.ports for lo, hi in iv)
+        return _connections(self)
+
+
+_FULL = PortSet.of((p, 1, _MAX) for p in _UNIVERSE_PROTOCOLS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _connections(ports: PortSet) -> Connections:
+    # Memoised: a cluster has far fewer distinct port sets than workload pairs (Connections is immutable).
+    if ports == _FULL:
+        return Connections(everything=True)
+    return Connections.of((p, PortRange(start=lo, end=hi)) for p, iv in ports.ports for lo, hi in iv)
 
 
 # -- the objects ------------------------------------------------------------------------------------------------
@@ -425,7 +449,10 @@ class Cluster:
         self.banp = banps[0] if banps else None
         self.subjects = subjects
         self.ns_labels = namespace_labels
-        self.np = k8s.Evaluator(netpols, namespace_labels)
+        self.np = k8s.Evaluator(netpols, namespace_labels, subjects)
+        # What the NetworkPolicy tier allows, as a PortSet, per allowance object of ``self.np`` (for pod pairs
+        # one of a few interned objects); the object is kept with it, so its id is not reused meanwhile.
+        self._np_ports: dict[int, tuple[object, PortSet]] = {}
 
     def _ns_matches(self, sel: k8s.LabelSelector, s: k8s.Subject) -> bool:
         assert s.namespace is not None
@@ -486,8 +513,11 @@ class Cluster:
         if rest.empty:
             return allowed
         if self.np.selecting(pod, direction):
-            return allowed | (rest & PortSet.from_connections(self.np.side_at(pod, other, direction, destination,
-                                                                              span).connections()))
+            verdict = self.np.side_at(pod, other, direction, destination, span)
+            cached = self._np_ports.get(id(verdict))
+            if cached is None:
+                cached = self._np_ports[id(verdict)] = (verdict, PortSet.from_connections(verdict.connections()))
+            return allowed | (rest & cached[1])
         if self.banp is not None and self._selects(self.banp.subject, pod, None):
             for rule in self.banp.ingress if direction == "Ingress" else self.banp.egress:
                 if rest.empty:
