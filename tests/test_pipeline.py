@@ -58,6 +58,7 @@ def test_output_contract(planned: PlanOutcome) -> None:
     for heading in ("## (a) Segment / trust-zone map", "## (b) Flow-to-policy matrix", "## (c) Phased rollout plan",
                     "## (d) Validation and drift-detection plan", "## Coverage", "## Findings"):
         assert heading in report
+    assert "- Time zone of timestamps logged without one (nfdump local times): UTC\n" in report
     zones = yaml.safe_load((out / "zones.yaml").read_text())["zones"]
     placed = {m["workload"]: z["name"] for z in zones for m in z["members"]}
     assert placed["shop/postgres"] == "data" and placed["ai/model-server"] == "ai-inference"

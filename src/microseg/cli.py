@@ -23,6 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                        "before it reaches production.")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+TIMEZONE_HELP = ("IANA time zone (e.g. Europe/Berlin) of flow timestamps logged without one, such as nfdump's "
+                 "local times. Default: UTC.")
 
 
 def _version(value: bool) -> None:
@@ -56,6 +58,7 @@ def plan(
                         "(overrides the config).")] = None,
     exceptions: Annotated[Path | None, typer.Option(help="Approved exceptions YAML to merge with "
                           "OUT/policy/exceptions.yaml.")] = None,
+    flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
 ) -> None:
     """Read inventory + flow logs; write zones, flow-to-policy matrix, rollout and validation plans,
     policy-as-code (OUT/policy) and enforcement artifacts (OUT/enforce/<target>)."""
@@ -67,7 +70,7 @@ def plan(
     if updates:
         cfg = cfg.model_validate({**cfg.model_dump(), **updates})
     outcome = run_plan(inventory, flows, out_dir, config=cfg, flow_format=flow_format, exceptions_file=exceptions,
-                       progress=lambda msg: err.print(f"[dim]… {msg}[/dim]"))
+                       flow_timezone=flow_timezone, progress=lambda msg: err.print(f"[dim]… {msg}[/dim]"))
     v = outcome.view
     high = sum(1 for f in v.findings if f.severity in ("critical", "high"))
     out.print(f"Planned {sum(1 for w in v.policy.workloads if w.kind.value != 'external')} workloads in "
@@ -105,6 +108,7 @@ def validate_cmd(
     segment: Annotated[str | None, typer.Option(help="Only check observed flows into this segment "
                        "(a rollout phase's exit criterion).")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write the result as JSON here.")] = None,
+    flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
 ) -> None:
     """Prove the policy: matrix rows allowed, everything else denied, guardrails hold, observed flows
     still work; print blast radius flat vs plan. Exit 4 on a violation."""
@@ -113,7 +117,7 @@ def validate_cmd(
     from microseg.pipeline import validate_policy
 
     pol, result = validate_policy(policy, inventory_paths=inventory or [], flows=flows or [],
-                                  flow_format=flow_format, segment=segment)
+                                  flow_format=flow_format, segment=segment, flow_timezone=flow_timezone)
     flat = sum(b.flat for b in result.blast)
     direct = sum(b.direct for b in result.blast)
     out.print(f"Checked {result.rows_checked} matrix rows, {result.pairs_checked} reachable pairs, "

@@ -62,10 +62,10 @@ def read_exceptions(path: Path) -> tuple[PolicyException, ...]:
 
 
 def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *, flow_format: str | None,
-                 bad_threshold: float) -> tuple[IngestReport, MappingResult]:
+                 bad_threshold: float, flow_timezone: str = "UTC") -> tuple[IngestReport, MappingResult]:
     store = FlowStore(store_path)
     try:
-        report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold)
+        report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold, timezone=flow_timezone)
         mapping = map_flows(store, inventory)
     finally:
         store.close()
@@ -79,25 +79,25 @@ def _coverage_view(m: MappingResult) -> CoverageView:
                         top_unresolved=tuple((u.address, u.records, u.bytes) for u in c.top_unresolved))
 
 
-def _ingest_view(r: IngestReport) -> IngestView:
+def _ingest_view(r: IngestReport, timezone: str) -> IngestView:
     # Totals over every file of this run, including files the store already held (reused), so the
     # report describes the data behind the plan, not what this particular run had to read.
     return IngestView(files=len(r.files), lines=sum(f.lines for f in r.files),
                       records=sum(f.records for f in r.files), skipped=sum(f.skipped for f in r.files),
                       bad=sum(f.bad for f in r.files),
                       bad_samples=tuple(f"{b.file}:{b.line} [{b.field}] {b.message}" for b in r.bad_samples),
-                      formats=tuple(sorted(Counter(f.format for f in r.files).items())))
+                      formats=tuple(sorted(Counter(f.format for f in r.files).items())), timezone=timezone)
 
 
 def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *, config: PlanConfig = DEFAULT_CONFIG,
-         flow_format: str | None = None, exceptions_file: Path | None = None,
+         flow_format: str | None = None, exceptions_file: Path | None = None, flow_timezone: str = "UTC",
          progress: Progress = _quiet) -> PlanOutcome:
     progress("reading inventory")
     inventory = load_inventory(list(inventory_paths))
     out_dir.mkdir(parents=True, exist_ok=True)
     progress("ingesting flow logs")
     ingest, mapping = map_observed(inventory, flows, out_dir / STORE_NAME, flow_format=flow_format,
-                                   bad_threshold=config.bad_line_threshold)
+                                   bad_threshold=config.bad_line_threshold, flow_timezone=flow_timezone)
     edges = mapping.edges
     exceptions = read_exceptions(out_dir / "policy" / "exceptions.yaml")
     if exceptions_file is not None:
@@ -114,7 +114,7 @@ def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *
     rollout = plan_rollout(policy, edges, synth.findings, unresolved_share=1 - coverage.record_share)
     view = PlanView(policy=policy, edges=tuple(edges), findings=synth.findings,
                     matrix=tuple(matrix_rows(policy, edges)), rollout=rollout, validation=result,
-                    coverage=coverage, ingest=_ingest_view(ingest),
+                    coverage=coverage, ingest=_ingest_view(ingest, flow_timezone),
                     inputs=tuple(sorted({str(p) for p in inventory_paths} | set(flows))), targets=config.targets)
     files: dict[str, str] = {
         "report.md": report_md(view), "zones.yaml": zones_yaml(policy), "matrix.csv": matrix_csv(view.matrix),
@@ -139,7 +139,8 @@ def compile_policy(policy_dir: Path, target: str, out_dir: Path, *, mode: Mode =
 
 def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (),
                     flow_format: str | None = None, store_path: Path | None = None, segment: str | None = None,
-                    now: datetime | None = None, bad_threshold: float = 0.01) -> tuple[Policy, ValidationResult]:
+                    now: datetime | None = None, bad_threshold: float = 0.01,
+                    flow_timezone: str = "UTC") -> tuple[Policy, ValidationResult]:
     policy = read_policy_dir(policy_dir)
     edges: tuple[Edge, ...] | None = None
     if flows:
@@ -150,7 +151,8 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
 
         with tempfile.TemporaryDirectory(prefix="microseg-validate-") as tmp:
             _, mapping = map_observed(inventory, flows, store_path or Path(tmp) / STORE_NAME,
-                                      flow_format=flow_format, bad_threshold=bad_threshold)
+                                      flow_format=flow_format, bad_threshold=bad_threshold,
+                                      flow_timezone=flow_timezone)
         edges = mapping.edges
     if segment is not None and segment not in {s.name for s in policy.segments}:
         raise InputError(f"unknown segment {segment!r}; known: {', '.join(s.name for s in policy.segments)}",

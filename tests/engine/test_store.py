@@ -12,6 +12,7 @@ import pytest
 
 from microseg.engine.store import FLOWS_COLUMNS, FlowStore, expand_paths
 from microseg.errors import InputError, TooManyBadLines
+from microseg.sources.flows import ReaderOptions
 
 HEADER = ("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
           "log-status")
@@ -185,3 +186,14 @@ def test_corrupt_gzip_is_an_input_error(store: FlowStore, tmp_path: Path, name: 
         store.ingest([path])
     assert str(path.resolve()) in str(err.value)
     assert store.rows() == [] and not list(tmp_path.glob("out/microseg-*"))
+
+
+def test_flow_timezone_is_an_iana_zone(store: FlowStore, tmp_path: Path) -> None:
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    for bad in ("Mars/Olympus", "", "../etc/passwd", "/etc/localtime"):
+        with pytest.raises(InputError) as err:
+            store.ingest([path], timezone=bad)
+        assert err.value.field == "--flow-timezone"
+    assert store.rows() == []
+    assert ReaderOptions(timezone="Europe/Berlin").zone.key == "Europe/Berlin"
+    assert ReaderOptions().timezone == "UTC"

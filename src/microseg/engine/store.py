@@ -212,15 +212,18 @@ class FlowStore:
     # -- ingest --------------------------------------------------------------------------------
 
     def ingest(self, paths: Sequence[str | Path], fmt: str | None = None, bad_threshold: float = 0.01, *,
-               log_format: str | None = None, max_samples: int = 20) -> IngestReport:
+               log_format: str | None = None, max_samples: int = 20, timezone: str = "UTC") -> IngestReport:
         """Read flow logs into the store; see the module docstring.
 
         ``fmt`` forces a format (else each file is detected); ``log_format`` is the VPC format
-        string of headerless files. Raises :class:`TooManyBadLines` when more than ``bad_threshold``
+        string of headerless files; ``timezone`` the IANA zone of timestamps logged without one
+        (nfdump). Raises :class:`TooManyBadLines` when more than ``bad_threshold``
         of the lines read cannot be parsed, naming the first bad line; the store is then unchanged.
         """
         if fmt is not None:
             get_format(fmt)
+        options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples,
+                                timezone=timezone)
         files = expand_paths(paths)
         known = {p: (s, m) for p, s, m in self.con.execute("SELECT path, size, mtime_ns FROM files").fetchall()}
         reused = {f.path: f for f in self.files()}
@@ -237,7 +240,6 @@ class FlowStore:
                 reports[p] = FileReport(path=str(p), format=EMPTY, lines=0, records=0, skipped=0, bad=0)
             else:
                 new.append((p, st, detect(p, fmt)))
-        options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples)
         with self._transaction():
             result = self._ingest_new(new, options, bad_threshold, max_samples)
             if empty:

@@ -43,6 +43,7 @@ class IngestView:
     bad: int
     bad_samples: tuple[str, ...] = ()
     formats: tuple[tuple[str, int], ...] = ()  # format -> files
+    timezone: str = "UTC"  # IANA zone of timestamps logged without one (nfdump)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def coverage_section(v: PlanView) -> str:
            f"records: {i.records}; skipped (NODATA/SKIPDATA): "
            f"{i.skipped}; unparseable lines: {i.bad}"
            + (f" (e.g. {cell(i.bad_samples[0])})" if i.bad_samples else ""),
+           f"- Time zone of timestamps logged without one (nfdump local times): {cell(i.timezone)}",
            f"- Records with both ends resolved to workloads or named peers: {c.resolved_records}/{c.records} "
            f"({c.record_share:.1%}); bytes: {c.byte_share:.1%}",
            f"- Records whose server side could not be told from ports (ephemeral on both ends, no edge made): "

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NamedTuple, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
@@ -127,6 +128,25 @@ class ReaderOptions:
     # Where readers may write temporary files (next to the store, not /tmp: it can be large).
     tmp_dir: Path | None = None
     max_samples: int = 20
+    # The IANA zone of timestamps written without an offset (nfdump's local times): the logs do not
+    # say which zone the exporter's clock was in, so the user states it; UTC unless told otherwise.
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        zone_info(self.timezone)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone_info(self.timezone)
+
+
+def zone_info(name: str) -> ZoneInfo:
+    """The IANA time zone ``name`` (e.g. ``Europe/Berlin``); :class:`InputError` when unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # ValueError: a path-like or non-TZif key
+        raise InputError(f"unknown time zone {name!r}: use an IANA zone name such as UTC or Europe/Berlin",
+                         field="--flow-timezone") from exc
 
 
 class FlowFormat(Protocol):
@@ -283,5 +303,5 @@ def detect(path: Path, fmt: str | None = None) -> str:
 __all__ = [
     "FORMATS", "STAGE_COLUMNS", "BadLine", "FlowFormat", "ReaderOptions", "SourceFile", "StageRow",
     "StageWriter", "Staged", "StagedRelation", "StagedRelationHook", "detect", "get_format", "head_lines",
-    "is_gzip", "iter_lines", "open_text",
+    "is_gzip", "iter_lines", "open_text", "zone_info",
 ]
