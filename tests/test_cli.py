@@ -72,3 +72,16 @@ def test_compile_observe_mode(demo: Path, tmp_path: Path) -> None:
     text = (tmp_path / "k8s" / "shop.yaml").read_text()
     enforce = (demo / "enforce" / "kubernetes" / "shop.yaml").read_text()
     assert text != enforce and "microseg-baseline" in text
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--since", "2026-11-03T08:00", "[--since]"), ("--until", "soon", "[--until]"),
+    ("--flow-timezone", "Mars/Olympus", "[--flow-timezone]")])
+def test_bad_window_or_zone_exits_2_naming_the_option(tmp_path: Path, option: str, value: str, says: str) -> None:
+    from microseg.examples import example_dir
+
+    ex = example_dir()
+    r = run("plan", "-i", str(ex / "inventory"), "-f", str(ex / "flows"), "-o", str(tmp_path / "out"), option, value)
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "report.md").exists()

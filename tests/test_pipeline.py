@@ -169,3 +169,26 @@ def test_malformed_inventory_names_file_line_field(tmp_path: Path) -> None:
     line = text.splitlines().index("  colour: blue") + 1
     assert e.value.file and e.value.file.endswith("hosts.yaml") and e.value.line == line
     assert "colour" in str(e.value)
+
+
+def test_time_window_drops_records_outside_and_reports_them(tmp_path: Path) -> None:
+    import gzip
+    from datetime import UTC, datetime
+
+    from microseg.engine.store import TimeWindow
+
+    # Counted from the raw files, independently of the readers: VPC records (log-status OK) that
+    # started before 2026-11-03 00:00 UTC. The Hubble file is from 2026-11-07, inside the window.
+    cut = int(datetime(2026, 11, 3, tzinfo=UTC).timestamp())
+    before = 0
+    for f in sorted((EX / "flows").glob("vpc-*.log.gz")):
+        rows = [ln.split() for ln in gzip.decompress(f.read_bytes()).decode().splitlines()[1:] if ln.strip()]
+        before += sum(1 for r in rows if r[13] == "OK" and int(r[10]) < cut)
+    assert before > 0
+    window = TimeWindow.parse("2026-11-03", None)
+    outcome = plan(INVENTORY, FLOWS, tmp_path / "out", window=window)
+    report = (outcome.out_dir / "report.md").read_text()
+    assert (f"- Time window: 2026-11-03T00:00:00Z to open (UTC; start included, end excluded); {before} records "
+            "outside the window (not in any edge)\n") in report
+    seen = [e.first_seen for e in outcome.view.edges if e.first_seen is not None]
+    assert seen and min(seen) >= datetime(2026, 11, 3, tzinfo=UTC)

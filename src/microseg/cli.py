@@ -25,6 +25,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 TIMEZONE_HELP = ("IANA time zone (e.g. Europe/Berlin) of flow timestamps logged without one, such as nfdump's "
                  "local times. Default: UTC.")
+SINCE_HELP = ("Only count flow records that started at or after this time: ISO 8601 with a zone "
+              "(2026-03-02T08:00:00Z, ...+01:00) or a date (00:00 UTC).")
+UNTIL_HELP = "Only count flow records that started before this time (same forms as --since)."
 
 
 def _version(value: bool) -> None:
@@ -59,18 +62,23 @@ def plan(
     exceptions: Annotated[Path | None, typer.Option(help="Approved exceptions YAML to merge with "
                           "OUT/policy/exceptions.yaml.")] = None,
     flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
+    since: Annotated[str | None, typer.Option("--since", help=SINCE_HELP)] = None,
+    until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
 ) -> None:
     """Read inventory + flow logs; write zones, flow-to-policy matrix, rollout and validation plans,
     policy-as-code (OUT/policy) and enforcement artifacts (OUT/enforce/<target>)."""
     from microseg.config import load_config
     from microseg.pipeline import plan as run_plan
+    from microseg.pipeline import time_window
 
+    window = time_window(since, until)
     cfg = load_config(config)
     updates = {k: v for k, v in (("min_flows", min_flows), ("min_days", min_days)) if v is not None}
     if updates:
         cfg = cfg.model_validate({**cfg.model_dump(), **updates})
     outcome = run_plan(inventory, flows, out_dir, config=cfg, flow_format=flow_format, exceptions_file=exceptions,
-                       flow_timezone=flow_timezone, progress=lambda msg: err.print(f"[dim]… {msg}[/dim]"))
+                       flow_timezone=flow_timezone, window=window,
+                       progress=lambda msg: err.print(f"[dim]… {msg}[/dim]"))
     v = outcome.view
     high = sum(1 for f in v.findings if f.severity in ("critical", "high"))
     out.print(f"Planned {sum(1 for w in v.policy.workloads if w.kind.value != 'external')} workloads in "
@@ -109,15 +117,18 @@ def validate_cmd(
                        "(a rollout phase's exit criterion).")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write the result as JSON here.")] = None,
     flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
+    since: Annotated[str | None, typer.Option("--since", help=SINCE_HELP)] = None,
+    until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
 ) -> None:
     """Prove the policy: matrix rows allowed, everything else denied, guardrails hold, observed flows
     still work; print blast radius flat vs plan. Exit 4 on a violation."""
     import json
 
-    from microseg.pipeline import validate_policy
+    from microseg.pipeline import time_window, validate_policy
 
     pol, result = validate_policy(policy, inventory_paths=inventory or [], flows=flows or [],
-                                  flow_format=flow_format, segment=segment, flow_timezone=flow_timezone)
+                                  flow_format=flow_format, segment=segment, flow_timezone=flow_timezone,
+                                  window=time_window(since, until))
     flat = sum(b.flat for b in result.blast)
     direct = sum(b.direct for b in result.blast)
     out.print(f"Checked {result.rows_checked} matrix rows, {result.pairs_checked} reachable pairs, "
