@@ -24,7 +24,7 @@ from microseg.ir.model import Edge, Inventory, Policy, PolicyException
 from microseg.ir.serde import FILES, ExceptionsDoc, dump_policy, exception_from_entry, load_doc, load_policy
 from microseg.reports.markdown import CoverageView, IngestView, PlanView, report_md, rollout_md, validation_md
 from microseg.reports.tables import findings_json, matrix_csv, matrix_rows, zones_yaml
-from microseg.sources.flows import zone_info
+from microseg.sources.flows import ProgressCallback, zone_info
 from microseg.sources.inventory import load_inventory
 
 STORE_NAME = "flows.duckdb"
@@ -69,11 +69,12 @@ def time_window(since: str | None, until: str | None) -> TimeWindow | None:
 
 def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *, flow_format: str | None,
                  bad_threshold: float, flow_timezone: str = "UTC",
-                 window: TimeWindow | None = None) -> tuple[IngestReport, MappingResult]:
+                 window: TimeWindow | None = None,
+                 ingest_progress: ProgressCallback | None = None) -> tuple[IngestReport, MappingResult]:
     store = FlowStore(store_path)
     try:
         report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold, timezone=flow_timezone,
-                              window=window)
+                              window=window, progress=ingest_progress)
         mapping = map_flows(store, inventory)
     finally:
         store.close()
@@ -100,7 +101,8 @@ def _ingest_view(r: IngestReport, timezone: str, window: TimeWindow | None) -> I
 
 def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *, config: PlanConfig = DEFAULT_CONFIG,
          flow_format: str | None = None, exceptions_file: Path | None = None, flow_timezone: str = "UTC",
-         window: TimeWindow | None = None, progress: Progress = _quiet) -> PlanOutcome:
+         window: TimeWindow | None = None, progress: Progress = _quiet,
+         ingest_progress: ProgressCallback | None = None) -> PlanOutcome:
     zone_info(flow_timezone)  # a bad option fails before any input is read
     progress("reading inventory")
     inventory = load_inventory(list(inventory_paths))
@@ -108,7 +110,7 @@ def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *
     progress("ingesting flow logs")
     ingest, mapping = map_observed(inventory, flows, out_dir / STORE_NAME, flow_format=flow_format,
                                    bad_threshold=config.bad_line_threshold, flow_timezone=flow_timezone,
-                                   window=window)
+                                   window=window, ingest_progress=ingest_progress)
     edges = mapping.edges
     exceptions = read_exceptions(out_dir / "policy" / "exceptions.yaml")
     if exceptions_file is not None:
@@ -151,7 +153,8 @@ def compile_policy(policy_dir: Path, target: str, out_dir: Path, *, mode: Mode =
 def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (),
                     flow_format: str | None = None, store_path: Path | None = None, segment: str | None = None,
                     now: datetime | None = None, bad_threshold: float = 0.01,
-                    flow_timezone: str = "UTC", window: TimeWindow | None = None) -> tuple[Policy, ValidationResult]:
+                    flow_timezone: str = "UTC", window: TimeWindow | None = None,
+                    ingest_progress: ProgressCallback | None = None) -> tuple[Policy, ValidationResult]:
     zone_info(flow_timezone)
     policy = read_policy_dir(policy_dir)
     edges: tuple[Edge, ...] | None = None
@@ -164,7 +167,7 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
         with tempfile.TemporaryDirectory(prefix="microseg-validate-") as tmp:
             _, mapping = map_observed(inventory, flows, store_path or Path(tmp) / STORE_NAME,
                                       flow_format=flow_format, bad_threshold=bad_threshold,
-                                      flow_timezone=flow_timezone, window=window)
+                                      flow_timezone=flow_timezone, window=window, ingest_progress=ingest_progress)
         edges = mapping.edges
     if segment is not None and segment not in {s.name for s in policy.segments}:
         raise InputError(f"unknown segment {segment!r}; known: {', '.join(s.name for s in policy.segments)}",

@@ -30,6 +30,7 @@ from __future__ import annotations
 import glob
 import ipaddress
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +47,8 @@ from microseg.sources.flows import (
     IP_SHAPE,
     MAX_EPOCH_SECONDS,
     BadLine,
+    IngestProgress,
+    ProgressCallback,
     ReaderOptions,
     SourceFile,
     Staged,
@@ -55,6 +58,7 @@ from microseg.sources.flows import (
     head_lines,
     is_gzip,
     sql_str,
+    zone_info,
 )
 
 SCHEMA_VERSION = "1"
@@ -289,19 +293,20 @@ class FlowStore:
 
     def ingest(self, paths: Sequence[str | Path], fmt: str | None = None, bad_threshold: float = 0.01, *,
                log_format: str | None = None, max_samples: int = 20, timezone: str = "UTC",
-               window: TimeWindow | None = None) -> IngestReport:
+               window: TimeWindow | None = None, progress: ProgressCallback | None = None) -> IngestReport:
         """Read flow logs into the store; see the module docstring.
 
         ``fmt`` forces a format (else each file is detected); ``log_format`` is the VPC format
         string of headerless files; ``timezone`` the IANA zone of timestamps logged without one
-        (nfdump); ``window`` keeps the records that started inside it. Raises :class:`TooManyBadLines`
+        (nfdump); ``window`` keeps the records that started inside it; ``progress`` is called with the
+        counters as files are read (from this thread and, during a long scan, from a polling thread).
+        Raises :class:`TooManyBadLines`
         when more than ``bad_threshold`` of the lines read cannot be parsed, naming the first bad line;
         the store is then unchanged.
         """
         if fmt is not None:
             get_format(fmt)
-        options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples,
-                                timezone=timezone)
+        zone_info(timezone)
         files = expand_paths(paths)
         read_key = f"tz={timezone};window={window.key if window else '..'}"
         known = {p: (s, m, k) for p, s, m, k in
@@ -320,8 +325,17 @@ class FlowStore:
                 reports[p] = FileReport(path=str(p), format=EMPTY, lines=0, records=0, skipped=0, bad=0)
             else:
                 new.append((p, st, detect(p, fmt)))
+        tracker = _Tracker(progress, {p: st.st_size for p, st, _ in new}, len(files), len(files) - len(new))
+        options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples,
+                                timezone=timezone, on_read=tracker.on_read if progress else None)
+        if progress is not None:
+            # DuckDB's own progress estimate of a running scan (polled below); its console bar stays off.
+            self.con.execute("SET enable_progress_bar = true")
+            self.con.execute("SET enable_progress_bar_print = false")
+            self.con.execute("SET progress_bar_time = 0")
+        tracker.emit()
         with self._transaction():
-            result = self._ingest_new(new, options, bad_threshold, max_samples, window, read_key)
+            result = self._ingest_new(new, options, bad_threshold, max_samples, window, read_key, tracker)
             if empty:
                 names = [str(p) for p, _ in empty]
                 self.con.execute("DELETE FROM flows WHERE list_contains(?, source_file)", [names])
@@ -329,6 +343,7 @@ class FlowStore:
                 _insert_rows(self.con, "files", [(str(p), st.st_size, st.st_mtime_ns, EMPTY, 0, 0, 0, 0, read_key, 0)
                                                  for p, st in empty])
         reports.update(result.files_by_path)
+        tracker.finish(result.lines)
         return IngestReport(
             files=tuple(reports[p] for p in files), lines=result.lines, records=result.records,
             skipped=dict(sorted(result.skipped.items())), bad=result.bad, bad_samples=tuple(result.samples),
@@ -346,7 +361,8 @@ class FlowStore:
             self.con.execute("COMMIT" if done else "ROLLBACK")
 
     def _ingest_new(self, new: list[tuple[Path, os.stat_result, str]], options: ReaderOptions,
-                    bad_threshold: float, max_samples: int, window: TimeWindow | None, read_key: str) -> _Result:
+                    bad_threshold: float, max_samples: int, window: TimeWindow | None, read_key: str,
+                    tracker: _Tracker) -> _Result:
         con = self.con
         res = _Result()
         if not new:
@@ -375,7 +391,8 @@ class FlowStore:
                 pending = list(staged.relations)
                 while pending:
                     rel = pending.pop(0)
-                    self._scan(rel, name, fids, actions, skips, window)
+                    with tracker.scanning(con, rel.files):
+                        self._scan(rel, name, fids, actions, skips, window)
                     if rel.after_scan is not None:
                         pending.extend(rel.after_scan(con))
                         cleanup.extend(staged.cleanup)
@@ -600,6 +617,88 @@ def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequ
         one = "(" + ", ".join("?" * len(chunk[0])) + ")"
         con.execute(f"INSERT INTO {table} VALUES {', '.join([one] * len(chunk))}",
                     [v for row in chunk for v in row])
+
+
+class _Tracker:
+    """Turns the ingest loop's events into :class:`IngestProgress` for a callback (no-op without one).
+
+    Files are done when the scan of their relation ends; meanwhile their bytes are estimated from what
+    a Python reader reported (``on_read``) or from DuckDB's progress of the running scan."""
+
+    def __init__(self, callback: ProgressCallback | None, sizes: dict[Path, int], files_total: int,
+                 files_done: int) -> None:
+        self.callback = callback
+        self.sizes = sizes
+        self.lock = threading.Lock()
+        self.state = IngestProgress(files_total=files_total, files_done=files_done, bytes_total=sum(sizes.values()))
+        self.done: set[Path] = set()
+        self.partial: dict[Path, tuple[int, int]] = {}  # path -> (bytes, lines) before its scan ends
+        self.lines_done = 0
+        self.lines_seen = 0  # sum(records) of the aggregates so far: new lines = its growth
+
+    def emit(self) -> None:
+        if self.callback is None:
+            return
+        with self.lock:
+            pending = [v for p, v in self.partial.items() if p not in self.done]
+            self.state.bytes_done = sum(self.sizes[p] for p in self.done) + sum(b for b, _ in pending)
+            self.state.lines = self.lines_done + sum(n for _, n in pending)
+            snapshot = IngestProgress(**self.state.__dict__)
+        self.callback(snapshot)
+
+    def on_read(self, path: Path, bytes_read: int, lines_read: int) -> None:
+        with self.lock:
+            self.partial[path] = (min(bytes_read, self.sizes.get(path, bytes_read)), lines_read)
+        self.emit()
+
+    @contextmanager
+    def scanning(self, con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> Iterator[None]:
+        """Polls DuckDB's progress of the scan of ``files`` while it runs, then marks them done."""
+        if self.callback is None:
+            yield
+            return
+        paths = [f.path for f in files if f.path in self.sizes]
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(0.2):
+                pct = con.query_progress()  # -1 when DuckDB cannot tell
+                if pct < 0:
+                    continue
+                with self.lock:
+                    for p in paths:
+                        if p not in self.done:
+                            old = self.partial.get(p, (0, 0))
+                            self.partial[p] = (max(old[0], int(self.sizes[p] * min(pct, 100.0) / 100)), old[1])
+                self.emit()
+
+        poller = threading.Thread(target=poll, name="microseg-ingest-progress", daemon=True)
+        poller.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            poller.join()
+        seen = int(con.execute("SELECT coalesce(sum(records), 0) FROM _ms_groups").fetchone()[0])  # type: ignore[index]
+        with self.lock:
+            new = [p for p in paths if p not in self.done]
+            self.done.update(new)
+            self.state.files_done += len(new)
+            self.lines_done += seen - self.lines_seen
+            self.lines_seen = seen
+            for p in new:
+                self.partial.pop(p, None)
+        self.emit()
+
+    def finish(self, lines: int) -> None:
+        """Every file done; ``lines`` is the exact count of lines read (bad and skipped ones too)."""
+        with self.lock:
+            self.done.update(self.sizes)
+            self.state.files_done = self.state.files_total
+            self.lines_done = lines
+            self.partial.clear()
+            self.state.final = True
+        self.emit()
 
 
 class _Result:

@@ -121,6 +121,26 @@ class Staged:
             self.bad.append(BadLine(file=str(path), line=line, field=field, message=message, text=text[:500]))
 
 
+@dataclass
+class IngestProgress:
+    """Counters of a running ingest, handed to a progress callback (the store and the readers stay UI-free).
+
+    ``bytes_*`` are on-disk sizes (compressed for .gz) of the files this ingest reads; files the store
+    already holds count as done at once. ``lines`` are the log lines read so far, exact once ``final``."""
+
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    lines: int = 0
+    final: bool = False
+
+
+ProgressCallback = Callable[[IngestProgress], None]
+# A reader parsing in Python reports how far it got in a file: (path, bytes read, lines read).
+ReadCallback = Callable[[Path, int, int], None]
+
+
 @dataclass(frozen=True)
 class ReaderOptions:
     # AWS VPC: the ``${field} ${field}`` format string of headerless files.
@@ -131,9 +151,15 @@ class ReaderOptions:
     # The IANA zone of timestamps written without an offset (nfdump's local times): the logs do not
     # say which zone the exporter's clock was in, so the user states it; UTC unless told otherwise.
     timezone: str = "UTC"
+    # Progress of readers that parse in Python (called every few MB, not per line); None = nobody listens.
+    on_read: ReadCallback | None = None
 
     def __post_init__(self) -> None:
         zone_info(self.timezone)
+
+    def report_read(self, path: Path, bytes_read: int, lines_read: int) -> None:
+        if self.on_read is not None:
+            self.on_read(path, bytes_read, lines_read)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -301,7 +327,8 @@ def detect(path: Path, fmt: str | None = None) -> str:
 
 
 __all__ = [
-    "FORMATS", "STAGE_COLUMNS", "BadLine", "FlowFormat", "ReaderOptions", "SourceFile", "StageRow",
+    "FORMATS", "STAGE_COLUMNS", "BadLine", "FlowFormat", "IngestProgress", "ProgressCallback", "ReadCallback",
+    "ReaderOptions", "SourceFile", "StageRow",
     "StageWriter", "Staged", "StagedRelation", "StagedRelationHook", "detect", "get_format", "head_lines",
     "is_gzip", "iter_lines", "open_text", "zone_info",
 ]
