@@ -51,3 +51,17 @@ def test_bar_shows_final_counts(tmp_path: Path) -> None:
     assert "0/0 files 0 lines" in renders[1]  # the first render, before any file was read
     assert bar.last.final and bar.last.files_done == 3
 
+
+
+def test_python_reader_reports_its_reading(tmp_path: Path) -> None:
+    # Azure blobs are parsed in Python: the reader reports bytes as it goes, through ReaderOptions.on_read.
+    from tests.sources.flows.test_azure import vnet_blob
+
+    blob = tmp_path / "PT1H.json"
+    blob.write_text(vnet_blob(n=3000))
+    events: list[IngestProgress] = []
+    with FlowStore(tmp_path / "out" / "flows.duckdb") as store:
+        report = store.ingest([blob], progress=events.append)
+    reading = [e for e in events if e.files_done == 0 and e.bytes_done > 0]
+    assert reading, "no progress while the blob was parsed"
+    assert events[-1].lines == report.lines == 3000

@@ -4,9 +4,12 @@ Format facts (Microsoft Learn, "Flow logging for network security groups" - log 
 "Virtual network flow logs" - log format; ``shared/samples/flows/azure/README.txt``):
 
 - A blob (``PT1H.json``) is one JSON document ``{"records": [...]}``; exports through Event Hubs and
-  collectors also write one record (or one ``{"records": ...}``) per line. Both are read: a file is
-  parsed as one document (a blob is one NSG's or VNet's hour, so it fits in memory), and line by
-  line when it is not one. A bad tuple is reported with the line its text is on.
+  collectors also write one record (or one ``{"records": ...}``) per line. Both are read by one
+  incremental parser (``json.JSONDecoder.raw_decode`` over a buffered reader): a ``records`` array is
+  taken record by record, so memory holds one record and a read chunk, never the blob (a busy VNet's
+  hour can be gigabytes). A record larger than :data:`MAX_RECORD_CHARS` is refused. After a syntax
+  error the rest of that line is a bad line and reading resumes on the next line, one value per line.
+  A bad tuple is reported with the line its text is on.
 - NSG record: ``properties.Version`` (1 or 2), ``properties.flows[].rule``,
   ``properties.flows[].flows[].mac`` and ``.flowTuples``. A version 2 tuple is
   ``unix-seconds,src,dst,sport,dport,protocol(T/U),direction(I/O),decision(A/D),state(B/C/E),``
@@ -27,15 +30,29 @@ Format facts (Microsoft Learn, "Flow logging for network security groups" - log 
 - The tuple's direction is relative to the NIC: I -> ingress, O -> egress. The logs say nothing about
   replies or TCP flags, and carry no workload identity: those stay unknown and the mapping orients
   by ports and resolves by address.
+- Both ends: a connection between two logged NICs (two VMs of a logged VNet, or NICs whose NSGs are
+  both logged) is in the logs twice, as O at the client's NIC and as I at the server's, each tuple
+  naming the same initiator-to-responder 5-tuple (the record names the NIC, ``macAddress`` / ``mac``).
+  It counts once: an ingress record is a duplicate (skipped, reason ``peer-nic-duplicate``) when an
+  egress record of the same 5-tuple started within :data:`PEER_WINDOW_SECONDS` of it. Logs are
+  collected at one-minute intervals (Microsoft Learn, "Virtual network flow logs overview" / NSG
+  flow logging overview), so the two ends stamp a connection within about a minute of each other,
+  while a client cannot reuse the same 5-tuple that soon (TIME-WAIT, RFC 9293 section 3.6.1; 60 s
+  on Linux). The egress record is kept; when the server's end denied the connection (an I tuple
+  with D) the kept record is a ``drop``: the connection did not get through, whatever the client's
+  side allowed. Duplicates are found among the files of one ingest (across files, not across runs).
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import ipaddress
 import json
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 import duckdb
 
@@ -44,9 +61,9 @@ from microseg.sources.flows import (
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
-    open_text,
 )
 
 NAME = "azure"
@@ -62,6 +79,15 @@ _V2_FIELDS = ("time", "src", "dst", "src_port", "dst_port", "protocol", "directi
 _V4_FIELDS = ("time", "src", "dst", "src_port", "dst_port", "protocol", "direction", "state", "encryption",
               "packets_s2d", "bytes_s2d", "packets_d2s", "bytes_d2s")
 _MAX_UINT64 = (1 << 64) - 1
+PEER_DUPLICATE = "peer-nic-duplicate"
+PEER_WINDOW_SECONDS = 60
+# One record (one NIC's flows of one interval) is far smaller in practice; a larger one is refused
+# rather than read whole, which would break the memory bound.
+MAX_RECORD_CHARS = 64 << 20
+_CHUNK_CHARS = 1 << 20
+_RECORDS_HEAD = re.compile(r'\{\s*"records"\s*:\s*\[')
+_WS = re.compile(r"[ \t\n\r]*")
+_TO_EOL = re.compile(r"[^\n]*")
 
 _ConnKey = tuple[str, str, str, int, int, int, str]  # NIC, 5-tuple, direction
 
@@ -285,37 +311,184 @@ class _Stager:
             self.flush(key)
 
 
-def _documents(src: SourceFile) -> Iterator[tuple[int, Any, str, _Bad | None]]:
-    """(first line, parsed JSON, its text, error) of the file: the whole file, else one per line."""
+class _JsonStream:
+    """The top-level JSON values of a text stream, read incrementally, with the line each starts on.
+
+    A ``{"records": [...]}`` document yields its records one by one. Only the value being decoded and
+    one read chunk are held. Incomplete input at the end of the buffer is told apart from a syntax
+    error by where the decoder stopped: near the end (or in a string running off it) means "read
+    more"; each retry at least doubles what is held, so the work stays linear in the value's size.
+    """
+
+    def __init__(self, fh: IO[str], where: str, progress: Callable[[int], None]) -> None:
+        self.fh = fh
+        self.where = where
+        self.progress = progress
+        self.buf = ""
+        self.pos = 0
+        self.line = 1
+        self.eof = False
+        self.decoder = json.JSONDecoder()
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        chunk = self.fh.read(_CHUNK_CHARS)
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf = self.buf[self.pos:] + chunk
+        self.pos = 0
+        self.progress(self.line)
+        return True
+
+    def _advance(self, to: int) -> None:
+        self.line += self.buf.count("\n", self.pos, to)
+        self.pos = to
+
+    def _skip_ws(self) -> bool:
+        """Past whitespace; False at the end of the input."""
+        while True:
+            m = _WS.match(self.buf, self.pos)
+            self._advance(m.end() if m else self.pos)
+            if self.pos < len(self.buf):
+                return True
+            if not self._fill():
+                return False
+
+    def _ensure(self, n: int) -> None:
+        while len(self.buf) - self.pos < n and self._fill():
+            pass
+
+    def _decode(self) -> tuple[Any, str]:
+        while True:
+            try:
+                obj, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                held = len(self.buf) - self.pos
+                maybe_cut = exc.pos >= len(self.buf) - 16 or exc.msg.startswith("Unterminated string")
+                if not maybe_cut or self.eof:
+                    raise
+                if held > MAX_RECORD_CHARS:
+                    raise InputError(f"a JSON value longer than {MAX_RECORD_CHARS} characters: refused to keep "
+                                     "memory bounded", file=self.where, line=self.line, field="records") from None
+                self._ensure(2 * held)
+                continue
+            if end == len(self.buf) and self._fill():  # a number or literal may go on in the next chunk
+                continue
+            text = self.buf[self.pos:end]
+            self._advance(end)
+            return obj, text
+
+    def _rest_of_line(self) -> str:
+        """Skip to the start of the next line; the skipped text (for a bad-line sample)."""
+        self._ensure(501)
+        m = _TO_EOL.match(self.buf, self.pos)
+        text = self.buf[self.pos:m.end() if m else self.pos][:500]
+        while True:
+            nl = self.buf.find("\n", self.pos)
+            if nl >= 0:
+                self._advance(nl + 1)
+                return text
+            self._advance(len(self.buf))
+            if not self._fill():
+                return text
+
+    def values(self) -> Iterator[tuple[int, Any, str, _Bad | None]]:
+        """(line, value, its text, error); after an error, one value per line (the JSON Lines form)."""
+        by_line = False
+        while self._skip_ws():
+            start = self.line
+            try:
+                self._ensure(64)
+                head = _RECORDS_HEAD.match(self.buf, self.pos)
+                if head is not None and not by_line:
+                    self._advance(head.end())
+                    yield from self._records()
+                    continue
+                obj, text = self._decode()
+                if by_line:
+                    m = _WS.match(self.buf, self.pos)
+                    tail = self.buf[self.pos:m.end() if m else self.pos]
+                    if "\n" not in tail and (m is None or m.end() < len(self.buf)):
+                        raise _Bad("json", "text after the JSON value on its line")
+                yield start, obj, text, None
+            except (json.JSONDecodeError, _Bad) as exc:
+                bad = exc if isinstance(exc, _Bad) else _Bad("json", f"invalid JSON: {exc}")
+                by_line = True
+                line = self.line
+                yield line, None, self._rest_of_line(), bad
+
+    def _records(self) -> Iterator[tuple[int, Any, str, _Bad | None]]:
+        """The elements of a ``records`` array whose ``[`` was just read, then the closing ``}``."""
+        if not self._skip_ws():
+            raise json.JSONDecodeError("unterminated records array", self.buf, self.pos)
+        if self.buf[self.pos] == "]":
+            self._advance(self.pos + 1)
+        else:
+            while True:
+                self._skip_ws()
+                start = self.line
+                obj, text = self._decode()
+                yield start, obj, text, None
+                if not self._skip_ws() or self.buf[self.pos] not in ",]":
+                    raise json.JSONDecodeError("expected ',' or ']' after a record", self.buf, self.pos)
+                sep = self.buf[self.pos]
+                self._advance(self.pos + 1)
+                if sep == "]":
+                    break
+        if not self._skip_ws() or self.buf[self.pos] != "}":
+            raise json.JSONDecodeError("expected '}' after the records array", self.buf, self.pos)
+        self._advance(self.pos + 1)
+
+
+def _open(src: SourceFile) -> tuple[IO[str], IO[bytes]]:
+    """The file as text (decompressed when gzip; bad UTF-8 replaced) and the raw file, for its position."""
+    raw = src.path.open("rb")
+    binary = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if src.gzip else raw
+    return io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline=""), raw
+
+
+def _documents(src: SourceFile, options: ReaderOptions) -> Iterator[tuple[int, Any, str, _Bad | None]]:
+    """(first line, parsed JSON, its text, error) for every record or top-level value of the file."""
     try:
-        with open_text(src) as fh:
-            text = fh.read()
+        fh, raw = _open(src)
+        with fh, raw:
+            stream = _JsonStream(fh, str(src.path), lambda line: options.report_read(src.path, raw.tell(), line))
+            yield from stream.values()
     except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
         raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
-    try:
-        yield 1, json.loads(text), text, None
-        return
-    except ValueError:
-        pass
-    for no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield no, json.loads(line), line, None
-        except ValueError as exc:
-            yield no, None, line, _Bad("json", f"invalid JSON: {exc}")
+
+
+def _dedupe_sql(rel: StagedRelation) -> str:
+    """The staged rows with each connection seen at both ends counted once (see the module docstring)."""
+    window_us = PEER_WINDOW_SECONDS * 1_000_000
+    # HUGEINT: start times are unsigned microseconds; a difference must not wrap or overflow.
+    same = (f"p.src_ip = s.src_ip AND p.dst_ip = s.dst_ip AND p.src_port = s.src_port AND p.dst_port = s.dst_port "
+            f"AND p.proto = s.proto AND p.log_status = 'OK' AND abs(CAST(p.t_start AS HUGEINT) - "
+            f"CAST(s.t_start AS HUGEINT)) <= {window_us}")
+    return f"""
+WITH s AS ({rel.sql})
+SELECT s.* REPLACE (
+  CASE WHEN s.direction = 'ingress' AND s.log_status = 'OK'
+            AND EXISTS (SELECT 1 FROM s AS p WHERE p.direction = 'egress' AND {same})
+       THEN '{PEER_DUPLICATE}' ELSE s.log_status END AS log_status,
+  CASE WHEN s.direction = 'egress' AND s.log_status = 'OK' AND s.action = 'accept'
+            AND EXISTS (SELECT 1 FROM s AS p WHERE p.direction = 'ingress' AND p.action = 'drop' AND {same})
+       THEN 'drop' ELSE s.action END AS action)
+FROM s"""
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
     del con  # parsed in Python and bulk-loaded through the staging file
-    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
+    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset({PEER_DUPLICATE}))
     writer = StageWriter(options.tmp_dir)
     staged.cleanup.append(writer.path)
     stager = _Stager(writer, staged, options)
     done = False
     try:
         for index, src in enumerate(files):
-            for first_line, obj, text, error in _documents(src):
+            for first_line, obj, text, error in _documents(src, options):
                 if error is not None:
                     stager.bad(src, first_line, error.field, error.message, text)
                 else:
@@ -327,6 +500,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
         if not done:  # the store never sees this Staged: remove the staging file here
             writer.path.unlink(missing_ok=True)
     relation = writer.relation(list(files), time_unit=1_000_000)
+    relation.sql = _dedupe_sql(relation)
     relation.null_columns = frozenset({"tcp_flags", "is_reply", "src_workload", "dst_workload"})
     staged.relations.append(relation)
     staged.locate_bad = lambda _src: []  # every check the store repeats was made here
