@@ -293,3 +293,48 @@ def test_window_text_forms() -> None:
     w = TimeWindow.parse("2026-03-02T08:00:00+02:00", "2026-03-03")
     assert w is not None and w.describe() == "2026-03-02T06:00:00Z to 2026-03-03T00:00:00Z (UTC; start included, " \
                                               "end excluded)"
+
+
+# -- many files ----------------------------------------------------------------------------------------
+
+
+def test_two_thousand_small_files_in_one_process_and_connection(store: FlowStore, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    import duckdb
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    expected_lines = expected_records = 0
+    for i in range(2000):
+        n = i % 3 + 1  # 1, 2 or 3 records
+        body = [line(f"10.0.{i // 250}.{i % 250}", "10.1.0.1", 40000 + j, 443, DAY + i) for j in range(n)]
+        if i % 100 == 7:
+            (logs / f"f{i:04d}.log").write_text("")  # an empty object: no lines, no format
+            continue
+        if i % 10 == 3:
+            with gzip.open(logs / f"f{i:04d}.log.gz", "wt") as fh:
+                fh.write("\n".join((HEADER, *body)) + "\n")
+        else:
+            vpc(logs / f"f{i:04d}.log", *body)
+        expected_lines += n
+        expected_records += n
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("ingest started a process or opened another connection")
+
+    monkeypatch.setattr(duckdb, "connect", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    report = store.ingest([logs])
+    assert len(report.files) == 2000
+    assert (report.lines, report.records, report.bad) == (expected_lines, expected_records, 0)
+    assert sum(1 for f in report.files if f.format == "empty") == 20
+    by_name = {Path(f.path).name: (f.format, f.lines, f.records) for f in report.files}
+    assert by_name["f0000.log"] == ("aws-vpc", 1, 1) and by_name["f0013.log.gz"] == ("aws-vpc", 2, 2)
+    assert by_name["f1999.log"] == ("aws-vpc", 2, 2) and by_name["f0107.log"] == ("empty", 0, 0)
+    assert sum(r["records"] for r in store.rows()) == expected_records
+    assert len({r["source_file"] for r in store.rows()}) == 1980
+    again = store.ingest([logs])
+    assert (again.reused, again.lines) == (2000, 0)
