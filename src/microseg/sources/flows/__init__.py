@@ -208,37 +208,39 @@ class StageRow(NamedTuple):
     file_index: int
 
 
-def _tsv_value(v: object) -> str:
-    if v is None:
-        return ""  # read back as NULL
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    text = str(v)
-    if not text or any(c in text for c in "\t\r\n"):
-        # Callers pass only validated values; an empty or multi-line value would be misread.
-        raise ValueError(f"value {text!r} cannot be staged")
-    return text
-
-
 class StageWriter:
     """Bulk-loads Python-built rows: a tab-separated file that DuckDB's CSV reader scans in one go
-    (row-by-row INSERTs would be orders of magnitude slower)."""
+    (row-by-row INSERTs would be orders of magnitude slower).
 
-    def __init__(self, tmp_dir: Path | None) -> None:
+    ``extra`` names columns a reader adds after :data:`STAGE_COLUMNS` for its own relation SQL (which
+    must then select the staging columns from :meth:`relation`'s output)."""
+
+    def __init__(self, tmp_dir: Path | None, extra: dict[str, str] | None = None) -> None:
         fd, name = tempfile.mkstemp(prefix="microseg-stage-", suffix=".tsv", dir=tmp_dir)
         self.path = Path(name)
         self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
         self.rows = 0
+        self.extra = dict(extra or {})
+        self._width = len(STAGE_COLUMNS) + len(self.extra)
 
-    def write(self, row: StageRow) -> None:
-        self._fh.write("\t".join(_tsv_value(v) for v in row) + "\n")
+    def write(self, row: StageRow, *extra: object) -> None:
+        values = (*row, *extra) if extra else row
+        line = "\t".join(["" if v is None else "true" if v is True else "false" if v is False else str(v)
+                          for v in values])  # None is read back as NULL
+        # Callers pass only validated values; an empty or multi-line value would be misread. Checked
+        # once per line rather than per value: this is the hot loop of every Python-parsed format.
+        if "" in values or len(values) != self._width or line.count("\t") != self._width - 1 \
+                or "\n" in line or "\r" in line:
+            raise ValueError(f"row {values!r} cannot be staged")
+        self._fh.write(line + "\n")
         self.rows += 1
 
     def close(self) -> None:
         self._fh.close()
 
     def relation(self, files: list[SourceFile], time_unit: int) -> StagedRelation:
-        columns = "{" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in STAGE_COLUMNS.items()) + "}"
+        typed = {**STAGE_COLUMNS, **self.extra}
+        columns = "{" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in typed.items()) + "}"
         sql = (f"SELECT * FROM read_csv({sql_str(str(self.path))}, delim='\\t', header=false, quote='', "
                f"escape='', nullstr='', auto_detect=false, columns={columns})")
         return StagedRelation(sql=sql, files=files, time_unit=time_unit)

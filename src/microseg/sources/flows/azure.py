@@ -24,7 +24,9 @@ Format facts (Microsoft Learn, "Flow logging for network security groups" - log 
   record here, not one per tuple: a B (or, for a connection that began before the batch, its first
   C/E) opens it; later C/E tuples of the same NIC and 5-tuple add their counters and extend its end,
   and are counted as skipped (``connection-update``); E closes it. A long connection that spans
-  blobs ingested separately is counted once per ingest.
+  blobs ingested separately is counted once per ingest. The tracking runs in DuckDB over the staged
+  tuples (window functions in log order), not in a Python dictionary of open connections, so its
+  memory is DuckDB's bounded, spilling memory whatever the number of connections left open.
 - A denied tuple (NSG decision D, VNet state D) is one denied attempt: one record each, action
   ``drop`` (NSGs discard denied packets without a reset). Allowed traffic is ``accept``.
 - The tuple's direction is relative to the NIC: I -> ingress, O -> egress. The logs say nothing about
@@ -45,6 +47,7 @@ Format facts (Microsoft Learn, "Flow logging for network security groups" - log 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import ipaddress
@@ -58,10 +61,10 @@ import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
+    STAGE_COLUMNS,
     ReaderOptions,
     SourceFile,
     Staged,
-    StagedRelation,
     StageRow,
     StageWriter,
 )
@@ -88,8 +91,12 @@ _CHUNK_CHARS = 1 << 20
 _RECORDS_HEAD = re.compile(r'\{\s*"records"\s*:\s*\[')
 _WS = re.compile(r"[ \t\n\r]*")
 _TO_EOL = re.compile(r"[^\n]*")
+_PLAIN = re.compile(r"[0-9A-Za-z.,:_ -]*")
 
-_ConnKey = tuple[str, str, str, int, int, int, str]  # NIC, 5-tuple, direction
+CONNECTION_UPDATE = "connection-update"
+# Staged after the staging columns: the NIC, the tuple's state (B/C/E; NULL = one record by itself),
+# and its position in the batch (the log order connection tracking follows).
+_EXTRA = {"nic": "VARCHAR", "state": "VARCHAR", "seq": "BIGINT"}
 
 
 class _Bad(Exception):
@@ -102,14 +109,6 @@ class _Bad(Exception):
 def sniff(head: list[str]) -> bool:
     text = "\n".join(head)
     return text.lstrip().startswith("{") and any(m in text for m in _MARKERS)
-
-
-@dataclass
-class _Conn:
-    row: StageRow
-    packets: int | None
-    bytes: int | None
-    t_end: int
 
 
 @dataclass
@@ -130,16 +129,27 @@ class _Tuple:
 
 
 def _int(v: str, field: str, limit: int) -> int:
-    if not (v.isascii() and v.isdigit()) or int(v) > limit:
-        raise _Bad(field, f"{v!r} is not a number in 0..{limit}")
-    return int(v)
+    if v.isdigit() and v.isascii():  # int() alone would accept " 1", "+1", "1_0" and other digits
+        n = int(v)
+        if n <= limit:
+            return n
+    raise _Bad(field, f"{v!r} is not a number in 0..{limit}")
 
 
-def _ip(v: str, field: str) -> str:
+@functools.lru_cache(maxsize=1 << 16)
+def _ip_text(v: str) -> str | None:
+    # Cached: a VNet's logs name the same few thousand addresses millions of times.
     try:
         return str(ipaddress.ip_address(v))
     except ValueError:
-        raise _Bad(field, f"{v!r} is not an IP address") from None
+        return None
+
+
+def _ip(v: str, field: str) -> str:
+    ip = _ip_text(v)
+    if ip is None:
+        raise _Bad(field, f"{v!r} is not an IP address")
+    return ip
 
 
 def _counters(values: list[str], names: tuple[str, ...]) -> tuple[int | None, int | None]:
@@ -237,7 +247,9 @@ class _Locator:
         self.line = first_line
 
     def line_of(self, value: str) -> int:
-        idx = self.text.find(json.dumps(value), self.pos)
+        # A well-formed tuple needs no JSON escaping: quote it directly (json.dumps costs more per tuple).
+        quoted = f'"{value}"' if _PLAIN.fullmatch(value) else json.dumps(value)
+        idx = self.text.find(quoted, self.pos)
         if idx < 0:
             return self.line
         self.line += self.text.count("\n", self.pos, idx)
@@ -250,7 +262,7 @@ class _Stager:
         self.writer = writer
         self.staged = staged
         self.options = options
-        self.open: dict[_ConnKey, _Conn] = {}
+        self.seq = 0
 
     def bad(self, src: SourceFile, line: int, field: str, message: str, text: str) -> None:
         self.staged.add_bad(src.path, line, field, message, text, self.options.max_samples)
@@ -279,36 +291,14 @@ class _Stager:
                 self.bad(src, locator.line, bad.field, bad.message, json.dumps(record)[:500])
 
     def tuple(self, t: _Tuple, nic: str, index: int, src: SourceFile) -> None:
+        del src
         row = StageRow(
             t_start=t.time_us, t_end=t.time_us, src_ip=t.src, dst_ip=t.dst, src_port=t.sport, dst_port=t.dport,
             proto=t.proto, bytes=t.bytes, packets=t.packets, action=t.action, tcp_flags=None, is_reply=None,
             direction=t.direction, src_workload=None, dst_workload=None, log_status="OK", file_index=index)
-        if t.state is None:  # a denied attempt, or a version 1 tuple: one record each
-            self.writer.write(row)
-            return
-        key = (nic, t.src, t.dst, t.sport, t.dport, t.proto, t.direction)
-        conn = self.open.get(key)
-        if conn is None or t.state == "B":
-            if conn is not None:  # a new B while one was open: the old one ended unseen
-                self.flush(key)
-            conn = self.open[key] = _Conn(row=row, packets=t.packets, bytes=t.bytes, t_end=t.time_us)
-        else:
-            self.staged.skipped[(src.path, "connection-update")] += 1
-            conn.t_end = max(conn.t_end, t.time_us)
-            if t.packets is not None:
-                conn.packets = (conn.packets or 0) + t.packets
-            if t.bytes is not None:
-                conn.bytes = (conn.bytes or 0) + t.bytes
-        if t.state == "E":
-            self.flush(key)
-
-    def flush(self, key: _ConnKey) -> None:
-        conn = self.open.pop(key)
-        self.writer.write(conn.row._replace(t_end=conn.t_end, packets=conn.packets, bytes=conn.bytes))
-
-    def flush_all(self) -> None:
-        for key in sorted(self.open):
-            self.flush(key)
+        self.seq += 1
+        # A denied attempt or a version 1 tuple (state None) is one record by itself.
+        self.writer.write(row, nic or None, t.state, self.seq)
 
 
 class _JsonStream:
@@ -460,7 +450,38 @@ def _documents(src: SourceFile, options: ReaderOptions) -> Iterator[tuple[int, A
         raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
 
 
-def _dedupe_sql(rel: StagedRelation) -> str:
+_STAGE_LIST = ", ".join(STAGE_COLUMNS)
+_CONN = "nic, src_ip, dst_ip, src_port, dst_port, proto, direction"
+
+
+def _tracking_sql(tuples_sql: str) -> str:
+    """One record per connection (see the module docstring), as staging rows.
+
+    A tuple opens a connection when it is a B, the first of its NIC, 5-tuple and direction, or follows
+    an E; the opener carries the connection's end (latest tuple) and summed counters (NULL when no
+    tuple had any, as in a lone B); every other tuple of it is a ``connection-update`` skip. Tuples
+    with no state are records as they are.
+    """
+    status = f"CASE WHEN seq = first_seq THEN 'OK' ELSE '{CONNECTION_UPDATE}' END AS log_status"
+    opener = ", ".join({"t_end": "conn_end AS t_end", "packets": "conn_packets AS packets",
+                        "bytes": "conn_bytes AS bytes", "log_status": status}.get(c, c) for c in STAGE_COLUMNS)
+    return f"""
+WITH t AS ({tuples_sql}),
+opened AS (
+  SELECT *, CASE WHEN state = 'B' OR prev IS NULL OR prev = 'E' THEN 1 ELSE 0 END AS opens
+  FROM (SELECT *, lag(state) OVER (PARTITION BY {_CONN} ORDER BY seq) AS prev FROM t WHERE state IS NOT NULL)),
+numbered AS (
+  SELECT *, sum(opens) OVER (PARTITION BY {_CONN} ORDER BY seq ROWS UNBOUNDED PRECEDING) AS conn FROM opened),
+summed AS (
+  SELECT *, min(seq) OVER c AS first_seq, max(t_start) OVER c AS conn_end, sum(packets) OVER c AS conn_packets,
+    sum(bytes) OVER c AS conn_bytes
+  FROM numbered WINDOW c AS (PARTITION BY {_CONN}, conn))
+SELECT {opener} FROM summed
+UNION ALL
+SELECT {_STAGE_LIST} FROM t WHERE state IS NULL"""
+
+
+def _dedupe_sql(rows_sql: str) -> str:
     """The staged rows with each connection seen at both ends counted once (see the module docstring)."""
     window_us = PEER_WINDOW_SECONDS * 1_000_000
     # HUGEINT: start times are unsigned microseconds; a difference must not wrap or overflow.
@@ -468,7 +489,7 @@ def _dedupe_sql(rel: StagedRelation) -> str:
             f"AND p.proto = s.proto AND p.log_status = 'OK' AND abs(CAST(p.t_start AS HUGEINT) - "
             f"CAST(s.t_start AS HUGEINT)) <= {window_us}")
     return f"""
-WITH s AS ({rel.sql})
+WITH s AS ({rows_sql})
 SELECT s.* REPLACE (
   CASE WHEN s.direction = 'ingress' AND s.log_status = 'OK'
             AND EXISTS (SELECT 1 FROM s AS p WHERE p.direction = 'egress' AND {same})
@@ -481,8 +502,9 @@ FROM s"""
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
     del con  # parsed in Python and bulk-loaded through the staging file
-    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset({PEER_DUPLICATE}))
-    writer = StageWriter(options.tmp_dir)
+    staged = Staged(relations=[], actions=dict(ACTIONS),
+                    skip_statuses=frozenset({PEER_DUPLICATE, CONNECTION_UPDATE}))
+    writer = StageWriter(options.tmp_dir, extra=_EXTRA)
     staged.cleanup.append(writer.path)
     stager = _Stager(writer, staged, options)
     done = False
@@ -493,14 +515,14 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
                     stager.bad(src, first_line, error.field, error.message, text)
                 else:
                     stager.document(src, index, obj, text, first_line)
-        stager.flush_all()  # connections whose E is not in the batch: counted once all the same
         done = True
     finally:
         writer.close()
         if not done:  # the store never sees this Staged: remove the staging file here
             writer.path.unlink(missing_ok=True)
     relation = writer.relation(list(files), time_unit=1_000_000)
-    relation.sql = _dedupe_sql(relation)
+    # Connections whose E is not in the batch are counted once all the same.
+    relation.sql = _dedupe_sql(_tracking_sql(relation.sql))
     relation.null_columns = frozenset({"tcp_flags", "is_reply", "src_workload", "dst_workload"})
     staged.relations.append(relation)
     staged.locate_bad = lambda _src: []  # every check the store repeats was made here
