@@ -192,3 +192,16 @@ def test_time_window_drops_records_outside_and_reports_them(tmp_path: Path) -> N
             "outside the window (not in any edge)\n") in report
     seen = [e.first_seen for e in outcome.view.edges if e.first_seen is not None]
     assert seen and min(seen) >= datetime(2026, 11, 3, tzinfo=UTC)
+
+
+def test_validate_counts_only_the_window(planned: PlanOutcome) -> None:
+    from microseg.engine.store import TimeWindow
+
+    policy_dir = planned.out_dir / "policy"
+    _, everything = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS)
+    _, later = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS,
+                               window=TimeWindow.parse("2030-01-01", None))  # after every example flow
+    _, all_of_it = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS,
+                                   window=TimeWindow.parse("2026-11-01", "2026-11-10"))  # around all of them
+    assert everything.edges_checked > 0 and later.edges_checked == 0
+    assert all_of_it.edges_checked == everything.edges_checked
