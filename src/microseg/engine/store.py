@@ -319,12 +319,14 @@ class FlowStore:
             st = p.stat()
             if known.get(str(p)) == (st.st_size, st.st_mtime_ns, read_key):
                 reports[p] = reused[str(p)]
-            elif not head_lines(p, n=1):
+                continue
+            head = head_lines(p) if fmt is None else head_lines(p, n=1)
+            if not head:
                 # An empty log (a quiet interval, an empty S3 object) is no error and has no format.
                 empty.append((p, st))
                 reports[p] = FileReport(path=str(p), format=EMPTY, lines=0, records=0, skipped=0, bad=0)
             else:
-                new.append((p, st, detect(p, fmt)))
+                new.append((p, st, detect(p, fmt, head)))
         tracker = _Tracker(progress, {p: st.st_size for p, st, _ in new}, len(files), len(files) - len(new))
         options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples,
                                 timezone=timezone, on_read=tracker.on_read if progress else None)

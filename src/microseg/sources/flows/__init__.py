@@ -315,11 +315,15 @@ def get_format(name: str) -> FlowFormat:
                          field="format") from None
 
 
-def detect(path: Path, fmt: str | None = None) -> str:
-    """The format name of ``path``: ``fmt`` when given (checked), else the first reader that sniffs it."""
+def detect(path: Path, fmt: str | None = None, head: list[str] | None = None) -> str:
+    """The format name of ``path``: ``fmt`` when given (checked), else the first reader that sniffs it.
+
+    ``head`` is the file's :func:`head_lines` when the caller has read them already (one open fewer
+    per file when thousands of small objects are ingested)."""
     if fmt is not None:
         return get_format(fmt).NAME
-    head = head_lines(path)
+    if head is None:
+        head = head_lines(path)
     for name, reader in FORMATS.items():
         if head and reader.sniff(head):
             return name
