@@ -279,6 +279,7 @@ def test_a_store_from_before_read_keys_reads_its_files_again(tmp_path: Path) -> 
     (None, "yesterday", "--until", "not an ISO 8601"),
     ("2026-03-03", "2026-03-02T23:00:00Z", "--until", "the window is empty"),
     ("2026-03-02", "2026-03-02", "--until", "the window is empty"),
+    ("0001-01-01T00:00:00+01:00", None, "--since", "out of range"),
 ])
 def test_bad_windows_are_input_errors(since: str | None, until: str | None, field: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as err:

@@ -198,7 +198,10 @@ def parse_instant(text: str, field: str) -> datetime:
     if t.utcoffset() is None:
         raise InputError(f"{text!r} has no zone: add Z or an offset such as +02:00 (a bare date means 00:00 UTC)",
                          field=field)
-    return t.astimezone(UTC)
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable instant
+        raise InputError(f"{text!r} is out of range", field=field) from None
 
 
 def _ddl(name: str, columns: dict[str, str], temp: bool = False) -> str:
