@@ -327,7 +327,9 @@ def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *paths: Path) ->
 
 def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = write(tmp_path, tsv(*TRICKY), "a.log")
-    b = write(tmp_path, tsv(TRICKY[0].replace("40001", "41001"), TRICKY[12]), "b.log")  # uid A1 and B4 again
+    b = tmp_path / "b.log.gz"  # uid A1 and B4 again; gzip, as rotated Zeek logs are kept
+    with gzip.open(b, "wt") as fh:
+        fh.write("\n".join(tsv(TRICKY[0].replace("40001", "41001"), TRICKY[12])) + "\n")
     c = write(tmp_path, tsv(
         "1767322800\tD1\t10.0.0.1\t40001\t10.0.0.2\t47\tunknown_transport\tOTH\t47",
         "1767322800\tD2\t10.0.0.1\t40001\t10.0.0.2\t47\tunknown_transport\tOTH\t300",
