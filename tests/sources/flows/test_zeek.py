@@ -363,3 +363,17 @@ def test_fast_path_on_a_clean_file_reads_nothing_in_python(tmp_path: Path, monke
         assert sum(r["bytes"] for r in s.rows()) == sum(100 + i + 60 for i in range(200))
         assert {r["action"] for r in s.rows()} == {"accept", "reject"}
     assert calls == []
+
+
+def test_truncated_gzip_tsv_is_an_input_error(store: FlowStore, tmp_path: Path) -> None:
+    lines = [f"1767322800\tT{i}\t10.0.0.1\t{40000 + i}\t10.0.0.2\t443\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-"
+             for i in range(5000)]
+    whole = tmp_path / "whole.log.gz"
+    with gzip.open(whole, "wt") as fh:
+        fh.write("\n".join(tsv(*lines)) + "\n")
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InputError) as err:
+        store.ingest([cut], fmt="zeek")
+    assert err.value.file == str(cut.resolve())
+    assert store.rows() == []
