@@ -463,13 +463,18 @@ def _tracking_sql(tuples_sql: str) -> str:
     with no state are records as they are.
     """
     status = f"CASE WHEN seq = first_seq THEN 'OK' ELSE '{CONNECTION_UPDATE}' END AS log_status"
+    # The sorts behind the window functions carry only the columns they need (they spill at scale);
+    # the staging columns Azure never fills are NULL here.
+    nulls = {"tcp_flags": "NULL::INTEGER AS tcp_flags", "is_reply": "NULL::BOOLEAN AS is_reply",
+             "src_workload": "NULL::VARCHAR AS src_workload", "dst_workload": "NULL::VARCHAR AS dst_workload"}
     opener = ", ".join({"t_end": "conn_end AS t_end", "packets": "conn_packets AS packets",
-                        "bytes": "conn_bytes AS bytes", "log_status": status}.get(c, c) for c in STAGE_COLUMNS)
+                        "bytes": "conn_bytes AS bytes", "log_status": status, **nulls}.get(c, c) for c in STAGE_COLUMNS)
     return f"""
 WITH t AS ({tuples_sql}),
 opened AS (
   SELECT *, CASE WHEN state = 'B' OR prev IS NULL OR prev = 'E' THEN 1 ELSE 0 END AS opens
-  FROM (SELECT *, lag(state) OVER (PARTITION BY {_CONN} ORDER BY seq) AS prev FROM t WHERE state IS NOT NULL)),
+  FROM (SELECT {_CONN}, seq, state, t_start, packets, bytes, action, file_index,
+          lag(state) OVER (PARTITION BY {_CONN} ORDER BY seq) AS prev FROM t WHERE state IS NOT NULL)),
 numbered AS (
   SELECT *, sum(opens) OVER (PARTITION BY {_CONN} ORDER BY seq ROWS UNBOUNDED PRECEDING) AS conn FROM opened),
 summed AS (
