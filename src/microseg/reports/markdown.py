@@ -117,7 +117,8 @@ def coverage_section(v: PlanView) -> str:
     c, i = v.coverage, v.ingest
     out = ["## Coverage\n",
            f"- Flow files read: {i.files} ({', '.join(f'{n} {fmt}' for fmt, n in i.formats)}); lines: {i.lines}; "
-           f"records: {i.records}; skipped (NODATA/SKIPDATA): "
+           f"records: {i.records}; skipped lines that are no record of their own (NODATA/SKIPDATA, "
+           f"connection updates, a connection's report from its other end): "
            f"{i.skipped}; unparseable lines: {i.bad}"
            + (f" (e.g. {cell(i.bad_samples[0])})" if i.bad_samples else ""),
            f"- Time zone of timestamps logged without one (nfdump local times): {cell(i.timezone)}",
