@@ -446,6 +446,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds; medians are reported")
     ap.add_argument("--formats", default=",".join(BY_NAME), help="comma-separated rows (default: all)")
+    ap.add_argument("--out", default="bench_formats", help="results file name (benchmarks/results/NAME.json/.md)")
     ap.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -499,9 +500,9 @@ def main() -> None:
         result["parquet_speedup_vs_text"] = round(speedup, 2)
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "bench_formats.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out_dir / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md = markdown(result)
-    (out_dir / "bench_formats.md").write_text(md, encoding="utf-8")
+    (out_dir / f"{args.out}.md").write_text(md, encoding="utf-8")
     print(md)
 
 
