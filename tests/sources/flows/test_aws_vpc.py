@@ -285,7 +285,8 @@ def to_parquet(text_log: Path, out: Path, underscores: bool = True) -> Path:
     return out
 
 
-@pytest.mark.parametrize("sample", ["v2-default.log", "v5-all-fields-synthetic.log", "custom-nat-gateway.log"])
+@pytest.mark.parametrize("sample", ["v2-default.log", "v5-all-fields-synthetic.log", "custom-nat-gateway.log",
+                                    "v3-transit-gateway.log", "v7-ecs-synthetic.log"])
 def test_parquet_gives_the_same_rows_as_text(tmp_path: Path, shared: Path, sample: str) -> None:
     text = shared / SAMPLES / sample
     parquet = to_parquet(text, tmp_path / "flows.log.parquet", underscores=sample != "custom-nat-gateway.log")
