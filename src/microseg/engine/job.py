@@ -24,7 +24,7 @@ directly.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,7 +82,7 @@ _NAMES = pa.schema([("name", pa.string())])
 _PORTS = pa.schema([("workload", pa.string()), ("protocol", pa.string()), ("port", pa.int32())])
 
 
-@ibis.udf.agg.builtin(name="bit_or")
+@ibis.udf.agg.builtin(name="bit_or")  # type: ignore[untyped-decorator]
 def _builtin_bit_or(arg: int) -> int:  # type: ignore[empty-body]
     """The engine's own ``bit_or`` aggregate, for backends where Ibis has no BitOr."""
 
@@ -132,10 +132,18 @@ def distinct_addresses(flows: ir.Table) -> list[str]:
     return sorted(str(x) for x in ips.filter(ips.ip.notnull()).to_pyarrow().column("ip").to_pylist())
 
 
-def _memtable(rows: Sequence[Sequence[object]], schema: pa.Schema) -> ir.Table:
+Loader = Callable[[str, pa.Table], ir.Table]
+
+
+def memtable(name: str, table: pa.Table) -> ir.Table:
+    """The default way inventory tables reach the engine: Ibis in-memory tables."""
+    del name
+    return ibis.memtable(table)
+
+
+def _arrow(rows: Sequence[Sequence[object]], schema: pa.Schema) -> pa.Table:
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
-    return ibis.memtable(pa.table([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
-                                  schema=schema))
+    return pa.table([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)
 
 
 def _dynamic(flows: ir.Table, addresses: ir.Table, segments: ir.Table) -> ir.Table:
@@ -166,12 +174,12 @@ def _dynamic(flows: ir.Table, addresses: ir.Table, segments: ir.Table) -> ir.Tab
         dw=ibis.cases((one & ~agg.conflict, agg.w), else_=ibis.null(dt.string)))
 
 
-def oriented(flows: ir.Table, lookup: Lookup) -> ir.Table:
+def oriented(flows: ir.Table, lookup: Lookup, load: Loader = memtable) -> ir.Table:
     """Every flow aggregate resolved, oriented and classified (``kind``): the job's one big step."""
-    addresses = _memtable(lookup.addresses, _ADDRESSES)
-    segments = _memtable(lookup.segments, _SEGMENTS)
-    names = _memtable([(n,) for n in sorted(set(lookup.names))], _NAMES)
-    ports = _memtable(sorted(set(lookup.ports)), _PORTS)
+    addresses = load("addresses", _arrow(lookup.addresses, _ADDRESSES))
+    segments = load("segments", _arrow(lookup.segments, _SEGMENTS))
+    names = load("names", _arrow([(n,) for n in sorted(set(lookup.names))], _NAMES))
+    ports = load("ports", _arrow(sorted(set(lookup.ports)), _PORTS))
     dyn = _dynamic(flows, addresses, segments)
 
     f = flows.select(*FLOW_SCHEMA)
@@ -267,9 +275,9 @@ def _inside_declared(r: ir.Table, lookup: Lookup, w: str, lo: str, hi: str) -> i
 def _bit_or(backend: BaseBackend, col: ir.IntegerColumn, where: ir.BooleanValue | None = None) -> ir.IntegerScalar:
     only = col if where is None else ibis.cases((where, col), else_=ibis.null(col.type()))
     if backend.has_operation(ops.BitOr):
-        result: ir.IntegerScalar = only.bit_or()  # type: ignore[attr-defined]
+        result: ir.IntegerScalar = only.bit_or()
         return result
-    return _builtin_bit_or(only)  # type: ignore[no-any-return]
+    return _builtin_bit_or(only)
 
 
 def edges_expr(backend: BaseBackend, o: ir.Table) -> ir.Table:
@@ -319,9 +327,13 @@ def unresolved_expr(o: ir.Table) -> ir.Table:
     return top.select("ip", "reason", n=top.n_ip, nb=top.nb_ip)
 
 
-def run(backend: BaseBackend, flows: ir.Table, lookup: Lookup, *, top: int, cache: bool = True) -> JobResult:
-    """Run the job on ``backend``; only edges, coverage counts and the top unresolved come back."""
-    o = oriented(flows, lookup)
+def run(backend: BaseBackend, flows: ir.Table, lookup: Lookup, *, top: int, cache: bool = True,
+        load: Loader = memtable) -> JobResult:
+    """Run the job on ``backend``; only edges, coverage counts and the top unresolved come back.
+
+    ``load`` puts the inventory tables on the engine (default: Ibis in-memory tables).
+    """
+    o = oriented(flows, lookup, load)
     cached = o.cache() if cache else o
     try:
         edges = _rows(edges_expr(backend, cached))
@@ -331,7 +343,7 @@ def run(backend: BaseBackend, flows: ir.Table, lookup: Lookup, *, top: int, cach
         top_rows = _rows(per_ip.order_by([per_ip.n.desc(), per_ip.nb.desc(), per_ip.ip.asc()]).limit(top))
     finally:
         if cache:
-            cached.release()  # type: ignore[attr-defined]
+            cached.release()
     # Sorted here rather than by the engine: string collation may differ between engines.
     edges.sort(key=lambda e: (e["client_w"], e["server_w"], e["protocol"], e["port"]))
     top_rows.sort(key=lambda t: (-t["n"], -t["nb"], t["ip"]))

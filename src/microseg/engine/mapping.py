@@ -287,7 +287,7 @@ _warm_imports()
 
 
 def map_table(backend: BaseBackend, flows: ir.Table, inventory: Inventory, *, cache: bool = True,
-              where: str = "flows") -> MappingResult:
+              where: str = "flows", load: job.Loader = job.memtable) -> MappingResult:
     """Edges (sorted by key) and coverage for the normalised flows in ``flows`` on ``backend``.
 
     ``flows`` has the columns of ``job.FLOW_SCHEMA`` (the store's ``flows`` table, or a table of the
@@ -296,7 +296,7 @@ def map_table(backend: BaseBackend, flows: ir.Table, inventory: Inventory, *, ca
     job.check_schema(flows, where)
     prepared = prepare_bindings(inventory.bindings)
     lookup = build_lookup(inventory, job.distinct_addresses(flows), prepared)
-    result = job.run(backend, flows, lookup, top=TOP_UNRESOLVED, cache=cache)
+    result = job.run(backend, flows, lookup, top=TOP_UNRESOLVED, cache=cache, load=load)
     return MappingResult(edges=tuple(_edge(row) for row in result.edges), coverage=_coverage(result))
 
 
