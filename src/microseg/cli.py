@@ -42,8 +42,8 @@ def plan(
     inventory: Annotated[list[Path], typer.Option("--inventory", "-i", help="Inventory file or directory: "
                          "Kubernetes YAML/JSON (manifests, `kubectl get -o json` snapshots) or microseg inventory "
                          "YAML. Repeatable.")],
-    flows: Annotated[list[str], typer.Option("--flows", "-f", help="Flow log file, directory or glob "
-                     "(quote globs). Plain or .gz. Repeatable.")],
+    flows: Annotated[list[str] | None, typer.Option("--flows", "-f", help="Flow log file, directory or glob "
+                     "(quote globs). Plain or .gz. Repeatable. Required unless --engine names a table.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("plan"),
     flow_format: Annotated[str | None, typer.Option("--flow-format", help="Force a flow format "
                            "(aws-vpc, hubble, zeek, calico, envoy, gcp, azure, nfdump); "
@@ -56,6 +56,10 @@ def plan(
                         "(overrides the config).")] = None,
     exceptions: Annotated[Path | None, typer.Option(help="Approved exceptions YAML to merge with "
                           "OUT/policy/exceptions.yaml.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="Where the flow-to-edge mapping runs: duckdb "
+                      "(default, embedded), spark (local[*], or $MICROSEG_SPARK_MASTER), spark://HOST:PORT, or an "
+                      "Ibis URL such as trino://user@host:8080/hive/flows; add ?table=NAME to map a table of "
+                      "normalised flows already on the engine instead of --flows. See README, Engines.")] = None,
 ) -> None:
     """Read inventory + flow logs; write zones, flow-to-policy matrix, rollout and validation plans,
     policy-as-code (OUT/policy) and enforcement artifacts (OUT/enforce/<target>)."""
@@ -66,8 +70,9 @@ def plan(
     updates = {k: v for k, v in (("min_flows", min_flows), ("min_days", min_days)) if v is not None}
     if updates:
         cfg = cfg.model_validate({**cfg.model_dump(), **updates})
-    outcome = run_plan(inventory, flows, out_dir, config=cfg, flow_format=flow_format, exceptions_file=exceptions,
-                       progress=lambda msg: err.print(f"[dim]… {msg}[/dim]"))
+    outcome = run_plan(inventory, flows or [], out_dir, config=cfg, flow_format=flow_format,
+                       exceptions_file=exceptions, progress=lambda msg: err.print(f"[dim]… {msg}[/dim]"),
+                       engine=engine)
     v = outcome.view
     high = sum(1 for f in v.findings if f.severity in ("critical", "high"))
     out.print(f"Planned {sum(1 for w in v.policy.workloads if w.kind.value != 'external')} workloads in "
@@ -105,6 +110,10 @@ def validate_cmd(
     segment: Annotated[str | None, typer.Option(help="Only check observed flows into this segment "
                        "(a rollout phase's exit criterion).")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write the result as JSON here.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="Where the flow-to-edge mapping runs: duckdb "
+                      "(default, embedded), spark (local[*], or $MICROSEG_SPARK_MASTER), spark://HOST:PORT, or an "
+                      "Ibis URL such as trino://user@host:8080/hive/flows; add ?table=NAME to map a table of "
+                      "normalised flows already on the engine instead of --flows. See README, Engines.")] = None,
 ) -> None:
     """Prove the policy: matrix rows allowed, everything else denied, guardrails hold, observed flows
     still work; print blast radius flat vs plan. Exit 4 on a violation."""
@@ -113,7 +122,7 @@ def validate_cmd(
     from microseg.pipeline import validate_policy
 
     pol, result = validate_policy(policy, inventory_paths=inventory or [], flows=flows or [],
-                                  flow_format=flow_format, segment=segment)
+                                  flow_format=flow_format, segment=segment, engine=engine)
     flat = sum(b.flat for b in result.blast)
     direct = sum(b.direct for b in result.blast)
     out.print(f"Checked {result.rows_checked} matrix rows, {result.pairs_checked} reachable pairs, "

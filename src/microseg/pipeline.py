@@ -17,6 +17,7 @@ from microseg.analyses.synthesis import synthesize
 from microseg.analyses.validate import ValidationResult, validate
 from microseg.backends import Mode, get_backend, write_outputs
 from microseg.config import PlanConfig
+from microseg.engine.engines import map_engine_table, map_store, parse_engine
 from microseg.engine.mapping import MappingResult, map_flows
 from microseg.engine.store import FlowStore, IngestReport
 from microseg.errors import InputError
@@ -61,12 +62,28 @@ def read_exceptions(path: Path) -> tuple[PolicyException, ...]:
     return tuple(exception_from_entry(e) for e in doc.exceptions)
 
 
+NO_INGEST = IngestReport(files=(), lines=0, records=0, skipped={}, bad=0, bad_samples=(), formats={})
+
+
 def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *, flow_format: str | None,
-                 bad_threshold: float) -> tuple[IngestReport, MappingResult]:
+                 bad_threshold: float, engine: str | None = None) -> tuple[IngestReport, MappingResult]:
+    """Ingest ``flows`` into the store and map them on ``engine`` (default: DuckDB over the store).
+
+    An engine URL with ``?table=NAME`` maps the flows already on that engine instead: no ingest.
+    """
+    spec = parse_engine(engine)
+    if spec.table is not None:
+        if flows:
+            raise InputError(f"--flows and a table on the engine ({spec.display}) exclude each other: the "
+                             "table already holds the normalised flows", field="--flows")
+        return NO_INGEST, map_engine_table(spec, inventory)
+    if not flows:
+        raise InputError("no flow logs: give --flows, or --engine URL?table=NAME for flows on an engine",
+                         field="--flows")
     store = FlowStore(store_path)
     try:
         report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold)
-        mapping = map_flows(store, inventory)
+        mapping = map_flows(store, inventory) if spec.kind == "duckdb" else map_store(spec, store, inventory)
     finally:
         store.close()
     return report, mapping
@@ -91,13 +108,14 @@ def _ingest_view(r: IngestReport) -> IngestView:
 
 def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *, config: PlanConfig = DEFAULT_CONFIG,
          flow_format: str | None = None, exceptions_file: Path | None = None,
-         progress: Progress = _quiet) -> PlanOutcome:
+         progress: Progress = _quiet, engine: str | None = None) -> PlanOutcome:
     progress("reading inventory")
     inventory = load_inventory(list(inventory_paths))
     out_dir.mkdir(parents=True, exist_ok=True)
-    progress("ingesting flow logs")
+    spec = parse_engine(engine)
+    progress("ingesting flow logs" if spec.table is None else f"mapping the flows of {spec.display}")
     ingest, mapping = map_observed(inventory, flows, out_dir / STORE_NAME, flow_format=flow_format,
-                                   bad_threshold=config.bad_line_threshold)
+                                   bad_threshold=config.bad_line_threshold, engine=engine)
     edges = mapping.edges
     exceptions = read_exceptions(out_dir / "policy" / "exceptions.yaml")
     if exceptions_file is not None:
@@ -115,7 +133,9 @@ def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *
     view = PlanView(policy=policy, edges=tuple(edges), findings=synth.findings,
                     matrix=tuple(matrix_rows(policy, edges)), rollout=rollout, validation=result,
                     coverage=coverage, ingest=_ingest_view(ingest),
-                    inputs=tuple(sorted({str(p) for p in inventory_paths} | set(flows))), targets=config.targets)
+                    inputs=tuple(sorted({str(p) for p in inventory_paths} | set(flows)
+                                        | ({spec.display} if spec.table is not None else set()))),
+                    targets=config.targets)
     files: dict[str, str] = {
         "report.md": report_md(view), "zones.yaml": zones_yaml(policy), "matrix.csv": matrix_csv(view.matrix),
         "findings.json": findings_json(synth.findings), "rollout.md": rollout_md(view),
@@ -139,10 +159,11 @@ def compile_policy(policy_dir: Path, target: str, out_dir: Path, *, mode: Mode =
 
 def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (),
                     flow_format: str | None = None, store_path: Path | None = None, segment: str | None = None,
-                    now: datetime | None = None, bad_threshold: float = 0.01) -> tuple[Policy, ValidationResult]:
+                    now: datetime | None = None, bad_threshold: float = 0.01,
+                    engine: str | None = None) -> tuple[Policy, ValidationResult]:
     policy = read_policy_dir(policy_dir)
     edges: tuple[Edge, ...] | None = None
-    if flows:
+    if flows or parse_engine(engine).table is not None:
         if not inventory_paths:
             raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
         inventory = load_inventory(list(inventory_paths))
@@ -150,7 +171,7 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
 
         with tempfile.TemporaryDirectory(prefix="microseg-validate-") as tmp:
             _, mapping = map_observed(inventory, flows, store_path or Path(tmp) / STORE_NAME,
-                                      flow_format=flow_format, bad_threshold=bad_threshold)
+                                      flow_format=flow_format, bad_threshold=bad_threshold, engine=engine)
         edges = mapping.edges
     if segment is not None and segment not in {s.name for s in policy.segments}:
         raise InputError(f"unknown segment {segment!r}; known: {', '.join(s.name for s in policy.segments)}",
