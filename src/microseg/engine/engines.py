@@ -27,12 +27,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 from ibis.backends import BaseBackend
+from ibis.common.exceptions import TableNotFound
 
 from microseg.engine.mapping import MappingResult, map_flows, map_table
 from microseg.engine.store import FLOWS_COLUMNS, FlowStore
@@ -63,27 +64,28 @@ class EngineSpec:
         if self.kind == "duckdb":
             return "duckdb"
         text = redact(self.url or "")
-        return f"{self.kind}:{text}" + (f"?table={self.table}" if self.table else "")
+        table = f"{'&' if '?' in text else '?'}table={self.table}" if self.table else ""
+        return f"{self.kind}:{text}{table}"
 
 
 def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def _split_table(text: str) -> tuple[str, str | None]:
-    """``url`` without its ``table`` query parameter, and that parameter."""
-    parts = urlsplit(text)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    tables = [v for k, v in query if k == "table"]
+    """``text`` without its ``table`` query parameter, and that parameter. Only the query string is
+    rewritten (urlunsplit would turn ``duckdb:///x.db`` into ``duckdb:/x.db``)."""
+    base, _, query = text.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    tables = [v for k, v in pairs if k == "table"]
     if len(tables) > 1 or (tables and not tables[0].strip()):
         raise InputError("give one non-empty table=NAME", file=redact(text), field="--engine")
-    rest = urlencode([(k, v) for k, v in query if k != "table"])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), (tables[0] if tables else None)
+    rest = urlencode([(k, v) for k, v in pairs if k != "table"])
+    return base + (f"?{rest}" if rest else ""), (tables[0] if tables else None)
 
 
 def parse_engine(value: str | None) -> EngineSpec:
@@ -119,11 +121,12 @@ def spark_session(master: str) -> Any:
                # Spark keeps timestamps as instants rendered in the session zone; the flow store's
                # times are UTC (Spark SQL reference, "Datetime patterns" / session time zone).
                .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.ui.enabled", "false"))
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false"))  # microseg prints its own progress
     if master.startswith("local"):
         # The default 200 shuffle partitions are meant for clusters; on one machine they are
         # mostly scheduling overhead (Spark SQL performance tuning guide).
-        builder = builder.config("spark.sql.shuffle.partitions", "4")
+        builder = builder.config("spark.sql.shuffle.partitions", str(min(os.cpu_count() or 2, 8)))
     return builder.getOrCreate()
 
 
@@ -168,12 +171,14 @@ def connect(spec: EngineSpec, *, session: Any = None) -> BaseBackend:
         return ibis.pyspark.connect(session or spark_session(spec.url or DEFAULT_SPARK_MASTER))
     if spec.kind == "ibis":
         assert spec.url is not None
+        scheme = urlsplit(spec.url).scheme
         try:
             return ibis.connect(spec.url)
-        except (ImportError, ModuleNotFoundError) as exc:
-            raise InputError(f"the engine's client library is not installed ({exc}); install "
-                             f"ibis-framework[{urlsplit(spec.url).scheme}]", file=spec.display,
-                             field="--engine") from None
+        except ImportError:
+            raise InputError(f"the client library for {scheme}:// is not installed: pip install "
+                             f"'ibis-framework[{scheme}]'", file=spec.display, field="--engine") from None
+        except ValueError as exc:  # Ibis: "Don't know how to connect to ..." and bad URL parameters
+            raise InputError(f"cannot connect: {exc}", file=spec.display, field="--engine") from None
     raise ValueError(f"no connection for {spec.kind}")
 
 
@@ -184,9 +189,13 @@ def engine_table(backend: BaseBackend, spec: EngineSpec) -> ir.Table:
     assert spec.table is not None
     *db, name = spec.table.split(".")
     database: tuple[str, str] | str | None = (db[0], db[1]) if len(db) == 2 else (db[0] if db else None)
-    if len(db) > 2 or name not in backend.list_tables(database=database):
-        raise InputError(f"no table {spec.table!r} on the engine", file=spec.display, field="table")
-    return backend.table(name, database=database)
+    # Not list_tables(): on DuckDB 2.0 Ibis 12's list_tables calls a connection method DuckDB removed.
+    try:
+        if len(db) > 2:
+            raise TableNotFound(spec.table)
+        return backend.table(name, database=database)
+    except TableNotFound:
+        raise InputError(f"no table {spec.table!r} on the engine", file=spec.display, field="table") from None
 
 
 @contextmanager
@@ -204,18 +213,25 @@ def staged_flows(store: FlowStore) -> Iterator[Path]:
         yield path
 
 
+@contextmanager
+def _connected(spec: EngineSpec, session: Any) -> Iterator[BaseBackend]:
+    """A backend for the run; closed afterwards unless the caller brought the Spark session."""
+    backend = connect(spec, session=session)
+    try:
+        yield backend
+    finally:
+        if spec.kind == "ibis" or session is None:
+            backend.disconnect()
+
+
 def map_store(spec: EngineSpec, store: FlowStore, inventory: Inventory, *, session: Any = None) -> MappingResult:
     """Map the flows ingested into ``store`` on the engine ``spec`` names."""
     if spec.kind == "duckdb":
         return map_flows(store, inventory)
-    backend = connect(spec, session=session)
-    with staged_flows(store) as path:
-        if not hasattr(backend, "read_parquet"):
-            raise InputError(f"{spec.display} cannot read local files: name a table of normalised flows "
-                             "with ?table=NAME (README, Engines)", field="--engine")
+    with _connected(spec, session) as backend, staged_flows(store) as path:
         try:
             flows = backend.read_parquet(str(path))
-        except NotImplementedError:
+        except (AttributeError, NotImplementedError):
             raise InputError(f"{spec.display} cannot read local files: name a table of normalised flows "
                              "with ?table=NAME (README, Engines)", field="--engine") from None
         return _map_on(backend, flows, inventory, spec.display)
@@ -223,8 +239,8 @@ def map_store(spec: EngineSpec, store: FlowStore, inventory: Inventory, *, sessi
 
 def map_engine_table(spec: EngineSpec, inventory: Inventory, *, session: Any = None) -> MappingResult:
     """Map the flows of an existing table on the engine (``?table=``); nothing is ingested locally."""
-    backend = connect(spec, session=session)
-    return _map_on(backend, engine_table(backend, spec), inventory, spec.display)
+    with _connected(spec, session) as backend:
+        return _map_on(backend, engine_table(backend, spec), inventory, spec.display)
 
 
 def _can_cache(backend: BaseBackend) -> bool:
