@@ -319,14 +319,16 @@ def _aware(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _edge(row: dict[str, Any]) -> Edge:
-    accepted = row["acc_req"] + row["acc_rep"] > 0
-    p = "a" if accepted else "d"
+def _edge(row: tuple[Any, ...]) -> Edge:
+    (client, server, protocol, port, acc_req, acc_rep, denied, a_bytes, a_first, a_last, a_days, a_hours,
+     d_bytes, d_first, d_last, d_days, d_hours) = row  # job.EDGE_COLUMNS
+    accepted = acc_req + acc_rep > 0
+    first, last, days, hours, nbytes = ((a_first, a_last, a_days, a_hours, a_bytes) if accepted
+                                        else (d_first, d_last, d_days, d_hours, d_bytes))
     return Edge(
-        source=row["client_w"], destination=row["server_w"], protocol=Protocol(row["protocol"]), port=row["port"],
-        flows=row["acc_req"] if row["acc_req"] else row["acc_rep"], bytes=int(row[f"{p}_bytes"]),
-        denied_flows=row["denied"], first_seen=_aware(row[f"{p}_first"]), last_seen=_aware(row[f"{p}_last"]),
-        days=row[f"{p}_days"], hours=_hours(row[f"{p}_hours"]))
+        source=client, destination=server, protocol=Protocol(protocol), port=port,
+        flows=acc_req if acc_req else acc_rep, bytes=int(nbytes), denied_flows=denied,
+        first_seen=_aware(first), last_seen=_aware(last), days=days, hours=_hours(hours))
 
 
 def _coverage(r: job.JobResult) -> Coverage:
