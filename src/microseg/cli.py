@@ -21,6 +21,10 @@ from microseg.errors import MicrosegError, ValidationFailed
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Plan zero-trust micro-segmentation from inventories and flow logs, and prove the plan "
                        "before it reaches production.")
+ENGINE_HELP = ("Where the flow-to-edge mapping runs: duckdb (default, embedded), spark (local[*], or "
+               "$MICROSEG_SPARK_MASTER), spark://HOST:PORT, or an Ibis URL such as trino://user@host:8080/hive/flows; "
+               "add ?table=NAME to map a table of normalised flows already on the engine instead of --flows. "
+               "See README, Engines.")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -56,10 +60,7 @@ def plan(
                         "(overrides the config).")] = None,
     exceptions: Annotated[Path | None, typer.Option(help="Approved exceptions YAML to merge with "
                           "OUT/policy/exceptions.yaml.")] = None,
-    engine: Annotated[str | None, typer.Option("--engine", help="Where the flow-to-edge mapping runs: duckdb "
-                      "(default, embedded), spark (local[*], or $MICROSEG_SPARK_MASTER), spark://HOST:PORT, or an "
-                      "Ibis URL such as trino://user@host:8080/hive/flows; add ?table=NAME to map a table of "
-                      "normalised flows already on the engine instead of --flows. See README, Engines.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
 ) -> None:
     """Read inventory + flow logs; write zones, flow-to-policy matrix, rollout and validation plans,
     policy-as-code (OUT/policy) and enforcement artifacts (OUT/enforce/<target>)."""
@@ -110,10 +111,7 @@ def validate_cmd(
     segment: Annotated[str | None, typer.Option(help="Only check observed flows into this segment "
                        "(a rollout phase's exit criterion).")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write the result as JSON here.")] = None,
-    engine: Annotated[str | None, typer.Option("--engine", help="Where the flow-to-edge mapping runs: duckdb "
-                      "(default, embedded), spark (local[*], or $MICROSEG_SPARK_MASTER), spark://HOST:PORT, or an "
-                      "Ibis URL such as trino://user@host:8080/hive/flows; add ?table=NAME to map a table of "
-                      "normalised flows already on the engine instead of --flows. See README, Engines.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
 ) -> None:
     """Prove the policy: matrix rows allowed, everything else denied, guardrails hold, observed flows
     still work; print blast radius flat vs plan. Exit 4 on a violation."""

@@ -17,8 +17,8 @@ What crosses between Python and the engine, in order:
 
 Only portable operations are used (joins, CASE, filtered aggregates, a window). The one exception
 is the OR of the hour-of-day bit sets, which Ibis 12's PySpark compiler does not map: there Spark
-SQL's built-in aggregate ``bit_or`` (Spark SQL built-in functions reference, since 3.0.0) is named
-directly.
+SQL's built-in aggregate ``bit_or`` (the bitwise OR of the non-null values; documented with
+``pyspark.sql.functions.bit_or``, PySpark 3.5+) is named directly.
 """
 
 from __future__ import annotations
@@ -293,7 +293,7 @@ def edges_expr(backend: BaseBackend, o: ir.Table) -> ir.Table:
     """Edges per (client, server, protocol, port), evidence split into accepted (a_*) and denied (d_*).
 
     Two levels: first per day and accepted-or-not, then per edge. Days seen is then a plain count of
-    the first level's rows, which is exact and several times cheaper than COUNT(DISTINCT day).
+    the first level's rows - exact, and no filtered COUNT(DISTINCT), whose form varies by engine.
     """
     key = ["client_w", "server_w", "protocol", "port"]
     e = o.filter(o.kind == "edge")
