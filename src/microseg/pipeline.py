@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from microseg.analyses.rollout import plan_rollout
 from microseg.analyses.synthesis import synthesize
@@ -18,7 +19,6 @@ from microseg.analyses.validate import ValidationResult, validate
 from microseg.backends import Mode, get_backend, write_outputs
 from microseg.config import PlanConfig
 from microseg.engine.engines import map_engine_table, map_store, parse_engine
-from microseg.engine.mapping import MappingResult, map_flows
 from microseg.engine.store import FlowStore, IngestReport
 from microseg.errors import InputError
 from microseg.ir.model import Edge, Inventory, Policy, PolicyException
@@ -26,6 +26,9 @@ from microseg.ir.serde import FILES, ExceptionsDoc, dump_policy, exception_from_
 from microseg.reports.markdown import CoverageView, IngestView, PlanView, report_md, rollout_md, validation_md
 from microseg.reports.tables import findings_json, matrix_csv, matrix_rows, zones_yaml
 from microseg.sources.inventory import load_inventory
+
+if TYPE_CHECKING:
+    from microseg.engine.mapping import MappingResult
 
 STORE_NAME = "flows.duckdb"
 DEFAULT_CONFIG = PlanConfig()  # frozen
@@ -83,7 +86,7 @@ def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *
     store = FlowStore(store_path)
     try:
         report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold)
-        mapping = map_flows(store, inventory) if spec.kind == "duckdb" else map_store(spec, store, inventory)
+        mapping = map_store(spec, store, inventory)  # imports Ibis (seconds) only here
     finally:
         store.close()
     return report, mapping

@@ -26,20 +26,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import ibis
-import ibis.expr.types as ir
-import pyarrow as pa
-from ibis.backends import BaseBackend
-from ibis.common.exceptions import TableNotFound
-
-from microseg.engine.mapping import MappingResult, map_flows, map_table
 from microseg.engine.store import FLOWS_COLUMNS, FlowStore
 from microseg.errors import InputError
 from microseg.ir.model import Inventory
 from microseg.sources.flows import sql_str
+
+# Ibis, PyArrow and pandas take seconds to import: only the commands that map flows load them
+# (inside the functions below); parsing --engine does not.
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+    import pyarrow as pa
+    from ibis.backends import BaseBackend
+
+    from microseg.engine.mapping import MappingResult
 
 DEFAULT_SPARK_MASTER = "local[*]"
 SPARK_MASTER_ENV = "MICROSEG_SPARK_MASTER"
@@ -156,6 +158,8 @@ class SparkLoader:
 
 
 def _map_on(backend: BaseBackend, flows: ir.Table, inventory: Inventory, where: str) -> MappingResult:
+    from microseg.engine.mapping import map_table
+
     if backend.name != "pyspark":
         return map_table(backend, flows, inventory, where=where, cache=_can_cache(backend))
     loader = SparkLoader(backend)
@@ -167,6 +171,8 @@ def _map_on(backend: BaseBackend, flows: ir.Table, inventory: Inventory, where: 
 
 def connect(spec: EngineSpec, *, session: Any = None) -> BaseBackend:
     """An Ibis backend for a Spark or URL engine (the embedded default needs no connection)."""
+    import ibis
+
     if spec.kind == "spark":
         return ibis.pyspark.connect(session or spark_session(spec.url or DEFAULT_SPARK_MASTER))
     if spec.kind == "ibis":
@@ -186,6 +192,8 @@ def connect(spec: EngineSpec, *, session: Any = None) -> BaseBackend:
 
 def engine_table(backend: BaseBackend, spec: EngineSpec) -> ir.Table:
     """The user's table of normalised flows on the engine (``?table=``), dotted names allowed."""
+    from ibis.common.exceptions import TableNotFound
+
     assert spec.table is not None
     *db, name = spec.table.split(".")
     database: tuple[str, str] | str | None = (db[0], db[1]) if len(db) == 2 else (db[0] if db else None)
@@ -226,6 +234,8 @@ def _connected(spec: EngineSpec, session: Any) -> Iterator[BaseBackend]:
 
 def map_store(spec: EngineSpec, store: FlowStore, inventory: Inventory, *, session: Any = None) -> MappingResult:
     """Map the flows ingested into ``store`` on the engine ``spec`` names."""
+    from microseg.engine.mapping import map_flows
+
     if spec.kind == "duckdb":
         return map_flows(store, inventory)
     with _connected(spec, session) as backend, staged_flows(store) as path:
