@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Plan zero-trust micro-segmentation from inventories and flow logs, and prove the plan "
                        "before it reaches production.")
+ENGINE_HELP = ("Where the flow-to-edge mapping runs: duckdb (default, embedded), spark (local[*], or "
+               "$MICROSEG_SPARK_MASTER), spark://HOST:PORT, or an Ibis URL such as trino://user@host:8080/hive/flows; "
+               "add ?table=NAME to map a table of normalised flows already on the engine instead of --flows. "
+               "See README, Engines.")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 TIMEZONE_HELP = ("IANA time zone (e.g. Europe/Berlin) of flow timestamps logged without one, such as nfdump's "
@@ -74,8 +78,8 @@ def plan(
     inventory: Annotated[list[Path], typer.Option("--inventory", "-i", help="Inventory file or directory: "
                          "Kubernetes YAML/JSON (manifests, `kubectl get -o json` snapshots) or microseg inventory "
                          "YAML. Repeatable.")],
-    flows: Annotated[list[str], typer.Option("--flows", "-f", help="Flow log file, directory or glob "
-                     "(quote globs). Plain or .gz. Repeatable.")],
+    flows: Annotated[list[str] | None, typer.Option("--flows", "-f", help="Flow log file, directory or glob "
+                     "(quote globs). Plain or .gz. Repeatable. Required unless --engine names a table.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("plan"),
     flow_format: Annotated[str | None, typer.Option("--flow-format", help="Force a flow format "
                            "(aws-vpc, hubble, zeek, calico, envoy, gcp, azure, nfdump); "
@@ -93,6 +97,7 @@ def plan(
     until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
     show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
+    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
 ) -> None:
     """Read inventory + flow logs; write zones, flow-to-policy matrix, rollout and validation plans,
     policy-as-code (OUT/policy) and enforcement artifacts (OUT/enforce/<target>)."""
@@ -106,9 +111,10 @@ def plan(
     if updates:
         cfg = cfg.model_validate({**cfg.model_dump(), **updates})
     with _ingest_bar(show_progress, quiet) as bar:
-        outcome = run_plan(inventory, flows, out_dir, config=cfg, flow_format=flow_format,
+        outcome = run_plan(inventory, flows or [], out_dir, config=cfg, flow_format=flow_format,
                            exceptions_file=exceptions, flow_timezone=flow_timezone, window=window,
-                           progress=_status(quiet), ingest_progress=bar)
+                           progress=_status(quiet), ingest_progress=bar,
+                           engine=engine)
     v = outcome.view
     high = sum(1 for f in v.findings if f.severity in ("critical", "high"))
     out.print(f"Planned {sum(1 for w in v.policy.workloads if w.kind.value != 'external')} workloads in "
@@ -151,6 +157,7 @@ def validate_cmd(
     until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
     show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
+    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
 ) -> None:
     """Prove the policy: matrix rows allowed, everything else denied, guardrails hold, observed flows
     still work; print blast radius flat vs plan. Exit 4 on a violation."""
@@ -162,7 +169,7 @@ def validate_cmd(
     with _ingest_bar(show_progress, quiet or not flows) as bar:  # no flows: nothing to show
         pol, result = validate_policy(policy, inventory_paths=inventory or [], flows=flows or [],
                                       flow_format=flow_format, segment=segment, flow_timezone=flow_timezone,
-                                      window=window, ingest_progress=bar)
+                                      window=window, ingest_progress=bar, engine=engine)
     flat = sum(b.flat for b in result.blast)
     direct = sum(b.direct for b in result.blast)
     out.print(f"Checked {result.rows_checked} matrix rows, {result.pairs_checked} reachable pairs, "
