@@ -3,14 +3,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SPARK_STAMP := $(VENV)/.spark-installed
 
-.PHONY: demo test bench bench-netpol lint nca opa sysdeps clean
+.PHONY: demo test bench bench-formats bench-ingest bench-netpol lint nca opa spark sysdeps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The `spark` extra (PySpark; Java 17 must be installed) for `--engine spark` and its equality test.
+$(SPARK_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,spark]'
+	touch $(SPARK_STAMP)
+
+spark: $(SPARK_STAMP)
 
 # The independent NetworkPolicy evaluator lives in its own venv and is called as a subprocess.
 # Idempotent: returns at once when the right version is installed.
@@ -28,16 +36,26 @@ sysdeps:
 demo: $(STAMP)
 	$(VENV)/bin/microseg demo --out out/demo
 
-test: $(STAMP) nca opa sysdeps
+test: $(STAMP) spark nca opa sysdeps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
+# Everything below: per-format ingest, end-to-end VPC ingest + mapping, NetworkPolicy evaluation vs NCA.
 bench: $(STAMP) nca
-	$(PY) benchmarks/bench_ingest.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_formats.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_ingest.py $(INGEST_ARGS)
 	$(PY) benchmarks/bench_netpol.py $(BENCH_NETPOL_ARGS)
+
+# Per-format ingest against DuckDB's bare scan (1 M lines each); BENCH_ARGS="--lines 200000 --repeat 3".
+bench-formats: $(STAMP)
+	$(PY) benchmarks/bench_formats.py $(BENCH_ARGS)
+
+# End to end on VPC logs (ingest + mapping, ~10 M lines) against the bare scan and pandas.
+bench-ingest: $(STAMP)
+	$(PY) benchmarks/bench_ingest.py $(INGEST_ARGS)
 
 # 1,000 pods / 200 NetworkPolicies: microseg's evaluator against network-config-analyzer (several minutes).
 bench-netpol: $(STAMP) nca

@@ -72,3 +72,37 @@ def test_compile_observe_mode(demo: Path, tmp_path: Path) -> None:
     text = (tmp_path / "k8s" / "shop.yaml").read_text()
     enforce = (demo / "enforce" / "kubernetes" / "shop.yaml").read_text()
     assert text != enforce and "microseg-baseline" in text
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--since", "2026-11-03T08:00", "[--since]"), ("--until", "soon", "[--until]"),
+    ("--flow-timezone", "Mars/Olympus", "[--flow-timezone]")])
+def test_bad_window_or_zone_exits_2_naming_the_option(tmp_path: Path, option: str, value: str, says: str) -> None:
+    from microseg.examples import example_dir
+
+    ex = example_dir()
+    r = run("plan", "-i", str(ex / "inventory"), "-f", str(ex / "flows"), "-o", str(tmp_path / "out"), option, value)
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_progress_goes_to_stderr_only_and_quiet_silences_it(tmp_path: Path) -> None:
+    from microseg.examples import example_dir
+
+    ex = example_dir()
+    args = ["plan", "-i", str(ex / "k8s"), "-i", str(ex / "snapshots"), "-i", str(ex / "inventory"),
+            "-f", str(ex / "flows")]
+    forced = run(*args, "-o", str(tmp_path / "a"), "--progress")
+    assert forced.returncode == 0, forced.stderr
+    assert [ln.split(" ")[0] for ln in forced.stdout.splitlines()] == ["Planned", "Report:"]
+    # 8 example files (7 VPC days and one Hubble file); the final render shows them all done
+    assert "8/8 files" in forced.stderr and "MB/s" in forced.stderr
+    quiet = run(*args, "-o", str(tmp_path / "b"), "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout == forced.stdout.replace(str(tmp_path / "a"), str(tmp_path / "b"))
+    plain = run(*args, "-o", str(tmp_path / "c"))  # stderr is a pipe here, not a terminal: no bar
+    assert "files" not in plain.stderr and "… ingesting flow logs" in plain.stderr
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "━" not in report and report == (tmp_path / "b" / "report.md").read_text().replace(
+        str(tmp_path / "b"), str(tmp_path / "a"))

@@ -58,6 +58,7 @@ def test_output_contract(planned: PlanOutcome) -> None:
     for heading in ("## (a) Segment / trust-zone map", "## (b) Flow-to-policy matrix", "## (c) Phased rollout plan",
                     "## (d) Validation and drift-detection plan", "## Coverage", "## Findings"):
         assert heading in report
+    assert "- Time zone of timestamps logged without one (nfdump local times): UTC\n" in report
     zones = yaml.safe_load((out / "zones.yaml").read_text())["zones"]
     placed = {m["workload"]: z["name"] for z in zones for m in z["members"]}
     assert placed["shop/postgres"] == "data" and placed["ai/model-server"] == "ai-inference"
@@ -168,3 +169,39 @@ def test_malformed_inventory_names_file_line_field(tmp_path: Path) -> None:
     line = text.splitlines().index("  colour: blue") + 1
     assert e.value.file and e.value.file.endswith("hosts.yaml") and e.value.line == line
     assert "colour" in str(e.value)
+
+
+def test_time_window_drops_records_outside_and_reports_them(tmp_path: Path) -> None:
+    import gzip
+    from datetime import UTC, datetime
+
+    from microseg.engine.store import TimeWindow
+
+    # Counted from the raw files, independently of the readers: VPC records (log-status OK) that
+    # started before 2026-11-03 00:00 UTC. The Hubble file is from 2026-11-07, inside the window.
+    cut = int(datetime(2026, 11, 3, tzinfo=UTC).timestamp())
+    before = 0
+    for f in sorted((EX / "flows").glob("vpc-*.log.gz")):
+        rows = [ln.split() for ln in gzip.decompress(f.read_bytes()).decode().splitlines()[1:] if ln.strip()]
+        before += sum(1 for r in rows if r[13] == "OK" and int(r[10]) < cut)
+    assert before > 0
+    window = TimeWindow.parse("2026-11-03", None)
+    outcome = plan(INVENTORY, FLOWS, tmp_path / "out", window=window)
+    report = (outcome.out_dir / "report.md").read_text()
+    assert (f"- Time window: 2026-11-03T00:00:00Z to open (UTC; start included, end excluded); {before} records "
+            "outside the window (not in any edge)\n") in report
+    seen = [e.first_seen for e in outcome.view.edges if e.first_seen is not None]
+    assert seen and min(seen) >= datetime(2026, 11, 3, tzinfo=UTC)
+
+
+def test_validate_counts_only_the_window(planned: PlanOutcome) -> None:
+    from microseg.engine.store import TimeWindow
+
+    policy_dir = planned.out_dir / "policy"
+    _, everything = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS)
+    _, later = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS,
+                               window=TimeWindow.parse("2030-01-01", None))  # after every example flow
+    _, all_of_it = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS,
+                                   window=TimeWindow.parse("2026-11-01", "2026-11-10"))  # around all of them
+    assert everything.edges_checked > 0 and later.edges_checked == 0
+    assert all_of_it.edges_checked == everything.edges_checked

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
@@ -19,11 +21,44 @@ from rich.console import Console
 from microseg import __version__
 from microseg.errors import MicrosegError, ValidationFailed
 
+if TYPE_CHECKING:
+    from microseg.sources.flows import ProgressCallback
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Plan zero-trust micro-segmentation from inventories and flow logs, and prove the plan "
                        "before it reaches production.")
+ENGINE_HELP = ("Where the flow-to-edge mapping runs: duckdb (default, embedded), spark (local[*], or "
+               "$MICROSEG_SPARK_MASTER), spark://HOST:PORT, or an Ibis URL such as trino://user@host:8080/hive/flows; "
+               "add ?table=NAME to map a table of normalised flows already on the engine instead of --flows. "
+               "See README, Engines.")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+TIMEZONE_HELP = ("IANA time zone (e.g. Europe/Berlin) of flow timestamps logged without one, such as nfdump's "
+                 "local times. Default: UTC.")
+SINCE_HELP = ("Only count flow records that started at or after this time: ISO 8601 with a zone "
+              "(2026-03-02T08:00:00Z, ...+01:00) or a date (00:00 UTC).")
+UNTIL_HELP = "Only count flow records that started before this time (same forms as --since)."
+PROGRESS_HELP = "Show the ingest progress bar on stderr even when stderr is not a terminal."
+QUIET_HELP = "Print no progress (no bar, no status lines) on stderr; errors are still printed."
+
+
+@contextmanager
+def _ingest_bar(force: bool, quiet: bool) -> Iterator[ProgressCallback | None]:
+    """The progress bar on stderr: on a terminal or with --progress, never with --quiet; stdout stays clean."""
+    if quiet or not (force or err.is_terminal):
+        yield None
+        return
+    from microseg.reports.progress import IngestProgressBar
+
+    with IngestProgressBar(err) as bar:
+        yield bar
+
+
+def _status(quiet: bool) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        if not quiet:
+            err.print(f"[dim]… {msg}[/dim]")
+    return say
 
 
 def _version(value: bool) -> None:
@@ -43,8 +78,8 @@ def plan(
     inventory: Annotated[list[Path], typer.Option("--inventory", "-i", help="Inventory file or directory: "
                          "Kubernetes YAML/JSON (manifests, `kubectl get -o json` snapshots) or microseg inventory "
                          "YAML. Repeatable.")],
-    flows: Annotated[list[str], typer.Option("--flows", "-f", help="Flow log file, directory or glob "
-                     "(quote globs). Plain or .gz. Repeatable.")],
+    flows: Annotated[list[str] | None, typer.Option("--flows", "-f", help="Flow log file, directory or glob "
+                     "(quote globs). Plain or .gz. Repeatable. Required unless --engine names a table.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("plan"),
     flow_format: Annotated[str | None, typer.Option("--flow-format", help="Force a flow format "
                            "(aws-vpc, hubble, zeek, calico, envoy, gcp, azure, nfdump); "
@@ -57,18 +92,29 @@ def plan(
                         "(overrides the config).")] = None,
     exceptions: Annotated[Path | None, typer.Option(help="Approved exceptions YAML to merge with "
                           "OUT/policy/exceptions.yaml.")] = None,
+    flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
+    since: Annotated[str | None, typer.Option("--since", help=SINCE_HELP)] = None,
+    until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
+    show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
+    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
 ) -> None:
     """Read inventory + flow logs; write zones, flow-to-policy matrix, rollout and validation plans,
     policy-as-code (OUT/policy) and enforcement artifacts (OUT/enforce/<target>)."""
     from microseg.config import load_config
     from microseg.pipeline import plan as run_plan
+    from microseg.pipeline import time_window
 
+    window = time_window(since, until)
     cfg = load_config(config)
     updates = {k: v for k, v in (("min_flows", min_flows), ("min_days", min_days)) if v is not None}
     if updates:
         cfg = cfg.model_validate({**cfg.model_dump(), **updates})
-    outcome = run_plan(inventory, flows, out_dir, config=cfg, flow_format=flow_format, exceptions_file=exceptions,
-                       progress=lambda msg: err.print(f"[dim]… {msg}[/dim]"))
+    with _ingest_bar(show_progress, quiet) as bar:
+        outcome = run_plan(inventory, flows or [], out_dir, config=cfg, flow_format=flow_format,
+                           exceptions_file=exceptions, flow_timezone=flow_timezone, window=window,
+                           progress=_status(quiet), ingest_progress=bar,
+                           engine=engine)
     v = outcome.view
     high = sum(1 for f in v.findings if f.severity in ("critical", "high"))
     out.print(f"Planned {sum(1 for w in v.policy.workloads if w.kind.value != 'external')} workloads in "
@@ -106,15 +152,24 @@ def validate_cmd(
     segment: Annotated[str | None, typer.Option(help="Only check observed flows into this segment "
                        "(a rollout phase's exit criterion).")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write the result as JSON here.")] = None,
+    flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
+    since: Annotated[str | None, typer.Option("--since", help=SINCE_HELP)] = None,
+    until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
+    show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
+    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
 ) -> None:
     """Prove the policy: matrix rows allowed, everything else denied, guardrails hold, observed flows
     still work; print blast radius flat vs plan. Exit 4 on a violation."""
     import json
 
-    from microseg.pipeline import validate_policy
+    from microseg.pipeline import time_window, validate_policy
 
-    pol, result = validate_policy(policy, inventory_paths=inventory or [], flows=flows or [],
-                                  flow_format=flow_format, segment=segment)
+    window = time_window(since, until)
+    with _ingest_bar(show_progress, quiet or not flows) as bar:  # no flows: nothing to show
+        pol, result = validate_policy(policy, inventory_paths=inventory or [], flows=flows or [],
+                                      flow_format=flow_format, segment=segment, flow_timezone=flow_timezone,
+                                      window=window, ingest_progress=bar, engine=engine)
     flat = sum(b.flat for b in result.blast)
     direct = sum(b.direct for b in result.blast)
     out.print(f"Checked {result.rows_checked} matrix rows, {result.pairs_checked} reachable pairs, "

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from microseg.analyses.drift import DriftReport
 from microseg.analyses.posture import PostureResult
@@ -20,16 +21,20 @@ from microseg.analyses.synthesis import synthesize
 from microseg.analyses.validate import ValidationResult, validate
 from microseg.backends import Mode, get_backend, write_outputs
 from microseg.config import PlanConfig
-from microseg.engine.mapping import MappingResult, map_flows
-from microseg.engine.store import FlowStore, IngestReport
+from microseg.engine.engines import map_engine_table, map_store, parse_engine
+from microseg.engine.store import FlowStore, IngestReport, TimeWindow
 from microseg.errors import InputError
 from microseg.ir.model import Edge, Inventory, Policy, PolicyException
 from microseg.ir.semantics import Connections
 from microseg.ir.serde import FILES, ExceptionsDoc, dump_policy, exception_from_entry, load_doc, load_policy
 from microseg.reports.markdown import CoverageView, IngestView, PlanView, report_md, rollout_md, validation_md
 from microseg.reports.tables import findings_json, matrix_csv, matrix_rows, zones_yaml
+from microseg.sources.flows import ProgressCallback, zone_info
 from microseg.sources.inventory import load_inventory
 from microseg.sources.inventory.kubernetes import KubernetesResult
+
+if TYPE_CHECKING:
+    from microseg.engine.mapping import MappingResult
 
 STORE_NAME = "flows.duckdb"
 DEFAULT_CONFIG = PlanConfig()  # frozen
@@ -66,12 +71,40 @@ def read_exceptions(path: Path) -> tuple[PolicyException, ...]:
     return tuple(exception_from_entry(e) for e in doc.exceptions)
 
 
+def time_window(since: str | None, until: str | None) -> TimeWindow | None:
+    """The ``--since``/``--until`` window (ISO 8601 with a zone, or dates meaning 00:00 UTC)."""
+    return TimeWindow.parse(since, until)
+
+
+NO_INGEST = IngestReport(files=(), lines=0, records=0, skipped={}, bad=0, bad_samples=(), formats={})
+
+
 def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *, flow_format: str | None,
-                 bad_threshold: float) -> tuple[IngestReport, MappingResult]:
+                 bad_threshold: float, flow_timezone: str = "UTC", window: TimeWindow | None = None,
+                 ingest_progress: ProgressCallback | None = None,
+                 engine: str | None = None) -> tuple[IngestReport, MappingResult]:
+    """Ingest ``flows`` into the store and map them on ``engine`` (default: DuckDB over the store).
+
+    An engine URL with ``?table=NAME`` maps the flows already on that engine instead: no ingest, so the
+    ingest options (time window) do not apply there and are refused rather than silently ignored.
+    """
+    spec = parse_engine(engine)
+    if spec.table is not None:
+        if flows:
+            raise InputError(f"--flows and a table on the engine ({spec.display}) exclude each other: the "
+                             "table already holds the normalised flows", field="--flows")
+        if window is not None:
+            raise InputError(f"--since/--until filter flows while they are read; the flows of {spec.display} "
+                             "are not read by microseg: narrow the table or view instead", field="--since")
+        return NO_INGEST, map_engine_table(spec, inventory)
+    if not flows:
+        raise InputError("no flow logs: give --flows, or --engine URL?table=NAME for flows on an engine",
+                         field="--flows")
     store = FlowStore(store_path)
     try:
-        report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold)
-        mapping = map_flows(store, inventory)
+        report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold, timezone=flow_timezone,
+                              window=window, progress=ingest_progress)
+        mapping = map_store(spec, store, inventory)  # imports Ibis (seconds) only here
     finally:
         store.close()
     return report, mapping
@@ -84,25 +117,30 @@ def _coverage_view(m: MappingResult) -> CoverageView:
                         top_unresolved=tuple((u.address, u.records, u.bytes) for u in c.top_unresolved))
 
 
-def _ingest_view(r: IngestReport) -> IngestView:
+def _ingest_view(r: IngestReport, timezone: str, window: TimeWindow | None) -> IngestView:
     # Totals over every file of this run, including files the store already held (reused), so the
     # report describes the data behind the plan, not what this particular run had to read.
     return IngestView(files=len(r.files), lines=sum(f.lines for f in r.files),
                       records=sum(f.records for f in r.files), skipped=sum(f.skipped for f in r.files),
                       bad=sum(f.bad for f in r.files),
                       bad_samples=tuple(f"{b.file}:{b.line} [{b.field}] {b.message}" for b in r.bad_samples),
-                      formats=tuple(sorted(Counter(f.format for f in r.files).items())))
+                      formats=tuple(sorted(Counter(f.format for f in r.files).items())), timezone=timezone,
+                      outside=sum(f.outside for f in r.files), window=window.describe() if window else None)
 
 
 def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *, config: PlanConfig = DEFAULT_CONFIG,
-         flow_format: str | None = None, exceptions_file: Path | None = None,
-         progress: Progress = _quiet) -> PlanOutcome:
+         flow_format: str | None = None, exceptions_file: Path | None = None, flow_timezone: str = "UTC",
+         window: TimeWindow | None = None, progress: Progress = _quiet,
+         ingest_progress: ProgressCallback | None = None, engine: str | None = None) -> PlanOutcome:
+    zone_info(flow_timezone)  # a bad option fails before any input is read
     progress("reading inventory")
     inventory = load_inventory(list(inventory_paths))
     out_dir.mkdir(parents=True, exist_ok=True)
-    progress("ingesting flow logs")
+    spec = parse_engine(engine)
+    progress("ingesting flow logs" if spec.table is None else f"mapping the flows of {spec.display}")
     ingest, mapping = map_observed(inventory, flows, out_dir / STORE_NAME, flow_format=flow_format,
-                                   bad_threshold=config.bad_line_threshold)
+                                   bad_threshold=config.bad_line_threshold, flow_timezone=flow_timezone,
+                                   window=window, ingest_progress=ingest_progress, engine=engine)
     edges = mapping.edges
     exceptions = read_exceptions(out_dir / "policy" / "exceptions.yaml")
     if exceptions_file is not None:
@@ -119,8 +157,10 @@ def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *
     rollout = plan_rollout(policy, edges, synth.findings, unresolved_share=1 - coverage.record_share)
     view = PlanView(policy=policy, edges=tuple(edges), findings=synth.findings,
                     matrix=tuple(matrix_rows(policy, edges)), rollout=rollout, validation=result,
-                    coverage=coverage, ingest=_ingest_view(ingest),
-                    inputs=tuple(sorted({str(p) for p in inventory_paths} | set(flows))), targets=config.targets)
+                    coverage=coverage, ingest=_ingest_view(ingest, flow_timezone, window),
+                    inputs=tuple(sorted({str(p) for p in inventory_paths} | set(flows)
+                                        | ({spec.display} if spec.table is not None else set()))),
+                    targets=config.targets)
     files: dict[str, str] = {
         "report.md": report_md(view), "zones.yaml": zones_yaml(policy), "matrix.csv": matrix_csv(view.matrix),
         "findings.json": findings_json(synth.findings), "rollout.md": rollout_md(view),
@@ -144,10 +184,14 @@ def compile_policy(policy_dir: Path, target: str, out_dir: Path, *, mode: Mode =
 
 def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (),
                     flow_format: str | None = None, store_path: Path | None = None, segment: str | None = None,
-                    now: datetime | None = None, bad_threshold: float = 0.01) -> tuple[Policy, ValidationResult]:
+                    now: datetime | None = None, bad_threshold: float = 0.01,
+                    flow_timezone: str = "UTC", window: TimeWindow | None = None,
+                    ingest_progress: ProgressCallback | None = None,
+                    engine: str | None = None) -> tuple[Policy, ValidationResult]:
+    zone_info(flow_timezone)
     policy = read_policy_dir(policy_dir)
     edges: tuple[Edge, ...] | None = None
-    if flows:
+    if flows or parse_engine(engine).table is not None:
         if not inventory_paths:
             raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
         inventory = load_inventory(list(inventory_paths))
@@ -155,7 +199,9 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
 
         with tempfile.TemporaryDirectory(prefix="microseg-validate-") as tmp:
             _, mapping = map_observed(inventory, flows, store_path or Path(tmp) / STORE_NAME,
-                                      flow_format=flow_format, bad_threshold=bad_threshold)
+                                      flow_format=flow_format, bad_threshold=bad_threshold,
+                                      flow_timezone=flow_timezone, window=window, ingest_progress=ingest_progress,
+                                      engine=engine)
         edges = mapping.edges
     if segment is not None and segment not in {s.name for s in policy.segments}:
         raise InputError(f"unknown segment {segment!r}; known: {', '.join(s.name for s in policy.segments)}",

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from microseg.engine.store import FLOWS_COLUMNS, FlowStore, expand_paths
+from microseg.engine.store import FLOWS_COLUMNS, FlowStore, TimeWindow, expand_paths, parse_instant
 from microseg.errors import InputError, TooManyBadLines
+from microseg.sources.flows import ReaderOptions
 
 HEADER = ("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
           "log-status")
@@ -185,3 +186,156 @@ def test_corrupt_gzip_is_an_input_error(store: FlowStore, tmp_path: Path, name: 
         store.ingest([path])
     assert str(path.resolve()) in str(err.value)
     assert store.rows() == [] and not list(tmp_path.glob("out/microseg-*"))
+
+
+def test_flow_timezone_is_an_iana_zone(store: FlowStore, tmp_path: Path) -> None:
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    for bad in ("Mars/Olympus", "", "../etc/passwd", "/etc/localtime"):
+        with pytest.raises(InputError) as err:
+            store.ingest([path], timezone=bad)
+        assert err.value.field == "--flow-timezone"
+    assert store.rows() == []
+    assert ReaderOptions(timezone="Europe/Berlin").zone.key == "Europe/Berlin"
+    assert ReaderOptions().timezone == "UTC"
+
+
+# -- time windows ------------------------------------------------------------------------------------
+
+
+def test_window_keeps_records_started_inside(store: FlowStore, tmp_path: Path) -> None:
+    path = vpc(tmp_path / "a.log",
+               line("10.0.0.1", "10.0.0.2", 40001, 443, DAY - 1),  # a second before: outside
+               line("10.0.0.1", "10.0.0.2", 40002, 443, DAY),  # the start is included
+               line("10.0.0.1", "10.0.0.3", 40003, 443, DAY + 86399),  # the last second inside
+               "not a flow record",  # bad, wherever it is: never counted as outside
+               line("10.0.0.1", "10.0.0.4", 40004, 443, DAY + 86400),  # the end is excluded
+               line("10.0.0.1", "10.0.0.5", 40005, 443, DAY + 3 * 86400))
+    window = TimeWindow.parse("2026-03-02", "2026-03-03")
+    report = store.ingest([path], window=window, bad_threshold=1.0)
+    assert (report.lines, report.records, report.outside, report.bad, report.skipped) == (6, 2, 3, 1, {})
+    assert [(f.lines, f.records, f.outside, f.bad) for f in report.files] == [(6, 2, 3, 1)]
+    assert sorted((r["dst_ip"], r["src_port"], r["ts_start"]) for r in store.rows()) == [
+        ("10.0.0.2", 40002, datetime(2026, 3, 2)), ("10.0.0.3", 40003, datetime(2026, 3, 2, 23, 59, 59))]
+
+
+def test_window_ends_are_exact_below_the_log_unit(store: FlowStore, tmp_path: Path) -> None:
+    # VPC start times are whole seconds: 00:00:00.5 excludes 00:00:00 and includes 00:00:01.
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY),
+               line("10.0.0.1", "10.0.0.3", 40001, 443, DAY + 1), line("10.0.0.1", "10.0.0.4", 40001, 443, DAY + 2))
+    report = store.ingest([path], window=TimeWindow.parse("2026-03-02T01:00:00.5+01:00", "2026-03-02T00:00:01.5Z"))
+    assert (report.records, report.outside) == (1, 2)
+    assert [r["dst_ip"] for r in store.rows()] == ["10.0.0.3"]
+
+
+def test_open_ended_windows(tmp_path: Path) -> None:
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY - 60),
+               line("10.0.0.1", "10.0.0.3", 40001, 443, DAY + 60))
+    with FlowStore(tmp_path / "s1" / "flows.duckdb") as s:
+        assert (s.ingest([path], window=TimeWindow.parse("2026-03-02", None)).records, s.rows()[0]["dst_ip"]) == (
+            1, "10.0.0.3")
+    with FlowStore(tmp_path / "s2" / "flows.duckdb") as s:
+        assert (s.ingest([path], window=TimeWindow.parse(None, "2026-03-02")).records, s.rows()[0]["dst_ip"]) == (
+            1, "10.0.0.2")
+    assert TimeWindow.parse(None, None) is None
+
+
+def test_a_store_read_for_another_window_is_read_again(store: FlowStore, tmp_path: Path) -> None:
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY),
+               line("10.0.0.1", "10.0.0.3", 40001, 443, DAY + 86400))
+    monday, tuesday = TimeWindow.parse("2026-03-02", "2026-03-03"), TimeWindow.parse("2026-03-03", "2026-03-04")
+    assert store.ingest([path], window=monday).records == 1
+    second = store.ingest([path], window=tuesday)
+    assert (second.reused, second.records, second.outside) == (0, 1, 1)
+    assert [r["dst_ip"] for r in store.rows()] == ["10.0.0.3"]
+    third = store.ingest([path], window=tuesday)
+    assert (third.reused, third.files[0].outside, third.files[0].records) == (1, 1, 1)
+    everything = store.ingest([path])  # no window is a window of its own
+    assert (everything.reused, everything.records) == (0, 2)
+    assert store.ingest([path], timezone="Europe/Berlin").reused == 0  # so is another time zone
+
+
+def test_a_store_from_before_read_keys_reads_its_files_again(tmp_path: Path) -> None:
+    import duckdb
+
+    path = vpc(tmp_path / "a.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    db = tmp_path / "old" / "flows.duckdb"
+    db.parent.mkdir()
+    st = path.resolve().stat()
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('bucket_seconds', '86400'), ('schema_version', '1')")
+    con.execute("""CREATE TABLE files (path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, format VARCHAR,
+                   lines BIGINT, records BIGINT, skipped BIGINT, bad BIGINT)""")
+    con.execute("INSERT INTO files VALUES (?, ?, ?, 'aws-vpc', 1, 1, 0, 0)", [str(path.resolve()), st.st_size,
+                                                                              st.st_mtime_ns])
+    con.close()
+    with FlowStore(db) as s:
+        report = s.ingest([path])
+        assert (report.reused, report.records) == (0, 1)
+
+
+@pytest.mark.parametrize(("since", "until", "field", "message"), [
+    ("2026-03-02T08:00:00", None, "--since", "no zone"),
+    (None, "yesterday", "--until", "not an ISO 8601"),
+    ("2026-03-03", "2026-03-02T23:00:00Z", "--until", "the window is empty"),
+    ("2026-03-02", "2026-03-02", "--until", "the window is empty"),
+    ("0001-01-01T00:00:00+01:00", None, "--since", "out of range"),
+])
+def test_bad_windows_are_input_errors(since: str | None, until: str | None, field: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as err:
+        TimeWindow.parse(since, until)
+    assert err.value.field == field
+
+
+def test_window_text_forms() -> None:
+    assert parse_instant("2026-03-02", "x") == datetime(2026, 3, 2, tzinfo=UTC)
+    assert parse_instant("2026-03-02T08:00:00+02:00", "x") == datetime(2026, 3, 2, 6, tzinfo=UTC)
+    assert parse_instant("2026-03-02T08:00Z", "x") == datetime(2026, 3, 2, 8, tzinfo=UTC)
+    w = TimeWindow.parse("2026-03-02T08:00:00+02:00", "2026-03-03")
+    assert w is not None and w.describe() == "2026-03-02T06:00:00Z to 2026-03-03T00:00:00Z (UTC; start included, " \
+                                              "end excluded)"
+
+
+# -- many files ----------------------------------------------------------------------------------------
+
+
+def test_two_thousand_small_files_in_one_process_and_connection(store: FlowStore, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    import duckdb
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    expected_lines = expected_records = 0
+    for i in range(2000):
+        n = i % 3 + 1  # 1, 2 or 3 records
+        body = [line(f"10.0.{i // 250}.{i % 250}", "10.1.0.1", 40000 + j, 443, DAY + i) for j in range(n)]
+        if i % 100 == 7:
+            (logs / f"f{i:04d}.log").write_text("")  # an empty object: no lines, no format
+            continue
+        if i % 10 == 3:
+            with gzip.open(logs / f"f{i:04d}.log.gz", "wt") as fh:
+                fh.write("\n".join((HEADER, *body)) + "\n")
+        else:
+            vpc(logs / f"f{i:04d}.log", *body)
+        expected_lines += n
+        expected_records += n
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("ingest started a process or opened another connection")
+
+    monkeypatch.setattr(duckdb, "connect", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    report = store.ingest([logs])
+    assert len(report.files) == 2000
+    assert (report.lines, report.records, report.bad) == (expected_lines, expected_records, 0)
+    assert sum(1 for f in report.files if f.format == "empty") == 20
+    by_name = {Path(f.path).name: (f.format, f.lines, f.records) for f in report.files}
+    assert by_name["f0000.log"] == ("aws-vpc", 1, 1) and by_name["f0013.log.gz"] == ("aws-vpc", 2, 2)
+    assert by_name["f1999.log"] == ("aws-vpc", 2, 2) and by_name["f0107.log"] == ("empty", 0, 0)
+    assert sum(r["records"] for r in store.rows()) == expected_records
+    assert len({r["source_file"] for r in store.rows()}) == 1980
+    again = store.ingest([logs])
+    assert (again.reused, again.lines) == (2000, 0)

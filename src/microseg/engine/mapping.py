@@ -40,35 +40,34 @@ Denied-only edges are kept (flows=0): the planner reports them and never codifie
 from __future__ import annotations
 
 import bisect
-import csv
 import functools
 import ipaddress
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import duckdb
+import ibis
+import ibis.backends.duckdb  # noqa: F401 - see _warm_imports
+import ibis.expr.types as ir
+from ibis.backends import BaseBackend
 
-from microseg.engine.store import EPHEMERAL_START, FlowStore
+from microseg.engine import job
+from microseg.engine.job import BINDING_CONFLICT, NO_TIME, TIME_AMBIGUOUS, Lookup
+from microseg.engine.store import FlowStore
 from microseg.errors import InputError
 from microseg.ir.model import AddressBinding, Edge, Frozen, Inventory, Protocol, WorkloadKind
-from microseg.sources.flows import sql_str
 
 INTERNET = "external:internet"
-WELL_KNOWN_LIMIT = 1024
 TOP_UNRESOLVED = 20
 
-# Unresolved reasons, as they appear in the coverage.
+# Unresolved reasons, as they appear in the coverage (the time-related ones come from engine/job.py:
+# TIME_AMBIGUOUS, BINDING_CONFLICT, NO_TIME).
 PRIVATE = "private"  # not bound, not external, not globally routable
 INVALID = "invalid"  # not an IP address
-TIME_AMBIGUOUS = "time-ambiguous"
-BINDING_CONFLICT = "binding-conflict"
-NO_TIME = "no-time"
+__all__ = ["BINDING_CONFLICT", "INTERNET", "NO_TIME", "PRIVATE", "INVALID", "TIME_AMBIGUOUS", "Coverage",
+           "MappingResult", "UnresolvedAddress", "classify_addresses", "map_flows", "map_table", "prepare_bindings"]
 
 
 class UnresolvedAddress(Frozen):
@@ -262,175 +261,49 @@ def classify_addresses(ips: Iterable[str], inventory: Inventory) -> list[tuple[s
     return out
 
 
-def _load(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, str], rows: Sequence[Sequence[object]],
-          tmp_dir: Path) -> None:
-    """Create temp table ``name`` from ``rows`` via one CSV scan (executemany is slow for 10^5 rows)."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({', '.join(f'{k} {v}' for k, v in columns.items())})")
-    if not rows:
-        return
-    fd, tmp = tempfile.mkstemp(prefix=f"microseg-{name}-", suffix=".csv", dir=tmp_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            # Strings are quoted (any character is safe); None is written as "" and read as NULL.
-            csv.writer(fh, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n").writerows(rows)
-        spec = "{" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in columns.items()) + "}"
-        con.execute(f"INSERT INTO {name} SELECT * FROM read_csv({sql_str(tmp)}, header=false, delim=',', "
-                    f"quote='\"', escape='\"', nullstr='', auto_detect=false, columns={spec})")
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def build_lookup(inventory: Inventory, addresses: Sequence[str], prepared: Bindings | None = None) -> Lookup:
+    """The inventory side of the mapping job for the flows' distinct ``addresses``."""
+    b = prepared or prepare_bindings(inventory.bindings)
+    static = dict(b.static)
+    no_time = dict(b.no_time)
+    rows: list[tuple[str, str | None, bool, str | None, str | None, str | None]] = [
+        (ip, static[ip], False, None, None, None) for ip in addresses if ip in static]
+    lookups = [ip for ip in addresses if ip not in static]
+    # Row order does not matter: the engine joins on ip.
+    rows.extend((ip, None, ip in no_time, no_time.get(ip), workload, state)
+                for ip, workload, state in classify_addresses(lookups, inventory))
+    return Lookup(addresses=rows, segments=b.segments, names=[w.name for w in inventory.workloads],
+                  ports=[(w.name, p.protocol.value, p.port) for w in inventory.workloads for p in w.ports])
 
 
-# Time-dependent resolution, only for addresses with bounded or several bindings.
-_DYNAMIC_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _mm_dyn AS
-WITH e AS (
-  SELECT rowid AS rid, 0 AS side, src_ip AS ip, ts_start, ts_start_last FROM flows
-  WHERE src_ip IN (SELECT ip FROM _mm_no_time)
-  UNION ALL
-  SELECT rowid, 1, dst_ip, ts_start, ts_start_last FROM flows WHERE dst_ip IN (SELECT ip FROM _mm_no_time)
-), ov AS (
-  -- the segments overlapping the aggregate's start times; exactly one, covering them all = resolved
-  SELECT e.rid, e.side, count(*) AS n, any_value(b.workload) AS w, bool_or(b.workload IS NULL) AS conflict,
-    bool_and((b.valid_from IS NULL OR b.valid_from <= e.ts_start)
-             AND (b.valid_to IS NULL OR e.ts_start_last < b.valid_to)) AS covers
-  FROM e JOIN _mm_bind b ON b.ip = e.ip
-  WHERE e.ts_start IS NOT NULL
-    AND (b.valid_from IS NULL OR b.valid_from <= e.ts_start_last)
-    AND (b.valid_to IS NULL OR e.ts_start < b.valid_to)
-  GROUP BY e.rid, e.side
-), r AS (
-  SELECT e.rid, e.side,
-    CASE WHEN e.ts_start IS NULL THEN CASE WHEN nt.workload IS NULL THEN '{NO_TIME}' ELSE 'bound' END
-         WHEN ov.n = 1 AND ov.covers THEN CASE WHEN ov.conflict THEN '{BINDING_CONFLICT}' ELSE 'bound' END
-         WHEN ov.n >= 1 THEN '{TIME_AMBIGUOUS}'
-         ELSE 'lookup' END AS state,
-    CASE WHEN e.ts_start IS NULL THEN nt.workload WHEN ov.n = 1 AND ov.covers THEN ov.w END AS workload
-  FROM e JOIN _mm_no_time nt ON nt.ip = e.ip
-  LEFT JOIN ov ON ov.rid = e.rid AND ov.side = e.side
-)
-SELECT * FROM r WHERE state <> 'lookup'
-"""
+def _warm_imports() -> None:
+    """Import what Ibis would otherwise import lazily on the first query (its Arrow conversion pulls in
+    pandas, ~0.3 s): with the module, so that it is start-up cost, paid once, and not inside a mapping."""
+    import pandas  # noqa: F401
+    import pyarrow.dataset  # noqa: F401
 
 
-def _side(prefix: str, col: str) -> str:
-    """Resolution of one side: hint, static binding, dynamic binding, else external / internet."""
-    p = prefix
-    return f"""
-    CASE WHEN h{p}.name IS NOT NULL THEN h{p}.name WHEN s{p}.ip IS NOT NULL THEN s{p}.workload
-         WHEN y{p}.rid IS NOT NULL THEN y{p}.workload ELSE x{p}.workload END AS {p}w,
-    CASE WHEN h{p}.name IS NOT NULL THEN 'hint' WHEN s{p}.ip IS NOT NULL THEN 'bound'
-         WHEN y{p}.rid IS NOT NULL THEN y{p}.state ELSE x{p}.state END AS {p}_state"""
+_warm_imports()
 
 
-def _joins(prefix: str, side: int) -> str:
-    p, ip, hint = prefix, f"{'src' if side == 0 else 'dst'}_ip", f"{'src' if side == 0 else 'dst'}_workload"
-    return f"""
-LEFT JOIN _mm_workloads h{p} ON h{p}.name = f.{hint}
-LEFT JOIN _mm_static s{p} ON s{p}.ip = f.{ip}
-LEFT JOIN _mm_dyn y{p} ON y{p}.rid = f.rowid AND y{p}.side = {side}
-LEFT JOIN _mm_ext x{p} ON x{p}.ip = f.{ip}"""
+def map_table(backend: BaseBackend, flows: ir.Table, inventory: Inventory, *, cache: bool = True,
+              where: str = "flows", load: job.Loader = job.memtable) -> MappingResult:
+    """Edges (sorted by key) and coverage for the normalised flows in ``flows`` on ``backend``.
+
+    ``flows`` has the columns of ``job.FLOW_SCHEMA`` (the store's ``flows`` table, or a table of the
+    same shape on another engine); ``where`` names it in errors.
+    """
+    job.check_schema(flows, where)
+    prepared = prepare_bindings(inventory.bindings)
+    lookup = build_lookup(inventory, job.distinct_addresses(flows), prepared)
+    result = job.run(backend, flows, lookup, top=TOP_UNRESOLVED, cache=cache, load=load)
+    return MappingResult(edges=tuple(_edge(row) for row in result.edges), coverage=_coverage(result))
 
 
-# One pass: resolve both sides, orient, classify every aggregate. `server` is 'd' when the
-# destination serves (the record is a request) and 's' when the source does (a reply).
-_MAP_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _mm_o AS
-WITH r AS (
-  SELECT f.ts_start, f.ts_end, f.ts_start_last, f.bucket, f.hours, f.src_ip, f.dst_ip, f.src_port, f.dst_port,
-    f.src_port_min, f.src_port_max, f.dst_port_min, f.dst_port_max, f.protocol, f.action, f.is_reply,
-    f.records, coalesce(f.bytes, 0) AS b, {_side('s', 'src')}, {_side('d', 'dst')}
-  FROM flows f {_joins('s', 0)} {_joins('d', 1)}
-), m AS (
-  SELECT r.*,
-    coalesce(r.src_port, r.src_port_min) AS sp_lo, coalesce(r.dst_port, r.dst_port_min) AS dp_lo,
-    pd.port IS NOT NULL AS d_listen, ps.port IS NOT NULL AS s_listen,
-    -- a declared (high) listening port inside a folded ephemeral range: cannot tell the records apart
-    r.dst_port IS NULL AND coalesce(len(list_filter(hd.ports, lambda x: x BETWEEN r.dst_port_min AND r.dst_port_max)),
-      0) > 0 AS d_maybe,
-    r.src_port IS NULL AND coalesce(len(list_filter(hs.ports, lambda x: x BETWEEN r.src_port_min AND r.src_port_max)),
-      0) > 0 AS s_maybe,
-    r.sw IS NOT NULL AND r.dw IS NOT NULL AS resolved,
-    r.action IS NOT NULL AND (r.protocol = 'ICMP' OR (r.protocol IN ('TCP', 'UDP', 'SCTP')
-      AND r.src_port_min IS NOT NULL AND r.dst_port_min IS NOT NULL)) AS mappable
-  FROM r
-  LEFT JOIN _mm_ports pd ON pd.workload = r.dw AND pd.protocol = r.protocol AND pd.port = r.dst_port
-  LEFT JOIN _mm_ports ps ON ps.workload = r.sw AND ps.protocol = r.protocol AND ps.port = r.src_port
-  LEFT JOIN _mm_high hd ON hd.workload = r.dw AND hd.protocol = r.protocol
-  LEFT JOIN _mm_high hs ON hs.workload = r.sw AND hs.protocol = r.protocol
-), s AS (
-  SELECT *, CASE WHEN NOT (resolved AND mappable) THEN NULL
-    WHEN protocol = 'ICMP' THEN 'd'
-    WHEN is_reply IS NOT NULL THEN CASE WHEN is_reply THEN 's' ELSE 'd' END
-    WHEN d_listen THEN 'd'
-    WHEN s_listen THEN 's'
-    WHEN d_maybe OR s_maybe THEN NULL
-    WHEN dp_lo < {WELL_KNOWN_LIMIT} AND sp_lo >= {WELL_KNOWN_LIMIT} THEN 'd'
-    WHEN sp_lo < {WELL_KNOWN_LIMIT} AND dp_lo >= {WELL_KNOWN_LIMIT} THEN 's'
-    WHEN dp_lo < {EPHEMERAL_START} AND sp_lo >= {EPHEMERAL_START} THEN 'd'
-    WHEN sp_lo < {EPHEMERAL_START} AND dp_lo >= {EPHEMERAL_START} THEN 's'
-    WHEN src_port IS NOT NULL AND dst_port IS NOT NULL THEN CASE WHEN dst_port <= src_port THEN 'd' ELSE 's' END
-    END AS server
-  FROM m
-), o AS (
-  SELECT *,
-    CASE WHEN protocol = 'ICMP' THEN 0 WHEN server = 'd' THEN dst_port WHEN server = 's' THEN src_port END AS port,
-    CASE WHEN server = 'd' THEN d_listen ELSE s_listen END AS server_listens
-  FROM s
-)
-SELECT ts_start, ts_end, ts_start_last, bucket, hours, src_ip, dst_ip, protocol, records, b, sw, s_state, dw,
-  d_state, server, port, action IN ('accept', 'audit') AS accepted,
-  CASE WHEN server = 'd' THEN sw ELSE dw END AS client_w,
-  CASE WHEN server = 'd' THEN dw ELSE sw END AS server_w,
-  CASE WHEN NOT resolved THEN 'unresolved' WHEN NOT mappable THEN 'unmappable'
-       WHEN server IS NOT NULL AND port IS NOT NULL AND (port < {EPHEMERAL_START} OR server_listens
-                                                         OR protocol = 'ICMP') THEN 'edge'
-       ELSE 'unoriented' END AS kind
-FROM o
-"""
-
-_EDGES_SQL = """
-SELECT client_w, server_w, protocol, port,
-  coalesce(sum(records) FILTER (WHERE accepted AND server = 'd'), 0)::BIGINT AS acc_req,
-  coalesce(sum(records) FILTER (WHERE accepted AND server = 's'), 0)::BIGINT AS acc_rep,
-  coalesce(sum(records) FILTER (WHERE NOT accepted), 0)::BIGINT AS denied,
-  coalesce(sum(b) FILTER (WHERE accepted), 0) AS a_bytes,
-  min(ts_start) FILTER (WHERE accepted) AS a_first,
-  max(coalesce(ts_end, ts_start_last)) FILTER (WHERE accepted) AS a_last,
-  count(DISTINCT CAST(bucket AS DATE)) FILTER (WHERE accepted) AS a_days,
-  bit_or(hours) FILTER (WHERE accepted) AS a_hours,
-  coalesce(sum(b) FILTER (WHERE NOT accepted), 0) AS d_bytes,
-  min(ts_start) FILTER (WHERE NOT accepted) AS d_first,
-  max(coalesce(ts_end, ts_start_last)) FILTER (WHERE NOT accepted) AS d_last,
-  count(DISTINCT CAST(bucket AS DATE)) FILTER (WHERE NOT accepted) AS d_days,
-  bit_or(hours) FILTER (WHERE NOT accepted) AS d_hours
-FROM _mm_o WHERE kind = 'edge'
-GROUP BY client_w, server_w, protocol, port
-ORDER BY client_w, server_w, protocol, port
-"""
-
-_COVERAGE_SQL = """
-SELECT coalesce(sum(records), 0)::BIGINT, coalesce(sum(b), 0),
-  coalesce(sum(records) FILTER (WHERE kind <> 'unresolved'), 0)::BIGINT,
-  coalesce(sum(b) FILTER (WHERE kind <> 'unresolved'), 0),
-  coalesce(sum(records) FILTER (WHERE kind = 'unmappable'), 0)::BIGINT,
-  coalesce(sum(records) FILTER (WHERE kind = 'unoriented'), 0)::BIGINT,
-  coalesce(sum(records) FILTER (WHERE kind = 'edge'), 0)::BIGINT
-FROM _mm_o
-"""
-
-_UNRESOLVED_SQL = """
-WITH u AS (
-  SELECT src_ip AS ip, s_state AS reason, records, b FROM _mm_o WHERE sw IS NULL
-  UNION ALL
-  SELECT dst_ip, d_state, records, b FROM _mm_o WHERE dw IS NULL
-), per_reason AS (
-  SELECT ip, reason, sum(records) AS n, sum(b) AS nb FROM u GROUP BY ip, reason
-), per_ip AS (
-  SELECT ip, first(reason ORDER BY n DESC, reason) AS reason, sum(n)::BIGINT AS n, sum(nb) AS nb
-  FROM per_reason GROUP BY ip
-)
-SELECT ip, reason, n, nb, count(*) OVER () AS total FROM per_ip ORDER BY n DESC, nb DESC, ip LIMIT {limit}
-"""
+def map_flows(store: FlowStore, inventory: Inventory) -> MappingResult:
+    """Edges (sorted by key) and coverage for everything in ``store``; see the module docstring."""
+    backend = ibis.duckdb.from_connection(store.con)
+    return map_table(backend, backend.table("flows"), inventory, where=str(store.path))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -440,47 +313,15 @@ def _hours(mask: int | None) -> tuple[int, ...]:
 
 
 def _aware(t: datetime | None) -> datetime | None:
-    return None if t is None else t.replace(tzinfo=UTC)
-
-
-def map_flows(store: FlowStore, inventory: Inventory) -> MappingResult:
-    """Edges (sorted by key) and coverage for everything in ``store``; see the module docstring."""
-    con = store.con
-    tmp_dir = store.path.parent
-    b = prepare_bindings(inventory.bindings)
-    tables: dict[str, tuple[dict[str, str], Sequence[Sequence[object]]]] = {
-        "_mm_static": ({"ip": "VARCHAR", "workload": "VARCHAR"}, b.static),
-        "_mm_bind": ({"ip": "VARCHAR", "workload": "VARCHAR", "valid_from": "TIMESTAMP", "valid_to": "TIMESTAMP"},
-                     b.segments),
-        "_mm_no_time": ({"ip": "VARCHAR", "workload": "VARCHAR"}, b.no_time),
-        "_mm_workloads": ({"name": "VARCHAR"}, sorted((w.name,) for w in inventory.workloads)),
-        "_mm_ports": ({"workload": "VARCHAR", "protocol": "VARCHAR", "port": "INTEGER"},
-                      sorted({(w.name, p.protocol.value, p.port) for w in inventory.workloads for p in w.ports})),
-    }
-    try:
-        for name, (columns, rows) in tables.items():
-            _load(con, name, columns, rows, tmp_dir)
-        # Declared listening ports in the ephemeral range, per workload: checked against folded ranges.
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _mm_high AS SELECT workload, protocol, list(port) AS ports
-                        FROM _mm_ports WHERE port >= {EPHEMERAL_START} GROUP BY workload, protocol""")
-        con.execute(_DYNAMIC_SQL)
-        lookups = [r[0] for r in con.execute("""
-            SELECT DISTINCT ip FROM (SELECT src_ip AS ip FROM flows UNION SELECT dst_ip FROM flows)
-            WHERE ip NOT IN (SELECT ip FROM _mm_static) ORDER BY ip""").fetchall()]
-        _load(con, "_mm_ext", {"ip": "VARCHAR", "workload": "VARCHAR", "state": "VARCHAR"},
-              classify_addresses(lookups, inventory), tmp_dir)
-        con.execute(_MAP_SQL)
-        edges = tuple(_edge(row) for row in con.execute(_EDGES_SQL).fetchall())
-        coverage = _coverage(con)
-    finally:
-        for t in (*tables, "_mm_high", "_mm_dyn", "_mm_ext", "_mm_o"):
-            con.execute(f"DROP TABLE IF EXISTS {t}")
-    return MappingResult(edges=edges, coverage=coverage)
+    """UTC-aware: engines return naive UTC (DuckDB, Spark's TIMESTAMP_NTZ) or an aware time."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _edge(row: tuple[Any, ...]) -> Edge:
     (client, server, protocol, port, acc_req, acc_rep, denied, a_bytes, a_first, a_last, a_days, a_hours,
-     d_bytes, d_first, d_last, d_days, d_hours) = row
+     d_bytes, d_first, d_last, d_days, d_hours) = row  # job.EDGE_COLUMNS
     accepted = acc_req + acc_rep > 0
     first, last, days, hours, nbytes = ((a_first, a_last, a_days, a_hours, a_bytes) if accepted
                                         else (d_first, d_last, d_days, d_hours, d_bytes))
@@ -490,16 +331,15 @@ def _edge(row: tuple[Any, ...]) -> Edge:
         first_seen=_aware(first), last_seen=_aware(last), days=days, hours=_hours(hours))
 
 
-def _coverage(con: duckdb.DuckDBPyConnection) -> Coverage:
-    row = con.execute(_COVERAGE_SQL).fetchone()
-    assert row is not None
-    records, nbytes, res_records, res_bytes, unmappable, unoriented, edge_records = (int(x) for x in row)
-    top = con.execute(_UNRESOLVED_SQL.format(limit=TOP_UNRESOLVED)).fetchall()
+def _coverage(r: job.JobResult) -> Coverage:
+    c = r.coverage
+    records, nbytes, res_records, res_bytes = c["records"], c["bytes"], c["resolved_records"], c["resolved_bytes"]
     return Coverage(
         records=records, bytes=nbytes, resolved_records=res_records, resolved_bytes=res_bytes,
         resolved_share=round(res_records / records, 6) if records else 0.0,
         resolved_bytes_share=round(res_bytes / nbytes, 6) if nbytes else 0.0,
-        unresolved_records=records - res_records, unmappable_records=unmappable, unoriented_records=unoriented,
-        edge_records=edge_records, unresolved_addresses=int(top[0][4]) if top else 0,
-        top_unresolved=tuple(UnresolvedAddress(address=ip, reason=reason, records=n, bytes=int(nb))
-                             for ip, reason, n, nb, _ in top))
+        unresolved_records=records - res_records, unmappable_records=c["unmappable"],
+        unoriented_records=c["unoriented"], edge_records=c["edge_records"],
+        unresolved_addresses=r.unresolved_addresses,
+        top_unresolved=tuple(UnresolvedAddress(address=t["ip"], reason=t["reason"], records=int(t["n"]),
+                                               bytes=int(t["nb"])) for t in r.top_unresolved))

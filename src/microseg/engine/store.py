@@ -17,7 +17,12 @@ folded range - see ``engine/mapping.py``).
 Ingest is one DuckDB scan per group of files (``sources/flows``); normalisation and validation run
 on the aggregates, and the whole ingest is one transaction, so a failed ingest leaves the store
 as it was. Files are recorded with size and mtime: ingesting the same file again is a no-op, a
-changed file replaces its earlier rows.
+changed file replaces its earlier rows. The options that change what a file yields (the time window,
+the zone of zone-less timestamps) are part of that key: a file read under other options is read again.
+
+A time window keeps the records that *started* in ``[since, until)``; the others are counted per file
+(``outside``), never stored and never mixed with the bad lines. A record without a start time cannot
+be placed in a window and is counted as outside it (fail closed: never a wider set of flows).
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from __future__ import annotations
 import glob
 import ipaddress
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,8 @@ from microseg.sources.flows import (
     IP_SHAPE,
     MAX_EPOCH_SECONDS,
     BadLine,
+    IngestProgress,
+    ProgressCallback,
     ReaderOptions,
     SourceFile,
     Staged,
@@ -48,6 +58,7 @@ from microseg.sources.flows import (
     head_lines,
     is_gzip,
     sql_str,
+    zone_info,
 )
 
 SCHEMA_VERSION = "1"
@@ -93,7 +104,7 @@ _GROUPS_COLUMNS: dict[str, str] = {
     "src_workload": "VARCHAR", "dst_workload": "VARCHAR", "k_sp": "INTEGER", "k_dp": "INTEGER",
     "k_bucket": "UBIGINT", "records": "BIGINT", "bytes": "HUGEINT", "packets": "HUGEINT", "t_min": "UBIGINT",
     "t_max": "UBIGINT", "t_end_max": "UBIGINT", "hours": "INTEGER", "tcp_flags": "INTEGER",
-    "fold_min": "INTEGER", "fold_max": "INTEGER",
+    "fold_min": "INTEGER", "fold_max": "INTEGER", "k_out": "BOOLEAN",
 }
 _KEY_COLUMNS = ("src_ip", "dst_ip", "proto", "is_reply", "direction", "src_workload", "dst_workload")
 
@@ -105,7 +116,8 @@ class FileReport(Frozen):
     records: int
     skipped: int
     bad: int
-    reused: bool = False  # already in the store with the same size and mtime: not read again
+    reused: bool = False  # already in the store with the same size, mtime and read options: not read again
+    outside: int = 0  # records outside the time window (not stored)
 
 
 class IngestReport(Frozen):
@@ -119,10 +131,77 @@ class IngestReport(Frozen):
     bad_samples: tuple[BadLine, ...]
     formats: dict[str, int]  # format -> records
     reused: int = 0
+    outside: int = 0  # records outside the time window
 
     @property
     def bad_share(self) -> float:
         return self.bad / self.lines if self.lines else 0.0
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Records that started at or after ``since`` and before ``until`` (either end may be open)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name, t in (("--since", self.since), ("--until", self.until)):
+            if t is not None and t.utcoffset() is None:
+                raise InputError("the time needs a zone (e.g. Z or +02:00)", field=name)
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise InputError(f"the window is empty: --until {self.until.isoformat()} is not after --since "
+                             f"{self.since.isoformat()}", field="--until")
+
+    @classmethod
+    def parse(cls, since: str | None, until: str | None) -> TimeWindow | None:
+        """From ISO 8601 text; ``None`` when neither end is given."""
+        if since is None and until is None:
+            return None
+        return cls(since=parse_instant(since, "--since") if since is not None else None,
+                   until=parse_instant(until, "--until") if until is not None else None)
+
+    def bounds_us(self) -> tuple[int | None, int | None]:
+        """The ends in microseconds since the epoch."""
+        return (None if self.since is None else (self.since - _EPOCH) // _US,
+                None if self.until is None else (self.until - _EPOCH) // _US)
+
+    def describe(self) -> str:
+        def text(t: datetime | None) -> str:
+            return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t is not None else "open"
+        return f"{text(self.since)} to {text(self.until)} (UTC; start included, end excluded)"
+
+    @property
+    def key(self) -> str:
+        lo, hi = self.bounds_us()
+        return f"{'' if lo is None else lo}..{'' if hi is None else hi}"
+
+
+def parse_instant(text: str, field: str) -> datetime:
+    """An ISO 8601 time with a zone (``2026-03-02T08:00:00+01:00``, ``...Z``), or a date meaning 00:00 UTC.
+
+    A time without a zone is refused: guessing the zone would silently shift the window."""
+    value = text.strip()
+    try:
+        return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{text!r} is not an ISO 8601 date or time (e.g. 2026-03-02 or 2026-03-02T08:00:00Z)",
+                         field=field) from None
+    if t.utcoffset() is None:
+        raise InputError(f"{text!r} has no zone: add Z or an offset such as +02:00 (a bare date means 00:00 UTC)",
+                         field=field)
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable instant
+        raise InputError(f"{text!r} is out of range", field=field) from None
 
 
 def _ddl(name: str, columns: dict[str, str], temp: bool = False) -> str:
@@ -194,6 +273,9 @@ class FlowStore:
         self.con.execute(_ddl("flows", FLOWS_COLUMNS))
         self.con.execute("""CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, size BIGINT,
             mtime_ns BIGINT, format VARCHAR, lines BIGINT, records BIGINT, skipped BIGINT, bad BIGINT)""")
+        # Added later: a store made before has NULL keys there, so its files are simply read again.
+        self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS read_key VARCHAR")
+        self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS outside BIGINT DEFAULT 0")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -205,52 +287,73 @@ class FlowStore:
         return [dict(zip(cols, r, strict=True)) for r in result]
 
     def files(self) -> list[FileReport]:
-        rows = self.con.execute("SELECT path, format, lines, records, skipped, bad FROM files ORDER BY path")
-        return [FileReport(path=p, format=f, lines=n, records=r, skipped=s, bad=b, reused=True)
-                for p, f, n, r, s, b in rows.fetchall()]
+        rows = self.con.execute("SELECT path, format, lines, records, skipped, bad, coalesce(outside, 0) FROM files "
+                                "ORDER BY path")
+        return [FileReport(path=p, format=f, lines=n, records=r, skipped=s, bad=b, reused=True, outside=o)
+                for p, f, n, r, s, b, o in rows.fetchall()]
 
     # -- ingest --------------------------------------------------------------------------------
 
     def ingest(self, paths: Sequence[str | Path], fmt: str | None = None, bad_threshold: float = 0.01, *,
-               log_format: str | None = None, max_samples: int = 20) -> IngestReport:
+               log_format: str | None = None, max_samples: int = 20, timezone: str = "UTC",
+               window: TimeWindow | None = None, progress: ProgressCallback | None = None) -> IngestReport:
         """Read flow logs into the store; see the module docstring.
 
         ``fmt`` forces a format (else each file is detected); ``log_format`` is the VPC format
-        string of headerless files. Raises :class:`TooManyBadLines` when more than ``bad_threshold``
-        of the lines read cannot be parsed, naming the first bad line; the store is then unchanged.
+        string of headerless files; ``timezone`` the IANA zone of timestamps logged without one
+        (nfdump); ``window`` keeps the records that started inside it; ``progress`` is called with the
+        counters as files are read (from this thread and, during a long scan, from a polling thread).
+        Raises :class:`TooManyBadLines`
+        when more than ``bad_threshold`` of the lines read cannot be parsed, naming the first bad line;
+        the store is then unchanged.
         """
         if fmt is not None:
             get_format(fmt)
+        zone_info(timezone)
         files = expand_paths(paths)
-        known = {p: (s, m) for p, s, m in self.con.execute("SELECT path, size, mtime_ns FROM files").fetchall()}
+        read_key = f"tz={timezone};window={window.key if window else '..'}"
+        known = {p: (s, m, k) for p, s, m, k in
+                 self.con.execute("SELECT path, size, mtime_ns, read_key FROM files").fetchall()}
         reused = {f.path: f for f in self.files()}
         new: list[tuple[Path, os.stat_result, str]] = []
         reports: dict[Path, FileReport] = {}
         empty: list[tuple[Path, os.stat_result]] = []
         for p in files:
             st = p.stat()
-            if known.get(str(p)) == (st.st_size, st.st_mtime_ns):
+            if known.get(str(p)) == (st.st_size, st.st_mtime_ns, read_key):
                 reports[p] = reused[str(p)]
-            elif not head_lines(p, n=1):
+                continue
+            head = head_lines(p) if fmt is None else head_lines(p, n=1)
+            if not head:
                 # An empty log (a quiet interval, an empty S3 object) is no error and has no format.
                 empty.append((p, st))
                 reports[p] = FileReport(path=str(p), format=EMPTY, lines=0, records=0, skipped=0, bad=0)
             else:
-                new.append((p, st, detect(p, fmt)))
-        options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples)
+                new.append((p, st, detect(p, fmt, head)))
+        tracker = _Tracker(progress, {p: st.st_size for p, st, _ in new}, len(files), len(files) - len(new))
+        options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples,
+                                timezone=timezone, on_read=tracker.on_read if progress else None)
+        if progress is not None:
+            # DuckDB's own progress estimate of a running scan (polled below); its console bar stays off.
+            self.con.execute("SET enable_progress_bar = true")
+            self.con.execute("SET enable_progress_bar_print = false")
+            self.con.execute("SET progress_bar_time = 0")
+        tracker.emit()
         with self._transaction():
-            result = self._ingest_new(new, options, bad_threshold, max_samples)
+            result = self._ingest_new(new, options, bad_threshold, max_samples, window, read_key, tracker)
             if empty:
                 names = [str(p) for p, _ in empty]
                 self.con.execute("DELETE FROM flows WHERE list_contains(?, source_file)", [names])
                 self.con.execute("DELETE FROM files WHERE list_contains(?, path)", [names])
-                _insert_rows(self.con, "files", [(str(p), st.st_size, st.st_mtime_ns, EMPTY, 0, 0, 0, 0)
+                _insert_rows(self.con, "files", [(str(p), st.st_size, st.st_mtime_ns, EMPTY, 0, 0, 0, 0, read_key, 0)
                                                  for p, st in empty])
         reports.update(result.files_by_path)
+        tracker.finish(result.lines)
         return IngestReport(
             files=tuple(reports[p] for p in files), lines=result.lines, records=result.records,
             skipped=dict(sorted(result.skipped.items())), bad=result.bad, bad_samples=tuple(result.samples),
-            formats=dict(sorted(result.formats.items())), reused=len(files) - len(new) - len(empty))
+            formats=dict(sorted(result.formats.items())), reused=len(files) - len(new) - len(empty),
+            outside=result.outside)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -263,7 +366,8 @@ class FlowStore:
             self.con.execute("COMMIT" if done else "ROLLBACK")
 
     def _ingest_new(self, new: list[tuple[Path, os.stat_result, str]], options: ReaderOptions,
-                    bad_threshold: float, max_samples: int) -> _Result:
+                    bad_threshold: float, max_samples: int, window: TimeWindow | None, read_key: str,
+                    tracker: _Tracker) -> _Result:
         con = self.con
         res = _Result()
         if not new:
@@ -292,7 +396,8 @@ class FlowStore:
                 pending = list(staged.relations)
                 while pending:
                     rel = pending.pop(0)
-                    self._scan(rel, name, fids, actions, skips)
+                    with tracker.scanning(con, rel.files):
+                        self._scan(rel, name, fids, actions, skips, window)
                     if rel.after_scan is not None:
                         pending.extend(rel.after_scan(con))
                         cleanup.extend(staged.cleanup)
@@ -307,7 +412,7 @@ class FlowStore:
                     f"the {bad_threshold:.2%} allowed; first: {first.message if first else '?'}",
                     file=first.file if first else None, line=first.line if first else None,
                     field=first.field if first else None)
-            self._commit_rows(new, res)
+            self._commit_rows(new, res, read_key)
             # On failure the rollback drops these temporary tables with everything else.
             con.execute("DROP VIEW IF EXISTS _ms_class")
             for t in ("_ms_groups", "_ms_files", "_ms_actions", "_ms_skips"):
@@ -318,16 +423,16 @@ class FlowStore:
         return res
 
     def _scan(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: list[str],
-              skips: list[str]) -> None:
+              skips: list[str], window: TimeWindow | None) -> None:
         try:
-            self.con.execute(self._aggregate_sql(rel, fmt, fids, actions, skips))
+            self.con.execute(self._aggregate_sql(rel, fmt, fids, actions, skips, window))
         except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
             # Unreadable or corrupt input (a truncated gzip, ...): DuckDB's message names the file.
             names = ", ".join(str(f.path) for f in rel.files[:3]) + (" ..." if len(rel.files) > 3 else "")
             raise InputError(f"cannot read {fmt} flow log: {exc}", file=names) from exc
 
     def _aggregate_sql(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: list[str],
-                       skips: list[str]) -> str:
+                       skips: list[str], window: TimeWindow | None) -> str:
         unit, nulls = rel.time_unit, rel.null_columns
         bucket, hour = self.bucket_seconds * unit, 3600 * unit
         mapping = ", ".join(f"({i}, {fids[f.path]})" for i, f in enumerate(rel.files))
@@ -357,6 +462,8 @@ class FlowStore:
                      f"bit_or(CAST(1 AS INTEGER) << CAST(t_start // {hour} % 24 AS INTEGER)) AS hours"]
         if "t_end" not in nulls:
             aggs.append("max(t_end) AS t_end_max")
+        if window is not None:
+            keys.append(f"{_outside_sql(window, unit) if 't_start' not in nulls else 'true'} AS k_out")
         # Columns absent from the select stay NULL in _ms_groups (INSERT ... BY NAME).
         return f"""
 INSERT INTO _ms_groups BY NAME
@@ -404,6 +511,7 @@ SELECT g.*, a.norm AS action_norm, sk.status AS skip_status, CASE
     WHEN g.action_code < 0 THEN 'bad:action'
     WHEN g.t_max > {limit} * g.unit THEN 'bad:t_start'
     WHEN g.t_end_max > {limit} * g.unit THEN 'bad:t_end'
+    WHEN g.k_out THEN 'outside'
     ELSE 'ok' END AS cls
 FROM _ms_groups g
 LEFT JOIN _ms_actions a ON a.fmt = g.fmt AND a.code = g.action_code
@@ -416,6 +524,7 @@ LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
         records: Counter[Path] = Counter()
         skipped: Counter[Path] = Counter()
         bad: Counter[Path] = Counter()
+        outside: Counter[Path] = Counter()
         bad_sql: set[Path] = set()
         counts = self.con.execute(
             "SELECT fid, cls, skip_status, sum(records)::BIGINT FROM _ms_class GROUP BY ALL ORDER BY ALL").fetchall()
@@ -427,6 +536,8 @@ LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
             elif cls == "skip":
                 skipped[p] += n
                 res.skipped[status] += n
+            elif cls == "outside":
+                outside[p] += n
             else:
                 bad[p] += n
                 bad_sql.add(p)
@@ -446,15 +557,16 @@ LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
                         samples.extend(staged.locate_bad(src))
         for p, _, f in new:
             rep = FileReport(path=str(p), format=f, lines=lines[p], records=records[p], skipped=skipped[p],
-                             bad=bad[p])
+                             bad=bad[p], outside=outside[p])
             res.files_by_path[p] = rep
             res.formats[f] += rep.records
         res.lines = sum(lines.values())
         res.records = sum(records.values())
         res.bad = sum(bad.values())
+        res.outside = sum(outside.values())
         return samples
 
-    def _commit_rows(self, new: list[tuple[Path, os.stat_result, str]], res: _Result) -> None:
+    def _commit_rows(self, new: list[tuple[Path, os.stat_result, str]], res: _Result, read_key: str) -> None:
         con = self.con
         # Files read again because they changed: their earlier rows go.
         con.execute("DELETE FROM flows WHERE source_file IN (SELECT path FROM _ms_files)")
@@ -484,7 +596,23 @@ FROM _ms_class c JOIN _ms_files f USING (fid)
 WHERE cls = 'ok'""")
         _insert_rows(con, "files", [
             (str(p), st.st_size, st.st_mtime_ns, f, res.files_by_path[p].lines, res.files_by_path[p].records,
-             res.files_by_path[p].skipped, res.files_by_path[p].bad) for p, st, f in new])
+             res.files_by_path[p].skipped, res.files_by_path[p].bad, read_key, res.files_by_path[p].outside)
+            for p, st, f in new])
+
+
+def _outside_sql(window: TimeWindow, unit: int) -> str:
+    """True when ``t_start`` (in ``unit`` per second) is outside the window or unknown.
+
+    The ends are converted to the relation's unit rounding up, so an integer start compares exactly:
+    t * 1e6 / unit >= since_us  <=>  t >= ceil(since_us * unit / 1e6). Ends before the epoch clamp to 0
+    (``t_start`` is unsigned)."""
+    lo_us, hi_us = window.bounds_us()
+    terms = ["t_start IS NULL"]
+    if lo_us is not None:
+        terms.append(f"t_start < {max(0, -(-lo_us * unit // 1_000_000))}")
+    if hi_us is not None:
+        terms.append(f"t_start >= {max(0, -(-hi_us * unit // 1_000_000))}")
+    return "(" + " OR ".join(terms) + ")"
 
 
 def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequence[object]]) -> None:
@@ -496,12 +624,95 @@ def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequ
                     [v for row in chunk for v in row])
 
 
+class _Tracker:
+    """Turns the ingest loop's events into :class:`IngestProgress` for a callback (no-op without one).
+
+    Files are done when the scan of their relation ends; meanwhile their bytes are estimated from what
+    a Python reader reported (``on_read``) or from DuckDB's progress of the running scan."""
+
+    def __init__(self, callback: ProgressCallback | None, sizes: dict[Path, int], files_total: int,
+                 files_done: int) -> None:
+        self.callback = callback
+        self.sizes = sizes
+        self.lock = threading.Lock()
+        self.state = IngestProgress(files_total=files_total, files_done=files_done, bytes_total=sum(sizes.values()))
+        self.done: set[Path] = set()
+        self.partial: dict[Path, tuple[int, int]] = {}  # path -> (bytes, lines) before its scan ends
+        self.lines_done = 0
+        self.lines_seen = 0  # sum(records) of the aggregates so far: new lines = its growth
+
+    def emit(self) -> None:
+        if self.callback is None:
+            return
+        with self.lock:
+            pending = [v for p, v in self.partial.items() if p not in self.done]
+            self.state.bytes_done = sum(self.sizes[p] for p in self.done) + sum(b for b, _ in pending)
+            self.state.lines = self.lines_done + sum(n for _, n in pending)
+            snapshot = IngestProgress(**self.state.__dict__)
+        self.callback(snapshot)
+
+    def on_read(self, path: Path, bytes_read: int, lines_read: int) -> None:
+        with self.lock:
+            self.partial[path] = (min(bytes_read, self.sizes.get(path, bytes_read)), lines_read)
+        self.emit()
+
+    @contextmanager
+    def scanning(self, con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> Iterator[None]:
+        """Polls DuckDB's progress of the scan of ``files`` while it runs, then marks them done."""
+        if self.callback is None:
+            yield
+            return
+        paths = [f.path for f in files if f.path in self.sizes]
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(0.2):
+                pct = con.query_progress()  # -1 when DuckDB cannot tell
+                if pct < 0:
+                    continue
+                with self.lock:
+                    for p in paths:
+                        if p not in self.done:
+                            old = self.partial.get(p, (0, 0))
+                            self.partial[p] = (max(old[0], int(self.sizes[p] * min(pct, 100.0) / 100)), old[1])
+                self.emit()
+
+        poller = threading.Thread(target=poll, name="microseg-ingest-progress", daemon=True)
+        poller.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            poller.join()
+        seen = int(con.execute("SELECT coalesce(sum(records), 0) FROM _ms_groups").fetchone()[0])  # type: ignore[index]
+        with self.lock:
+            new = [p for p in paths if p not in self.done]
+            self.done.update(new)
+            self.state.files_done += len(new)
+            self.lines_done += seen - self.lines_seen
+            self.lines_seen = seen
+            for p in new:
+                self.partial.pop(p, None)
+        self.emit()
+
+    def finish(self, lines: int) -> None:
+        """Every file done; ``lines`` is the exact count of lines read (bad and skipped ones too)."""
+        with self.lock:
+            self.done.update(self.sizes)
+            self.state.files_done = self.state.files_total
+            self.lines_done = lines
+            self.partial.clear()
+            self.state.final = True
+        self.emit()
+
+
 class _Result:
     def __init__(self) -> None:
         self.files_by_path: dict[Path, FileReport] = {}
         self.lines = 0
         self.records = 0
         self.bad = 0
+        self.outside = 0
         self.skipped: Counter[str] = Counter()
         self.formats: Counter[str] = Counter()
         self.samples: list[BadLine] = []

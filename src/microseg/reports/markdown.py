@@ -43,6 +43,9 @@ class IngestView:
     bad: int
     bad_samples: tuple[str, ...] = ()
     formats: tuple[tuple[str, int], ...] = ()  # format -> files
+    timezone: str = "UTC"  # IANA zone of timestamps logged without one (nfdump)
+    outside: int = 0  # records outside the time window
+    window: str | None = None  # the --since/--until window, described; None = every record
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,13 @@ def coverage_section(v: PlanView) -> str:
     c, i = v.coverage, v.ingest
     out = ["## Coverage\n",
            f"- Flow files read: {i.files} ({', '.join(f'{n} {fmt}' for fmt, n in i.formats)}); lines: {i.lines}; "
-           f"records: {i.records}; skipped (NODATA/SKIPDATA): "
+           f"records: {i.records}; skipped lines that are no record of their own (NODATA/SKIPDATA, "
+           f"connection updates, a connection's report from its other end): "
            f"{i.skipped}; unparseable lines: {i.bad}"
            + (f" (e.g. {cell(i.bad_samples[0])})" if i.bad_samples else ""),
+           f"- Time zone of timestamps logged without one (nfdump local times): {cell(i.timezone)}",
+           (f"- Time window: {cell(i.window)}; {i.outside} records outside the window (not in any edge)"
+            if i.window is not None else "- Time window: none (every record counts)"),
            f"- Records with both ends resolved to workloads or named peers: {c.resolved_records}/{c.records} "
            f"({c.record_share:.1%}); bytes: {c.byte_share:.1%}",
            f"- Records whose server side could not be told from ports (ephemeral on both ends, no edge made): "

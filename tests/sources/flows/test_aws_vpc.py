@@ -259,3 +259,86 @@ def test_sniff() -> None:
     assert not aws_vpc.sniff(["#separator \\x09"])
     assert not aws_vpc.sniff(['{"flow": {}}'])
     assert not aws_vpc.sniff(["instance-id interface-id"])  # no addresses
+
+
+# -- Parquet delivery --------------------------------------------------------------------------
+
+# Parquet data types of the fields, from the "Available fields" table of the AWS VPC User Guide
+# (INT_32 / INT_64; every other field is STRING).
+PARQUET_TYPES = {"version": "INTEGER", "srcport": "INTEGER", "dstport": "INTEGER", "protocol": "INTEGER",
+                 "tcp-flags": "INTEGER", "packets": "BIGINT", "bytes": "BIGINT", "start": "BIGINT", "end": "BIGINT"}
+
+
+def to_parquet(text_log: Path, out: Path, underscores: bool = True) -> Path:
+    """The text log as AWS's Parquet delivery: typed columns, NULL where the text has '-'."""
+    import duckdb
+
+    fields = text_log.read_text().splitlines()[0].split()
+    columns = ", ".join(f"'{f}': 'VARCHAR'" for f in fields)
+    name = {f: f.replace("-", "_") if underscores else f for f in fields}
+    select = ", ".join(f'CAST("{f}" AS {PARQUET_TYPES.get(f, "VARCHAR")}) AS "{name[f]}"' for f in fields)
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT {select} FROM read_csv('{text_log}', delim=' ', header=true, nullstr='-',
+                    quote='', escape='', auto_detect=false, columns={{{columns}}}, strict_mode=false))
+                    TO '{out}' (FORMAT parquet, COMPRESSION gzip)""")
+    con.close()
+    return out
+
+
+@pytest.mark.parametrize("sample", ["v2-default.log", "v5-all-fields-synthetic.log", "custom-nat-gateway.log",
+                                    "v3-transit-gateway.log", "v7-ecs-synthetic.log"])
+def test_parquet_gives_the_same_rows_as_text(tmp_path: Path, shared: Path, sample: str) -> None:
+    text = shared / SAMPLES / sample
+    parquet = to_parquet(text, tmp_path / "flows.log.parquet", underscores=sample != "custom-nat-gateway.log")
+    assert parquet.read_bytes()[:4] == b"PAR1"
+    with FlowStore(tmp_path / "a.duckdb") as a, FlowStore(tmp_path / "b.duckdb") as b:
+        want = ingest(a, text)
+        got = ingest(b, parquet)  # detected by its magic bytes
+        assert (got.lines, got.records, got.bad, got.skipped) == (want.lines, want.records, 0, want.skipped)
+        assert {r[:-1] for r in rows(b)} == {r[:-1] for r in rows(a)}
+        assert len(rows(b)) >= 1
+
+
+def test_parquet_bad_rows_are_reported_by_row_number_and_field(store: FlowStore, tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "bad.parquet"
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT * FROM (VALUES
+        (2, '10.0.0.1', '10.0.0.2', 40000, 443, 6, 10::BIGINT, 1000::BIGINT, 1700000000::BIGINT, 'ACCEPT', 'OK'),
+        (2, '10.0.0.1', '10.0.0.2', 40000, -443, 6, 10, 1000, 1700000000, 'ACCEPT', 'OK'),
+        (2, '10.0.0.1', '10.0.0.2', 40000, 443, 300, 10, 1000, 1700000000, 'ACCEPT', 'OK'),
+        (2, '10.0.0.1', '10.0.0.2', 40000, 443, 6, 10, 1000, 1700000000, 'ALLOW', 'OK'),
+        (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1700000000, NULL, 'NODATA'),
+        (2, '10.0.0.1', 'nohost', 40000, 443, 6, 10, 1000, 1700000000, 'ACCEPT', 'OK'),
+        (2, '10.0.0.1', '10.0.0.2', 40000, 443, 6, 10, -5, 1700000000, 'ACCEPT', 'OK'),
+        (2, '10.0.0.1', '10.0.0.2', 40001, 443, 6, 10, 1000, 1700000000, 'REJECT', 'MAYBE'),
+        (2, '10.0.0.1', '10.0.0.2', 40002, 443, 6, 10, 1000, 1700000000, 'REJECT', 'OK'))
+        AS t(version, srcaddr, dstaddr, srcport, dstport, protocol, packets, bytes, start, action, log_status))
+        TO '{path}' (FORMAT parquet)""")
+    con.close()
+    report = store.ingest([path], bad_threshold=1.0)
+    assert report.files[0].format == "aws-vpc"
+    assert (report.lines, report.records, report.bad, report.skipped) == (9, 2, 6, {"NODATA": 1})
+    assert [(b.line, b.field) for b in report.bad_samples] == [
+        (2, "dstport"), (3, "protocol"), (4, "action"), (6, "dstaddr"), (7, "bytes"), (8, "log-status")]
+    assert report.bad_samples[0].message == "'-443' is not an unsigned integer of type USMALLINT"
+    assert report.bad_samples[0].text == "2 10.0.0.1 10.0.0.2 40000 -443 6 10 1000 1700000000 ACCEPT OK"
+    assert {(r["src_port"], r["action"]) for r in store.rows()} == {(40000, "accept"), (40002, "reject")}
+
+
+def test_parquet_without_vpc_columns_or_inside_gzip_is_an_input_error(store: FlowStore, tmp_path: Path,
+                                                                      shared: Path) -> None:
+    import duckdb
+
+    other = tmp_path / "other.parquet"
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT 1 AS a, 'x' AS b) TO '{other}' (FORMAT parquet)")
+    con.close()
+    with pytest.raises(InputError, match="columns of a VPC flow log"):
+        store.ingest([other], fmt="aws-vpc")
+    packed = tmp_path / "flows.parquet.gz"
+    with gzip.open(packed, "wb") as fh:
+        fh.write(to_parquet(shared / SAMPLES / "v2-default.log", tmp_path / "v2.parquet").read_bytes())
+    with pytest.raises(InputError, match="inside gzip"):
+        store.ingest([packed])

@@ -141,19 +141,19 @@ def test_nsg_connection_tracking_per_nic_and_versions(store: FlowStore, tmp_path
              f"{T + 60},10.0.0.1,10.0.0.2,40000,5432,T,O,A,C,10,1000,8,8000",
              f"{T + 120},10.0.0.1,10.0.0.2,40000,5432,T,O,A,E,2,100,1,50",
              f"{T + 5},10.0.0.1,10.0.0.2,40001,5432,U,O,D,B,,,,"]),  # denied: one record
-        # the same connection at the receiving NIC: another record of its own (another vantage point)
+        # the same connection at the receiving NIC: the same connection, counted once
         nsg([f"{T},10.0.0.1,10.0.0.2,40000,5432,T,I,A,B,,,,"], mac="000D3AF80000"),
         nsg([f"{T + 7},10.0.0.3,10.0.0.2,40002,22,T,I,D"], version=1),  # version 1: no state, no counters
     ]}
     path = tmp_path / "PT1H.json"
     path.write_text(json.dumps(blob, indent=2))
     report = ingest(store, path)
-    assert (report.lines, report.records, report.skipped, report.bad) == (6, 4, {"connection-update": 2}, 0)
+    assert (report.lines, report.records, report.skipped, report.bad) == (
+        6, 3, {"connection-update": 2, "peer-nic-duplicate": 1}, 0)
     t = utc
     assert rows(store) == {
         ("10.0.0.1", "10.0.0.2", 40000, 5432, "TCP", "accept", 1, 9150, 21, t(T), t(T + 120), "egress"),
         ("10.0.0.1", "10.0.0.2", 40001, 5432, "UDP", "drop", 1, None, None, t(T + 5), t(T + 5), "egress"),
-        ("10.0.0.1", "10.0.0.2", 40000, 5432, "TCP", "accept", 1, None, None, t(T), t(T), "ingress"),
         ("10.0.0.3", "10.0.0.2", 40002, 22, "TCP", "drop", 1, None, None, t(T + 7), t(T + 7), "ingress"),
     }
 
@@ -202,3 +202,108 @@ def test_sniff() -> None:
     assert azure.sniff(["{", '"records": [', "{", '"time": "x",', '"flowLogVersion": 4,'])
     assert not azure.sniff([json.dumps({"flow": {"verdict": "FORWARDED"}})])
     assert not azure.sniff(["version account-id srcaddr dstaddr"])
+
+
+def vnet_nic(mac: str, tuples: list[str]) -> dict[str, Any]:
+    return {**vnet(tuples), "macAddress": mac}
+
+
+def test_connection_seen_at_both_nics_counts_once(store: FlowStore, tmp_path: Path) -> None:
+    m = T * 1000
+    client = vnet_nic("00224871AAAA", [  # the client VM's NIC, 10.0.0.1
+        f"{m},10.0.0.1,10.0.0.2,40000,5432,6,O,B,NX,0,0,0,0",
+        f"{m + 30000},10.0.0.1,10.0.0.2,40000,5432,6,O,E,NX,5,500,4,4000",
+        f"{m + 1000},10.0.0.1,10.0.0.2,40001,22,6,O,B,NX,0,0,0,0",  # let out, denied at the server
+        f"{m},10.0.0.1,10.0.0.2,40002,80,6,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,40003,80,6,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,52.1.2.3,40004,443,6,O,B,NX,0,0,0,0",  # to the internet: one end only
+    ])
+    server = vnet_nic("00224871BBBB", [  # the server VM's NIC, 10.0.0.2
+        f"{m + 400},10.0.0.1,10.0.0.2,40000,5432,6,I,B,NX,0,0,0,0",  # 0.4 s later: the same connection
+        f"{m + 30200},10.0.0.1,10.0.0.2,40000,5432,6,I,E,NX,5,500,4,4000",
+        f"{m + 1200},10.0.0.1,10.0.0.2,40001,22,6,I,D,NX,0,0,0,0",
+        f"{m + 60000},10.0.0.1,10.0.0.2,40002,80,6,I,B,NX,0,0,0,0",  # 60 s: still the same
+        f"{m + 60001},10.0.0.1,10.0.0.2,40003,80,6,I,B,NX,0,0,0,0",  # 60.001 s: another connection
+        f"{m},198.51.100.7,10.0.0.2,50000,443,6,I,B,NX,0,0,0,0",  # from the internet: one end only
+    ])
+    # The two NICs' records in two blobs (two hours of one VNet, or two NSGs): found across files.
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"records": [client]}))
+    b.write_text(json.dumps({"records": [server]}))
+    report = ingest(store, a, b)
+    assert (report.lines, report.records, report.bad) == (12, 7, 0)
+    assert report.skipped == {"connection-update": 2, "peer-nic-duplicate": 3}
+    assert [(Path(f.path).name, f.lines, f.records, f.skipped) for f in report.files] == [
+        ("a.json", 6, 5, 1), ("b.json", 6, 2, 4)]
+    src, dst = "10.0.0.1", "10.0.0.2"
+    assert rows(store) == {
+        (src, dst, 40000, 5432, "TCP", "accept", 1, 4500, 9, ms(m), ms(m + 30000), "egress"),
+        (src, dst, 40001, 22, "TCP", "drop", 1, 0, 0, ms(m + 1000), ms(m + 1000), "egress"),
+        (src, dst, None, 80, "TCP", "accept", 2, 0, 0, ms(m), ms(m), "egress"),  # 40002 and 40003, folded
+        (src, dst, 40003, 80, "TCP", "accept", 1, 0, 0, ms(m + 60001), ms(m + 60001), "ingress"),
+        (src, "52.1.2.3", 40004, 443, "TCP", "accept", 1, 0, 0, ms(m), ms(m), "egress"),
+        ("198.51.100.7", dst, 50000, 443, "TCP", "accept", 1, 0, 0, ms(m), ms(m), "ingress"),
+    }
+    inventory = Inventory(workloads=(Workload(name="vm-a", kind=WorkloadKind.HOST),
+                                     Workload(name="vm-b", kind=WorkloadKind.HOST)),
+                          bindings=(AddressBinding(ip=src, workload="vm-a"), AddressBinding(ip=dst, workload="vm-b")))
+    edges = {(e.source, e.destination, e.port): (e.flows, e.denied_flows) for e in map_flows(store, inventory).edges
+             if e.source == "vm-a" and e.destination == "vm-b"}
+    assert edges == {("vm-a", "vm-b", 5432): (1, 0), ("vm-a", "vm-b", 22): (0, 1), ("vm-a", "vm-b", 80): (3, 0)}
+
+
+# -- streaming -----------------------------------------------------------------------------------------
+
+
+def vnet_blob(n: int, mac: str = "00224871C205") -> str:
+    """A pretty-printed VNet blob of ``n`` denied tuples (one record each), 100 tuples a record."""
+    m = T * 1000
+    tuples = [f"{m + i},198.51.100.{i % 200 + 1},10.0.0.2,{1024 + i % 60000},22,6,I,D,NX,0,0,0,0" for i in range(n)]
+    records = [vnet_nic(mac, tuples[i:i + 100]) for i in range(0, n, 100)]
+    return json.dumps({"records": records}, indent=2)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_read_in_chunks_of_any_size(store: FlowStore, shared: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+                                    ) -> None:
+    # Every refill path of the incremental parser (a chunk ends inside a string, a number, a
+    # literal, between records): the sample's counts stay those of test_vnet_v4_msdocs.
+    monkeypatch.setattr(azure, "_CHUNK_CHARS", chunk)
+    report = ingest(store, shared / SAMPLES / VNET)
+    assert (report.lines, report.records, report.skipped, report.bad) == (19, 14, {"connection-update": 5}, 0)
+    assert len(rows(store)) == 14
+
+
+def test_a_cut_blob_keeps_the_records_before_the_cut(store: FlowStore, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(azure, "_CHUNK_CHARS", 64)
+    text = vnet_blob(300)  # three records of 100 tuples
+    lines = text.splitlines()
+    third = max(i for i, ln in enumerate(lines) if ln == "    {")  # the third record's first line
+    path = tmp_path / "PT1H.json"
+    path.write_text("\n".join(lines[:third + 20]) + "\n")  # cut inside the third record
+    report = ingest(store, path, bad_threshold=1.0)
+    # the two whole records are read; each of the 20 lines of the cut one is a line that could not be read
+    assert (report.records, report.bad) == (200, 20)
+    assert [(b.line, b.field) for b in report.bad_samples] == [(third + 1 + i, "json") for i in range(20)]
+
+
+def test_a_record_over_the_limit_is_refused(store: FlowStore, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(azure, "MAX_RECORD_CHARS", 5000)
+    monkeypatch.setattr(azure, "_CHUNK_CHARS", 1000)
+    path = tmp_path / "PT1H.json"
+    path.write_text(vnet_blob(300))  # records of about 9,000 characters
+    with pytest.raises(InputError, match="longer than 5000 characters") as err:
+        store.ingest([path])
+    assert (err.value.file, err.value.line, err.value.field) == (str(path.resolve()), 3, "records")
+    assert store.rows() == []
+
+
+def test_text_after_a_value_on_a_json_lines_line(store: FlowStore, tmp_path: Path) -> None:
+    good = json.dumps(vnet([f"{T * 1000},10.0.0.1,10.0.0.2,40000,443,6,O,D,NX,0,0,0,0"]))
+    path = tmp_path / "export.json"
+    path.write_text("\n".join(["{broken", good + " trailing", good, good]) + "\n")
+    report = ingest(store, path, bad_threshold=1.0)
+    assert [(b.line, b.field) for b in report.bad_samples] == [(1, "json"), (2, "json")]
+    assert (report.records, report.bad) == (2, 2)

@@ -173,6 +173,49 @@ def test_nfdump_175_predefined_fast_and_custom_csv(store: FlowStore, tmp_path: P
     }
 
 
+def test_local_times_in_a_stated_zone_across_both_dst_changes(tmp_path: Path) -> None:
+    # Europe/Berlin in 2026 (IANA tzdata; EU rule: last Sunday of March and of October, 01:00 UTC):
+    # CET (+01:00) until 2026-03-29 02:00 local, which jumps to 03:00 CEST (+02:00); CEST until
+    # 2026-10-25 03:00 local, which goes back to 02:00 CET, so 02:00-02:59 happens twice that day.
+    lines = [
+        "firstSeen,lastSeen,srcAddr,dstAddr,srcPort,dstPort,proto,inPackets,inBytes,outPackets,outBytes,flags",
+        "2026-01-15 12:00:00.250,2026-01-15 12:00:01.000,10.0.0.1,10.0.0.2,40001,443,6,1,60,0,0,......",  # winter
+        "2026-03-29 01:59:59,2026-03-29 03:00:00,10.0.0.1,10.0.0.2,40002,443,6,1,60,0,0,......",  # across the gap
+        "2026-03-29 02:30:00,2026-03-29 03:00:00,10.0.0.1,10.0.0.2,40003,443,6,1,60,0,0,......",  # 4: no such time
+        "2026-10-25 02:30:00,2026-10-25 03:00:00,10.0.0.1,10.0.0.2,40004,443,6,1,60,0,0,......",  # repeated hour
+        "2026-07-01 10:00:00,2026-03-29 02:59:59,10.0.0.1,10.0.0.2,40005,443,6,1,60,0,0,......",  # 6: te in the gap
+        "cnt,af,firstSeen,lastSeen,proto,srcAddr,srcPort,dstAddr,dstPort,flags,packets,bytes",
+        "1,4,1767322802000,1767322803500,17,10.0.0.1,41000,10.0.0.5,53,0,2,150",  # epoch ms: UTC in any zone
+    ]
+    path = write(tmp_path, lines, "berlin.csv")
+    with FlowStore(tmp_path / "berlin" / "flows.duckdb") as berlin:
+        report = berlin.ingest([path], bad_threshold=1.0, timezone="Europe/Berlin")
+        assert [(b.line, b.field) for b in report.bad_samples] == [(4, "firstSeen"), (6, "lastSeen")]
+        got = {(r["src_port"], r["ts_start"], r["ts_end"]) for r in berlin.rows()}
+    assert got == {
+        (40001, datetime(2026, 1, 15, 11, 0, 0, 250000), datetime(2026, 1, 15, 11, 0, 1)),
+        (40002, datetime(2026, 3, 29, 0, 59, 59), datetime(2026, 3, 29, 1, 0, 0)),
+        # the earlier of the two 02:30s (CEST); 03:00 after the change is CET
+        (40004, datetime(2026, 10, 25, 0, 30), datetime(2026, 10, 25, 2, 0)),
+        (41000, datetime(2026, 1, 2, 3, 0, 2), datetime(2026, 1, 2, 3, 0, 3, 500000)),
+    }
+    # The same file read as UTC (the default): local times taken as they are.
+    with FlowStore(tmp_path / "utc" / "flows.duckdb") as utc:
+        report = utc.ingest([path], bad_threshold=1.0)
+        assert (report.records, report.bad) == (5, 1)  # only line 6 is bad: it now ends before it starts
+        # lines 3 and 4 (02:30 exists in UTC) share one aggregate
+        assert {(r["records"], r["ts_start"], r["ts_end"]) for r in utc.rows()
+                if r["ts_start"].date() == datetime(2026, 3, 29).date()} == {
+            (2, datetime(2026, 3, 29, 1, 59, 59), datetime(2026, 3, 29, 3, 0))}
+
+
+def test_unknown_time_zone_is_an_input_error(store: FlowStore, tmp_path: Path) -> None:
+    path = write(tmp_path, [LEGACY], "empty.csv")
+    with pytest.raises(InputError) as err:
+        store.ingest([path], timezone="Mars/Olympus_Mons")
+    assert err.value.field == "--flow-timezone"
+
+
 def test_gzip_and_threshold(store: FlowStore, tmp_path: Path) -> None:
     path = tmp_path / "flows.csv.gz"
     t = "2026-01-02 03:00:00"

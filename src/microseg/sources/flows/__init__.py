@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NamedTuple, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
@@ -120,6 +121,26 @@ class Staged:
             self.bad.append(BadLine(file=str(path), line=line, field=field, message=message, text=text[:500]))
 
 
+@dataclass
+class IngestProgress:
+    """Counters of a running ingest, handed to a progress callback (the store and the readers stay UI-free).
+
+    ``bytes_*`` are on-disk sizes (compressed for .gz) of the files this ingest reads; files the store
+    already holds count as done at once. ``lines`` are the log lines read so far, exact once ``final``."""
+
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    lines: int = 0
+    final: bool = False
+
+
+ProgressCallback = Callable[[IngestProgress], None]
+# A reader parsing in Python reports how far it got in a file: (path, bytes read, lines read).
+ReadCallback = Callable[[Path, int, int], None]
+
+
 @dataclass(frozen=True)
 class ReaderOptions:
     # AWS VPC: the ``${field} ${field}`` format string of headerless files.
@@ -127,6 +148,31 @@ class ReaderOptions:
     # Where readers may write temporary files (next to the store, not /tmp: it can be large).
     tmp_dir: Path | None = None
     max_samples: int = 20
+    # The IANA zone of timestamps written without an offset (nfdump's local times): the logs do not
+    # say which zone the exporter's clock was in, so the user states it; UTC unless told otherwise.
+    timezone: str = "UTC"
+    # Progress of readers that parse in Python (called every few MB, not per line); None = nobody listens.
+    on_read: ReadCallback | None = None
+
+    def __post_init__(self) -> None:
+        zone_info(self.timezone)
+
+    def report_read(self, path: Path, bytes_read: int, lines_read: int) -> None:
+        if self.on_read is not None:
+            self.on_read(path, bytes_read, lines_read)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone_info(self.timezone)
+
+
+def zone_info(name: str) -> ZoneInfo:
+    """The IANA time zone ``name`` (e.g. ``Europe/Berlin``); :class:`InputError` when unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # ValueError: a path-like or non-TZif key
+        raise InputError(f"unknown time zone {name!r}: use an IANA zone name such as UTC or Europe/Berlin",
+                         field="--flow-timezone") from exc
 
 
 class FlowFormat(Protocol):
@@ -162,37 +208,39 @@ class StageRow(NamedTuple):
     file_index: int
 
 
-def _tsv_value(v: object) -> str:
-    if v is None:
-        return ""  # read back as NULL
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    text = str(v)
-    if not text or any(c in text for c in "\t\r\n"):
-        # Callers pass only validated values; an empty or multi-line value would be misread.
-        raise ValueError(f"value {text!r} cannot be staged")
-    return text
-
-
 class StageWriter:
     """Bulk-loads Python-built rows: a tab-separated file that DuckDB's CSV reader scans in one go
-    (row-by-row INSERTs would be orders of magnitude slower)."""
+    (row-by-row INSERTs would be orders of magnitude slower).
 
-    def __init__(self, tmp_dir: Path | None) -> None:
+    ``extra`` names columns a reader adds after :data:`STAGE_COLUMNS` for its own relation SQL (which
+    must then select the staging columns from :meth:`relation`'s output)."""
+
+    def __init__(self, tmp_dir: Path | None, extra: dict[str, str] | None = None) -> None:
         fd, name = tempfile.mkstemp(prefix="microseg-stage-", suffix=".tsv", dir=tmp_dir)
         self.path = Path(name)
         self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
         self.rows = 0
+        self.extra = dict(extra or {})
+        self._width = len(STAGE_COLUMNS) + len(self.extra)
 
-    def write(self, row: StageRow) -> None:
-        self._fh.write("\t".join(_tsv_value(v) for v in row) + "\n")
+    def write(self, row: StageRow, *extra: object) -> None:
+        values = (*row, *extra) if extra else row
+        line = "\t".join(["" if v is None else "true" if v is True else "false" if v is False else str(v)
+                          for v in values])  # None is read back as NULL
+        # Callers pass only validated values; an empty or multi-line value would be misread. Checked
+        # once per line rather than per value: this is the hot loop of every Python-parsed format.
+        if "" in values or len(values) != self._width or line.count("\t") != self._width - 1 \
+                or "\n" in line or "\r" in line:
+            raise ValueError(f"row {values!r} cannot be staged")
+        self._fh.write(line + "\n")
         self.rows += 1
 
     def close(self) -> None:
         self._fh.close()
 
     def relation(self, files: list[SourceFile], time_unit: int) -> StagedRelation:
-        columns = "{" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in STAGE_COLUMNS.items()) + "}"
+        typed = {**STAGE_COLUMNS, **self.extra}
+        columns = "{" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in typed.items()) + "}"
         sql = (f"SELECT * FROM read_csv({sql_str(str(self.path))}, delim='\\t', header=false, quote='', "
                f"escape='', nullstr='', auto_detect=false, columns={columns})")
         return StagedRelation(sql=sql, files=files, time_unit=time_unit)
@@ -267,11 +315,15 @@ def get_format(name: str) -> FlowFormat:
                          field="format") from None
 
 
-def detect(path: Path, fmt: str | None = None) -> str:
-    """The format name of ``path``: ``fmt`` when given (checked), else the first reader that sniffs it."""
+def detect(path: Path, fmt: str | None = None, head: list[str] | None = None) -> str:
+    """The format name of ``path``: ``fmt`` when given (checked), else the first reader that sniffs it.
+
+    ``head`` is the file's :func:`head_lines` when the caller has read them already (one open fewer
+    per file when thousands of small objects are ingested)."""
     if fmt is not None:
         return get_format(fmt).NAME
-    head = head_lines(path)
+    if head is None:
+        head = head_lines(path)
     for name, reader in FORMATS.items():
         if head and reader.sniff(head):
             return name
@@ -281,7 +333,8 @@ def detect(path: Path, fmt: str | None = None) -> str:
 
 
 __all__ = [
-    "FORMATS", "STAGE_COLUMNS", "BadLine", "FlowFormat", "ReaderOptions", "SourceFile", "StageRow",
+    "FORMATS", "STAGE_COLUMNS", "BadLine", "FlowFormat", "IngestProgress", "ProgressCallback", "ReadCallback",
+    "ReaderOptions", "SourceFile", "StageRow",
     "StageWriter", "Staged", "StagedRelation", "StagedRelationHook", "detect", "get_format", "head_lines",
-    "is_gzip", "iter_lines", "open_text",
+    "is_gzip", "iter_lines", "open_text", "zone_info",
 ]

@@ -14,6 +14,15 @@ Format facts (AWS VPC User Guide, "Flow log records" and "Flow log record exampl
   SYN (2), RST (4) and SYN-ACK (18), so ACK appears only as part of SYN-ACK. SYN without ACK marks
   the client's side of a connection, SYN-ACK the server's (the reply).
 - ``start`` / ``end`` are Unix epoch seconds.
+- Parquet delivery to S3 (AWS VPC User Guide, "Flow log files": log file format *Parquet*; the
+  "Available fields" table gives each field's Parquet data type: ``version``, ``srcport``,
+  ``dstport``, ``protocol``, ``tcp-flags`` INT_32; ``packets``, ``bytes``, ``start``, ``end`` INT_64;
+  every other field STRING). A Parquet file is recognised by its magic bytes (``PAR1``, Apache
+  Parquet file format) and read by DuckDB's Parquet reader; the compression AWS applies is inside the
+  file (Parquet's own codec). Columns are found by name, spelt with hyphens as in the text format or
+  with underscores as Athena/Glue tables name them (``log_status``); a missing field is NULL (Parquet's
+  "not applicable"), a ``-`` string is read as NULL too. The same range and semantic checks apply as
+  to text; a bad row is reported with its 1-based row number as the line.
 
 Parsing is DuckDB's CSV reader with typed columns (unsigned integers, so negative or oversized
 numbers are rejected with their line numbers). Rejected lines are re-read in Python: a line that
@@ -24,7 +33,7 @@ bad line, reported with file:line and field.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import duckdb
@@ -107,13 +116,27 @@ def _default_shape(line: str) -> bool:
     return len(toks) == len(DEFAULT_FIELDS) and toks[0].isdigit() and toks[-1] in STATUSES
 
 
+PARQUET_MAGIC = b"PAR1"  # the first (and last) four bytes of every Apache Parquet file
+
+
+def is_parquet(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4) == PARQUET_MAGIC
+
+
 def sniff(head: list[str]) -> bool:
+    # Parquet: only this reader accepts Parquet input; stage() checks the columns and fails clearly.
+    if head and head[0].startswith(PARQUET_MAGIC.decode()):
+        return True
     return bool(head) and (_header_fields(head[0]) is not None or all(_default_shape(x) for x in head))
 
 
 def _layout(src: SourceFile, options: ReaderOptions) -> tuple[tuple[str, ...], bool]:
     """(field names, whether the first line is a header) of one file."""
     head = head_lines(src.path, n=1)
+    if src.gzip and head and head[0].startswith(PARQUET_MAGIC.decode()):
+        raise InputError("a Parquet file inside gzip: AWS compresses Parquet flow logs inside the file, "
+                         "so decompress it first", file=str(src.path))
     if head and (fields := _header_fields(head[0])) is not None:
         result = tuple(fields)
         has_header = True
@@ -135,8 +158,10 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _staging_sql(fields: Sequence[str], files: Sequence[SourceFile], has_header: bool,
-                 rejects: tuple[str, str]) -> str:
+def _select_sql(fields: Sequence[str], status: Callable[[str], str] | None = None) -> str:
+    """The staging SELECT list over a relation whose columns are the typed ``fields``, plus ``file_index``.
+
+    ``status`` wraps the log-status expression (Parquet marks the rows whose types failed)."""
     present = set(fields)
 
     def col(name: str, cast: str | None = None) -> str:
@@ -152,10 +177,6 @@ def _staging_sql(fields: Sequence[str], files: Sequence[SourceFile], has_header:
 
     src, dst = addr("src"), addr("dst")
     flags = col("tcp-flags", "INTEGER")
-    columns = "{" + ", ".join(f"{sql_str(f)}: {sql_str(_TYPES.get(f, 'VARCHAR'))}" for f in fields) + "}"
-    compression = "gzip" if files[0].gzip else "none"
-    # Every typed column used below is cast by the CSV reader even when it is not otherwise needed
-    # (version etc. are VARCHAR and never checked): an unused typed column would not be validated.
     return f"""
 SELECT {col('start')} AS t_start, {col('end')} AS t_end, {src} AS src_ip, {dst} AS dst_ip,
   {col('srcport', 'INTEGER')} AS src_port, {col('dstport', 'INTEGER')} AS dst_port,
@@ -165,7 +186,16 @@ SELECT {col('start')} AS t_start, {col('end')} AS t_end, {src} AS src_ip, {dst} 
     WHEN {flags} & {TCP_SYN | TCP_ACK} = {TCP_SYN | TCP_ACK} THEN true
     WHEN {flags} & {TCP_SYN} = {TCP_SYN} THEN false END END AS is_reply,
   lower({col('flow-direction')}) AS direction, NULL::VARCHAR AS src_workload, NULL::VARCHAR AS dst_workload,
-  {col('log-status')} AS log_status, file_index::INTEGER AS file_index
+  {status(col('log-status')) if status else col('log-status')} AS log_status, file_index::INTEGER AS file_index"""
+
+
+def _staging_sql(fields: Sequence[str], files: Sequence[SourceFile], has_header: bool,
+                 rejects: tuple[str, str]) -> str:
+    columns = "{" + ", ".join(f"{sql_str(f)}: {sql_str(_TYPES.get(f, 'VARCHAR'))}" for f in fields) + "}"
+    compression = "gzip" if files[0].gzip else "none"
+    # Every typed column used below is cast by the CSV reader even when it is not otherwise needed
+    # (version etc. are VARCHAR and never checked): an unused typed column would not be validated.
+    return f"""{_select_sql(fields)}
 FROM read_csv({sql_list(files)}, delim=' ', header={'true' if has_header else 'false'}, nullstr='-',
   quote='', escape='', auto_detect=false, compression='{compression}', columns={columns},
   store_rejects=true, rejects_table={sql_str(rejects[0])}, rejects_scan={sql_str(rejects[1])})
@@ -260,11 +290,13 @@ class _Layout:
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
+    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=SKIP_STATUSES)
+    parquet = [f for f in files if not f.gzip and is_parquet(f.path)]
     groups: dict[tuple[tuple[str, ...], bool, bool], list[SourceFile]] = {}
     for f in files:
-        fields, has_header = _layout(f, options)
-        groups.setdefault((fields, has_header, f.gzip), []).append(f)
-    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=SKIP_STATUSES)
+        if f not in parquet:
+            fields, has_header = _layout(f, options)
+            groups.setdefault((fields, has_header, f.gzip), []).append(f)
     layouts: dict[Path, _Layout] = {}
     for n, ((fields, has_header, _gz), members) in enumerate(groups.items()):
         layout = _Layout(fields)
@@ -275,12 +307,131 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
                                   time_unit=1, null_columns=_null_columns(fields))
         relation.after_scan = _recover_rejects(layout, relation, rejects, staged, options)
         staged.relations.append(relation)
+    parquet_schemas = {f.path: _parquet_schema(con, f) for f in parquet}
+    by_schema: dict[tuple[tuple[str, str, str], ...], list[SourceFile]] = {}
+    for f in parquet:
+        by_schema.setdefault(parquet_schemas[f.path], []).append(f)
+    for schema, members in by_schema.items():
+        names = [field for field, _, _ in schema]
+        select = _select_sql(names, lambda st: f"CASE WHEN _type_bad THEN {sql_str(_TYPE_BAD)} ELSE {st} END")
+        staged.relations.append(StagedRelation(sql=f"{select}\nFROM ({_parquet_sql(schema, members)})",
+                                               files=members, time_unit=1, null_columns=_null_columns(names)))
 
     def locate_bad(src: SourceFile) -> list[BadLine]:
+        if src.path in parquet_schemas:
+            return _locate_bad_parquet(con, src, parquet_schemas[src.path], options.max_samples)
         return _locate_bad(src, layouts[src.path], options.max_samples)
 
     staged.locate_bad = locate_bad
     return staged
+
+
+# -- Parquet -------------------------------------------------------------------------------------
+
+# A log-status no record has: marks the rows whose integer fields failed their range check, so that
+# the store counts them as bad; locate_bad names the field.
+_TYPE_BAD = "(bad type)"
+_INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                            "UINTEGER", "UBIGINT", "UHUGEINT"})
+
+
+def _parquet_schema(con: duckdb.DuckDBPyConnection, src: SourceFile) -> tuple[tuple[str, str, str], ...]:
+    """(field name, Parquet column, DuckDB type) of every column, fields named as in the text format."""
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_str(str(src.path))})").fetchall()
+    except duckdb.Error as exc:
+        raise InputError(f"cannot read Parquet file: {exc}", file=str(src.path)) from exc
+    out: list[tuple[str, str, str]] = []
+    for column, kind, *_ in described:
+        field = str(column).replace("_", "-")  # Athena/Glue tables spell log-status as log_status
+        kind = str(kind)
+        if field in _TYPES and kind not in _INTEGER_TYPES and kind != "VARCHAR":
+            raise InputError(f"Parquet column {column!r} has type {kind}; AWS writes it as an integer",
+                             file=str(src.path), field=field)
+        if field in _USED and field not in _TYPES and kind != "VARCHAR":
+            raise InputError(f"Parquet column {column!r} has type {kind}; AWS writes it as a string",
+                             file=str(src.path), field=field)
+        out.append((field, str(column), kind))
+    fields = [f for f, _, _ in out]
+    if len(set(fields)) != len(fields):
+        raise InputError("a field appears twice (with a hyphen and with an underscore)", file=str(src.path))
+    if _header_fields(" ".join(fields)) is None:
+        raise InputError("a Parquet file without the columns of a VPC flow log (srcaddr, dstaddr, ...)",
+                         file=str(src.path))
+    return tuple(out)
+
+
+def _parquet_raw(column: str, kind: str) -> str:
+    return f"NULLIF({_q(column)}, '-')" if kind == "VARCHAR" else _q(column)
+
+
+def _parquet_sql(schema: Sequence[tuple[str, str, str]], files: Sequence[SourceFile]) -> str:
+    """The Parquet columns as typed fields (typed as the text reader types them), ``_type_bad``, ``file_index``."""
+    parts: list[str] = []
+    bad: list[str] = []
+    for field, column, kind in schema:
+        raw = _parquet_raw(column, kind)
+        target = _TYPES.get(field)
+        if target is not None:
+            parts.append(f"TRY_CAST({raw} AS {target}) AS {_q(field)}")
+            bad.append(f"({raw} IS NOT NULL AND TRY_CAST({raw} AS {target}) IS NULL)")
+        else:
+            parts.append(f"CAST({raw} AS VARCHAR) AS {_q(field)}")
+    type_bad = " OR ".join(bad) or "false"
+    return (f"SELECT {', '.join(parts)}, coalesce({type_bad}, false) AS _type_bad, file_index "
+            f"FROM read_parquet({sql_list(files)})")
+
+
+def _quoted(sql: str) -> str:
+    """SQL for the value of ``sql`` in single quotes, as Python's repr() shows a string."""
+    return f"'''' || {sql} || ''''"
+
+
+def _locate_bad_parquet(con: duckdb.DuckDBPyConnection, src: SourceFile, schema: Sequence[tuple[str, str, str]],
+                        max_samples: int) -> list[BadLine]:
+    """The rows the store counted as bad, with the first failing field (in the order of _Layout.typed/check)."""
+    present = {field: (column, kind) for field, column, kind in schema}
+
+    def text(name: str) -> str:
+        return f"CAST({_parquet_raw(*present[name])} AS VARCHAR)" if name in present else "NULL::VARCHAR"
+
+    checks: list[tuple[str, str, str]] = []  # (condition, field, message), first match wins
+    for name in _USED:
+        target = _TYPES.get(name)
+        if target is None or name not in present:
+            continue
+        raw = _parquet_raw(*present[name])
+        checks.append((f"{raw} IS NOT NULL AND TRY_CAST({raw} AS {target}) IS NULL", sql_str(name),
+                       f"{_quoted(text(name))} || ' is not an unsigned integer of type {target}'"))
+    status = f"coalesce({text('log-status')}, {sql_str(OK_STATUS)})"
+    statuses = ", ".join(sql_str(x) for x in sorted(STATUSES))
+    checks.append((f"{status} NOT IN ({statuses})", "'log-status'", f"'unknown log-status ' || {_quoted(status)}"))
+    ok = f"{status} = {sql_str(OK_STATUS)}"
+    for side in ("src", "dst"):
+        pkt, plain = text(f"pkt-{side}addr"), text(f"{side}addr")
+        checks.append((f"{ok} AND {pkt} IS NULL AND {plain} IS NULL", sql_str(f"{side}addr"),
+                       "'no address in an OK record'"))
+        addr = f"coalesce({pkt}, {plain})"
+        checks.append((f"{ok} AND NOT regexp_full_match({addr}, {sql_str(IP_SHAPE)})",
+                       f"CASE WHEN {pkt} IS NOT NULL THEN 'pkt-{side}addr' ELSE '{side}addr' END",
+                       f"{_quoted(addr)} || ' is not an IP address'"))
+    actions = ", ".join(sql_str(a) for a in sorted(ACTIONS))
+    checks.append((f"{ok} AND {text('action')} NOT IN ({actions})", "'action'",
+                   f"'unknown action ' || {_quoted(text('action'))} || ' (expected ACCEPT or REJECT)'"))
+    for name in ("start", "end"):
+        if name in present:
+            checks.append((f"{ok} AND TRY_CAST({text(name)} AS UBIGINT) > {MAX_EPOCH_SECONDS}", sql_str(name),
+                           f"{text(name)} || ' is not an epoch time in seconds'"))
+    field_sql = "CASE " + " ".join(f"WHEN {c} THEN {f}" for c, f, _ in checks) + " END"
+    message_sql = "CASE " + " ".join(f"WHEN {c} THEN {m}" for c, _, m in checks) + " END"
+    line_sql = "concat_ws(' ', " + ", ".join(f"coalesce(CAST({_q(c)} AS VARCHAR), '-')" for _, c, _ in schema) + ")"
+    rows = con.execute(f"""
+        SELECT file_row_number + 1, field, message, line FROM (
+          SELECT file_row_number, {field_sql} AS field, {message_sql} AS message, {line_sql} AS line
+          FROM read_parquet({sql_str(str(src.path))}, file_row_number=true))
+        WHERE field IS NOT NULL ORDER BY 1 LIMIT {int(max_samples)}""").fetchall()
+    return [BadLine(file=str(src.path), line=int(no), field=str(field), message=str(message), text=str(line)[:500])
+            for no, field, message, line in rows]
 
 
 def _recover_rejects(layout: _Layout, relation: StagedRelation, rejects: tuple[str, str], staged: Staged,

@@ -20,10 +20,19 @@ Format facts (phaag/nfdump sources: ``output_csv`` / ``output_util.c``, and the 
   comments: nfdump never prints them, a record starts with a date or a number.
 
 Times. ``ts``/``te``/``firstSeen``/``lastSeen`` are the collector's *local* time without a zone
-(``YYYY-MM-DD HH:MM:SS``, ``.mmm`` in later versions). ``ReaderOptions`` has no field for a time zone
-(its fields are the VPC format string, the temp folder and the sample count), so the times are read
-as UTC: run nfdump with ``TZ=UTC`` for exact times. Epoch milliseconds (``csv-fast``) are UTC.
-The end is ``te``/``lastSeen``, else start + ``td``/``duration``.
+(``YYYY-MM-DD HH:MM:SS``, ``.mmm`` in later versions): nfdump formats them with ``localtime()``, so
+they are in the zone of the ``TZ`` environment of the process that printed them. The file does not say
+which zone that was: ``ReaderOptions.timezone`` (an IANA name, UTC by default; ``--flow-timezone``)
+states it. Two local times need a rule (Python ``zoneinfo``, PEP 495):
+
+- the repeated hour when clocks go back (e.g. 02:30 twice in Europe/Berlin on the last Sunday of
+  October) cannot be told apart in the output; the earlier instant is taken (``fold=0``), so a
+  record is placed at most one hour early, never outside the file's time range by more;
+- a time that does not exist (02:30 on the spring-forward day) cannot come from ``localtime()``: the
+  line is bad (field ``ts``/``te``), never guessed.
+
+Epoch milliseconds (``csv-fast``) are UTC whatever the zone. The end is ``te``/``lastSeen``, else
+start + ``td``/``duration``.
 
 Normalisation:
 
@@ -46,7 +55,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 import duckdb
 
@@ -130,7 +139,7 @@ def _col(row: dict[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
     return None
 
 
-def _time_us(name: str, v: str) -> int:
+def _time_us(name: str, v: str, zone: tzinfo) -> int:
     if v.isdigit():  # csv-fast: epoch milliseconds
         us = int(v) * 1000
     else:
@@ -139,11 +148,14 @@ def _time_us(name: str, v: str) -> int:
             raise _Bad(name, f"{v!r} is not a time")
         y, mo, d, h, mi, s, frac = m.groups()
         try:
-            # Local time without a zone, read as UTC (see the module docstring).
-            dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
-        except ValueError as exc:
+            # Local time in the stated zone; fold=0: the earlier of a repeated hour (module docstring).
+            dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=zone)
+            utc = dt.astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
             raise _Bad(name, f"{v!r}: {exc}") from None
-        us = int(dt.timestamp()) * 1_000_000 + int((frac or "0").ljust(6, "0"))
+        if zone is not UTC and utc.astimezone(zone).replace(tzinfo=None) != dt.replace(tzinfo=None):
+            raise _Bad(name, f"{v!r} does not exist in time zone {zone} (the clocks skipped it)")
+        us = int(utc.timestamp()) * 1_000_000 + int((frac or "0").ljust(6, "0"))
     if not 0 <= us <= MAX_EPOCH_SECONDS * 1_000_000:
         raise _Bad(name, f"{v!r} is out of range")
     return us
@@ -210,12 +222,12 @@ def _need(row: dict[str, str], names: tuple[str, ...]) -> tuple[str, str]:
     return got
 
 
-def _record(row: dict[str, str], file_index: int) -> StageRow:
-    start = _time_us(*_need(row, _START))
+def _record(row: dict[str, str], file_index: int, zone: tzinfo) -> StageRow:
+    start = _time_us(*_need(row, _START), zone)
     end_col = _col(row, _END)
     duration = _col(row, _DURATION)
     if end_col is not None:
-        end = _time_us(*end_col)
+        end = _time_us(*end_col, zone)
     elif duration is not None:
         m = _DECIMAL.fullmatch(duration[1])
         if m is None:
@@ -282,6 +294,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
 def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions) -> None:
     columns: list[str] | None = None
     summary = False
+    zone: tzinfo = UTC if options.timezone == "UTC" else options.zone
     for no, text in iter_lines(src):
         if not text.strip() or text.startswith("#"):
             continue
@@ -304,6 +317,6 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
                 raise _Bad("header", "record before the CSV header line")
             if len(fields) != len(columns):
                 raise _Bad("header", f"{len(fields)} columns, the header names {len(columns)}")
-            writer.write(_record(dict(zip(columns, fields, strict=True)), index))
+            writer.write(_record(dict(zip(columns, fields, strict=True)), index, zone))
         except _Bad as bad:
             staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)

@@ -48,16 +48,25 @@ which writes ``json_streaming_conn.log`` beside the default ``conn.log`` - and i
 ("duplicate-uid"), so one connection stays one flow.
 
 conn.log carries no workload identity: the hints stay empty and the addresses resolve.
+
+Reading. TSV files whose header is one block at the top are parsed by DuckDB (see "DuckDB fast path"
+below), with the same checks as the Python parser; what SQL cannot decide exactly (IPv6 addresses,
+non-ASCII text, ISO times, repeated uids, a layout that changes inside a file) is read by the Python
+parser, which also reads JSON and names the line and field of every bad record. A test asserts that
+both paths give the same rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -65,12 +74,16 @@ import duckdb
 from microseg.errors import InputError
 from microseg.sources.flows import (
     MAX_EPOCH_SECONDS,
+    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
     iter_lines,
+    sql_list,
+    sql_str,
 )
 
 NAME = "zeek"
@@ -244,16 +257,20 @@ def _record(rec: dict[str, Any], file_index: int) -> StageRow:
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # everything is parsed in Python and bulk-loaded through the staging file
     staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
     writer = StageWriter(options.tmp_dir)
     staged.cleanup.append(writer.path)
     done = False
     seen: set[str] = set()
     try:
+        plan = _plan(con, files, staged, options)
         for index, src in enumerate(files):
             try:
-                _stage_file(src, index, writer, staged, options, seen)
+                if plan is None:
+                    _stage_file(src, index, writer, staged, options, seen)
+                elif index in plan.pending:
+                    _stage_file(src, index, writer, staged, options, seen, plan.pending[index],
+                                plan.done_lines.setdefault(src.path, set()))
             except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
                 raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
         done = True
@@ -262,11 +279,19 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
         if not done:  # the store never sees this Staged: remove the staging file here
             writer.path.unlink(missing_ok=True)
     relation = writer.relation(list(files), time_unit=1_000_000)
-    relation.null_columns = frozenset({"tcp_flags", "direction", "src_workload", "dst_workload"})
+    relation.null_columns = _NULL_COLUMNS
     staged.relations.append(relation)
-    # Every check the store repeats after aggregation has been made here already.
-    staged.locate_bad = lambda _src: []
+    if plan is None:
+        # Every check the store repeats after aggregation has been made here already.
+        staged.locate_bad = lambda _src: []
+    else:
+        staged.relations[:0] = plan.relations
+        staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines,
+                                              max_samples=options.max_samples)
     return staged
+
+
+_NULL_COLUMNS = frozenset({"tcp_flags", "direction", "src_workload", "dst_workload"})
 
 
 class _Tsv:
@@ -301,8 +326,20 @@ class _Tsv:
         return {k: None if v in (self.unset, self.empty) else v for k, v in zip(self.fields, values, strict=True)}
 
 
-def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions,
-                seen: set[str]) -> None:
+def _parse_line(tsv: _Tsv | None, text: str) -> dict[str, Any]:
+    if tsv is not None:
+        return tsv.record(text)
+    try:
+        obj = json.loads(text, parse_float=Decimal)  # exact microseconds, no float rounding
+    except (ValueError, InvalidOperation) as exc:
+        raise _Bad("json", f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise _Bad("json", "not a JSON object")
+    return _flatten(obj)
+
+
+def _records(src: SourceFile) -> Iterator[tuple[int, str, _Tsv | None]]:
+    """(line number, text, header state) of every record line; header lines update the state."""
     tsv: _Tsv | None = None
     for no, text in iter_lines(src):
         if not text.strip():
@@ -312,24 +349,302 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
                 tsv = _Tsv()
             tsv.header(text)  # #close, #open, #path, #types carry nothing a record needs
             continue
-        try:
-            if tsv is not None:
-                rec = tsv.record(text)
-            else:
-                try:
-                    obj = json.loads(text, parse_float=Decimal)  # exact microseconds, no float rounding
-                except (ValueError, InvalidOperation) as exc:
-                    raise _Bad("json", f"invalid JSON: {exc}") from None
-                if not isinstance(obj, dict):
-                    raise _Bad("json", "not a JSON object")
-                rec = _flatten(obj)
-            row = _record(rec, index)
-            uid = rec.get("uid")
-            if isinstance(uid, str) and uid:
-                if uid in seen:
-                    staged.skipped[(src.path, "duplicate-uid")] += 1
+        yield no, text, tsv
+
+
+def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions,
+                seen: set[str], pending: tuple[frozenset[str], frozenset[str]] | None = None,
+                done_lines: set[int] | None = None) -> None:
+    """Reads ``src`` in Python; with ``pending`` (lines, uids), only those lines and the records with those
+    uids (the rest went through DuckDB)."""
+    lines, uids = pending if pending is not None else (frozenset(), frozenset())
+    for no, text, tsv in _records(src):
+        if pending is not None:
+            if text not in lines:
+                if not uids:
                     continue
-                seen.add(uid)
-            writer.write(row)
+                try:
+                    if _parse_line(tsv, text).get("uid") not in uids:
+                        continue
+                except _Bad:
+                    continue  # DuckDB counted it as bad, and locate_bad reports it
+            if done_lines is not None:
+                done_lines.add(no)
+        try:
+            rec = _parse_line(tsv, text)
+            row = _record(rec, index)
         except _Bad as bad:
             staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
+            continue
+        uid = rec.get("uid")
+        if isinstance(uid, str) and uid:
+            if uid in seen:
+                staged.skipped[(src.path, "duplicate-uid")] += 1
+                continue
+            seen.add(uid)
+        writer.write(row)
+
+
+def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: int) -> list[BadLine]:
+    """The lines behind the records DuckDB counted as bad, with the field the Python parser names."""
+    out: list[BadLine] = []
+    done = done_lines.get(src.path, set())
+    for no, text, tsv in _records(src):
+        if no in done:
+            continue  # read in Python already, and reported there
+        try:
+            _record(_parse_line(tsv, text), 0)
+        except _Bad as bad:
+            out.append(BadLine(file=str(src.path), line=no, field=bad.field, message=bad.message, text=text[:500]))
+            if len(out) >= max_samples:
+                break
+    return out
+
+
+# -- DuckDB fast path -----------------------------------------------------------------------------
+#
+# A TSV conn.log is parsed by DuckDB: every line read as one column, split on the separator, typed
+# and checked in SQL exactly as _record does it in Python. What SQL cannot decide exactly goes
+# through the Python path above, line by line:
+# - a file whose header is not one block at the top, or changes inside the file (rotated logs
+#   concatenated), or JSON: the whole batch is read in Python (rare; exact order for duplicates);
+# - "uncertain" lines: non-ASCII text (Python's str.isdigit and \d accept other digits), IPv6
+#   addresses (Python canonicalises and validates them), ISO ``ts`` values, counts beyond UBIGINT;
+# - every line whose uid occurs more than once in the batch: which copy is kept depends on the order
+#   of lines, which SQL does not see.
+# Bad lines stay in the relation, marked with a log-status the store counts as bad; locate_bad
+# re-reads such a file in Python to name line and field.
+
+_BAD_STATUS = "(bad)"
+_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}"
+_HEAD_LINES = 64
+_LAYOUT_KEYS = ("#separator", "#unset_field", "#empty_field", "#fields")
+
+
+@dataclass(frozen=True)
+class _Head:
+    """The header block at the top of a TSV file, as the Python reader would read it."""
+
+    separator: str
+    unset: str
+    empty: str
+    fields: tuple[str, ...]
+    layout_lines: frozenset[str]  # the raw #separator / #unset_field / #empty_field / #fields lines
+
+
+def _head(src: SourceFile) -> _Head | None:
+    """The file's header block, when it is one block of ``#`` lines at the top naming the fields."""
+    tsv = _Tsv()
+    layout: set[str] = set()
+    for n, (_no, text) in enumerate(iter_lines(src)):
+        if n >= _HEAD_LINES:
+            return None
+        if not text.strip():
+            continue
+        if not text.startswith("#"):
+            break
+        tsv.header(text)
+        if text.startswith(_LAYOUT_KEYS):
+            layout.add(text)
+    if tsv.fields is None or len(tsv.separator) != 1:
+        return None
+    return _Head(tsv.separator, tsv.unset, tsv.empty, tuple(tsv.fields), frozenset(layout))
+
+
+@dataclass
+class _Plan:
+    relations: list[StagedRelation]
+    pending: dict[int, tuple[frozenset[str], frozenset[str]]]  # file index -> (uncertain lines, uids)
+    done_lines: dict[Path, set[int]]
+
+
+def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: Staged,
+          options: ReaderOptions) -> _Plan | None:
+    """The DuckDB relations for the batch and the lines left to Python; None: all of it in Python."""
+    heads: list[_Head] = []
+    for src in files:
+        head = _head(src)
+        if head is None:
+            return None
+        heads.append(head)
+    groups: dict[tuple[_Head, bool], list[int]] = {}
+    for i, (src, head) in enumerate(zip(files, heads, strict=True)):
+        groups.setdefault((head, src.gzip), []).append(i)
+    tag = f"_ms_zeek_{id(staged)}"
+    group_list = list(groups.items())
+    # One scan: the layout lines of every file, the uncertain lines, and the uids seen more than once.
+    layout_line = " OR ".join(f"starts_with(line, {sql_str(k)})" for k in _LAYOUT_KEYS)
+    parts = []
+    for n, ((head, _gz), idx) in enumerate(group_list):
+        sql = _parsed_sql(head, [files[i] for i in idx], idx, (f"{tag}_{n}_err", f"{tag}_{n}_scan"))
+        # A line of another shape that is not ASCII may be blank to Python (NBSP, NEL): "weird",
+        # read in Python. "#" lines: the layout lines must be the header's.
+        parts.append(f"SELECT fi, CASE WHEN NOT hdr AND NOT uncertain AND shape THEN uid END AS uid, "
+                     f"CASE WHEN uncertain THEN line END AS xline, "
+                     f"CASE WHEN hdr AND ({layout_line}) OR (NOT hdr AND NOT shape AND "
+                     f"strlen(line) <> length(line)) THEN fi || chr(9) || line END AS hline, "
+                     f"CASE WHEN uncertain THEN uid END AS xuid FROM ({sql})")
+    # (A HAVING clause here trips a DuckDB 2.0 binder error; the outer WHERE is equivalent.)
+    try:
+        rows = con.execute(f"""
+            SELECT uid, xline, hline, xuid, lo, hi FROM (
+              SELECT uid, xline, hline, xuid, count(*) AS n, min(fi) AS lo, max(fi) AS hi
+              FROM ({' UNION ALL '.join(parts)}) GROUP BY GROUPING SETS ((uid), (xline), (hline), (xuid)))
+            WHERE (uid IS NOT NULL AND n > 1) OR xline IS NOT NULL OR hline IS NOT NULL OR xuid IS NOT NULL
+            """).fetchall()
+    except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+        # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
+        named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
+        raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
+    rejected = 0
+    for n in range(len(group_list)):
+        got = con.execute(f"SELECT count(*) FROM {tag}_{n}_err").fetchone()
+        rejected += int(got[0]) if got else 0
+        con.execute(f"DROP TABLE IF EXISTS {tag}_{n}_err")
+        con.execute(f"DROP TABLE IF EXISTS {tag}_{n}_scan")
+    if rejected:
+        return None  # invalid UTF-8 or an over-long line: Python replaces or reads it
+    dup_uids: set[str] = set()
+    uncertain: dict[int, set[str]] = {}
+    for uid, xline, hline, xuid, lo, hi in rows:
+        if hline is not None:
+            where, _, line = str(hline).partition("\t")
+            if line not in heads[int(where)].layout_lines:
+                return None  # the layout changes inside the file
+        elif xline is not None:
+            for fi in range(int(lo), int(hi) + 1):
+                uncertain.setdefault(fi, set()).add(str(xline))
+        elif xuid is not None or uid is not None:
+            dup_uids.add(str(xuid if xuid is not None else uid))  # an uncertain line's uid: both to Python
+    pending: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+    if dup_uids or uncertain:
+        for i in range(len(files)):
+            pending[i] = (frozenset(uncertain.get(i, ())), frozenset(dup_uids))
+    dup_table = None
+    if dup_uids:
+        dup_table = f"{tag}_dup"
+        con.execute(f"CREATE TEMP TABLE {dup_table} (uid VARCHAR)")
+        con.executemany(f"INSERT INTO {dup_table} VALUES (?)", [[u] for u in sorted(dup_uids)])
+    relations = []
+    for (head, _gz), idx in group_list:
+        where = "NOT hdr AND NOT uncertain"
+        if dup_table is not None:
+            where += f" AND (uid IS NULL OR uid NOT IN (SELECT uid FROM {dup_table}))"
+        sql = _parsed_sql(head, [files[i] for i in idx], idx, None)
+        # file_index is the batch's file index (``fi``): every relation names all the batch's files.
+        relations.append(StagedRelation(sql=_STAGE_SELECT + f" FROM ({sql}) WHERE {where}", files=list(files),
+                                        time_unit=1_000_000, null_columns=_NULL_COLUMNS))
+    if dup_table is not None:
+        def drop(c: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
+            c.execute(f"DROP TABLE IF EXISTS {dup_table}")
+            return []
+
+        relations[-1].after_scan = drop
+    return _Plan(relations=relations, pending=pending, done_lines={})
+
+
+# The fields a record's staging row depends on, by their SQL alias.
+_USED = {"ts": "ts", "uid": "uid", "oh": "id.orig_h", "op": "id.orig_p", "rh": "id.resp_h", "rp": "id.resp_p",
+         "proto": "proto", "ipp": "ip_proto", "state": "conn_state", "dur": "duration", "ob": "orig_ip_bytes",
+         "rb": "resp_ip_bytes", "opk": "orig_pkts", "rpk": "resp_pkts"}
+
+
+_TOO_LATE = "CAST(10 ** 30 AS HUGEINT)"  # microseconds far past 9999
+
+
+# What str.strip() removes from an ASCII line (non-ASCII lines take the Python path anyway).
+_BLANK = r"[\t\n\v\f\r \x1c-\x1f]*"
+
+
+def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int],
+                rejects: tuple[str, str] | None) -> str:
+    """Every non-blank line of ``files``: ``fi`` (batch file index), ``line``, ``hdr``, ``shape``,
+    ``uncertain``, ``weird``, ``uid`` and, for record lines, the typed values and ``ok``.
+
+    DuckDB's CSV reader splits the fields (n + 1 columns, padded with NULL: a line of the header's
+    shape has column n - 1 and not column n); nothing is ever quoted or escaped in Zeek's TSV."""
+    n = len(head.fields)
+    pos = {name: i for i, name in enumerate(head.fields)}  # the last of a repeated name, as dict(zip())
+    nulls = f"({sql_str(head.unset)}, {sql_str(head.empty)})"
+
+    def v(name: str) -> str:
+        if name not in pos:
+            return "NULL::VARCHAR"
+        return f"CASE WHEN c{pos[name]} IN {nulls} THEN NULL ELSE c{pos[name]} END"
+
+    values = ", ".join(f"{v(field)} AS {alias}" for alias, field in _USED.items())
+
+    def micros(x: str) -> str:
+        # \d+(\.\d+)? as _micros reads it: exact, digits finer than microseconds cut (not rounded); a
+        # whole part of more than 15 digits is past 9999 whatever it says (the sentinel fails the check).
+        whole = f"split_part({x}, '.', 1)"
+        return (f"CASE WHEN NOT regexp_full_match({x}, '[0-9]+(\\.[0-9]+)?') THEN NULL "
+                f"WHEN strlen({whole}) > 15 THEN {_TOO_LATE} "
+                f"ELSE CAST(CAST(left({x}, strlen({whole}) + 7) AS DECIMAL(22, 6)) * 1000000 AS HUGEINT) END")
+
+    def count(x: str) -> str:
+        return f"CASE WHEN regexp_full_match({x}, '[0-9]+') THEN TRY_CAST({x} AS HUGEINT) END"
+
+    states = ", ".join(sql_str(s) for s in sorted(_STATES))
+    protos = "CASE proto " + " ".join(f"WHEN {sql_str(p)} THEN {n_}" for p, n_ in sorted(_PROTOS.items())) + " END"
+    max_us = MAX_EPOCH_SECONDS * 1_000_000
+    mapping = ", ".join(str(i) for i in indexes)
+    compression = "gzip" if files[0].gzip else "none"
+    errors = "" if rejects is None else (f", store_rejects=true, rejects_table='{rejects[0]}', "
+                                         f"rejects_scan='{rejects[1]}'")
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n + 1)) + "}"
+    line = f"concat_ws({sql_str(head.separator)}, {', '.join(f'c{i}' for i in range(n + 1))})"
+    ascii_used = " AND ".join(f"strlen(coalesce({a}, '')) = length(coalesce({a}, ''))" for a in _USED)
+    # nullstr: a value no line has, so that an empty field is '' and a missing one NULL (padding).
+    # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
+    return f"""
+SELECT *,
+  coalesce(NOT hdr AND shape AND ts IS NOT NULL AND oh IS NOT NULL AND op IS NOT NULL AND rh IS NOT NULL
+    AND rp IS NOT NULL AND proto IS NOT NULL AND state IN ({states})
+    AND regexp_full_match(oh, '{_IPV4}') AND regexp_full_match(rh, '{_IPV4}')
+    AND op_n <= 65535 AND rp_n <= 65535 AND proto_ok
+    AND ts_us <= {max_us} AND (dur IS NULL OR dur_us IS NOT NULL) AND end_us <= {max_us}
+    AND (ob IS NULL OR ob_n IS NOT NULL) AND (rb IS NULL OR rb_n IS NOT NULL)
+    AND (opk IS NULL OR opk_n IS NOT NULL) AND (rpk IS NULL OR rpk_n IS NOT NULL), false) AS ok
+FROM (
+SELECT *, ts_us + coalesce(dur_us, 0) AS end_us,
+  CASE WHEN ipp IS NOT NULL THEN ipp_n WHEN proto = 'unknown_transport' THEN NULL ELSE {protos} END AS proto_n,
+  CASE WHEN ipp IS NOT NULL THEN coalesce(ipp_n <= 255, false)
+    ELSE proto = 'unknown_transport' OR {protos} IS NOT NULL END AS proto_ok,
+  CASE WHEN hdr OR NOT shape OR uncertain THEN {line} END AS line
+FROM (
+SELECT *, {micros('ts')} AS ts_us, {micros('dur')} AS dur_us, {count('op')} AS op_n, {count('rp')} AS rp_n,
+  {count('ob')} AS ob_n, {count('rb')} AS rb_n, {count('opk')} AS opk_n, {count('rpk')} AS rpk_n,
+  {count('ipp')} AS ipp_n,
+  NOT hdr AND shape AND (NOT ({ascii_used}) OR contains(coalesce(ts, ''), 'T')
+    OR contains(coalesce(oh, ''), ':') OR contains(coalesce(rh, ''), ':')
+    OR strlen(coalesce(ob, '')) > 18 OR strlen(coalesce(rb, '')) > 18
+    OR strlen(coalesce(opk, '')) > 18 OR strlen(coalesce(rpk, '')) > 18) AS uncertain
+FROM (
+SELECT *, {values}
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, starts_with(c0, '#') AS hdr,
+  c{n - 1} IS NOT NULL AND c{n} IS NULL AS shape
+FROM read_csv({sql_list(files)}, delim={sql_str(head.separator)}, header=false, quote='', escape='',
+  auto_detect=false, columns={columns}, strict_mode=false, null_padding=true, nullstr='\x01\x02',
+  compression='{compression}'{errors})
+WHERE NOT ((c0 = '' OR ord(c0) <= 32) AND regexp_full_match({line}, '{_BLANK}'))
+))))"""
+
+
+# ``ok`` is referenced once: DuckDB inlines the expressions of the subqueries, so every further
+# reference would evaluate the checks again. Values of bad rows are NULL or meaningless, and the
+# store counts those rows as bad by their log-status alone.
+_PORTLESS = (f"proto_n IN ({', '.join(str(p) for p in sorted(_ICMP))}) OR (proto_n IS NOT NULL AND proto_n NOT IN "
+             f"({', '.join(str(p) for p in sorted(_PORTED))}))")
+_STAGE_SELECT = f"""
+SELECT TRY_CAST(ts_us AS UBIGINT) AS t_start, TRY_CAST(end_us AS UBIGINT) AS t_end, oh AS src_ip, rh AS dst_ip,
+  CASE WHEN {_PORTLESS} THEN 0 ELSE TRY_CAST(op_n AS INTEGER) END AS src_port,
+  CASE WHEN {_PORTLESS} THEN 0 ELSE TRY_CAST(rp_n AS INTEGER) END AS dst_port,
+  TRY_CAST(proto_n AS INTEGER) AS proto, TRY_CAST(ob_n + rb_n AS UBIGINT) AS bytes,
+  TRY_CAST(opk_n + rpk_n AS UBIGINT) AS packets,
+  CASE state {' '.join(f"WHEN {sql_str(s)} THEN {sql_str(a)}" for s, a in sorted(_STATES.items()))} END AS action,
+  NULL::INTEGER AS tcp_flags,
+  CASE WHEN state NOT IN ({', '.join(sql_str(s) for s in sorted(_NO_HANDSHAKE))}) THEN false END AS is_reply,
+  NULL::VARCHAR AS direction, NULL::VARCHAR AS src_workload, NULL::VARCHAR AS dst_workload,
+  CASE WHEN ok THEN 'OK' ELSE '{_BAD_STATUS}' END AS log_status, fi::INTEGER AS file_index"""
