@@ -89,3 +89,13 @@ def test_admin_network_policy_exits_3(estate: Path) -> None:
 def test_missing_policies_path_exits_2(estate: Path) -> None:
     r = run("posture", "-i", str(estate), "-p", str(estate / "nope"))
     assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_what_the_lenient_reader_left_out_is_reported_on_stderr() -> None:
+    """A port entry the cluster would drop is left out of the evaluation; posture must say so, not hide it."""
+    case = Path(__file__).resolve().parents[1].parent / "shared/conformance/netpol/cases/netpol_named_port_test_2"
+    r = run("posture", "-i", str(case), "-p", str(case))
+    assert r.returncode == 0, r.stderr
+    assert "pods.yaml:32 [spec.template.spec.containers[0].ports[1].containerport]" in r.stderr
+    assert "port entry ignored" in r.stderr
+    assert "containerport" not in r.stdout  # the report itself stays machine-clean

@@ -1,7 +1,8 @@
 """Command line: a thin layer over :mod:`microseg.pipeline`.
 
 Exit codes: 0 success; 1 other microseg error; 2 bad input (file, line and field are named);
-3 a target cannot express a rule (unsupported feature); 4 validation found a violation;
+3 a target cannot express a rule (unsupported feature); 4 a check failed (validate found a violation,
+drift found findings at or above --fail-on, diff --fail-on-widen found an added connection);
 70 internal error (a bug: please report it with the traceback).
 """
 
@@ -336,7 +337,8 @@ def posture_cmd(
 
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use {' or '.join(FORMATS)}", field="--format")
-    result = posture(inventory, policies, broad_prefix=broad_prefix, broad_prefix6=broad_prefix6)
+    result = posture(inventory, policies, broad_prefix=broad_prefix, broad_prefix6=broad_prefix6,
+                     notes=lambda line: err.print(f"microseg: {line}", markup=False))
     text = render(result, fmt)
     if output is not None:
         _write_atomic(output, text)

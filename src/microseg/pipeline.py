@@ -35,6 +35,7 @@ from microseg.sources.inventory.kubernetes import KubernetesResult
 
 if TYPE_CHECKING:
     from microseg.engine.mapping import MappingResult
+    from microseg.sources.deployed.admin_netpol import PolicySet
 
 STORE_NAME = "flows.duckdb"
 DEFAULT_CONFIG = PlanConfig()  # frozen
@@ -356,6 +357,18 @@ def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], 
     result = connection_list(found.workloads, policies.netpols, policies.admin, label_variants=variants)
     if focus is not None:
         result = result.focus(*focus)
+    report = _reading_notes(found, policies, skipped_docs)
+    report += [f"AdminNetworkPolicies {a} and {b} share priority {p}: their order is undefined (evaluated by name)"
+               for a, b, p in same_priority(policies.admin)]
+    return ConnectivityOutcome(RENDERERS[fmt](result), tuple(report))
+
+
+def _reading_notes(found: KubernetesResult, policies: PolicySet, skipped_docs: Sequence[str]) -> list[str]:
+    """What reading a cluster's objects counted, skipped or left out, one line each (for stderr).
+
+    Shown by every command that evaluates deployed policies, so a port entry the lenient reader dropped
+    (which can make a result narrower than the cluster) is never silent.
+    """
     report = [f"read {len(found.workloads)} workloads, {len(policies.netpols)} NetworkPolicies, "
               f"{sum(a.priority is not None for a in policies.admin)} AdminNetworkPolicies, "
               f"{sum(a.priority is None for a in policies.admin)} BaselineAdminNetworkPolicy"]
@@ -364,9 +377,7 @@ def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], 
     report += [f"skipped {n} {kind} object(s) in the inventory files" for kind, n in found.ignored_kinds.items()
                if kind not in ("NetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy")]
     report += sorted({*found.rejected, *found.notes, *policies.notes, *skipped_docs})
-    report += [f"AdminNetworkPolicies {a} and {b} share priority {p}: their order is undefined (evaluated by name)"
-               for a, b, p in same_priority(policies.admin)]
-    return ConnectivityOutcome(RENDERERS[fmt](result), tuple(report))
+    return report
 
 
 _WORKLOAD_KINDS = frozenset({"Namespace", "Pod", "Service", "ServiceAccount", "Deployment", "ReplicaSet", "DaemonSet",
@@ -380,7 +391,7 @@ _POSTURE_REFUSED = frozenset({"GlobalNetworkPolicy", "CiliumNetworkPolicy", "Cil
 
 
 def posture(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], *, broad_prefix: int = 8,
-            broad_prefix6: int = 32) -> PostureResult:
+            broad_prefix6: int = 32, notes: Progress = _quiet) -> PostureResult:
     """`microseg posture`: what the deployed NetworkPolicies let through, and the findings about them.
 
     Workloads come from the inventory, read as ``connectivity`` reads them (:func:`_read_deployed_inventory`:
@@ -399,8 +410,10 @@ def posture(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], *, br
         config = PostureConfig(broad_prefix=broad_prefix, broad_prefix6=broad_prefix6)
     except ValueError as exc:
         raise InputError(str(exc), field="--broad-prefix") from None
-    found, _ = _read_deployed_inventory(inventory_paths)
+    found, skipped_docs = _read_deployed_inventory(inventory_paths)
     policies = read_policies(doc for path, display in discover(policy_paths) for doc in load_documents(path, display))
+    for line in _reading_notes(found, policies, skipped_docs):
+        notes(line)
     refused = sorted({a.kind for a in policies.admin} | {k for k, _ in policies.skipped if k in _POSTURE_REFUSED})
     if refused:
         raise UnsupportedFeature("posture", f"{', '.join(refused)} (only NetworkPolicy is evaluated)")
