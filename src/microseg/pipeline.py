@@ -7,7 +7,7 @@ together; each step lives in its own layer and only IR crosses between them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from microseg.config import PlanConfig
 from microseg.engine.engines import map_engine_table, map_store, parse_engine
 from microseg.engine.store import FlowStore, IngestReport, TimeWindow
 from microseg.errors import InputError
-from microseg.ir.model import Edge, Inventory, Policy, PolicyException
+from microseg.ir.model import Edge, Inventory, Policy, PolicyException, Protocol
 from microseg.ir.semantics import Connections
 from microseg.ir.serde import FILES, ExceptionsDoc, dump_policy, exception_from_entry, load_doc, load_policy
 from microseg.reports.markdown import CoverageView, IngestView, PlanView, report_md, rollout_md, validation_md
@@ -337,7 +337,6 @@ def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], 
     ``port`` (``PROTO/PORT``, e.g. ``udp/53``) keeps only the pairs that allow that one port.
     """
     from microseg.analyses.connlist import RENDERERS, connection_list
-    from microseg.ir.model import Protocol
     from microseg.sources.deployed.admin_netpol import read_policies, same_priority
     from microseg.sources.inventory import discover
     from microseg.sources.yamlpos import load_documents
@@ -351,6 +350,9 @@ def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], 
             raise InputError(f"--port {port!r}: expected PROTOCOL/PORT, e.g. tcp/8080 (TCP, UDP or SCTP; 1-65535)",
                              field="--port")
         focus = (Protocol(proto_text.upper()), int(number))
+    sg_files = _security_group_files(policy_paths)
+    if sg_files:
+        return _security_group_connectivity(inventory_paths, sg_files, fmt=fmt, focus=focus)
     found, skipped_docs = _read_deployed_inventory(inventory_paths)
     policies = read_policies(doc for path, display in discover(policy_paths) for doc in load_documents(path, display))
     variants = {name: [dict(v) for v in sets] for name, sets in found.label_variants.items()}
@@ -360,6 +362,56 @@ def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], 
     report = _reading_notes(found, policies, skipped_docs)
     report += [f"AdminNetworkPolicies {a} and {b} share priority {p}: their order is undefined (evaluated by name)"
                for a, b, p in same_priority(policies.admin)]
+    return ConnectivityOutcome(RENDERERS[fmt](result), tuple(report))
+
+
+def _security_group_files(policy_paths: Sequence[Path]) -> dict[str, str]:
+    """The ``aws ec2 describe-security-groups`` outputs among ``policy_paths`` (display name -> text).
+
+    Recognised by their top-level ``SecurityGroups`` list. One run reads one kind of enforcement point:
+    security groups next to Kubernetes policies is refused, since each needs its own inventory reading.
+    """
+    import json
+
+    from microseg.sources.inventory import discover
+
+    found: dict[str, str] = {}
+    others: list[str] = []
+    for path, display in discover(policy_paths):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix.lower() == ".json" and text.lstrip().startswith("{"):
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                doc = None  # reported with its line by whichever reader reads it
+            if isinstance(doc, dict) and "SecurityGroups" in doc:
+                found[display] = text
+                continue
+        others.append(display)
+    if found and others:
+        raise InputError("security groups (describe-security-groups output) and other policy files in one run: "
+                         f"give them separately (other files: {', '.join(others[:3])})", file=others[0],
+                         field="--policies")
+    return found
+
+
+def _security_group_connectivity(inventory_paths: Sequence[Path], files: Mapping[str, str], *, fmt: str,
+                                 focus: tuple[Protocol, int] | None) -> ConnectivityOutcome:
+    """`connectivity` for deployed AWS security groups: workloads (and the groups each carries, from
+    describe-instances / describe-network-interfaces) from the inventory, rules from the groups."""
+    from microseg.analyses.connlist import RENDERERS, from_pairs
+    from microseg.sources.deployed.aws_sg import read_describe
+
+    inventory = load_inventory(list(inventory_paths))
+    reading = read_describe(files, inventory.workloads)
+    result = from_pairs(reading.connections, inventory.workloads)
+    if focus is not None:
+        result = result.focus(*focus)
+    report = [f"read {len(inventory.workloads)} workloads, {len(reading.governed)} with security groups"]
+    report += [f"{name}: carries no security group in the inventory; nothing filters it (not governed)"
+               for name in reading.ungoverned]
+    report += [f"group {g} is referenced by a rule but carried by no workload of the inventory"
+               for g in reading.unmatched_references]
     return ConnectivityOutcome(RENDERERS[fmt](result), tuple(report))
 
 

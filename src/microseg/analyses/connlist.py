@@ -70,6 +70,30 @@ def workload_display(w: Workload) -> str:
     return f"{w.name}[{w.k8s_kind or 'Pod'}]"
 
 
+_KIND_DISPLAY = {WorkloadKind.HOST: "Host", WorkloadKind.SERVICE: "Service", WorkloadKind.EXTERNAL: "External"}
+
+
+def from_pairs(pairs: Mapping[tuple[str, str], Connections], workloads: Sequence[Workload]) -> ConnectionList:
+    """A connection list of per-pair connectivity between inventory workloads (hosts, VMs, external peers).
+
+    For enforcement points read per workload rather than per address range (security groups): a peer is
+    shown as ``name[Host]``, ``name[Service]``, ``name[External]`` (``namespace/name[Kind]`` for pods).
+    """
+    by_name = {w.name: w for w in workloads}
+
+    def peer(w: Workload) -> Peer:
+        if w.kind == WorkloadKind.KUBERNETES:
+            return Peer(workload_display(w), w.k8s_kind or "Pod", w.namespace, w.name.split("/", 1)[-1])
+        kind = _KIND_DISPLAY[w.kind]
+        return Peer(f"{w.name}[{kind}]", kind, None, w.name)
+
+    peers = {w.name: peer(w) for w in workloads}
+    shown = {peers[s].display: peers[s] for pair in pairs for s in pair}
+    return ConnectionList({(peers[s].display, peers[d].display): c for (s, d), c in pairs.items() if not c.empty},
+                          {**{p.display: p for p in peers.values()}, **shown},
+                          tuple(sorted(peers[n].display for n in by_name)))
+
+
 def _ranges(points: set[tuple[int, int]], versions: set[int]) -> list[tuple[int, int, int]]:
     space = [(n.version, int(n.network_address), int(n.broadcast_address)) for n in (_V4, _V6)
              if n.version in versions]
@@ -220,7 +244,7 @@ def _connections_json(c: Connections) -> object:
 
 
 def _peer_json(p: Peer) -> dict[str, object]:
-    if p.kind == EXTERNAL_KIND:
+    if p.kind == EXTERNAL_KIND and p.first is not None:
         return {"kind": EXTERNAL_KIND, "first": p.first, "last": p.last}
     return {"kind": p.kind, "namespace": p.namespace, "name": p.name}
 
@@ -249,5 +273,5 @@ def render_csv(cl: ConnectionList) -> str:
 RENDERERS = {"txt": render_text, "json": render_json, "csv": render_csv}
 
 __all__ = ["ConnectionList", "EXTERNAL_KIND", "Peer", "PolicyInput", "RENDERERS", "connection_list",
-           "connectivity_diff", "merge_adjacent_ranges", "policy_points", "render_csv", "render_json", "render_text",
-           "workload_display"]
+           "connectivity_diff", "from_pairs", "merge_adjacent_ranges", "policy_points", "render_csv", "render_json",
+           "render_text", "workload_display"]
