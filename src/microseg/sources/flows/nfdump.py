@@ -419,9 +419,10 @@ class _Plan:
     skipped: Counter[tuple[Path, str]] = field(default_factory=Counter)
 
 
-def _top_header(src: SourceFile) -> tuple[str, tuple[str, ...]] | None:
-    """(text, columns) of the file's first line after blank lines and comments, when it is an ASCII header."""
-    for n, (_no, text) in enumerate(iter_lines(src)):
+def _top_header(src: SourceFile) -> tuple[str, tuple[str, ...], int] | None:
+    """(text, columns, line number) of the file's first line after blank lines and comments, when it is
+    an ASCII header."""
+    for n, (no, text) in enumerate(iter_lines(src)):
         if n >= _HEAD_LINES:
             return None
         if not text.strip() or text.startswith("#"):
@@ -429,7 +430,7 @@ def _top_header(src: SourceFile) -> tuple[str, tuple[str, ...]] | None:
         fields = [f.strip() for f in text.split(",")]
         if not text.isascii() or not _is_header(fields):
             return None
-        return text, tuple(fields)
+        return text, tuple(fields), no
     return None
 
 
@@ -456,7 +457,7 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
     if options.timezone != "UTC":
         plan.python.update(range(len(files)))
         return plan
-    heads: dict[int, tuple[str, tuple[str, ...]]] = {}
+    heads: dict[int, tuple[str, tuple[str, ...], int]] = {}
     tails: dict[int, list[str]] = {}
     for i, src in enumerate(files):
         try:
@@ -470,12 +471,12 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
             plan.python.add(i)
         else:
             heads[i], tails[i] = head, tail
-    groups: dict[tuple[tuple[str, ...], bool], list[int]] = {}
-    for i, (_text, columns) in heads.items():
-        groups.setdefault((columns, files[i].gzip), []).append(i)
+    groups: dict[tuple[tuple[str, ...], bool, int], list[int]] = {}
+    for i, (_text, columns, no) in heads.items():
+        groups.setdefault((columns, files[i].gzip, no), []).append(i)
     tag = f"_ms_nfdump_{id(staged)}"
     special: dict[int, dict[str, int]] = {i: {} for i in heads}
-    for n, ((_columns, gz), idx) in enumerate(groups.items()):
+    for n, ((_columns, gz, _no), idx) in enumerate(groups.items()):
         err = (f"{tag}_{n}_err", f"{tag}_{n}_scan")
         trailer = sorted({t for i in idx for t in tails[i]})
         try:
@@ -495,7 +496,7 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
                 plan.python.add(int(fi))
             special[int(fi)][str(text)] = int(count)
     excluded: dict[int, set[str]] = {}
-    for i, (htext, columns) in heads.items():
+    for i, (htext, columns, _no) in heads.items():
         texts = special[i]
         headers = {t for t in texts if _is_header([f.strip() for f in t.split(",")])}
         summaries = sum(n for t, n in texts.items() if t.strip() == "Summary")
@@ -518,11 +519,12 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
                     plan.skipped[(files[i].path, "summary")] += 1
         else:
             plan.pending[i] = frozenset(texts)
-        excluded[i] = set(texts)
-    for (columns, gz), idx in groups.items():
+        # DuckDB skips the lines up to the top header; a header seen again is looked up by its text.
+        excluded[i] = set(texts) - ({htext} if texts.get(htext) == 1 else set())
+    for (columns, gz, no), idx in groups.items():
         fast = [i for i in idx if i not in plan.python]
         if fast:
-            plan.relations.append(StagedRelation(sql=_stage_sql(columns, files, fast, gz, excluded),
+            plan.relations.append(StagedRelation(sql=_stage_sql(columns, files, fast, gz, no, excluded),
                                                  files=list(files), time_unit=1_000_000, null_columns=_NULL_COLUMNS))
     return plan
 
@@ -576,7 +578,7 @@ _IPV6 = _ipv6_pattern()
 
 
 def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: Sequence[int], gz: bool,
-               excluded: dict[int, set[str]]) -> str:
+               skip: int, excluded: dict[int, set[str]]) -> str:
     """The staging rows of ``files[i]`` for ``i`` in ``indexes`` (one header), checked as _record checks
     them; the lines in ``excluded[i]`` are left out (Python reads or counts them)."""
     n = len(columns)
@@ -681,19 +683,30 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
              f"{flag_value if 'flg' in has else 'NULL::BIGINT'} AS flag_n, "
              f"{fwd_value} AS fwd_n, "
              f"{total('ipk', 'opk', 'pk')} AS packets_n, {total('ib', 'ob', 'byts')} AS bytes_n")
-    # Excluded lines are found by their text: every line of another shape than the header's, and the
-    # lines that begin as a special line of the header's shape begins (the header itself, mostly).
-    line = f"concat_ws(',', {', '.join(f'c{i}' for i in range(n + 1))})"
-    lookups, starts = [], set()
+    # Excluded lines are found by their text, comparing only as many columns as the text has: DuckDB
+    # then reads just the columns used (unless a special line has the header's shape: rare).
+    def joined(k: int) -> str:
+        return f"concat_ws(',', {', '.join(f'c{j}' for j in range(k))})"
+
+    short: dict[int, list[str]] = {}  # field count -> "WHEN fi THEN text IN (...)"
+    shaped: list[str] = []
+    starts: set[str] = set()
     for i in indexes:
-        texts = sorted(excluded.get(i, ()))
-        if texts:
-            lookups.append(f"WHEN {i} THEN {line} IN ({', '.join(sql_str(t) for t in texts)})")
-        starts |= {t.split(",")[0] for t in texts if t.count(",") == n - 1}
+        by_width: dict[int, list[str]] = {}
+        for t in sorted(excluded.get(i, ())):
+            by_width.setdefault(t.count(",") + 1, []).append(sql_str(t))
+        for k, texts in sorted(by_width.items()):
+            if k == n:
+                shaped.append(f"WHEN {i} THEN {joined(n)} IN ({', '.join(texts)})")
+                starts |= {t.split(",")[0] for t in excluded[i] if t.count(",") == n - 1}
+            else:  # fewer fields than the header: more are cut to Python in _plan
+                short.setdefault(k, []).append(f"WHEN {i} THEN {joined(k)} IN ({', '.join(texts)})")
     shape = f"c{n - 1} IS NOT NULL AND c{n} IS NULL"
-    candidate = f"NOT ({shape})" + (f" OR c0 IN ({', '.join(sql_str(t) for t in sorted(starts))})" if starts else "")
-    special = (f"CASE WHEN {candidate} THEN CASE fi {' '.join(lookups)} ELSE false END ELSE false END"
-               if lookups else "false")
+    other = " OR ".join(f"(c{k - 1} IS NOT NULL AND c{k} IS NULL AND CASE fi {' '.join(w)} ELSE false END)"
+                        for k, w in sorted(short.items())) or "false"
+    same = (f"c0 IN ({', '.join(sql_str(t) for t in sorted(starts))}) AND CASE fi {' '.join(shaped)} ELSE false END"
+            if shaped else "false")
+    special = f"CASE WHEN {shape} THEN {same} ELSE {other} END"
     # A counter beyond UBIGINT in a good record: Python stages it and the store's read of its staging
     # file fails (an InputError); here error() fails the scan, which the store reports the same way.
     fits = " OR ".join(f"{x} > 18446744073709551615" for x in ("bytes_n", "packets_n"))
@@ -720,8 +733,8 @@ FROM (
 SELECT fi, shape, {values}
 FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, {shape} AS shape
-FROM {_read_csv([files[i] for i in indexes], gz, ',', n + 1)}
-WHERE NOT starts_with(c0, '#') AND NOT (c0 < '!' AND regexp_full_match({line}, '{_BLANK}'))
+FROM {_read_csv([files[i] for i in indexes], gz, ',', n + 1, f", skip={skip}")}
+WHERE NOT starts_with(c0, '#') AND NOT (c1 IS NULL AND c0 < '!' AND regexp_full_match(c0, '{_BLANK}'))
 )
 WHERE NOT ({special})
 )))"""
