@@ -48,6 +48,12 @@ Normalisation:
   mapping orients by ports). ``dir`` is left out too: nfdump prints 0 (ingress) when the exporter
   did not send the field, so 0 says nothing.
 - NetFlow carries no workload identity.
+
+Reading. A file whose first line (after comments) is a header is parsed by DuckDB when the zone is UTC
+(see "DuckDB fast path" below), with the same checks as the Python parser; the few lines SQL cannot
+decide exactly, or whose meaning depends on the order of lines, are read by the Python parser, which
+also names the line and field of every bad record. A test asserts that both paths give the same rows,
+counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -385,17 +391,21 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], zone: tzinfo,
 # -- DuckDB fast path -----------------------------------------------------------------------------
 #
 # A file whose first line (after comments) is a header is parsed by DuckDB: split at commas, every
-# field stripped, typed and checked in SQL exactly as _record does it in Python. The reader's state
-# (the current header, "in the Summary block") depends on the order of lines, which SQL does not see;
-# so a first scan reads each line as one value and returns the few lines that are "special" - any line
-# that might be a header, "Summary" or "No matching flows", a line with another number of commas than
-# the header, non-ASCII text (Python's strip and isdigit know more than ASCII), an address with ":"
-# (IPv6: Python validates and canonicalises it), a run of 19+ digits (beyond BIGINT). Those lines go
-# to Python by their text, everything else to the SQL parse. One Summary block at the end of the file
-# (nfdump's trailer) is found by reading the file's last 64 KiB; a file with more than one Summary
-# line, or another header than the first, is read in Python altogether (rare: concatenated outputs).
-# Without another special line than the top header and that trailer, no line is read in Python at all.
-# Local times are read in SQL for the default zone UTC only; another zone takes the Python path.
+# field stripped, typed and checked in SQL exactly as _record does it in Python (IPv6 addresses by a
+# pattern of what ipaddress accepts; the store writes them in RFC 5952 form as str() does). The
+# reader's state (the current header, "in the Summary block") depends on the order of lines, which SQL
+# does not see; so a first scan reads each line as one value and returns the few lines that are
+# "special": any line that might be a header, "Summary" or "No matching flows", non-ASCII text
+# (Python's strip and isdigit know more than ASCII), and the lines of the file's Summary block (found
+# in its last 64 KiB, read here; the count tells whether such a line also occurs before it).
+# - Only the top header and one Summary block at the end (nfdump's plain output): DuckDB skips to the
+#   header, the block is counted here, and no line is read in Python.
+# - Other special lines: DuckDB leaves them out by their text, and the Python parser reads the file
+#   passing over every other line (it keeps the state exact, as all lines that change it are special).
+# - More than one Summary line, one not at the end, another header than the first, invalid UTF-8, or
+#   a zone other than UTC: the file is read in Python.
+# Bad lines stay in the relation with a log-status the store counts as bad; locate_bad re-reads such a
+# file in Python to name line and field.
 
 _BAD_STATUS = "(bad)"
 _IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}"
