@@ -366,19 +366,25 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
     with gzip.open(c, "wt") as fh:
         fh.write("\n".join([LEGACY, TRICKY[3], TRICKY[10], *TRICKY[34:]]) + "\n")
     d = write(tmp_path, [LEGACY, TRICKY[3], *TRICKY[34:], LEGACY, TRICKY[4], *TRICKY[34:]], "d.csv")  # two outputs
-    fast, python = both_paths(tmp_path, monkeypatch, a, b, c, d)
+    # e.csv: its header on line 3 as in a.csv (one DuckDB scan for both); f.csv: invalid UTF-8 (Python)
+    e = write(tmp_path, ["# e", "", LEGACY, TRICKY[3].replace("40001", "41001"), TRICKY[4]], "e.csv")
+    f = tmp_path / "f.csv"
+    f.write_bytes(f"{LEGACY}\n{TRICKY[3]}\n".replace(",0/0,", ",0/\udcff,").encode("utf-8", "surrogateescape"))
+    fast, python = both_paths(tmp_path, monkeypatch, a, b, c, d, e, f)
     assert fast == python
     report, rows = fast
     # Written out by hand from the comments on TRICKY and CURRENT, independent of either path:
     # a.csv: 13 records (4, 8, 11, 12, 14, 16, 18, 21-25, 33), 16 bad, "No matching flows", one summary line;
-    # b.txt: 3 records, 2 bad; c.csv.gz: 2 records, one summary line; d.csv: 1 record, 1 bad, 2 summary lines.
-    assert report[:4] == (31 + 5 + 3 + 4, 13 + 3 + 2 + 1, 16 + 2 + 1, {"no-flows": 1, "summary": 1 + 1 + 2})
+    # b.txt: 3 records, 2 bad; c.csv.gz: 2 records, one summary line; d.csv: 1 record, 1 bad, 2 summary lines;
+    # e.csv: 1 record, 1 bad; f.csv: 1 record (the byte 0xff is in the unread "eng" column).
+    assert report[:4] == (31 + 5 + 3 + 4 + 2 + 1, 13 + 3 + 2 + 1 + 1 + 1, 16 + 2 + 1 + 1,
+                          {"no-flows": 1, "summary": 1 + 1 + 2})
     assert [(path.rsplit("/", 1)[1], line, field) for path, line, field, _, _ in report[4]] == [
         ("a.csv", 5, "ts"), ("a.csv", 6, "ts"), ("a.csv", 7, "ts"), ("a.csv", 9, "ts"), ("a.csv", 10, "te"),
         ("a.csv", 13, "dp"), ("a.csv", 15, "pr"), ("a.csv", 17, "fwd"), ("a.csv", 19, "ipkt"),
         ("a.csv", 20, "opkt"), ("a.csv", 26, "sa"), ("a.csv", 27, "sa"), ("a.csv", 28, "header"),
         ("a.csv", 29, "dp"), ("a.csv", 32, "header"), ("a.csv", 34, "flg"),
-        ("b.txt", 3, "duration"), ("b.txt", 4, "bytes"), ("d.csv", 7, "ts")]
+        ("b.txt", 3, "duration"), ("b.txt", 4, "bytes"), ("d.csv", 7, "ts"), ("e.csv", 5, "ts")]
     got = {(k[1], k[2], k[3], k[4], k[5]): (v[0], v[1], v[7]) for k, v in rows.items() if k[0] == str(a)}
     assert got == {  # (records, bytes, flags)
         # 4 (.AP.SF), 8 (epoch ms) and 23 (Arabic-Indic digits: isdigit) to 10.0.0.2; 21 (padded), 22 (NBSP)
