@@ -616,10 +616,11 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
         # _time_us in UTC: epoch milliseconds, or YYYY-MM-DD HH:MM:SS[.f] that datetime() accepts; NULL
         # when neither. DuckDB's cast refuses the impossible dates, minutes and seconds datetime()
         # refuses, but reads hour 24 as the next day: that one is checked here.
-        return (f"CASE WHEN {digits(x)} THEN CASE WHEN strlen({x}) > 20 THEN {_TOO_LATE} "
-                f"ELSE CAST({x} AS HUGEINT) * 1000 END "
-                f"WHEN regexp_full_match({x}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}"
-                f"(\\.[0-9]{{1,6}})?') AND substr({x}, 12, 2) < '24' THEN epoch_us(TRY_CAST({x} AS TIMESTAMP)) END")
+        return (f"CASE WHEN regexp_full_match({x}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} [0-9]{{2}}:[0-9]{{2}}:"
+                f"[0-9]{{2}}(\\.[0-9]{{1,6}})?') THEN CASE WHEN substr({x}, 12, 2) < '24' "
+                f"THEN epoch_us(TRY_CAST({x} AS TIMESTAMP)) END "
+                f"WHEN {digits(x)} THEN CASE WHEN strlen({x}) > 20 THEN {_TOO_LATE} "
+                f"ELSE CAST({x} AS HUGEINT) * 1000 END END")
 
     def micros(x: str) -> str:
         # _DECIMAL as _record reads a duration: exact, digits finer than microseconds cut; a whole
@@ -659,10 +660,9 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
     names = "MAP {" + ", ".join(f"{sql_str(k)}: {p}" for k, p in sorted(_PROTOS.items()) if not k.isdigit()) + "}"
     flag_bits = {size: " + ".join(f"CASE WHEN substr(flg, {k + 1}, 1) <> '.' THEN {1 << (size - 1 - k)} ELSE 0 END"
                                   for k in range(size)) for size in _FLAG_LETTERS}
-    flag_value = (f"CASE WHEN {digits('flg')} THEN {low_byte('flg')} "
-                  + " ".join(f"WHEN regexp_full_match(flg, '{''.join(f'[.{c}]' for c in letters)}') "
-                             f"THEN {flag_bits[size]}" for size, letters in sorted(_FLAG_LETTERS.items()))
-                  + " END")
+    flag_value = ("CASE " + " ".join(f"WHEN regexp_full_match(flg, '{''.join(f'[.{c}]' for c in letters)}') "
+                                     f"THEN {flag_bits[size]}" for size, letters in sorted(_FLAG_LETTERS.items()))
+                  + f" WHEN {digits('flg')} THEN {low_byte('flg')} END")
     type_code = r"[0-9]{1,3}\.[0-9]{1,3}"
     if {"ts", "sa", "da", "pr", "sp", "dp"} <= has:
         end = "te_us" if "te" in has else f"ts_us + {micros('td')}" if "td" in has else "ts_us"
