@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -231,3 +232,126 @@ def test_mapping_end_to_end(store: FlowStore, shared: Path, tmp_path: Path) -> N
         ("shop/api", "external:internet", Protocol.TCP, 443, 1, 30),
     }
     assert result.coverage.unresolved_records == 1
+
+
+# -- the DuckDB fast path against the Python reader ------------------------------------------------
+
+def line(**kw: Any) -> str:
+    return json.dumps(doc(**kw))  # ", " and ": " separators: the trailing-comma check sees blanks
+
+
+TRICKY = [
+    line(),  # 1: source report ...
+    line(reporter="dst"),  # 2: ... and the destination's: the source report is skipped
+    line(proto="TCP", source_port=40001),  # 3
+    line(proto=17, dest_port="0053", source_port="40002"),  # 4: digits in strings are numbers
+    line(source_ip="FE80::0001"),  # 5: IPv6, canonicalised by Python
+    line(action="deny")[:-1] + ', "action": "allow"}',  # 6: repeated key: Python keeps the last
+    line()[:-1] + ", }",  # 7: trailing comma: bad JSON
+    line(source_labels={"q": 'a"b'}, source_port=40003),  # 8: an escape in an unused value
+    line(num_flows=float("nan"), source_port=40004),  # 9: NaN in an unused field (Python reads it)
+    line(start_time=1767323045.0),  # 10: a float time is no integer
+    line(start_time=True),  # 11
+    line(bytes_in="-", bytes_out=5, source_port=40005),  # 12: one counter aggregated away
+    line(bytes_in=None, bytes_out=None, packets_in=None, packets_out=None, source_port=40006),  # 13
+    line(proto="icmp", dest_port=None, source_port="x"),  # 14: ICMP: ports not read at all
+    line(dest_ip=None, dest_name_aggr="pub", dest_type="net", dest_namespace="-", dest_port=443),  # 15
+    line(source_namespace="Shop"),  # 16: not a Kubernetes name
+    json.dumps({k: v for k, v in doc(source_port=40007).items() if k != "source_type"}),  # 17: key missing
+    "",
+    "   ",
+    line(start_time=-0, end_time=300, source_port=40008),  # 20: -0 is 0
+    '{"a": 1}',  # 21: no action
+    line(source_port=40009) + ",",  # 22: an array member's comma
+    line(source_labels={"x": "\u00e9"}, source_port=40010).replace("\\u00e9", "\u00e9"),  # 23: non-ASCII
+    line(dest_port="\u0663"),  # 24: an Arabic-Indic digit is no port
+    line(source_name_aggr="web-0", dest_name_aggr="nginx-6799fc88d8-zn5s2", source_port=40011),  # 25
+    line(bytes_in=1 << 63),  # 26: past the counter limit
+    line(dest_type="pod"),  # 27
+    line(source_port=40012).replace('"proto": "tcp"', '"proto":\t"udp"'),  # 28: a tab between tokens
+    line(dest_ip="10.0.0.02"),  # 29: leading zero: not an address Python reads
+    line(source_ip=None, source_name_aggr="pub", source_type="net", source_namespace="-", dest_port=80,
+         reporter="dst"),  # 30
+]
+
+
+def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *paths: Path) -> tuple[Any, Any]:
+    """(report, rows) through the fast path, then through the Python path alone."""
+    out = []
+    real = calico._scan
+    used: list[Any] = []
+
+    def spy(*a: Any, **k: Any) -> Any:
+        used.append(real(*a, **k))
+        return used[-1]
+
+    for name, python_only in (("fast", False), ("python", True)):
+        with monkeypatch.context() as m:
+            m.setattr(calico, "_scan", (lambda *_a, **_k: None) if python_only else spy)
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                report = s.ingest(list(paths), bad_threshold=1.0)
+                got = sorted(rows(s), key=repr)
+            if not python_only:
+                assert used and used[0] is not None, "the fast path was not taken"
+        out.append(((report.lines, report.records, report.bad, dict(report.skipped),
+                     [(b.file, b.line, b.field, b.message, b.text) for b in report.bad_samples]), got))
+    return out[0], out[1]
+
+
+def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write(tmp_path, TRICKY, "a.json")
+    # b.json: pretty-printed (read in Python from start to end); its source report of a.json line 30
+    # is skipped across files
+    pretty = json.dumps(doc(source_ip=None, source_name_aggr="pub", source_type="net", source_namespace="-",
+                            dest_port=80), indent=2)
+    b = write(tmp_path, [pretty, line(source_port=41000)], "b.json")
+    c = tmp_path / "c.json.gz"
+    with gzip.open(c, "wt") as fh:
+        fh.write("\n".join([line(source_port=42000, reporter="dst"), line(source_port=42000), TRICKY[6]]) + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, a, b, c)
+    assert fast == python
+    report, got = fast
+    # written out by hand from calico.py's rules, independent of either path:
+    # a.json: 28 documents (2 blank lines), 9 bad, lines 1 and 6 skipped (line 2 is their destination
+    # report: line 6 is line 1 once its repeated "action" is read as Python reads it);
+    # b.json: 2 documents, the pretty one skipped; c.json.gz: 3 documents, 1 skipped, 1 bad.
+    assert report[:4] == (28 + 2 + 3, 17 + 1 + 1, 9 + 1, {"reported-by-both-ends": 2 + 1 + 1})
+    assert [(path.rsplit("/", 1)[1], no, field) for path, no, field, _, _ in report[4]] == [
+        ("a.json", 7, "json"), ("a.json", 10, "start_time"), ("a.json", 11, "start_time"),
+        ("a.json", 16, "source_name_aggr"), ("a.json", 21, "action"), ("a.json", 24, "dest_port"),
+        ("a.json", 26, "bytes_in"), ("a.json", 27, "dest_type"), ("a.json", 29, "dest_ip"),
+        ("c.json.gz", 3, "json")]
+    common = (T0, T1, 30, 3, False)
+    for row in [
+        ("fe80::1", "10.0.0.2", 0, 5432, "TCP", "accept", 1, *common, "egress", "shop/api", "shop/db"),  # 5
+        ("10.0.0.1", "10.0.0.2", 0, 0, "ICMP", "accept", 1, *common, "egress", "shop/api", "shop/db"),  # 14
+        # 3, 8, 9, 12, 13, 22, 23: one aggregate (client ports folded); 30 bytes and 3 packets each, but
+        # line 12 has 5 bytes and line 13 no counters
+        ("10.0.0.1", "10.0.0.2", None, 5432, "TCP", "accept", 7, T0, T1, 5 * 30 + 5, 6 * 3, False, "egress",
+         "shop/api", "shop/db"),
+        ("10.0.0.1", "10.0.0.2", 40008, 5432, "TCP", "accept", 1, datetime(1970, 1, 1), datetime(1970, 1, 1, 0, 5),
+         30, 3, False, "egress", "shop/api", "shop/db"),  # 20
+        ("10.0.0.1", "10.0.0.2", 40011, 5432, "TCP", "accept", 1, *common, "egress", "shop/web-0",
+         "shop/nginx"),  # 25
+        ("10.0.0.1", "10.0.0.2", 40007, 5432, "TCP", "accept", 1, *common, "egress", None, "shop/db"),  # 17
+        ("64:ff9b::", "10.0.0.2", 0, 80, "TCP", "accept", 1, *common, "ingress", None, "shop/db"),  # 30
+        ("10.0.0.1", "10.0.0.2", 40012, 5432, "UDP", "accept", 1, *common, "egress", "shop/api", "shop/db"),  # 28
+    ]:
+        assert row in got, row
+
+
+def test_fast_path_on_a_clean_file_reads_nothing_in_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [json.dumps(doc(source_port=40000 + i, dest_port=443 + i % 3, reporter="src" if i % 4 else "dst",
+                            action="deny" if i % 10 == 0 else "allow", bytes_in=i), separators=(",", ":"))
+             for i in range(200)]
+    path = write(tmp_path, lines)
+    calls: list[Any] = []
+    real = calico._stage_json
+    monkeypatch.setattr(calico, "_stage_json", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with FlowStore(tmp_path / "s" / "flows.duckdb") as s:
+        report = s.ingest([path])
+        assert (report.lines, report.records, report.bad) == (200, 200, 0)
+        assert sum(r["records"] for r in s.rows()) == 200
+        assert sum(r["bytes"] for r in s.rows()) == sum(i + 20 for i in range(200))
+        assert {r["action"] for r in s.rows()} == {"accept", "drop"}
+    assert calls == []
