@@ -421,3 +421,21 @@ def test_fast_path_on_plain_nfdump_output_reads_no_line_in_python(tmp_path: Path
         assert sum(r["bytes"] for r in s.rows()) == sum(100 + i for i in range(200))
         assert sum(r["records"] for r in s.rows() if r["action"] == "drop") == 20
     assert calls == []
+
+
+def test_a_counter_beyond_ubigint_fails_the_ingest_on_both_paths(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2^64 = 18446744073709551616 does not fit the store's UBIGINT: the Python path fails reading its
+    # staging file, the fast path in the scan; either way an InputError naming the file, nothing stored.
+    t = "2026-01-02 03:00:00"
+    path = write(tmp_path, [LEGACY, legacy(t, t, "10.0.0.1", "10.0.0.2", "40001", "443", "TCP",
+                                           ibyt="18446744073709551616")], "big.csv")
+    for name, python_only in (("fast", False), ("python", True)):
+        with monkeypatch.context() as m:
+            if python_only:
+                m.setattr(nfdump, "_plan", lambda _con, files, *_a: nfdump._Plan(python=set(range(len(files)))))
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                with pytest.raises(InputError) as err:
+                    s.ingest([path], bad_threshold=1.0)
+                assert str(path) in str(err.value)
+                assert s.rows() == []
