@@ -585,6 +585,8 @@ def _ipv6_pattern() -> str:
 
 
 _IPV6 = _ipv6_pattern()
+# The address patterns, for other readers' SQL (generic_csv).
+IPV4_SQL, IPV6_SQL = _IPV4, _IPV6
 
 
 def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: Sequence[int], gz: bool,
