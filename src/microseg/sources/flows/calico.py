@@ -477,22 +477,27 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
     groups: dict[bool, list[int]] = {}
     for i in json_files:
         groups.setdefault(files[i].gzip, []).append(i)
-    parts = [_scan_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"))
+    steps = [_scan_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"))
              for n, idx in enumerate(groups.values())]
     try:
-        con.execute(f"CREATE TEMP TABLE {tag} AS {' UNION ALL '.join(parts)}")
+        con.execute(f"CREATE TEMP TABLE {tag}_p AS {' UNION ALL '.join(p for p, _, _ in steps)}")
     except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
         named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
         raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
     rejected = 0
-    for n in range(len(parts)):
+    for n in range(len(steps)):
         got = con.execute(f"SELECT count(*) FROM {tag}_e{n}").fetchone()
         rejected += int(got[0]) if got else 0
         con.execute(f"DROP TABLE IF EXISTS {tag}_e{n}")
         con.execute(f"DROP TABLE IF EXISTS {tag}_s{n}")
     if rejected:  # invalid UTF-8 or an over-long line: Python replaces or reads it
-        con.execute(f"DROP TABLE {tag}")
+        con.execute(f"DROP TABLE {tag}_p")
         return None
+    _, derived, final = steps[0]
+    con.execute(f"CREATE TEMP TABLE {tag}_d AS {derived.replace('__SOURCE_TABLE__', tag + '_p')}")
+    con.execute(f"DROP TABLE {tag}_p")
+    con.execute(f"CREATE TEMP TABLE {tag} AS {final.replace('__SOURCE_TABLE__', tag + '_d')}")
+    con.execute(f"DROP TABLE {tag}_d")
     # The lines SQL did not read: one whole document (as Python reads it: blanks stripped, a trailing
     # comma dropped) that DuckDB finds valid JSON -> the Python reader reads that line alone (valid
     # JSON keeps its brackets balanced, so Python never joins it with the next line); anything else
@@ -548,12 +553,13 @@ def _finish(con: duckdb.DuckDBPyConnection, fast: _Fast, writer: StageWriter, st
                           null_columns=_NULL_COLUMNS)
 
 
-def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
-    """The staging columns and ``line`` of every non-blank line of ``files``: NULL for a line whose
-    row is exactly what _record gives, the line's text for every other line.
-
-    Every derived column is referenced at most twice (a check, the output): DuckDB inlines the
-    expressions of the subqueries, so each further reference would evaluate them again."""
+def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> tuple[str, str, str]:
+    """Three steps, each materialised (DuckDB inlines the expressions of subqueries, so a column
+    referenced again would be computed again): ``parsed`` - every line of ``files``, its used JSON
+    values, and its text (``line``) when it is no fast line (see _scan); ``derived`` - values typed and
+    checked as _record does; ``final`` - the staging columns and ``line``: NULL for a line whose row is
+    exactly what _record gives, else its text, or '\x01' for a line that parsed but fails a check
+    (its file is read in Python). ``derived`` and ``final`` take the previous table's name."""
     struct = "{" + ", ".join(f'"{k}": "JSON"' for k in _FAST_KEYS) + "}"
     # JSON text; VARCHAR, so that a string's content (below) is never cast back to JSON
     fields = ", ".join(f"s.{k}::VARCHAR AS {k}" for k in _FAST_KEYS)
@@ -589,10 +595,9 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
                 f"ELSE coalesce(nullif(regexp_extract({n}, '^(.+)-{_RS_HASH}-{_GEN_POD}$', 1), ''), "
                 f"nullif(regexp_extract({n}, '^(.+)-{_GEN_POD}$', 1), ''), {n}) END")
 
-    def hint(side: str) -> str:
+    def hint(kind: str, ns: str, name: str) -> str:
         # NULL when workload_hint gives None; '' || NULL is NULL (an empty workload gives no hint)
-        ns, name = f"{side}_namespace", f"{side}_name_aggr"
-        return (f"CASE WHEN {side}_type = '\"wep\"' AND {is_str(ns)} AND NOT {absent(ns)} AND {is_str(name)} "
+        return (f"CASE WHEN {kind} = '\"wep\"' AND {is_str(ns)} AND NOT {absent(ns)} AND {is_str(name)} "
                 f"AND {name} NOT IN ('\"\"', '\"-\"', '\"pvt\"', '\"pub\"') "
                 f"THEN {text(ns)} || '/' || nullif({base(name)}, '') END")
 
@@ -621,16 +626,14 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
       AND (src_wl IS NULL OR regexp_full_match(src_wl, {workload}))
       AND (dst_wl IS NULL OR regexp_full_match(dst_wl, {workload})), false)"""
     mapping = ", ".join(str(i) for i in indexes)
-    # A fast line is one whole document, nothing around it: no backslash (escapes, \u in keys), no
-    # trailing comma (yyjson accepts ",}" and ", ]", Python does not; the regular expression only
-    # runs on the lines with a blank after a comma).
-    fast_line = ("c1 IS NULL AND starts_with(c0, '{') AND ends_with(c0, '}') AND NOT contains(c0, '\\') "
-                 "AND NOT contains(c0, ',}') AND NOT contains(c0, ',]') AND CASE WHEN contains(c0, ', ') "
-                 "OR contains(c0, ',\t') THEN NOT regexp_matches(c0, ',[ \t]+[]}]') ELSE true END")
+    # A fast line is one whole document, nothing around it, without a backslash (escapes, \u in keys)
+    # and without a trailing comma (yyjson accepts ",}" and ", ]", Python does not; checked once
+    # the line parsed: ``s`` is referenced once per field, and its condition stays cheap).
+    fast_line = "c1 IS NULL AND starts_with(c0, '{') AND ends_with(c0, '}') AND NOT contains(c0, '\\')"
     # nullstr: a value no line has, so that an empty field is '' and a missing one NULL; a line with
     # \x01 (the delimiter) has c1 and is never a fast line. DuckDB splits lines at \n, \r\n and a lone
     # \r, as Python's text reader does with newline="".
-    return f"""
+    final = f"""
 SELECT TRY_CAST(n_start_time AS UBIGINT) AS t_start, TRY_CAST(n_end_time AS UBIGINT) AS t_end,
   src_ip, dst_ip, TRY_CAST(sport AS INTEGER) AS src_port, TRY_CAST(dport AS INTEGER) AS dst_port,
   TRY_CAST(proto_n AS INTEGER) AS proto, TRY_CAST(nbytes AS UBIGINT) AS bytes,
@@ -638,21 +641,32 @@ SELECT TRY_CAST(n_start_time AS UBIGINT) AS t_start, TRY_CAST(n_end_time AS UBIG
   NULL::INTEGER AS tcp_flags, false AS is_reply,
   CASE WHEN reporter IN ('"src"', '"out"') THEN 'egress' ELSE 'ingress' END AS direction,
   src_wl AS src_workload, dst_wl AS dst_workload, 'OK' AS log_status, fi::INTEGER AS file_index,
-  CASE WHEN {ok} THEN NULL WHEN c0 IS NULL OR c1 IS NOT NULL THEN '\x01' ELSE c0 END AS line
+  CASE WHEN {ok} THEN NULL ELSE coalesce(line, '\x01') END AS line
 FROM (
 SELECT *,
   CASE WHEN proto_n IN (1, 58) OR {absent('source_port')} THEN 0
     WHEN {within('source_port', 65535)} THEN n_source_port END AS sport,
   CASE WHEN proto_n IN (1, 58) THEN 0 WHEN {within('dest_port', 65535)} AND NOT {absent('dest_port')}
     THEN n_dest_port END AS dport
-FROM (
+FROM __SOURCE_TABLE__)"""
+    # Workload hints are computed once per distinct (type, namespace, name), then joined.
+    same = " AND ".join(f"{{h}}.{a} IS NOT DISTINCT FROM {{side}}_{b}" for a, b in
+                        (("kind", "type"), ("ns", "namespace"), ("name", "name_aggr")))
+    derived = f"""
+WITH h AS (SELECT kind, ns, name, {hint('kind', 'ns', 'name')} AS wl FROM (
+  SELECT DISTINCT source_type AS kind, source_namespace AS ns, source_name_aggr AS name FROM __SOURCE_TABLE__
+  WHERE parsed UNION
+  SELECT DISTINCT dest_type, dest_namespace, dest_name_aggr FROM __SOURCE_TABLE__ WHERE parsed))
 SELECT *, {proto} AS proto_n, {address('source_ip', 'source_name_aggr')} AS src_ip,
-  {address('dest_ip', 'dest_name_aggr')} AS dst_ip, {hint('source')} AS src_wl, {hint('dest')} AS dst_wl,
+  {address('dest_ip', 'dest_name_aggr')} AS dst_ip,
   {total('bytes_in', 'bytes_out')} AS nbytes, {total('packets_in', 'packets_out')} AS npackets
 FROM (
-SELECT *, {', '.join(f"{num(k)} AS n_{k}" for k in numbers)}
-FROM (
-SELECT fi, c0, c1, s IS NOT NULL AS parsed, {fields}
+SELECT p.*, hs.wl AS src_wl, hd.wl AS dst_wl, {', '.join(f"{num(k)} AS n_{k}" for k in numbers)}
+FROM __SOURCE_TABLE__ p LEFT JOIN h hs ON {same.format(h='hs', side='p.source')}
+  LEFT JOIN h hd ON {same.format(h='hd', side='p.dest')})"""
+    parsed = f"""
+SELECT fi, s IS NOT NULL AND NOT regexp_matches(c0, ',[ \t]*[]}}]') AS parsed,
+  CASE WHEN s IS NULL THEN CASE WHEN c0 IS NULL OR c1 IS NOT NULL THEN '\x01' ELSE c0 END END AS line, {fields}
 FROM (
 SELECT fi, c0, c1, CASE WHEN {fast_line} THEN try(from_json_strict(c0, '{struct}')) END AS s
 FROM (
@@ -661,4 +675,5 @@ FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape=''
   columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
   compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
   rejects_scan='{rejects[1]}')
-))))))"""
+))"""
+    return parsed, derived, final
