@@ -462,11 +462,11 @@ def _scan_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], inde
                                          f"rejects_scan='{rejects[1]}'")
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
     return f"""
-SELECT *, CASE WHEN uncertain THEN {line} END AS line FROM (
-SELECT *, coalesce(contains({line}, '"') OR contains({line}, chr(0)) OR strlen({line}) <> length({line})
+SELECT * EXCLUDE (whole), CASE WHEN uncertain THEN whole END AS line FROM (
+SELECT *, coalesce(contains(whole, '"') OR contains(whole, chr(0)) OR strlen(whole) <> length(whole)
   OR {clock}, true) AS uncertain
 FROM (
-SELECT *, {values}, {'true' if 'action' in pos else 'false'} AS has_action
+SELECT *, {values}, {'true' if 'action' in pos else 'false'} AS has_action, {line} AS whole
 FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, c{n - 1} IS NOT NULL AND c{n} IS NULL AS shape
 FROM read_csv({sql_list(files)}, delim=',', header=false, quote='', escape='', auto_detect=false,
@@ -490,18 +490,18 @@ def _stage_sql(scan: str) -> str:
     def number(x: str) -> str:  # a non-negative integer (HUGEINT; more than 30 digits: _TOO_BIG)
         return f"CASE WHEN strlen({x}) > 30 THEN {_TOO_BIG} ELSE TRY_CAST({x} AS HUGEINT) END"
 
-    def time_us(x: str) -> str:
-        # time_us for epoch numbers (uncertain lines hold the ISO forms): 12+ digits are milliseconds
-        # and take no fraction (NULL: bad); seconds keep six fraction digits, cut.
-        whole = f"split_part({x}, '.', 1)"
-        return (f"CASE WHEN {x} = '' THEN NULL WHEN {number(whole)} >= {_MS_THRESHOLD} THEN "
-                f"CASE WHEN NOT contains({x}, '.') THEN {number(whole)} * 1000 END "
-                f"ELSE CAST({whole} AS HUGEINT) * 1000000 + CASE WHEN contains({x}, '.') THEN "
-                f"CAST(rpad(left(split_part({x}, '.', 2), 6), 6, '0') AS HUGEINT) ELSE 0 END END")
+    def time_us(t: str) -> str:
+        # time_us for epoch numbers (uncertain lines hold the ISO forms; t_w, t_f are the whole and
+        # fraction digits): at least 10^11 are milliseconds and take no fraction (NULL: bad); seconds
+        # keep six fraction digits, cut.
+        return (f"CASE WHEN v_{t} = '' THEN NULL WHEN {t}_w >= {_MS_THRESHOLD} THEN "
+                f"CASE WHEN {t}_f = '' THEN {t}_w * 1000 END "
+                f"ELSE {t}_w * 1000000 + CAST(rpad(left({t}_f, 6), 6, '0') AS HUGEINT) END")
 
-    protocols = "MAP {" + ", ".join(f"{sql_str(k)}: {v}" for k, v in sorted(_PROTOCOLS.items())) + "}"
-    actions = "MAP {" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in sorted(_ACTIONS.items())) + "}"
-    directions = "MAP {" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in sorted(_DIRECTIONS.items())) + "}"
+    def lookup(x: str, table: dict[str, str] | dict[str, int]) -> str:
+        # In the tables' order: the common values (tcp, udp; allow) are tested first.
+        return (f"CASE lower({x}) " + " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v) if isinstance(v, str) else v}"
+                                               for k, v in table.items()) + " END")
     ported = "pr_n IN (6, 17, 132)"
     space = r"[\t\n\v\f\r \x1c-\x1f]"
     checks = [
@@ -533,13 +533,17 @@ FROM (
 SELECT *, coalesce(start_us, end_us) AS t0, coalesce(end_us, start_us) AS t1
 FROM (
 SELECT *,
-  CASE WHEN {digits('v_protocol')} THEN {number('v_protocol')} ELSE {protocols}[lower(v_protocol)] END AS pr_n,
+  coalesce({lookup('v_protocol', _PROTOCOLS)},
+    CASE WHEN {digits('v_protocol')} THEN {number('v_protocol')} END) AS pr_n,
   {number('v_src_port')} AS sp_n, {number('v_dst_port')} AS dp_n,
-  {time_us('v_start')} AS start_us, {time_us('v_end')} AS end_us,
-  CASE WHEN has_action THEN {actions}[lower(v_action)] ELSE 'accept' END AS action_n,
-  CASE WHEN v_direction <> '' THEN {directions}[lower(v_direction)] END AS direction_n,
+  {time_us('start')} AS start_us, {time_us('end')} AS end_us,
+  CASE WHEN has_action THEN {lookup('v_action', _ACTIONS)} ELSE 'accept' END AS action_n,
+  CASE WHEN v_direction <> '' THEN {lookup('v_direction', _DIRECTIONS)} END AS direction_n,
   CASE WHEN v_bytes <> '' THEN {number('v_bytes')} END AS bytes_n,
   CASE WHEN v_packets <> '' THEN {number('v_packets')} END AS packets_n
+FROM (
+SELECT *, {number("split_part(v_start, '.', 1)")} AS start_w, split_part(v_start, '.', 2) AS start_f,
+  {number("split_part(v_end, '.', 1)")} AS end_w, split_part(v_end, '.', 2) AS end_f
 FROM ({scan})
 WHERE NOT uncertain
-))"""
+)))"""
