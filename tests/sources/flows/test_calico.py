@@ -308,14 +308,30 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
     c = tmp_path / "c.json.gz"
     with gzip.open(c, "wt") as fh:
         fh.write("\n".join([line(source_port=42000, reporter="dst"), line(source_port=42000), TRICKY[6]]) + "\n")
-    fast, python = both_paths(tmp_path, monkeypatch, a, b, c)
+    # d.json: only lines SQL reads, or reads as "pending" one by one in Python (6: repeated key, 8: an
+    # escape, 17: a key missing, 22: an array member's comma); a.json and c.json.gz have a line that
+    # parses but fails a check, and are read in Python from start to end, as b.json is
+    clean = [1, 2, 3, 4, 6, 8, 9, 12, 13, 14, 15, 17, 18, 20, 22, 23, 25, 28, 30]
+    d = write(tmp_path, [TRICKY[i - 1] for i in clean], "d.json")
+    calls: list[tuple[str, frozenset[str] | None]] = []
+    real = calico._stage_json
+
+    def spy(src: Any, index: int, batch: Any, only: frozenset[str] | None = None) -> None:
+        calls.append((src.path.name, only))
+        real(src, index, batch, only)
+
+    monkeypatch.setattr(calico, "_stage_json", spy)
+    fast, python = both_paths(tmp_path, monkeypatch, a, b, c, d)
+    assert calls[:4] == [("a.json", None), ("b.json", None), ("c.json.gz", None),
+                         ("d.json", frozenset(TRICKY[i - 1] for i in (6, 8, 17, 22)))]
     assert fast == python
     report, got = fast
     # written out by hand from calico.py's rules, independent of either path:
     # a.json: 28 documents (2 blank lines), 9 bad, lines 1 and 6 skipped (line 2 is their destination
     # report: line 6 is line 1 once its repeated "action" is read as Python reads it);
-    # b.json: 2 documents, the pretty one skipped; c.json.gz: 3 documents, 1 skipped, 1 bad.
-    assert report[:4] == (28 + 2 + 3, 17 + 1 + 1, 9 + 1, {"reported-by-both-ends": 2 + 1 + 1})
+    # b.json: 2 documents, the pretty one skipped; c.json.gz: 3 documents, 1 skipped, 1 bad;
+    # d.json: 18 documents, the two of a.json skipped again.
+    assert report[:4] == (28 + 2 + 3 + 18, 17 + 1 + 1 + 16, 9 + 1, {"reported-by-both-ends": 2 + 1 + 1 + 2})
     assert [(path.rsplit("/", 1)[1], no, field) for path, no, field, _, _ in report[4]] == [
         ("a.json", 7, "json"), ("a.json", 10, "start_time"), ("a.json", 11, "start_time"),
         ("a.json", 16, "source_name_aggr"), ("a.json", 21, "action"), ("a.json", 24, "dest_port"),
