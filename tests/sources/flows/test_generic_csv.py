@@ -5,6 +5,7 @@ No shared sample exists for this format (it is our own documented layout): the f
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -216,6 +217,9 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
     a = write(tmp_path, TRICKY, "a.csv")
     b = write(tmp_path, [HEADER, TRICKY[2].replace("40001", "41001")], "b.csv")  # a scan of its own (line 1)
     c = write(tmp_path, ["", HEADER, TRICKY[5]], "c.csv")  # one scan with a.csv
+    d = tmp_path / "d.csv.gz"  # gzip: a scan of its own
+    with gzip.open(d, "wt") as fh:
+        fh.write("\n".join(["", HEADER, TRICKY[3], TRICKY[4], TRICKY[19]]) + "\n")
     out = []
     real = generic_csv._plan
     used: list[Any] = []
@@ -231,7 +235,7 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
         with monkeypatch.context() as m:
             m.setattr(generic_csv, "_plan", plan)
             with FlowStore(tmp_path / name / "flows.duckdb") as s:
-                report = s.ingest([a, b, c], bad_threshold=1.0)
+                report = s.ingest([a, b, c, d], bad_threshold=1.0)
                 got: dict[tuple[Any, ...], list[int]] = {}
                 for r in s.rows():  # lines read in Python form their own aggregates: compare the sums
                     key = (r["source_file"], r["src_ip"], r["dst_ip"], r["dst_port"], r["protocol"], r["action"],
@@ -247,15 +251,32 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
     (lines, records, bad, samples), rows_ = out[0]
     # By hand from the comments: a.csv has 25 record lines (1, 27 blank; 2 the header): bad are 5, 7, 11-15,
     # 17, 19, 22, 24-26 and 28; b.csv and c.csv one record each.
-    assert (lines, records, bad) == (25 + 1 + 1, 25 - 14 + 2, 14)
+    assert (lines, records, bad) == (25 + 1 + 1 + 3, 25 - 14 + 2 + 2, 14 + 1)
     assert [(Path(f).name, line, fld) for f, line, fld, _, _ in samples] == [
         ("a.csv", 5, "start"), ("a.csv", 7, "end"), ("a.csv", 11, "protocol"), ("a.csv", 12, "direction"),
         ("a.csv", 13, "src_workload"), ("a.csv", 14, "bytes"), ("a.csv", 15, "packets"), ("a.csv", 17, "src_ip"),
         ("a.csv", 19, "csv"), ("a.csv", 22, "src_port"), ("a.csv", 24, "columns"), ("a.csv", 25, "columns"),
-        ("a.csv", 26, "start"), ("a.csv", 28, "action")]
+        ("a.csv", 26, "start"), ("a.csv", 28, "action"), ("d.csv.gz", 4, "start")]
     mine = {(k[1], k[2], k[3], k[4], k[5], k[6], k[7]): v[0] for k, v in rows_.items() if k[0] == str(a)}
     assert mine[("fd00::1", "fd00::2", 2, "TCP", "accept", None, None)] == 1
     assert mine[("10.0.0.1", "10.0.0.3", 53, "UDP", "drop", "egress", None)] == 1
     assert mine[("10.0.0.1", "10.0.0.6", 2, "TCP", "accept", None, "ns/a")] == 1  # 18; 19 is bad
     assert mine[("10.0.0.1", "10.0.0.7", 2, "TCP", "accept", None, None)] == 2  # 20, 21
     assert mine[("10.0.0.1", "10.0.0.8", 2, "TCP", "accept", None, "web")] == 1  # 23
+
+
+def test_a_time_beyond_ubigint_fails_the_ingest_on_both_paths(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10^17 ms = 10^20 us does not fit the store's UBIGINT: the Python path fails reading its staging
+    # file, the fast path in the scan; either way an InputError naming the file, nothing stored.
+    path = write(tmp_path, ["start,src_ip,dst_ip,dst_port,protocol", "100000000000000000,10.0.0.1,10.0.0.2,22,tcp"])
+    for name, python_only in (("fast", False), ("python", True)):
+        with monkeypatch.context() as m:
+            if python_only:
+                m.setattr(generic_csv, "_plan",
+                          lambda _con, files, *_a: generic_csv._Plan(python=set(range(len(files)))))
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                with pytest.raises(InputError) as err:
+                    s.ingest([path], bad_threshold=1.0)
+                assert str(path) in str(err.value)
+                assert s.rows() == []
