@@ -362,7 +362,9 @@ _BAD_STATUS = "(bad)"
 _HEAD_LINES = 64
 _NULLSTR = "\x01\x02"  # a value no line has: an empty field is '', a missing one NULL (padding)
 _WS = " \t\n\v\f\r\x1c\x1d\x1e\x1f"  # what str.strip() removes from ASCII text
-_BLANK = r"[\t\n\v\f\r \x1c-\x1f]*"
+_BLANK_CHARS = r"\t\n\v\f\r \x1c-\x1f"
+_BLANK = f"[{_BLANK_CHARS}]*"
+_LINE_DELIM = "\x01\x02\x03\x04"  # DuckDB's longest delimiter; a line holding it goes to Python
 _MAX_PENDING = 100_000  # uncertain lines of a file beyond which the file is read in Python
 _TOO_BIG = "CAST(10 ** 30 AS HUGEINT)"  # stands for any value of more than 30 digits
 _UBIGINT_MAX = 18446744073709551615
@@ -406,10 +408,8 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
     tag = f"_ms_csv_{id(staged)}"
     for n, ((columns, gz, skip), idx) in enumerate(groups.items()):
         err = (f"{tag}_{n}_err", f"{tag}_{n}_scan")
-        scan = _scan_sql(columns, [files[i] for i in idx], idx, gz, skip, err)
         try:
-            rows = con.execute(f"SELECT fi, line, c{len(columns)} IS NOT NULL, count(*) FROM ({scan}) WHERE uncertain "
-                               f"GROUP BY ALL").fetchall()
+            rows = con.execute(_uncertain_sql(columns, [files[i] for i in idx], idx, gz, skip, err)).fetchall()
             got = con.execute(f"SELECT count(*) FROM {err[0]}").fetchone()
         except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
             # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
@@ -440,6 +440,36 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
     return plan
 
 
+def _uncertain(line: str, columns: tuple[str | None, ...]) -> str:
+    """SQL: ``line`` is uncertain (see above). A start or end that is neither empty nor an epoch number
+    is found by one anchored pattern over the line's first fields: cheaper than splitting it."""
+    pos = {name: k for k, name in enumerate(columns) if name is not None}
+    times = {pos[t] for t in ("start", "end") if t in pos}
+    test = f"contains({line}, '\"') OR contains({line}, chr(0)) OR strlen({line}) <> length({line})"
+    if times:
+        ws, num = f"[{_BLANK_CHARS}]*", r"([0-9]+(\.[0-9]+)?)?"
+        fields = [f"{ws}{num}{ws}" if k in times else "[^,]*" for k in range(max(times) + 1)]
+        test += f" OR NOT regexp_matches({line}, {sql_str('^' + ','.join(fields) + '(,|$)')})"
+    return test
+
+
+def _uncertain_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], indexes: Sequence[int],
+                   gz: bool, skip: int, rejects: tuple[str, str]) -> str:
+    """(file index, text, cut, count) of the uncertain lines of ``files``, each line read as one value;
+    ``cut``: more fields than the header has plus one, which the split scan cannot give back whole."""
+    mapping = ", ".join(str(i) for i in indexes)
+    return f"""
+SELECT fi, c0, c1 IS NOT NULL OR strlen(c0) - strlen(replace(c0, ',', '')) >= {len(columns)}, count(*) FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+FROM read_csv({sql_list(files)}, delim={sql_str(_LINE_DELIM)}, header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr={sql_str(_NULLSTR)},
+  skip={skip}, compression='{'gzip' if gz else 'none'}', store_rejects=true, rejects_table='{rejects[0]}',
+  rejects_scan='{rejects[1]}')
+WHERE c0 IS NOT NULL AND NOT (c0 < '!' AND regexp_full_match(c0, '{_BLANK}')))
+WHERE c1 IS NOT NULL OR {_uncertain('c0', columns)}
+GROUP BY ALL"""
+
+
 def _scan_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], indexes: Sequence[int], gz: bool,
               skip: int, rejects: tuple[str, str] | None) -> str:
     """Every non-blank line after the header of ``files``: ``fi`` (batch file index), ``shape``,
@@ -454,8 +484,6 @@ def _scan_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], inde
     values = ", ".join(f"{stripped(f'c{pos[name]}') if name in pos else chr(39) * 2} AS v_{name}"
                        for name in _ALIASES)
     line = f"concat_ws(',', {', '.join(f'c{k}' for k in range(n + 1))})"
-    clock = " OR ".join(f"coalesce(NOT (v_{t} = '' OR regexp_full_match(v_{t}, '[0-9]+(\\.[0-9]+)?')), false)"
-                        for t in ("start", "end") if t in pos) or "false"
     mapping = ", ".join(str(i) for i in indexes)
     types = "{" + ", ".join(f"'c{k}': 'VARCHAR'" for k in range(n + 1)) + "}"
     errors = "" if rejects is None else (f", store_rejects=true, rejects_table='{rejects[0]}', "
@@ -463,8 +491,7 @@ def _scan_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], inde
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
     return f"""
 SELECT * EXCLUDE (whole), CASE WHEN uncertain THEN whole END AS line FROM (
-SELECT *, coalesce(contains(whole, '"') OR contains(whole, chr(0)) OR strlen(whole) <> length(whole)
-  OR {clock}, true) AS uncertain
+SELECT *, {_uncertain('whole', columns)} AS uncertain
 FROM (
 SELECT *, {values}, {'true' if 'action' in pos else 'false'} AS has_action, {line} AS whole
 FROM (
