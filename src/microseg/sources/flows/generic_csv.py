@@ -44,6 +44,11 @@ delivered: accept. One record is one physical line (a quoted field cannot span l
 Replies: the format does not say which side opened the connection, so ``is_reply`` stays unknown
 and the mapping orients each record by its ports (the server port is the one below the ephemeral
 range); give one record per connection, client to server, where the exporter can.
+
+Reading. Files with a complete header are parsed by DuckDB (see "DuckDB fast path" below) with the
+same checks as the Python parser; lines SQL cannot decide exactly (quoted fields, non-ASCII text, ISO
+times) are read by the Python parser, which also names the line and column of every bad record. A
+test asserts that both paths give the same rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -353,8 +358,10 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 # and read by the Python parser, found by their text in a first scan: a double quote (RFC 4180 quoting
 # is the csv module's), a NUL, non-ASCII text (Python's strip and isdigit know more than ASCII), and a
 # start or end that is not epoch seconds/milliseconds (datetime.fromisoformat's ISO 8601 forms). Both
-# scans apply the same test, so DuckDB leaves exactly those lines out. A file with an uncertain line
-# longer than the header says (DuckDB cuts it), invalid UTF-8 or without a valid header is read in
+# scans apply the same test (the first to each line read whole, the second to the line joined back
+# from DuckDB's split), so DuckDB leaves exactly those lines out; DuckDB skips the lines up to the
+# header. A file with an uncertain line of more fields than the header has plus one (the split cuts
+# it, the two texts could differ), invalid UTF-8 or without a valid header is read in
 # Python (which reports a bad header as the InputError it is). Bad lines stay in the relation with a
 # log-status the store counts as bad; locate_bad re-reads such a file to name line and column.
 
