@@ -229,7 +229,6 @@ def _record(payload: dict[str, Any], key: _Key, reporter: str, file_index: int) 
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # parsed in Python and bulk-loaded through the staging file; duplicates resolved in SQL
     staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset({_DUPLICATE}))
     writer = StageWriter(options.tmp_dir, extra=_EXTRA)
     staged.cleanup.append(writer.path)
@@ -239,7 +238,6 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     # them out in SQL from the rank written beside every row. Lines whose 5-tuple and reporter parsed
     # but whose other fields are bad still count for both: they are staged as "ghost" rows (never
     # records) and judged at the end - a duplicate report is skipped before its fields are read.
-    best: dict[_Key, int] = {}
     pending: list[tuple[int, int, str, str, _Key | None, int]] = []  # file, line, field, message, key, rank
     try:
         for index, src in enumerate(files):
@@ -250,8 +248,6 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
                     pending.append((index, no, bad.field, bad.message, None, 0))
                     continue
                 rank = _REPORTER_RANK[reporter]
-                if rank < best.get(key, rank + 1):
-                    best[key] = rank
                 try:
                     row = _record(payload, key, reporter, index)
                 except _Bad as bad:
@@ -264,8 +260,8 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
         writer.close()
         if not done:  # the store never sees this Staged: remove the staging file here
             writer.path.unlink(missing_ok=True)
-    _judge_pending(files, pending, best, staged, options)
     rows = writer.relation(list(files), time_unit=1_000_000).sql
+    _judge_pending(con, rows, files, pending, staged, options)
     staged.relations.append(StagedRelation(sql=_RELATION.format(rows=rows), files=list(files), time_unit=1_000_000,
                                            null_columns=frozenset({"tcp_flags", "is_reply"})))  # GCP logs neither
     staged.locate_bad = lambda _src: []  # every check the store repeats was made here
@@ -299,11 +295,28 @@ def _ghost(key: _Key, file_index: int) -> StageRow:
                     src_workload=None, dst_workload=None, log_status=None, file_index=file_index)
 
 
-def _judge_pending(files: Sequence[SourceFile], pending: list[tuple[int, int, str, str, _Key | None, int]],
-                   best: dict[_Key, int], staged: Staged, options: ReaderOptions) -> None:
+def _judge_pending(con: duckdb.DuckDBPyConnection, rows: str, files: Sequence[SourceFile],
+                   pending: list[tuple[int, int, str, str, _Key | None, int]], staged: Staged,
+                   options: ReaderOptions) -> None:
     """Counts the lines read aside, in line order: a duplicate report is skipped, anything else is bad.
 
-    Their text is read again only for the lines that become samples (bad lines are rare)."""
+    The best rank of their 5-tuples is looked up in the staged rows (which hold every line whose
+    5-tuple parsed), and their text is read again only for the lines that become samples (bad lines
+    are rare): nothing per line of the batch is kept in Python."""
+    keys = sorted({key for *_, key, _rank in pending if key is not None})
+    best: dict[_Key, int] = {}
+    if keys:
+        table = f"_ms_gcp_pending_{id(staged)}"
+        con.execute(f"CREATE TEMP TABLE {table} (src_ip VARCHAR, dst_ip VARCHAR, src_port INTEGER, "
+                    "dst_port INTEGER, proto INTEGER)")
+        try:
+            con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?)", [list(k) for k in keys])
+            for sip, dip, sport, dport, proto, low in con.execute(
+                    f"SELECT {', '.join(_TUPLE)}, min(s.k_rank) FROM {table} "
+                    f"JOIN ({rows}) AS s USING ({', '.join(_TUPLE)}) GROUP BY ALL").fetchall():
+                best[(str(sip), str(dip), int(sport), int(dport), int(proto))] = int(low)
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
     bad: dict[int, list[tuple[int, str, str]]] = {}
     for index, no, field, message, key, rank in pending:
         if key is not None and rank > best[key]:
