@@ -371,3 +371,55 @@ def test_fast_path_on_a_clean_file_reads_nothing_in_python(tmp_path: Path, monke
         assert sum(r["bytes"] for r in s.rows()) == sum(i + 20 for i in range(200))
         assert {r["action"] for r in s.rows()} == {"accept", "drop"}
     assert calls == []
+
+
+def test_fast_path_file_form_matches_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header = " ".join(calico.FILE_FIELDS)
+    x = ("1528842551 1528842851 wep dev rails-81531* - wep dev memcached-38456* - 10.1.0.5 10.1.0.6 6 - 3000 "
+         "7 3 4 in 154 61 70111 49404 allow")
+    e = write(tmp_path, [
+        header,
+        x,  # 2
+        x.replace(" in ", " out "),  # 3: the source's report of line 2: skipped
+        x.replace(" 3000 ", " 3002 ").replace("1528842551 ", "1528842551  "),  # 4: two blanks: Python reads it
+        "",
+        x.replace(" 3000 ", " 3003 ").replace(" wep ", "\twep\t"),  # 6: tabs
+        x + " x",  # 7: a field too many
+        x.replace(" 6 - 3000 ", " tcp - 3004 "),  # 8: the protocol by name
+        x.replace(" - 3000 ", " 40001 3005 ").replace(" in ", " out ").replace(" allow", " deny"),  # 9
+        header,  # 10: the same header again
+        x.replace(" 10.1.0.5 ", " - ").replace(" 3000 ", " 3006 "),  # 11: address aggregated away
+    ], "e.log")
+    f = write(tmp_path, [x.replace(" 3000 ", " 4000 "), x.replace(" allow", " maybe")], "f.log")
+    order = ["startTime", "action", *[c for c in calico.FILE_FIELDS if c not in ("startTime", "action")]]
+    values = dict(zip(calico.FILE_FIELDS, x.replace(" 3000 ", " 5000 ").split(), strict=True))
+    g = write(tmp_path, [" ".join(order), " ".join(values[c] for c in order)], "g.log")
+    calls: list[tuple[str, frozenset[str] | None]] = []
+    real = calico._stage_file_form
+
+    def spy(src: Any, index: int, batch: Any, only: frozenset[str] | None = None) -> None:
+        calls.append((src.path.name, only))
+        real(src, index, batch, only)
+
+    monkeypatch.setattr(calico, "_stage_file_form", spy)
+    fast, python = both_paths(tmp_path, monkeypatch, e, f, g)
+    # e.log: 3 lines left to Python one by one; f.log has a record that fails a check: all in Python
+    assert calls[:2] == [("e.log", frozenset([x.replace(" 3000 ", " 3002 ").replace("1528842551 ", "1528842551  "),
+                                              x.replace(" 3000 ", " 3003 ").replace(" wep ", "\twep\t"), x + " x"])),
+                         ("f.log", None)]
+    assert calls[2] == ("e.log", None)  # the Python-only run: g.log was read by SQL alone before
+    assert fast == python
+    report, got = fast
+    # by hand: e.log 8 records lines (6 records, 1 bad, 1 skipped), f.log 2 (1 bad), g.log 1
+    assert report[:4] == (8 + 2 + 1, 6 + 1 + 1, 1 + 1, {"reported-by-both-ends": 1})
+    assert [(path.rsplit("/", 1)[1], no, field) for path, no, field, _, _ in report[4]] == [
+        ("e.log", 7, "fields"), ("f.log", 2, "action")]
+    common = (datetime(2018, 6, 12, 22, 29, 11), datetime(2018, 6, 12, 22, 34, 11), 119515, 215, False)
+    for port, direction in ((3000, "ingress"), (3002, "ingress"), (3003, "ingress"), (3004, "ingress"),
+                            (4000, "ingress"), (5000, "ingress")):
+        assert ("10.1.0.5", "10.1.0.6", 0, port, "TCP", "accept", 1, *common, direction, "dev/rails",
+                "dev/memcached") in got, port
+    assert ("10.1.0.5", "10.1.0.6", 40001, 3005, "TCP", "drop", 1, *common, "egress", "dev/rails",
+            "dev/memcached") in got
+    assert ("0.0.0.0", "10.1.0.6", 0, 3006, "TCP", "accept", 1, *common, "ingress", "dev/rails",
+            "dev/memcached") in got

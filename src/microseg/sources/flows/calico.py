@@ -358,9 +358,13 @@ def _stage_json(src: SourceFile, index: int, batch: _Batch, only: frozenset[str]
         batch.bad(src, start, _Bad("json", "document not closed at the end of the file"), buf[0])
 
 
-def _stage_file_form(src: SourceFile, index: int, batch: _Batch) -> None:
+def _stage_file_form(src: SourceFile, index: int, batch: _Batch, only: frozenset[str] | None = None) -> None:
+    """Reads the file form; with ``only``, just the lines of that text and the header (the fast path
+    read the rest, with the header's field order, see _scan)."""
     columns = FILE_FIELDS
     for no, text in iter_lines(src):
+        if only is not None and text not in only and "startTime" not in text:
+            continue
         tokens = text.split()
         if not tokens:
             continue
@@ -388,6 +392,22 @@ def _is_json(src: SourceFile) -> bool:
     return False
 
 
+def _file_form_head(src: SourceFile) -> tuple[str | None, tuple[str, ...]] | None:
+    """(header line or None, field order) of a file-form file for the fast path; None when its first
+    line is a header _stage_file_form reports as bad or with a repeated field (read in Python)."""
+    for _no, text in iter_lines(src):
+        tokens = text.split()
+        if not tokens:
+            continue
+        if tokens[0] != "startTime":
+            return None, tuple(FILE_FIELDS)
+        if any(t not in _FILE_TO_JSON for t in tokens) or _FILE_REQUIRED - set(tokens) or \
+                len(set(tokens)) != len(tokens):
+            return None
+        return text, tuple(tokens)
+    return None, tuple(FILE_FIELDS)
+
+
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
     staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
     writer = StageWriter(options.tmp_dir)
@@ -395,23 +415,25 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     done = False
     fast: _Fast | None = None
     try:
-        json_files = []
+        json_files: set[int] = set()
+        heads: dict[int, tuple[str | None, tuple[str, ...]]] = {}  # file-form files the fast path reads
         for i, src in enumerate(files):
             try:
                 if _is_json(src):
-                    json_files.append(i)
+                    json_files.add(i)
+                elif (head := _file_form_head(src)) is not None:
+                    heads[i] = head
             except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
                 raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
-        fast = _scan(con, files, json_files, f"_ms_calico_{id(staged)}") if json_files else None
+        fast = _scan(con, files, json_files, heads, f"_ms_calico_{id(staged)}") if json_files or heads else None
         batch = _Batch(writer, staged, options, dedupe=fast is None)
         for index, src in enumerate(files):
+            read = _stage_json if index in json_files else _stage_file_form
             try:
-                if index not in json_files:
-                    _stage_file_form(src, index, batch)
-                elif fast is None or index in fast.whole_files:
-                    _stage_json(src, index, batch)
+                if fast is None or index in fast.whole_files or (index not in json_files and index not in heads):
+                    read(src, index, batch)
                 elif index in fast.pending:
-                    _stage_json(src, index, batch, fast.pending[index])
+                    read(src, index, batch, fast.pending[index])
             except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
                 raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
         batch.finish()
@@ -471,16 +493,17 @@ class _Fast:
     pending: dict[int, frozenset[str]]  # file index -> text of the lines Python reads
 
 
-def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_files: list[int],
-          tag: str) -> _Fast | None:
-    """Parses the JSON files into the table ``tag``; None (nothing created): all of it in Python."""
-    groups: dict[bool, list[int]] = {}
-    for i in json_files:
-        groups.setdefault(files[i].gzip, []).append(i)
-    steps = [_scan_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"))
-             for n, idx in enumerate(groups.values())]
+def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_files: set[int],
+          heads: dict[int, tuple[str | None, tuple[str, ...]]], tag: str) -> _Fast | None:
+    """Parses the JSON files and the file-form files with their field order (``heads``) into the
+    table ``tag``; None (nothing created): all of it in Python."""
+    groups: dict[tuple[bool, tuple[str, ...] | None], list[int]] = {}
+    for i in sorted(json_files | set(heads)):
+        groups.setdefault((files[i].gzip, heads[i][1] if i in heads else None), []).append(i)
+    steps = [_scan_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"), columns)
+             for n, ((_gz, columns), idx) in enumerate(groups.items())]
     try:
-        con.execute(f"CREATE TEMP TABLE {tag}_p AS {' UNION ALL '.join(p for p, _, _ in steps)}")
+        con.execute(f"CREATE TEMP TABLE {tag}_p AS {' UNION ALL '.join(step[0] for step in steps)}")
     except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
         named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
         raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
@@ -493,30 +516,42 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
     if rejected:  # invalid UTF-8 or an over-long line: Python replaces or reads it
         con.execute(f"DROP TABLE {tag}_p")
         return None
-    _, derived, final = steps[0]
-    con.execute(f"CREATE TEMP TABLE {tag}_d AS {derived.replace('__SOURCE_TABLE__', tag + '_p')}")
-    con.execute(f"DROP TABLE {tag}_p")
-    con.execute(f"CREATE TEMP TABLE {tag} AS {final.replace('__SOURCE_TABLE__', tag + '_d')}")
-    con.execute(f"DROP TABLE {tag}_d")
+    source = f"{tag}_p"
+    for n, sql in enumerate(steps[0][1:], 1):
+        target = tag if n == 2 else f"{tag}_{n}"
+        con.execute(f"CREATE TEMP TABLE {target} AS {sql.replace('__SOURCE_TABLE__', source)}")
+        con.execute(f"DROP TABLE {source}")
+        source = target
     # The lines SQL did not read: one whole document (as Python reads it: blanks stripped, a trailing
     # comma dropped) that DuckDB finds valid JSON -> the Python reader reads that line alone (valid
     # JSON keeps its brackets balanced, so Python never joins it with the next line); anything else
     # (and '\x01': a line with the delimiter, or the null string) -> the whole file in Python.
     whole: set[int] = set()
     pending: dict[int, set[str]] = {}
+    skipped_lines = False
     for fi, line, blank, unit in con.execute(f"""
             SELECT file_index, line, t IN ({_BLANK}),
               coalesce(starts_with(doc, '{{') AND ends_with(doc, '}}') AND json_valid(doc), false)
             FROM (SELECT file_index, line, CASE WHEN ends_with(t, ',') THEN left(t, strlen(t) - 1) ELSE t END AS doc, t
               FROM (SELECT DISTINCT file_index, line, trim(line, {sql_str(_WS)}) AS t
               FROM {tag} WHERE line IS NOT NULL))""").fetchall():
+        skipped_lines = True
+        if int(fi) in heads:
+            # The file form: a line with one field per token, a line Python reads alone, unless it is
+            # a header other than the first line (a new field order for the lines after it).
+            tokens = str(line).split()
+            if line == "\x01" or (tokens[:1] == ["startTime"] and line != heads[int(fi)][0]):
+                whole.add(int(fi))
+            elif tokens and tokens[0] != "startTime":
+                pending.setdefault(int(fi), set()).add(str(line))
+            continue
         if blank:  # as _stage_json: blank lines and array punctuation carry nothing
             continue
         if unit and line != "\x01":
             pending.setdefault(int(fi), set()).add(str(line))
         else:
             whole.add(int(fi))
-    if whole or pending:
+    if skipped_lines:
         con.execute(f"DELETE FROM {tag} WHERE line IS NOT NULL" + (
             f" OR file_index IN ({', '.join(str(i) for i in sorted(whole))})" if whole else ""))
     for i in whole:
@@ -553,13 +588,16 @@ def _finish(con: duckdb.DuckDBPyConnection, fast: _Fast, writer: StageWriter, st
                           null_columns=_NULL_COLUMNS)
 
 
-def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> tuple[str, str, str]:
+def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str],
+              file_form: tuple[str, ...] | None = None) -> tuple[str, str, str]:
     """Three steps, each materialised (DuckDB inlines the expressions of subqueries, so a column
-    referenced again would be computed again): ``parsed`` - every line of ``files``, its used JSON
-    values, and its text (``line``) when it is no fast line (see _scan); ``derived`` - values typed and
-    checked as _record does; ``final`` - the staging columns and ``line``: NULL for a line whose row is
-    exactly what _record gives, else its text, or '\x01' for a line that parsed but fails a check
-    (its file is read in Python). ``derived`` and ``final`` take the previous table's name."""
+    referenced again would be computed again): ``parsed`` - every line of ``files``, its used values
+    as JSON text (file-form values as JSON strings), and its text (``line``) when it is no fast line
+    (see _scan); ``derived`` - values typed and checked as _record does (workload hints once per
+    distinct endpoint); ``final`` - the staging columns and ``line``: NULL for a line whose row is
+    exactly what _record gives, else its text, or '\\x01' for a line that parsed but fails a check
+    (its file is read in Python). The steps after the first read the previous one's table, named
+    ``__SOURCE_TABLE__`` in their SQL."""
     struct = "{" + ", ".join(f'"{k}": "JSON"' for k in _FAST_KEYS) + "}"
     # JSON text; VARCHAR, so that a string's content (below) is never cast back to JSON
     fields = ", ".join(f"s.{k}::VARCHAR AS {k}" for k in _FAST_KEYS)
@@ -575,7 +613,8 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
 
     def num(k: str) -> str:
         # _int: a JSON integer (its digits; a negative one has "-") or a string of ASCII digits
-        return f"CASE WHEN regexp_full_match({k}, '\"?[0-9]+\"?') THEN TRY_CAST(trim({k}, '\"') AS HUGEINT) END"
+        return (f"CASE WHEN regexp_full_match({k}, '[0-9]+') THEN TRY_CAST({k} AS UBIGINT) "
+                f"WHEN regexp_full_match({k}, '\"[0-9]+\"') THEN TRY_CAST({text(k)} AS UBIGINT) END")
 
     def within(k: str, limit: int) -> str:
         return f"coalesce(n_{k} <= {limit}, false)"
@@ -604,7 +643,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     def total(a: str, b: str) -> str:  # _sum: NULL when both are absent, -1 when a present one is bad
         return (f"CASE WHEN {absent(a)} AND {absent(b)} THEN NULL "
                 f"WHEN (NOT {absent(a)} AND NOT {within(a, 1 << 62)}) "
-                f"OR (NOT {absent(b)} AND NOT {within(b, 1 << 62)}) THEN -1 "
+                f"OR (NOT {absent(b)} AND NOT {within(b, 1 << 62)}) THEN -1::HUGEINT "
                 f"ELSE CASE WHEN {absent(a)} THEN 0 ELSE n_{a} END + CASE WHEN {absent(b)} THEN 0 ELSE n_{b} END END")
 
     numbers = ("start_time", "end_time", "source_port", "dest_port", "bytes_in", "bytes_out", "packets_in",
@@ -671,6 +710,27 @@ FROM (
 SELECT fi, c0, c1, CASE WHEN {fast_line} THEN try(from_json_strict(c0, '{struct}')) END AS s
 FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
+  compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
+  rejects_scan='{rejects[1]}')
+))"""
+    if file_form is not None:
+        # The file form with the field order ``file_form``: a line of single-space separated printable
+        # ASCII tokens, as many as fields (str.split() gives those tokens); every value a JSON string,
+        # as _record reads the file form (its values are strings; "-" is absent).
+        where = {_FILE_TO_JSON[c]: i for i, c in enumerate(file_form)}
+        tokens = ", ".join(f"'\"' || tok[{where[k] + 1}] || '\"' AS {k}" if k in where else f"NULL::VARCHAR AS {k}"
+                           for k in _FAST_KEYS)
+        shape = (f"coalesce(regexp_full_match(c0, '[!-~]+( [!-~]+)*') AND len(tok) = {len(file_form)} "
+                 "AND tok[1] <> 'startTime', false)")  # a header line is no record
+        parsed = f"""
+SELECT fi, shape AS parsed, CASE WHEN NOT shape THEN CASE WHEN c0 IS NULL OR c1 IS NOT NULL THEN '\x01' ELSE c0 END
+  END AS line, {tokens}
+FROM (
+SELECT fi, c0, c1, {shape} AS shape, tok
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1, string_split(c0, ' ') AS tok
 FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
   columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
   compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
