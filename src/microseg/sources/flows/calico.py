@@ -516,12 +516,8 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
     if rejected:  # invalid UTF-8 or an over-long line: Python replaces or reads it
         con.execute(f"DROP TABLE {tag}_p")
         return None
-    source = f"{tag}_p"
-    for n, sql in enumerate(steps[0][1:], 1):
-        target = tag if n == 2 else f"{tag}_{n}"
-        con.execute(f"CREATE TEMP TABLE {target} AS {sql.replace('__SOURCE_TABLE__', source)}")
-        con.execute(f"DROP TABLE {source}")
-        source = target
+    con.execute(f"CREATE TEMP TABLE {tag} AS {steps[0][1].replace('__SOURCE_TABLE__', tag + '_p')}")
+    con.execute(f"DROP TABLE {tag}_p")
     # The lines SQL did not read: one whole document (as Python reads it: blanks stripped, a trailing
     # comma dropped) that DuckDB finds valid JSON -> the Python reader reads that line alone (valid
     # JSON keeps its brackets balanced, so Python never joins it with the next line); anything else
@@ -589,15 +585,14 @@ def _finish(con: duckdb.DuckDBPyConnection, fast: _Fast, writer: StageWriter, st
 
 
 def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str],
-              file_form: tuple[str, ...] | None = None) -> tuple[str, str, str]:
-    """Three steps, each materialised (DuckDB inlines the expressions of subqueries, so a column
-    referenced again would be computed again): ``parsed`` - every line of ``files``, its used values
-    as JSON text (file-form values as JSON strings), and its text (``line``) when it is no fast line
-    (see _scan); ``derived`` - values typed and checked as _record does (workload hints once per
-    distinct endpoint); ``final`` - the staging columns and ``line``: NULL for a line whose row is
-    exactly what _record gives, else its text, or '\\x01' for a line that parsed but fails a check
-    (its file is read in Python). The steps after the first read the previous one's table, named
-    ``__SOURCE_TABLE__`` in their SQL."""
+              file_form: tuple[str, ...] | None = None) -> tuple[str, str]:
+    """Two statements: ``parsed`` - every line of ``files``, its used values as JSON text (file-form
+    values as JSON strings), and its text (``line``) when it is no fast line (see _scan), materialised
+    (DuckDB inlines the expressions of subqueries, so a column referenced again would be computed
+    again); ``checked`` - from that table (named ``__SOURCE_TABLE__`` in its SQL), the staging columns
+    and ``line``: NULL for a line whose row is exactly what _record gives, else its text, or '\\x01'
+    for a line that parsed but fails a check (its file is read in Python). Workload hints are
+    computed once per distinct endpoint."""
     struct = "{" + ", ".join(f'"{k}": "JSON"' for k in _FAST_KEYS) + "}"
     # JSON text; VARCHAR, so that a string's content (below) is never cast back to JSON
     fields = ", ".join(f"s.{k}::VARCHAR AS {k}" for k in _FAST_KEYS)
@@ -736,4 +731,5 @@ FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape=''
   compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
   rejects_scan='{rejects[1]}')
 ))"""
-    return parsed, derived, final
+    i = derived.index("SELECT *, ")
+    return parsed, derived[:i] + final.replace("__SOURCE_TABLE__", "(" + derived[i:] + ")")
