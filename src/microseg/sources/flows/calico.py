@@ -51,6 +51,13 @@ a network set's name is no workload, and is resolved by address.
 
 Counters the format carries but the store does not (``num_flows``, policy hits) are not staged; a
 record is one aggregate.
+
+Reading. NDJSON documents and the file form are parsed by DuckDB, typed and checked in SQL exactly as
+the Python parser does it (see "DuckDB fast path" below). What SQL cannot decide exactly is read by
+the Python parser, which names the line and field of every bad record: single lines (escapes,
+repeated or missing keys, blanks Python splits on) or whole files (pretty-printed documents, arrays
+on one line, a record that fails a check, IPv6 addresses). The reported-by-both-ends rule runs in
+SQL over all rows. Tests assert that both paths give the same rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -458,17 +465,22 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
 _NULL_COLUMNS = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
 
 
-# -- DuckDB fast path (JSON documents) ------------------------------------------------------------
+# -- DuckDB fast path (JSON documents, file form) -------------------------------------------------
 #
-# NDJSON files are parsed by DuckDB: each line is read as one column, typed and checked in SQL as
-# _record does it in Python, into a temporary table. A line goes through the Python reader instead
-# ("pending", matched by its text) whenever SQL is not certain to give exactly the Python result:
-# any check fails (Python then names the line and field of the bad record), a value is IPv6 or
-# escaped (a backslash anywhere), a used key is missing or repeated (from_json_strict fails; Python
-# keeps the last of repeated keys, DuckDB the first), a trailing comma (yyjson accepts it, Python
-# does not). A file with a line that is neither blank, array punctuation nor one whole document is
-# read in Python from start to end (pretty-printed documents, arrays on one line, broken JSON: the
-# Python reader joins lines there). Invalid UTF-8 or over-long lines: the whole batch in Python.
+# NDJSON files and file-form files are parsed by DuckDB: each line is read as one column, typed and
+# checked in SQL as _record does it in Python, into a temporary table. SQL reads a line only when it
+# is certain to give exactly the Python result; otherwise Python reads:
+# - that line alone ("pending", matched by its text) when SQL could not split or parse it but Python
+#   reads it as one unit: JSON with a backslash (escapes; \u in keys), a used key missing or repeated
+#   (from_json_strict fails; Python keeps the last of repeated keys, DuckDB the first), blanks or a
+#   comma around the document; a file-form line with tabs, repeated or non-ASCII blanks, or another
+#   number of fields;
+# - the whole file when a line parsed but fails a check (Python names the line and field of a bad
+#   record; IPv6 addresses, which Python canonicalises, land here too), a trailing comma inside a
+#   document (yyjson accepts it, Python does not), a line that is not one whole document
+#   (pretty-printed documents, arrays on one line, broken JSON: Python joins lines there), or a
+#   file-form header other than the first line;
+# - the whole batch on invalid UTF-8 or an over-long line (DuckDB rejects it; Python replaces).
 # Rows from Python are added to the table, and the reported-by-both-ends rule runs in SQL on all of
 # them, as _Batch does it in Python.
 
