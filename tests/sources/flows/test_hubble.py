@@ -217,3 +217,18 @@ def test_repeated_values_are_judged_the_same_every_time(store: FlowStore, tmp_pa
         ("fd00::1", "fd00::2", 5353, 53, "UDP", "accept", 2, datetime(2026, 1, 2, 3, 4, 5, 123456), None, None,
          None, "a/web", "b/db-0"),
     }
+
+
+def test_wrongly_typed_labels_and_direction_are_bad_lines_not_crashes(store: FlowStore, tmp_path: Path) -> None:
+    """A number where Hubble writes a list of labels, or an object where it writes an enum, is a malformed
+    line reported with its field, never an internal error and never a guessed hint."""
+    lines = [
+        json.dumps({"flow": {**FLOW, "source": {**FLOW["source"], "labels": 7}}}),  # 1
+        json.dumps({"flow": {**FLOW, "traffic_direction": ["INGRESS"]}}),  # 2
+        json.dumps({"flow": {**FLOW, "traffic_direction": True}}),  # 3: a boolean is not the enum number 1
+        json.dumps({"flow": {**FLOW, "traffic_direction": 2}}),  # 4: EGRESS as its enum number: fine
+    ]
+    report = store.ingest([write(tmp_path, lines)], bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (4, 1, 3)
+    assert [(b.line, b.field) for b in report.bad_samples] == [
+        (1, "source.labels"), (2, "flow.traffic_direction"), (3, "flow.traffic_direction")]

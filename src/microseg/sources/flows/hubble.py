@@ -150,6 +150,8 @@ def _hint(ep: Any, field: str) -> str | None:
     if not isinstance(ep, dict):
         raise _Bad(field, "endpoint is not an object")
     labels = ep.get("labels") or []
+    if not isinstance(labels, list):  # Hubble writes labels as a list of "source:key=value" strings
+        raise _Bad(f"{field}.labels", f"{labels!r} is not a list of labels")
     if any(isinstance(x, str) and x.startswith("reserved:") for x in labels):
         return None
     identity = ep.get("identity")
@@ -221,6 +223,13 @@ def _ip(v: Any, field: str) -> str:
     return ip
 
 
+def _direction(v: Any) -> str | None:
+    """``traffic_direction`` (an enum name; absent or unknown: no hint). A list or object there is malformed."""
+    if v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)):
+        return _DIRECTIONS.get(v)  # proto3 JSON may write the enum as its number
+    raise _Bad("flow.traffic_direction", f"{v!r} is not a traffic direction")
+
+
 def _record(obj: Any, file_index: int) -> StageRow:
     if not isinstance(obj, dict):
         raise _Bad("flow", "not a JSON object")
@@ -276,7 +285,7 @@ def _record(obj: Any, file_index: int) -> StageRow:
     return StageRow(
         t_start=t, t_end=t, src_ip=src, dst_ip=dst, src_port=sport, dst_port=dport, proto=proto, bytes=None,
         packets=None, action=action, tcp_flags=flags, is_reply=is_reply,
-        direction=_DIRECTIONS.get(flow.get("traffic_direction")),
+        direction=_direction(flow.get("traffic_direction")),
         src_workload=_hint(flow.get("source"), "source"), dst_workload=_hint(flow.get("destination"), "destination"),
         log_status="OK", file_index=file_index)
 
