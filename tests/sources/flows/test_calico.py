@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -231,3 +232,215 @@ def test_mapping_end_to_end(store: FlowStore, shared: Path, tmp_path: Path) -> N
         ("shop/api", "external:internet", Protocol.TCP, 443, 1, 30),
     }
     assert result.coverage.unresolved_records == 1
+
+
+# -- the DuckDB fast path against the Python reader ------------------------------------------------
+
+def line(**kw: Any) -> str:
+    return json.dumps(doc(**kw))  # ", " and ": " separators: the trailing-comma check sees blanks
+
+
+TRICKY = [
+    line(),  # 1: source report ...
+    line(reporter="dst"),  # 2: ... and the destination's: the source report is skipped
+    line(proto="TCP", source_port=40001),  # 3
+    line(proto=17, dest_port="0053", source_port="40002"),  # 4: digits in strings are numbers
+    line(source_ip="FE80::0001"),  # 5: IPv6, canonicalised by Python
+    line(action="deny")[:-1] + ', "action": "allow"}',  # 6: repeated key: Python keeps the last
+    line()[:-1] + ", }",  # 7: trailing comma: bad JSON
+    line(source_labels={"q": 'a"b'}, source_port=40003),  # 8: an escape in an unused value
+    line(num_flows=float("nan"), source_port=40004),  # 9: NaN in an unused field (Python reads it)
+    line(start_time=1767323045.0),  # 10: a float time is no integer
+    line(start_time=True),  # 11
+    line(bytes_in="-", bytes_out=5, source_port=40005),  # 12: one counter aggregated away
+    line(bytes_in=None, bytes_out=None, packets_in=None, packets_out=None, source_port=40006),  # 13
+    line(proto="icmp", dest_port=None, source_port="x"),  # 14: ICMP: ports not read at all
+    line(dest_ip=None, dest_name_aggr="pub", dest_type="net", dest_namespace="-", dest_port=443),  # 15
+    line(source_namespace="Shop"),  # 16: not a Kubernetes name
+    json.dumps({k: v for k, v in doc(source_port=40007).items() if k != "source_type"}),  # 17: key missing
+    "",
+    "   ",
+    line(start_time=-0, end_time=300, source_port=40008),  # 20: -0 is 0
+    '{"a": 1}',  # 21: no action
+    line(source_port=40009) + ",",  # 22: an array member's comma
+    line(source_labels={"x": "\u00e9"}, source_port=40010).replace("\\u00e9", "\u00e9"),  # 23: non-ASCII
+    line(dest_port="\u0663"),  # 24: an Arabic-Indic digit is no port
+    line(source_name_aggr="web-0", dest_name_aggr="nginx-6799fc88d8-zn5s2", source_port=40011),  # 25
+    line(bytes_in=1 << 63),  # 26: past the counter limit
+    line(dest_type="pod"),  # 27
+    line(source_port=40012).replace('"proto": "tcp"', '"proto":\t"udp"'),  # 28: a tab between tokens
+    line(dest_ip="10.0.0.02"),  # 29: leading zero: not an address Python reads
+    line(source_ip=None, source_name_aggr="pub", source_type="net", source_namespace="-", dest_port=80,
+         reporter="dst"),  # 30
+]
+
+
+def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *paths: Path) -> tuple[Any, Any]:
+    """(report, rows) through the fast path, then through the Python path alone."""
+    out = []
+    real = calico._scan
+    used: list[Any] = []
+
+    def spy(*a: Any, **k: Any) -> Any:
+        used.append(real(*a, **k))
+        return used[-1]
+
+    for name, python_only in (("fast", False), ("python", True)):
+        with monkeypatch.context() as m:
+            m.setattr(calico, "_scan", (lambda *_a, **_k: None) if python_only else spy)
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                report = s.ingest(list(paths), bad_threshold=1.0)
+                got = sorted(rows(s), key=repr)
+            if not python_only:
+                assert used and used[0] is not None, "the fast path was not taken"
+        out.append(((report.lines, report.records, report.bad, dict(report.skipped),
+                     [(b.file, b.line, b.field, b.message, b.text) for b in report.bad_samples]), got))
+    return out[0], out[1]
+
+
+def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write(tmp_path, TRICKY, "a.json")
+    # b.json: pretty-printed (read in Python from start to end); its source report of a.json line 30
+    # is skipped across files
+    pretty = json.dumps(doc(source_ip=None, source_name_aggr="pub", source_type="net", source_namespace="-",
+                            dest_port=80), indent=2)
+    b = write(tmp_path, [pretty, line(source_port=41000)], "b.json")
+    c = tmp_path / "c.json.gz"
+    with gzip.open(c, "wt") as fh:
+        fh.write("\n".join([line(source_port=42000, reporter="dst"), line(source_port=42000), TRICKY[6]]) + "\n")
+    # d.json: only lines SQL reads, or reads as "pending" one by one in Python (6: repeated key, 8: an
+    # escape, 17: a key missing, 22: an array member's comma); a.json and c.json.gz have a line that
+    # parses but fails a check, and are read in Python from start to end, as b.json is
+    clean = [1, 2, 3, 4, 6, 8, 9, 12, 13, 14, 15, 17, 18, 20, 22, 23, 25, 28, 30]
+    d = write(tmp_path, [TRICKY[i - 1] for i in clean], "d.json")
+    calls: list[tuple[str, frozenset[str] | None]] = []
+    real = calico._stage_json
+
+    def spy(src: Any, index: int, batch: Any, only: frozenset[str] | None = None) -> None:
+        calls.append((src.path.name, only))
+        real(src, index, batch, only)
+
+    monkeypatch.setattr(calico, "_stage_json", spy)
+    fast, python = both_paths(tmp_path, monkeypatch, a, b, c, d)
+    assert calls[:4] == [("a.json", None), ("b.json", None), ("c.json.gz", None),
+                         ("d.json", frozenset(TRICKY[i - 1] for i in (6, 8, 17, 22)))]
+    assert fast == python
+    report, got = fast
+    # written out by hand from calico.py's rules, independent of either path:
+    # a.json: 28 documents (2 blank lines), 9 bad, lines 1 and 6 skipped (line 2 is their destination
+    # report: line 6 is line 1 once its repeated "action" is read as Python reads it);
+    # b.json: 2 documents, the pretty one skipped; c.json.gz: 3 documents, 1 skipped, 1 bad;
+    # d.json: 18 documents, the two of a.json skipped again.
+    assert report[:4] == (28 + 2 + 3 + 18, 17 + 1 + 1 + 16, 9 + 1, {"reported-by-both-ends": 2 + 1 + 1 + 2})
+    assert [(path.rsplit("/", 1)[1], no, field) for path, no, field, _, _ in report[4]] == [
+        ("a.json", 7, "json"), ("a.json", 10, "start_time"), ("a.json", 11, "start_time"),
+        ("a.json", 16, "source_name_aggr"), ("a.json", 21, "action"), ("a.json", 24, "dest_port"),
+        ("a.json", 26, "bytes_in"), ("a.json", 27, "dest_type"), ("a.json", 29, "dest_ip"),
+        ("c.json.gz", 3, "json")]
+    common = (T0, T1, 30, 3, False)
+    for row in [
+        ("fe80::1", "10.0.0.2", 0, 5432, "TCP", "accept", 1, *common, "egress", "shop/api", "shop/db"),  # 5
+        ("10.0.0.1", "10.0.0.2", 0, 0, "ICMP", "accept", 1, *common, "egress", "shop/api", "shop/db"),  # 14
+        # 3, 8, 9, 12, 13, 22, 23: one aggregate (client ports folded); 30 bytes and 3 packets each, but
+        # line 12 has 5 bytes and line 13 no counters
+        ("10.0.0.1", "10.0.0.2", None, 5432, "TCP", "accept", 7, T0, T1, 5 * 30 + 5, 6 * 3, False, "egress",
+         "shop/api", "shop/db"),
+        ("10.0.0.1", "10.0.0.2", 40008, 5432, "TCP", "accept", 1, datetime(1970, 1, 1), datetime(1970, 1, 1, 0, 5),
+         30, 3, False, "egress", "shop/api", "shop/db"),  # 20
+        ("10.0.0.1", "10.0.0.2", 40011, 5432, "TCP", "accept", 1, *common, "egress", "shop/web-0",
+         "shop/nginx"),  # 25
+        ("10.0.0.1", "10.0.0.2", 40007, 5432, "TCP", "accept", 1, *common, "egress", None, "shop/db"),  # 17
+        ("64:ff9b::", "10.0.0.2", 0, 80, "TCP", "accept", 1, *common, "ingress", None, "shop/db"),  # 30
+        ("10.0.0.1", "10.0.0.2", 40012, 5432, "UDP", "accept", 1, *common, "egress", "shop/api", "shop/db"),  # 28
+    ]:
+        assert row in got, row
+
+
+def test_fast_path_on_a_clean_file_reads_nothing_in_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [json.dumps(doc(source_port=40000 + i, dest_port=443 + i % 3, reporter="src" if i % 4 else "dst",
+                            action="deny" if i % 10 == 0 else "allow", bytes_in=i), separators=(",", ":"))
+             for i in range(200)]
+    path = write(tmp_path, lines)
+    calls: list[Any] = []
+    real = calico._stage_json
+    monkeypatch.setattr(calico, "_stage_json", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with FlowStore(tmp_path / "s" / "flows.duckdb") as s:
+        report = s.ingest([path])
+        assert (report.lines, report.records, report.bad) == (200, 200, 0)
+        assert sum(r["records"] for r in s.rows()) == 200
+        assert sum(r["bytes"] for r in s.rows()) == sum(i + 20 for i in range(200))
+        assert {r["action"] for r in s.rows()} == {"accept", "drop"}
+    assert calls == []
+
+
+def test_fast_path_file_form_matches_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header = " ".join(calico.FILE_FIELDS)
+    x = ("1528842551 1528842851 wep dev rails-81531* - wep dev memcached-38456* - 10.1.0.5 10.1.0.6 6 - 3000 "
+         "7 3 4 in 154 61 70111 49404 allow")
+    e = write(tmp_path, [
+        header,
+        x,  # 2
+        x.replace(" in ", " out "),  # 3: the source's report of line 2: skipped
+        x.replace(" 3000 ", " 3002 ").replace("1528842551 ", "1528842551  "),  # 4: two blanks: Python reads it
+        "",
+        x.replace(" 3000 ", " 3003 ").replace(" wep ", "\twep\t"),  # 6: tabs
+        x + " x",  # 7: a field too many
+        x.replace(" 6 - 3000 ", " tcp - 3004 "),  # 8: the protocol by name
+        x.replace(" - 3000 ", " 40001 3005 ").replace(" in ", " out ").replace(" allow", " deny"),  # 9
+        header,  # 10: the same header again
+        x.replace(" 10.1.0.5 ", " - ").replace(" 3000 ", " 3006 "),  # 11: address aggregated away
+    ], "e.log")
+    f = write(tmp_path, [x.replace(" 3000 ", " 4000 "), x.replace(" allow", " maybe")], "f.log")
+    order = ["startTime", "action", *[c for c in calico.FILE_FIELDS if c not in ("startTime", "action")]]
+    values = dict(zip(calico.FILE_FIELDS, x.replace(" 3000 ", " 5000 ").split(), strict=True))
+    g = write(tmp_path, [" ".join(order), " ".join(values[c] for c in order)], "g.log")
+    calls: list[tuple[str, frozenset[str] | None]] = []
+    real = calico._stage_file_form
+
+    def spy(src: Any, index: int, batch: Any, only: frozenset[str] | None = None) -> None:
+        calls.append((src.path.name, only))
+        real(src, index, batch, only)
+
+    monkeypatch.setattr(calico, "_stage_file_form", spy)
+    fast, python = both_paths(tmp_path, monkeypatch, e, f, g)
+    # e.log: 3 lines left to Python one by one; f.log has a record that fails a check: all in Python
+    assert calls[:2] == [("e.log", frozenset([x.replace(" 3000 ", " 3002 ").replace("1528842551 ", "1528842551  "),
+                                              x.replace(" 3000 ", " 3003 ").replace(" wep ", "\twep\t"), x + " x"])),
+                         ("f.log", None)]
+    assert calls[2] == ("e.log", None)  # the Python-only run: g.log was read by SQL alone before
+    assert fast == python
+    report, got = fast
+    # by hand: e.log 8 records lines (6 records, 1 bad, 1 skipped), f.log 2 (1 bad), g.log 1
+    assert report[:4] == (8 + 2 + 1, 6 + 1 + 1, 1 + 1, {"reported-by-both-ends": 1})
+    assert [(path.rsplit("/", 1)[1], no, field) for path, no, field, _, _ in report[4]] == [
+        ("e.log", 7, "fields"), ("f.log", 2, "action")]
+    common = (datetime(2018, 6, 12, 22, 29, 11), datetime(2018, 6, 12, 22, 34, 11), 119515, 215, False)
+    for port, direction in ((3000, "ingress"), (3002, "ingress"), (3003, "ingress"), (3004, "ingress"),
+                            (4000, "ingress"), (5000, "ingress")):
+        assert ("10.1.0.5", "10.1.0.6", 0, port, "TCP", "accept", 1, *common, direction, "dev/rails",
+                "dev/memcached") in got, port
+    assert ("10.1.0.5", "10.1.0.6", 40001, 3005, "TCP", "drop", 1, *common, "egress", "dev/rails",
+            "dev/memcached") in got
+    assert ("0.0.0.0", "10.1.0.6", 0, 3006, "TCP", "accept", 1, *common, "ingress", "dev/rails",
+            "dev/memcached") in got
+
+
+def test_fast_path_blank_lines_invalid_utf8_and_truncated_gzip(store: FlowStore, tmp_path: Path) -> None:
+    lines = [line(source_port=40000 + i) for i in range(5)]
+    path = write(tmp_path, [lines[0], "", "   ", *lines[1:]], "blank.json")
+    report = ingest(store, path)
+    assert (report.lines, report.records, report.bad) == (5, 5, 0)  # blank lines are no records
+    # invalid UTF-8 in an unused value: DuckDB rejects the line, Python reads it (replaced)
+    raw = tmp_path / "latin1.json"
+    raw.write_bytes(("\n".join([line(source_port=41000), line(source_port=41001, source_labels={"x": "\u00e9"})])
+                     + "\n").encode().replace("\u00e9".encode(), b"\xe9"))
+    report = store.ingest([raw], fmt="calico")  # (the label's key "x" is no Calico key: not sniffed)
+    assert (report.lines, report.records, report.bad) == (2, 2, 0)
+    whole = tmp_path / "whole.json.gz"
+    with gzip.open(whole, "wt") as fh:
+        fh.write("\n".join(line(source_port=30000 + i % 30000, end_time=1767323345 + i) for i in range(5000)) + "\n")
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InputError) as err:
+        store.ingest([cut], fmt="calico")
+    assert err.value.file == str(cut.resolve())

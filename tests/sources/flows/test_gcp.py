@@ -219,3 +219,46 @@ def test_sniff() -> None:
     assert not gcp.sniff([json.dumps({"jsonPayload": {"message": "hello"}})])  # another Cloud Logging entry
     assert not gcp.sniff(["version account-id srcaddr dstaddr"])
     assert not gcp.sniff(["[1, 2]"])
+
+
+def test_duplicates_and_evidence_count_lines_whose_other_fields_are_bad(store: FlowStore, tmp_path: Path) -> None:
+    """The best reporter of a 5-tuple and the reverse 5-tuple (reply evidence) are judged over every line
+    whose 5-tuple and reporter parse, even when its other fields are bad; a duplicate report is skipped
+    before its fields are read."""
+    a, b, c, d, e, f, g, h = (f"10.0.0.{i}" for i in range(1, 9))
+    bad_dest = entry(a, b, 40000, 5432, "DEST", start="yesterday")
+    bad_reply = entry(f, e, 443, 40002, "SRC", nbytes="-5")
+    lines: list[Any] = [
+        entry(a, b, 40000, 5432, "SRC"),  # 1: the DEST report of line 2 is better: skipped
+        bad_dest,  # 2: bad start_time
+        entry(c, d, 40001, 80, "SRC", start="yesterday"),  # 3: line 4 reports it better: skipped, not bad
+        entry(c, d, 40001, 80, "DEST"),  # 4
+        entry(e, f, 40002, 443, "SRC"),  # 5: no RTT, but the peer's reply (line 6, bad counters) was logged
+        bad_reply,  # 6: bad bytes_sent
+        "{not json",  # 7
+        entry(g, h, 40003, 22, "SRC"),  # 8: the reply is in the other file
+    ]
+    other = [entry(h, g, 22, 40003, "DEST"), entry("10.0.1.1", "10.0.1.2", 40004, 53, "SRC", proto=17)]
+    report = ingest(store, write(tmp_path, lines), write(tmp_path, other, "h.ndjson"), bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad, report.skipped) == (10, 5, 3, {"duplicate-report": 2})
+    assert [(Path(x.file).name, x.line, x.field, x.text) for x in report.bad_samples] == [
+        ("g.ndjson", 2, "start_time", json.dumps(bad_dest)), ("g.ndjson", 6, "bytes_sent", json.dumps(bad_reply)),
+        ("g.ndjson", 7, "json", "{not json")]
+    assert {(r["src_ip"], r["dst_ip"], r["src_port"], r["dst_port"], r["protocol"], r["action"], r["direction"])
+            for r in store.rows()} == {
+        (c, d, 40001, 80, "TCP", "accept", "ingress"),
+        (e, f, 40002, 443, "TCP", "accept", "egress"),
+        (g, h, 40003, 22, "TCP", "accept", "egress"),
+        (h, g, 22, 40003, "TCP", "accept", "ingress"),
+        ("10.0.1.1", "10.0.1.2", 40004, 53, "UDP", None, "egress"),
+    }
+
+
+def test_repeated_bad_values_are_reported_on_every_line(store: FlowStore, tmp_path: Path) -> None:
+    # Address and name checks are memoised: the verdict repeats, and so does the report.
+    lines = [entry("10.0.0.300", "10.0.0.2", 40000, 80, "DEST"), entry("10.0.0.1", "10.0.0.2", 40000, 80, "DEST",
+                                                                      dest_instance={"vm_name": "a b"})] * 2
+    report = ingest(store, write(tmp_path, lines), bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (4, 0, 4)
+    assert [(x.line, x.field) for x in report.bad_samples] == [
+        (1, "connection.src_ip"), (2, "dest_instance.vm_name"), (3, "connection.src_ip"), (4, "dest_instance.vm_name")]

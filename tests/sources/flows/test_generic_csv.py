@@ -5,6 +5,7 @@ No shared sample exists for this format (it is our own documented layout): the f
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -175,3 +176,107 @@ def test_mapping_to_one_edge(store: FlowStore, tmp_path: Path) -> None:
 ])
 def test_time_forms(value: str, us: int) -> None:
     assert generic_csv.time_us(value, "start") == us
+
+
+# -- the DuckDB fast path reads exactly what the Python reader reads ---------------------------
+
+HEADER = "start,end,src_ip,dst_ip,src_port,dst_port,protocol,bytes,packets,action,direction,src_workload,x_note"
+TRICKY = [
+    "",  # 1: blank before the header
+    HEADER,  # 2
+    "1767323045.1234567,1767323046,10.0.0.1,10.0.0.2,40001,5432,tcp,100,1,allow,,web,a",  # 3: fraction cut
+    "1767323045500,,10.0.0.1,10.0.0.3,40002,53,UDP,80,1,Deny,out,,b",  # 4: ms, start only; drop
+    "1767323045500.5,,10.0.0.1,10.0.0.3,40003,53,udp,80,1,deny,,,c",  # 5: ms with a fraction: bad start
+    "000000000001767323045,,10.0.0.1,10.0.0.4,40004,53,17,80,1,deny,,,d",  # 6: seconds with leading zeros
+    "1767323050,1767323049,10.0.0.1,10.0.0.2,40005,5432,tcp,100,1,allow,,,e",  # 7: ends before it starts
+    " 1767323045 , , 10.0.0.5 ,10.0.0.2, 40006,5432 , tcp ,100,1, allow ,,,f",  # 8: padded fields
+    "1767323045,,10.0.0.1,10.0.0.2,,,icmp,,,allow,,,g",  # 9: ICMP, no ports, no counters
+    "1767323045,,10.0.0.1,10.0.0.2,,5432,tcp,,,allow,,,h",  # 10: TCP without a source port: unknown
+    "1767323045,,10.0.0.1,10.0.0.2,1,2,256,,,allow,,,i",  # 11: protocol out of range
+    "1767323045,,10.0.0.1,10.0.0.2,1,2,gre,,,allow,sideways,,j",  # 12: unknown direction
+    "1767323045,,10.0.0.1,10.0.0.2,1,2,gre,,,allow,,my pod,k",  # 13: a space in a workload name
+    "1767323045,,10.0.0.1,10.0.0.2,1,2,gre,-5,,allow,,,l",  # 14: bytes
+    "1767323045,,10.0.0.1,10.0.0.2,1,2,gre,,1.5,allow,,,m",  # 15: packets
+    "1767323045,,FD00::0001,fd00::2,1,2,tcp,,,allow,,,n",  # 16: IPv6, RFC 5952 form in the store
+    "1767323045,,fd00:::1,fd00::2,1,2,tcp,,,allow,,,o",  # 17
+    '1767323045,,10.0.0.1,10.0.0.6,1,2,tcp,,,allow,,"ns/a",p',  # 18: quoted
+    '1767323045,,10.0.0.1,10.0.0.6,1,2,tcp,,,allow,,"ns/a,q',  # 19: unterminated quote
+    "2026-01-02T03:04:05Z,,10.0.0.1,10.0.0.7,1,2,tcp,,,allow,,,r",  # 20: ISO
+    "2026-W01-5T03:04:05,,10.0.0.1,10.0.0.7,1,2,tcp,,,allow,,,s",  # 21: ISO week date (Python 3.11)
+    "1767323045,,10.0.0.1,10.0.0.2,\u0664\u0660\u0660\u0660\u0667,5432,tcp,,,allow,,,t",  # 22: not ASCII digits
+    "1767323045,,10.0.0.1,10.0.0.8,1,2,tcp,,,allow,,web\u00a0,u",  # 23: NBSP stripped
+    "1767323045,,10.0.0.1,10.0.0.2,1,2,tcp,,,allow,,,v,extra",  # 24: a field too many
+    "1767323045,,10.0.0.1,10.0.0.2,1,2,tcp",  # 25: fields missing
+    "# not a comment here,,10.0.0.1,10.0.0.2,1,2,tcp,,,allow,,,w",  # 26: bad start
+    "   ",  # 27: blank
+    "1767323045,,10.0.0.1,10.0.0.2,1,2,tcp,,,,,,x",  # 28: empty action
+]
+
+
+def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write(tmp_path, TRICKY, "a.csv")
+    b = write(tmp_path, [HEADER, TRICKY[2].replace("40001", "41001")], "b.csv")  # a scan of its own (line 1)
+    c = write(tmp_path, ["", HEADER, TRICKY[5]], "c.csv")  # one scan with a.csv
+    d = tmp_path / "d.csv.gz"  # gzip: a scan of its own
+    with gzip.open(d, "wt") as fh:
+        fh.write("\n".join(["", HEADER, TRICKY[3], TRICKY[4], TRICKY[19]]) + "\n")
+    out = []
+    real = generic_csv._plan
+    used: list[Any] = []
+
+    def spy(*args: Any) -> Any:
+        used.append(real(*args))
+        return used[-1]
+
+    def python_only(_con: Any, files: Any, *_a: Any) -> Any:
+        return generic_csv._Plan(python=set(range(len(files))))
+
+    for name, plan in (("fast", spy), ("python", python_only)):
+        with monkeypatch.context() as m:
+            m.setattr(generic_csv, "_plan", plan)
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                report = s.ingest([a, b, c, d], bad_threshold=1.0)
+                got: dict[tuple[Any, ...], list[int]] = {}
+                for r in s.rows():  # lines read in Python form their own aggregates: compare the sums
+                    key = (r["source_file"], r["src_ip"], r["dst_ip"], r["dst_port"], r["protocol"], r["action"],
+                           r["direction"], r["src_workload"], r["ts_start"], r["ts_end"])
+                    sums = got.setdefault(key, [0, 0, 0])
+                    sums[0] += r["records"]
+                    sums[1] += r["bytes"] or 0
+                    sums[2] += r["packets"] or 0
+        out.append(((report.lines, report.records, report.bad, [(b.file, b.line, b.field, b.message, b.text)
+                                                                  for b in report.bad_samples]), got))
+    assert used and used[0].relations and used[0].pending, "the fast path was not taken"
+    assert out[0] == out[1]
+    (lines, records, bad, samples), rows_ = out[0]
+    # By hand from the comments: a.csv has 25 record lines (1, 27 blank; 2 the header): bad are 5, 7, 11-15,
+    # 17, 19, 22, 24-26 and 28; b.csv and c.csv one record each.
+    assert (lines, records, bad) == (25 + 1 + 1 + 3, 25 - 14 + 2 + 2, 14 + 1)
+    assert [(Path(f).name, line, fld) for f, line, fld, _, _ in samples] == [
+        ("a.csv", 5, "start"), ("a.csv", 7, "end"), ("a.csv", 11, "protocol"), ("a.csv", 12, "direction"),
+        ("a.csv", 13, "src_workload"), ("a.csv", 14, "bytes"), ("a.csv", 15, "packets"), ("a.csv", 17, "src_ip"),
+        ("a.csv", 19, "csv"), ("a.csv", 22, "src_port"), ("a.csv", 24, "columns"), ("a.csv", 25, "columns"),
+        ("a.csv", 26, "start"), ("a.csv", 28, "action"), ("d.csv.gz", 4, "start")]
+    mine = {(k[1], k[2], k[3], k[4], k[5], k[6], k[7]): v[0] for k, v in rows_.items() if k[0] == str(a)}
+    assert mine[("fd00::1", "fd00::2", 2, "TCP", "accept", None, None)] == 1
+    assert mine[("10.0.0.1", "10.0.0.3", 53, "UDP", "drop", "egress", None)] == 1
+    assert mine[("10.0.0.1", "10.0.0.6", 2, "TCP", "accept", None, "ns/a")] == 1  # 18; 19 is bad
+    assert mine[("10.0.0.1", "10.0.0.7", 2, "TCP", "accept", None, None)] == 2  # 20, 21
+    assert mine[("10.0.0.1", "10.0.0.8", 2, "TCP", "accept", None, "web")] == 1  # 23
+
+
+def test_a_time_beyond_ubigint_fails_the_ingest_on_both_paths(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10^17 ms = 10^20 us does not fit the store's UBIGINT: the Python path fails reading its staging
+    # file, the fast path in the scan; either way an InputError naming the file, nothing stored.
+    path = write(tmp_path, ["start,src_ip,dst_ip,dst_port,protocol", "100000000000000000,10.0.0.1,10.0.0.2,22,tcp"])
+    for name, python_only in (("fast", False), ("python", True)):
+        with monkeypatch.context() as m:
+            if python_only:
+                m.setattr(generic_csv, "_plan",
+                          lambda _con, files, *_a: generic_csv._Plan(python=set(range(len(files)))))
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                with pytest.raises(InputError) as err:
+                    s.ingest([path], bad_threshold=1.0)
+                assert str(path) in str(err.value)
+                assert s.rows() == []

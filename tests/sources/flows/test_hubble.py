@@ -197,3 +197,38 @@ def test_sniff() -> None:
     assert not hubble.sniff(['{"ts": 1, "uid": "C1", "id.orig_h": "10.0.0.1"}'])  # Zeek JSON
     assert not hubble.sniff(["version account-id srcaddr dstaddr"])
     assert not hubble.sniff(["[1, 2]"])
+
+
+def test_repeated_values_are_judged_the_same_every_time(store: FlowStore, tmp_path: Path) -> None:
+    # Addresses, pod names and hints are memoised: a repeated bad value stays bad on every line, and a
+    # repeated good one keeps its canonical form and workload.
+    bad_ip = {"flow": {**FLOW, "IP": {"source": "10.0.0.300", "destination": "10.0.0.2"}}}
+    v6 = {"flow": {**FLOW, "IP": {"source": "FD00:0:0::1", "destination": "fd00::2"},
+                   "source": {"namespace": "a", "pod_name": "web-7c9bf5d8f6-bx9kz"},
+                   "destination": {"namespace": "b", "workloads": [{"name": "has space"}]}}}
+    lines = [json.dumps(bad_ip), json.dumps(v6), json.dumps(bad_ip), json.dumps({**v6, "time": FLOW["time"]}),
+             json.dumps({"flow": {**v6["flow"], "destination": {"namespace": "b", "pod_name": "db-0"}}})] * 2
+    report = store.ingest([write(tmp_path, lines)], bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (10, 2, 8)
+    assert [(b.line, b.field) for b in report.bad_samples] == [
+        (1, "IP.source"), (2, "destination"), (3, "IP.source"), (4, "destination"),
+        (6, "IP.source"), (7, "destination"), (8, "IP.source"), (9, "destination")]
+    assert rows(store) == {
+        ("fd00::1", "fd00::2", 5353, 53, "UDP", "accept", 2, datetime(2026, 1, 2, 3, 4, 5, 123456), None, None,
+         None, "a/web", "b/db-0"),
+    }
+
+
+def test_wrongly_typed_labels_and_direction_are_bad_lines_not_crashes(store: FlowStore, tmp_path: Path) -> None:
+    """A number where Hubble writes a list of labels, or an object where it writes an enum, is a malformed
+    line reported with its field, never an internal error and never a guessed hint."""
+    lines = [
+        json.dumps({"flow": {**FLOW, "source": {**FLOW["source"], "labels": 7}}}),  # 1
+        json.dumps({"flow": {**FLOW, "traffic_direction": ["INGRESS"]}}),  # 2
+        json.dumps({"flow": {**FLOW, "traffic_direction": True}}),  # 3: a boolean is not the enum number 1
+        json.dumps({"flow": {**FLOW, "traffic_direction": 2}}),  # 4: EGRESS as its enum number: fine
+    ]
+    report = store.ingest([write(tmp_path, lines)], bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (4, 1, 3)
+    assert [(b.line, b.field) for b in report.bad_samples] == [
+        (1, "source.labels"), (2, "flow.traffic_direction"), (3, "flow.traffic_direction")]

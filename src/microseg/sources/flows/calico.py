@@ -51,6 +51,13 @@ a network set's name is no workload, and is resolved by address.
 
 Counters the format carries but the store does not (``num_flows``, policy hits) are not staged; a
 record is one aggregate.
+
+Reading. NDJSON documents and the file form are parsed by DuckDB, typed and checked in SQL exactly as
+the Python parser does it (see "DuckDB fast path" below). What SQL cannot decide exactly is read by
+the Python parser, which names the line and field of every bad record: single lines (escapes,
+repeated or missing keys, blanks Python splits on) or whole files (pretty-printed documents, arrays
+on one line, a record that fails a check, IPv6 addresses). The reported-by-both-ends rule runs in
+SQL over all rows. Tests assert that both paths give the same rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -66,12 +74,16 @@ import duckdb
 from microseg.errors import InputError
 from microseg.sources.flows import (
     MAX_EPOCH_SECONDS,
+    STAGE_COLUMNS,
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
     iter_lines,
+    sql_list,
+    sql_str,
 )
 from microseg.sources.flows.hubble import workload_from_pod
 
@@ -272,12 +284,16 @@ def _depth(text: str, depth: int, in_string: bool) -> tuple[int, bool]:
 class _Batch:
     """Rows of one stage() call; source reports wait until the destination reports are known."""
 
-    def __init__(self, writer: StageWriter, staged: Staged, options: ReaderOptions) -> None:
+    def __init__(self, writer: StageWriter, staged: Staged, options: ReaderOptions, *, dedupe: bool = True) -> None:
         self.writer, self.staged, self.options = writer, staged, options
+        self.dedupe = dedupe  # False: every row is written, and the fast path drops duplicates in SQL
         self.dst_keys: set[tuple[Any, ...]] = set()
         self.src_rows: list[tuple[tuple[Any, ...], StageRow, SourceFile]] = []
 
     def add(self, row: StageRow, src: SourceFile) -> None:
+        if not self.dedupe:
+            self.writer.write(row)
+            return
         key = (row.t_start, row.t_end, row.src_ip, row.dst_ip, row.src_port, row.dst_port, row.proto,
                row.src_workload, row.dst_workload)
         if row.direction == "ingress":
@@ -297,11 +313,15 @@ class _Batch:
                 self.writer.write(row)
 
 
-def _stage_json(src: SourceFile, index: int, batch: _Batch) -> None:
+def _stage_json(src: SourceFile, index: int, batch: _Batch, only: frozenset[str] | None = None) -> None:
+    """Reads the JSON documents of ``src``; with ``only``, just the lines of that text (the fast path
+    read the rest: every line of such a file is one whole document or punctuation, see _scan_sql)."""
     buf: list[str] = []
     start = 0
     depth, in_string = 0, False
     for no, text in iter_lines(src):
+        if only is not None and text not in only:
+            continue
         if not buf:
             stripped = text.strip()
             # Array punctuation between documents ("[", "]", "," lines) carries nothing.
@@ -345,9 +365,13 @@ def _stage_json(src: SourceFile, index: int, batch: _Batch) -> None:
         batch.bad(src, start, _Bad("json", "document not closed at the end of the file"), buf[0])
 
 
-def _stage_file_form(src: SourceFile, index: int, batch: _Batch) -> None:
+def _stage_file_form(src: SourceFile, index: int, batch: _Batch, only: frozenset[str] | None = None) -> None:
+    """Reads the file form; with ``only``, just the lines of that text and the header (the fast path
+    read the rest, with the header's field order, see _scan)."""
     columns = FILE_FIELDS
     for no, text in iter_lines(src):
+        if only is not None and text not in only and "startTime" not in text:
+            continue
         tokens = text.split()
         if not tokens:
             continue
@@ -375,30 +399,349 @@ def _is_json(src: SourceFile) -> bool:
     return False
 
 
+def _file_form_head(src: SourceFile) -> tuple[str | None, tuple[str, ...]] | None:
+    """(header line or None, field order) of a file-form file for the fast path; None when its first
+    line is a header _stage_file_form reports as bad or with a repeated field (read in Python)."""
+    for _no, text in iter_lines(src):
+        tokens = text.split()
+        if not tokens:
+            continue
+        if tokens[0] != "startTime":
+            return None, tuple(FILE_FIELDS)
+        if any(t not in _FILE_TO_JSON for t in tokens) or _FILE_REQUIRED - set(tokens) or \
+                len(set(tokens)) != len(tokens):
+            return None
+        return text, tuple(tokens)
+    return None, tuple(FILE_FIELDS)
+
+
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # parsed in Python and bulk-loaded through the staging file
     staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
     writer = StageWriter(options.tmp_dir)
     staged.cleanup.append(writer.path)
-    batch = _Batch(writer, staged, options)
     done = False
+    fast: _Fast | None = None
     try:
-        for index, src in enumerate(files):
+        json_files: set[int] = set()
+        heads: dict[int, tuple[str | None, tuple[str, ...]]] = {}  # file-form files the fast path reads
+        for i, src in enumerate(files):
             try:
                 if _is_json(src):
-                    _stage_json(src, index, batch)
-                else:
-                    _stage_file_form(src, index, batch)
+                    json_files.add(i)
+                elif (head := _file_form_head(src)) is not None:
+                    heads[i] = head
+            except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
+                raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
+        fast = _scan(con, files, json_files, heads, f"_ms_calico_{id(staged)}") if json_files or heads else None
+        batch = _Batch(writer, staged, options, dedupe=fast is None)
+        for index, src in enumerate(files):
+            read = _stage_json if index in json_files else _stage_file_form
+            try:
+                if fast is None or index in fast.whole_files or (index not in json_files and index not in heads):
+                    read(src, index, batch)
+                elif index in fast.pending:
+                    read(src, index, batch, fast.pending[index])
             except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
                 raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
         batch.finish()
+        writer.close()
+        if fast is not None:
+            staged.relations.append(_finish(con, fast, writer, staged, list(files)))
         done = True
     finally:
         writer.close()
-        if not done:  # the store never sees this Staged: remove the staging file here
+        if not done:  # the store never sees this Staged: remove the staging file and the fast path's table
             writer.path.unlink(missing_ok=True)
-    relation = writer.relation(list(files), time_unit=1)
-    relation.null_columns = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
-    staged.relations.append(relation)
-    staged.locate_bad = lambda _src: []  # every check the store repeats was made here
+            if fast is not None:
+                con.execute(f"DROP TABLE IF EXISTS {fast.table}")
+    if fast is None:
+        relation = writer.relation(list(files), time_unit=1)
+        relation.null_columns = _NULL_COLUMNS
+        staged.relations.append(relation)
+    staged.locate_bad = lambda _src: []  # every bad line was read, and reported, in Python
     return staged
+
+
+_NULL_COLUMNS = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
+
+
+# -- DuckDB fast path (JSON documents, file form) -------------------------------------------------
+#
+# NDJSON files and file-form files are parsed by DuckDB: each line is read as one column, typed and
+# checked in SQL as _record does it in Python, into a temporary table. SQL reads a line only when it
+# is certain to give exactly the Python result; otherwise Python reads:
+# - that line alone ("pending", matched by its text) when SQL could not split or parse it but Python
+#   reads it as one unit: JSON with a backslash (escapes; \u in keys), a used key missing or repeated
+#   (from_json_strict fails; Python keeps the last of repeated keys, DuckDB the first), blanks or a
+#   comma around the document; a file-form line with tabs, repeated or non-ASCII blanks, or another
+#   number of fields;
+# - the whole file when a line parsed but fails a check (Python names the line and field of a bad
+#   record; IPv6 addresses, which Python canonicalises, land here too), a trailing comma inside a
+#   document (yyjson accepts it, Python does not), a line that is not one whole document
+#   (pretty-printed documents, arrays on one line, broken JSON: Python joins lines there), or a
+#   file-form header other than the first line;
+# - the whole batch on invalid UTF-8 or an over-long line (DuckDB rejects it; Python replaces).
+# Rows from Python are added to the table, and the reported-by-both-ends rule runs in SQL on all of
+# them, as _Batch does it in Python.
+
+# The keys _record reads. ``source_name`` / ``dest_name`` are read only when ``*_name_aggr`` is
+# absent, which from_json_strict excludes: such lines go through Python.
+_FAST_KEYS = ("start_time", "end_time", "action", "reporter", "proto", "source_type", "dest_type",
+              "source_name_aggr", "dest_name_aggr", "source_namespace", "dest_namespace", "source_port",
+              "dest_port", "source_ip", "dest_ip", "bytes_in", "bytes_out", "packets_in", "packets_out")
+_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}"
+# What str.strip() removes from an ASCII line; a line with other (non-ASCII) blanks around its
+# document does not start with "{" after this trim, and its file is read in Python.
+_WS = " \t\n\v\f\r\x1c\x1d\x1e\x1f"
+_GEN_POD = f"[{_GEN}]{{5}}"  # hubble._GENERATED_POD / _RS_POD, as RE2 patterns (same greedy groups)
+_RS_HASH = f"[0-9{_GEN}]{{5,10}}"
+_BLANK = ", ".join(sql_str(x) for x in ("", "[", "]", ",", "],"))
+
+
+@dataclass
+class _Fast:
+    table: str
+    whole_files: set[int]  # read in Python from start to end
+    pending: dict[int, frozenset[str]]  # file index -> text of the lines Python reads
+
+
+def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_files: set[int],
+          heads: dict[int, tuple[str | None, tuple[str, ...]]], tag: str) -> _Fast | None:
+    """Parses the JSON files and the file-form files with their field order (``heads``) into the
+    table ``tag``; None (nothing created): all of it in Python."""
+    groups: dict[tuple[bool, tuple[str, ...] | None], list[int]] = {}
+    for i in sorted(json_files | set(heads)):
+        groups.setdefault((files[i].gzip, heads[i][1] if i in heads else None), []).append(i)
+    steps = [_scan_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"), columns)
+             for n, ((_gz, columns), idx) in enumerate(groups.items())]
+    try:
+        con.execute(f"CREATE TEMP TABLE {tag}_p AS {' UNION ALL '.join(step[0] for step in steps)}")
+    except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+        named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
+        raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
+    rejected = 0
+    for n in range(len(steps)):
+        got = con.execute(f"SELECT count(*) FROM {tag}_e{n}").fetchone()
+        rejected += int(got[0]) if got else 0
+        con.execute(f"DROP TABLE IF EXISTS {tag}_e{n}")
+        con.execute(f"DROP TABLE IF EXISTS {tag}_s{n}")
+    if rejected:  # invalid UTF-8 or an over-long line: Python replaces or reads it
+        con.execute(f"DROP TABLE {tag}_p")
+        return None
+    con.execute(f"CREATE TEMP TABLE {tag} AS {steps[0][1].replace('__SOURCE_TABLE__', tag + '_p')}")
+    con.execute(f"DROP TABLE {tag}_p")
+    # The lines SQL did not read: one whole document (as Python reads it: blanks stripped, a trailing
+    # comma dropped) that DuckDB finds valid JSON -> the Python reader reads that line alone (valid
+    # JSON keeps its brackets balanced, so Python never joins it with the next line); anything else
+    # (and '\x01': a line with the delimiter, or the null string) -> the whole file in Python.
+    whole: set[int] = set()
+    pending: dict[int, set[str]] = {}
+    skipped_lines = False
+    for fi, line, blank, unit in con.execute(f"""
+            SELECT file_index, line, t IN ({_BLANK}),
+              coalesce(starts_with(doc, '{{') AND ends_with(doc, '}}') AND json_valid(doc), false)
+            FROM (SELECT file_index, line, CASE WHEN ends_with(t, ',') THEN left(t, strlen(t) - 1) ELSE t END AS doc, t
+              FROM (SELECT DISTINCT file_index, line, trim(line, {sql_str(_WS)}) AS t
+              FROM {tag} WHERE line IS NOT NULL))""").fetchall():
+        skipped_lines = True
+        if int(fi) in heads:
+            # The file form: a line with one field per token, a line Python reads alone, unless it is
+            # a header other than the first line (a new field order for the lines after it).
+            tokens = str(line).split()
+            if line == "\x01" or (tokens[:1] == ["startTime"] and line != heads[int(fi)][0]):
+                whole.add(int(fi))
+            elif tokens and tokens[0] != "startTime":
+                pending.setdefault(int(fi), set()).add(str(line))
+            continue
+        if blank:  # as _stage_json: blank lines and array punctuation carry nothing
+            continue
+        if unit and line != "\x01":
+            pending.setdefault(int(fi), set()).add(str(line))
+        else:
+            whole.add(int(fi))
+    if skipped_lines:
+        con.execute(f"DELETE FROM {tag} WHERE line IS NOT NULL" + (
+            f" OR file_index IN ({', '.join(str(i) for i in sorted(whole))})" if whole else ""))
+    for i in whole:
+        pending.pop(i, None)
+    return _Fast(table=tag, whole_files=whole, pending={i: frozenset(v) for i, v in pending.items()})
+
+
+_KEY_COLUMNS = ("t_start", "t_end", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "src_workload",
+                "dst_workload")
+
+
+def _finish(con: duckdb.DuckDBPyConnection, fast: _Fast, writer: StageWriter, staged: Staged,
+            files: list[SourceFile]) -> StagedRelation:
+    """Adds the Python rows to the table, drops source reports that a destination report repeats
+    (counted as skipped, as _Batch does) and returns the relation over the table."""
+    table = fast.table
+    columns = ", ".join(STAGE_COLUMNS)
+    if writer.rows:
+        con.execute(f"INSERT INTO {table} SELECT {columns}, NULL FROM ({writer.relation(files, 1).sql})")
+    got = con.execute(f"SELECT count(*) FROM {table} WHERE direction = 'egress'").fetchone()
+    if got and got[0]:
+        same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM i.{c}" for c in _KEY_COLUMNS)
+        dups = (f"FROM {table} e WHERE e.direction = 'egress' AND EXISTS (SELECT 1 FROM {table} i "
+                f"WHERE i.direction = 'ingress' AND {same})")
+        for fi, n in con.execute(f"SELECT e.file_index, count(*) {dups} GROUP BY ALL").fetchall():
+            staged.skipped[(files[int(fi)].path, DUPLICATE)] += int(n)
+        con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT e.rowid {dups})")
+
+    def drop(c: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
+        c.execute(f"DROP TABLE IF EXISTS {table}")
+        return []
+
+    return StagedRelation(sql=f"SELECT {columns} FROM {table}", files=files, time_unit=1, after_scan=drop,
+                          null_columns=_NULL_COLUMNS)
+
+
+def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str],
+              file_form: tuple[str, ...] | None = None) -> tuple[str, str]:
+    """Two statements: ``parsed`` - every line of ``files``, its used values as JSON text (file-form
+    values as JSON strings), and its text (``line``) when it is no fast line (see _scan), materialised
+    (DuckDB inlines the expressions of subqueries, so a column referenced again would be computed
+    again); ``checked`` - from that table (named ``__SOURCE_TABLE__`` in its SQL), the staging columns
+    and ``line``: NULL for a line whose row is exactly what _record gives, else its text, or '\\x01'
+    for a line that parsed but fails a check (its file is read in Python). Workload hints are
+    computed once per distinct endpoint."""
+    struct = "{" + ", ".join(f'"{k}": "JSON"' for k in _FAST_KEYS) + "}"
+    # JSON text; VARCHAR, so that a string's content (below) is never cast back to JSON
+    fields = ", ".join(f"s.{k}::VARCHAR AS {k}" for k in _FAST_KEYS)
+
+    def text(k: str) -> str:  # a string value's content (exact: nothing is escaped on a fast line)
+        return f"substr({k}, 2, strlen({k}) - 2)"
+
+    def is_str(k: str) -> str:
+        return f"starts_with({k}, '\"')"
+
+    def absent(k: str) -> str:
+        return f"({k} IS NULL OR {k} IN ('\"\"', '\"-\"'))"
+
+    def num(k: str) -> str:
+        # _int: a JSON integer (its digits; a negative one has "-") or a string of ASCII digits
+        return (f"CASE WHEN regexp_full_match({k}, '[0-9]+') THEN TRY_CAST({k} AS UBIGINT) "
+                f"WHEN regexp_full_match({k}, '\"[0-9]+\"') THEN TRY_CAST({text(k)} AS UBIGINT) END")
+
+    def within(k: str, limit: int) -> str:
+        return f"coalesce(n_{k} <= {limit}, false)"
+
+    def address(ip: str, name: str) -> str:  # NULL: not certain (IPv6, or bad)
+        return (f"CASE WHEN {absent(ip)} THEN CASE WHEN {name} = '\"pub\"' THEN {sql_str(PUBLIC_PLACEHOLDER)} "
+                f"ELSE {sql_str(PRIVATE_PLACEHOLDER)} END "
+                f"WHEN {is_str(ip)} AND regexp_full_match({text(ip)}, '{_IPV4}') THEN {text(ip)} END")
+
+    def base(name: str) -> str:
+        # workload_hint's workload; regexp_extract gives '' when the pattern does not match, and
+        # RE2's leftmost-first submatches are Python's backtracking ones for these patterns.
+        n = text(name)
+        cut = f"rtrim(left({n}, strlen({n}) - 1), '-')"
+        return (f"CASE WHEN ends_with({n}, '*') THEN coalesce(nullif(regexp_extract({cut}, "
+                f"'^(.+)-{_RS_HASH}$', 1), ''), {cut}) "
+                f"ELSE coalesce(nullif(regexp_extract({n}, '^(.+)-{_RS_HASH}-{_GEN_POD}$', 1), ''), "
+                f"nullif(regexp_extract({n}, '^(.+)-{_GEN_POD}$', 1), ''), {n}) END")
+
+    def hint(kind: str, ns: str, name: str) -> str:
+        # NULL when workload_hint gives None; '' || NULL is NULL (an empty workload gives no hint)
+        return (f"CASE WHEN {kind} = '\"wep\"' AND {is_str(ns)} AND NOT {absent(ns)} AND {is_str(name)} "
+                f"AND {name} NOT IN ('\"\"', '\"-\"', '\"pvt\"', '\"pub\"') "
+                f"THEN {text(ns)} || '/' || nullif({base(name)}, '') END")
+
+    def total(a: str, b: str) -> str:  # _sum: NULL when both are absent, -1 when a present one is bad
+        return (f"CASE WHEN {absent(a)} AND {absent(b)} THEN NULL "
+                f"WHEN (NOT {absent(a)} AND NOT {within(a, 1 << 62)}) "
+                f"OR (NOT {absent(b)} AND NOT {within(b, 1 << 62)}) THEN -1::HUGEINT "
+                f"ELSE CASE WHEN {absent(a)} THEN 0 ELSE n_{a} END + CASE WHEN {absent(b)} THEN 0 ELSE n_{b} END END")
+
+    numbers = ("start_time", "end_time", "source_port", "dest_port", "bytes_in", "bytes_out", "packets_in",
+               "packets_out", "proto")
+    protos = " ".join(f"WHEN {sql_str(k)} THEN {v}" for k, v in sorted(_PROTOCOLS.items()))
+    proto = (f"CASE WHEN {is_str('proto')} AND regexp_full_match({text('proto')}, '[A-Za-z0-9]+') "
+             f"AND lower({text('proto')}) IN ({', '.join(sql_str(k) for k in sorted(_PROTOCOLS))}) "
+             f"THEN CASE lower({text('proto')}) {protos} END "
+             f"WHEN {absent('proto')} THEN NULL WHEN {within('proto', 255)} THEN n_proto END")
+    types = ", ".join(f"'\"{t}\"'" for t in sorted(_ENDPOINT_TYPES))
+    name_re = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+    workload = sql_str(f"{name_re}/{name_re}")  # a constant: RE2 compiles it once
+    ok = f"""coalesce(parsed
+      AND action IN ('"allow"', '"deny"') AND reporter IN ('"src"', '"dst"', '"out"', '"in"')
+      AND {within('start_time', MAX_EPOCH_SECONDS)} AND {within('end_time', MAX_EPOCH_SECONDS)}
+      AND proto_n IS NOT NULL AND ({absent('source_type')} OR source_type IN ({types}))
+      AND ({absent('dest_type')} OR dest_type IN ({types})) AND sport IS NOT NULL AND dport IS NOT NULL
+      AND src_ip IS NOT NULL AND dst_ip IS NOT NULL AND coalesce(nbytes, 0) >= 0 AND coalesce(npackets, 0) >= 0
+      AND (src_wl IS NULL OR regexp_full_match(src_wl, {workload}))
+      AND (dst_wl IS NULL OR regexp_full_match(dst_wl, {workload})), false)"""
+    mapping = ", ".join(str(i) for i in indexes)
+    # A fast line is one whole document, nothing around it, without a backslash (escapes, \u in keys)
+    # and without a trailing comma (yyjson accepts ",}" and ", ]", Python does not; checked once
+    # the line parsed: ``s`` is referenced once per field, and its condition stays cheap).
+    fast_line = "c1 IS NULL AND starts_with(c0, '{') AND ends_with(c0, '}') AND NOT contains(c0, '\\')"
+    # nullstr: a value no line has, so that an empty field is '' and a missing one NULL; a line with
+    # \x01 (the delimiter) has c1 and is never a fast line. DuckDB splits lines at \n, \r\n and a lone
+    # \r, as Python's text reader does with newline="".
+    final = f"""
+SELECT TRY_CAST(n_start_time AS UBIGINT) AS t_start, TRY_CAST(n_end_time AS UBIGINT) AS t_end,
+  src_ip, dst_ip, TRY_CAST(sport AS INTEGER) AS src_port, TRY_CAST(dport AS INTEGER) AS dst_port,
+  TRY_CAST(proto_n AS INTEGER) AS proto, TRY_CAST(nbytes AS UBIGINT) AS bytes,
+  TRY_CAST(npackets AS UBIGINT) AS packets, {text('action')} AS action,
+  NULL::INTEGER AS tcp_flags, false AS is_reply,
+  CASE WHEN reporter IN ('"src"', '"out"') THEN 'egress' ELSE 'ingress' END AS direction,
+  src_wl AS src_workload, dst_wl AS dst_workload, 'OK' AS log_status, fi::INTEGER AS file_index,
+  CASE WHEN {ok} THEN NULL ELSE coalesce(line, '\x01') END AS line
+FROM (
+SELECT *,
+  CASE WHEN proto_n IN (1, 58) OR {absent('source_port')} THEN 0
+    WHEN {within('source_port', 65535)} THEN n_source_port END AS sport,
+  CASE WHEN proto_n IN (1, 58) THEN 0 WHEN {within('dest_port', 65535)} AND NOT {absent('dest_port')}
+    THEN n_dest_port END AS dport
+FROM __SOURCE_TABLE__)"""
+    # Workload hints are computed once per distinct (type, namespace, name), then joined.
+    same = " AND ".join(f"{{h}}.{a} IS NOT DISTINCT FROM {{side}}_{b}" for a, b in
+                        (("kind", "type"), ("ns", "namespace"), ("name", "name_aggr")))
+    derived = f"""
+WITH h AS (SELECT kind, ns, name, {hint('kind', 'ns', 'name')} AS wl FROM (
+  SELECT DISTINCT source_type AS kind, source_namespace AS ns, source_name_aggr AS name FROM __SOURCE_TABLE__
+  WHERE parsed UNION
+  SELECT DISTINCT dest_type, dest_namespace, dest_name_aggr FROM __SOURCE_TABLE__ WHERE parsed))
+SELECT *, {proto} AS proto_n, {address('source_ip', 'source_name_aggr')} AS src_ip,
+  {address('dest_ip', 'dest_name_aggr')} AS dst_ip,
+  {total('bytes_in', 'bytes_out')} AS nbytes, {total('packets_in', 'packets_out')} AS npackets
+FROM (
+SELECT p.*, hs.wl AS src_wl, hd.wl AS dst_wl, {', '.join(f"{num(k)} AS n_{k}" for k in numbers)}
+FROM __SOURCE_TABLE__ p LEFT JOIN h hs ON {same.format(h='hs', side='p.source')}
+  LEFT JOIN h hd ON {same.format(h='hd', side='p.dest')})"""
+    parsed = f"""
+SELECT fi, s IS NOT NULL AND NOT regexp_matches(c0, ',[ \t]*[]}}]') AS parsed,
+  CASE WHEN s IS NULL THEN CASE WHEN c0 IS NULL OR c1 IS NOT NULL THEN '\x01' ELSE c0 END END AS line, {fields}
+FROM (
+SELECT fi, c0, c1, CASE WHEN {fast_line} THEN try(from_json_strict(c0, '{struct}')) END AS s
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
+  compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
+  rejects_scan='{rejects[1]}')
+))"""
+    if file_form is not None:
+        # The file form with the field order ``file_form``: a line of single-space separated printable
+        # ASCII tokens, as many as fields (str.split() gives those tokens); every value a JSON string,
+        # as _record reads the file form (its values are strings; "-" is absent).
+        where = {_FILE_TO_JSON[c]: i for i, c in enumerate(file_form)}
+        tokens = ", ".join(f"'\"' || tok[{where[k] + 1}] || '\"' AS {k}" if k in where else f"NULL::VARCHAR AS {k}"
+                           for k in _FAST_KEYS)
+        shape = (f"coalesce(regexp_full_match(c0, '[!-~]+( [!-~]+)*') AND len(tok) = {len(file_form)} "
+                 "AND tok[1] <> 'startTime', false)")  # a header line is no record
+        parsed = f"""
+SELECT fi, shape AS parsed, CASE WHEN NOT shape THEN CASE WHEN c0 IS NULL OR c1 IS NOT NULL THEN '\x01' ELSE c0 END
+  END AS line, {tokens}
+FROM (
+SELECT fi, c0, c1, {shape} AS shape, tok
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1, string_split(c0, ' ') AS tok
+FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
+  compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
+  rejects_scan='{rejects[1]}')
+))"""
+    i = derived.index("SELECT *, ")
+    return parsed, derived[:i] + final.replace("__SOURCE_TABLE__", "(" + derived[i:] + ")")

@@ -37,6 +37,7 @@ Google's approximations; the mapping uses a hint only when it names an inventory
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -51,6 +52,7 @@ from microseg.sources.flows import (
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
     iter_lines,
@@ -107,13 +109,25 @@ def _int(v: Any, field: str, limit: int = _MAX_UINT64) -> int:
     return v
 
 
-def _ip(v: Any, field: str) -> str:
-    if not isinstance(v, str):
-        raise _Bad(field, f"{v!r} is not an IP address")
+# Addresses and names repeat on almost every line: their checks are memoised (bounded); a repeated
+# bad value is still reported on every line (the verdict is cached, not the error).
+_CACHE = 1 << 16
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _canonical_ip(text: str) -> str | None:
+    """``text`` as ``ipaddress`` writes it; None when it is not an address."""
     try:
-        return str(ipaddress.ip_address(v))
+        return str(ipaddress.ip_address(text))
     except ValueError:
-        raise _Bad(field, f"{v!r} is not an IP address") from None
+        return None
+
+
+def _ip(v: Any, field: str) -> str:
+    ip = _canonical_ip(v) if isinstance(v, str) else None
+    if ip is None:
+        raise _Bad(field, f"{v!r} is not an IP address")
+    return ip
 
 
 def _time_us(v: Any, field: str) -> int:
@@ -161,9 +175,14 @@ def _parse(text: str) -> tuple[dict[str, Any], _Key, str]:
 def _name(v: Any, field: str) -> str | None:
     if v is None or v == "":
         return None
-    if not isinstance(v, str) or any(c.isspace() or c == "/" for c in v):
+    if not isinstance(v, str) or not _plain_name(v):
         raise _Bad(field, f"{v!r} is not a resource name")
     return v
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _plain_name(text: str) -> bool:
+    return not any(c.isspace() or c == "/" for c in text)
 
 
 def _hint(payload: dict[str, Any], side: str) -> str | None:
@@ -192,14 +211,14 @@ def _hint(payload: dict[str, Any], side: str) -> str | None:
     return _name(instance.get("vm_name"), f"{side}_instance.vm_name")
 
 
-def _record(payload: dict[str, Any], key: _Key, reporter: str, best: dict[_Key, int], file_index: int) -> StageRow:
+def _record(payload: dict[str, Any], key: _Key, reporter: str, file_index: int) -> StageRow:
+    """The staging row; the action is NULL when only the reverse 5-tuple can be evidence (see _RELATION)."""
     src, dst, sport, dport, proto = key
     t_start = _time_us(payload.get("start_time"), "start_time")
     t_end = _time_us(payload.get("end_time"), "end_time")
     nbytes = payload.get("bytes_sent")
     npackets = payload.get("packets_sent")
-    evidence = payload.get("rtt_msec") is not None or (dst, src, dport, sport, proto) in best
-    action = "accept" if reporter == "DEST" or evidence else None
+    action = "accept" if reporter == "DEST" or payload.get("rtt_msec") is not None else None
     return StageRow(
         t_start=t_start, t_end=t_end, src_ip=src, dst_ip=dst, src_port=sport, dst_port=dport, proto=proto,
         bytes=None if nbytes is None else _int(nbytes, "bytes_sent"),
@@ -210,50 +229,114 @@ def _record(payload: dict[str, Any], key: _Key, reporter: str, best: dict[_Key, 
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # parsed in Python and bulk-loaded through the staging file
-    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
-    writer = StageWriter(options.tmp_dir)
+    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset({_DUPLICATE}))
+    writer = StageWriter(options.tmp_dir, extra=_EXTRA)
     staged.cleanup.append(writer.path)
     done = False
+    # One pass over the lines (each parsed once). Which report of a 5-tuple is kept, and whether a
+    # record's reverse 5-tuple exists (reply evidence), depend on the whole batch: the relation works
+    # them out in SQL from the rank written beside every row. Lines whose 5-tuple and reporter parsed
+    # but whose other fields are bad still count for both: they are staged as "ghost" rows (never
+    # records) and judged at the end - a duplicate report is skipped before its fields are read.
+    pending: list[tuple[int, int, str, str, _Key | None, int]] = []  # file, line, field, message, key, rank
     try:
-        # Pass 1: the best reporter of every 5-tuple in the batch (duplicates and reply evidence).
-        best: dict[_Key, int] = {}
-        for src in files:
-            for _no, text in _lines(src):
-                try:
-                    _, key, reporter = _parse(text)
-                except _Bad:
-                    continue  # reported by pass 2
-                rank = _REPORTER_RANK[reporter]
-                if rank < best.get(key, rank + 1):
-                    best[key] = rank
-        # Pass 2: stage the records, skipping the duplicate reports.
         for index, src in enumerate(files):
             for no, text in _lines(src):
                 try:
                     payload, key, reporter = _parse(text)
-                    if _REPORTER_RANK[reporter] > best.get(key, _REPORTER_RANK[reporter]):
-                        staged.skipped[(src.path, "duplicate-report")] += 1
-                        continue
-                    writer.write(_record(payload, key, reporter, best, index))
                 except _Bad as bad:
-                    staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
+                    pending.append((index, no, bad.field, bad.message, None, 0))
+                    continue
+                rank = _REPORTER_RANK[reporter]
+                try:
+                    row = _record(payload, key, reporter, index)
+                except _Bad as bad:
+                    pending.append((index, no, bad.field, bad.message, key, rank))
+                    writer.write(_ghost(key, index), rank, True)
+                    continue
+                writer.write(row, rank, False)
         done = True
     finally:
         writer.close()
         if not done:  # the store never sees this Staged: remove the staging file here
             writer.path.unlink(missing_ok=True)
-    relation = writer.relation(list(files), time_unit=1_000_000)
-    relation.null_columns = frozenset({"tcp_flags", "is_reply"})  # GCP logs neither
-    staged.relations.append(relation)
+    rows = writer.relation(list(files), time_unit=1_000_000).sql
+    _judge_pending(con, rows, files, pending, staged, options)
+    staged.relations.append(StagedRelation(sql=_RELATION.format(rows=rows), files=list(files), time_unit=1_000_000,
+                                           null_columns=frozenset({"tcp_flags", "is_reply"})))  # GCP logs neither
     staged.locate_bad = lambda _src: []  # every check the store repeats was made here
     return staged
 
 
-def _lines(src: SourceFile) -> Iterator[tuple[int, str]]:
+_DUPLICATE = "duplicate-report"
+_EXTRA = {"k_rank": "INTEGER", "k_ghost": "BOOLEAN"}
+_TUPLE = ("src_ip", "dst_ip", "src_port", "dst_port", "proto")
+# Per 5-tuple the best (lowest) rank of the batch; a row of a worse rank is a duplicate report. A
+# record without an action of its own (an egress report without rtt_msec) is accepted when the
+# reverse 5-tuple was reported (the peer replied). Hash aggregate and joins hold one entry per
+# distinct 5-tuple, not per row: memory stays bounded by the connections, as in Python before.
+_RELATION = f"""
+SELECT s.t_start, s.t_end, s.src_ip, s.dst_ip, s.src_port, s.dst_port, s.proto, s.bytes, s.packets,
+  coalesce(s.action, CASE WHEN r.best IS NOT NULL THEN 'accept' END) AS action, s.tcp_flags, s.is_reply,
+  s.direction, s.src_workload, s.dst_workload,
+  CASE WHEN s.k_rank > b.best THEN '{_DUPLICATE}' ELSE s.log_status END AS log_status, s.file_index
+FROM ({{rows}}) AS s
+JOIN (SELECT {", ".join(_TUPLE)}, min(k_rank) AS best FROM ({{rows}}) GROUP BY ALL) AS b USING ({", ".join(_TUPLE)})
+LEFT JOIN (SELECT DISTINCT {", ".join(_TUPLE)}, 0 AS best FROM ({{rows}})) AS r
+  ON r.src_ip = s.dst_ip AND r.dst_ip = s.src_ip AND r.src_port = s.dst_port AND r.dst_port = s.src_port
+  AND r.proto = s.proto
+WHERE NOT s.k_ghost"""
+
+
+def _ghost(key: _Key, file_index: int) -> StageRow:
+    src, dst, sport, dport, proto = key
+    return StageRow(t_start=None, t_end=None, src_ip=src, dst_ip=dst, src_port=sport, dst_port=dport, proto=proto,
+                    bytes=None, packets=None, action=None, tcp_flags=None, is_reply=None, direction=None,
+                    src_workload=None, dst_workload=None, log_status=None, file_index=file_index)
+
+
+def _judge_pending(con: duckdb.DuckDBPyConnection, rows: str, files: Sequence[SourceFile],
+                   pending: list[tuple[int, int, str, str, _Key | None, int]], staged: Staged,
+                   options: ReaderOptions) -> None:
+    """Counts the lines read aside, in line order: a duplicate report is skipped, anything else is bad.
+
+    The best rank of their 5-tuples is looked up in the staged rows (which hold every line whose
+    5-tuple parsed), and their text is read again only for the lines that become samples (bad lines
+    are rare): nothing per line of the batch is kept in Python."""
+    keys = sorted({key for *_, key, _rank in pending if key is not None})
+    best: dict[_Key, int] = {}
+    if keys:
+        table = f"_ms_gcp_pending_{id(staged)}"
+        con.execute(f"CREATE TEMP TABLE {table} (src_ip VARCHAR, dst_ip VARCHAR, src_port INTEGER, "
+                    "dst_port INTEGER, proto INTEGER)")
+        try:
+            con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?)", [list(k) for k in keys])
+            for sip, dip, sport, dport, proto, low in con.execute(
+                    f"SELECT {', '.join(_TUPLE)}, min(s.k_rank) FROM {table} "
+                    f"JOIN ({rows}) AS s USING ({', '.join(_TUPLE)}) GROUP BY ALL").fetchall():
+                best[(str(sip), str(dip), int(sport), int(dport), int(proto))] = int(low)
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+    bad: dict[int, list[tuple[int, str, str]]] = {}
+    for index, no, field, message, key, rank in pending:
+        if key is not None and rank > best[key]:
+            staged.skipped[(files[index].path, _DUPLICATE)] += 1
+        else:
+            bad.setdefault(index, []).append((no, field, message))
+    for index, lines in bad.items():
+        src = files[index]
+        wanted = {no for no, _, _ in lines[:options.max_samples]}
+        texts = {no: text for no, text in _lines(src, until=max(wanted)) if no in wanted}
+        for no, field, message in lines:
+            staged.add_bad(src.path, no, field, message, texts.get(no, ""), options.max_samples)
+
+
+def _lines(src: SourceFile, until: int | None = None) -> Iterator[tuple[int, str]]:
     try:
         for no, text in iter_lines(src):
             if text.strip():
                 yield no, text
+            if until is not None and no >= until:
+                return
     except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
         raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc

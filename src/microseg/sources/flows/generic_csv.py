@@ -44,27 +44,40 @@ delivered: accept. One record is one physical line (a quoted field cannot span l
 Replies: the format does not say which side opened the connection, so ``is_reply`` stays unknown
 and the mapping orients each record by its ports (the server port is the one below the ephemeral
 range); give one record per connection, client to server, where the exporter can.
+
+Reading. Files with a complete header are parsed by DuckDB (see "DuckDB fast path" below) with the
+same checks as the Python parser; lines SQL cannot decide exactly (quoted fields, non-ASCII text, ISO
+times) are read by the Python parser, which also names the line and column of every bad record. A
+test asserts that both paths give the same rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
+    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
     iter_lines,
+    sql_list,
+    sql_str,
 )
+from microseg.sources.flows.nfdump import IPV4_SQL, IPV6_SQL
 
 NAME = "csv"
 
@@ -248,15 +261,19 @@ def _record(values: dict[str, str], file_index: int) -> StageRow:
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # parsed in Python and bulk-loaded through the staging file
     staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
     writer = StageWriter(options.tmp_dir)
     staged.cleanup.append(writer.path)
     done = False
     try:
+        plan = _plan(con, files, staged)
         for index, src in enumerate(files):
             try:
-                _stage_file(src, index, writer, staged, options)
+                if index in plan.python:
+                    _stage_file(src, index, writer, staged, options)
+                elif index in plan.pending:
+                    _stage_file(src, index, writer, staged, options, plan.pending[index],
+                                plan.done_lines.setdefault(src.path, set()))
             except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
                 raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
         done = True
@@ -265,14 +282,20 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
         if not done:  # the store never sees this Staged: remove the staging file here
             writer.path.unlink(missing_ok=True)
     staged.relations.append(writer.relation(list(files), time_unit=1_000_000))
-    # Every check the store repeats after aggregation has been made here already.
-    staged.locate_bad = lambda _src: []
+    staged.relations[:0] = plan.relations
+    # Lines DuckDB found bad are named by the Python parser; lines read in Python were reported there.
+    staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines, max_samples=options.max_samples)
     return staged
 
 
-def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions) -> None:
+def _records(src: SourceFile, only: frozenset[str] | None = None
+             ) -> Iterator[tuple[int, str, list[str | None]]]:
+    """(line number, text, columns) of every record line; the header (the first non-blank line) is
+    checked here. With ``only``, every other record line is passed over unread (see ``_plan``)."""
     columns: list[str | None] | None = None
     for no, text in iter_lines(src):
+        if columns is not None and only is not None and text not in only:
+            continue
         if not text.strip():
             continue
         if columns is None:
@@ -285,14 +308,276 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
                 # Fail closed: without a complete header no column of the file can be trusted.
                 raise InputError(f"header: {problem}", file=str(src.path), line=no, field="header")
             continue
+        yield no, text, columns
+
+
+def _parse(text: str, columns: list[str | None], index: int) -> StageRow:
+    try:
+        fields = _split(text)
+    except csv.Error as exc:
+        raise _Bad("csv", f"invalid CSV: {exc}") from None
+    if len(fields) != len(columns):
+        raise _Bad("columns", f"{len(fields)} fields, the header names {len(columns)}")
+    values = {name: v for name, v in zip(columns, fields, strict=True) if name is not None}
+    return _record(values, index)
+
+
+def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions,
+                only: frozenset[str] | None = None, done_lines: set[int] | None = None) -> None:
+    """Reads ``src`` in Python; with ``only``, just the lines with those texts (DuckDB reads the rest)."""
+    for no, text, columns in _records(src, only):
+        if done_lines is not None:
+            done_lines.add(no)
         try:
-            try:
-                fields = _split(text)
-            except csv.Error as exc:
-                raise _Bad("csv", f"invalid CSV: {exc}") from None
-            if len(fields) != len(columns):
-                raise _Bad("columns", f"{len(fields)} fields, the header names {len(columns)}")
-            values = {name: v for name, v in zip(columns, fields, strict=True) if name is not None}
-            writer.write(_record(values, index))
+            writer.write(_parse(text, columns, index))
         except _Bad as bad:
             staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
+
+
+def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: int) -> list[BadLine]:
+    """The lines behind the records DuckDB counted as bad, with the column the Python parser names."""
+    out: list[BadLine] = []
+    done = done_lines.get(src.path, set())
+    for no, text, columns in _records(src):
+        if no in done:
+            continue  # read in Python already, and reported there
+        try:
+            _parse(text, columns, 0)
+        except _Bad as bad:
+            out.append(BadLine(file=str(src.path), line=no, field=bad.field, message=bad.message, text=text[:500]))
+            if len(out) >= max_samples:
+                break
+    return out
+
+
+# -- DuckDB fast path -----------------------------------------------------------------------------
+#
+# A file whose header (read here, in Python) is complete is parsed by DuckDB: split at commas, every
+# field stripped, typed and checked in SQL exactly as _record does it in Python (addresses with the
+# nfdump reader's patterns of what ipaddress accepts). Lines SQL cannot decide exactly are "uncertain"
+# and read by the Python parser, found by their text in a first scan: a double quote (RFC 4180 quoting
+# is the csv module's), a NUL, non-ASCII text (Python's strip and isdigit know more than ASCII), and a
+# start or end that is not epoch seconds/milliseconds (datetime.fromisoformat's ISO 8601 forms). Both
+# scans apply the same test (the first to each line read whole, the second to the line joined back
+# from DuckDB's split), so DuckDB leaves exactly those lines out; DuckDB skips the lines up to the
+# header. A file with an uncertain line of more fields than the header has plus one (the split cuts
+# it, the two texts could differ), invalid UTF-8 or without a valid header is read in
+# Python (which reports a bad header as the InputError it is). Bad lines stay in the relation with a
+# log-status the store counts as bad; locate_bad re-reads such a file to name line and column.
+
+_BAD_STATUS = "(bad)"
+_HEAD_LINES = 64
+_NULLSTR = "\x01\x02"  # a value no line has: an empty field is '', a missing one NULL (padding)
+_WS = " \t\n\v\f\r\x1c\x1d\x1e\x1f"  # what str.strip() removes from ASCII text
+_BLANK_CHARS = r"\t\n\v\f\r \x1c-\x1f"
+_BLANK = f"[{_BLANK_CHARS}]*"
+_LINE_DELIM = "\x01\x02\x03\x04"  # DuckDB's longest delimiter; a line holding it goes to Python
+_MAX_PENDING = 100_000  # uncertain lines of a file beyond which the file is read in Python
+_TOO_BIG = "CAST(10 ** 30 AS HUGEINT)"  # stands for any value of more than 30 digits
+_UBIGINT_MAX = 18446744073709551615
+
+
+@dataclass
+class _Plan:
+    relations: list[StagedRelation] = field(default_factory=list)
+    python: set[int] = field(default_factory=set)  # files read wholly in Python
+    pending: dict[int, frozenset[str]] = field(default_factory=dict)  # file -> line texts read in Python
+    done_lines: dict[Path, set[int]] = field(default_factory=dict)
+
+
+def _head(src: SourceFile) -> tuple[tuple[str | None, ...], int] | None:
+    """(columns, line number) of the file's header when it is complete, else None (Python reads it)."""
+    for n, (no, text) in enumerate(iter_lines(src)):
+        if n >= _HEAD_LINES:
+            return None
+        if not text.strip():
+            continue
+        try:
+            columns, problem = header_columns(_split(text))
+        except csv.Error:
+            return None
+        return (tuple(columns), no) if problem is None else None
+    return None
+
+
+def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: Staged) -> _Plan:
+    plan = _Plan()
+    groups: dict[tuple[tuple[str | None, ...], bool, int], list[int]] = {}
+    for i, src in enumerate(files):
+        try:
+            head = _head(src)
+        except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
+            raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
+        if head is None:
+            plan.python.add(i)
+        else:
+            groups.setdefault((head[0], src.gzip, head[1]), []).append(i)
+    tag = f"_ms_csv_{id(staged)}"
+    for n, ((columns, gz, skip), idx) in enumerate(groups.items()):
+        err = (f"{tag}_{n}_err", f"{tag}_{n}_scan")
+        try:
+            rows = con.execute(_uncertain_sql(columns, [files[i] for i in idx], idx, gz, skip, err)).fetchall()
+            got = con.execute(f"SELECT count(*) FROM {err[0]}").fetchone()
+        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
+            named = [str(files[i].path) for i in idx if str(files[i].path) in str(exc)] or [str(files[idx[0]].path)]
+            raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
+        for t in err:
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        if got and got[0]:
+            plan.python.update(idx)  # invalid UTF-8 or an over-long line: Python replaces or reads it
+            continue
+        texts: dict[int, set[str]] = {}
+        for fi, line, cut, _count in rows:
+            if cut:
+                plan.python.add(int(fi))
+            texts.setdefault(int(fi), set()).add(str(line))
+        for i, lines in texts.items():
+            if len(lines) > _MAX_PENDING:
+                plan.python.add(i)
+            elif i not in plan.python:
+                plan.pending[i] = frozenset(lines)
+        fast = [i for i in idx if i not in plan.python]
+        if fast:
+            absent = {"direction", "src_workload", "dst_workload"} - set(columns)
+            plan.relations.append(StagedRelation(
+                sql=_stage_sql(_scan_sql(columns, [files[i] for i in fast], fast, gz, skip, None)),
+                files=list(files), time_unit=1_000_000,
+                null_columns=frozenset({"tcp_flags", "is_reply"} | absent)))
+    return plan
+
+
+def _uncertain(line: str, columns: tuple[str | None, ...]) -> str:
+    """SQL: ``line`` is uncertain (see above). A start or end that is neither empty nor an epoch number
+    is found by one anchored pattern over the line's first fields: cheaper than splitting it."""
+    pos = {name: k for k, name in enumerate(columns) if name is not None}
+    times = {pos[t] for t in ("start", "end") if t in pos}
+    test = f"contains({line}, '\"') OR contains({line}, chr(0)) OR strlen({line}) <> length({line})"
+    if times:
+        ws, num = f"[{_BLANK_CHARS}]*", r"([0-9]+(\.[0-9]+)?)?"
+        fields = [f"{ws}{num}{ws}" if k in times else "[^,]*" for k in range(max(times) + 1)]
+        test += f" OR NOT regexp_matches({line}, {sql_str('^' + ','.join(fields) + '(,|$)')})"
+    return test
+
+
+def _uncertain_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], indexes: Sequence[int],
+                   gz: bool, skip: int, rejects: tuple[str, str]) -> str:
+    """(file index, text, cut, count) of the uncertain lines of ``files``, each line read as one value;
+    ``cut``: more fields than the header has plus one, which the split scan cannot give back whole."""
+    mapping = ", ".join(str(i) for i in indexes)
+    return f"""
+SELECT fi, c0, c1 IS NOT NULL OR strlen(c0) - strlen(replace(c0, ',', '')) >= {len(columns)}, count(*) FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+FROM read_csv({sql_list(files)}, delim={sql_str(_LINE_DELIM)}, header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr={sql_str(_NULLSTR)},
+  skip={skip}, compression='{'gzip' if gz else 'none'}', store_rejects=true, rejects_table='{rejects[0]}',
+  rejects_scan='{rejects[1]}')
+WHERE c0 IS NOT NULL AND NOT (c0 < '!' AND regexp_full_match(c0, '{_BLANK}')))
+WHERE c1 IS NOT NULL OR {_uncertain('c0', columns)}
+GROUP BY ALL"""
+
+
+def _scan_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], indexes: Sequence[int], gz: bool,
+              skip: int, rejects: tuple[str, str] | None) -> str:
+    """Every non-blank line after the header of ``files``: ``fi`` (batch file index), ``shape``,
+    ``uncertain``, ``line`` (uncertain lines only) and the stripped values by canonical column name."""
+    n = len(columns)
+    pos = {name: k for k, name in enumerate(columns) if name is not None}
+
+    def stripped(c: str) -> str:
+        # str.strip() of ASCII text; trim() with a set of characters is slow, and most fields need none.
+        return f"CASE WHEN {c} < '!' OR right({c}, 1) < '!' THEN trim({c}, {sql_str(_WS)}) ELSE {c} END"
+
+    values = ", ".join(f"{stripped(f'c{pos[name]}') if name in pos else chr(39) * 2} AS v_{name}"
+                       for name in _ALIASES)
+    line = f"concat_ws(',', {', '.join(f'c{k}' for k in range(n + 1))})"
+    mapping = ", ".join(str(i) for i in indexes)
+    types = "{" + ", ".join(f"'c{k}': 'VARCHAR'" for k in range(n + 1)) + "}"
+    errors = "" if rejects is None else (f", store_rejects=true, rejects_table='{rejects[0]}', "
+                                         f"rejects_scan='{rejects[1]}'")
+    # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
+    return f"""
+SELECT * EXCLUDE (whole), CASE WHEN uncertain THEN whole END AS line FROM (
+SELECT *, {_uncertain('whole', columns)} AS uncertain
+FROM (
+SELECT *, {values}, {'true' if 'action' in pos else 'false'} AS has_action, {line} AS whole
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, c{n - 1} IS NOT NULL AND c{n} IS NULL AS shape
+FROM read_csv({sql_list(files)}, delim=',', header=false, quote='', escape='', auto_detect=false,
+  columns={types}, strict_mode=false, null_padding=true, nullstr={sql_str(_NULLSTR)}, skip={skip},
+  compression='{'gzip' if gz else 'none'}'{errors})
+WHERE c0 IS NOT NULL AND NOT (c1 IS NULL AND c0 < '!' AND regexp_full_match(c0, '{_BLANK}'))
+)))"""
+
+
+def address(x: str) -> str:
+    """SQL: ``x`` is an address ipaddress.ip_address accepts (the nfdump reader's patterns)."""
+    return (f"CASE WHEN contains({x}, ':') THEN regexp_full_match({x}, '{IPV6_SQL}') "
+            f"ELSE regexp_full_match({x}, '{IPV4_SQL}') END")
+
+
+def _stage_sql(scan: str) -> str:
+    """The staging rows of the lines of ``scan`` that are not uncertain, checked as _record checks them."""
+    def digits(x: str) -> str:  # str.isdigit() and isascii()
+        return f"regexp_full_match({x}, '[0-9]+')"
+
+    def number(x: str) -> str:  # a non-negative integer (HUGEINT; more than 30 digits: _TOO_BIG)
+        return f"CASE WHEN strlen({x}) > 30 THEN {_TOO_BIG} ELSE TRY_CAST({x} AS HUGEINT) END"
+
+    def time_us(t: str) -> str:
+        # time_us for epoch numbers (uncertain lines hold the ISO forms; t_w, t_f are the whole and
+        # fraction digits): at least 10^11 are milliseconds and take no fraction (NULL: bad); seconds
+        # keep six fraction digits, cut.
+        return (f"CASE WHEN v_{t} = '' THEN NULL WHEN {t}_w >= {_MS_THRESHOLD} THEN "
+                f"CASE WHEN {t}_f = '' THEN {t}_w * 1000 END "
+                f"ELSE {t}_w * 1000000 + CAST(rpad(left({t}_f, 6), 6, '0') AS HUGEINT) END")
+
+    def lookup(x: str, table: dict[str, str] | dict[str, int]) -> str:
+        # In the tables' order: the common values (tcp, udp; allow) are tested first.
+        return (f"CASE lower({x}) " + " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v) if isinstance(v, str) else v}"
+                                               for k, v in table.items()) + " END")
+    ported = "pr_n IN (6, 17, 132)"
+    space = r"[\t\n\v\f\r \x1c-\x1f]"
+    checks = [
+        "shape", address("v_src_ip"), address("v_dst_ip"), "pr_n <= 255",
+        f"CASE WHEN v_dst_port <> '' THEN {digits('v_dst_port')} AND dp_n <= 65535 ELSE NOT {ported} END",
+        f"(v_src_port = '' OR {digits('v_src_port')} AND sp_n <= 65535)",
+        "(v_start = '' OR start_us IS NOT NULL)", "(v_end = '' OR end_us IS NOT NULL)",
+        "(start_us IS NULL OR end_us IS NULL OR end_us >= start_us)",
+        "(NOT has_action OR action_n IS NOT NULL)", "(v_direction = '' OR direction_n IS NOT NULL)",
+        f"NOT regexp_matches(v_src_workload, '{space}')", f"NOT regexp_matches(v_dst_workload, '{space}')",
+        f"(v_bytes = '' OR {digits('v_bytes')})", f"(v_packets = '' OR {digits('v_packets')})",
+    ]
+    ok = "coalesce(" + " AND ".join(checks) + ", false)"
+    # A value Python would stage beyond UBIGINT makes the store's read of its staging file fail (an
+    # InputError); here error() fails the scan, which the store reports the same way.
+    big = " OR ".join(f"{x} > {_UBIGINT_MAX}" for x in ("t0", "t1", "bytes_n", "packets_n"))
+    ok = f"CASE WHEN {ok} THEN CASE WHEN {big} THEN error('csv value out of range') ELSE true END ELSE false END"
+    return f"""
+SELECT TRY_CAST(t0 AS UBIGINT) AS t_start, TRY_CAST(t1 AS UBIGINT) AS t_end, v_src_ip AS src_ip,
+  v_dst_ip AS dst_ip,
+  CASE WHEN v_src_port <> '' THEN TRY_CAST(sp_n AS INTEGER) WHEN NOT {ported} THEN 0 END AS src_port,
+  CASE WHEN v_dst_port <> '' THEN TRY_CAST(dp_n AS INTEGER) ELSE 0 END AS dst_port,
+  TRY_CAST(pr_n AS INTEGER) AS proto, TRY_CAST(bytes_n AS UBIGINT) AS bytes,
+  TRY_CAST(packets_n AS UBIGINT) AS packets, action_n AS action, NULL::INTEGER AS tcp_flags,
+  NULL::BOOLEAN AS is_reply, direction_n AS direction, nullif(v_src_workload, '') AS src_workload,
+  nullif(v_dst_workload, '') AS dst_workload, CASE WHEN {ok} THEN 'OK' ELSE '{_BAD_STATUS}' END AS log_status,
+  fi::INTEGER AS file_index
+FROM (
+SELECT *, coalesce(start_us, end_us) AS t0, coalesce(end_us, start_us) AS t1
+FROM (
+SELECT *,
+  coalesce({lookup('v_protocol', _PROTOCOLS)},
+    CASE WHEN {digits('v_protocol')} THEN {number('v_protocol')} END) AS pr_n,
+  {number('v_src_port')} AS sp_n, {number('v_dst_port')} AS dp_n,
+  {time_us('start')} AS start_us, {time_us('end')} AS end_us,
+  CASE WHEN has_action THEN {lookup('v_action', _ACTIONS)} ELSE 'accept' END AS action_n,
+  CASE WHEN v_direction <> '' THEN {lookup('v_direction', _DIRECTIONS)} END AS direction_n,
+  CASE WHEN v_bytes <> '' THEN {number('v_bytes')} END AS bytes_n,
+  CASE WHEN v_packets <> '' THEN {number('v_packets')} END AS packets_n
+FROM (
+SELECT *, {number("split_part(v_start, '.', 1)")} AS start_w, split_part(v_start, '.', 2) AS start_f,
+  {number("split_part(v_end, '.', 1)")} AS end_w, split_part(v_end, '.', 2) AS end_f
+FROM ({scan})
+WHERE NOT uncertain
+)))"""

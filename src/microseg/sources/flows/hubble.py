@@ -36,6 +36,7 @@ numeric identity below 256, Cilium's reserved range) give no hint: they are reso
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -111,6 +112,13 @@ def sniff(head: list[str]) -> bool:
     return bool(keys & _NON_FLOW_KEYS) or ("verdict" in keys and bool(keys & {"IP", "l4", "source"}))
 
 
+# Pods, addresses and names repeat on almost every line of a flow log: the pure string functions
+# below are memoised (bounded). ipaddress parsing and the pod-name patterns were about a third of
+# the per-line cost of this reader; errors are not cached, so a repeated bad value is reported again.
+_CACHE = 1 << 16
+
+
+@functools.lru_cache(maxsize=_CACHE)
 def workload_from_pod(pod: str) -> str:
     """The owning workload's name guessed from a pod name (see the module docstring)."""
     for pattern in (_RS_POD, _GENERATED_POD):
@@ -142,6 +150,8 @@ def _hint(ep: Any, field: str) -> str | None:
     if not isinstance(ep, dict):
         raise _Bad(field, "endpoint is not an object")
     labels = ep.get("labels") or []
+    if not isinstance(labels, list):  # Hubble writes labels as a list of "source:key=value" strings
+        raise _Bad(f"{field}.labels", f"{labels!r} is not a list of labels")
     if any(isinstance(x, str) and x.startswith("reserved:") for x in labels):
         return None
     identity = ep.get("identity")
@@ -161,7 +171,7 @@ def _hint(ep: Any, field: str) -> str | None:
     if name is None:
         return None
     hint = f"{ns}/{name}"
-    if any(c.isspace() for c in hint):
+    if _has_space(hint):
         raise _Bad(field, f"{hint!r} is not a Kubernetes name")
     return hint
 
@@ -192,13 +202,32 @@ def _verdict(v: Any) -> str | None:
     return _VERDICTS[name]
 
 
-def _ip(v: Any, field: str) -> str:
-    if not isinstance(v, str):
-        raise _Bad(field, f"{v!r} is not an IP address")
+@functools.lru_cache(maxsize=_CACHE)
+def _has_space(text: str) -> bool:
+    return any(c.isspace() for c in text)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _canonical_ip(text: str) -> str | None:
+    """``text`` as ``ipaddress`` writes it; None when it is not an address."""
     try:
-        return str(ipaddress.ip_address(v))
+        return str(ipaddress.ip_address(text))
     except ValueError:
-        raise _Bad(field, f"{v!r} is not an IP address") from None
+        return None
+
+
+def _ip(v: Any, field: str) -> str:
+    ip = _canonical_ip(v) if isinstance(v, str) else None
+    if ip is None:
+        raise _Bad(field, f"{v!r} is not an IP address")
+    return ip
+
+
+def _direction(v: Any) -> str | None:
+    """``traffic_direction`` (an enum name; absent or unknown: no hint). A list or object there is malformed."""
+    if v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)):
+        return _DIRECTIONS.get(v)  # proto3 JSON may write the enum as its number
+    raise _Bad("flow.traffic_direction", f"{v!r} is not a traffic direction")
 
 
 def _record(obj: Any, file_index: int) -> StageRow:
@@ -240,7 +269,8 @@ def _record(obj: Any, file_index: int) -> StageRow:
         else:
             sport = dport = 0
         if proto == 6 and isinstance(body.get("flags"), dict):
-            flags = sum(bit for name, bit in _TCP_FLAG_BITS.items() if body["flags"].get(name) is True)
+            # Over the flags present (usually one or two) rather than all nine names: the same sum.
+            flags = sum(_TCP_FLAG_BITS.get(name, 0) for name, on in body["flags"].items() if on is True)
         break
     is_reply = flow.get("is_reply")
     if is_reply is not None and not isinstance(is_reply, bool):
@@ -255,7 +285,7 @@ def _record(obj: Any, file_index: int) -> StageRow:
     return StageRow(
         t_start=t, t_end=t, src_ip=src, dst_ip=dst, src_port=sport, dst_port=dport, proto=proto, bytes=None,
         packets=None, action=action, tcp_flags=flags, is_reply=is_reply,
-        direction=_DIRECTIONS.get(flow.get("traffic_direction")),
+        direction=_direction(flow.get("traffic_direction")),
         src_workload=_hint(flow.get("source"), "source"), dst_workload=_hint(flow.get("destination"), "destination"),
         log_status="OK", file_index=file_index)
 

@@ -48,26 +48,42 @@ Normalisation:
   mapping orients by ports). ``dir`` is left out too: nfdump prints 0 (ingress) when the exporter
   did not send the field, so 0 says nothing.
 - NetFlow carries no workload identity.
+
+Reading. A file whose first line (after comments) is a header is parsed by DuckDB when the zone is UTC
+(see "DuckDB fast path" below), with the same checks as the Python parser; the few lines SQL cannot
+decide exactly, or whose meaning depends on the order of lines, are read by the Python parser, which
+also names the line and field of every bad record. A test asserts that both paths give the same rows,
+counts and bad-line reports.
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
+import io
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 
 import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
     MAX_EPOCH_SECONDS,
+    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
     iter_lines,
+    sql_list,
+    sql_str,
 )
 
 NAME = "nfdump"
@@ -267,35 +283,51 @@ def _record(row: dict[str, str], file_index: int, zone: tzinfo) -> StageRow:
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # everything is parsed in Python and bulk-loaded through the staging file
     staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
     writer = StageWriter(options.tmp_dir)
     staged.cleanup.append(writer.path)
     done = False
+    zone: tzinfo = UTC if options.timezone == "UTC" else options.zone
     try:
+        plan = _plan(con, files, staged, options)
         for index, src in enumerate(files):
             try:
-                _stage_file(src, index, writer, staged, options)
+                if index in plan.python:
+                    _stage_file(src, index, writer, staged, options, zone)
+                elif index in plan.pending:
+                    _stage_file(src, index, writer, staged, options, zone, plan.pending[index],
+                                plan.done_lines.setdefault(src.path, set()))
             except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
                 raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
+        staged.skipped.update(plan.skipped)
         done = True
     finally:
         writer.close()
         if not done:  # the store never sees this Staged: remove the staging file here
             writer.path.unlink(missing_ok=True)
     relation = writer.relation(list(files), time_unit=1_000_000)
-    relation.null_columns = frozenset({"is_reply", "direction", "src_workload", "dst_workload"})
+    relation.null_columns = _NULL_COLUMNS
     staged.relations.append(relation)
-    # Every check the store repeats after aggregation has been made here already.
-    staged.locate_bad = lambda _src: []
+    staged.relations[:0] = plan.relations
+    # Lines DuckDB found bad are named by the Python parser; lines read in Python were reported there.
+    staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines, zone=zone,
+                                          max_samples=options.max_samples)
     return staged
 
 
-def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions) -> None:
+_NULL_COLUMNS = frozenset({"is_reply", "direction", "src_workload", "dst_workload"})
+
+
+def _walk(src: SourceFile, only: frozenset[str] | None = None
+          ) -> Iterator[tuple[int, str, list[str], list[str] | None] | tuple[str]]:
+    """The file's lines as the reader sees them: ``(no, text, fields, columns)`` for a record line (columns
+    None before any header), ``(reason,)`` for a line counted as skipped; headers, comments and blank
+    lines yield nothing. With ``only``, every other line is passed over unread (see ``_plan``)."""
     columns: list[str] | None = None
     summary = False
-    zone: tzinfo = UTC if options.timezone == "UTC" else options.zone
     for no, text in iter_lines(src):
+        if only is not None and text not in only:
+            continue
         if not text.strip() or text.startswith("#"):
             continue
         fields = [f.strip() for f in text.split(",")]
@@ -307,16 +339,414 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
             continue
         if summary:
             if fields[0] != "flows":  # the totals' own header line is not counted
-                staged.skipped[(src.path, "summary")] += 1
+                yield ("summary",)
             continue
         if text.strip() == "No matching flows":
-            staged.skipped[(src.path, "no-flows")] += 1
+            yield ("no-flows",)
             continue
+        yield no, text, fields, columns
+
+
+def _parse(fields: list[str], columns: list[str] | None, index: int, zone: tzinfo) -> StageRow:
+    if columns is None:
+        raise _Bad("header", "record before the CSV header line")
+    if len(fields) != len(columns):
+        raise _Bad("header", f"{len(fields)} columns, the header names {len(columns)}")
+    return _record(dict(zip(columns, fields, strict=True)), index, zone)
+
+
+def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions,
+                zone: tzinfo, only: frozenset[str] | None = None, done_lines: set[int] | None = None) -> None:
+    """Reads ``src`` in Python; with ``only``, just the lines with those texts (DuckDB reads the rest)."""
+    for item in _walk(src, only):
+        if len(item) == 1:
+            staged.skipped[(src.path, item[0])] += 1
+            continue
+        no, text, fields, columns = item
+        if done_lines is not None:
+            done_lines.add(no)
         try:
-            if columns is None:
-                raise _Bad("header", "record before the CSV header line")
-            if len(fields) != len(columns):
-                raise _Bad("header", f"{len(fields)} columns, the header names {len(columns)}")
-            writer.write(_record(dict(zip(columns, fields, strict=True)), index, zone))
+            writer.write(_parse(fields, columns, index, zone))
         except _Bad as bad:
             staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
+
+
+def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], zone: tzinfo, max_samples: int) -> list[BadLine]:
+    """The lines behind the records DuckDB counted as bad, with the field the Python parser names."""
+    out: list[BadLine] = []
+    done = done_lines.get(src.path, set())
+    for item in _walk(src):
+        if len(item) == 1 or item[0] in done:
+            continue  # skipped, or read in Python already and reported there
+        no, text, fields, columns = item
+        try:
+            _parse(fields, columns, 0, zone)
+        except _Bad as bad:
+            out.append(BadLine(file=str(src.path), line=no, field=bad.field, message=bad.message, text=text[:500]))
+            if len(out) >= max_samples:
+                break
+    return out
+
+
+# -- DuckDB fast path -----------------------------------------------------------------------------
+#
+# A file whose first line (after comments) is a header is parsed by DuckDB: split at commas, every
+# field stripped, typed and checked in SQL exactly as _record does it in Python (IPv6 addresses by a
+# pattern of what ipaddress accepts; the store writes them in RFC 5952 form as str() does). The
+# reader's state (the current header, "in the Summary block") depends on the order of lines, which SQL
+# does not see; so a first scan reads each line as one value and returns the few lines that are
+# "special": any line that might be a header, "Summary" or "No matching flows", non-ASCII text
+# (Python's strip and isdigit know more than ASCII), and the lines of the file's Summary block (found
+# in its last 64 KiB, read here; the count tells whether such a line also occurs before it).
+# - Only the top header and one Summary block at the end (nfdump's plain output): DuckDB skips to the
+#   header, the block is counted here, and no line is read in Python.
+# - Other special lines: DuckDB leaves them out by their text, and the Python parser reads the file
+#   passing over every other line (it keeps the state exact, as all lines that change it are special).
+# - More than one Summary line, one not at the end, another header than the first, invalid UTF-8, or
+#   a zone other than UTC: the file is read in Python.
+# Bad lines stay in the relation with a log-status the store counts as bad; locate_bad re-reads such a
+# file in Python to name line and field.
+
+_BAD_STATUS = "(bad)"
+_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}"
+_HEAD_LINES = 64
+_TAIL_BYTES = 1 << 16
+_LINE_DELIM = "\x01\x02\x03\x04"  # DuckDB's longest delimiter; a line holding it goes to Python
+_NULLSTR = "\x01\x02"  # a value no line has: an empty field is '', a missing one NULL (padding)
+_WS = " \t\n\v\f\r\x1c\x1d\x1e\x1f"  # what str.strip() removes from ASCII text
+_BLANK = r"[\t\n\v\f\r \x1c-\x1f]*"
+_MAX_EXCLUDED = 5000  # special lines of a file beyond which the file is read in Python
+_MAX_TAIL = 64  # lines of a Summary block beyond which the file is read in Python
+_TOO_LATE = "CAST(10 ** 30 AS HUGEINT)"  # microseconds far past 9999
+
+
+@dataclass
+class _Plan:
+    relations: list[StagedRelation] = field(default_factory=list)
+    python: set[int] = field(default_factory=set)  # files read wholly in Python
+    pending: dict[int, frozenset[str]] = field(default_factory=dict)  # file -> line texts read in Python
+    done_lines: dict[Path, set[int]] = field(default_factory=dict)
+    skipped: Counter[tuple[Path, str]] = field(default_factory=Counter)
+
+
+def _top_header(src: SourceFile) -> tuple[str, tuple[str, ...], int] | None:
+    """(text, columns, line number) of the file's first line after blank lines and comments, when it is
+    an ASCII header."""
+    for n, (no, text) in enumerate(iter_lines(src)):
+        if n >= _HEAD_LINES:
+            return None
+        if not text.strip() or text.startswith("#"):
+            continue
+        fields = [f.strip() for f in text.split(",")]
+        if not text.isascii() or not _is_header(fields):
+            return None
+        return text, tuple(fields), no
+    return None
+
+
+def _tail(src: SourceFile) -> list[str]:
+    """The last whole lines of the file (its last 64 KiB), split as iter_lines splits them."""
+    if src.gzip:
+        keep = b""
+        with gzip.open(src.path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                keep = (keep + chunk)[-_TAIL_BYTES:]
+        data, whole = keep, False  # a file shorter than that is not worth telling apart
+    else:
+        with src.path.open("rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - _TAIL_BYTES))
+            data, whole = fh.read(), size <= _TAIL_BYTES
+    lines = [line.rstrip("\r\n") for line in io.StringIO(data.decode("utf-8", errors="replace"), newline="")]
+    return lines if whole else lines[1:]  # the first may be cut
+
+
+def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: Staged,
+          options: ReaderOptions) -> _Plan:
+    plan = _Plan()
+    if options.timezone != "UTC":
+        plan.python.update(range(len(files)))
+        return plan
+    heads: dict[int, tuple[str, tuple[str, ...], int]] = {}
+    tails: dict[int, list[str]] = {}
+    for i, src in enumerate(files):
+        try:
+            head = _top_header(src)
+            tail = _tail(src) if head is not None else []
+        except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
+            raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
+        marks = [k for k, t in enumerate(tail) if t.strip() == "Summary"]
+        tail = tail[marks[-1]:] if marks else []  # the last Summary line and what follows it
+        if head is None or len(tail) > _MAX_TAIL:
+            plan.python.add(i)
+        else:
+            heads[i], tails[i] = head, tail
+    groups: dict[tuple[tuple[str, ...], bool, int], list[int]] = {}
+    for i, (_text, columns, no) in heads.items():
+        groups.setdefault((columns, files[i].gzip, no), []).append(i)
+    tag = f"_ms_nfdump_{id(staged)}"
+    special: dict[int, dict[str, int]] = {i: {} for i in heads}
+    for n, ((_columns, gz, _no), idx) in enumerate(groups.items()):
+        err = (f"{tag}_{n}_err", f"{tag}_{n}_scan")
+        trailer = sorted({t for i in idx for t in tails[i]})
+        try:
+            rows = con.execute(_special_sql([files[i] for i in idx], idx, gz, trailer, err)).fetchall()
+            got = con.execute(f"SELECT count(*) FROM {err[0]}").fetchone()
+        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
+            named = [str(files[i].path) for i in idx if str(files[i].path) in str(exc)] or [str(files[idx[0]].path)]
+            raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
+        for t in err:
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        if got and got[0]:
+            plan.python.update(idx)  # invalid UTF-8 or an over-long line: Python replaces or reads it
+            continue
+        for fi, text, wide, count in rows:
+            if wide:
+                plan.python.add(int(fi))
+            special[int(fi)][str(text)] = int(count)
+    excluded: dict[int, set[str]] = {}
+    for i, (htext, columns, _no) in heads.items():
+        texts = special[i]
+        headers = {t for t in texts if _is_header([f.strip() for f in t.split(",")])}
+        summaries = sum(n for t, n in texts.items() if t.strip() == "Summary")
+        width = len(columns)
+        if (i in plan.python or headers - {htext} or summaries > 1 or (summaries and not tails[i])
+                or len(texts) > _MAX_EXCLUDED or any(t.count(",") >= width for t in texts)):
+            # The layout changes inside the file, several Summary blocks or one not at the end, many
+            # special lines, or one with more fields than the header (DuckDB cuts such lines).
+            plan.python.add(i)
+            continue
+        tail = tails[i] if summaries else []
+        after = [t for t in tail[1:] if t.strip() and not t.startswith("#")]
+        block = Counter(tail[:1] + after)
+        alone = (texts.get(htext) == 1 and all(n == block[t] for t, n in texts.items() if t != htext)
+                 and not any(_is_header([f.strip() for f in t.split(",")]) for t in after))
+        if alone:
+            # Only the top header and nfdump's trailer: counted here, no line read in Python.
+            for t in after:
+                if t.split(",")[0].strip() != "flows":
+                    plan.skipped[(files[i].path, "summary")] += 1
+        else:
+            plan.pending[i] = frozenset(texts)
+        # DuckDB skips the lines up to the top header; a header seen again is looked up by its text.
+        excluded[i] = set(texts) - ({htext} if texts.get(htext) == 1 else set())
+    for (columns, gz, no), idx in groups.items():
+        fast = [i for i in idx if i not in plan.python]
+        if fast:
+            plan.relations.append(StagedRelation(sql=_stage_sql(columns, files, fast, gz, no, excluded),
+                                                 files=list(files), time_unit=1_000_000, null_columns=_NULL_COLUMNS))
+    return plan
+
+
+def _read_csv(files: Sequence[SourceFile], gz: bool, delim: str, columns: int, errors: str = "") -> str:
+    types = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(columns)) + "}"
+    # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
+    return (f"read_csv({sql_list(files)}, delim={sql_str(delim)}, header=false, quote='', escape='', "
+            f"auto_detect=false, columns={types}, strict_mode=false, null_padding=true, "
+            f"nullstr={sql_str(_NULLSTR)}, compression='{'gzip' if gz else 'none'}'{errors})")
+
+
+def _special_sql(files: Sequence[SourceFile], indexes: Sequence[int], gz: bool, trailer: Sequence[str],
+                 rejects: tuple[str, str]) -> str:
+    """(file index, text, wide, count) of every special line (see above) of ``files``; ``trailer``: the
+    lines of the files' Summary blocks, counted wherever they are."""
+    mapping = ", ".join(str(i) for i in indexes)
+    legacy = " AND ".join(f"contains(c0, {sql_str(n)})" for n in ("ts", "te", "sa", "da", "pr"))
+    current = " AND ".join(f"contains(c0, {sql_str(n)})" for n in ("srcAddr", "dstAddr", "proto", "firstSeen"))
+    block = f"c0 IN ({', '.join(sql_str(t) for t in trailer)})" if trailer else "false"
+    errors = f", store_rejects=true, rejects_table='{rejects[0]}', rejects_scan='{rejects[1]}'"
+    return f"""
+SELECT fi, c0, c1 IS NOT NULL AS wide, count(*) FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+FROM {_read_csv(files, gz, _LINE_DELIM, 2, errors)}
+WHERE NOT starts_with(c0, '#') AND NOT (ord(c0) <= 32 AND regexp_full_match(c0, '{_BLANK}')))
+WHERE c1 IS NOT NULL OR strlen(c0) <> length(c0) OR contains(c0, 'Summary') OR contains(c0, 'No matching flows')
+  OR ({legacy}) OR ({current}) OR {block}
+GROUP BY ALL"""
+
+
+def _ipv6_pattern() -> str:
+    """The IPv6 texts ``ipaddress.IPv6Address`` accepts (Python 3.11 ``_ip_int_from_string``): eight
+    hextets of 1-4 hex digits, or fewer around one ``::`` that stands for at least one, the last two
+    possibly written as an IPv4 address, and an optional ``%scope`` (RFC 4007) that is not empty."""
+    h = "[0-9A-Fa-f]{1,4}"
+
+    def run(k: int) -> str:
+        return "" if k == 0 else f"{h}(:{h}){{{k - 1}}}"
+
+    forms = [f"({h}:){{7}}{h}", f"({h}:){{6}}{_IPV4}"]
+    for left in range(8):
+        for right in range(8 - left):
+            forms.append(f"{run(left)}::{run(right)}")
+            if left + right + 2 <= 7:
+                forms.append(f"{run(left)}::{f'({h}:){{{right}}}' if right else ''}{_IPV4}")
+    return f"({'|'.join(forms)})(%[^%]+)?"
+
+
+_IPV6 = _ipv6_pattern()
+# The address patterns, for other readers' SQL (generic_csv).
+IPV4_SQL, IPV6_SQL = _IPV4, _IPV6
+
+
+def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: Sequence[int], gz: bool,
+               skip: int, excluded: dict[int, set[str]]) -> str:
+    """The staging rows of ``files[i]`` for ``i`` in ``indexes`` (one header), checked as _record checks
+    them; the lines in ``excluded[i]`` are left out (Python reads or counts them)."""
+    n = len(columns)
+    pos = {name: i for i, name in enumerate(columns)}  # the last of a repeated name, as dict(zip())
+
+    def first(names: tuple[str, ...]) -> str | None:
+        return next((name for name in names if name in pos), None)
+
+    cols = {"ts": first(_START), "te": first(_END), "td": first(_DURATION), "sa": first(_SRC), "da": first(_DST),
+            "sp": first(_SPORT), "dp": first(_DPORT), "pr": first(_PROTO), "flg": first(_FLAGS),
+            "fwd": first(("fwd",)), "ipk": first(_IN_PKTS), "opk": first(_OUT_PKTS), "pk": first(("packets",)),
+            "ib": first(_IN_BYTES), "ob": first(_OUT_BYTES), "byts": first(("bytes",))}
+    has = {alias for alias, name in cols.items() if name is not None}
+    def stripped(c: str) -> str:
+        # str.strip() of ASCII text; trim() with a set of characters is slow, and most fields need none.
+        return f"CASE WHEN {c} < '!' OR right({c}, 1) < '!' THEN trim({c}, {sql_str(_WS)}) ELSE {c} END"
+
+    values = ", ".join(f"{stripped(f'c{pos[name]}')} AS {alias}" if name is not None
+                       else f"NULL::VARCHAR AS {alias}" for alias, name in cols.items())
+
+    def digits(x: str) -> str:  # str.isdigit() of ASCII text (only ASCII lines reach SQL)
+        return f"regexp_full_match({x}, '[0-9]+')"
+
+    def time_us(x: str) -> str:
+        # _time_us in UTC: epoch milliseconds, or YYYY-MM-DD HH:MM:SS[.f] that datetime() accepts; NULL
+        # when neither. DuckDB's cast refuses the impossible dates, minutes and seconds datetime()
+        # refuses, but reads hour 24 as the next day: that one is checked here.
+        return (f"CASE WHEN regexp_full_match({x}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} [0-9]{{2}}:[0-9]{{2}}:"
+                f"[0-9]{{2}}(\\.[0-9]{{1,6}})?') THEN CASE WHEN substr({x}, 12, 2) < '24' "
+                f"THEN epoch_us(TRY_CAST({x} AS TIMESTAMP)) END "
+                f"WHEN {digits(x)} THEN CASE WHEN strlen({x}) > 20 THEN {_TOO_LATE} "
+                f"ELSE CAST({x} AS HUGEINT) * 1000 END END")
+
+    def micros(x: str) -> str:
+        # _DECIMAL as _record reads a duration: exact, digits finer than microseconds cut; a whole
+        # part of more than 15 digits ends past 9999 whatever it says.
+        whole = f"split_part({x}, '.', 1)"
+        return (f"CASE WHEN NOT regexp_full_match({x}, '[0-9]+(\\.[0-9]+)?') THEN NULL "
+                f"WHEN strlen({whole}) > 15 THEN {_TOO_LATE} "
+                f"ELSE CAST(CAST(left({x}, strlen({whole}) + 7) AS DECIMAL(22, 6)) * 1000000 AS HUGEINT) END")
+
+    def counter(a: str) -> str:
+        # A counter Python would stage beyond UBIGINT makes the store's read of its staging file fail
+        # (an InputError): so does the strict cast of the total below (10^30 stands for anything longer).
+        if a not in has:
+            return "NULL::HUGEINT"
+        return f"CASE WHEN strlen({a}) > 30 THEN {_TOO_LATE} ELSE TRY_CAST({a} AS HUGEINT) END"
+
+    def total(inner: str, outer: str, single: str) -> str:
+        # _sum: in + out (out 0 when absent), else the single counter of 1.7.5+.
+        if inner in has:
+            return f"{counter(inner)} + coalesce({counter(outer)}, 0)"
+        return counter(single)
+
+    def low_byte(x: str) -> str:
+        # int(x) & 0xFF of a decimal of any length: 10^8 is a multiple of 256, the last 8 digits decide.
+        return f"CAST(right({x}, 8) AS BIGINT) & 255"
+
+    def checked(*aliases: str) -> list[str]:
+        return [digits(a) for a in aliases if a in has]
+
+    def address(x: str) -> str:
+        # ipaddress.ip_address: dotted quad without leading zeros, or IPv6 (the store writes it in
+        # RFC 5952 form, as str() does here in Python).
+        return (f"CASE WHEN contains({x}, ':') THEN regexp_full_match({x}, '{_IPV6}') "
+                f"ELSE regexp_full_match({x}, '{_IPV4}') END")
+
+    max_us = MAX_EPOCH_SECONDS * 1_000_000
+    names = "MAP {" + ", ".join(f"{sql_str(k)}: {p}" for k, p in sorted(_PROTOS.items()) if not k.isdigit()) + "}"
+    flag_bits = {size: " + ".join(f"CASE WHEN substr(flg, {k + 1}, 1) <> '.' THEN {1 << (size - 1 - k)} ELSE 0 END"
+                                  for k in range(size)) for size in _FLAG_LETTERS}
+    flag_value = ("CASE " + " ".join(f"WHEN regexp_full_match(flg, '{''.join(f'[.{c}]' for c in letters)}') "
+                                     f"THEN {flag_bits[size]}" for size, letters in sorted(_FLAG_LETTERS.items()))
+                  + f" WHEN {digits('flg')} THEN {low_byte('flg')} END")
+    type_code = r"[0-9]{1,3}\.[0-9]{1,3}"
+    if {"ts", "sa", "da", "pr", "sp", "dp"} <= has:
+        end = "te_us" if "te" in has else f"ts_us + {micros('td')}" if "td" in has else "ts_us"
+        checks = [f"ts_us BETWEEN 0 AND {max_us}", f"end_us >= ts_us AND end_us <= {max_us}",
+                  address("sa"), address("da"), "pr_n <= 255",
+                  f"CASE WHEN pr_n IN (1, 58) THEN ({digits('sp')} OR regexp_full_match(sp, '{type_code}')) AND "
+                  f"({digits('dp')} OR regexp_full_match(dp, '{type_code}')) "
+                  f"ELSE {digits('sp')} AND {digits('dp')} AND sp_n <= 65535 AND dp_n <= 65535 END",
+                  *checked("fwd", "ipk", "opk", "ib", "ob")]
+        if "te" in has:
+            checks.append(f"te_us BETWEEN 0 AND {max_us}")
+        if "flg" in has:
+            checks.append("(pr_n <> 6 OR flag_n IS NOT NULL)")
+        if "ipk" not in has:
+            checks += checked("pk")
+        if "ib" not in has:
+            checks += checked("byts")
+        ok = "coalesce(" + " AND ".join(checks) + ", false)"  # referenced once: evaluated once
+    else:
+        end, ok = "NULL::HUGEINT", "false"  # _need: a column every record needs is missing
+    fwd_value = f"CASE WHEN {digits('fwd')} THEN {low_byte('fwd')} END" if "fwd" in has else "NULL::BIGINT"
+    protocol = (f"CASE pr WHEN 'TCP' THEN 6 WHEN 'UDP' THEN 17 WHEN 'ICMP' THEN 1 "
+                f"ELSE CASE WHEN {digits('pr')} THEN TRY_CAST(pr AS HUGEINT) ELSE {names}[upper(pr)] END END")
+    typed = (f"{time_us('ts') if 'ts' in has else 'NULL::HUGEINT'} AS ts_us, "
+             f"{time_us('te') if 'te' in has else 'NULL::HUGEINT'} AS te_us, "
+             f"{protocol} AS pr_n, "
+             f"TRY_CAST(sp AS HUGEINT) AS sp_n, TRY_CAST(dp AS HUGEINT) AS dp_n, "
+             f"{flag_value if 'flg' in has else 'NULL::BIGINT'} AS flag_n, "
+             f"{fwd_value} AS fwd_n, "
+             f"{total('ipk', 'opk', 'pk')} AS packets_n, {total('ib', 'ob', 'byts')} AS bytes_n")
+    # Excluded lines are found by their text, comparing only as many columns as the text has: DuckDB
+    # then reads just the columns used (unless a special line has the header's shape: rare).
+    def joined(k: int) -> str:
+        return f"concat_ws(',', {', '.join(f'c{j}' for j in range(k))})"
+
+    short: dict[int, list[str]] = {}  # field count -> "WHEN fi THEN text IN (...)"
+    shaped: list[str] = []
+    starts: set[str] = set()
+    for i in indexes:
+        by_width: dict[int, list[str]] = {}
+        for t in sorted(excluded.get(i, ())):
+            by_width.setdefault(t.count(",") + 1, []).append(sql_str(t))
+        for k, texts in sorted(by_width.items()):
+            if k == n:
+                shaped.append(f"WHEN {i} THEN {joined(n)} IN ({', '.join(texts)})")
+                starts |= {t.split(",")[0] for t in excluded[i] if t.count(",") == n - 1}
+            else:  # fewer fields than the header: more are cut to Python in _plan
+                short.setdefault(k, []).append(f"WHEN {i} THEN {joined(k)} IN ({', '.join(texts)})")
+    shape = f"c{n - 1} IS NOT NULL AND c{n} IS NULL"
+    other = " OR ".join(f"(c{k - 1} IS NOT NULL AND c{k} IS NULL AND CASE fi {' '.join(w)} ELSE false END)"
+                        for k, w in sorted(short.items())) or "false"
+    same = (f"c0 IN ({', '.join(sql_str(t) for t in sorted(starts))}) AND CASE fi {' '.join(shaped)} ELSE false END"
+            if shaped else "false")
+    special = f"CASE WHEN {shape} THEN {same} ELSE {other} END"
+    # A counter beyond UBIGINT in a good record: Python stages it and the store's read of its staging
+    # file fails (an InputError); here error() fails the scan, which the store reports the same way.
+    fits = " OR ".join(f"{x} > 18446744073709551615" for x in ("bytes_n", "packets_n"))
+    ok = (f"CASE WHEN {ok} AND shape THEN CASE WHEN {fits} THEN error('nfdump counter out of range') "
+          f"ELSE true END ELSE false END")
+    portless = "pr_n IN (1, 58) OR pr_n NOT IN (6, 17, 132)"
+    mapping = ", ".join(str(i) for i in indexes)
+    return f"""
+SELECT TRY_CAST(ts_us AS UBIGINT) AS t_start, TRY_CAST(end_us AS UBIGINT) AS t_end, sa AS src_ip, da AS dst_ip,
+  CASE WHEN {portless} THEN 0 ELSE TRY_CAST(sp_n AS INTEGER) END AS src_port,
+  CASE WHEN {portless} THEN 0 ELSE TRY_CAST(dp_n AS INTEGER) END AS dst_port,
+  TRY_CAST(pr_n AS INTEGER) AS proto, TRY_CAST(bytes_n AS UBIGINT) AS bytes,
+  TRY_CAST(packets_n AS UBIGINT) AS packets,
+  CASE WHEN (fwd_n >> 6) & 3 = {_FWD_DROPPED} THEN 'drop' ELSE 'accept' END AS action,
+  CASE WHEN pr_n = 6 THEN TRY_CAST(flag_n AS INTEGER) END AS tcp_flags,
+  NULL::BOOLEAN AS is_reply, NULL::VARCHAR AS direction, NULL::VARCHAR AS src_workload,
+  NULL::VARCHAR AS dst_workload, CASE WHEN {ok} THEN 'OK' ELSE '{_BAD_STATUS}' END AS log_status,
+  fi::INTEGER AS file_index
+FROM (
+SELECT *, {end} AS end_us
+FROM (
+SELECT *, {typed}
+FROM (
+SELECT fi, shape, {values}
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, {shape} AS shape
+FROM {_read_csv([files[i] for i in indexes], gz, ',', n + 1, f", skip={skip}")}
+WHERE NOT starts_with(c0, '#') AND NOT (c1 IS NULL AND c0 < '!' AND regexp_full_match(c0, '{_BLANK}'))
+)
+WHERE NOT ({special})
+)))"""
