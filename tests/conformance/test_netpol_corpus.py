@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from microseg.analyses import multinet
 from microseg.analyses.conndiff import render_diff
 from microseg.analyses.connlist import PolicyInput, connectivity_diff
 from microseg.errors import MicrosegError
@@ -116,7 +117,12 @@ def _input(case: str) -> PolicyInput:
     found = reader.build()
     policies = read_policies(docs)
     variants = {name: [dict(v) for v in sets] for name, sets in found.label_variants.items()}
-    return PolicyInput(found.workloads, policies.netpols, policies.admin, variants)
+    # Primary user-defined networks isolate their workloads: a diff compares pairs within one network.
+    objects = multinet.read_objects(docs)
+    namespaces = {name: dict(labels) for name, labels in found.namespaces}
+    networks = (multinet.primary_networks(objects, found.workloads, namespaces, found.secondary_networks)
+                if multinet.applies(objects, found.workloads, namespaces) else None)
+    return PolicyInput(found.workloads, policies.netpols, policies.admin, variants, networks)
 
 
 DIFFS = sorted(p.stem for p in (CORPUS / "expected" / "diff").glob("*.txt")) if CORPUS.is_dir() else []
@@ -150,10 +156,17 @@ def test_ingress_controller_lines_left_out_are_counted() -> None:
 
 
 def test_other_tier_runs_without_internal_errors() -> None:
-    # Optional tier (Ingress/Route exposure, user-defined networks, VMs, multi-network policies): not modelled.
-    # Each case must still end in output or a clear InputError; the ones that match are pinned so the figure
+    # Optional tier. Ingress/Route exposure is not modelled, nor ipBlock peers of a MultiNetworkPolicy (refused);
+    # user-defined networks, KubeVirt VMs and NAD/MultiNetworkPolicy secondary networks are (analyses/multinet.py).
+    # Each case must still end in output or a clear MicrosegError; the ones that match are pinned so the figure
     # in the README stays true.
     other = sorted(c for c, t in TIERS.items() if t == "other")
     assert len(other) == 39
     passing = {c for c in other if _matches(c)}
-    assert passing == {"acs_security_frontend_demos"}
+    assert passing == {
+        "acs_security_frontend_demos", "virtual_machines_example",
+        *(f"cudn_test_{i}" for i in range(1, 7)),
+        *(f"nad_test_{i}" for i in (1, 2, 3, 4, 5, 6, 8, 12, 13, 14, 15)),
+        *(f"udn_and_vms_test_{i}" for i in range(1, 5)),
+        *(f"udn_test_{i}" for i in range(1, 5)),
+    }

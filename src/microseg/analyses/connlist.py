@@ -119,10 +119,13 @@ def policy_points(netpols: Sequence[kubernetes.NetPol], admin: Sequence[admin_ne
 def connection_list(workloads: Sequence[Workload], netpols: Sequence[kubernetes.NetPol],
                     admin: Sequence[admin_netpol.AdminPolicy] = (), *,
                     label_variants: Mapping[str, Sequence[kubernetes.Labels]] | None = None,
-                    extra_points: tuple[Points, Points] = (set(), set())) -> ConnectionList:
+                    extra_points: tuple[Points, Points] = (set(), set()),
+                    networks: Mapping[str, str] | None = None) -> ConnectionList:
     """Evaluate the policies over the Kubernetes ``workloads`` and the external ranges (module docstring).
 
-    ``extra_points`` cuts the ranges further (a diff cuts both sides at the points of both).
+    ``extra_points`` cuts the ranges further (a diff cuts both sides at the points of both). ``networks``
+    (workload -> primary network, from analyses/multinet.py) keeps workloads of different primary networks
+    apart: no pair across networks is evaluated (OVN-Kubernetes isolates primary user-defined networks).
     """
     pods = [w for w in workloads if w.kind == WorkloadKind.KUBERNETES]
     ingress_points, egress_points = policy_points(netpols, admin)
@@ -155,7 +158,8 @@ def connection_list(workloads: Sequence[Workload], netpols: Sequence[kubernetes.
     cluster = admin_netpol.Cluster(netpols, admin, subjects, ns_labels)
     pairs: dict[tuple[str, str], Connections] = {}
     names = sorted(w.name for w in pods)
-    candidates = [(s, d) for s in names for d in names if s != d]
+    candidates = [(s, d) for s in names for d in names
+                  if s != d and (networks is None or networks.get(s) == networks.get(d))]
     candidates += [(s, d) for s in sources for d in names] + [(s, d) for s in names for d in destinations]
     for s, d in candidates:
         allowed = cluster.decide(s, d)
@@ -175,9 +179,9 @@ def connectivity_diff(before: PolicyInput, after: PolicyInput) -> tuple[PairChan
     a_in, a_out = policy_points(after.netpols, after.admin)
     cuts = (b_in | a_in, b_out | a_out)
     b = connection_list(before.workloads, before.netpols, before.admin, label_variants=before.label_variants,
-                        extra_points=cuts)
+                        extra_points=cuts, networks=before.networks)
     a = connection_list(after.workloads, after.netpols, after.admin, label_variants=after.label_variants,
-                        extra_points=cuts)
+                        extra_points=cuts, networks=after.networks)
     changes = semantic_diff(b.pairs, a.pairs, before_workloads=b.workloads, after_workloads=a.workloads)
     return merge_adjacent_ranges(changes, {**b.peers, **a.peers})
 
@@ -219,6 +223,7 @@ class PolicyInput:
     netpols: tuple[kubernetes.NetPol, ...]
     admin: tuple[admin_netpol.AdminPolicy, ...] = ()
     label_variants: Mapping[str, Sequence[kubernetes.Labels]] | None = None
+    networks: Mapping[str, str] | None = None  # workload -> primary network (multi-network inputs)
 
 
 # -- rendering ------------------------------------------------------------------------------------------------

@@ -974,3 +974,87 @@ def test_lenient_keeps_the_first_of_two_different_services(shared: Path) -> None
     found = _lenient(case)
     notes = [n for n in found.notes if n.startswith("Service payments/visa-processor-service is defined differently")]
     assert len(notes) == 1 and notes[0].endswith("is kept")
+
+
+# -- KubeVirt and secondary networks (lenient reading, for `connectivity`) ------------------------------------
+
+
+def test_lenient_groups_a_vm_its_vmi_and_virt_launcher_pod_under_the_vm(shared: Path) -> None:
+    # udn_and_vms_test_5: two VMs, their VMIs (owned by the VMs) and virt-launcher pods (owned by the VMIs).
+    found = _lenient(shared / "conformance/netpol/cases/udn_and_vms_test_5")
+    assert {(w.name, w.k8s_kind) for w in found.workloads} == {
+        ("foo/fedora-apricot-pike-81", "VirtualMachine"), ("foo/fedora-tomato-zebra-41", "VirtualMachine")}
+    vm = {w.name: w for w in found.workloads}["foo/fedora-tomato-zebra-41"]
+    # The labels of spec.template.metadata (what KubeVirt puts on the virt-launcher pod), not the VM's own.
+    assert dict(vm.labels) == {"kubevirt.io/domain": "fedora-tomato-zebra-41", "kubevirt.io/size": "small"}
+    assert found.secondary_networks == {}
+
+
+def test_lenient_reads_vm_multus_networks_and_the_networks_annotation(tmp_path: Path) -> None:
+    write(tmp_path, "objs.yaml", """
+        apiVersion: kubevirt.io/v1
+        kind: VirtualMachine
+        metadata: {name: vm1, namespace: lab}
+        spec:
+          template:
+            metadata: {labels: {app: vm1}}
+            spec:
+              networks:
+              - {name: default, pod: {}}
+              - {name: sec, multus: {networkName: flat}}
+              - {name: other, multus: {networkName: infra/shared}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: a
+          namespace: lab
+          annotations: {k8s.v1.cni.cncf.io/networks: "flat, infra/shared@eth2"}
+        spec: {containers: [{name: c, image: busybox}]}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: b
+          namespace: lab
+          annotations:
+            k8s.v1.cni.cncf.io/networks: '[{"name": "flat", "interface": "n1"}, {"name": "x", "namespace": "y"}]'
+        spec: {containers: [{name: c, image: busybox}]}
+    """)
+    found = _lenient(tmp_path)
+    assert found.secondary_networks == {"lab/a": ("infra/shared", "lab/flat"), "lab/b": ("lab/flat", "y/x"),
+                                        "lab/vm1": ("infra/shared", "lab/flat")}
+    assert {w.name: dict(w.labels) for w in found.workloads}["lab/vm1"] == {"app": "vm1"}
+
+
+def test_lenient_refuses_a_malformed_networks_annotation(tmp_path: Path) -> None:
+    write(tmp_path, "pod.yaml", """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: a
+          annotations: {k8s.v1.cni.cncf.io/networks: '[{"interface": "n1"}]'}
+        spec: {containers: [{name: c, image: busybox}]}
+    """)
+    with pytest.raises(InputError, match="network selection element without a name"):
+        _lenient(tmp_path)
+
+
+def test_strict_reading_still_only_counts_virtual_machines(tmp_path: Path) -> None:
+    write(tmp_path, "vm.yaml", """
+        apiVersion: kubevirt.io/v1
+        kind: VirtualMachine
+        metadata: {name: vm1, namespace: lab}
+        spec: {template: {metadata: {labels: {app: vm1}}, spec: {}}}
+    """)
+    from microseg.sources.inventory import discover
+    from microseg.sources.inventory.kubernetes import KubernetesReader
+    from microseg.sources.yamlpos import load_documents
+
+    reader = KubernetesReader()
+    for path, display in discover([tmp_path]):
+        for doc in load_documents(path, display):
+            reader.add(doc)
+    found = reader.build()
+    assert found.workloads == ()
+    assert found.ignored_kinds == {"VirtualMachine": 1}

@@ -25,6 +25,7 @@ cron-jobs) and https://kubernetes.io/docs/reference/labels-annotations-taints/.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,7 +47,17 @@ _GROUPS: dict[str, frozenset[str]] = {
     "Job": frozenset({"batch"}), "CronJob": frozenset({"batch"}),
     "Ingress": frozenset({"networking.k8s.io", "extensions"}),
 }
+_INTERMEDIATE = frozenset({"ReplicaSet", "Job", "VirtualMachineInstance"})
 _CONTROLLERS = frozenset({"Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job", "CronJob"})
+# KubeVirt (lenient reading only, for `connectivity`): a VirtualMachine is a workload whose pod template is
+# spec.template (its labels reach the virt-launcher pod, which is what NetworkPolicies select); its
+# VirtualMachineInstance and the VMI's virt-launcher pod are members of it. A VMI without a VM is a workload.
+# https://kubevirt.io/user-guide/network/network_policies/ ; the kinds' schema: kubevirt.io/v1.
+_KUBEVIRT = frozenset({"VirtualMachine", "VirtualMachineInstance"})
+# Multus secondary-network attachments of a pod: `k8s.v1.cni.cncf.io/networks`, either a comma-separated
+# list of `[namespace/]name[@interface]` or a JSON list of {"name", "namespace", "interface", ...}
+# (Network Plumbing WG, "Kubernetes Network Custom Resource Definition De-facto Standard", section 4.1.2).
+NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 
 # Labels that controllers stamp on pods per revision, per pod or per run. They identify a ReplicaSet,
 # a revision, one StatefulSet ordinal or one Job run, never the workload, so they are left out of a
@@ -287,6 +298,9 @@ class _Template:
     ports: tuple[_Port, ...]
     images: tuple[str, ...]
     host_network: bool
+    # Lenient reading only: the secondary networks (NetworkAttachmentDefinitions, "namespace/name") the pods
+    # attach to, from the networks annotation or a VM's `multus` networks.
+    networks: tuple[str, ...] = ()
 
     @property
     def stable_labels(self) -> tuple[Label, ...]:
@@ -419,6 +433,9 @@ class KubernetesResult:
     # from one another, and the objects skipped because the API server would reject them.
     label_variants: Mapping[str, tuple[tuple[Label, ...], ...]] = field(default_factory=dict)
     rejected: tuple[str, ...] = ()
+    # Lenient reading only: workload -> the secondary networks ("namespace/name" of a
+    # NetworkAttachmentDefinition) its pods attach to; workloads without any are left out.
+    secondary_networks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def is_kubernetes_object(data: object) -> bool:
@@ -494,6 +511,11 @@ class KubernetesReader:
                 self._add_object(item, depth + 1, item_kind)
             return
         group = api.rsplit("/", 1)[0] if "/" in api else ""
+        if self.lenient and kind in _KUBEVIRT and group == "kubevirt.io":
+            namespace = obj.at("metadata", "namespace").string() or "default"
+            self._namespaces_seen.add(namespace)
+            self._add_controller(_parse_kubevirt(obj, kind, namespace))
+            return
         if kind not in _GROUPS or (api and group not in _GROUPS[kind]):
             self.ignored[kind if kind not in _GROUPS else f"{kind} ({api})"] += 1
             return
@@ -540,7 +562,8 @@ class KubernetesReader:
                              file=ctrl.origin.file, line=ctrl.origin.line)
         template = _Template(prior.template.labels, prior.template.service_account,
                              _union(prior.template.ports, ctrl.template.ports),
-                             _union(prior.template.images, ctrl.template.images), prior.template.host_network)
+                             _union(prior.template.images, ctrl.template.images), prior.template.host_network,
+                             _union(prior.template.networks, ctrl.template.networks))
         self._controllers[key] = _Controller(
             prior.kind, prior.namespace, prior.name, prior.selector, template, prior.owner,
             _min_time(prior.created, ctrl.created), min(prior.origin, ctrl.origin, key=_origin_key))
@@ -612,7 +635,8 @@ class KubernetesReader:
             bindings=tuple(bindings),
             namespaces=namespaces, dns_resolvers=dns, ignored_kinds=dict(sorted(self.ignored.items())),
             notes=tuple(sorted(self._notes)), label_variants=self._label_variants(groups),
-            rejected=tuple(sorted(self._rejected)))
+            rejected=tuple(sorted(self._rejected)),
+            secondary_networks={n: tuple(sorted(facts[n][1].networks)) for n in sorted(facts) if facts[n][1].networks})
 
     def _label_variants(self, groups: Mapping[tuple[str, str, str], _Group]
                         ) -> dict[str, tuple[tuple[Label, ...], ...]]:
@@ -677,9 +701,9 @@ class KubernetesReader:
                 ) -> tuple[str, str]:
         """Follow owners up from (kind, name); objects missing from the input are inferred by name."""
         ctrl = self._controllers.get((kind, namespace, name))
-        # Only ReplicaSets and Jobs are intermediate: a Deployment or StatefulSet that an operator's
+        # Only ReplicaSets, Jobs (and VMIs) are intermediate: a Deployment or StatefulSet that an operator's
         # custom resource owns is still the workload (the unit that has a pod template and selector).
-        if ctrl is not None and ctrl.owner is not None and kind in ("ReplicaSet", "Job") and depth < 4:
+        if ctrl is not None and ctrl.owner is not None and kind in _INTERMEDIATE and depth < 4:
             return self._top_of(namespace, ctrl.owner.kind, ctrl.owner.name, labels, depth + 1)
         if kind == "ReplicaSet" and not self.lenient:
             pod_hash = dict(ctrl.template.labels if ctrl else labels).get("pod-template-hash")
@@ -767,7 +791,7 @@ class KubernetesReader:
         template = _Template(
             tuple(sorted(common)), newest[2].service_account,
             _union(*(t.ports for _, _, t in members)), _union(*(t.images for _, _, t in members)),
-            any(t.host_network for _, _, t in members))
+            any(t.host_network for _, _, t in members), _union(*(t.networks for _, _, t in members)))
         return template.labels, template, min((m[1] for m in members), key=_origin_key)
 
     def _selector(self, group: _Group, labels: tuple[Label, ...],
@@ -984,7 +1008,8 @@ def _owner(obj: _Node, lenient: bool = False) -> _Owner | None:
     return parsed[0][1] if len(parsed) == 1 else None
 
 
-def _parse_template(spec: _Node, labels: _Node, dropped: list[str] | None = None) -> _Template:
+def _parse_template(spec: _Node, labels: _Node, dropped: list[str] | None = None,
+                    annotations: _Node | None = None, namespace: str = "") -> _Template:
     ports: list[_Port] = []
     images: list[str] = []
     containers = spec.at("containers").items()
@@ -1009,8 +1034,67 @@ def _parse_template(spec: _Node, labels: _Node, dropped: list[str] | None = None
                 continue
             ports.append(_Port(p.at("containerPort").port(), p.at("protocol").protocol(), name))
     account = spec.at("serviceAccountName").string() or spec.at("serviceAccount").string() or "default"
+    # Lenient reading only (annotations given): the pods' secondary networks.
+    networks = _network_refs(annotations, namespace) if annotations is not None and dropped is not None else ()
     return _Template(tuple(sorted(labels.labels().items())), account, _union(ports), _union(images),
-                     spec.at("hostNetwork").boolean())
+                     spec.at("hostNetwork").boolean(), networks)
+
+
+def _network_refs(annotations: _Node, namespace: str) -> tuple[str, ...]:
+    """The NetworkAttachmentDefinitions named by the networks annotation, as "namespace/name" (see
+    NETWORKS_ANNOTATION); a name without a namespace is in the pod's own namespace."""
+    node = annotations.at(NETWORKS_ANNOTATION)
+    text = node.string()
+    if node.value is not None and text is None:
+        raise node.error("the networks annotation must be a string")
+    if not text or not text.strip():
+        return ()
+    refs: list[str] = []
+    if text.lstrip().startswith("["):
+        try:
+            entries = json.loads(text)
+        except ValueError as err:
+            raise node.error(f"the networks annotation is not valid JSON: {err}") from err
+        if not isinstance(entries, list):
+            raise node.error("the networks annotation must be a JSON list")
+        for entry in entries:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            ns = entry.get("namespace", namespace) if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not name or not isinstance(ns, str) or not ns:
+                raise node.error(f"network selection element without a name and namespace: {entry!r}")
+            refs.append(f"{ns}/{name}")
+        return _union(refs)
+    for part in text.split(","):
+        ref = part.strip().split("@", 1)[0]
+        ns, _, name = ref.rpartition("/")
+        if not name:
+            raise node.error(f"empty network name in {text!r}")
+        refs.append(f"{ns or namespace}/{name}")
+    return _union(refs)
+
+
+def _parse_kubevirt(obj: _Node, kind: str, namespace: str) -> _Controller:
+    """A VirtualMachine (its spec.template) or a VirtualMachineInstance (itself) as a pod-less controller.
+
+    The labels are those KubeVirt copies onto the virt-launcher pod; the secondary networks are the
+    `multus` entries of spec.networks (kubevirt.io/v1 Network). A multus network marked `default` replaces
+    the pod network, which is not modelled: refused rather than read as a secondary one.
+    """
+    meta, spec = (obj.at("spec", "template", "metadata"), obj.at("spec", "template", "spec")) \
+        if kind == "VirtualMachine" else (obj.at("metadata"), obj.at("spec"))
+    refs: list[str] = []
+    for net in spec.at("networks").items():
+        multus = net.at("multus")
+        if multus.value is None:
+            continue
+        if multus.at("default").value is True:
+            raise multus.error(f"{kind} with a default multus network (it replaces the pod network): not modelled")
+        ns, _, name = multus.at("networkName").required_string().rpartition("/")
+        refs.append(f"{ns or namespace}/{name}")
+    template = _Template(tuple(sorted(meta.at("labels").labels().items())), "default", (), (), False, _union(refs))
+    return _Controller(kind=kind, namespace=namespace, name=obj.at("metadata", "name").required_string(),
+                       selector=None, template=template, owner=_owner(obj, True) if kind != "VirtualMachine" else None,
+                       created=obj.at("metadata", "creationTimestamp").timestamp(), origin=_origin(obj))
 
 
 def _parse_selector(node: _Node) -> _Selector | None:
@@ -1036,7 +1120,8 @@ def _parse_controller(obj: _Node, kind: str, namespace: str, dropped: list[str] 
     return _Controller(
         kind=kind, namespace=namespace, name=obj.at("metadata", "name").required_string(),
         selector=_parse_selector(spec.at("selector")),
-        template=_parse_template(template.at("spec"), template.at("metadata", "labels"), dropped),
+        template=_parse_template(template.at("spec"), template.at("metadata", "labels"), dropped,
+                                 template.at("metadata", "annotations"), namespace),
         owner=_owner(obj, dropped is not None), created=obj.at("metadata", "creationTimestamp").timestamp(),
         origin=_origin(obj))
 
@@ -1064,7 +1149,8 @@ def _parse_pod(obj: _Node, namespace: str, dropped: list[str] | None = None) -> 
         uid=obj.at("metadata", "uid").string(),
         created=created,
         deleted=obj.at("metadata", "deletionTimestamp").timestamp(), finished=finished,
-        template=_parse_template(obj.at("spec"), obj.at("metadata", "labels"), dropped),
+        template=_parse_template(obj.at("spec"), obj.at("metadata", "labels"), dropped,
+                                 obj.at("metadata", "annotations"), namespace),
         owner=_owner(obj, dropped is not None),
         ips=_union([n.ip() for n in ips]), host_ip=host_ip,
         seen_at=max((e for e in (created, *events) if e is not None), default=None), origin=_origin(obj))
