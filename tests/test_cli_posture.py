@@ -99,3 +99,13 @@ def test_what_the_lenient_reader_left_out_is_reported_on_stderr() -> None:
     assert "pods.yaml:32 [spec.template.spec.containers[0].ports[1].containerport]" in r.stderr
     assert "port entry ignored" in r.stderr
     assert "containerport" not in r.stdout  # the report itself stays machine-clean
+
+
+def test_multi_network_input_is_refused_not_evaluated_as_one_flat_network() -> None:
+    """Pods in different user-defined networks cannot reach each other; posture does not model that, so
+    counting them as reachable would mislead: it refuses (exit 3) and points to `connectivity`."""
+    case = Path(__file__).resolve().parents[1].parent / "shared/conformance/netpol/cases/udn_test_2"
+    r = run("posture", "-i", str(case), "-p", str(case))
+    assert r.returncode == 3, r.stdout
+    assert "user-defined or secondary networks" in r.stderr and "microseg connectivity" in r.stderr
+    assert r.stdout == ""

@@ -36,6 +36,7 @@ from microseg.sources.inventory.kubernetes import KubernetesResult
 if TYPE_CHECKING:
     from microseg.engine.mapping import MappingResult
     from microseg.sources.deployed.admin_netpol import PolicySet
+    from microseg.sources.yamlpos import Document
 
 STORE_NAME = "flows.duckdb"
 DEFAULT_CONFIG = PlanConfig()  # frozen
@@ -305,13 +306,14 @@ class ConnectivityOutcome:
     report: tuple[str, ...]  # what was skipped or noticed, one line each (for stderr)
 
 
-def _read_deployed_inventory(inventory_paths: Sequence[Path]) -> tuple[KubernetesResult, list[str]]:
+def _read_deployed_inventory(inventory_paths: Sequence[Path], keep: list[Document] | None = None
+                             ) -> tuple[KubernetesResult, list[str]]:
     """The workloads of a cluster's objects for evaluating its deployed policies (``connectivity``, ``posture``).
 
     Read leniently, the way the cluster holds them (:class:`KubernetesReader` with ``lenient=True``: pods
     grouped by the owners they name, port entries the API server would drop left out and listed in
     ``rejected``), not with the planning reader, which refuses what a live cluster can contain. Also returns
-    the documents skipped as not Kubernetes objects, one line each.
+    the documents skipped as not Kubernetes objects, one line each. ``keep`` collects the documents read.
     """
     from microseg.sources.inventory import discover
     from microseg.sources.inventory.kubernetes import KubernetesReader
@@ -321,6 +323,8 @@ def _read_deployed_inventory(inventory_paths: Sequence[Path]) -> tuple[Kubernete
     skipped_docs: list[str] = []
     for path, display in discover(inventory_paths):
         for doc in load_documents(path, display):
+            if keep is not None:
+                keep.append(doc)
             if isinstance(doc.data, dict):
                 reader.add(doc)
             elif doc.data is not None:
@@ -353,16 +357,44 @@ def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], 
     sg_files = _security_group_files(policy_paths)
     if sg_files:
         return _security_group_connectivity(inventory_paths, sg_files, fmt=fmt, focus=focus)
-    found, skipped_docs = _read_deployed_inventory(inventory_paths)
-    policies = read_policies(doc for path, display in discover(policy_paths) for doc in load_documents(path, display))
+    inventory_docs: list[Document] = []
+    found, skipped_docs = _read_deployed_inventory(inventory_paths, inventory_docs)
+    policy_docs = [doc for path, display in discover(policy_paths) for doc in load_documents(path, display)]
+    policies = read_policies(policy_docs)
     variants = {name: [dict(v) for v in sets] for name, sets in found.label_variants.items()}
-    result = connection_list(found.workloads, policies.netpols, policies.admin, label_variants=variants)
-    if focus is not None:
-        result = result.focus(*focus)
     report = _reading_notes(found, policies, skipped_docs)
     report += [f"AdminNetworkPolicies {a} and {b} share priority {p}: their order is undefined (evaluated by name)"
                for a, b, p in same_priority(policies.admin)]
+    multi = _multinet_connectivity(inventory_docs, policy_docs, found, policies, variants, fmt=fmt, focus=focus)
+    if multi is not None:
+        from microseg.analyses.multinet import KINDS
+
+        # The network kinds were read after all (by analyses/multinet.py): not "skipped".
+        report = [line for line in report if not any(line.startswith("skipped ") and f" {kind} object(s) " in line
+                                                     for kind in KINDS)]
+        return ConnectivityOutcome(multi, tuple(report))
+    result = connection_list(found.workloads, policies.netpols, policies.admin, label_variants=variants)
+    if focus is not None:
+        result = result.focus(*focus)
     return ConnectivityOutcome(RENDERERS[fmt](result), tuple(report))
+
+
+def _multinet_connectivity(inventory_docs: Sequence[Document], policy_docs: Sequence[Document], found: KubernetesResult,
+                           policies: PolicySet, variants: Mapping[str, Sequence[Mapping[str, str]]], *, fmt: str,
+                           focus: tuple[Protocol, int] | None) -> str | None:
+    """The per-network text of `connectivity` (analyses/multinet.py) when the input has secondary networks,
+    user-defined networks or KubeVirt VMs; None otherwise (the ordinary single-network list)."""
+    from microseg.analyses import multinet
+    from microseg.errors import UnsupportedFeature
+
+    objects = multinet.read_objects([*inventory_docs, *policy_docs])
+    namespaces = {name: dict(labels) for name, labels in found.namespaces}
+    if not multinet.applies(objects, found.workloads, namespaces):
+        return None
+    if fmt != "txt":
+        raise UnsupportedFeature(f"connectivity --format {fmt}", "the per-network sections of a multi-network input")
+    return multinet.render(objects, found.workloads, policies.netpols, policies.admin, namespaces=namespaces,
+                           secondary=found.secondary_networks, label_variants=variants, focus=focus)
 
 
 def _security_group_files(policy_paths: Sequence[Path]) -> dict[str, str]:
@@ -433,7 +465,8 @@ def _reading_notes(found: KubernetesResult, policies: PolicySet, skipped_docs: S
 
 
 _WORKLOAD_KINDS = frozenset({"Namespace", "Pod", "Service", "ServiceAccount", "Deployment", "ReplicaSet", "DaemonSet",
-                             "StatefulSet", "Job", "CronJob", "Ingress", "List"})
+                             "StatefulSet", "Job", "CronJob", "Ingress", "List", "VirtualMachine",
+                             "VirtualMachineInstance"})
 
 
 # -- posture (issue 5) ----------------------------------------------------------------------------------------------
@@ -462,12 +495,22 @@ def posture(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], *, br
         config = PostureConfig(broad_prefix=broad_prefix, broad_prefix6=broad_prefix6)
     except ValueError as exc:
         raise InputError(str(exc), field="--broad-prefix") from None
-    found, skipped_docs = _read_deployed_inventory(inventory_paths)
-    policies = read_policies(doc for path, display in discover(policy_paths) for doc in load_documents(path, display))
+    from microseg.analyses import multinet
+
+    inventory_docs: list[Document] = []
+    found, skipped_docs = _read_deployed_inventory(inventory_paths, inventory_docs)
+    policy_docs = [doc for path, display in discover(policy_paths) for doc in load_documents(path, display)]
+    policies = read_policies(policy_docs)
     for line in _reading_notes(found, policies, skipped_docs):
         notes(line)
     refused = sorted({a.kind for a in policies.admin} | {k for k, _ in policies.skipped if k in _POSTURE_REFUSED})
     if refused:
         raise UnsupportedFeature("posture", f"{', '.join(refused)} (only NetworkPolicy is evaluated)")
+    # Network isolation (user-defined networks, secondary networks, VMs) is modelled by `connectivity` only;
+    # posture would count pairs on different networks as reachable, so it refuses rather than mislead.
+    if multinet.applies(multinet.read_objects([*inventory_docs, *policy_docs]), found.workloads,
+                        {name: dict(labels) for name, labels in found.namespaces}):
+        raise UnsupportedFeature("posture", "user-defined or secondary networks and KubeVirt VMs (use "
+                                 "`microseg connectivity`, which evaluates each network)")
     variants = {name: [dict(v) for v in sets] for name, sets in found.label_variants.items()}
     return assess(policies.netpols, found.workloads, config, label_variants=variants)
