@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -191,3 +192,153 @@ def test_json_values_of_the_wrong_type_are_bad_lines(store: FlowStore, tmp_path:
     assert (report.lines, report.records, report.bad) == (4, 1, 3)
     assert {(b.line, b.field) for b in report.bad_samples} == {
         (2, "downstream_remote_address"), (3, "bytes_sent"), (4, "downstream_local_address")}
+
+
+# -- the DuckDB fast path (default TEXT format) against the Python reader ---------------------------
+
+def text_line(start: str = "2026-01-02T03:04:05.123Z", proto: str = "HTTP/1.1", flags: str = "-",
+              details: str = "via_upstream", term: str = "-", received: str = "10", sent: str = "20",
+              duration: str = "7", rid: str = "r-1", u_host: str = "127.0.0.1:8080",
+              cluster: str = "inbound|8080||", u_local: str = "127.0.0.1:40000", d_local: str = "10.1.0.2:8080",
+              d_remote: str = "10.1.0.1:45000") -> str:
+    """One line of Istio's default TEXT format."""
+    return (f'[{start}] "GET /api {proto}" 200 {flags} {details} {term} "-" {received} {sent} {duration} 5 "-" '
+            f'"curl/8.0 (x86_64)" "{rid}" "api:8080" "{u_host}" {cluster} {u_local} {d_local} {d_remote} '
+            "outbound_.8080_._.api.shop.svc.cluster.local default")
+
+
+def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *paths: Path) -> tuple[Any, Any]:
+    """(report, rows, files read in Python) through the fast path, then through the Python path alone."""
+    out = []
+    real_scan, real_file = envoy._scan, envoy._stage_file
+    for name, python_only in (("fast", False), ("python", True)):
+        read: list[str] = []
+
+        def spy(src: Any, index: int, batch: Any, read: list[str] = read) -> None:
+            read.append(src.path.name)
+            real_file(src, index, batch)
+
+        with monkeypatch.context() as m:
+            m.setattr(envoy, "_scan", (lambda *_a, **_k: None) if python_only else real_scan)
+            m.setattr(envoy, "_stage_file", spy)
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                # fmt: a file starting with a byte order mark is not detected
+                report = s.ingest(list(paths), fmt="envoy", bad_threshold=1.0)
+                got = rows(s)
+        out.append(((report.lines, report.records, report.bad, dict(report.skipped),
+                     [(Path(b.file).name, b.line, b.field, b.message, b.text) for b in report.bad_samples]),
+                    got, read))
+    return out[0], out[1]
+
+
+def test_fast_path_matches_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = tmp_path / "a.log"  # every line in the fast shape: read by DuckDB
+    a.write_text("\n".join([
+        text_line(d_remote="10.1.0.1:45001"),  # 1
+        # 2: the client's sidecar; the server's sidecar logged it too (b.log line 1): skipped
+        text_line(rid="r-2", cluster="outbound|8080||api.shop.svc.cluster.local", u_host="10.1.0.2:8080",
+                  u_local="10.1.0.22:45022", d_local="10.96.0.10:8080", d_remote="127.0.0.6:39000"),
+        # 3: REGISTRY_ONLY, no upstream chosen: the original destination; no byte counts
+        text_line(rid="-", cluster="BlackHoleCluster", u_host="-", u_local="-", d_local="93.184.216.34:443",
+                  d_remote="10.1.0.3:45003", received="-", sent="-"),
+        text_line(proto="HTTP/3", d_remote="10.1.0.4:45004"),  # 4: UDP
+        text_line(flags="DC,UAEX", d_remote="10.1.0.5:45005"),  # 5: ext_authz denial
+        text_line(term="rbac_access_denied_matched_policy[none]", d_remote="10.1.0.6:45006"),  # 6
+        text_line(start="2026-01-02T03:04:05Z", duration="-", d_remote="10.1.0.7:45007"),  # 7: no fraction
+        text_line(start="2026-01-02T03:04:05.123456789Z", d_remote="10.1.0.8:45008"),  # 8: cut to microseconds
+        "",  # 9
+        text_line(d_local="10.1.0.2:080", d_remote="10.1.0.10:45010"),  # 10: a port with a leading zero
+        text_line(cluster="foo", d_remote="10.1.0.11:45011"),  # 11: unknown side
+        text_line(rid="-", d_remote="10.1.0.12:45012"),  # 12: no request id (d.log.gz line 1 repeats it)
+        # 13: outbound, no upstream local address: the downstream peer is the source
+        text_line(rid="r-13", cluster="PassthroughCluster", u_host="10.2.0.5:9000", u_local="-",
+                  d_local="10.2.0.5:9000", d_remote="10.1.0.13:45013"),
+    ]) + "\n")
+    b = tmp_path / "b.log"  # a bad line, a zone offset and IPv6: read in Python from start to end
+    b.write_text("\n".join([
+        text_line(rid="r-2", d_remote="10.1.0.22:45022"),
+        text_line(d_remote="10.1.0.1:70000"),
+        text_line(start="2026-01-02T04:04:05.123+01:00", d_remote="10.1.1.2:45102"),
+        text_line(d_remote="[fd00::0001]:45103"),
+    ]) + "\n")
+    c = tmp_path / "c.log"  # a byte order mark: Python reads it into the first token, a bad time
+    c.write_bytes(b"\xef\xbb\xbf" + (text_line(d_remote="10.1.2.1:45201") + "\n" +
+                                     text_line(d_remote="10.1.2.2:45202") + "\n").encode())
+    d = tmp_path / "d.log.gz"
+    with gzip.open(d, "wt") as fh:
+        fh.write(text_line(rid="-", cluster="outbound|8080||api", u_host="10.1.0.2:8080", u_local="10.1.0.12:45012",
+                           d_local="10.96.0.10:8080", d_remote="127.0.0.6:39001") + "\n"
+                 + text_line(d_remote="10.1.3.1:45301") + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, a, b, c, d)
+    assert fast[2] == ["b.log", "c.log"]
+    assert python[2] == ["a.log", "b.log", "c.log", "d.log.gz"]
+    assert fast[:2] == python[:2]
+    report, got = fast[0], fast[1]
+    # by hand: 12 + 4 + 2 + 2 non-blank lines; a.log line 2 and d.log.gz line 1 skipped; 2 bad
+    assert report[:4] == (20, 16, 2, {"logged-by-both-sidecars": 2})
+    assert [sample[:3] for sample in report[4]] == [("b.log", 2, "downstream_remote_address"),
+                                                    ("c.log", 1, "start_time")]
+    t0, t1 = datetime(2026, 1, 2, 3, 4, 5, 123000), datetime(2026, 1, 2, 3, 4, 5, 130000)
+
+    def row(sport: int, *, src: str = "", dst: str = "10.1.0.2", dport: int = 8080, proto: str = "TCP",
+            action: str = "accept", start: datetime = t0, end: datetime = t1, nbytes: int | None = 30,
+            direction: str | None = "ingress") -> tuple[Any, ...]:
+        src = src or f"10.1.{sport // 100 % 10}.{sport % 100}"  # as the lines above spell it
+        return (src, dst, sport, dport, proto, action, 1, start, end, nbytes, None, False, direction)
+
+    assert got == {
+        row(45001), row(45003, dst="93.184.216.34", dport=443, action="reject", nbytes=None, direction="egress"),
+        row(45004, proto="UDP"), row(45005, action="reject"), row(45006, action="reject"),
+        row(45007, start=datetime(2026, 1, 2, 3, 4, 5), end=datetime(2026, 1, 2, 3, 4, 5)),
+        row(45008, start=datetime(2026, 1, 2, 3, 4, 5, 123456), end=datetime(2026, 1, 2, 3, 4, 5, 130456)),
+        row(45010, dport=80), row(45011, direction=None), row(45012),
+        row(45013, dst="10.2.0.5", dport=9000, direction="egress"),
+        row(45022), row(45102), row(45103, src="fd00::1"), row(45202), row(45301),
+    }
+
+
+def test_json_fast_path_matches_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_request_id = json.loads(istio_json(downstream_remote_address="10.1.5.7:45507"))
+    del no_request_id["request_id"]
+    no_request_id["x_request_id"] = "r-7"
+    j1 = tmp_path / "j1.json"  # every line read by DuckDB
+    j1.write_text("\n".join([
+        istio_json(downstream_remote_address="10.1.5.1:45501"),  # 1
+        istio_json(bytes_received="5", bytes_sent="-", duration=None, downstream_remote_address="10.1.5.2:45502"),
+        istio_json(response_flags="UAEX", downstream_remote_address="10.1.5.3:45503"),  # 3: denied
+        istio_json(upstream_cluster=None, downstream_remote_address="10.1.5.4:45504"),  # 4: unknown side
+        # 5: the client's sidecar, and 6: the server's sidecar, on the same request: 5 is skipped
+        istio_json(request_id="r-9", upstream_cluster="outbound|8080||api", upstream_host="10.1.0.2:8080",
+                   upstream_local_address="10.1.5.6:45506", downstream_local_address="10.96.0.1:8080",
+                   downstream_remote_address="127.0.0.6:1"),
+        istio_json(request_id="r-9", downstream_remote_address="10.1.5.6:45506"),  # 6
+        json.dumps(no_request_id),  # 7
+        json.dumps(json.loads(istio_json(downstream_remote_address="10.1.5.8:45508")), separators=(",", ":")),
+    ]) + "\n")
+    j2 = tmp_path / "j2.json"  # read in Python from start to end
+    j2.write_text("\n".join([
+        istio_json(bytes_sent=1.0),  # 1: not an integer
+        istio_json(response_flags=5, downstream_remote_address="10.1.6.3:45603"),  # 2: str(5) in Python
+        istio_json()[:-1] + ", }",  # 3: a trailing comma
+        istio_json(bytes_sent=float("nan")),  # 4: json.loads reads NaN as a float
+    ]) + "\n")
+    j3 = tmp_path / "j3.json"  # a repeated key (Python keeps the last, DuckDB the first): read in Python
+    j3.write_text(istio_json(downstream_remote_address="10.1.6.1:1")[:-1]
+                  + ', "downstream_remote_address": "10.1.6.1:45601"}\n')
+    fast, python = both_paths(tmp_path, monkeypatch, j1, j2, j3)
+    assert fast[2] == ["j2.json", "j3.json"]
+    assert python[2] == ["j1.json", "j2.json", "j3.json"]
+    assert fast[:2] == python[:2]
+    report, got = fast[0], fast[1]
+    assert report[:4] == (13, 9, 3, {"logged-by-both-sidecars": 1})
+    assert [sample[:3] for sample in report[4]] == [("j2.json", 1, "bytes_sent"), ("j2.json", 3, "json"),
+                                                    ("j2.json", 4, "bytes_sent")]
+    t0, t1 = datetime(2026, 1, 2, 3, 4, 5, 123000), datetime(2026, 1, 2, 3, 4, 5, 130000)
+
+    def row(sport: int, *, action: str = "accept", end: datetime = t1, nbytes: int = 30,
+            direction: str | None = "ingress") -> tuple[Any, ...]:
+        src = f"10.1.{sport // 100 % 10}.{sport % 100}"  # as the lines above spell it
+        return (src, "10.1.0.2", sport, 8080, "TCP", action, 1, t0, end, nbytes, None, False, direction)
+
+    assert got == {row(45501), row(45502, end=t0, nbytes=5), row(45503, action="reject"),
+                   row(45504, direction=None), row(45506), row(45507), row(45508), row(45601), row(45603)}

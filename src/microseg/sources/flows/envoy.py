@@ -34,11 +34,17 @@ only in custom formats) names a namespace and a *service account*, not a workloa
 workloads may share one account, so the reader cannot turn it into a workload hint without
 guessing; such records are resolved by address like the others. The SPIFFE ID is still validated
 (a malformed one is a bad line).
+
+Speed. Files of the default TEXT format are parsed and checked by DuckDB (see "DuckDB fast path"
+below); every other file, and any file with a line DuckDB cannot judge exactly, is read by the
+Python reader, which gives the same rows and reports bad lines.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
+import gzip
 import ipaddress
 import json
 import re
@@ -51,12 +57,16 @@ import duckdb
 from microseg.errors import InputError
 from microseg.sources.flows import (
     MAX_EPOCH_SECONDS,
+    STAGE_COLUMNS,
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
     iter_lines,
+    sql_list,
+    sql_str,
 )
 
 NAME = "envoy"
@@ -281,13 +291,18 @@ def _record(rec: Any, file_index: int) -> tuple[StageRow, tuple[Any, ...]]:
 
 
 class _Batch:
-    def __init__(self, writer: StageWriter, staged: Staged, options: ReaderOptions) -> None:
+    def __init__(self, writer: StageWriter, staged: Staged, options: ReaderOptions, *, dedupe: bool = True) -> None:
         self.writer, self.staged, self.options = writer, staged, options
+        # False: every row is written with its request id, and the fast path drops duplicates in SQL
+        self.dedupe = dedupe
         self.inbound: set[tuple[Any, ...]] = set()
         self.outbound: list[tuple[tuple[Any, ...], StageRow, SourceFile]] = []
 
     def add(self, row: StageRow, key: tuple[Any, ...], src: SourceFile) -> None:
-        if row.direction == "egress":
+        if not self.dedupe:
+            # json.dumps: an exact, tab- and newline-free spelling of the id (the staging file is TSV)
+            self.writer.write(row, None if key[0] is None else json.dumps(key[0]))
+        elif row.direction == "egress":
             self.outbound.append((key, row, src))
         else:
             if row.direction == "ingress":
@@ -334,26 +349,297 @@ def _stage_file(src: SourceFile, index: int, batch: _Batch) -> None:
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # parsed in Python and bulk-loaded through the staging file
     staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
-    writer = StageWriter(options.tmp_dir)
+    tag = f"_ms_envoy_{id(staged)}"
+    kinds = {i: kind for i, src in enumerate(files) if (kind := _kind(src)) is not None}
+    fast = _scan(con, files, tag, kinds) if kinds else None
+    writer = StageWriter(options.tmp_dir, extra={"rid": "VARCHAR"} if fast is not None else None)
     staged.cleanup.append(writer.path)
-    batch = _Batch(writer, staged, options)
+    batch = _Batch(writer, staged, options, dedupe=fast is None)
     done = False
     try:
         for index, src in enumerate(files):
+            if fast is not None and index not in fast:
+                continue  # every line of it is in the fast path's table
             try:
                 _stage_file(src, index, batch)
             except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
                 raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
         batch.finish()
+        writer.close()
+        if fast is not None:
+            staged.relations.append(_finish(con, tag, writer, staged, list(files)))
         done = True
     finally:
         writer.close()
-        if not done:  # the store never sees this Staged: remove the staging file here
+        if not done:  # the store never sees this Staged: remove the staging file and the fast path's table
             writer.path.unlink(missing_ok=True)
-    relation = writer.relation(list(files), time_unit=1_000_000)
-    relation.null_columns = frozenset({"packets", "tcp_flags", "src_workload", "dst_workload"})
-    staged.relations.append(relation)
+            if fast is not None:
+                con.execute(f"DROP TABLE IF EXISTS {tag}")
+    if fast is None:
+        relation = writer.relation(list(files), time_unit=1_000_000)
+        relation.null_columns = _NULL_COLUMNS
+        staged.relations.append(relation)
     staged.locate_bad = lambda _src: []  # every check the store repeats was made here
     return staged
+
+
+_NULL_COLUMNS = frozenset({"packets", "tcp_flags", "src_workload", "dst_workload"})
+
+
+# -- DuckDB fast path (Istio's default TEXT format) -----------------------------------------------
+#
+# Each line is read as one column and matched, in one regular expression, against the default
+# layout with every token in a shape where DuckDB's split is certainly _TOKEN's: single spaces
+# between tokens, printable ASCII, quoted tokens without '"' or '\\', bare tokens not starting with
+# '[' or '"', addresses IPv4:port (Python canonicalises IPv6), times in UTC ("Z"). The used values
+# are then typed and checked in SQL as _record does it. A file with any other non-empty line (a
+# format line, JSON, IPv6, a bad value, ...) is read whole in Python, which reports bad lines with
+# file:line, field and sample; so is the whole batch on invalid UTF-8 or an over-long line (DuckDB
+# rejects it; Python replaces it). A file whose first line is JSON or a format line, or that starts
+# with a byte order mark, is read in Python without trying (_python_only). The rows Python reads
+# are added to the table, and the logged-by-both-sidecars rule runs in SQL on all of them.
+
+_BARE = r"[!#-Z\\-~][!#-~]*"  # _TOKEN's \S+: printable ASCII without '"', not starting with '[' (never stripped)
+_WORD = r"[!#-\[\]-~]*"  # printable ASCII but space, '"' and '\'
+_QUOTED = r'"[ !#-\[\]-~]*"'  # _TOKEN's quoted token, without '"' or '\' inside
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_V4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"  # what ipaddress accepts and str() gives back unchanged
+_ADDR = rf"{_V4}:[0-9]+"
+# DEFAULT_LAYOUT token by token, in the shapes the fast path reads (no capture groups: RE2 then
+# matches with its fast automaton; the values are cut out with string_split, _FIELDS).
+_TOKENS = (
+    r"\[[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?Z\]",
+    f'"{_WORD} {_WORD} {_WORD}"',  # method, path, protocol: str.split(" ") gives three parts
+    _BARE, _BARE, _BARE, _BARE,  # code, flags, code details, termination details
+    _QUOTED, "(?:-|[0-9]+)", "(?:-|[0-9]+)", "(?:-|[0-9]+)", _BARE,  # bytes received, bytes sent, duration
+    _QUOTED, _QUOTED, _QUOTED, _QUOTED,  # x-forwarded-for, user agent, request id, authority
+    f'"(?:|-|{_ADDR})"', _BARE, f"(?:-|{_ADDR})", _ADDR, _ADDR,  # upstream host, cluster .. remote
+    _BARE, _BARE)
+_LINE = "^" + " ".join(_TOKENS) + "$"
+assert len(_TOKENS) == len(DEFAULT_LAYOUT)
+_TEXT_PARSE = "string_split(c0, '\"') AS q"
+
+
+# The values _record reads, from a line in the fast shape split at '"' (``q``): the parts alternate
+# between runs of bare tokens (' code flags details termination ', split again at ' ') and the
+# contents of quoted tokens. [YYYY-MM-DDTHH:MM:SS(.frac)Z] is the time (a TIMESTAMP cast takes the T).
+_FIELDS = {
+    "time": "substr(q[1], 2, 19)",
+    "frac": "CASE WHEN substr(q[1], 21, 1) = '.' THEN substr(q[1], 22, strlen(q[1]) - 24) ELSE '' END",
+    "protocol": "s2[3]", "flags": "s3[3]", "details": "s3[4]", "termination": "s3[5]", "received": "s5[2]",
+    "sent": "s5[3]", "duration": "s5[4]", "rid": "q[10]", "u_host": "q[14]", "cluster": "s15[2]",
+    "u_local": "s15[3]", "d_local": "s15[4]", "d_remote": "s15[5]",
+}
+
+
+# Istio's JSON encoding: a line that is one flat object of plain values (printable ASCII strings
+# without escapes, numbers, null, true, false; spaces only after ':' and ','), which json.loads and
+# DuckDB read alike, except that DuckDB keeps the first of repeated keys and Python the last: a line
+# with a repeated key is read in Python. Values are JSON text (``s.k::VARCHAR``, so that a string is
+# never cast back to JSON); those _record reads as strings must be strings or null, and the rest
+# of _record's checks follow in _checked_sql on the same columns as the TEXT format gives.
+_JSON_KEY = r'"[!#-\[\]-~]*"'
+_JSON_VALUE = r'(?:"[ !#-\[\]-~]*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|null|true|false)'
+_JSON_PAIR = f"{_JSON_KEY} ?: ?{_JSON_VALUE}"
+_JSON_LINE = rf"^\{{(?:{_JSON_PAIR}(?:, ?{_JSON_PAIR})*)?\}}$"
+_JSON_KEYS = ("start_time", "protocol", "response_flags", "response_code_details", "connection_termination_details",
+              "bytes_received", "bytes_sent", "duration", "request_id", "x_request_id", "upstream_host",
+              "upstream_cluster", "upstream_local_address", "downstream_local_address", "downstream_remote_address",
+              "downstream_peer_uri_san")
+_JSON_STRUCT = "{" + ", ".join(f'"{k}": "JSON"' for k in _JSON_KEYS) + "}"
+_JSON_PARSE = f"try(from_json(c0, '{_JSON_STRUCT}')) AS s, try(json_keys(c0)) AS k"
+_TIME_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?Z"
+
+
+def _json_fields_sql(parsed: str) -> str:
+    """_FIELDS of the JSON lines of ``parsed``; ``shaped`` also says that every value has the type
+    _record accepts and the shape the TEXT format's expression guarantees."""
+
+    def string(k: str) -> str:  # a string's content, '' for null or missing, NULL for another type
+        return (f"CASE WHEN {k} IS NULL OR {k} = 'null' THEN '' "
+                f"WHEN starts_with({k}, '\"') THEN substr({k}, 2, strlen({k}) - 2) END")
+
+    def number(k: str) -> str:  # _int: digits, '-' when absent, NULL for anything else
+        return (f"CASE WHEN {k} IS NULL OR {k} IN ('null', '\"\"', '\"-\"') THEN '-' "
+                f"WHEN regexp_full_match({k}, '\"?[0-9]+\"?') AND starts_with({k}, '\"') = ends_with({k}, '\"') "
+                f"THEN trim({k}, '\"') END")
+
+    addr = sql_str(_ADDR)
+    optional = sql_str(f"|-|{_ADDR}")
+    values = f"""
+  {string('start_time')} AS st, {string('protocol')} AS protocol, {string('response_flags')} AS flags,
+  {string('response_code_details')} AS details, {string('connection_termination_details')} AS termination,
+  {number('bytes_received')} AS received, {number('bytes_sent')} AS sent, {number('duration')} AS duration,
+  {string("CASE WHEN list_contains(k, 'request_id') THEN request_id ELSE x_request_id END")} AS rid,
+  {string('upstream_host')} AS u_host, nullif({string('upstream_cluster')}, '') AS cluster0,
+  {string('upstream_local_address')} AS u_local0, {string('downstream_local_address')} AS d_local,
+  {string('downstream_remote_address')} AS d_remote,
+  downstream_peer_uri_san IS NULL OR downstream_peer_uri_san IN ('null', '""', '"-"') AS no_san"""
+    checks = f"""coalesce(shaped AND len(k) = len(list_distinct(k)) AND regexp_full_match(st, {sql_str(_TIME_RE)})
+    AND protocol IS NOT NULL AND flags IS NOT NULL AND details IS NOT NULL AND termination IS NOT NULL
+    AND received IS NOT NULL AND sent IS NOT NULL AND duration IS NOT NULL AND rid IS NOT NULL
+    AND (cluster0 IS NOT NULL OR upstream_cluster IS NULL OR upstream_cluster IN ('null', '""'))
+    AND regexp_full_match(u_host, {optional}) AND regexp_full_match(u_local0, {optional})
+    AND regexp_full_match(d_local, {addr}) AND regexp_full_match(d_remote, {addr}) AND no_san, false)"""
+    return f"""
+SELECT fi, blank, {checks} AS shaped, substr(st, 1, 19) AS time,
+  CASE WHEN substr(st, 20, 1) = '.' THEN substr(st, 21, strlen(st) - 21) ELSE '' END AS frac,
+  protocol, flags, details, termination, received, sent, duration, rid, u_host, coalesce(cluster0, '-') AS cluster,
+  CASE WHEN u_local0 = '' THEN '-' ELSE u_local0 END AS u_local, d_local, d_remote
+FROM (
+SELECT fi, blank, shaped, k, upstream_cluster, {values}
+FROM (SELECT fi, blank, shaped, k, {', '.join(f's.{key}::VARCHAR AS {key}' for key in _JSON_KEYS)} FROM ({parsed})))"""
+
+
+def _fields_sql(parsed: str, kind: str) -> str:
+    """The values of _FIELDS of the lines in the fast shape of the relation ``parsed`` (_scan_sql)."""
+    if kind == "json":
+        return _json_fields_sql(parsed)
+    fields = ", ".join(f"{v} AS {k}" for k, v in _FIELDS.items())
+    runs = ", ".join(f"string_split(q[{i}], ' ') AS s{i}" for i in (2, 3, 5, 15))
+    return f"SELECT fi, blank, shaped, {fields} FROM (SELECT *, {runs} FROM ({parsed}))"
+
+
+def _kind(src: SourceFile) -> str | None:
+    """"text" or "json" by the first non-blank line; None: read in Python without trying the fast
+    path, as is a format line first, a file that starts with a UTF-8 byte order mark (DuckDB skips
+    it, Python keeps it as part of the first token: a bad line), or one that cannot be read (the
+    Python reader reports that)."""
+    try:
+        with gzip.open(src.path, "rb") if src.gzip else src.path.open("rb") as fh:
+            if fh.read(3) == codecs.BOM_UTF8:
+                return None
+        for _no, text in iter_lines(src):
+            if text.strip():
+                return "text" if text.startswith("[") else "json" if text.startswith("{") else None
+    except (OSError, EOFError):
+        return None
+    return None
+
+
+def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], tag: str,
+          kinds: dict[int, str]) -> set[int] | None:
+    """Parses the files of ``kinds`` ("text" / "json") into the table ``tag``; returns the indexes of
+    the files Python reads whole, or None (no table): the whole batch in Python."""
+    groups = [(n, kind, idx) for n, (kind, gz) in enumerate((k, g) for k in ("text", "json") for g in (0, 1))
+              if (idx := [i for i, f in enumerate(files) if int(f.gzip) == gz and kinds.get(i) == kind])]
+    parts = [_fields_sql(_scan_sql([files[i] for i in idx], idx, f"{tag}_e{n}", f"{tag}_s{n}", kind), kind)
+             for n, kind, idx in groups]
+    try:
+        # one statement: DuckDB computes a value that later expressions reference once per row
+        lines = "(" + " UNION ALL ".join(parts) + ")"
+        con.execute(f"CREATE TEMP TABLE {tag} AS {_checked_sql(lines)}")
+    except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+        named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
+        raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
+    rejected = 0
+    for n, *_ in groups:
+        got = con.execute(f"SELECT count(*) FROM {tag}_e{n}").fetchone()
+        rejected += int(got[0]) if got else 0
+        con.execute(f"DROP TABLE IF EXISTS {tag}_e{n}")
+        con.execute(f"DROP TABLE IF EXISTS {tag}_s{n}")
+    if rejected:  # invalid UTF-8 or an over-long line: Python replaces or reads it
+        con.execute(f"DROP TABLE {tag}")
+        return None
+    whole = {int(r[0]) for r in con.execute(f"SELECT DISTINCT file_index FROM {tag} WHERE NOT ok").fetchall()}
+    con.execute(f"DELETE FROM {tag} WHERE NOT ok OR file_index IN (SELECT file_index FROM {tag} WHERE NOT ok)")
+    return whole | (set(range(len(files))) - set(kinds))
+
+
+def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: str, scan: str, kind: str) -> str:
+    """Every line of ``files``: its file index, whether it is blank, whether it is in the fast shape
+    (_LINE), and then its parts between '"' (``q``); materialised by the caller (DuckDB inlines subqueries, so a
+    column referenced again in the next step would be computed again)."""
+    mapping = ", ".join(str(i) for i in indexes)
+    # nullstr: a value no line has, so that an empty line is '' and the delimiter \x01 gives c1.
+    # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
+    return f"""
+SELECT fi, blank, shaped, {_JSON_PARSE if kind == "json" else _TEXT_PARSE}
+FROM (
+SELECT fi, c0, coalesce(c0 = '' AND c1 IS NULL, false) AS blank,
+  coalesce(c1 IS NULL AND regexp_full_match(c0, {sql_str(_JSON_LINE if kind == "json" else _LINE)}), false) AS shaped
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
+  compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects}',
+  rejects_scan='{scan}')))"""
+
+
+def _checked_sql(parsed: str) -> str:
+    """The staging columns, ``rid`` (the request id as json.dumps spells it) and ``ok``: the row is
+    exactly what _record gives (else the file is read in Python); blank lines give no row."""
+    limit = 1 << 62
+    umax = (1 << 64) - 1
+
+    def num(k: str) -> str:  # _int: '-' is absent (NULL), digits beyond 1 << 62 are bad (-1)
+        return f"CASE WHEN {k} = '-' THEN NULL ELSE coalesce(TRY_CAST({k} AS HUGEINT), -1) END"
+
+    def port(a: str) -> str:  # _parse_endpoint: the digits after the last ':' (NULL: > 65535)
+        # (strpos and substr: split_part builds a list per row, several times slower)
+        return f"TRY_CAST(CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, strpos({a}, ':') + 1) END AS INTEGER)"
+
+    def ip(a: str) -> str:
+        return f"CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, 1, strpos({a}, ':') - 1) END"
+
+    side = ("CASE WHEN starts_with(cluster, 'outbound|') OR cluster IN ('PassthroughCluster', 'BlackHoleCluster') "
+            "THEN 'egress' WHEN starts_with(cluster, 'inbound|') OR starts_with(cluster, 'InboundPassthroughCluster') "
+            "THEN 'ingress' END")
+    # _denied: rbac_access_denied has no space, so it is in the joined details iff in one of them
+    denied = ("contains(details, 'rbac_access_denied') OR contains(termination, 'rbac_access_denied') "
+              "OR list_has_any(string_split(flags, ','), ['UAEX', 'RBAC']) OR cluster = 'BlackHoleCluster'")
+    # the client sidecar's own connection to the chosen pod when an outbound line names one
+    up = "direction = 'egress' AND u_host NOT IN ('', '-')"
+    return f"""
+SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t_end AS UBIGINT) AS t_end,
+  CASE WHEN {up} THEN coalesce({ip('u_local')}, {ip('d_remote')}) ELSE {ip('d_remote')} END AS src_ip,
+  CASE WHEN {up} THEN {ip('u_host')} ELSE {ip('d_local')} END AS dst_ip,
+  CASE WHEN {up} THEN coalesce({port('u_local')}, {port('d_remote')}) ELSE {port('d_remote')} END AS src_port,
+  CASE WHEN {up} THEN {port('u_host')} ELSE {port('d_local')} END AS dst_port,
+  CASE WHEN starts_with(upper(protocol), 'HTTP/3') THEN 17 ELSE 6 END AS proto,
+  TRY_CAST(CASE WHEN n_received IS NULL AND n_sent IS NULL THEN NULL
+    ELSE coalesce(n_received, 0) + coalesce(n_sent, 0) END AS UBIGINT) AS bytes,
+  NULL::UBIGINT AS packets, CASE WHEN {denied} THEN 'reject' ELSE 'accept' END AS action,
+  NULL::INTEGER AS tcp_flags, false AS is_reply, direction, NULL::VARCHAR AS src_workload,
+  NULL::VARCHAR AS dst_workload, 'OK' AS log_status, fi::INTEGER AS file_index,
+  CASE WHEN rid IN ('', '-') THEN NULL ELSE '"' || rid || '"' END AS rid,
+  coalesce(shaped AND t BETWEEN 0 AND {MAX_EPOCH_SECONDS * 1_000_000} AND t_end <= {umax}
+    AND coalesce(n_received, 0) BETWEEN 0 AND {limit} AND coalesce(n_sent, 0) BETWEEN 0 AND {limit}
+    AND coalesce(n_duration, 0) BETWEEN 0 AND {limit}
+    AND (u_host IN ('', '-') OR {port('u_host')} <= 65535) AND (u_local = '-' OR {port('u_local')} <= 65535)
+    AND {port('d_local')} <= 65535 AND {port('d_remote')} <= 65535, false) AS ok
+FROM (
+SELECT *, t + coalesce(n_duration, 0) * 1000 AS t_end
+FROM (
+SELECT *, {side} AS direction,
+  epoch_us(TRY_CAST(time AS TIMESTAMP))::HUGEINT
+    + TRY_CAST(rpad(left(frac, 6), 6, '0') AS HUGEINT) AS t,
+  {num('received')} AS n_received, {num('sent')} AS n_sent, {num('duration')} AS n_duration
+FROM {parsed} WHERE NOT blank))"""
+
+
+_STAGE_SQL = ", ".join(STAGE_COLUMNS)
+
+
+def _finish(con: duckdb.DuckDBPyConnection, table: str, writer: StageWriter, staged: Staged,
+            files: list[SourceFile]) -> StagedRelation:
+    """Adds the Python rows to the table, drops outbound lines whose request the server's sidecar
+    logged too (counted as skipped, as _Batch does) and returns the relation over the table."""
+    if writer.rows:
+        con.execute(f"INSERT INTO {table} SELECT {_STAGE_SQL}, rid, true FROM ({writer.relation(files, 1).sql})")
+    # _Batch's key: (request id or None, source, destination); None matches None, as in a Python set
+    same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM i.{c}" for c in
+                        ("rid", "src_ip", "src_port", "dst_ip", "dst_port"))
+    dups = (f"FROM {table} e WHERE e.direction = 'egress' AND EXISTS (SELECT 1 FROM {table} i "
+            f"WHERE i.direction = 'ingress' AND {same})")
+    for fi, n in con.execute(f"SELECT e.file_index, count(*) {dups} GROUP BY ALL").fetchall():
+        staged.skipped[(files[int(fi)].path, DUPLICATE)] += int(n)
+    con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT e.rowid {dups})")
+
+    def drop(c: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
+        c.execute(f"DROP TABLE IF EXISTS {table}")
+        return []
+
+    return StagedRelation(sql=f"SELECT {_STAGE_SQL} FROM {table}", files=files, time_unit=1_000_000,
+                          after_scan=drop, null_columns=_NULL_COLUMNS)
