@@ -377,3 +377,111 @@ def test_truncated_gzip_tsv_is_an_input_error(store: FlowStore, tmp_path: Path) 
         store.ingest([cut], fmt="zeek")
     assert err.value.file == str(cut.resolve())
     assert store.rows() == []
+
+
+def _conn(**changes: Any) -> dict[str, Any]:
+    return {**CONN, **changes}
+
+
+def test_json_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    nested = {k: v for k, v in CONN.items() if not k.startswith("id.")}
+    ident = {"orig_h": "10.0.0.1", "orig_p": 40004, "resp_h": "10.0.0.2", "resp_p": 5432}
+    dup_key = json.dumps(_conn(uid="J5", **{"id.orig_p": 40005, "id.resp_p": 80}))[:-1] + ', "id.resp_p": 5432}'
+    lines = [
+        json.dumps(_conn(uid="J1")),  # 1: SQL
+        json.dumps(_conn(uid="J2", ts="2026-01-02T04:00:00.250000+01:00", **{"id.orig_p": 40002})),  # 2: SQL, ISO
+        json.dumps(_conn(uid="J3", ts=1767322800250, **{"id.orig_p": 40003})),  # 3: JSON::TS_MILLIS
+        json.dumps({**nested, "uid": "J4", "id": ident}),  # 4: nested id: Python
+        dup_key,  # 5: id.resp_p 80, then 5432: json.loads keeps the last: Python
+        json.dumps(_conn(uid="J6", **{"id.orig_p": 40006}))[:-1] + ', "missed_bytes": NaN}',  # 6: Python reads NaN
+        json.dumps(_conn(uid="J7"))[:-1] + ', "missed_bytes": nan}',  # 7: not JSON to Python
+        json.dumps(_conn(uid="J8"))[:-1] + ",}",  # 8: a trailing comma, not JSON to Python
+        "  " + json.dumps(_conn(uid="J9", **{"id.orig_p": 40009})) + " ",  # 9: blanks around: Python
+        json.dumps(_conn(uid="J10", orig_pkts="3", **{"id.orig_p": "40010"})),  # 10: counts as strings
+        json.dumps(_conn(uid="J11", duration="0.5", **{"id.orig_p": 40011})),  # 11: duration as a string
+        json.dumps(_conn(uid="J1", **{"id.orig_p": 40012})),  # 12: uid J1 again: skipped
+        json.dumps({**nested, "uid": "J3", "id": ident}),  # 13: uid J3 again, on a Python line: skipped
+        json.dumps({**nested, "uid": "J14", "id": {**ident, "resp_p": 70000}}),  # 14: bad port, Python
+        json.dumps(_conn(uid="J16", orig_ip_bytes=None, **{"id.resp_p": 5433})),  # 15: bytes unknown
+        json.dumps(_conn(uid="J17", proto="unknown_transport", conn_state="OTH",
+                         **{"id.resp_h": "10.0.0.9", "id.resp_p": 80})),  # 16: protocol unknown
+        json.dumps(_conn(uid="J18", proto="unknown_transport", ip_proto=47, **{"id.resp_h": "10.0.0.3"})),  # 17
+        "",  # 18
+        "   ",  # 19
+    ]
+    path = write(tmp_path, lines, "conn.json")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+    report, got = fast
+    # written out by hand from the rules in zeek.py's docstring: 17 records, 12 read, 2 repeated uids, 3 bad
+    assert report[:4] == (17, 12, 3, {"duplicate-uid": 2})
+    assert [(line, field) for _, line, field, _, _ in report[4]] == [(7, "json"), (8, "json"), (14, "id.resp_p")]
+    start, end = datetime(2026, 1, 2, 3, 0, 0, 250000), datetime(2026, 1, 2, 3, 0, 0, 750000)
+    assert {(k[2], k[3], k[4]): v for k, v in got.items()} == {
+        # lines 1-6 and 9-11, every one 1200 bytes and 5 packets, client ports 40001-40011
+        ("10.0.0.2", 5432, "TCP"): (9, 10800, 45, start, end, 40001, 40011),
+        ("10.0.0.2", 5433, "TCP"): (1, None, 5, start, end, 40001, 40001),
+        ("10.0.0.9", 80, None): (1, 1200, 5, start, end, 40001, 40001),
+        ("10.0.0.3", 0, "IP-47"): (1, 1200, 5, start, end, 0, 0),
+    }
+
+
+def test_json_line_that_fails_a_check_in_sql_sends_the_batch_to_python(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines of the flat grammar that SQL does not keep (exponent form, impossible dates, booleans, a
+    backslash) are read - and reported - by the Python parser."""
+    plans: list[Any] = []
+    real = zeek._plan
+    monkeypatch.setattr(zeek, "_plan", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    def line(duration: str = "0.5", **changes: Any) -> str:
+        return json.dumps(_conn(uid="K1", **changes)).replace('"duration": 0.5', f'"duration": {duration}')
+
+    cases = [
+        (line("0.0000001"), "duration"),  # str(Decimal("0.0000001")) is "1E-7": not a number to _micros
+        (line(ts="2026-02-30T00:00:00Z"), "ts"),  # no 30 February
+        (line(**{"id.orig_p": True}), "id.orig_p"),  # a boolean is no count
+        (line(ts="1969-12-31T23:59:59Z"), "ts"),  # before 1970
+        (line(ts="0.0000000"), None),  # a string: _micros reads its digits, 0
+        (line("1.50"), None),  # Decimal("1.50"): 1.5 s exactly
+    ]
+    for n, (text, field) in enumerate(cases):
+        path = write(tmp_path, [json.dumps(_conn(uid="K0")), text], f"c{n}.json")
+        with FlowStore(tmp_path / f"s{n}" / "flows.duckdb") as s:
+            report = s.ingest([path], bad_threshold=1.0)
+            assert [(b.line, b.field) for b in report.bad_samples] == ([(2, field)] if field else [])
+            assert (report.lines, report.records) == (2, 1 if field else 2)
+    # the escaped line: its uid is unknown to SQL (and it is valid JSON to Python: "J\u0031" is "J1")
+    path = write(tmp_path, [json.dumps(_conn(uid="J1")), json.dumps(_conn(uid="J\\u0031")).replace("\\\\", "\\")],
+                 "esc.json")
+    with FlowStore(tmp_path / "esc" / "flows.duckdb") as s:
+        report = s.ingest([path], bad_threshold=1.0)
+        assert (report.lines, report.records, dict(report.skipped)) == (2, 1, {"duplicate-uid": 1})
+    # The 0.0000000 string and the 1.50 duration are read in SQL; every other case sends its batch to Python.
+    assert [p is None for p in plans] == [True, True, True, True, False, False, True]
+
+
+def test_json_fast_path_on_a_clean_file_reads_nothing_in_python(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [json.dumps({"_path": "conn", "ts": f"2026-01-02T03:{i // 60:02d}:{i % 60:02d}.5Z" if i % 2 else
+                         1767322800 + i, "uid": f"U{i}", "id.orig_h": f"10.0.0.{i % 7}", "id.orig_p": 40000 + i,
+                         "id.resp_h": f"10.0.1.{i % 5}", "id.resp_p": 443, "proto": "tcp", "duration": 0.25,
+                         "conn_state": "REJ" if i % 10 == 0 else "SF", "orig_pkts": 1, "orig_ip_bytes": 100 + i,
+                         "resp_pkts": 1, "resp_ip_bytes": 60, "tunnel_parents": []}) for i in range(200)]
+    path = write(tmp_path, lines[:150], "conn.json")
+    gz = tmp_path / "conn.json.gz"  # a rotated file, gzip: its own DuckDB scan
+    with gzip.open(gz, "wt") as fh:
+        fh.write("\n".join(lines[150:]) + "\n")
+    calls: list[Any] = []
+    real = zeek._stage_file
+    monkeypatch.setattr(zeek, "_stage_file", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with FlowStore(tmp_path / "s" / "flows.duckdb") as s:
+        report = s.ingest([path, gz])
+        assert (report.lines, report.records, report.bad) == (200, 200, 0)
+        assert sum(r["records"] for r in s.rows()) == 200
+        assert sum(r["bytes"] for r in s.rows()) == sum(100 + i + 60 for i in range(200))
+        assert {r["action"] for r in s.rows()} == {"accept", "reject"}
+        # 03:00:00 (i = 0) to 03:03:19.5 (i = 199, ISO with .5)
+        assert min(r["ts_start"] for r in s.rows()) == datetime(2026, 1, 2, 3, 0, 0)
+        assert max(r["ts_start_last"] for r in s.rows()) == datetime(2026, 1, 2, 3, 3, 19, 500000)
+    assert calls == []

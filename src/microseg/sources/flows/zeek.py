@@ -52,8 +52,11 @@ conn.log carries no workload identity: the hints stay empty and the addresses re
 Reading. TSV files whose header is one block at the top are parsed by DuckDB (see "DuckDB fast path"
 below), with the same checks as the Python parser; what SQL cannot decide exactly (IPv6 addresses,
 non-ASCII text, ISO times, repeated uids, a layout that changes inside a file) is read by the Python
-parser, which also reads JSON and names the line and field of every bad record. A test asserts that
-both paths give the same rows, counts and bad-line reports.
+parser, which names the line and field of every bad record. JSON files are parsed by DuckDB too
+("DuckDB fast path, JSON"): SQL keeps only the lines it is certain Python reads as the same good
+record; other lines go to the Python parser one by one, and a line that SQL parsed but that fails a
+check sends the batch to it. Tests assert that both paths give the same rows, counts and bad-line
+reports.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ import functools
 import ipaddress
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -284,6 +287,16 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     if plan is None:
         # Every check the store repeats after aggregation has been made here already.
         staged.locate_bad = lambda _src: []
+    elif plan.merged:
+        # JSON: the Python rows and the SQL rows in one relation, so that the store folds them into the
+        # same aggregates whichever path read a line (one flows row, as the Python reader alone gives).
+        python = staged.relations.pop()
+        after = plan.relations[-1].after_scan
+        staged.relations.append(StagedRelation(
+            sql=" UNION ALL BY NAME ".join(f"({r.sql})" for r in [*plan.relations, python]), files=list(files),
+            time_unit=1_000_000, after_scan=after, null_columns=_NULL_COLUMNS))
+        staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines,
+                                              max_samples=options.max_samples)
     else:
         staged.relations[:0] = plan.relations
         staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines,
@@ -407,7 +420,8 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 # and checked in SQL exactly as _record does it in Python. What SQL cannot decide exactly goes
 # through the Python path above, line by line:
 # - a file whose header is not one block at the top, or changes inside the file (rotated logs
-#   concatenated), or JSON: the whole batch is read in Python (rare; exact order for duplicates);
+#   concatenated): the whole batch is read in Python (rare; exact order for duplicates); JSON files
+#   have their own SQL (_json_raw_sql, _json_sql) and rules, below;
 # - "uncertain" lines: non-ASCII text (Python's str.isdigit and \d accept other digits), IPv6
 #   addresses (Python canonicalises and validates them), ISO ``ts`` values, counts beyond UBIGINT;
 # - every line whose uid occurs more than once in the batch: which copy is kept depends on the order
@@ -436,24 +450,40 @@ def _head(src: SourceFile) -> _Head | None:
     """The file's header block, when it is one block of ``#`` lines at the top naming the fields."""
     tsv = _Tsv()
     layout: set[str] = set()
+    any_header = False
     for n, (_no, text) in enumerate(iter_lines(src)):
         if n >= _HEAD_LINES:
             return None
         if not text.strip():
             continue
         if not text.startswith("#"):
+            if not any_header:
+                return _JSON_HEAD  # no header above the first record: JSON (a "#" line further on: see _plan)
             break
+        any_header = True
         tsv.header(text)
         if text.startswith(_LAYOUT_KEYS):
             layout.add(text)
+    if not any_header:
+        return _JSON_HEAD  # empty, or only blank lines
     if tsv.fields is None or len(tsv.separator) != 1:
         return None
     return _Head(tsv.separator, tsv.unset, tsv.empty, tuple(tsv.fields), frozenset(layout))
 
 
+def _drop(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> None:
+    for table in tables:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+# JSON files (no header): one group of their own, read by _json_raw_sql and _json_sql.
+_JSON_HEAD = _Head("", "", "", (), frozenset())
+
+
 @dataclass
 class _Plan:
     relations: list[StagedRelation]
+    merged: bool  # JSON in the batch: stage() scans these relations and the Python rows as one
     pending: dict[int, tuple[frozenset[str], frozenset[str]]]  # file index -> (uncertain lines, uids)
     done_lines: dict[Path, set[int]]
 
@@ -475,7 +505,26 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
     # One scan: the layout lines of every file, the uncertain lines, and the uids seen more than once.
     layout_line = " OR ".join(f"starts_with(line, {sql_str(k)})" for k in _LAYOUT_KEYS)
     parts = []
+    json_tables = {n: f"{tag}_{n}_json" for n, ((head, _gz), _idx) in enumerate(group_list) if head == _JSON_HEAD}
     for n, ((head, _gz), idx) in enumerate(group_list):
+        if head == _JSON_HEAD:
+            try:
+                con.execute(f"CREATE TEMP TABLE {json_tables[n]} AS "
+                            + _json_raw_sql([files[i] for i in idx], idx, (f"{tag}_{n}_err", f"{tag}_{n}_scan")))
+            except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+                _drop(con, json_tables.values())
+                named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
+                raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
+            sql = _json_sql(json_tables[n])
+            # The batch in Python: any "#" line (Python reads the lines after it as TSV), a line whose
+            # uid SQL cannot know (escapes), or a line of the flat grammar that fails a check here (its
+            # text is not kept; Python names the line and field). ``xuid``: every uid Python may read
+            # on an uncertain line.
+            parts.append(f"SELECT fi, CASE WHEN NOT uncertain THEN uid END AS uid, "
+                         f"CASE WHEN uncertain THEN line END AS xline, "
+                         f"CASE WHEN hdr OR unknown_uid OR (uncertain AND flat) THEN fi || chr(9) || '#' END AS hline, "
+                         f"CASE WHEN uncertain THEN xuids END AS xuid FROM ({sql})")
+            continue
         sql = _parsed_sql(head, [files[i] for i in idx], idx, (f"{tag}_{n}_err", f"{tag}_{n}_scan"))
         # A line of another shape that is not ASCII may be blank to Python (NBSP, NEL): "weird",
         # read in Python. "#" lines: the layout lines must be the header's.
@@ -494,6 +543,7 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
             """).fetchall()
     except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
         # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
+        _drop(con, json_tables.values())
         named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
         raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
     rejected = 0
@@ -503,6 +553,7 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         con.execute(f"DROP TABLE IF EXISTS {tag}_{n}_err")
         con.execute(f"DROP TABLE IF EXISTS {tag}_{n}_scan")
     if rejected:
+        _drop(con, json_tables.values())
         return None  # invalid UTF-8 or an over-long line: Python replaces or reads it
     dup_uids: set[str] = set()
     uncertain: dict[int, set[str]] = {}
@@ -510,12 +561,17 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         if hline is not None:
             where, _, line = str(hline).partition("\t")
             if line not in heads[int(where)].layout_lines:
-                return None  # the layout changes inside the file
+                _drop(con, json_tables.values())
+                return None  # the layout changes inside the file (JSON: see above)
         elif xline is not None:
             for fi in range(int(lo), int(hi) + 1):
                 uncertain.setdefault(fi, set()).add(str(xline))
-        elif xuid is not None or uid is not None:
-            dup_uids.add(str(xuid if xuid is not None else uid))  # an uncertain line's uid: both to Python
+        elif xuid is not None:
+            # An uncertain line's uid (JSON: all candidates, \x01-separated; a TSV uid never holds \x01,
+            # and if it did, splitting it only sends more lines to Python): both to Python.
+            dup_uids.update(str(xuid).split("\x01"))
+        elif uid is not None:
+            dup_uids.add(str(uid))
     pending: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
     if dup_uids or uncertain:
         for i in range(len(files)):
@@ -526,21 +582,26 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         con.execute(f"CREATE TEMP TABLE {dup_table} (uid VARCHAR)")
         con.executemany(f"INSERT INTO {dup_table} VALUES (?)", [[u] for u in sorted(dup_uids)])
     relations = []
-    for (head, _gz), idx in group_list:
+    for n, ((head, _gz), idx) in enumerate(group_list):
         where = "NOT hdr AND NOT uncertain"
         if dup_table is not None:
             where += f" AND (uid IS NULL OR uid NOT IN (SELECT uid FROM {dup_table}))"
-        sql = _parsed_sql(head, [files[i] for i in idx], idx, None)
+        if head == _JSON_HEAD:
+            sql = _json_sql(json_tables[n])
+        else:
+            sql = _parsed_sql(head, [files[i] for i in idx], idx, None)
         # file_index is the batch's file index (``fi``): every relation names all the batch's files.
         relations.append(StagedRelation(sql=_STAGE_SELECT + f" FROM ({sql}) WHERE {where}", files=list(files),
                                         time_unit=1_000_000, null_columns=_NULL_COLUMNS))
-    if dup_table is not None:
+    temp = [*json_tables.values(), *([dup_table] if dup_table is not None else [])]
+    if temp:
         def drop(c: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
-            c.execute(f"DROP TABLE IF EXISTS {dup_table}")
+            _drop(c, temp)
             return []
 
         relations[-1].after_scan = drop
-    return _Plan(relations=relations, pending=pending, done_lines={})
+    return _Plan(relations=relations, merged=any(head == _JSON_HEAD for head, _gz in groups),
+                 pending=pending, done_lines={})
 
 
 # The fields a record's staging row depends on, by their SQL alias.
@@ -648,3 +709,141 @@ SELECT TRY_CAST(ts_us AS UBIGINT) AS t_start, TRY_CAST(end_us AS UBIGINT) AS t_e
   CASE WHEN state NOT IN ({', '.join(sql_str(s) for s in sorted(_NO_HANDSHAKE))}) THEN false END AS is_reply,
   NULL::VARCHAR AS direction, NULL::VARCHAR AS src_workload, NULL::VARCHAR AS dst_workload,
   CASE WHEN ok THEN 'OK' ELSE '{_BAD_STATUS}' END AS log_status, fi::INTEGER AS file_index"""
+
+
+# -- DuckDB fast path, JSON -------------------------------------------------------------------------
+#
+# A JSON conn.log (no header line) is read by DuckDB too, with a one-sided rule: SQL keeps a line only
+# when it is certain that the Python parser reads it as the same good record. A line is certain when:
+# - it is one flat JSON object in the strict grammar (RFC 8259) that Python's json module accepts
+#   (``_FLAT_OBJECT``: no backslash, so a string's JSON text is its raw text; no nested object, so
+#   ``_flatten`` changes nothing; no NaN / Infinity and no trailing comma, which DuckDB's JSON reader
+#   accepts), and no key occurs twice (json.loads keeps the last, DuckDB's reader the first);
+# - numbers are read from their text: Python reads a JSON fraction as Decimal (``parse_float``) and
+#   _micros then reads ``str(Decimal)``, which switches to exponent form below 10^-6 ("0.0000001" is
+#   "1E-7", a bad line): only fractions whose str() is their text are read in SQL; integers as
+#   DuckDB gives them (exact up to 18 digits, which the patterns allow);
+# - ISO ``ts`` values: read in SQL when their fields are in range (Python's datetime.fromisoformat).
+# Other lines ("uncertain") are read by the Python parser, which reads them or reports them bad as
+# before: a line that is not in the flat grammar by its text (it is not kept in SQL), a line in the
+# grammar that fails a check here by sending the batch to Python (so that Python names its line and
+# field; such lines are the rare bad ones). Uids: a kept line's uid is exact; an uncertain line
+# contributes every ``"uid": "..."`` string on it (a superset of what Python reads), and a line with a
+# backslash anywhere, whose uid SQL cannot know, sends the batch to Python.
+
+_JWS = "[ \\t]*"  # JSON whitespace inside one line
+_JSTR = '"[^"\\\\\\x00-\\x1f]*"'  # no escapes, no raw control characters (json.loads rejects them)
+_JNUM = "-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][-+]?[0-9]+)?"
+_JSCALAR = f"({_JSTR}|{_JNUM}|true|false|null)"
+_JVALUE = f"({_JSCALAR}|\\[{_JWS}({_JSCALAR}({_JWS},{_JWS}{_JSCALAR})*)?{_JWS}\\])"
+_JPAIR = f"{_JSTR}{_JWS}:{_JWS}{_JVALUE}"
+_FLAT_OBJECT = f"\\{{{_JWS}({_JPAIR}({_JWS},{_JWS}{_JPAIR})*)?{_JWS}\\}}"
+# A number as _micros reads it from a JSON integer, a JSON fraction whose str(Decimal) is its text, or a
+# string of ASCII digits (quotes included).
+_JSECONDS = '0|[1-9][0-9]*|[1-9][0-9]*\\.[0-9]+|0\\.[0-9]{0,5}[1-9][0-9]*|"[0-9]+(\\.[0-9]+)?"'
+_JCOUNT = '[0-9]{1,18}|"[0-9]{1,18}"'  # _count: a JSON integer or a string of digits (18: sums fit UBIGINT)
+_ISO_SQL = ("[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+            "(\\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
+
+
+def _value(key: str) -> str:
+    """A constant pattern: the raw value of the first occurrence of ``key`` on a _FLAT_OBJECT line (a string,
+    a number or literal, or "[" for an array); the line is certain only when no used key is repeated."""
+    return sql_str(f'"{re.escape(key)}"{_JWS}:{_JWS}("[^"]*"|[^,}}\\] \\t\\[]+|\\[)')
+
+
+_JSON_KEYS = {"ts": "ts", "uid": "uid", "oh": "id.orig_h", "op": "id.orig_p", "rh": "id.resp_h",
+              "rp": "id.resp_p", "proto": "proto", "ipp": "ip_proto", "state": "conn_state", "dur": "duration",
+              "ob": "orig_ip_bytes", "rb": "resp_ip_bytes", "opk": "orig_pkts", "rpk": "resp_pkts"}
+
+
+def _json_raw_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
+    """Every line of ``files`` (JSON), materialised (DuckDB inlines subquery columns, so every further
+    reference to a value would extract it again): ``fi``, ``hdr`` ("#" line), ``unknown_uid``, ``odd``
+    (NULL on a line of the flat grammar without a repeated key, else its ``line`` and ``xuids``), and the
+    raw value ``j_<alias>`` of every used key (NULL when absent or null)."""
+    # Values: strings and integers as DuckDB's JSON reader gives them (one parse per line; without
+    # escapes a string's JSON text is its raw text), ``ts`` and ``duration`` from their raw text, as
+    # Python reads a fraction's digits (DuckDB's reader rounds it to a double).
+    paths = "[" + ", ".join(sql_str(f'$."{k}"') for k in _JSON_KEYS.values()) + "]"
+    raw = ", ".join(f"nullif(nullif(regexp_extract(c0, {_value(_JSON_KEYS[a])}, 1), ''), 'null') AS j_{a}"
+                    for a in ("ts", "dur"))
+    # No key twice (json.loads keeps the last, DuckDB's reader and the patterns the first).
+    no_repeat = "len(json_keys(c0)) = list_unique(json_keys(c0))"
+    uid_any = sql_str(f'"uid"{_JWS}:{_JWS}"([^"]*)"')
+    mapping = ", ".join(str(i) for i in indexes)
+    compression = "gzip" if files[0].gzip else "none"
+    # nullstr: a value no line has; a line with \x01 (the delimiter) has c1 and is uncertain, and its
+    # uid unknown. DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does.
+    return f"""
+SELECT fi, starts_with(c0, '#') AS hdr, contains(c0, '\\') OR c1 IS NOT NULL AS unknown_uid,
+  CASE WHEN c1 IS NULL AND regexp_full_match(c0, {sql_str(_FLAT_OBJECT)}) AND {no_repeat}
+    THEN struct_pack(j := json_extract(c0, {paths})::VARCHAR[], line := NULL::VARCHAR, xuids := NULL::VARCHAR)
+    ELSE struct_pack(j := NULL::VARCHAR[], line := c0,
+      xuids := nullif(array_to_string(regexp_extract_all(c0, {uid_any}, 1), chr(1)), '')) END AS v, {raw}
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
+  compression='{compression}', store_rejects=true, rejects_table='{rejects[0]}', rejects_scan='{rejects[1]}')
+)"""
+
+
+def _json_sql(table: str) -> str:
+    """The lines of ``table`` (_json_raw_sql): its columns, ``uncertain`` (see above), ``uid`` and the
+    values _STAGE_SELECT reads."""
+
+    def text(a: str) -> str:  # a string value's content, else NULL
+        return f"CASE WHEN starts_with(j_{a}, '\"') THEN substr(j_{a}, 2, strlen(j_{a}) - 2) END"
+
+    def count(a: str) -> str:
+        return (f"CASE WHEN regexp_full_match(j_{a}, {sql_str(_JCOUNT)}) "
+                f"THEN CAST(replace(j_{a}, '\"', '') AS HUGEINT) END")
+
+    def micros(x: str) -> str:  # as in _parsed_sql, on checked text (at most 15 digits before the point)
+        whole = f"split_part({x}, '.', 1)"
+        return (f"CASE WHEN strlen({whole}) > 15 THEN {_TOO_LATE} "
+                f"ELSE CAST(CAST(left({x}, strlen({whole}) + 7) AS DECIMAL(22, 6)) * 1000000 AS HUGEINT) END")
+
+    def seconds(a: str) -> str:
+        unquoted = f"replace(j_{a}, chr(34), '')"
+        return f"CASE WHEN regexp_full_match(j_{a}, {sql_str(_JSECONDS)}) THEN {micros(unquoted)} END"
+
+    iso = text("ts")
+    zone = f"right({iso}, 6)"
+    iso_us = (f"CASE WHEN regexp_full_match({iso}, {sql_str(_ISO_SQL)}) AND TRY_CAST(left({iso}, 10) AS DATE) "
+              f"IS NOT NULL THEN epoch_us(CAST(left({iso}, 19) AS TIMESTAMP)) "
+              f"- CASE WHEN ends_with({iso}, 'Z') THEN 0 ELSE (CASE WHEN starts_with({zone}, '-') THEN -1 ELSE 1 END) "
+              f"* (CAST(substr({zone}, 2, 2) AS BIGINT) * 3600 + CAST(substr({zone}, 5, 2) AS BIGINT) * 60) "
+              f"* 1000000 END + CASE WHEN substr({iso}, 20, 1) = '.' THEN CAST(rpad(left(regexp_extract({iso}, "
+              f"'\\.([0-9]+)', 1), 6), 6, '0') AS BIGINT) ELSE 0 END END")
+    ts = (f"CASE WHEN regexp_full_match(j_ts, '[0-9]{{12,18}}') AND CAST(j_ts AS HUGEINT) >= {_MILLIS_FROM} "
+          f"THEN CAST(j_ts AS HUGEINT) * 1000 WHEN contains(coalesce({iso}, ''), 'T') THEN {iso_us} "
+          f"ELSE {seconds('ts')} END")
+    states = ", ".join(sql_str(s) for s in sorted(_STATES))
+    protos = "CASE " + text("proto") + " " + " ".join(
+        f"WHEN {sql_str(p)} THEN {n_}" for p, n_ in sorted(_PROTOS.items())) + " END"
+    max_us = MAX_EPOCH_SECONDS * 1_000_000
+    # Every check of _record that a kept line must pass; NULL counts as failed.
+    certain = f"""coalesce(flat AND j_ts IS NOT NULL AND j_op IS NOT NULL AND j_rp IS NOT NULL AND j_proto IS NOT NULL
+    AND state IN ({states}) AND regexp_full_match(oh, '{_IPV4}') AND regexp_full_match(rh, '{_IPV4}')
+    AND op_n <= 65535 AND rp_n <= 65535 AND proto_ok AND ts_us <= {max_us} AND ts_us >= 0
+    AND (j_dur IS NULL OR dur_us IS NOT NULL) AND end_us <= {max_us}
+    AND (j_ob IS NULL OR ob_n IS NOT NULL) AND (j_rb IS NULL OR rb_n IS NOT NULL)
+    AND (j_opk IS NULL OR opk_n IS NOT NULL) AND (j_rpk IS NULL OR rpk_n IS NOT NULL), false)"""
+    return f"""
+SELECT *, true AS ok, NOT hdr AND NOT {certain} AS uncertain
+FROM (
+SELECT *, ts_us + coalesce(dur_us, 0) AS end_us,
+  CASE WHEN j_ipp IS NOT NULL THEN ipp_n WHEN {text('proto')} = 'unknown_transport' THEN NULL
+    ELSE {protos} END AS proto_n,
+  CASE WHEN j_ipp IS NOT NULL THEN coalesce(ipp_n <= 255, false)
+    ELSE {text('proto')} = 'unknown_transport' OR {protos} IS NOT NULL END AS proto_ok
+FROM (
+SELECT *, {ts} AS ts_us, CASE WHEN j_dur IS NOT NULL THEN {seconds('dur')} END AS dur_us,
+  {count('op')} AS op_n, {count('rp')} AS rp_n, {count('ob')} AS ob_n, {count('rb')} AS rb_n,
+  {count('opk')} AS opk_n, {count('rpk')} AS rpk_n, {count('ipp')} AS ipp_n,
+  {text('state')} AS state, {text('oh')} AS oh, {text('rh')} AS rh, nullif({text('uid')}, '') AS uid
+FROM (SELECT fi, hdr, unknown_uid, j_ts, j_dur, v.j IS NOT NULL AS flat, v.line AS line, v.xuids AS xuids,
+  {', '.join(f"nullif(v.j[{i}], 'null') AS j_{a}" for i, a in enumerate(_JSON_KEYS, 1) if a not in ("ts", "dur"))}
+  FROM {table})))"""
