@@ -1,10 +1,11 @@
 #!/bin/sh
 # Install the Debian packages the nftables tests need: `nft` (package nftables) to check generated
 # rulesets with `nft -c -f` and to load them into test namespaces, and `ip` (package iproute2) to build
-# the network namespaces, veth pairs and router of the live twin test.
+# the network namespaces, veth pairs and router of the live twin test; and a Java 17 runtime (package
+# openjdk-17-jre-headless), which PySpark needs for the DuckDB-vs-Spark mapping test (`--engine spark`).
 #
 # Idempotent: a package whose command is already on PATH is not touched, and when both are there the
-# script changes nothing and does not call apt at all. It only ever installs these two packages,
+# script changes nothing and does not call apt at all. It only ever installs these packages,
 # without recommended extras. Installing needs root (CI runs as root); without root it says what to
 # run instead and fails.
 #   usage: scripts/install-system-deps.sh        (the Makefile's test target runs it)
@@ -17,9 +18,10 @@ export PATH
 missing=""
 command -v nft >/dev/null 2>&1 || missing="$missing nftables"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
 
 if [ -z "$missing" ]; then
-    echo "install-system-deps: nft and ip already installed; nothing to do"
+    echo "install-system-deps: nft, ip and java already installed; nothing to do"
     exit 0
 fi
 
