@@ -86,6 +86,14 @@ from microseg.sources.flows import (
     sql_str,
 )
 from microseg.sources.flows.hubble import workload_from_pod
+from microseg.sources.flows.sqlpath import (
+    IPV4_PATTERN,
+    SCAN_ERRORS,
+    count_rejects,
+    drop_after_scan,
+    drop_both_ends,
+    scan_error,
+)
 
 NAME = "calico"
 
@@ -489,7 +497,6 @@ _NULL_COLUMNS = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
 _FAST_KEYS = ("start_time", "end_time", "action", "reporter", "proto", "source_type", "dest_type",
               "source_name_aggr", "dest_name_aggr", "source_namespace", "dest_namespace", "source_port",
               "dest_port", "source_ip", "dest_ip", "bytes_in", "bytes_out", "packets_in", "packets_out")
-_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}"
 # What str.strip() removes from an ASCII line; a line with other (non-ASCII) blanks around its
 # document does not start with "{" after this trim, and its file is read in Python.
 _WS = " \t\n\v\f\r\x1c\x1d\x1e\x1f"
@@ -516,16 +523,10 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
              for n, ((_gz, columns), idx) in enumerate(groups.items())]
     try:
         con.execute(f"CREATE TEMP TABLE {tag}_p AS {' UNION ALL '.join(step[0] for step in steps)}")
-    except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
-        named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
-        raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
-    rejected = 0
-    for n in range(len(steps)):
-        got = con.execute(f"SELECT count(*) FROM {tag}_e{n}").fetchone()
-        rejected += int(got[0]) if got else 0
-        con.execute(f"DROP TABLE IF EXISTS {tag}_e{n}")
-        con.execute(f"DROP TABLE IF EXISTS {tag}_s{n}")
-    if rejected:  # invalid UTF-8 or an over-long line: Python replaces or reads it
+    except SCAN_ERRORS as exc:
+        raise scan_error(exc, files) from exc
+    # invalid UTF-8 or an over-long line: Python replaces or reads it
+    if count_rejects(con, ((f"{tag}_e{n}", f"{tag}_s{n}") for n in range(len(steps)))):
         con.execute(f"DROP TABLE {tag}_p")
         return None
     con.execute(f"CREATE TEMP TABLE {tag} AS {steps[0][1].replace('__SOURCE_TABLE__', tag + '_p')}")
@@ -581,19 +582,9 @@ def _finish(con: duckdb.DuckDBPyConnection, fast: _Fast, writer: StageWriter, st
         con.execute(f"INSERT INTO {table} SELECT {columns}, NULL FROM ({writer.relation(files, 1).sql})")
     got = con.execute(f"SELECT count(*) FROM {table} WHERE direction = 'egress'").fetchone()
     if got and got[0]:
-        same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM i.{c}" for c in _KEY_COLUMNS)
-        dups = (f"FROM {table} e WHERE e.direction = 'egress' AND EXISTS (SELECT 1 FROM {table} i "
-                f"WHERE i.direction = 'ingress' AND {same})")
-        for fi, n in con.execute(f"SELECT e.file_index, count(*) {dups} GROUP BY ALL").fetchall():
-            staged.skipped[(files[int(fi)].path, DUPLICATE)] += int(n)
-        con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT e.rowid {dups})")
-
-    def drop(c: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
-        c.execute(f"DROP TABLE IF EXISTS {table}")
-        return []
-
-    return StagedRelation(sql=f"SELECT {columns} FROM {table}", files=files, time_unit=1, after_scan=drop,
-                          null_columns=_NULL_COLUMNS)
+        drop_both_ends(con, table, _KEY_COLUMNS, files, staged, DUPLICATE)
+    return StagedRelation(sql=f"SELECT {columns} FROM {table}", files=files, time_unit=1,
+                          after_scan=drop_after_scan([table]), null_columns=_NULL_COLUMNS)
 
 
 def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str],
@@ -629,7 +620,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     def address(ip: str, name: str) -> str:  # NULL: not certain (IPv6, or bad)
         return (f"CASE WHEN {absent(ip)} THEN CASE WHEN {name} = '\"pub\"' THEN {sql_str(PUBLIC_PLACEHOLDER)} "
                 f"ELSE {sql_str(PRIVATE_PLACEHOLDER)} END "
-                f"WHEN {is_str(ip)} AND regexp_full_match({text(ip)}, '{_IPV4}') THEN {text(ip)} END")
+                f"WHEN {is_str(ip)} AND regexp_full_match({text(ip)}, '{IPV4_PATTERN}') THEN {text(ip)} END")
 
     def base(name: str) -> str:
         # workload_hint's workload; regexp_extract gives '' when the pattern does not match, and

@@ -68,6 +68,7 @@ from microseg.sources.flows import (
     sql_list,
     sql_str,
 )
+from microseg.sources.flows.sqlpath import SCAN_ERRORS, count_rejects, drop_after_scan, drop_both_ends, scan_error
 
 NAME = "envoy"
 
@@ -530,16 +531,10 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], tag: str,
         # one statement: DuckDB computes a value that later expressions reference once per row
         lines = "(" + " UNION ALL ".join(parts) + ")"
         con.execute(f"CREATE TEMP TABLE {tag} AS {_checked_sql(lines)}")
-    except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
-        named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
-        raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
-    rejected = 0
-    for n, *_ in groups:
-        got = con.execute(f"SELECT count(*) FROM {tag}_e{n}").fetchone()
-        rejected += int(got[0]) if got else 0
-        con.execute(f"DROP TABLE IF EXISTS {tag}_e{n}")
-        con.execute(f"DROP TABLE IF EXISTS {tag}_s{n}")
-    if rejected:  # invalid UTF-8 or an over-long line: Python replaces or reads it
+    except SCAN_ERRORS as exc:
+        raise scan_error(exc, files) from exc
+    # invalid UTF-8 or an over-long line: Python replaces or reads it
+    if count_rejects(con, ((f"{tag}_e{n}", f"{tag}_s{n}") for n, *_ in groups)):
         con.execute(f"DROP TABLE {tag}")
         return None
     whole = {int(r[0]) for r in con.execute(f"SELECT DISTINCT file_index FROM {tag} WHERE NOT ok").fetchall()}
@@ -629,17 +624,6 @@ def _finish(con: duckdb.DuckDBPyConnection, table: str, writer: StageWriter, sta
     if writer.rows:
         con.execute(f"INSERT INTO {table} SELECT {_STAGE_SQL}, rid, true FROM ({writer.relation(files, 1).sql})")
     # _Batch's key: (request id or None, source, destination); None matches None, as in a Python set
-    same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM i.{c}" for c in
-                        ("rid", "src_ip", "src_port", "dst_ip", "dst_port"))
-    dups = (f"FROM {table} e WHERE e.direction = 'egress' AND EXISTS (SELECT 1 FROM {table} i "
-            f"WHERE i.direction = 'ingress' AND {same})")
-    for fi, n in con.execute(f"SELECT e.file_index, count(*) {dups} GROUP BY ALL").fetchall():
-        staged.skipped[(files[int(fi)].path, DUPLICATE)] += int(n)
-    con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT e.rowid {dups})")
-
-    def drop(c: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
-        c.execute(f"DROP TABLE IF EXISTS {table}")
-        return []
-
+    drop_both_ends(con, table, ("rid", "src_ip", "src_port", "dst_ip", "dst_port"), files, staged, DUPLICATE)
     return StagedRelation(sql=f"SELECT {_STAGE_SQL} FROM {table}", files=files, time_unit=1_000_000,
-                          after_scan=drop, null_columns=_NULL_COLUMNS)
+                          after_scan=drop_after_scan([table]), null_columns=_NULL_COLUMNS)

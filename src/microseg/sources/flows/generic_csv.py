@@ -77,7 +77,7 @@ from microseg.sources.flows import (
     sql_list,
     sql_str,
 )
-from microseg.sources.flows.nfdump import IPV4_SQL, IPV6_SQL
+from microseg.sources.flows.sqlpath import SCAN_ERRORS, address_sql, count_rejects, scan_error
 
 NAME = "csv"
 
@@ -417,14 +417,10 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         err = (f"{tag}_{n}_err", f"{tag}_{n}_scan")
         try:
             rows = con.execute(_uncertain_sql(columns, [files[i] for i in idx], idx, gz, skip, err)).fetchall()
-            got = con.execute(f"SELECT count(*) FROM {err[0]}").fetchone()
-        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+        except SCAN_ERRORS as exc:
             # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
-            named = [str(files[i].path) for i in idx if str(files[i].path) in str(exc)] or [str(files[idx[0]].path)]
-            raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
-        for t in err:
-            con.execute(f"DROP TABLE IF EXISTS {t}")
-        if got and got[0]:
+            raise scan_error(exc, [files[i] for i in idx], fallback=1) from exc
+        if count_rejects(con, [err]):
             plan.python.update(idx)  # invalid UTF-8 or an over-long line: Python replaces or reads it
             continue
         texts: dict[int, set[str]] = {}
@@ -510,12 +506,6 @@ WHERE c0 IS NOT NULL AND NOT (c1 IS NULL AND c0 < '!' AND regexp_full_match(c0, 
 )))"""
 
 
-def address(x: str) -> str:
-    """SQL: ``x`` is an address ipaddress.ip_address accepts (the nfdump reader's patterns)."""
-    return (f"CASE WHEN contains({x}, ':') THEN regexp_full_match({x}, '{IPV6_SQL}') "
-            f"ELSE regexp_full_match({x}, '{IPV4_SQL}') END")
-
-
 def _stage_sql(scan: str) -> str:
     """The staging rows of the lines of ``scan`` that are not uncertain, checked as _record checks them."""
     def digits(x: str) -> str:  # str.isdigit() and isascii()
@@ -539,7 +529,7 @@ def _stage_sql(scan: str) -> str:
     ported = "pr_n IN (6, 17, 132)"
     space = r"[\t\n\v\f\r \x1c-\x1f]"
     checks = [
-        "shape", address("v_src_ip"), address("v_dst_ip"), "pr_n <= 255",
+        "shape", address_sql("v_src_ip"), address_sql("v_dst_ip"), "pr_n <= 255",
         f"CASE WHEN v_dst_port <> '' THEN {digits('v_dst_port')} AND dp_n <= 65535 ELSE NOT {ported} END",
         f"(v_src_port = '' OR {digits('v_src_port')} AND sp_n <= 65535)",
         "(v_start = '' OR start_us IS NOT NULL)", "(v_end = '' OR end_us IS NOT NULL)",

@@ -85,6 +85,7 @@ from microseg.sources.flows import (
     sql_list,
     sql_str,
 )
+from microseg.sources.flows.sqlpath import SCAN_ERRORS, address_sql, count_rejects, scan_error
 
 NAME = "nfdump"
 
@@ -408,7 +409,6 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], zone: tzinfo,
 # file in Python to name line and field.
 
 _BAD_STATUS = "(bad)"
-_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}"
 _HEAD_LINES = 64
 _TAIL_BYTES = 1 << 16
 _LINE_DELIM = "\x01\x02\x03\x04"  # DuckDB's longest delimiter; a line holding it goes to Python
@@ -491,14 +491,10 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         trailer = sorted({t for i in idx for t in tails[i]})
         try:
             rows = con.execute(_special_sql([files[i] for i in idx], idx, gz, trailer, err)).fetchall()
-            got = con.execute(f"SELECT count(*) FROM {err[0]}").fetchone()
-        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+        except SCAN_ERRORS as exc:
             # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
-            named = [str(files[i].path) for i in idx if str(files[i].path) in str(exc)] or [str(files[idx[0]].path)]
-            raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
-        for t in err:
-            con.execute(f"DROP TABLE IF EXISTS {t}")
-        if got and got[0]:
+            raise scan_error(exc, [files[i] for i in idx], fallback=1) from exc
+        if count_rejects(con, [err]):
             plan.python.update(idx)  # invalid UTF-8 or an over-long line: Python replaces or reads it
             continue
         for fi, text, wide, count in rows:
@@ -566,27 +562,6 @@ WHERE c1 IS NOT NULL OR strlen(c0) <> length(c0) OR contains(c0, 'Summary') OR c
 GROUP BY ALL"""
 
 
-def _ipv6_pattern() -> str:
-    """The IPv6 texts ``ipaddress.IPv6Address`` accepts (Python 3.11 ``_ip_int_from_string``): eight
-    hextets of 1-4 hex digits, or fewer around one ``::`` that stands for at least one, the last two
-    possibly written as an IPv4 address, and an optional ``%scope`` (RFC 4007) that is not empty."""
-    h = "[0-9A-Fa-f]{1,4}"
-
-    def run(k: int) -> str:
-        return "" if k == 0 else f"{h}(:{h}){{{k - 1}}}"
-
-    forms = [f"({h}:){{7}}{h}", f"({h}:){{6}}{_IPV4}"]
-    for left in range(8):
-        for right in range(8 - left):
-            forms.append(f"{run(left)}::{run(right)}")
-            if left + right + 2 <= 7:
-                forms.append(f"{run(left)}::{f'({h}:){{{right}}}' if right else ''}{_IPV4}")
-    return f"({'|'.join(forms)})(%[^%]+)?"
-
-
-_IPV6 = _ipv6_pattern()
-# The address patterns, for other readers' SQL (generic_csv).
-IPV4_SQL, IPV6_SQL = _IPV4, _IPV6
 
 
 def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: Sequence[int], gz: bool,
@@ -652,12 +627,6 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
     def checked(*aliases: str) -> list[str]:
         return [digits(a) for a in aliases if a in has]
 
-    def address(x: str) -> str:
-        # ipaddress.ip_address: dotted quad without leading zeros, or IPv6 (the store writes it in
-        # RFC 5952 form, as str() does here in Python).
-        return (f"CASE WHEN contains({x}, ':') THEN regexp_full_match({x}, '{_IPV6}') "
-                f"ELSE regexp_full_match({x}, '{_IPV4}') END")
-
     max_us = MAX_EPOCH_SECONDS * 1_000_000
     names = "MAP {" + ", ".join(f"{sql_str(k)}: {p}" for k, p in sorted(_PROTOS.items()) if not k.isdigit()) + "}"
     flag_bits = {size: " + ".join(f"CASE WHEN substr(flg, {k + 1}, 1) <> '.' THEN {1 << (size - 1 - k)} ELSE 0 END"
@@ -669,7 +638,7 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
     if {"ts", "sa", "da", "pr", "sp", "dp"} <= has:
         end = "te_us" if "te" in has else f"ts_us + {micros('td')}" if "td" in has else "ts_us"
         checks = [f"ts_us BETWEEN 0 AND {max_us}", f"end_us >= ts_us AND end_us <= {max_us}",
-                  address("sa"), address("da"), "pr_n <= 255",
+                  address_sql("sa"), address_sql("da"), "pr_n <= 255",
                   f"CASE WHEN pr_n IN (1, 58) THEN ({digits('sp')} OR regexp_full_match(sp, '{type_code}')) AND "
                   f"({digits('dp')} OR regexp_full_match(dp, '{type_code}')) "
                   f"ELSE {digits('sp')} AND {digits('dp')} AND sp_n <= 65535 AND dp_n <= 65535 END",

@@ -65,7 +65,7 @@ import functools
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -87,6 +87,14 @@ from microseg.sources.flows import (
     iter_lines,
     sql_list,
     sql_str,
+)
+from microseg.sources.flows.sqlpath import (
+    IPV4_PATTERN,
+    SCAN_ERRORS,
+    count_rejects,
+    drop_after_scan,
+    drop_tables,
+    scan_error,
 )
 
 NAME = "zeek"
@@ -430,7 +438,6 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 # re-reads such a file in Python to name line and field.
 
 _BAD_STATUS = "(bad)"
-_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}"
 _HEAD_LINES = 64
 _LAYOUT_KEYS = ("#separator", "#unset_field", "#empty_field", "#fields")
 
@@ -471,11 +478,6 @@ def _head(src: SourceFile) -> _Head | None:
     return _Head(tsv.separator, tsv.unset, tsv.empty, tuple(tsv.fields), frozenset(layout))
 
 
-def _drop(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> None:
-    for table in tables:
-        con.execute(f"DROP TABLE IF EXISTS {table}")
-
-
 # JSON files (no header): one group of their own, read by _json_raw_sql and _json_sql.
 _JSON_HEAD = _Head("", "", "", (), frozenset())
 
@@ -511,10 +513,9 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
             try:
                 con.execute(f"CREATE TEMP TABLE {json_tables[n]} AS "
                             + _json_raw_sql([files[i] for i in idx], idx, (f"{tag}_{n}_err", f"{tag}_{n}_scan")))
-            except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
-                _drop(con, json_tables.values())
-                named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
-                raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
+            except SCAN_ERRORS as exc:
+                drop_tables(con, json_tables.values())
+                raise scan_error(exc, files) from exc
             sql = _json_sql(json_tables[n])
             # The batch in Python: any "#" line (Python reads the lines after it as TSV), a line whose
             # uid SQL cannot know (escapes), or a line of the flat grammar that fails a check here (its
@@ -541,19 +542,12 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
               FROM ({' UNION ALL '.join(parts)}) GROUP BY GROUPING SETS ((uid), (xline), (hline), (xuid)))
             WHERE (uid IS NOT NULL AND n > 1) OR xline IS NOT NULL OR hline IS NOT NULL OR xuid IS NOT NULL
             """).fetchall()
-    except (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+    except SCAN_ERRORS as exc:
         # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
-        _drop(con, json_tables.values())
-        named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:3]]
-        raise InputError(f"cannot read: {exc}", file=", ".join(named)) from exc
-    rejected = 0
-    for n in range(len(group_list)):
-        got = con.execute(f"SELECT count(*) FROM {tag}_{n}_err").fetchone()
-        rejected += int(got[0]) if got else 0
-        con.execute(f"DROP TABLE IF EXISTS {tag}_{n}_err")
-        con.execute(f"DROP TABLE IF EXISTS {tag}_{n}_scan")
-    if rejected:
-        _drop(con, json_tables.values())
+        drop_tables(con, json_tables.values())
+        raise scan_error(exc, files) from exc
+    if count_rejects(con, ((f"{tag}_{n}_err", f"{tag}_{n}_scan") for n in range(len(group_list)))):
+        drop_tables(con, json_tables.values())
         return None  # invalid UTF-8 or an over-long line: Python replaces or reads it
     dup_uids: set[str] = set()
     uncertain: dict[int, set[str]] = {}
@@ -561,7 +555,7 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         if hline is not None:
             where, _, line = str(hline).partition("\t")
             if line not in heads[int(where)].layout_lines:
-                _drop(con, json_tables.values())
+                drop_tables(con, json_tables.values())
                 return None  # the layout changes inside the file (JSON: see above)
         elif xline is not None:
             for fi in range(int(lo), int(hi) + 1):
@@ -595,11 +589,7 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
                                         time_unit=1_000_000, null_columns=_NULL_COLUMNS))
     temp = [*json_tables.values(), *([dup_table] if dup_table is not None else [])]
     if temp:
-        def drop(c: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
-            _drop(c, temp)
-            return []
-
-        relations[-1].after_scan = drop
+        relations[-1].after_scan = drop_after_scan(temp)
     return _Plan(relations=relations, merged=any(head == _JSON_HEAD for head, _gz in groups),
                  pending=pending, done_lines={})
 
@@ -662,7 +652,7 @@ def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int]
 SELECT *,
   coalesce(NOT hdr AND shape AND ts IS NOT NULL AND oh IS NOT NULL AND op IS NOT NULL AND rh IS NOT NULL
     AND rp IS NOT NULL AND proto IS NOT NULL AND state IN ({states})
-    AND regexp_full_match(oh, '{_IPV4}') AND regexp_full_match(rh, '{_IPV4}')
+    AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}')
     AND op_n <= 65535 AND rp_n <= 65535 AND proto_ok
     AND ts_us <= {max_us} AND (dur IS NULL OR dur_us IS NOT NULL) AND end_us <= {max_us}
     AND (ob IS NULL OR ob_n IS NOT NULL) AND (rb IS NULL OR rb_n IS NOT NULL)
@@ -826,7 +816,7 @@ def _json_sql(table: str) -> str:
     max_us = MAX_EPOCH_SECONDS * 1_000_000
     # Every check of _record that a kept line must pass; NULL counts as failed.
     certain = f"""coalesce(flat AND j_ts IS NOT NULL AND j_op IS NOT NULL AND j_rp IS NOT NULL AND j_proto IS NOT NULL
-    AND state IN ({states}) AND regexp_full_match(oh, '{_IPV4}') AND regexp_full_match(rh, '{_IPV4}')
+    AND state IN ({states}) AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}')
     AND op_n <= 65535 AND rp_n <= 65535 AND proto_ok AND ts_us <= {max_us} AND ts_us >= 0
     AND (j_dur IS NULL OR dur_us IS NOT NULL) AND end_us <= {max_us}
     AND (j_ob IS NULL OR ob_n IS NOT NULL) AND (j_rb IS NULL OR rb_n IS NOT NULL)

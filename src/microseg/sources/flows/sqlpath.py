@@ -1,0 +1,100 @@
+"""Pieces the readers' DuckDB fast paths share (zeek, nfdump, generic_csv, calico, envoy).
+
+Each of those readers parses what it can judge exactly in SQL and hands the rest to its Python parser;
+what is the same in all of them lives here, so the rules cannot drift apart between readers:
+
+* the address patterns of what ``ipaddress.ip_address`` accepts (:data:`IPV4_PATTERN`,
+  :data:`IPV6_PATTERN`, :func:`address_sql`);
+* turning a failed scan (a truncated gzip, an unreadable file) into an :class:`InputError` naming the
+  files (:func:`scan_error`), and counting then dropping the rejects tables of ``read_csv``
+  (:func:`count_rejects`);
+* the "logged by both ends" rule of the Calico and Envoy readers in SQL (:func:`drop_both_ends`);
+* dropping the fast path's temporary tables once the store has scanned them (:func:`drop_after_scan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import duckdb
+
+from microseg.errors import InputError
+from microseg.sources.flows import SourceFile, Staged, StagedRelation
+
+# A dotted quad without leading zeros, as ipaddress.IPv4Address accepts it.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+IPV4_PATTERN = rf"{_OCTET}(\.{_OCTET}){{3}}"
+
+
+def _ipv6_pattern() -> str:
+    """The IPv6 texts ``ipaddress.IPv6Address`` accepts (Python 3.11 ``_ip_int_from_string``): eight
+    hextets of 1-4 hex digits, or fewer around one ``::`` that stands for at least one, the last two
+    possibly written as an IPv4 address, and an optional ``%scope`` (RFC 4007) that is not empty."""
+    h = "[0-9A-Fa-f]{1,4}"
+
+    def run(k: int) -> str:
+        return "" if k == 0 else f"{h}(:{h}){{{k - 1}}}"
+
+    forms = [f"({h}:){{7}}{h}", f"({h}:){{6}}{IPV4_PATTERN}"]
+    for left in range(8):
+        for right in range(8 - left):
+            forms.append(f"{run(left)}::{run(right)}")
+            if left + right + 2 <= 7:
+                forms.append(f"{run(left)}::{f'({h}:){{{right}}}' if right else ''}{IPV4_PATTERN}")
+    return f"({'|'.join(forms)})(%[^%]+)?"
+
+
+IPV6_PATTERN = _ipv6_pattern()
+
+# What a scan raises on an unreadable input; the transaction is aborted, so there is no Python fallback.
+SCAN_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+
+
+def address_sql(x: str) -> str:
+    """SQL: ``x`` is an address ``ipaddress.ip_address`` accepts (the store writes IPv6 in RFC 5952 form,
+    as ``str()`` does in Python)."""
+    return (f"CASE WHEN contains({x}, ':') THEN regexp_full_match({x}, '{IPV6_PATTERN}') "
+            f"ELSE regexp_full_match({x}, '{IPV4_PATTERN}') END")
+
+
+def scan_error(exc: Exception, files: Sequence[SourceFile], *, fallback: int = 3) -> InputError:
+    """The error of a failed scan, naming the files DuckDB's message names (else the first ``fallback``)."""
+    named = [str(f.path) for f in files if str(f.path) in str(exc)] or [str(f.path) for f in files[:fallback]]
+    return InputError(f"cannot read: {exc}", file=", ".join(named))
+
+
+def drop_tables(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> None:
+    for table in tables:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def count_rejects(con: duckdb.DuckDBPyConnection, rejects: Iterable[tuple[str, str]]) -> int:
+    """Rows in the rejects tables of ``read_csv(store_rejects=...)`` (invalid UTF-8, an over-long line:
+    lines only Python can read); both tables of each pair are dropped."""
+    rejected = 0
+    for errors, scans in rejects:
+        got = con.execute(f"SELECT count(*) FROM {errors}").fetchone()
+        rejected += int(got[0]) if got else 0
+        drop_tables(con, (errors, scans))
+    return rejected
+
+
+def drop_both_ends(con: duckdb.DuckDBPyConnection, table: str, key: Sequence[str], files: Sequence[SourceFile],
+                   staged: Staged, reason: str) -> None:
+    """Delete the egress rows of ``table`` whose connection the other end logged too (an ingress row with
+    the same ``key``, NULL matching NULL as in a Python set), counting them as skipped (``reason``) per file.
+    One connection is one dependency: the server side's record is kept."""
+    same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM i.{c}" for c in key)
+    dups = (f"FROM {table} e WHERE e.direction = 'egress' AND EXISTS (SELECT 1 FROM {table} i "
+            f"WHERE i.direction = 'ingress' AND {same})")
+    for fi, n in con.execute(f"SELECT e.file_index, count(*) {dups} GROUP BY ALL").fetchall():
+        staged.skipped[(files[int(fi)].path, reason)] += int(n)
+    con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT e.rowid {dups})")
+
+
+def drop_after_scan(tables: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection], list[StagedRelation]]:
+    """An ``after_scan`` hook that drops the fast path's temporary tables once the store has read them."""
+    def drop(con: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
+        drop_tables(con, tables)
+        return []
+    return drop
