@@ -114,6 +114,28 @@ class Document:
         return InputError(message, file=self.file, line=self.line_of(path), field=format_path(path) or None)
 
 
+def expect_mapping(doc: Document, value: object, at: NodePath, allowed: set[str]) -> dict[str, object]:
+    """``value`` (at ``at`` in ``doc``) as a mapping whose keys are all in ``allowed``; else the error naming it."""
+    if not isinstance(value, dict):
+        raise doc.error("expected a mapping", at)
+    for key in value:
+        if key not in allowed:
+            raise doc.error(f"unknown field {key!r}", (*at, str(key)))
+    return value
+
+
+def expect_list(doc: Document, value: object, at: NodePath) -> list[object]:
+    if not isinstance(value, list):
+        raise doc.error("expected a list", at)
+    return value
+
+
+def expect_string(doc: Document, value: object, at: NodePath) -> str:
+    if not isinstance(value, str):
+        raise doc.error(f"expected a string, not {value!r}", at)
+    return value
+
+
 def format_path(path: NodePath) -> str:
     """``("spec", "ports", 0, "port")`` -> ``spec.ports[0].port``."""
     out = ""

@@ -43,7 +43,7 @@ from microseg.errors import InputError
 from microseg.ir.model import PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import Connections
 from microseg.sources.deployed import kubernetes as k8s
-from microseg.sources.yamlpos import Document, NodePath, format_path
+from microseg.sources.yamlpos import Document, NodePath, expect_list, expect_mapping, expect_string, format_path
 
 API_VERSION = "policy.networking.k8s.io/v1alpha1"
 ANP_KIND = "AdminNetworkPolicy"
@@ -218,12 +218,12 @@ def parse_object(doc: Document, obj: dict[str, object], at: NodePath, notes: lis
     kind = obj.get("kind")
     if obj.get("apiVersion") != API_VERSION:
         raise doc.error(f"apiVersion {obj.get('apiVersion')!r} (expected {API_VERSION})", (*at, "apiVersion"))
-    _mapping(doc, obj, at, _OBJECT_KEYS)
-    meta = _mapping(doc, obj.get("metadata"), (*at, "metadata"), k8s.META_KEYS)
-    name = _string(doc, meta.get("name"), (*at, "metadata", "name"))
+    expect_mapping(doc, obj, at, _OBJECT_KEYS)
+    meta = expect_mapping(doc, obj.get("metadata"), (*at, "metadata"), k8s.META_KEYS)
+    name = expect_string(doc, meta.get("name"), (*at, "metadata", "name"))
     spec_at = (*at, "spec")
     banp = kind == BANP_KIND
-    spec = _mapping(doc, obj.get("spec"), spec_at,
+    spec = expect_mapping(doc, obj.get("spec"), spec_at,
                     {"subject", "ingress", "egress"} | (set() if banp else {"priority"}))
     priority: int | None = None
     if not banp:
@@ -245,33 +245,12 @@ def parse_object(doc: Document, obj: dict[str, object], at: NodePath, notes: lis
     rules: dict[str, tuple[AdminRule, ...]] = {}
     for direction, peer_key in (("ingress", "from"), ("egress", "to")):
         raw_rules = spec.get(direction)
-        items = _list(doc, raw_rules, (*spec_at, direction)) if raw_rules is not None else []
+        items = expect_list(doc, raw_rules, (*spec_at, direction)) if raw_rules is not None else []
         rules[direction] = tuple(_rule(doc, r, (*spec_at, direction, i), peer_key, actions, direction == "egress",
                                        notes)
                                  for i, r in enumerate(items))
     return AdminPolicy(str(kind), name, priority, subject, rules["ingress"], rules["egress"], doc.file,
                        doc.line_of(at))
-
-
-def _mapping(doc: Document, value: object, at: NodePath, allowed: set[str]) -> dict[str, object]:
-    if not isinstance(value, dict):
-        raise doc.error("expected a mapping", at)
-    for key in value:
-        if key not in allowed:
-            raise doc.error(f"unknown field {key!r}", (*at, str(key)))
-    return value
-
-
-def _list(doc: Document, value: object, at: NodePath) -> list[object]:
-    if not isinstance(value, list):
-        raise doc.error("expected a list", at)
-    return value
-
-
-def _string(doc: Document, value: object, at: NodePath) -> str:
-    if not isinstance(value, str):
-        raise doc.error(f"expected a string, not {value!r}", at)
-    return value
 
 
 def _one_of(doc: Document, raw: dict[str, object], at: NodePath, what: str) -> str:
@@ -283,7 +262,7 @@ def _one_of(doc: Document, raw: dict[str, object], at: NodePath, what: str) -> s
 
 
 def _subject(doc: Document, value: object, at: NodePath, notes: list[str]) -> AdminPeer:
-    raw = _mapping(doc, value, at, _SUBJECT_KEYS)
+    raw = expect_mapping(doc, value, at, _SUBJECT_KEYS)
     key = _one_of(doc, raw, at, "subject")
     return _selector_peer(doc, key, raw[key], (*at, key), notes)
 
@@ -291,7 +270,7 @@ def _subject(doc: Document, value: object, at: NodePath, notes: list[str]) -> Ad
 def _selector_peer(doc: Document, key: str, value: object, at: NodePath, notes: list[str]) -> AdminPeer:
     if key == "namespaces":
         return AdminPeer(namespace_selector=k8s.parse_selector(doc, value, at))
-    pods = _mapping(doc, value, at, _PODS_KEYS)
+    pods = expect_mapping(doc, value, at, _PODS_KEYS)
     for required in ("namespaceSelector", "podSelector"):
         if required not in pods:
             # The v1alpha1 types mark both selectors required, but the Go types hold them as values, so an
@@ -306,25 +285,25 @@ def _selector_peer(doc: Document, key: str, value: object, at: NodePath, notes: 
 
 def _rule(doc: Document, value: object, at: NodePath, peer_key: str, actions: tuple[str, ...],
           egress: bool, notes: list[str]) -> AdminRule:
-    raw = _mapping(doc, value, at, _RULE_KEYS | {peer_key})
-    name = _string(doc, raw.get("name", ""), (*at, "name"))
+    raw = expect_mapping(doc, value, at, _RULE_KEYS | {peer_key})
+    name = expect_string(doc, raw.get("name", ""), (*at, "name"))
     action = raw.get("action")
     if action not in actions:
         raise doc.error(f"action {action!r} (one of {', '.join(actions)})", (*at, "action"))
     # `from`/`to` is required with at least one peer (API reference): a rule without peers is refused
     # rather than read as "every peer".
-    peers_raw = _list(doc, raw.get(peer_key), (*at, peer_key))
+    peers_raw = expect_list(doc, raw.get(peer_key), (*at, peer_key))
     if not peers_raw:
         raise doc.error(f"{peer_key} needs at least one peer", (*at, peer_key))
     peer_keys = {"namespaces", "pods"} | ({"networks", "nodes"} if egress else set())
     peers = []
     for i, p in enumerate(peers_raw):
         p_at = (*at, peer_key, i)
-        praw = _mapping(doc, p, p_at, peer_keys)
+        praw = expect_mapping(doc, p, p_at, peer_keys)
         key = _one_of(doc, praw, p_at, "a peer")
         if key == "networks":
             nets = tuple(k8s.parse_net(doc, n, (*p_at, key, j))
-                         for j, n in enumerate(_list(doc, praw[key], (*p_at, key))))
+                         for j, n in enumerate(expect_list(doc, praw[key], (*p_at, key))))
             if not nets:
                 raise doc.error("networks needs at least one CIDR", (*p_at, key))
             peers.append(AdminPeer(networks=nets))
@@ -335,21 +314,22 @@ def _rule(doc: Document, value: object, at: NodePath, peer_key: str, actions: tu
             peers.append(_selector_peer(doc, key, praw[key], (*p_at, key), notes))
     ports: tuple[AdminPort, ...] | None = None
     if raw.get("ports") is not None:
-        ports = tuple(_port(doc, p, (*at, "ports", i)) for i, p in enumerate(_list(doc, raw["ports"], (*at, "ports"))))
+        entries = expect_list(doc, raw["ports"], (*at, "ports"))
+        ports = tuple(_port(doc, p, (*at, "ports", i)) for i, p in enumerate(entries))
     return AdminRule(name, str(action), tuple(peers), ports)
 
 
 def _port(doc: Document, value: object, at: NodePath) -> AdminPort:
-    raw = _mapping(doc, value, at, {"portNumber", "namedPort", "portRange"})
+    raw = expect_mapping(doc, value, at, {"portNumber", "namedPort", "portRange"})
     key = _one_of(doc, raw, at, "a port")
     if key == "namedPort":
-        name = _string(doc, raw[key], (*at, key))
+        name = expect_string(doc, raw[key], (*at, key))
         if not k8s.is_port_name(name):
             raise doc.error(f"namedPort {name!r} is not a port name", (*at, key))
         return AdminPort(None, name=name)
     fields = {"protocol", "port"} if key == "portNumber" else {"protocol", "start", "end"}
-    body = _mapping(doc, raw[key], (*at, key), fields)
-    proto_text = _string(doc, body.get("protocol", "TCP"), (*at, key, "protocol"))  # default TCP (API reference)
+    body = expect_mapping(doc, raw[key], (*at, key), fields)
+    proto_text = expect_string(doc, body.get("protocol", "TCP"), (*at, key, "protocol"))  # default TCP (API reference)
     if proto_text not in _PROTOCOLS:
         raise doc.error(f"protocol {proto_text!r} (TCP, UDP or SCTP)", (*at, key, "protocol"))
     bounds = []

@@ -68,7 +68,7 @@ from pathlib import Path, PurePosixPath
 from microseg.errors import InputError
 from microseg.ir.model import Policy, PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import Connections
-from microseg.sources.yamlpos import Document, NodePath, load_documents
+from microseg.sources.yamlpos import Document, NodePath, expect_list, expect_mapping, expect_string, load_documents
 
 API_VERSION = "networking.k8s.io/v1"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -206,39 +206,18 @@ def objects(doc: Document, obj: object, at: NodePath) -> list[NetPol]:
     return [_netpol(doc, obj, at)]
 
 
-def _mapping(doc: Document, value: object, at: NodePath, allowed: set[str]) -> dict[str, object]:
-    if not isinstance(value, dict):
-        raise doc.error("expected a mapping", at)
-    for key in value:
-        if key not in allowed:
-            raise doc.error(f"unknown field {key!r}", (*at, str(key)))
-    return value
-
-
-def _list(doc: Document, value: object, at: NodePath) -> list[object]:
-    if not isinstance(value, list):
-        raise doc.error("expected a list", at)
-    return value
-
-
-def _string(doc: Document, value: object, at: NodePath) -> str:
-    if not isinstance(value, str):
-        raise doc.error(f"expected a string, not {value!r}", at)
-    return value
-
-
 def _netpol(doc: Document, obj: dict[str, object], at: NodePath) -> NetPol:
-    _mapping(doc, obj, at, _OBJECT_KEYS)
-    meta = _mapping(doc, obj.get("metadata"), (*at, "metadata"), META_KEYS)
-    name = _string(doc, meta.get("name"), (*at, "metadata", "name"))
-    namespace = _string(doc, meta.get("namespace", DEFAULT_NAMESPACE), (*at, "metadata", "namespace"))
+    expect_mapping(doc, obj, at, _OBJECT_KEYS)
+    meta = expect_mapping(doc, obj.get("metadata"), (*at, "metadata"), META_KEYS)
+    name = expect_string(doc, meta.get("name"), (*at, "metadata", "name"))
+    namespace = expect_string(doc, meta.get("namespace", DEFAULT_NAMESPACE), (*at, "metadata", "namespace"))
     spec_at = (*at, "spec")
-    spec = _mapping(doc, obj.get("spec"), spec_at, _SPEC_KEYS)
+    spec = expect_mapping(doc, obj.get("spec"), spec_at, _SPEC_KEYS)
     if "podSelector" not in spec:
         raise doc.error("podSelector is required", (*spec_at, "podSelector"))
     selector = parse_selector(doc, spec["podSelector"], (*spec_at, "podSelector"))
-    types = [_string(doc, t, (*spec_at, "policyTypes", i))
-             for i, t in enumerate(_list(doc, spec.get("policyTypes") or [], (*spec_at, "policyTypes")))]
+    types = [expect_string(doc, t, (*spec_at, "policyTypes", i))
+             for i, t in enumerate(expect_list(doc, spec.get("policyTypes") or [], (*spec_at, "policyTypes")))]
     for i, t in enumerate(types):
         if t not in ("Ingress", "Egress"):
             raise doc.error(f"policy type {t!r} (Ingress or Egress)", (*spec_at, "policyTypes", i))
@@ -256,29 +235,29 @@ def _netpol(doc: Document, obj: dict[str, object], at: NodePath) -> NetPol:
         raw = spec.get(direction)
         rules[direction] = tuple(
             _rule(doc, r, (*spec_at, direction, i), peer_key)
-            for i, r in enumerate(_list(doc, raw, (*spec_at, direction)) if raw is not None else ()))
+            for i, r in enumerate(expect_list(doc, raw, (*spec_at, direction)) if raw is not None else ()))
     return NetPol(name=name, namespace=namespace, pod_selector=selector, policy_types=frozenset(types),
                   ingress=rules["ingress"], egress=rules["egress"], file=doc.file)
 
 
 def parse_selector(doc: Document, value: object, at: NodePath) -> LabelSelector:
     """A ``LabelSelector`` at ``at`` (null: the empty selector); strict about fields and operators."""
-    raw = _mapping(doc, {} if value is None else value, at, _SELECTOR_KEYS)
+    raw = expect_mapping(doc, {} if value is None else value, at, _SELECTOR_KEYS)
     ml = raw.get("matchLabels") or {}
     if not isinstance(ml, dict):
         raise doc.error("expected a mapping", (*at, "matchLabels"))
-    match_labels = tuple(sorted((_string(doc, k, (*at, "matchLabels")), _string(doc, v, (*at, "matchLabels", k)))
-                                for k, v in ml.items()))
+    match_labels = tuple(sorted((expect_string(doc, k, (*at, "matchLabels")),
+                                 expect_string(doc, v, (*at, "matchLabels", k))) for k, v in ml.items()))
     exprs = []
-    for i, e in enumerate(_list(doc, raw.get("matchExpressions") or [], (*at, "matchExpressions"))):
+    for i, e in enumerate(expect_list(doc, raw.get("matchExpressions") or [], (*at, "matchExpressions"))):
         e_at = (*at, "matchExpressions", i)
-        expr = _mapping(doc, e, e_at, _EXPRESSION_KEYS)
-        key = _string(doc, expr.get("key"), (*e_at, "key"))
-        op = _string(doc, expr.get("operator"), (*e_at, "operator"))
+        expr = expect_mapping(doc, e, e_at, _EXPRESSION_KEYS)
+        key = expect_string(doc, expr.get("key"), (*e_at, "key"))
+        op = expect_string(doc, expr.get("operator"), (*e_at, "operator"))
         if op not in _OPERATORS:
             raise doc.error(f"selector operator {op!r} (In, NotIn, Exists or DoesNotExist)", (*e_at, "operator"))
-        values = tuple(_string(doc, v, (*e_at, "values", j))
-                       for j, v in enumerate(_list(doc, expr.get("values") or [], (*e_at, "values"))))
+        values = tuple(expect_string(doc, v, (*e_at, "values", j))
+                       for j, v in enumerate(expect_list(doc, expr.get("values") or [], (*e_at, "values"))))
         # Label-selector rules: In/NotIn need values, Exists/DoesNotExist must have none.
         if (op in ("In", "NotIn")) != bool(values):
             raise doc.error(f"operator {op} {'needs' if op in ('In', 'NotIn') else 'takes no'} values",
@@ -288,28 +267,29 @@ def parse_selector(doc: Document, value: object, at: NodePath) -> LabelSelector:
 
 
 def _rule(doc: Document, value: object, at: NodePath, peer_key: str) -> Rule:
-    raw = _mapping(doc, value, at, {peer_key, "ports"})
+    raw = expect_mapping(doc, value, at, {peer_key, "ports"})
     peers: tuple[Peer, ...] | None = None
     if raw.get(peer_key):  # missing, null or [] all mean "every peer"
         peers = tuple(_peer(doc, p, (*at, peer_key, i))
-                      for i, p in enumerate(_list(doc, raw[peer_key], (*at, peer_key))))
+                      for i, p in enumerate(expect_list(doc, raw[peer_key], (*at, peer_key))))
     ports: tuple[Port, ...] | None = None
     if raw.get("ports"):  # missing, null or [] all mean "every port"
-        ports = tuple(_port(doc, p, (*at, "ports", i)) for i, p in enumerate(_list(doc, raw["ports"], (*at, "ports"))))
+        entries = expect_list(doc, raw["ports"], (*at, "ports"))
+        ports = tuple(_port(doc, p, (*at, "ports", i)) for i, p in enumerate(entries))
     return Rule(peers, ports)
 
 
 def _peer(doc: Document, value: object, at: NodePath) -> Peer:
-    raw = _mapping(doc, value, at, _PEER_KEYS)
+    raw = expect_mapping(doc, value, at, _PEER_KEYS)
     if not raw:
         raise doc.error("a peer needs podSelector, namespaceSelector or ipBlock", at)
     if "ipBlock" in raw:
         if len(raw) > 1:
             raise doc.error("ipBlock cannot be combined with selectors in one peer", at)
-        block = _mapping(doc, raw["ipBlock"], (*at, "ipBlock"), {"cidr", "except"})
+        block = expect_mapping(doc, raw["ipBlock"], (*at, "ipBlock"), {"cidr", "except"})
         cidr = parse_net(doc, block.get("cidr"), (*at, "ipBlock", "cidr"))
         excepts = tuple(parse_net(doc, e, (*at, "ipBlock", "except", i))
-                        for i, e in enumerate(_list(doc, block.get("except") or [], (*at, "ipBlock", "except"))))
+                        for i, e in enumerate(expect_list(doc, block.get("except") or [], (*at, "ipBlock", "except"))))
         for i, e in enumerate(excepts):
             # API reference, IPBlock.except: "Except values will be rejected if they are outside the cidr range".
             if e.version != cidr.version or not e.subnet_of(cidr):  # type: ignore[arg-type]
@@ -322,7 +302,7 @@ def _peer(doc: Document, value: object, at: NodePath) -> Peer:
 
 
 def parse_net(doc: Document, value: object, at: NodePath) -> Net:
-    text = _string(doc, value, at)
+    text = expect_string(doc, value, at)
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -330,8 +310,8 @@ def parse_net(doc: Document, value: object, at: NodePath) -> Net:
 
 
 def _port(doc: Document, value: object, at: NodePath) -> Port:
-    raw = _mapping(doc, value, at, _PORT_KEYS)
-    proto_text = _string(doc, raw.get("protocol", "TCP"), (*at, "protocol"))  # default TCP (API reference)
+    raw = expect_mapping(doc, value, at, _PORT_KEYS)
+    proto_text = expect_string(doc, raw.get("protocol", "TCP"), (*at, "protocol"))  # default TCP (API reference)
     if proto_text not in _PROTOCOLS:
         raise doc.error(f"protocol {proto_text!r} (TCP, UDP or SCTP)", (*at, "protocol"))
     port = raw.get("port")
