@@ -26,7 +26,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -39,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from machine_facts import machine_facts  # a sibling script: benchmarks/ is sys.path[0]
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "formats"
@@ -423,22 +424,10 @@ def _run_stage(stage: str, case: Case, path: Path) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    with open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with open("/proc/meminfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
     import duckdb
 
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "ram_gb": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "duckdb": duckdb.__version__,
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return machine_facts(duckdb=duckdb.__version__) | {
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main() -> None:

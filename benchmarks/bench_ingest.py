@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -33,6 +32,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from machine_facts import machine_facts  # noqa: E402  (a sibling script, on the path above)
 
 TARGET_FLOOR_RATIO = 2.5
 TARGET_PANDAS_SPEEDUP = 2.0
@@ -153,21 +154,10 @@ def _run_stage(stage: str, path: Path, workloads: int) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    with open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with open("/proc/meminfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
     import duckdb
     import pandas as pd
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "ram_gb": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "duckdb": duckdb.__version__, "pandas": pd.__version__}
+
+    return machine_facts(duckdb=duckdb.__version__, pandas=pd.__version__)
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -35,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
+
+from machine_facts import machine_facts  # noqa: E402  (a sibling script, on the path above)
 
 TARGET_SECONDS = 10.0
 NCA = REPO / ".nca-venv" / "bin" / "nca"
@@ -124,20 +125,8 @@ def _run_stage(stage: str, data: Path, repeat: int, matrix_out: Path) -> dict[st
 
 
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    with open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with open("/proc/meminfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
     nca = subprocess.run([str(NCA), "--version"], capture_output=True, text=True, check=False).stdout.strip()
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "ram_gb": round(mem_kb / 1024 / 1024, 1),
-            "python": platform.python_version(), "nca": nca or "?", "load_average": list(os.getloadavg())}
+    return machine_facts(nca=nca or "?") | {"load_average": list(os.getloadavg())}
 
 
 def main() -> None:
