@@ -354,7 +354,9 @@ def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], 
             raise InputError(f"--port {port!r}: expected PROTOCOL/PORT, e.g. tcp/8080 (TCP, UDP or SCTP; 1-65535)",
                              field="--port")
         focus = (Protocol(proto_text.upper()), int(number))
-    sg_files = _security_group_files(policy_paths)
+    from microseg.sources.deployed.aws_sg import describe_files
+
+    sg_files = describe_files(policy_paths)
     if sg_files:
         return _security_group_connectivity(inventory_paths, sg_files, fmt=fmt, focus=focus)
     inventory_docs: list[Document] = []
@@ -395,36 +397,6 @@ def _multinet_connectivity(inventory_docs: Sequence[Document], policy_docs: Sequ
         raise UnsupportedFeature(f"connectivity --format {fmt}", "the per-network sections of a multi-network input")
     return multinet.render(objects, found.workloads, policies.netpols, policies.admin, namespaces=namespaces,
                            secondary=found.secondary_networks, label_variants=variants, focus=focus)
-
-
-def _security_group_files(policy_paths: Sequence[Path]) -> dict[str, str]:
-    """The ``aws ec2 describe-security-groups`` outputs among ``policy_paths`` (display name -> text).
-
-    Recognised by their top-level ``SecurityGroups`` list. One run reads one kind of enforcement point:
-    security groups next to Kubernetes policies is refused, since each needs its own inventory reading.
-    """
-    import json
-
-    from microseg.sources.inventory import discover
-
-    found: dict[str, str] = {}
-    others: list[str] = []
-    for path, display in discover(policy_paths):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if path.suffix.lower() == ".json" and text.lstrip().startswith("{"):
-            try:
-                doc = json.loads(text)
-            except ValueError:
-                doc = None  # reported with its line by whichever reader reads it
-            if isinstance(doc, dict) and "SecurityGroups" in doc:
-                found[display] = text
-                continue
-        others.append(display)
-    if found and others:
-        raise InputError("security groups (describe-security-groups output) and other policy files in one run: "
-                         f"give them separately (other files: {', '.join(others[:3])})", file=others[0],
-                         field="--policies")
-    return found
 
 
 def _security_group_connectivity(inventory_paths: Sequence[Path], files: Mapping[str, str], *, fmt: str,

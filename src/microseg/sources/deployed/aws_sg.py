@@ -569,3 +569,31 @@ def read_back(files: Mapping[str, str], policy: Policy) -> dict[Pair, Connection
     (the aws_sg back end's Terraform JSON)."""
     groups = parse(files, policy)
     return _evaluate(groups, {g.workload: (name,) for name, g in groups.items()}, policy.workloads)
+
+
+def describe_files(policy_paths: Sequence[Path]) -> dict[str, str]:
+    """The ``aws ec2 describe-security-groups`` outputs among ``policy_paths`` (display name -> text).
+
+    Recognised by their top-level ``SecurityGroups`` list. One run reads one kind of enforcement point:
+    security groups next to Kubernetes policies is refused, since each needs its own inventory reading.
+    """
+    from microseg.sources.inventory import discover
+
+    found: dict[str, str] = {}
+    others: list[str] = []
+    for path, display in discover(policy_paths):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix.lower() == ".json" and text.lstrip().startswith("{"):
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                doc = None  # reported with its line by whichever reader reads it
+            if isinstance(doc, dict) and "SecurityGroups" in doc:
+                found[display] = text
+                continue
+        others.append(display)
+    if found and others:
+        raise InputError("security groups (describe-security-groups output) and other policy files in one run: "
+                         f"give them separately (other files: {', '.join(others[:3])})", file=others[0],
+                         field="--policies")
+    return found
