@@ -260,10 +260,11 @@ def drift_cmd(
     """Compare the reviewed policy with what is deployed, observed and inventoried: drift per pair,
     orphaned rules, unexplained flows, expired exceptions, workloads in no segment. Exit 4 on findings
     at or above --fail-on."""
-    from microseg.analyses.drift import SEVERITIES, render_json, render_sarif, render_text
+    from microseg.analyses.drift import SEVERITIES
     from microseg.errors import InputError
     from microseg.ir.model import Severity
     from microseg.pipeline import drift_report
+    from microseg.reports.drift import render_json, render_sarif, render_text
 
     if fmt not in ("text", "json", "sarif"):
         raise InputError(f"unknown format {fmt!r}; use text, json or sarif", field="--format")
@@ -297,9 +298,9 @@ def diff_cmd(
 ) -> None:
     """Semantic diff of the policy-as-code between two git revisions: connections added, removed or
     changed per pair, with the rules responsible. Exit 4 with --fail-on-widen when a connection is added."""
-    from microseg.analyses.revdiff import render_json, render_markdown, render_text
     from microseg.errors import InputError
     from microseg.pipeline import diff_revisions
+    from microseg.reports.revdiff import render_json, render_markdown, render_text
 
     if fmt not in ("text", "json", "markdown"):
         raise InputError(f"unknown format {fmt!r}; use text, json or markdown", field="--format")

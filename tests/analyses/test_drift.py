@@ -363,7 +363,7 @@ def test_aws_sg_a_removed_ingress_rule_narrows_the_pair_and_a_new_host_is_unenfo
 
 
 def test_the_report_does_not_depend_on_input_order() -> None:
-    from microseg.analyses.drift import render_json, render_sarif
+    from microseg.reports.drift import render_json, render_sarif
 
     t = datetime(2026, 11, 8, tzinfo=UTC)
     edges = [edge("shop/orders", "legacy", 22, 2, t), edge("shop/web", "shop/db", 5432, 3, t),

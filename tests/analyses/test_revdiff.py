@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from microseg.analyses.revdiff import diff_revisions, policy_at, render_json, render_markdown, render_text
+from microseg.analyses.revdiff import diff_revisions, policy_at
 from microseg.errors import InputError
 from microseg.examples import example_dir
 from microseg.pipeline import plan
+from microseg.reports.revdiff import render_json, render_markdown, render_text
 
 POLICY_DIR = "deploy/policy"
 
