@@ -98,6 +98,8 @@ FLOWS_COLUMNS: dict[str, str] = {
 # The aggregation's output. Raw action / log-status strings are replaced by their index in the
 # reader's lists before grouping (-1 = a value the format does not define): integer keys group
 # faster than strings, and the bad value itself is recovered by the reader's ``locate_bad``.
+# ``cls`` (ok / skip / outside / bad:<column>), ``action_norm`` and ``skip_status`` are computed by
+# the aggregation query itself, once per aggregate (see ``_class_sql``).
 _GROUPS_COLUMNS: dict[str, str] = {
     "fid": "INTEGER", "fmt": "VARCHAR", "unit": "BIGINT", "status_code": "INTEGER", "action_code": "INTEGER",
     "src_ip": "VARCHAR", "dst_ip": "VARCHAR", "proto": "INTEGER", "is_reply": "BOOLEAN", "direction": "VARCHAR",
@@ -105,6 +107,7 @@ _GROUPS_COLUMNS: dict[str, str] = {
     "k_bucket": "UBIGINT", "records": "BIGINT", "bytes": "HUGEINT", "packets": "HUGEINT", "t_min": "UBIGINT",
     "t_max": "UBIGINT", "t_end_max": "UBIGINT", "hours": "INTEGER", "tcp_flags": "INTEGER",
     "fold_min": "INTEGER", "fold_max": "INTEGER", "k_out": "BOOLEAN",
+    "action_norm": "VARCHAR", "skip_status": "VARCHAR", "cls": "VARCHAR",
 }
 _KEY_COLUMNS = ("src_ip", "dst_ip", "proto", "is_reply", "direction", "src_workload", "dst_workload")
 
@@ -262,20 +265,22 @@ class FlowStore:
         self.close()
 
     def _init_schema(self) -> None:
-        self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
-        want = {"schema_version": SCHEMA_VERSION, "bucket_seconds": str(self.bucket_seconds)}
-        if meta and meta != want:
-            raise InputError(f"the flow store was made with {meta}, this version needs {want}: "
-                             "remove it to rebuild it", file=str(self.path))
-        if not meta:
-            self.con.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
-        self.con.execute(_ddl("flows", FLOWS_COLUMNS))
-        self.con.execute("""CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, size BIGINT,
-            mtime_ns BIGINT, format VARCHAR, lines BIGINT, records BIGINT, skipped BIGINT, bad BIGINT)""")
-        # Added later: a store made before has NULL keys there, so its files are simply read again.
-        self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS read_key VARCHAR")
-        self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS outside BIGINT DEFAULT 0")
+        # One transaction: each statement on its own would be a commit (a WAL write and sync) of its own.
+        with self._transaction():
+            self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+            want = {"schema_version": SCHEMA_VERSION, "bucket_seconds": str(self.bucket_seconds)}
+            if meta and meta != want:
+                raise InputError(f"the flow store was made with {meta}, this version needs {want}: "
+                                 "remove it to rebuild it", file=str(self.path))
+            if not meta:
+                _insert_rows(self.con, "meta", sorted(want.items()))
+            self.con.execute(_ddl("flows", FLOWS_COLUMNS))
+            self.con.execute("""CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, size BIGINT,
+                mtime_ns BIGINT, format VARCHAR, lines BIGINT, records BIGINT, skipped BIGINT, bad BIGINT)""")
+            # Added later: a store made before has NULL keys there, so its files are simply read again.
+            self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS read_key VARCHAR")
+            self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS outside BIGINT DEFAULT 0")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -340,7 +345,8 @@ class FlowStore:
             self.con.execute("SET progress_bar_time = 0")
         tracker.emit()
         with self._transaction():
-            result = self._ingest_new(new, options, bad_threshold, max_samples, window, read_key, tracker)
+            replacing = any(str(p) in known for p, _, _ in new)
+            result = self._ingest_new(new, options, bad_threshold, max_samples, window, read_key, tracker, replacing)
             if empty:
                 names = [str(p) for p, _ in empty]
                 self.con.execute("DELETE FROM flows WHERE list_contains(?, source_file)", [names])
@@ -367,7 +373,7 @@ class FlowStore:
 
     def _ingest_new(self, new: list[tuple[Path, os.stat_result, str]], options: ReaderOptions,
                     bad_threshold: float, max_samples: int, window: TimeWindow | None, read_key: str,
-                    tracker: _Tracker) -> _Result:
+                    tracker: _Tracker, replacing: bool) -> _Result:
         con = self.con
         res = _Result()
         if not new:
@@ -376,8 +382,6 @@ class FlowStore:
         con.execute(_ddl("_ms_groups", _GROUPS_COLUMNS, temp=True))
         con.execute("CREATE TEMP TABLE _ms_files (fid INTEGER, path VARCHAR, fmt VARCHAR)")
         _insert_rows(con, "_ms_files", [(fids[p], str(p), f) for p, _, f in new])
-        con.execute("CREATE TEMP TABLE _ms_actions (fmt VARCHAR, code INTEGER, norm VARCHAR)")
-        con.execute("CREATE TEMP TABLE _ms_skips (fmt VARCHAR, code INTEGER, status VARCHAR)")
         staged_all: list[tuple[str, Staged, list[SourceFile]]] = []
         cleanup: list[Path] = []
         try:
@@ -388,21 +392,16 @@ class FlowStore:
                 staged = get_format(name).stage(con, srcs, options)
                 cleanup.extend(staged.cleanup)
                 staged_all.append((name, staged, srcs))
-                actions, skips = sorted(staged.actions), sorted(staged.skip_statuses)
-                for code, raw in enumerate(actions):
-                    con.execute("INSERT INTO _ms_actions VALUES (?, ?, ?)", [name, code, staged.actions[raw]])
-                for code, status in enumerate(skips, 1):
-                    con.execute("INSERT INTO _ms_skips VALUES (?, ?, ?)", [name, code, status])
+                skips = sorted(staged.skip_statuses)
                 pending = list(staged.relations)
                 while pending:
                     rel = pending.pop(0)
                     with tracker.scanning(con, rel.files):
-                        self._scan(rel, name, fids, actions, skips, window)
+                        self._scan(rel, name, fids, staged.actions, skips, window)
                     if rel.after_scan is not None:
                         pending.extend(rel.after_scan(con))
                         cleanup.extend(staged.cleanup)
             self._canonical_ipv6()
-            self._classify()
             samples = self._tally(new, staged_all, res)
             res.samples = sorted(samples, key=lambda b: (fids[Path(b.file)], b.line))[:max_samples]
             if res.lines and res.bad / res.lines > bad_threshold:
@@ -412,17 +411,16 @@ class FlowStore:
                     f"the {bad_threshold:.2%} allowed; first: {first.message if first else '?'}",
                     file=first.file if first else None, line=first.line if first else None,
                     field=first.field if first else None)
-            self._commit_rows(new, res, read_key)
+            self._commit_rows(new, res, read_key, replacing)
             # On failure the rollback drops these temporary tables with everything else.
-            con.execute("DROP VIEW IF EXISTS _ms_class")
-            for t in ("_ms_groups", "_ms_files", "_ms_actions", "_ms_skips"):
+            for t in ("_ms_groups", "_ms_files"):
                 con.execute(f"DROP TABLE IF EXISTS {t}")
         finally:
             for p in set(cleanup):
                 p.unlink(missing_ok=True)
         return res
 
-    def _scan(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: list[str],
+    def _scan(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: dict[str, str],
               skips: list[str], window: TimeWindow | None) -> None:
         try:
             self.con.execute(self._aggregate_sql(rel, fmt, fids, actions, skips, window))
@@ -431,9 +429,10 @@ class FlowStore:
             names = ", ".join(str(f.path) for f in rel.files[:3]) + (" ..." if len(rel.files) > 3 else "")
             raise InputError(f"cannot read {fmt} flow log: {exc}", file=names) from exc
 
-    def _aggregate_sql(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: list[str],
+    def _aggregate_sql(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], norms: dict[str, str],
                        skips: list[str], window: TimeWindow | None) -> str:
         unit, nulls = rel.time_unit, rel.null_columns
+        actions = sorted(norms)
         bucket, hour = self.bucket_seconds * unit, 3600 * unit
         mapping = ", ".join(f"({i}, {fids[f.path]})" for i, f in enumerate(rel.files))
         action_code = ("CASE WHEN action IS NULL THEN NULL "
@@ -465,9 +464,22 @@ class FlowStore:
         if window is not None:
             keys.append(f"{_outside_sql(window, unit) if 't_start' not in nulls else 'true'} AS k_out")
         # Columns absent from the select stay NULL in _ms_groups (INSERT ... BY NAME).
+        present = {c for c in _KEY_COLUMNS if c not in nulls}
+        if "t_start" not in nulls:
+            present.add("t_max")
+        if "t_end" not in nulls:
+            present.add("t_end_max")
+        if window is not None:
+            present.add("k_out")
+        norm_sql = ("CASE a.action_code " + " ".join(f"WHEN {i} THEN {sql_str(norms[a])}"
+                                                     for i, a in enumerate(actions)) + " END"
+                    if actions else "NULL::VARCHAR")
+        skip_sql = ("CASE a.status_code " + " ".join(f"WHEN {i} THEN {sql_str(x)}" for i, x in enumerate(skips, 1))
+                    + " END" if skips else "NULL::VARCHAR")
         return f"""
 INSERT INTO _ms_groups BY NAME
-SELECT m.fid, {sql_str(fmt)} AS fmt, {unit} AS unit, a.* EXCLUDE (file_index)
+SELECT m.fid, {sql_str(fmt)} AS fmt, {unit} AS unit, a.* EXCLUDE (file_index), {norm_sql} AS action_norm,
+  {skip_sql} AS skip_status, {_class_sql(present, unit)} AS cls
 FROM (
   SELECT file_index, {', '.join(keys)}, {', '.join(a for a in aggs if a)}
   FROM ({rel.sql}) AS s
@@ -496,27 +508,6 @@ FROM (
             self.con.execute(f"UPDATE _ms_groups SET {col} = m.canon FROM _ms_v6 m WHERE _ms_groups.{col} = m.raw")
         self.con.execute("DROP TABLE _ms_v6")
 
-    def _classify(self) -> None:
-        """Sort the aggregates into ok / skip / bad:<column>, the checks readers mirror in Python.
-
-        A view: it is read twice (counts, then the insert of the ok rows), cheaper than a copy."""
-        limit = MAX_EPOCH_SECONDS
-        self.con.execute(f"""
-CREATE TEMP VIEW _ms_class AS
-SELECT g.*, a.norm AS action_norm, sk.status AS skip_status, CASE
-    WHEN g.status_code > 0 THEN 'skip'
-    WHEN g.status_code < 0 THEN 'bad:log_status'
-    WHEN g.src_ip IS NULL OR NOT regexp_full_match(g.src_ip, {sql_str(IP_SHAPE)}) THEN 'bad:src_ip'
-    WHEN g.dst_ip IS NULL OR NOT regexp_full_match(g.dst_ip, {sql_str(IP_SHAPE)}) THEN 'bad:dst_ip'
-    WHEN g.action_code < 0 THEN 'bad:action'
-    WHEN g.t_max > {limit} * g.unit THEN 'bad:t_start'
-    WHEN g.t_end_max > {limit} * g.unit THEN 'bad:t_end'
-    WHEN g.k_out THEN 'outside'
-    ELSE 'ok' END AS cls
-FROM _ms_groups g
-LEFT JOIN _ms_actions a ON a.fmt = g.fmt AND a.code = g.action_code
-LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
-
     def _tally(self, new: list[tuple[Path, os.stat_result, str]], staged_all: list[tuple[str, Staged,
                list[SourceFile]]], res: _Result) -> list[BadLine]:
         paths = [p for p, _, _ in new]
@@ -527,7 +518,7 @@ LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
         outside: Counter[Path] = Counter()
         bad_sql: set[Path] = set()
         counts = self.con.execute(
-            "SELECT fid, cls, skip_status, sum(records)::BIGINT FROM _ms_class GROUP BY ALL ORDER BY ALL").fetchall()
+            "SELECT fid, cls, skip_status, sum(records)::BIGINT FROM _ms_groups GROUP BY ALL ORDER BY ALL").fetchall()
         for fid, cls, status, n in counts:
             p = paths[fid]
             lines[p] += n
@@ -566,11 +557,12 @@ LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
         res.outside = sum(outside.values())
         return samples
 
-    def _commit_rows(self, new: list[tuple[Path, os.stat_result, str]], res: _Result, read_key: str) -> None:
+    def _commit_rows(self, new: list[tuple[Path, os.stat_result, str]], res: _Result, read_key: str,
+                     replacing: bool) -> None:
         con = self.con
-        # Files read again because they changed: their earlier rows go.
-        con.execute("DELETE FROM flows WHERE source_file IN (SELECT path FROM _ms_files)")
-        con.execute("DELETE FROM files WHERE path IN (SELECT path FROM _ms_files)")
+        if replacing:  # files read again (changed, or read under other options): their earlier rows go
+            con.execute("DELETE FROM flows WHERE source_file IN (SELECT path FROM _ms_files)")
+            con.execute("DELETE FROM files WHERE path IN (SELECT path FROM _ms_files)")
         bucket_us = self.bucket_seconds * 1_000_000
 
         def ts(col: str) -> str:
@@ -592,12 +584,37 @@ SELECT {ts('t_min')} AS ts_start, {ts('t_end_max')} AS ts_end, {ts('t_max')} AS 
   CAST(CASE WHEN packets > {_BIGINT_MAX} THEN {_BIGINT_MAX} ELSE packets END AS BIGINT) AS packets,
   action_norm AS action, tcp_flags, is_reply, direction, src_workload, dst_workload, records,
   c.fmt AS source_format, f.path AS source_file
-FROM _ms_class c JOIN _ms_files f USING (fid)
+FROM _ms_groups c JOIN _ms_files f USING (fid)
 WHERE cls = 'ok'""")
         _insert_rows(con, "files", [
             (str(p), st.st_size, st.st_mtime_ns, f, res.files_by_path[p].lines, res.files_by_path[p].records,
              res.files_by_path[p].skipped, res.files_by_path[p].bad, read_key, res.files_by_path[p].outside)
             for p, st, f in new])
+
+
+def _class_sql(present: set[str], unit: int) -> str:
+    """SQL sorting an aggregate (``a``) into ok / skip / outside / bad:<column>, the checks readers mirror
+    in Python. ``present`` names the aggregate's columns that the query computes; the others are NULL.
+
+    Computed once per aggregate as it is written (the IPv6 rewrite that follows cannot change it: an
+    address ``ipaddress`` accepts has the IP shape in either spelling, and one it refuses is left as is)."""
+    def col(name: str) -> str:
+        return f"a.{name}" if name in present else "NULL"
+
+    limit = MAX_EPOCH_SECONDS
+    ip = sql_str(IP_SHAPE)
+    whens = ["WHEN a.status_code > 0 THEN 'skip'", "WHEN a.status_code < 0 THEN 'bad:log_status'"]
+    for side in ("src_ip", "dst_ip"):
+        whens.append(f"WHEN {col(side)} IS NULL OR NOT regexp_full_match({col(side)}, {ip}) THEN 'bad:{side}'"
+                     if side in present else f"WHEN true THEN 'bad:{side}'")
+    whens.append("WHEN a.action_code < 0 THEN 'bad:action'")
+    if "t_max" in present:
+        whens.append(f"WHEN a.t_max > {limit * unit} THEN 'bad:t_start'")
+    if "t_end_max" in present:
+        whens.append(f"WHEN a.t_end_max > {limit * unit} THEN 'bad:t_end'")
+    if "k_out" in present:
+        whens.append("WHEN a.k_out THEN 'outside'")
+    return "CASE " + " ".join(whens) + " ELSE 'ok' END"
 
 
 def _outside_sql(window: TimeWindow, unit: int) -> str:
