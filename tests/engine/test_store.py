@@ -123,6 +123,32 @@ def test_mixed_formats_report(store: FlowStore, tmp_path: Path, shared: Path) ->
     assert sum(r["records"] for r in store.rows()) == 8
 
 
+def test_mixed_formats_keep_each_formats_actions_and_skips(tmp_path: Path, shared: Path) -> None:
+    """One ingest of several formats (each with its own action and skip vocabulary) stores and counts
+    exactly what ingesting each file alone does."""
+    files = [shared / "samples/flows/hubble/aks-retina-kapinger.jsonl",
+             shared / "samples/flows/aws-vpc/v2-default.log",
+             shared / "samples/flows/calico/enterprise-file-legacy.txt",
+             shared / "samples/flows/aws-vpc/v3-tcp-flags.log"]
+    alone_rows: list[dict[str, object]] = []
+    alone_skipped: dict[str, int] = {}
+    for i, f in enumerate(files):
+        with FlowStore(tmp_path / f"alone{i}.duckdb") as s:
+            rep = s.ingest([f])
+            alone_rows += s.rows()
+            for reason, n in rep.skipped.items():
+                alone_skipped[reason] = alone_skipped.get(reason, 0) + n
+    with FlowStore(tmp_path / "mixed.duckdb") as s:
+        mixed = s.ingest(files)
+        rows = s.rows()
+    assert {r["action"] for r in rows} >= {"accept", "reject"}
+    assert len({r["source_format"] for r in rows}) == 3
+    def order(r: dict[str, object]) -> list[str]:
+        return [str(r[k]) for k in sorted(FLOWS_COLUMNS)]
+    assert sorted(rows, key=order) == sorted(alone_rows, key=order)
+    assert mixed.skipped == alone_skipped and alone_skipped.get("NODATA", 0) > 0
+
+
 def test_ipv6_is_stored_in_canonical_form(store: FlowStore, tmp_path: Path) -> None:
     path = vpc(tmp_path / "v6.log", line("2001:DB8:0:0::1", "2001:db8::2", 40001, 443, DAY))
     store.ingest([path])

@@ -98,14 +98,21 @@ FLOWS_COLUMNS: dict[str, str] = {
 # The aggregation's output. Raw action / log-status strings are replaced by their index in the
 # reader's lists before grouping (-1 = a value the format does not define): integer keys group
 # faster than strings, and the bad value itself is recovered by the reader's ``locate_bad``.
+# ``cls`` (a _CLASS_* code, see ``_class_sql``) and ``norm_code`` (the index of the normalised action
+# in the ingest's list of them) are computed by the aggregation query itself, once per aggregate:
+# integers rather than strings, as every later step reads them.
 _GROUPS_COLUMNS: dict[str, str] = {
-    "fid": "INTEGER", "fmt": "VARCHAR", "unit": "BIGINT", "status_code": "INTEGER", "action_code": "INTEGER",
+    "fid": "INTEGER", "unit": "BIGINT", "status_code": "INTEGER", "action_code": "INTEGER",
     "src_ip": "VARCHAR", "dst_ip": "VARCHAR", "proto": "INTEGER", "is_reply": "BOOLEAN", "direction": "VARCHAR",
     "src_workload": "VARCHAR", "dst_workload": "VARCHAR", "k_sp": "INTEGER", "k_dp": "INTEGER",
     "k_bucket": "UBIGINT", "records": "BIGINT", "bytes": "HUGEINT", "packets": "HUGEINT", "t_min": "UBIGINT",
     "t_max": "UBIGINT", "t_end_max": "UBIGINT", "hours": "INTEGER", "tcp_flags": "INTEGER",
     "fold_min": "INTEGER", "fold_max": "INTEGER", "k_out": "BOOLEAN",
+    "norm_code": "INTEGER", "cls": "TINYINT",
 }
+_CLASS_OK, _CLASS_SKIP, _CLASS_OUTSIDE = 0, 1, 2
+# Bad aggregates, by the first check that failed (bad:<column>); all count as bad lines.
+_CLASS_BAD = {"log_status": 10, "src_ip": 11, "dst_ip": 12, "action": 13, "t_start": 14, "t_end": 15}
 _KEY_COLUMNS = ("src_ip", "dst_ip", "proto", "is_reply", "direction", "src_workload", "dst_workload")
 
 
@@ -262,20 +269,22 @@ class FlowStore:
         self.close()
 
     def _init_schema(self) -> None:
-        self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
-        want = {"schema_version": SCHEMA_VERSION, "bucket_seconds": str(self.bucket_seconds)}
-        if meta and meta != want:
-            raise InputError(f"the flow store was made with {meta}, this version needs {want}: "
-                             "remove it to rebuild it", file=str(self.path))
-        if not meta:
-            self.con.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
-        self.con.execute(_ddl("flows", FLOWS_COLUMNS))
-        self.con.execute("""CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, size BIGINT,
-            mtime_ns BIGINT, format VARCHAR, lines BIGINT, records BIGINT, skipped BIGINT, bad BIGINT)""")
-        # Added later: a store made before has NULL keys there, so its files are simply read again.
-        self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS read_key VARCHAR")
-        self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS outside BIGINT DEFAULT 0")
+        # One transaction: each statement on its own would be a commit (a WAL write and sync) of its own.
+        with self._transaction():
+            self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+            want = {"schema_version": SCHEMA_VERSION, "bucket_seconds": str(self.bucket_seconds)}
+            if meta and meta != want:
+                raise InputError(f"the flow store was made with {meta}, this version needs {want}: "
+                                 "remove it to rebuild it", file=str(self.path))
+            if not meta:
+                _insert_rows(self.con, "meta", sorted(want.items()))
+            self.con.execute(_ddl("flows", FLOWS_COLUMNS))
+            self.con.execute("""CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, size BIGINT,
+                mtime_ns BIGINT, format VARCHAR, lines BIGINT, records BIGINT, skipped BIGINT, bad BIGINT)""")
+            # Added later: a store made before has NULL keys there, so its files are simply read again.
+            self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS read_key VARCHAR")
+            self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS outside BIGINT DEFAULT 0")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -340,7 +349,8 @@ class FlowStore:
             self.con.execute("SET progress_bar_time = 0")
         tracker.emit()
         with self._transaction():
-            result = self._ingest_new(new, options, bad_threshold, max_samples, window, read_key, tracker)
+            replacing = any(str(p) in known for p, _, _ in new)
+            result = self._ingest_new(new, options, bad_threshold, max_samples, window, read_key, tracker, replacing)
             if empty:
                 names = [str(p) for p, _ in empty]
                 self.con.execute("DELETE FROM flows WHERE list_contains(?, source_file)", [names])
@@ -367,17 +377,16 @@ class FlowStore:
 
     def _ingest_new(self, new: list[tuple[Path, os.stat_result, str]], options: ReaderOptions,
                     bad_threshold: float, max_samples: int, window: TimeWindow | None, read_key: str,
-                    tracker: _Tracker) -> _Result:
+                    tracker: _Tracker, replacing: bool) -> _Result:
         con = self.con
         res = _Result()
         if not new:
             return res
         fids = {p: i for i, (p, _, _) in enumerate(new)}
+        norms: dict[str, int] = {}  # normalised action -> norm_code, over all formats of this ingest
         con.execute(_ddl("_ms_groups", _GROUPS_COLUMNS, temp=True))
         con.execute("CREATE TEMP TABLE _ms_files (fid INTEGER, path VARCHAR, fmt VARCHAR)")
         _insert_rows(con, "_ms_files", [(fids[p], str(p), f) for p, _, f in new])
-        con.execute("CREATE TEMP TABLE _ms_actions (fmt VARCHAR, code INTEGER, norm VARCHAR)")
-        con.execute("CREATE TEMP TABLE _ms_skips (fmt VARCHAR, code INTEGER, status VARCHAR)")
         staged_all: list[tuple[str, Staged, list[SourceFile]]] = []
         cleanup: list[Path] = []
         try:
@@ -388,21 +397,17 @@ class FlowStore:
                 staged = get_format(name).stage(con, srcs, options)
                 cleanup.extend(staged.cleanup)
                 staged_all.append((name, staged, srcs))
-                actions, skips = sorted(staged.actions), sorted(staged.skip_statuses)
-                for code, raw in enumerate(actions):
-                    con.execute("INSERT INTO _ms_actions VALUES (?, ?, ?)", [name, code, staged.actions[raw]])
-                for code, status in enumerate(skips, 1):
-                    con.execute("INSERT INTO _ms_skips VALUES (?, ?, ?)", [name, code, status])
+                skips = sorted(staged.skip_statuses)
+                codes = {raw: norms.setdefault(norm, len(norms)) for raw, norm in sorted(staged.actions.items())}
                 pending = list(staged.relations)
                 while pending:
                     rel = pending.pop(0)
                     with tracker.scanning(con, rel.files):
-                        self._scan(rel, name, fids, actions, skips, window)
+                        self._scan(rel, name, fids, codes, skips, window)
                     if rel.after_scan is not None:
                         pending.extend(rel.after_scan(con))
                         cleanup.extend(staged.cleanup)
             self._canonical_ipv6()
-            self._classify()
             samples = self._tally(new, staged_all, res)
             res.samples = sorted(samples, key=lambda b: (fids[Path(b.file)], b.line))[:max_samples]
             if res.lines and res.bad / res.lines > bad_threshold:
@@ -412,17 +417,16 @@ class FlowStore:
                     f"the {bad_threshold:.2%} allowed; first: {first.message if first else '?'}",
                     file=first.file if first else None, line=first.line if first else None,
                     field=first.field if first else None)
-            self._commit_rows(new, res, read_key)
+            self._commit_rows(new, res, read_key, replacing, list(norms))
             # On failure the rollback drops these temporary tables with everything else.
-            con.execute("DROP VIEW IF EXISTS _ms_class")
-            for t in ("_ms_groups", "_ms_files", "_ms_actions", "_ms_skips"):
+            for t in ("_ms_groups", "_ms_files"):
                 con.execute(f"DROP TABLE IF EXISTS {t}")
         finally:
             for p in set(cleanup):
                 p.unlink(missing_ok=True)
         return res
 
-    def _scan(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: list[str],
+    def _scan(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: dict[str, int],
               skips: list[str], window: TimeWindow | None) -> None:
         try:
             self.con.execute(self._aggregate_sql(rel, fmt, fids, actions, skips, window))
@@ -431,9 +435,12 @@ class FlowStore:
             names = ", ".join(str(f.path) for f in rel.files[:3]) + (" ..." if len(rel.files) > 3 else "")
             raise InputError(f"cannot read {fmt} flow log: {exc}", file=names) from exc
 
-    def _aggregate_sql(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], actions: list[str],
+    def _aggregate_sql(self, rel: StagedRelation, fmt: str, fids: dict[Path, int], codes: dict[str, int],
                        skips: list[str], window: TimeWindow | None) -> str:
+        """``codes``: the format's raw action values -> norm_code; ``skips``: its skip statuses (status_code
+        i + 1 is ``skips[i]``)."""
         unit, nulls = rel.time_unit, rel.null_columns
+        actions = sorted(codes)
         bucket, hour = self.bucket_seconds * unit, 3600 * unit
         mapping = ", ".join(f"({i}, {fids[f.path]})" for i, f in enumerate(rel.files))
         action_code = ("CASE WHEN action IS NULL THEN NULL "
@@ -465,9 +472,18 @@ class FlowStore:
         if window is not None:
             keys.append(f"{_outside_sql(window, unit) if 't_start' not in nulls else 'true'} AS k_out")
         # Columns absent from the select stay NULL in _ms_groups (INSERT ... BY NAME).
+        present = {c for c in _KEY_COLUMNS if c not in nulls}
+        if "t_start" not in nulls:
+            present.add("t_max")
+        if "t_end" not in nulls:
+            present.add("t_end_max")
+        if window is not None:
+            present.add("k_out")
+        norm_sql = ("CASE a.action_code " + " ".join(f"WHEN {i} THEN {codes[a]}" for i, a in enumerate(actions))
+                    + " END" if actions else "NULL")
         return f"""
 INSERT INTO _ms_groups BY NAME
-SELECT m.fid, {sql_str(fmt)} AS fmt, {unit} AS unit, a.* EXCLUDE (file_index)
+SELECT m.fid, {unit} AS unit, a.* EXCLUDE (file_index), {norm_sql} AS norm_code, {_class_sql(present, unit)} AS cls
 FROM (
   SELECT file_index, {', '.join(keys)}, {', '.join(a for a in aggs if a)}
   FROM ({rel.sql}) AS s
@@ -496,27 +512,6 @@ FROM (
             self.con.execute(f"UPDATE _ms_groups SET {col} = m.canon FROM _ms_v6 m WHERE _ms_groups.{col} = m.raw")
         self.con.execute("DROP TABLE _ms_v6")
 
-    def _classify(self) -> None:
-        """Sort the aggregates into ok / skip / bad:<column>, the checks readers mirror in Python.
-
-        A view: it is read twice (counts, then the insert of the ok rows), cheaper than a copy."""
-        limit = MAX_EPOCH_SECONDS
-        self.con.execute(f"""
-CREATE TEMP VIEW _ms_class AS
-SELECT g.*, a.norm AS action_norm, sk.status AS skip_status, CASE
-    WHEN g.status_code > 0 THEN 'skip'
-    WHEN g.status_code < 0 THEN 'bad:log_status'
-    WHEN g.src_ip IS NULL OR NOT regexp_full_match(g.src_ip, {sql_str(IP_SHAPE)}) THEN 'bad:src_ip'
-    WHEN g.dst_ip IS NULL OR NOT regexp_full_match(g.dst_ip, {sql_str(IP_SHAPE)}) THEN 'bad:dst_ip'
-    WHEN g.action_code < 0 THEN 'bad:action'
-    WHEN g.t_max > {limit} * g.unit THEN 'bad:t_start'
-    WHEN g.t_end_max > {limit} * g.unit THEN 'bad:t_end'
-    WHEN g.k_out THEN 'outside'
-    ELSE 'ok' END AS cls
-FROM _ms_groups g
-LEFT JOIN _ms_actions a ON a.fmt = g.fmt AND a.code = g.action_code
-LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
-
     def _tally(self, new: list[tuple[Path, os.stat_result, str]], staged_all: list[tuple[str, Staged,
                list[SourceFile]]], res: _Result) -> list[BadLine]:
         paths = [p for p, _, _ in new]
@@ -526,17 +521,18 @@ LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
         bad: Counter[Path] = Counter()
         outside: Counter[Path] = Counter()
         bad_sql: set[Path] = set()
-        counts = self.con.execute(
-            "SELECT fid, cls, skip_status, sum(records)::BIGINT FROM _ms_class GROUP BY ALL ORDER BY ALL").fetchall()
+        skips = {name: sorted(staged.skip_statuses) for name, staged, _ in staged_all}
+        counts = self.con.execute(f"SELECT fid, cls, CASE WHEN cls = {_CLASS_SKIP} THEN status_code END, "
+                                  "sum(records)::BIGINT FROM _ms_groups GROUP BY ALL ORDER BY ALL").fetchall()
         for fid, cls, status, n in counts:
             p = paths[fid]
             lines[p] += n
-            if cls == "ok":
+            if cls == _CLASS_OK:
                 records[p] += n
-            elif cls == "skip":
+            elif cls == _CLASS_SKIP:
                 skipped[p] += n
-                res.skipped[status] += n
-            elif cls == "outside":
+                res.skipped[skips[new[fid][2]][status - 1]] += n
+            elif cls == _CLASS_OUTSIDE:
                 outside[p] += n
             else:
                 bad[p] += n
@@ -566,16 +562,19 @@ LEFT JOIN _ms_skips sk ON sk.fmt = g.fmt AND sk.code = g.status_code""")
         res.outside = sum(outside.values())
         return samples
 
-    def _commit_rows(self, new: list[tuple[Path, os.stat_result, str]], res: _Result, read_key: str) -> None:
+    def _commit_rows(self, new: list[tuple[Path, os.stat_result, str]], res: _Result, read_key: str,
+                     replacing: bool, norms: list[str]) -> None:
         con = self.con
-        # Files read again because they changed: their earlier rows go.
-        con.execute("DELETE FROM flows WHERE source_file IN (SELECT path FROM _ms_files)")
-        con.execute("DELETE FROM files WHERE path IN (SELECT path FROM _ms_files)")
+        if replacing:  # files read again (changed, or read under other options): their earlier rows go
+            con.execute("DELETE FROM flows WHERE source_file IN (SELECT path FROM _ms_files)")
+            con.execute("DELETE FROM files WHERE path IN (SELECT path FROM _ms_files)")
         bucket_us = self.bucket_seconds * 1_000_000
 
         def ts(col: str) -> str:
             return f"make_timestamp(CAST({col} AS BIGINT) * (1000000 // unit))"
 
+        action = ("CASE norm_code " + " ".join(f"WHEN {i} THEN {sql_str(n)}" for i, n in enumerate(norms)) + " END"
+                  if norms else "NULL::VARCHAR")
         con.execute(f"""
 INSERT INTO flows BY NAME
 SELECT {ts('t_min')} AS ts_start, {ts('t_end_max')} AS ts_end, {ts('t_max')} AS ts_start_last,
@@ -590,14 +589,41 @@ SELECT {ts('t_min')} AS ts_start, {ts('t_end_max')} AS ts_end, {ts('t_max')} AS 
     ELSE 'IP-' || proto END AS protocol,
   CAST(CASE WHEN bytes > {_BIGINT_MAX} THEN {_BIGINT_MAX} ELSE bytes END AS BIGINT) AS bytes,
   CAST(CASE WHEN packets > {_BIGINT_MAX} THEN {_BIGINT_MAX} ELSE packets END AS BIGINT) AS packets,
-  action_norm AS action, tcp_flags, is_reply, direction, src_workload, dst_workload, records,
-  c.fmt AS source_format, f.path AS source_file
-FROM _ms_class c JOIN _ms_files f USING (fid)
-WHERE cls = 'ok'""")
+  {action} AS action, tcp_flags, is_reply, direction, src_workload, dst_workload, records,
+  f.fmt AS source_format, f.path AS source_file
+FROM _ms_groups c JOIN _ms_files f USING (fid)
+WHERE cls = {_CLASS_OK}""")
         _insert_rows(con, "files", [
             (str(p), st.st_size, st.st_mtime_ns, f, res.files_by_path[p].lines, res.files_by_path[p].records,
              res.files_by_path[p].skipped, res.files_by_path[p].bad, read_key, res.files_by_path[p].outside)
             for p, st, f in new])
+
+
+def _class_sql(present: set[str], unit: int) -> str:
+    """SQL sorting an aggregate (``a``) into ok / skip / outside / bad:<column> (as _CLASS_* codes), the
+    checks readers mirror in Python. ``present`` names the aggregate's columns that the query computes;
+    the others are NULL.
+
+    Computed once per aggregate as it is written (the IPv6 rewrite that follows cannot change it: an
+    address ``ipaddress`` accepts has the IP shape in either spelling, and one it refuses is left as is)."""
+    def col(name: str) -> str:
+        return f"a.{name}" if name in present else "NULL"
+
+    limit = MAX_EPOCH_SECONDS
+    ip = sql_str(IP_SHAPE)
+    bad = _CLASS_BAD
+    whens = [f"WHEN a.status_code > 0 THEN {_CLASS_SKIP}", f"WHEN a.status_code < 0 THEN {bad['log_status']}"]
+    for side in ("src_ip", "dst_ip"):
+        whens.append(f"WHEN {col(side)} IS NULL OR NOT regexp_full_match({col(side)}, {ip}) THEN {bad[side]}"
+                     if side in present else f"WHEN true THEN {bad[side]}")
+    whens.append(f"WHEN a.action_code < 0 THEN {bad['action']}")
+    if "t_max" in present:
+        whens.append(f"WHEN a.t_max > {limit * unit} THEN {bad['t_start']}")
+    if "t_end_max" in present:
+        whens.append(f"WHEN a.t_end_max > {limit * unit} THEN {bad['t_end']}")
+    if "k_out" in present:
+        whens.append(f"WHEN a.k_out THEN {_CLASS_OUTSIDE}")
+    return f"CAST(CASE {' '.join(whens)} ELSE {_CLASS_OK} END AS TINYINT)"
 
 
 def _outside_sql(window: TimeWindow, unit: int) -> str:
