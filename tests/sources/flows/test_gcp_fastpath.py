@@ -191,11 +191,16 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
     f.write_bytes((line(sport=45000) + "\r\r\n" + line(sport=45001) + "\n").encode())
     g = write(tmp_path, [line(sport=46000), line(sport=46001, labels={"x": "\x01"}).replace("\\u0001", "\x01")],
               "g.ndjson")  # the delimiter DuckDB splits at: all of g in Python
-    fast, python, calls = both_paths(tmp_path, monkeypatch, a, b, c, d, e, f, g)
+    # an ideographic space alone: no blank DuckDB trims, a blank str.strip() removes; Python does not find
+    # the text SQL left to it, and reads all of h
+    h = write(tmp_path, [line(sport=47000), "\u3000", line(sport=47001)], "h.ndjson")
+    fast, python, calls = both_paths(tmp_path, monkeypatch, a, b, c, d, e, f, g, h)
     assert fast == python
+    assert [call for call in calls if call[0] == "h.ndjson"] == [("h.ndjson", frozenset({"\u3000"})),
+                                                                 ("h.ndjson", None)]
     # a.ndjson: the lines SQL cannot be certain of, alone; c: its nan line; d, e, f, g: whole
     by_file = dict(calls)
-    assert set(by_file) == {"a.ndjson", "c.ndjson.gz", "d.ndjson", "e.ndjson", "f.ndjson", "g.ndjson"}
+    assert set(by_file) == {"a.ndjson", "c.ndjson.gz", "d.ndjson", "e.ndjson", "f.ndjson", "g.ndjson", "h.ndjson"}
     assert by_file["c.ndjson.gz"] == frozenset({TRICKY[20]})
     assert by_file["d.ndjson"] is None and by_file["e.ndjson"] is None and by_file["f.ndjson"] is None
     assert by_file["g.ndjson"] is None
@@ -224,8 +229,8 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
         ("a.ndjson", 73, "json"), ("a.ndjson", 74, "json"),
         ("c.ndjson.gz", 2, "json"), ("e.ndjson", 1, "json"), ("g.ndjson", 2, "json")]  # g: a raw control character
     # by hand: a.ndjson 72 lines (2 blank), 41 bad; b 2 records; c 3 lines, 1 bad; d 2 records; e 2 lines,
-    # 1 bad; f 2 records (CR CR LF is a blank line between them for Python); g 2 lines, 1 bad
-    assert report[:4] == (72 + 2 + 3 + 2 + 2 + 2 + 2, 72 - 41 + 2 + 2 + 2 + 1 + 2 + 1, 41 + 3, {})
+    # 1 bad; f 2 records (CR CR LF is a blank line between them for Python); g 2 lines, 1 bad; h 2 records
+    assert report[:4] == (72 + 2 + 3 + 2 + 2 + 2 + 2 + 2, 72 - 41 + 2 + 2 + 2 + 1 + 2 + 1 + 2, 41 + 3, {})
     by_port = {r[3]: r for r in got}
     assert by_port[707][11] == "ingress" and by_port[707][6] == 1  # 7
     assert by_port[2424][11] == "egress"  # 24: the first "reporter" (SRC) is the one read

@@ -265,13 +265,14 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
                     whole.add(index)  # a line DuckDB split or decoded unlike Python: all of it in Python
                     _read(src, index, writer, pending)
         writer.close()
-        rows = f"SELECT * FROM ({writer.relation(list(files), 1).sql})"
+        rows = f"SELECT *, NULL::VARCHAR AS line FROM ({writer.relation(list(files), 1).sql})"
         if fast is None:
             con.execute(f"CREATE TEMP TABLE {table} AS {rows}")
         else:
-            con.execute(f"DELETE FROM {table} WHERE line IS NOT NULL"
-                        + (f" OR file_index IN ({', '.join(map(str, sorted(whole)))})" if whole else ""))
-            con.execute(f"ALTER TABLE {table} DROP COLUMN line")
+            if fast.pending or whole - set(fast.skipped):  # drop the rows of the lines Python read
+                gone = sorted(whole - set(fast.skipped))
+                con.execute(f"DELETE FROM {table} WHERE line IS NOT NULL"
+                            + (f" OR file_index IN ({', '.join(map(str, gone))})" if gone else ""))
             if writer.rows:
                 con.execute(f"INSERT INTO {table} {rows}")
         _judge_pending(con, table, files, pending, staged, options)
@@ -455,6 +456,7 @@ _WS = "[ \\t]*"
 class _Fast:
     whole: set[int]  # read in Python from start to end
     pending: dict[int, frozenset[str]]  # file index -> the text of the lines Python reads
+    skipped: frozenset[int]  # not scanned (read in Python from start to end): no rows in the table
 
 
 def _has_bom(src: SourceFile) -> bool:
@@ -481,7 +483,7 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], scanned: 
     for errors, scans in rejects:  # invalid UTF-8 or an over-long line: Python replaces or reads it
         for (path,) in con.execute(f"SELECT DISTINCT s.file_path FROM {errors} JOIN {scans} AS s "
                                    "USING (scan_id, file_id)").fetchall():
-            whole.add(by_path[str(path)])
+            whole.update([by_path[str(path)]] if str(path) in by_path else scanned)  # (unknown: all of them)
         drop_tables(con, (errors, scans))
     pending: dict[int, set[str]] = {}
     for fi, line in con.execute(f"SELECT DISTINCT file_index, line FROM {table} WHERE line IS NOT NULL").fetchall():
@@ -489,7 +491,8 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], scanned: 
             whole.add(int(fi))
         else:
             pending.setdefault(int(fi), set()).add(str(line))
-    return _Fast(whole=whole, pending={i: frozenset(v) for i, v in pending.items() if i not in whole})
+    return _Fast(whole=whole, pending={i: frozenset(v) for i, v in pending.items() if i not in whole},
+                 skipped=frozenset(set(range(len(files))) - set(scanned)))
 
 
 def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
