@@ -33,6 +33,11 @@ the workload is derived from ``pod.pod_name`` as the Hubble reader does. Without
 ``src_instance.vm_name`` / ``dest_instance.vm_name`` name the VM. The instance of a pod's address
 is its *node*, so a record with GKE details never falls back to the VM name. Metadata fields are
 Google's approximations; the mapping uses a hint only when it names an inventory workload.
+
+Reading. Lines are parsed by DuckDB and checked in SQL exactly as the Python parser does it (see "DuckDB
+fast path" below); what SQL cannot decide exactly is read by the Python parser, which names the line and
+field of every bad record. JSON is read with jsonline's rule (a repeated key reads as its first
+occurrence) on both paths. Tests assert that both paths give the same rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
