@@ -67,7 +67,7 @@ from microseg.sources.flows import (
     sql_list,
     sql_str,
 )
-from microseg.sources.flows.hubble import _GENERATED_POD, _RS_POD, workload_from_pod
+from microseg.sources.flows.hubble import workload_from_pod
 from microseg.sources.flows.jsonline import loads
 from microseg.sources.flows.sqlpath import IPV4_PATTERN, SCAN_ERRORS, drop_after_scan, drop_tables, scan_error
 
@@ -455,6 +455,10 @@ _PLAIN_NAME = r'"[!#-.0-\[\]-~]+"'  # _plain_name: printable ASCII, no blank, '/
 # which Python reads, are caught too), after ':' (and, on a line with '[', after '[' or ',').
 _ODD_VALUE = "(?:-|[nN][aA]|[iI])"
 _WS = "[ \\t]*"
+# hubble.workload_from_pod's patterns (_RS_POD, _GENERATED_POD) for RE2, as calico.py spells them
+_GEN = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery/pkg/util/rand alphabet
+_RS_POD = f"(.+)-[0-9{_GEN}]{{5,10}}-[{_GEN}]{{5}}"
+_GENERATED_POD = f"(.+)-[{_GEN}]{{5}}"
 
 
 @dataclass
@@ -530,8 +534,8 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
                 f"WHEN regexp_full_match({v}, '{_PLAIN_NAME}') THEN {text(v)} ELSE '/' END")
 
     def pod_workload(n: str) -> str:  # hubble.workload_from_pod (RE2's greedy submatches are Python's here)
-        return (f"coalesce(nullif(regexp_extract({n}, '^(?:{_RS_POD.pattern})$', 1), ''), "
-                f"nullif(regexp_extract({n}, '^(?:{_GENERATED_POD.pattern})$', 1), ''), {n})")
+        return (f"coalesce(nullif(regexp_extract({n}, '^{_RS_POD}$', 1), ''), "
+                f"nullif(regexp_extract({n}, '^{_GENERATED_POD}$', 1), ''), {n})")
 
     def gke_parts(side: str) -> str:  # pod, namespace, workload object, workload name, pod name
         g = j(f"{side}_gke_details")
