@@ -62,12 +62,17 @@ import duckdb
 from microseg.errors import InputError
 from microseg.sources.flows import (
     STAGE_COLUMNS,
+    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
+    sql_list,
+    sql_str,
 )
+from microseg.sources.flows.sqlpath import IPV4_PATTERN
 
 NAME = "azure"
 
@@ -427,6 +432,18 @@ class _JsonStream:
                 self._advance(self.pos + 1)
                 if sep == "]":
                     break
+        # Members after the array are read and ignored, as when the object is decoded whole (a repeated
+        # "records" too: the first occurrence of a key is the one read, the rule of jsonline.py).
+        while self._skip_ws() and self.buf[self.pos] == ",":
+            self._advance(self.pos + 1)
+            self._skip_ws()
+            key, _ = self._decode()
+            if not isinstance(key, str) or not self._skip_ws() or self.buf[self.pos] != ":":
+                raise json.JSONDecodeError("expected a key and ':' in the object of the records array",
+                                           self.buf, self.pos)
+            self._advance(self.pos + 1)
+            self._skip_ws()
+            self._decode()
         if not self._skip_ws() or self.buf[self.pos] != "}":
             raise json.JSONDecodeError("expected '}' after the records array", self.buf, self.pos)
         self._advance(self.pos + 1)
@@ -505,30 +522,332 @@ SELECT s.* REPLACE (
 FROM s"""
 
 
+class _Discard:
+    """A staging writer that keeps nothing: the Python reader run only for its bad-line reports."""
+
+    def write(self, row: StageRow, *extra: object) -> None:
+        del row, extra
+
+
+def _python_read(stager: _Stager, src: SourceFile, index: int, options: ReaderOptions) -> None:
+    stager.seq = index << _SEQ_BITS
+    for first_line, obj, text, error in _documents(src, options):
+        if error is not None:
+            stager.bad(src, first_line, error.field, error.message, text)
+        else:
+            stager.document(src, index, obj, text, first_line)
+
+
+def _locate(src: SourceFile, options: ReaderOptions) -> list[BadLine]:
+    """The bad lines the Python reader reports for ``src`` (the fast path counted them, see below)."""
+    staged = Staged(relations=[], actions={}, skip_statuses=frozenset())
+    _python_read(_Stager(cast(StageWriter, _Discard()), staged, options), src, 0, options)
+    return staged.bad
+
+
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # parsed in Python and bulk-loaded through the staging file
     staged = Staged(relations=[], actions=dict(ACTIONS),
                     skip_statuses=frozenset({PEER_DUPLICATE, CONNECTION_UPDATE}))
     writer = StageWriter(options.tmp_dir, extra=_EXTRA)
     staged.cleanup.append(writer.path)
     stager = _Stager(writer, staged, options)
+    tag = f"_ms_azure_{id(staged)}"
+    fast = _Fast(read=set(), bad=set())
     done = False
     try:
+        fast = _fast_path(con, files, options, tag)
         for index, src in enumerate(files):
-            for first_line, obj, text, error in _documents(src, options):
-                if error is not None:
-                    stager.bad(src, first_line, error.field, error.message, text)
-                else:
-                    stager.document(src, index, obj, text, first_line)
+            if index not in fast.read:
+                _python_read(stager, src, index, options)
         done = True
     finally:
         writer.close()
-        if not done:  # the store never sees this Staged: remove the staging file here
-            writer.path.unlink(missing_ok=True)
-    relation = writer.relation(list(files), time_unit=1_000_000)
+        if not done:  # the store never sees this Staged: remove the staging file here (the transaction's
+            writer.path.unlink(missing_ok=True)  # rollback drops the table)
+    columns = ", ".join([*STAGE_COLUMNS, *_EXTRA])
+    parts = [f"SELECT {columns} FROM {tag}"] if fast.read else []
+    if writer.rows or not parts:
+        parts.append(writer.relation(list(files), time_unit=1_000_000).sql)
     # Connections whose E is not in the batch are counted once all the same.
-    relation.sql = _dedupe_sql(_tracking_sql(relation.sql))
-    relation.null_columns = frozenset({"tcp_flags", "is_reply", "src_workload", "dst_workload"})
+    relation = StagedRelation(sql=_dedupe_sql(_tracking_sql(" UNION ALL ".join(parts))), files=list(files),
+                              time_unit=1_000_000, after_scan=lambda c: _drop(c, tag),
+                              null_columns=frozenset({"tcp_flags", "is_reply", "src_workload", "dst_workload"}))
     staged.relations.append(relation)
-    staged.locate_bad = lambda _src: []  # every check the store repeats was made here
+    # Files read in Python reported their bad lines as they went; in a file the fast path read, the bad
+    # tuples were counted in SQL and the Python reader names them (lines, fields) on demand.
+    with_bad = {files[i].path for i in fast.bad}
+    staged.locate_bad = lambda src: _locate(src, options) if src.path in with_bad else []
     return staged
+
+
+# -- DuckDB fast path ---------------------------------------------------------------------------------
+#
+# A blob is read by DuckDB (read_json, the records unnested down to their tuples, each tuple split and
+# checked in SQL) when the outcome is certain to be the Python reader's, tuple for tuple; otherwise the
+# whole file is read by the Python reader. Certain means:
+# - the file passes a byte pre-scan (which also reports reading progress): it is one ``{"records": [``
+#   document as the streaming parser takes it (records the first key), at most FAST_MAX_BYTES once
+#   decompressed, with no backslash anywhere (no escapes: every string is its own text) and no comma
+#   before a closing bracket (yyjson accepts trailing commas, Python does not); an NSG file does not
+#   name flowLogVersion at all (a null flowLogVersion is a VNet record to Python, absent to DuckDB);
+# - DuckDB parses it as exactly one document (invalid UTF-8, control characters in strings, comments,
+#   a repeated key, a value of the wrong JSON type for the columns below: errors, so Python reads it);
+# - every record has the structure _groups walks, with versions 1, 2 (NSG) or 4 (VNet) written as those
+#   plain JSON integers, and every NIC name is absent, null or a JSON string;
+# - no tuple names an IPv6 address (Python writes it in canonical form) or has counters whose sums
+#   leave UBIGINT.
+# A tuple is then either good - its staging row is exactly parse_tuple's - or certainly bad: staged with
+# the status ``bad-tuple``, which the store counts as a bad line; _locate reports its line and field.
+# Files above FAST_MAX_BYTES are streamed in Python record by record (bounded memory): DuckDB holds
+# a JSON document whole, and a blob's document is the whole blob. Their records are limited to
+# MAX_RECORD_CHARS; a blob read whole needs no such limit.
+
+FAST_MAX_BYTES = 256 << 20
+_FAST_BATCH_BYTES = 64 << 20  # small blobs are read together, up to this much at a time
+_PRE_CHUNK = 8 << 20
+_SEQ_BITS = 40  # seq = file index << 40 | position in the file: log order across the batch
+_FAST_HEAD = re.compile(rb"[ \t\n\r]*\{[ \t\n\r]*\"records\"[ \t\n\r]*:[ \t\n\r]*\[")
+_TRAILING_COMMA = re.compile(rb",[ \t\n\r]*[\]}]")
+_CLOSER = re.compile(rb"[ \t\n\r]*[\]}]")
+_BAD_TUPLE = "bad-tuple"
+_NUM = "[0-9]+"
+_COUNTERS = f"({_NUM},{_NUM},{_NUM},{_NUM}|,,,)"
+# A tuple of this shape is good once its numbers are in range (parse_tuple's checks, field by field).
+_SHAPES = {
+    4: f"{_NUM},{IPV4_PATTERN},{IPV4_PATTERN},{_NUM},{_NUM},{_NUM},[IO],[BCED],[^,]*,{_COUNTERS}",
+    2: f"{_NUM},{IPV4_PATTERN},{IPV4_PATTERN},{_NUM},{_NUM},[TU],[IO],[AD],[BCE],{_COUNTERS}",
+    1: f"{_NUM},{IPV4_PATTERN},{IPV4_PATTERN},{_NUM},{_NUM},[TU],[IO],[AD]",
+}
+_REC = ('STRUCT("flowLogVersion" JSON, "macAddress" JSON, '
+        '"flowRecords" STRUCT("flows" STRUCT("flowGroups" STRUCT("flowTuples" VARCHAR[])[])[]), '
+        '"properties" STRUCT("Version" JSON, "flows" STRUCT("flows" STRUCT("mac" JSON, "flowTuples" VARCHAR[])[])[]))')
+
+
+@dataclass
+class _Fast:
+    read: set[int]  # file indexes whose tuples are in the table
+    bad: set[int]  # ... of which some tuples are bad
+
+
+@dataclass
+class _Pre:
+    size: int  # decompressed bytes
+    names_version: bool  # the text contains "flowLogVersion"
+
+
+def _prescan(src: SourceFile, options: ReaderOptions) -> _Pre | None:
+    """The byte checks of the fast path (see above); None: the Python reader reads the file."""
+    key = b'"flowLogVersion"'
+    try:
+        with src.path.open("rb") as raw:
+            fh = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if src.gzip else raw
+            size = lines = 0
+            comma = names = False
+            tail = b""
+            while chunk := fh.read(_PRE_CHUNK):
+                if size == 0 and not _FAST_HEAD.match(chunk):
+                    return None
+                size += len(chunk)
+                if size > FAST_MAX_BYTES or b"\\" in chunk or _TRAILING_COMMA.search(chunk) \
+                        or (comma and _CLOSER.match(chunk)):
+                    return None
+                names = names or key in chunk or key in tail + chunk[:len(key)]
+                stripped = chunk.rstrip(b" \t\n\r")
+                comma = stripped.endswith(b",") or (comma and not stripped)
+                tail = chunk[-len(key):]
+                lines += chunk.count(b"\n")
+                options.report_read(src.path, raw.tell(), lines)
+            return _Pre(size, names) if size else None
+    except (OSError, EOFError):  # unreadable, a truncated gzip: the Python reader says so
+        return None
+
+
+def _drop(con: duckdb.DuckDBPyConnection, tag: str) -> list[StagedRelation]:
+    con.execute(f"DROP TABLE IF EXISTS {tag}")
+    return []
+
+
+def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions,
+               tag: str) -> _Fast:
+    """Reads what it can (see above) into the temporary table ``tag`` of ``con``.
+
+    DuckDB runs on a connection of its own: a file it cannot parse fails a statement there, which
+    would abort the store's transaction, and goes to the Python reader instead."""
+    pre = {i: p for i, src in enumerate(files) if (p := _prescan(src, options)) is not None}
+    if not pre:
+        return _Fast(read=set(), bad=set())
+    settings = con.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
+                           "current_setting('temp_directory')").fetchall()[0]
+    side = duckdb.connect()
+    try:
+        side.execute(f"SET memory_limit = {sql_str(str(settings[0]))}")
+        side.execute(f"SET threads = {int(settings[1])}")
+        if settings[2]:
+            side.execute(f"SET temp_directory = {sql_str(str(settings[2]))}")
+        side.execute("SET preserve_insertion_order = false")
+        side.execute("CREATE TEMP TABLE g (fi INTEGER, version INTEGER, nic VARCHAR, goff BIGINT, tuples VARCHAR[])")
+        # batches of one kind (plain / gzip), up to _FAST_BATCH_BYTES each
+        batches: list[list[int]] = []
+        for gz in (False, True):
+            batch: list[int] = []
+            size = 0
+            for i in sorted(i for i in pre if files[i].gzip == gz):
+                if batch and size + pre[i].size > _FAST_BATCH_BYTES:
+                    batches.append(batch)
+                    batch, size = [], 0
+                batch.append(i)
+                size += pre[i].size
+            if batch:
+                batches.append(batch)
+        read: set[int] = set()
+        while batches:
+            batch = batches.pop(0)
+            try:
+                side.execute(_groups_sql(files, batch, pre))
+            except duckdb.Error:
+                if len(batch) > 1:  # find the files DuckDB cannot read; the others are still read here
+                    batches[:0] = [batch[:len(batch) // 2], batch[len(batch) // 2:]]
+                continue
+            read.update(batch)
+        # files with a record of another structure than the one SQL reads (marked with a NULL version)
+        doubtful = {int(r[0]) for r in side.execute("SELECT DISTINCT fi FROM g WHERE version IS NULL").fetchall()}
+        side.execute(_tuples_sql())
+        side.execute("DROP TABLE g")
+        doubtful |= {int(r[0]) for r in side.execute("SELECT DISTINCT file_index FROM t WHERE doubt").fetchall()}
+        read -= doubtful
+        bad = {int(r[0]) for r in side.execute(
+            f"SELECT DISTINCT file_index FROM t WHERE log_status = '{_BAD_TUPLE}'").fetchall()} & read
+        columns = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in {**STAGE_COLUMNS, **_EXTRA}.items())
+        keep = f" WHERE file_index IN ({', '.join(map(str, sorted(read)))})" if read else " WHERE false"
+        stream = side.sql(f"SELECT {columns} FROM t{keep}").to_arrow_reader(1 << 16)
+        con.register(f"{tag}_arrow", stream)
+        try:
+            con.execute(f"CREATE TEMP TABLE {tag} AS SELECT * FROM {tag}_arrow")
+        finally:
+            con.unregister(f"{tag}_arrow")
+    finally:
+        side.close()
+    return _Fast(read=read, bad=bad)
+
+
+def _groups_sql(files: Sequence[SourceFile], batch: list[int], pre: dict[int, _Pre]) -> str:
+    """Inserts into ``g`` one row per flow group (NSG: a rule's NIC; VNet: an ACL's group) of the
+    files of ``batch``: version, NIC, the tuples, and the group's offset (tuples before it in its file).
+    A row with a NULL version stands for a document or record the Python reader reads otherwise."""
+    paths = sql_list([files[i] for i in batch])
+    names = ", ".join(f"({sql_str(str(files[i].path))}, {i}, {str(pre[i].names_version).lower()})" for i in batch)
+    size = max(pre[i].size for i in batch) + 1
+
+    def nic(m: str) -> str:  # str(mac or "") or None; NULL also for a value that is no string (checked below)
+        return f"nullif(CASE WHEN starts_with({m}, '\"') THEN substr({m}, 2, strlen({m}) - 2) END, '')"
+
+    def no_string(m: str) -> str:
+        return f"({m} IS NOT NULL AND NOT starts_with({m}, '\"'))"
+
+    vnet_ok = ("r.flowLogVersion = '4' AND r.flowRecords.flows IS NOT NULL AND NOT " + no_string("r.macAddress")
+               + " AND NOT coalesce(list_bool_or(list_transform(r.flowRecords.flows, lambda f: f IS NULL OR "
+               "f.flowGroups IS NULL OR coalesce(list_bool_or(list_transform(f.flowGroups, lambda g: g IS NULL OR "
+               "g.flowTuples IS NULL)), false))), false)")
+    nsg_ok = ("NOT names_version AND r.properties.Version IN ('1', '2') AND r.properties.flows IS NOT NULL "
+              "AND NOT coalesce(list_bool_or(list_transform(r.properties.flows, lambda x: x IS NULL OR x.flows IS NULL "
+              "OR coalesce(list_bool_or(list_transform(x.flows, lambda n: n IS NULL OR n.flowTuples IS NULL OR "
+              + no_string("n.mac") + ")), false))), false)")
+    groups = (f"CASE WHEN r.flowLogVersion IS NOT NULL THEN flatten(list_transform(r.flowRecords.flows, "
+              f"lambda f: list_transform(f.flowGroups, lambda g: {{'nic': {nic('r.macAddress')}, 't': g.flowTuples}}))) "
+              f"ELSE flatten(list_transform(r.properties.flows, lambda x: list_transform(x.flows, "
+              f"lambda n: {{'nic': {nic('n.mac')}, 't': n.flowTuples}}))) END")
+    return f"""
+INSERT INTO g
+WITH d AS (
+  SELECT m.fi, m.names_version, j.records, count(*) OVER (PARTITION BY m.fi) AS docs
+  FROM read_json({paths}, format='unstructured', filename=true, maximum_object_size={size},
+    compression='{"gzip" if files[batch[0]].gzip else "none"}', columns={{'records': '{_REC}[]'}}) AS j
+  JOIN (VALUES {names}) AS m(path, fi, names_version) ON j.filename = m.path),
+r AS (
+  SELECT fi, names_version, unnest(records) AS r, unnest(range(len(records))) AS ri FROM d
+  WHERE docs = 1 AND records IS NOT NULL),
+g AS (
+  SELECT fi, ri, CASE WHEN r IS NULL THEN NULL WHEN r.flowLogVersion IS NOT NULL THEN CASE WHEN {vnet_ok} THEN 4 END
+      WHEN {nsg_ok} THEN CAST(CAST(r.properties.Version AS VARCHAR) AS INTEGER) END AS version,
+    CASE WHEN version IS NOT NULL THEN {groups} END AS gs
+  FROM r),
+u AS (SELECT fi, ri, version, unnest(gs) AS grp, unnest(range(len(gs))) AS gi FROM g WHERE version IS NOT NULL)
+SELECT fi, version, grp.nic,
+  coalesce(sum(len(grp.t)) OVER (PARTITION BY fi ORDER BY ri, gi ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+    0) AS goff, grp.t
+FROM u
+UNION ALL
+SELECT fi, NULL, NULL, NULL, NULL FROM g WHERE version IS NULL
+UNION ALL
+SELECT fi, NULL, NULL, NULL, NULL FROM d WHERE docs <> 1 OR records IS NULL"""
+
+
+def _tuples_sql() -> str:
+    """The table ``t``: one row per tuple of ``g`` (versions set), its staging columns, NIC, state
+    and seq as _Stager writes them, and ``doubt``: a tuple SQL cannot judge (its file goes to Python)."""
+    max_u64 = _MAX_UINT64
+
+    def digits(x: str, limit: int) -> str:  # _int
+        return f"(regexp_full_match({x}, '[0-9]+') AND coalesce(TRY_CAST({x} AS UBIGINT) <= {limit}, false))"
+
+    def ipv4(x: str) -> str:
+        return f"regexp_full_match({x}, '{IPV4_PATTERN}')"
+
+    counters_ok = ("((f[10] = '' AND f[11] = '' AND f[12] = '' AND f[13] = '') OR (" + " AND ".join(
+        digits(f"f[{i}]", max_u64) for i in range(10, 14)) + "))")
+    # every check of parse_tuple but the addresses, for a tuple not of the regular shape
+    fields_ok = f"""CASE version
+      WHEN 4 THEN n = 13 AND {digits('f[1]', max_u64 // 1000)} AND {digits('f[6]', 255)}
+        AND f[8] IN ('B', 'C', 'E', 'D') AND f[7] IN ('I', 'O') AND {counters_ok}
+      WHEN 2 THEN n = 13 AND {digits('f[1]', max_u64 // 1_000_000)} AND f[6] IN ('T', 'U') AND f[8] IN ('A', 'D')
+        AND f[9] IN ('B', 'C', 'E') AND f[7] IN ('I', 'O') AND {counters_ok}
+      ELSE n = 8 AND {digits('f[1]', max_u64 // 1_000_000)} AND f[6] IN ('T', 'U') AND f[8] IN ('A', 'D')
+        AND f[7] IN ('I', 'O') END
+      AND {digits('f[4]', 65535)} AND {digits('f[5]', 65535)}"""
+    in_range = f"""CASE version WHEN 4 THEN TRY_CAST(f[1] AS UBIGINT) <= {max_u64 // 1000}
+        AND TRY_CAST(f[6] AS UBIGINT) <= 255 ELSE TRY_CAST(f[1] AS UBIGINT) <= {max_u64 // 1_000_000} END
+      AND TRY_CAST(f[4] AS UBIGINT) <= 65535 AND TRY_CAST(f[5] AS UBIGINT) <= 65535
+      AND (version = 1 OR f[10] = '' OR (TRY_CAST(f[10] AS UBIGINT) IS NOT NULL AND TRY_CAST(f[11] AS UBIGINT)
+        IS NOT NULL AND TRY_CAST(f[12] AS UBIGINT) IS NOT NULL AND TRY_CAST(f[13] AS UBIGINT) IS NOT NULL))"""
+    shape = " ".join(f"WHEN {v} THEN regexp_full_match(t, '{_SHAPES[v]}')" for v in (4, 2, 1))
+    # 'good', 'bad' or 'doubt' (IPv6: Python writes the canonical form)
+    verdict = f"""CASE WHEN t IS NULL THEN 'bad'
+      WHEN coalesce(CASE version {shape} END AND {in_range}, false) THEN 'good'
+      WHEN NOT coalesce({fields_ok}, false) THEN 'bad'
+      WHEN (contains(f[2], ':') OR {ipv4('f[2]')}) AND (contains(f[3], ':') OR {ipv4('f[3]')}) THEN 'doubt'
+      ELSE 'bad' END"""
+    unit = "CASE version WHEN 4 THEN 1000 ELSE 1000000 END"
+    counters = "version <> 1 AND f[10] <> ''"
+
+    def total(a: int, b: int) -> str:
+        return f"CASE WHEN {counters} THEN CAST(f[{a}] AS HUGEINT) + CAST(f[{b}] AS HUGEINT) END"
+
+    return f"""
+CREATE TEMP TABLE t AS
+SELECT CASE WHEN good THEN t_us END AS t_start, CASE WHEN good THEN t_us END AS t_end,
+  CASE WHEN good THEN f[2] END AS src_ip, CASE WHEN good THEN f[3] END AS dst_ip,
+  CASE WHEN good THEN CAST(f[4] AS INTEGER) END AS src_port, CASE WHEN good THEN CAST(f[5] AS INTEGER) END AS dst_port,
+  CASE WHEN NOT good THEN NULL WHEN version = 4 THEN CAST(f[6] AS INTEGER) WHEN f[6] = 'T' THEN 6 ELSE 17 END AS proto,
+  TRY_CAST(CASE WHEN good THEN nbytes END AS UBIGINT) AS bytes,
+  TRY_CAST(CASE WHEN good THEN npackets END AS UBIGINT) AS packets,
+  CASE WHEN NOT good THEN NULL WHEN version = 4 THEN CASE WHEN f[8] = 'D' THEN 'drop' ELSE 'accept' END
+    WHEN f[8] = 'A' THEN 'accept' ELSE 'drop' END AS action,
+  NULL::INTEGER AS tcp_flags, NULL::BOOLEAN AS is_reply,
+  CASE WHEN NOT good THEN NULL WHEN f[7] = 'I' THEN 'ingress' ELSE 'egress' END AS direction,
+  NULL::VARCHAR AS src_workload, NULL::VARCHAR AS dst_workload,
+  CASE WHEN good THEN 'OK' ELSE '{_BAD_TUPLE}' END AS log_status, fi AS file_index,
+  CASE WHEN good THEN nic END AS nic,
+  CASE WHEN NOT good THEN NULL WHEN version = 4 THEN nullif(f[8], 'D') WHEN version = 2 AND f[8] = 'A' THEN f[9]
+    END AS state,
+  seq, coalesce(verdict = 'doubt' OR (good AND (nbytes > {max_u64} OR npackets > {max_u64})), false) AS doubt
+FROM (
+  SELECT *, verdict = 'good' AS good, CASE WHEN verdict = 'good' THEN CAST(TRY_CAST(f[1] AS UBIGINT) * {unit} AS UBIGINT) END AS t_us,
+    CASE WHEN verdict = 'good' THEN {total(11, 13)} END AS nbytes,
+    CASE WHEN verdict = 'good' THEN {total(10, 12)} END AS npackets
+  FROM (
+    SELECT *, {verdict} AS verdict
+    FROM (
+      SELECT fi, version, nic, t, (CAST(fi AS BIGINT) << {_SEQ_BITS}) + goff + ti + 1 AS seq,
+        string_split(t, ',') AS f, len(string_split(t, ',')) AS n
+      FROM (SELECT fi, version, nic, goff, unnest(tuples) AS t, unnest(range(len(tuples))) AS ti
+            FROM g WHERE version IS NOT NULL))))"""
