@@ -486,14 +486,17 @@ def _tracking_sql(tuples_sql: str) -> str:
              "src_workload": "NULL::VARCHAR AS src_workload", "dst_workload": "NULL::VARCHAR AS dst_workload"}
     opener = ", ".join({"t_end": "conn_end AS t_end", "packets": "conn_packets AS packets",
                         "bytes": "conn_bytes AS bytes", "log_status": status, **nulls}.get(c, c) for c in STAGE_COLUMNS)
+    # ``conn`` numbers the connections of a NIC, 5-tuple and direction in log order with one sort: it
+    # grows at every opener (by the B counted there, or by the E counted just before it) and nowhere
+    # else, so the tuples of one connection share it.
     return f"""
 WITH t AS ({tuples_sql}),
-opened AS (
-  SELECT *, CASE WHEN state = 'B' OR prev IS NULL OR prev = 'E' THEN 1 ELSE 0 END AS opens
-  FROM (SELECT {_CONN}, seq, state, t_start, packets, bytes, action, file_index,
-          lag(state) OVER (PARTITION BY {_CONN} ORDER BY seq) AS prev FROM t WHERE state IS NOT NULL)),
 numbered AS (
-  SELECT *, sum(opens) OVER (PARTITION BY {_CONN} ORDER BY seq ROWS UNBOUNDED PRECEDING) AS conn FROM opened),
+  SELECT {_CONN}, seq, t_start, packets, bytes, action, file_index,
+    coalesce(count(CASE WHEN state = 'E' THEN 1 END) OVER (o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+      + count(CASE WHEN state = 'B' THEN 1 END) OVER (o ROWS UNBOUNDED PRECEDING) AS conn
+  FROM t WHERE state IS NOT NULL
+  WINDOW o AS (PARTITION BY {_CONN} ORDER BY seq)),
 summed AS (
   SELECT *, min(seq) OVER c AS first_seq, max(t_start) OVER c AS conn_end, sum(packets) OVER c AS conn_packets,
     sum(bytes) OVER c AS conn_bytes
@@ -504,22 +507,32 @@ SELECT {_STAGE_LIST} FROM t WHERE state IS NULL"""
 
 
 def _dedupe_sql(rows_sql: str) -> str:
-    """The staged rows with each connection seen at both ends counted once (see the module docstring)."""
-    window_us = PEER_WINDOW_SECONDS * 1_000_000
-    # HUGEINT: start times are unsigned microseconds; a difference must not wrap or overflow.
-    same = (f"p.src_ip = s.src_ip AND p.dst_ip = s.dst_ip AND p.src_port = s.src_port AND p.dst_port = s.dst_port "
-            f"AND p.proto = s.proto AND p.log_status = 'OK' AND abs(CAST(p.t_start AS HUGEINT) - "
-            f"CAST(s.t_start AS HUGEINT)) <= {window_us}")
+    """The staged rows with each connection seen at both ends counted once (see the module docstring).
+
+    One sort: the records of each 5-tuple in time order; the nearest egress record (and ingress drop)
+    before and after each record tell whether one lies within the window."""
+    w = PEER_WINDOW_SECONDS * 1_000_000
+    # Frames in start-time order: the rows before (after) the current one start no later (earlier), so
+    # the unsigned differences below never go negative.
+    before = "OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    after = "OVER (p ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)"
+    egress = "CASE WHEN direction = 'egress' THEN t_start END"
+    denied = "CASE WHEN direction = 'ingress' AND action = 'drop' THEN t_start END"
+    columns = ", ".join({"log_status": f"""CASE WHEN direction = 'ingress' AND (t_start - eg_before <= {w}
+          OR eg_after - t_start <= {w}) THEN '{PEER_DUPLICATE}' ELSE log_status END AS log_status""",
+                         "action": f"""CASE WHEN direction = 'egress' AND action = 'accept' AND
+          (t_start - dr_before <= {w} OR dr_after - t_start <= {w}) THEN 'drop' ELSE action END AS action"""}.get(c, c)
+                        for c in STAGE_COLUMNS)
     return f"""
 WITH s AS ({rows_sql})
-SELECT s.* REPLACE (
-  CASE WHEN s.direction = 'ingress' AND s.log_status = 'OK'
-            AND EXISTS (SELECT 1 FROM s AS p WHERE p.direction = 'egress' AND {same})
-       THEN '{PEER_DUPLICATE}' ELSE s.log_status END AS log_status,
-  CASE WHEN s.direction = 'egress' AND s.log_status = 'OK' AND s.action = 'accept'
-            AND EXISTS (SELECT 1 FROM s AS p WHERE p.direction = 'ingress' AND p.action = 'drop' AND {same})
-       THEN 'drop' ELSE s.action END AS action)
-FROM s"""
+SELECT {columns}
+FROM (
+  SELECT *, max({egress}) {before} AS eg_before, min({egress}) {after} AS eg_after,
+    max({denied}) {before} AS dr_before, min({denied}) {after} AS dr_after
+  FROM s WHERE log_status = 'OK'
+  WINDOW p AS (PARTITION BY src_ip, dst_ip, src_port, dst_port, proto ORDER BY t_start))
+UNION ALL
+SELECT * FROM s WHERE log_status IS DISTINCT FROM 'OK'"""
 
 
 class _Discard:
@@ -685,7 +698,8 @@ def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], opti
         if settings[2]:
             side.execute(f"SET temp_directory = {sql_str(str(settings[2]))}")
         side.execute("SET preserve_insertion_order = false")
-        side.execute("CREATE TEMP TABLE g (fi INTEGER, version INTEGER, nic VARCHAR, goff BIGINT, tuples VARCHAR[])")
+        side.execute("CREATE TEMP TABLE g (fi INTEGER, ri BIGINT, version INTEGER, nic VARCHAR, goff BIGINT, "
+                     "tuples VARCHAR[])")
         # batches of one kind (plain / gzip), up to _FAST_BATCH_BYTES each
         batches: list[list[int]] = []
         for gz in (False, True):
@@ -714,6 +728,17 @@ def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], opti
         side.execute(_tuples_sql())
         side.execute("DROP TABLE g")
         doubtful |= {int(r[0]) for r in side.execute("SELECT DISTINCT file_index FROM t WHERE doubt").fetchall()}
+        # The streaming reader refuses a record over MAX_RECORD_CHARS; a file is read here only when none
+        # can be: the file is no longer, or a record is at most the file less the other records' good
+        # tuples (their quoted text is in the file as it is, without escapes, and a character takes a byte
+        # or more).
+        bounded = set()
+        for fi, largest, total in side.execute(
+                "SELECT file_index, max(n), sum(n) FROM (SELECT file_index, ri, coalesce(sum(text_bytes), 0) AS n "
+                "FROM t GROUP BY ALL) GROUP BY ALL").fetchall():
+            if pre[int(fi)].size - int(total) + int(largest) <= MAX_RECORD_CHARS:
+                bounded.add(int(fi))
+        doubtful |= {fi for fi in read if pre[fi].size > MAX_RECORD_CHARS and fi not in bounded}
         read -= doubtful
         bad = {int(r[0]) for r in side.execute(
             f"SELECT DISTINCT file_index FROM t WHERE log_status = '{_BAD_TUPLE}'").fetchall()} & read
@@ -753,7 +778,8 @@ def _groups_sql(files: Sequence[SourceFile], batch: list[int], pre: dict[int, _P
               "OR coalesce(list_bool_or(list_transform(x.flows, lambda n: n IS NULL OR n.flowTuples IS NULL OR "
               + no_string("n.mac") + ")), false))), false)")
     groups = (f"CASE WHEN r.flowLogVersion IS NOT NULL THEN flatten(list_transform(r.flowRecords.flows, "
-              f"lambda f: list_transform(f.flowGroups, lambda g: {{'nic': {nic('r.macAddress')}, 't': g.flowTuples}}))) "
+              f"lambda f: list_transform(f.flowGroups, lambda g: {{'nic': {nic('r.macAddress')}, "
+              "'t': g.flowTuples}))) "
               f"ELSE flatten(list_transform(r.properties.flows, lambda x: list_transform(x.flows, "
               f"lambda n: {{'nic': {nic('n.mac')}, 't': n.flowTuples}}))) END")
     return f"""
@@ -772,14 +798,14 @@ g AS (
     CASE WHEN version IS NOT NULL THEN {groups} END AS gs
   FROM r),
 u AS (SELECT fi, ri, version, unnest(gs) AS grp, unnest(range(len(gs))) AS gi FROM g WHERE version IS NOT NULL)
-SELECT fi, version, grp.nic,
+SELECT fi, ri, version, grp.nic,
   coalesce(sum(len(grp.t)) OVER (PARTITION BY fi ORDER BY ri, gi ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
     0) AS goff, grp.t
 FROM u
 UNION ALL
-SELECT fi, NULL, NULL, NULL, NULL FROM g WHERE version IS NULL
+SELECT fi, NULL, NULL, NULL, NULL, NULL FROM g WHERE version IS NULL
 UNION ALL
-SELECT fi, NULL, NULL, NULL, NULL FROM d WHERE docs <> 1 OR records IS NULL"""
+SELECT fi, NULL, NULL, NULL, NULL, NULL FROM d WHERE docs <> 1 OR records IS NULL"""
 
 
 def _tuples_sql() -> str:
@@ -839,15 +865,17 @@ SELECT CASE WHEN good THEN t_us END AS t_start, CASE WHEN good THEN t_us END AS 
   CASE WHEN good THEN nic END AS nic,
   CASE WHEN NOT good THEN NULL WHEN version = 4 THEN nullif(f[8], 'D') WHEN version = 2 AND f[8] = 'A' THEN f[9]
     END AS state,
-  seq, coalesce(verdict = 'doubt' OR (good AND (nbytes > {max_u64} OR npackets > {max_u64})), false) AS doubt
+  seq, ri, CASE WHEN good THEN strlen(t) + 2 END AS text_bytes,
+  coalesce(verdict = 'doubt' OR (good AND (nbytes > {max_u64} OR npackets > {max_u64})), false) AS doubt
 FROM (
-  SELECT *, verdict = 'good' AS good, CASE WHEN verdict = 'good' THEN CAST(TRY_CAST(f[1] AS UBIGINT) * {unit} AS UBIGINT) END AS t_us,
+  SELECT *, verdict = 'good' AS good,
+    CASE WHEN verdict = 'good' THEN CAST(TRY_CAST(f[1] AS UBIGINT) * {unit} AS UBIGINT) END AS t_us,
     CASE WHEN verdict = 'good' THEN {total(11, 13)} END AS nbytes,
     CASE WHEN verdict = 'good' THEN {total(10, 12)} END AS npackets
   FROM (
     SELECT *, {verdict} AS verdict
     FROM (
-      SELECT fi, version, nic, t, (CAST(fi AS BIGINT) << {_SEQ_BITS}) + goff + ti + 1 AS seq,
+      SELECT fi, ri, version, nic, t, (CAST(fi AS BIGINT) << {_SEQ_BITS}) + goff + ti + 1 AS seq,
         string_split(t, ',') AS f, len(string_split(t, ',')) AS n
-      FROM (SELECT fi, version, nic, goff, unnest(tuples) AS t, unnest(range(len(tuples))) AS ti
+      FROM (SELECT fi, ri, version, nic, goff, unnest(tuples) AS t, unnest(range(len(tuples))) AS ti
             FROM g WHERE version IS NOT NULL))))"""
