@@ -361,7 +361,8 @@ def test_fast_path_reads_regular_blobs_as_python_does(tmp_path: Path, monkeypatc
         f"{m + 1200},10.0.0.1,10.0.0.2,40001,22,6,I,D,NX,0,0,0,0"])
     nsg_records = [
         nsg([f"{T},10.0.0.1,10.0.0.2,40000,5432,T,O,A,B,,,,",
-             f"{T + 60},10.0.0.1,10.0.0.2,40000,5432,T,O,A,E,2,100,1,50", f"{T + 5},10.0.0.1,10.0.0.2,40001,53,U,O,D,B,,,,"]),
+             f"{T + 60},10.0.0.1,10.0.0.2,40000,5432,T,O,A,E,2,100,1,50",
+             f"{T + 5},10.0.0.1,10.0.0.2,40001,53,U,O,D,B,,,,"]),
         nsg([f"{T},10.0.0.1,10.0.0.2,40000,5432,T,I,A,B,,,,"], mac="000D3AF80000"),
         nsg([f"{T + 7},10.0.0.3,10.0.0.2,40002,22,T,I,D"], version=1),
         nsg([f"{T + 8},10.0.0.3,10.0.0.2,40003,22,T,I,A"], version=1, mac=""),
@@ -482,7 +483,8 @@ def test_fast_path_bad_tuples_are_counted_and_located(tmp_path: Path, monkeypatc
     ("non-ascii-rule", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]},
                                   ensure_ascii=False).replace('"r"', '"règle"'), True),
     ("blank-lines-crlf", "\r\n\r\n" + json.dumps(
-        {"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}, indent=1).replace("\n", "\r\n") + "\r\n\r\n", True),
+        {"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}, indent=1).replace("\n", "\r\n")
+     + "\r\n\r\n", True),
     ("empty", "", False),
 ])
 def test_fast_path_or_python_same_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str,
