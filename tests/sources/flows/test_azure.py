@@ -326,8 +326,8 @@ def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paths: list[Path
     read: set[str] = set()
     fast_path = azure._fast_path
 
-    def spy(con: Any, files: Any, options: Any, tag: str) -> Any:
-        got = fast_path(con, files, options, tag)
+    def spy(con: Any, files: Any, options: Any) -> Any:
+        got = fast_path(con, files, options)
         read.update(files[i].path.name for i in got.read)
         return got
 

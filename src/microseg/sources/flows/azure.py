@@ -564,28 +564,45 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     writer = StageWriter(options.tmp_dir, extra=_EXTRA)
     staged.cleanup.append(writer.path)
     stager = _Stager(writer, staged, options)
-    tag = f"_ms_azure_{id(staged)}"
-    fast = _Fast(read=set(), bad=set())
+    fast = _Fast(read=set(), bad=set(), side=None)
     done = False
     try:
-        fast = _fast_path(con, files, options, tag)
+        fast = _fast_path(con, files, options)
         for index, src in enumerate(files):
             if index not in fast.read:
                 _python_read(stager, src, index, options)
         done = True
     finally:
         writer.close()
-        if not done:  # the store never sees this Staged: remove the staging file here (the transaction's
-            writer.path.unlink(missing_ok=True)  # rollback drops the table)
-    columns = ", ".join([*STAGE_COLUMNS, *_EXTRA])
-    parts = [f"SELECT {columns} FROM {tag}"] if fast.read else []
-    if writer.rows or not parts:
-        parts.append(writer.relation(list(files), time_unit=1_000_000).sql)
-    # Connections whose E is not in the batch are counted once all the same.
-    relation = StagedRelation(sql=_dedupe_sql(_tracking_sql(" UNION ALL ".join(parts))), files=list(files),
-                              time_unit=1_000_000, after_scan=lambda c: _drop(c, tag),
-                              null_columns=frozenset({"tcp_flags", "is_reply", "src_workload", "dst_workload"}))
-    staged.relations.append(relation)
+        if not done:  # the store never sees this Staged: remove the staging file and the fast path's here
+            writer.path.unlink(missing_ok=True)
+            if fast.side is not None:
+                fast.side.close()
+    nulls = frozenset({"tcp_flags", "is_reply", "src_workload", "dst_workload"})
+    python_rows = writer.relation(list(files), time_unit=1_000_000).sql
+    if fast.side is None:
+        # Connections whose E is not in the batch are counted once all the same.
+        staged.relations.append(StagedRelation(sql=_dedupe_sql(_tracking_sql(python_rows)), files=list(files),
+                                               time_unit=1_000_000, null_columns=nulls))
+    else:
+        # Tracked on the fast path's connection, with the rows of the files read in Python, and streamed
+        # (Arrow) into the store's aggregation: the staging rows are never held twice.
+        side = fast.side
+        parts = [f"SELECT {', '.join([*STAGE_COLUMNS, *_EXTRA])} FROM t WHERE kind = 't' AND file_index IN "
+                 f"({', '.join(map(str, sorted(fast.read)))})"] + ([python_rows] if writer.rows else [])
+        typed = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in STAGE_COLUMNS.items())
+        rows = side.sql(f"SELECT {typed} FROM ({_dedupe_sql(_tracking_sql(' UNION ALL '.join(parts)))})")
+        view = f"_ms_azure_{id(staged)}"
+        con.register(view, rows.to_arrow_reader(1 << 16))
+
+        def close(c: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
+            c.execute("SELECT 1").fetchall()  # unregister() refuses while a result of c is still open
+            c.unregister(view)
+            side.close()
+            return []
+
+        staged.relations.append(StagedRelation(sql=f"SELECT * FROM {view}", files=list(files), time_unit=1_000_000,
+                                               after_scan=close, null_columns=nulls))
     # Files read in Python reported their bad lines as they went; in a file the fast path read, the bad
     # tuples were counted in SQL and the Python reader names them (lines, fields) on demand.
     with_bad = {files[i].path for i in fast.bad}
@@ -638,8 +655,9 @@ _REC = ('STRUCT("flowLogVersion" JSON, "macAddress" JSON, '
 
 @dataclass
 class _Fast:
-    read: set[int]  # file indexes whose tuples are in the table
+    read: set[int]  # file indexes whose tuples are in the table t of ``side``
     bad: set[int]  # ... of which some tuples are bad
+    side: duckdb.DuckDBPyConnection | None  # the fast path's connection (None: nothing read)
 
 
 @dataclass
@@ -675,20 +693,14 @@ def _prescan(src: SourceFile, options: ReaderOptions) -> _Pre | None:
         return None
 
 
-def _drop(con: duckdb.DuckDBPyConnection, tag: str) -> list[StagedRelation]:
-    con.execute(f"DROP TABLE IF EXISTS {tag}")
-    return []
+def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> _Fast:
+    """Reads what it can (see above) into the table ``t`` of a connection of its own.
 
-
-def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions,
-               tag: str) -> _Fast:
-    """Reads what it can (see above) into the temporary table ``tag`` of ``con``.
-
-    DuckDB runs on a connection of its own: a file it cannot parse fails a statement there, which
-    would abort the store's transaction, and goes to the Python reader instead."""
+    DuckDB runs there because a file it cannot parse fails a statement, which would abort the store's
+    transaction; on its own connection the file just goes to the Python reader."""
     pre = {i: p for i, src in enumerate(files) if (p := _prescan(src, options)) is not None}
     if not pre:
-        return _Fast(read=set(), bad=set())
+        return _Fast(read=set(), bad=set(), side=None)
     settings = con.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
                            "current_setting('temp_directory')").fetchall()[0]
     side = duckdb.connect()
@@ -698,8 +710,6 @@ def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], opti
         if settings[2]:
             side.execute(f"SET temp_directory = {sql_str(str(settings[2]))}")
         side.execute("SET preserve_insertion_order = false")
-        side.execute("CREATE TEMP TABLE g (fi INTEGER, ri BIGINT, version INTEGER, nic VARCHAR, goff BIGINT, "
-                     "tuples VARCHAR[])")
         # batches of one kind (plain / gzip), up to _FAST_BATCH_BYTES each
         batches: list[list[int]] = []
         for gz in (False, True):
@@ -717,48 +727,44 @@ def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], opti
         while batches:
             batch = batches.pop(0)
             try:
-                side.execute(_groups_sql(files, batch, pre))
+                side.execute(("INSERT INTO t " if read else "CREATE TEMP TABLE t AS ") + _scan_sql(files, batch, pre))
             except duckdb.Error:
                 if len(batch) > 1:  # find the files DuckDB cannot read; the others are still read here
                     batches[:0] = [batch[:len(batch) // 2], batch[len(batch) // 2:]]
                 continue
             read.update(batch)
-        # files with a record of another structure than the one SQL reads (marked with a NULL version)
-        doubtful = {int(r[0]) for r in side.execute("SELECT DISTINCT fi FROM g WHERE version IS NULL").fetchall()}
-        side.execute(_tuples_sql())
-        side.execute("DROP TABLE g")
-        doubtful |= {int(r[0]) for r in side.execute("SELECT DISTINCT file_index FROM t WHERE doubt").fetchall()}
-        # The streaming reader refuses a record over MAX_RECORD_CHARS; a file is read here only when none
-        # can be: the file is no longer, or a record is at most the file less the other records' good
-        # tuples (their quoted text is in the file as it is, without escapes, and a character takes a byte
-        # or more).
-        bounded = set()
-        for fi, largest, total in side.execute(
-                "SELECT file_index, max(n), sum(n) FROM (SELECT file_index, ri, coalesce(sum(text_bytes), 0) AS n "
-                "FROM t GROUP BY ALL) GROUP BY ALL").fetchall():
-            if pre[int(fi)].size - int(total) + int(largest) <= MAX_RECORD_CHARS:
-                bounded.add(int(fi))
-        doubtful |= {fi for fi in read if pre[fi].size > MAX_RECORD_CHARS and fi not in bounded}
-        read -= doubtful
-        bad = {int(r[0]) for r in side.execute(
-            f"SELECT DISTINCT file_index FROM t WHERE log_status = '{_BAD_TUPLE}'").fetchall()} & read
-        columns = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in {**STAGE_COLUMNS, **_EXTRA}.items())
-        keep = f" WHERE file_index IN ({', '.join(map(str, sorted(read)))})" if read else " WHERE false"
-        stream = side.sql(f"SELECT {columns} FROM t{keep}").to_arrow_reader(1 << 16)
-        con.register(f"{tag}_arrow", stream)
-        try:
-            con.execute(f"CREATE TEMP TABLE {tag} AS SELECT * FROM {tag}_arrow")
-        finally:
-            con.unregister(f"{tag}_arrow")
-    finally:
+        if not read:
+            side.close()
+            return _Fast(read=set(), bad=set(), side=None)
+        # One document per file, every record and tuple judged; and no record that the streaming reader
+        # refuses (over MAX_RECORD_CHARS): the file is no longer, or a record is at most the file less the
+        # other records' good tuples (their quoted text is in the file as it is, without escapes, and a
+        # character takes a byte or more).
+        bad: set[int] = set()
+        for fi, docs, doubt, any_bad, largest, total in side.execute("""
+                SELECT file_index, sum(docs), bool_or(doubt), bool_or(bad), max(n), sum(n) FROM (
+                  SELECT file_index, ri, count(*) FILTER (kind = 'm') AS docs, bool_or(doubt) AS doubt,
+                    bool_or(kind = 't' AND log_status = 'bad-tuple') AS bad, coalesce(sum(text_bytes), 0) AS n
+                  FROM t GROUP BY ALL) GROUP BY ALL""").fetchall():
+            size = pre[int(fi)].size
+            if docs != 1 or doubt or (size > MAX_RECORD_CHARS and size - int(total) + int(largest) > MAX_RECORD_CHARS):
+                read.discard(int(fi))
+            elif any_bad:
+                bad.add(int(fi))
+        if not read:
+            side.close()
+            return _Fast(read=set(), bad=set(), side=None)
+    except BaseException:
         side.close()
-    return _Fast(read=read, bad=bad)
+        raise
+    return _Fast(read=read, bad=bad, side=side)
 
 
-def _groups_sql(files: Sequence[SourceFile], batch: list[int], pre: dict[int, _Pre]) -> str:
-    """Inserts into ``g`` one row per flow group (NSG: a rule's NIC; VNet: an ACL's group) of the
-    files of ``batch``: version, NIC, the tuples, and the group's offset (tuples before it in its file).
-    A row with a NULL version stands for a document or record the Python reader reads otherwise."""
+def _scan_sql(files: Sequence[SourceFile], batch: list[int], pre: dict[int, _Pre]) -> str:
+    """One row per tuple of the files of ``batch`` (``kind`` 't'): the staging columns, NIC, state and seq
+    as _Stager writes them, whether SQL judged it (``doubt``: its file goes to Python) and its quoted
+    length when good; and the rows 'm', one per document, and 'd', one per record SQL does not read
+    (its file goes to Python). One pass over the documents: nothing but the result is materialised."""
     paths = sql_list([files[i] for i in batch])
     names = ", ".join(f"({sql_str(str(files[i].path))}, {i}, {str(pre[i].names_version).lower()})" for i in batch)
     size = max(pre[i].size for i in batch) + 1
@@ -782,35 +788,40 @@ def _groups_sql(files: Sequence[SourceFile], batch: list[int], pre: dict[int, _P
               "'t': g.flowTuples}))) "
               f"ELSE flatten(list_transform(r.properties.flows, lambda x: list_transform(x.flows, "
               f"lambda n: {{'nic': {nic('n.mac')}, 't': n.flowTuples}}))) END")
+    # seq = file index << 40 | record << 24 | position in the record (more records or tuples: Python)
     return f"""
-INSERT INTO g
-WITH d AS (
-  SELECT m.fi, m.names_version, j.records, count(*) OVER (PARTITION BY m.fi) AS docs
+WITH docs AS (
+  SELECT m.fi, m.names_version, j.records IS NULL AS no_records, list_prepend(NULL, j.records) AS records
   FROM read_json({paths}, format='unstructured', filename=true, maximum_object_size={size},
     compression='{"gzip" if files[batch[0]].gzip else "none"}', columns={{'records': '{_REC}[]'}}) AS j
   JOIN (VALUES {names}) AS m(path, fi, names_version) ON j.filename = m.path),
-r AS (
-  SELECT fi, names_version, unnest(records) AS r, unnest(range(len(records))) AS ri FROM d
-  WHERE docs = 1 AND records IS NOT NULL),
-g AS (
-  SELECT fi, ri, CASE WHEN r IS NULL THEN NULL WHEN r.flowLogVersion IS NOT NULL THEN CASE WHEN {vnet_ok} THEN 4 END
-      WHEN {nsg_ok} THEN CAST(CAST(r.properties.Version AS VARCHAR) AS INTEGER) END AS version,
+recs AS (
+  SELECT fi, ri, version, no_records,
     CASE WHEN version IS NOT NULL THEN {groups} END AS gs
-  FROM r),
-u AS (SELECT fi, ri, version, unnest(gs) AS grp, unnest(range(len(gs))) AS gi FROM g WHERE version IS NOT NULL)
-SELECT fi, ri, version, grp.nic,
-  coalesce(sum(len(grp.t)) OVER (PARTITION BY fi ORDER BY ri, gi ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-    0) AS goff, grp.t
-FROM u
-UNION ALL
-SELECT fi, NULL, NULL, NULL, NULL, NULL FROM g WHERE version IS NULL
-UNION ALL
-SELECT fi, NULL, NULL, NULL, NULL, NULL FROM d WHERE docs <> 1 OR records IS NULL"""
+  FROM (
+    SELECT fi, ri, r, no_records, CASE WHEN ri = 0 OR r IS NULL OR ri >= 65536 THEN NULL
+        WHEN r.flowLogVersion IS NOT NULL THEN CASE WHEN {vnet_ok} THEN 4 END
+        WHEN {nsg_ok} THEN CAST(CAST(r.properties.Version AS VARCHAR) AS INTEGER) END AS version
+    FROM (SELECT fi, names_version, no_records, unnest(records) AS r, unnest(range(len(records))) AS ri
+          FROM docs))),
+grps AS (
+  SELECT fi, ri, version, no_records,
+    CASE WHEN version IS NULL THEN [{{'nic': NULL, 't': [NULL], 'off': 0}}]
+      ELSE list_transform(gs, lambda x, i: {{'nic': x.nic, 't': x.t,
+        'off': CAST(coalesce(list_sum(list_transform(gs[1:i - 1], lambda y: len(y.t))), 0) AS BIGINT)}})
+      END AS gs2,
+    coalesce(list_sum(list_transform(gs, lambda y: len(y.t))), 0) >= 16777216 AS too_many
+  FROM recs),
+tuples AS (
+  SELECT fi, ri, version, no_records, too_many, grp.nic AS nic, grp.off AS off, unnest(grp.t) AS t,
+    unnest(range(len(grp.t))) AS ti
+  FROM (SELECT fi, ri, version, no_records, too_many, unnest(gs2) AS grp FROM grps))
+{_tuples_select()}"""
 
 
-def _tuples_sql() -> str:
-    """The table ``t``: one row per tuple of ``g`` (versions set), its staging columns, NIC, state
-    and seq as _Stager writes them, and ``doubt``: a tuple SQL cannot judge (its file goes to Python)."""
+def _tuples_select() -> str:
+    """The rows of ``tuples`` (see _scan_sql): a tuple is 'good' (its row exactly parse_tuple's), 'bad'
+    (parse_tuple raises) or 'doubt'."""
     max_u64 = _MAX_UINT64
 
     def digits(x: str, limit: int) -> str:  # _int
@@ -849,7 +860,6 @@ def _tuples_sql() -> str:
         return f"CASE WHEN {counters} THEN CAST(f[{a}] AS HUGEINT) + CAST(f[{b}] AS HUGEINT) END"
 
     return f"""
-CREATE TEMP TABLE t AS
 SELECT CASE WHEN good THEN t_us END AS t_start, CASE WHEN good THEN t_us END AS t_end,
   CASE WHEN good THEN f[2] END AS src_ip, CASE WHEN good THEN f[3] END AS dst_ip,
   CASE WHEN good THEN CAST(f[4] AS INTEGER) END AS src_port, CASE WHEN good THEN CAST(f[5] AS INTEGER) END AS dst_port,
@@ -866,16 +876,19 @@ SELECT CASE WHEN good THEN t_us END AS t_start, CASE WHEN good THEN t_us END AS 
   CASE WHEN NOT good THEN NULL WHEN version = 4 THEN nullif(f[8], 'D') WHEN version = 2 AND f[8] = 'A' THEN f[9]
     END AS state,
   seq, ri, CASE WHEN good THEN strlen(t) + 2 END AS text_bytes,
-  coalesce(verdict = 'doubt' OR (good AND (nbytes > {max_u64} OR npackets > {max_u64})), false) AS doubt
+  CASE WHEN ri = 0 THEN 'm' WHEN version IS NULL THEN 'd' ELSE 't' END AS kind,
+  CASE WHEN ri = 0 THEN no_records WHEN version IS NULL THEN true
+    ELSE coalesce(too_many OR verdict = 'doubt' OR (good AND (nbytes > {max_u64} OR npackets > {max_u64})), false)
+    END AS doubt
 FROM (
   SELECT *, verdict = 'good' AS good,
     CASE WHEN verdict = 'good' THEN CAST(TRY_CAST(f[1] AS UBIGINT) * {unit} AS UBIGINT) END AS t_us,
     CASE WHEN verdict = 'good' THEN {total(11, 13)} END AS nbytes,
     CASE WHEN verdict = 'good' THEN {total(10, 12)} END AS npackets
   FROM (
-    SELECT *, {verdict} AS verdict
+    SELECT *, CASE WHEN version IS NULL THEN 'doubt' ELSE {verdict} END AS verdict
     FROM (
-      SELECT fi, ri, version, nic, t, (CAST(fi AS BIGINT) << {_SEQ_BITS}) + goff + ti + 1 AS seq,
+      SELECT fi, ri, version, no_records, too_many, nic, t,
+        (CAST(fi AS BIGINT) << {_SEQ_BITS}) + (ri << 24) + off + ti AS seq,
         string_split(t, ',') AS f, len(string_split(t, ',')) AS n
-      FROM (SELECT fi, ri, version, nic, goff, unnest(tuples) AS t, unnest(range(len(tuples))) AS ti
-            FROM g WHERE version IS NOT NULL))))"""
+      FROM tuples)))"""
