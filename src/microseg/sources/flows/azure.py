@@ -7,9 +7,13 @@ Format facts (Microsoft Learn, "Flow logging for network security groups" - log 
   collectors also write one record (or one ``{"records": ...}``) per line. Both are read by one
   incremental parser (``json.JSONDecoder.raw_decode`` over a buffered reader): a ``records`` array is
   taken record by record, so memory holds one record and a read chunk, never the blob (a busy VNet's
-  hour can be gigabytes). A record larger than :data:`MAX_RECORD_CHARS` is refused. After a syntax
+  hour can be gigabytes). A record larger than :data:`MAX_RECORD_CHARS` is refused. Members of the
+  document after its ``records`` array are read and ignored, as in any other object. After a syntax
   error the rest of that line is a bad line and reading resumes on the next line, one value per line.
   A bad tuple is reported with the line its text is on.
+- Blobs of up to :data:`FAST_MAX_BYTES` that DuckDB can read exactly as that parser does are read by
+  DuckDB instead, many times faster (see "DuckDB fast path" below); the outcome is the same, tuple for
+  tuple, and a bad tuple there is still reported by the Python parser, with its line and field.
 - NSG record: ``properties.Version`` (1 or 2), ``properties.flows[].rule``,
   ``properties.flows[].flows[].mac`` and ``.flowTuples``. A version 2 tuple is
   ``unix-seconds,src,dst,sport,dport,protocol(T/U),direction(I/O),decision(A/D),state(B/C/E),``
@@ -637,8 +641,6 @@ _FAST_BATCH_BYTES = 64 << 20  # small blobs are read together, up to this much a
 _PRE_CHUNK = 8 << 20
 _SEQ_BITS = 40  # seq = file index << 40 | position in the file: log order across the batch
 _FAST_HEAD = re.compile(rb"[ \t\n\r]*\{[ \t\n\r]*\"records\"[ \t\n\r]*:[ \t\n\r]*\[")
-_TRAILING_COMMA = re.compile(rb",[ \t\n\r]*[\]}]")
-_CLOSER = re.compile(rb"[ \t\n\r]*[\]}]")
 _BAD_TUPLE = "bad-tuple"
 _NUM = "[0-9]+"
 _COUNTERS = f"({_NUM},{_NUM},{_NUM},{_NUM}|,,,)"
@@ -679,8 +681,7 @@ def _prescan(src: SourceFile, options: ReaderOptions) -> _Pre | None:
                 if size == 0 and not _FAST_HEAD.match(chunk):
                     return None
                 size += len(chunk)
-                if size > FAST_MAX_BYTES or b"\\" in chunk or _TRAILING_COMMA.search(chunk) \
-                        or (comma and _CLOSER.match(chunk)):
+                if size > FAST_MAX_BYTES or b"\\" in chunk or _trailing_comma(chunk, comma):
                     return None
                 names = names or key in chunk or key in tail + chunk[:len(key)]
                 stripped = chunk.rstrip(b" \t\n\r")
@@ -691,6 +692,25 @@ def _prescan(src: SourceFile, options: ReaderOptions) -> _Pre | None:
             return _Pre(size, names) if size else None
     except (OSError, EOFError):  # unreadable, a truncated gzip: the Python reader says so
         return None
+
+
+_BLANK = frozenset(b" \t\n\r")
+
+
+def _trailing_comma(chunk: bytes, comma_before: bool) -> bool:
+    """Whether a ``]`` or ``}`` of ``chunk`` follows a comma, blanks aside (inside strings too: a superset);
+    ``comma_before``: the text before ``chunk`` ends with a comma and blanks. Closing brackets are few in
+    a blob (a tuple has none), so each is looked at, rather than every comma."""
+    for closer in (b"]", b"}"):
+        pos = chunk.find(closer)
+        while pos >= 0:
+            k = pos - 1
+            while k >= 0 and chunk[k] in _BLANK:
+                k -= 1
+            if (chunk[k] == 0x2C) if k >= 0 else comma_before:
+                return True
+            pos = chunk.find(closer, pos + 1)
+    return False
 
 
 def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> _Fast:
@@ -727,7 +747,8 @@ def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], opti
         while batches:
             batch = batches.pop(0)
             try:
-                side.execute(("INSERT INTO t " if read else "CREATE TEMP TABLE t AS ") + _scan_sql(files, batch, pre))
+                side.execute(("INSERT INTO raw " if read else "CREATE TEMP TABLE raw AS ")
+                             + _scan_sql(files, batch, pre))
             except duckdb.Error:
                 if len(batch) > 1:  # find the files DuckDB cannot read; the others are still read here
                     batches[:0] = [batch[:len(batch) // 2], batch[len(batch) // 2:]]
@@ -736,6 +757,9 @@ def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], opti
         if not read:
             side.close()
             return _Fast(read=set(), bad=set(), side=None)
+        # The documents were unnested to their tuples by one thread each; the tuples are judged in parallel.
+        side.execute(f"CREATE TEMP TABLE t AS {_tuples_select()}")
+        side.execute("DROP TABLE raw")
         # One document per file, every record and tuple judged; and no record that the streaming reader
         # refuses (over MAX_RECORD_CHARS): the file is no longer, or a record is at most the file less the
         # other records' good tuples (their quoted text is in the file as it is, without escapes, and a
@@ -761,10 +785,9 @@ def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], opti
 
 
 def _scan_sql(files: Sequence[SourceFile], batch: list[int], pre: dict[int, _Pre]) -> str:
-    """One row per tuple of the files of ``batch`` (``kind`` 't'): the staging columns, NIC, state and seq
-    as _Stager writes them, whether SQL judged it (``doubt``: its file goes to Python) and its quoted
-    length when good; and the rows 'm', one per document, and 'd', one per record SQL does not read
-    (its file goes to Python). One pass over the documents: nothing but the result is materialised."""
+    """One row per tuple of the files of ``batch``, with its file, record, version, NIC and position; one
+    row with no tuple (record 0) per document, and one per record SQL does not read (NULL version). One
+    pass over the documents: nothing but the result is materialised."""
     paths = sql_list([files[i] for i in batch])
     names = ", ".join(f"({sql_str(str(files[i].path))}, {i}, {str(pre[i].names_version).lower()})" for i in batch)
     size = max(pre[i].size for i in batch) + 1
@@ -816,12 +839,14 @@ tuples AS (
   SELECT fi, ri, version, no_records, too_many, grp.nic AS nic, grp.off AS off, unnest(grp.t) AS t,
     unnest(range(len(grp.t))) AS ti
   FROM (SELECT fi, ri, version, no_records, too_many, unnest(gs2) AS grp FROM grps))
-{_tuples_select()}"""
+SELECT * FROM tuples"""
 
 
 def _tuples_select() -> str:
-    """The rows of ``tuples`` (see _scan_sql): a tuple is 'good' (its row exactly parse_tuple's), 'bad'
-    (parse_tuple raises) or 'doubt'."""
+    """The rows of ``raw`` (see _scan_sql): ``kind`` 't' for a tuple - 'good' (its row exactly
+    parse_tuple's, staging columns, NIC, state and seq as _Stager writes them; and its quoted length),
+    'bad' (parse_tuple raises: the status 'bad-tuple') or 'doubt' (``doubt``: its file goes to Python) -
+    'm' for a document, 'd' for a record SQL does not read (``doubt``)."""
     max_u64 = _MAX_UINT64
 
     def digits(x: str, limit: int) -> str:  # _int
@@ -891,4 +916,4 @@ FROM (
       SELECT fi, ri, version, no_records, too_many, nic, t,
         (CAST(fi AS BIGINT) << {_SEQ_BITS}) + (ri << 24) + off + ti AS seq,
         string_split(t, ',') AS f, len(string_split(t, ',')) AS n
-      FROM tuples)))"""
+      FROM raw)))"""
