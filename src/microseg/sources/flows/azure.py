@@ -483,29 +483,41 @@ def _tracking_sql(tuples_sql: str) -> str:
     tuple had any, as in a lone B); every other tuple of it is a ``connection-update`` skip. Tuples
     with no state are records as they are.
     """
-    status = f"CASE WHEN seq = first_seq THEN 'OK' ELSE '{CONNECTION_UPDATE}' END AS log_status"
-    # The sorts behind the window functions carry only the columns they need (they spill at scale);
-    # the staging columns Azure never fills are NULL here.
-    nulls = {"tcp_flags": "NULL::INTEGER AS tcp_flags", "is_reply": "NULL::BOOLEAN AS is_reply",
-             "src_workload": "NULL::VARCHAR AS src_workload", "dst_workload": "NULL::VARCHAR AS dst_workload"}
-    opener = ", ".join({"t_end": "conn_end AS t_end", "packets": "conn_packets AS packets",
-                        "bytes": "conn_bytes AS bytes", "log_status": status, **nulls}.get(c, c) for c in STAGE_COLUMNS)
-    # ``conn`` numbers the connections of a NIC, 5-tuple and direction in log order with one sort: it
+    # One sort, log order within each NIC, 5-tuple and direction: ``conn`` numbers the connections - it
     # grows at every opener (by the B counted there, or by the E counted just before it) and nowhere
-    # else, so the tuples of one connection share it.
+    # else, so the tuples of one connection share it - and ``opens`` marks the openers. A connection is
+    # then one group: its opener's row with the group's end and sums, and a skipped row (no values
+    # but its file) for each other tuple.
+    opener = {"t_start": "t0", "t_end": "conn_end", "packets": "conn_packets", "bytes": "conn_bytes",
+              "action": "action0", "file_index": "fi0", "log_status": "'OK'"}
+    key = _CONN.split(", ")
+    columns = ", ".join(
+        f"CAST(CASE WHEN x < 0 THEN {opener.get(c, c if c in key else 'NULL')} END AS {t}) AS {c}"
+        if c not in ("log_status", "file_index") else
+        f"CASE WHEN x < 0 THEN 'OK' ELSE '{CONNECTION_UPDATE}' END AS log_status" if c == "log_status" else
+        "CAST(CASE WHEN x < 0 THEN fi0 ELSE x END AS INTEGER) AS file_index"
+        for c, t in STAGE_COLUMNS.items())
     return f"""
-WITH t AS ({tuples_sql}),
-numbered AS (
-  SELECT {_CONN}, seq, t_start, packets, bytes, action, file_index,
-    coalesce(count(CASE WHEN state = 'E' THEN 1 END) OVER (o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
-      + count(CASE WHEN state = 'B' THEN 1 END) OVER (o ROWS UNBOUNDED PRECEDING) AS conn
-  FROM t WHERE state IS NOT NULL
-  WINDOW o AS (PARTITION BY {_CONN} ORDER BY seq)),
-summed AS (
-  SELECT *, min(seq) OVER c AS first_seq, max(t_start) OVER c AS conn_end, sum(packets) OVER c AS conn_packets,
-    sum(bytes) OVER c AS conn_bytes
-  FROM numbered WINDOW c AS (PARTITION BY {_CONN}, conn))
-SELECT {opener} FROM summed
+WITH t AS ({tuples_sql})
+SELECT {columns}
+FROM (
+  SELECT *, unnest(list_prepend(-1, skips)) AS x
+  FROM (
+    SELECT {_CONN}, conn, arg_min(t_start, seq) AS t0, max(t_start) AS conn_end, sum(packets) AS conn_packets,
+      sum(bytes) AS conn_bytes, arg_min(action, seq) AS action0, arg_min(file_index, seq) AS fi0,
+      coalesce(list(file_index) FILTER (WHERE NOT opens), []) AS skips
+    FROM (
+      SELECT {_CONN}, seq, t_start, packets, bytes, action, file_index,
+        coalesce(state = 'B' OR prev IS NULL OR prev = 'E', false) AS opens,
+        coalesce(ends, 0) + begins AS conn
+      FROM (
+        SELECT {_CONN}, seq, t_start, packets, bytes, action, file_index, state,
+          lag(state) OVER o AS prev,
+          count(CASE WHEN state = 'E' THEN 1 END) OVER (o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS ends,
+          count(CASE WHEN state = 'B' THEN 1 END) OVER (o ROWS UNBOUNDED PRECEDING) AS begins
+        FROM t WHERE state IS NOT NULL
+        WINDOW o AS (PARTITION BY {_CONN} ORDER BY seq)))
+    GROUP BY ALL))
 UNION ALL
 SELECT {_STAGE_LIST} FROM t WHERE state IS NULL"""
 
