@@ -514,3 +514,18 @@ def test_fast_path_invalid_utf8_and_truncated_gzip(tmp_path: Path, monkeypatch: 
             monkeypatch.setattr(azure, "_prescan", lambda src, options: None)
         with FlowStore(tmp_path / f"cut-{sub}" / "flows.duckdb") as s, pytest.raises(InputError, match="cannot read"):
             s.ingest([cut], fmt="azure")
+
+
+def test_fast_path_proves_no_record_is_over_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(azure, "MAX_RECORD_CHARS", 20_000)
+    m = T * 1000
+    tuples = [f"{m + i},198.51.100.{i % 200 + 1},10.0.0.2,{1024 + i},22,6,I,D,NX,0,0,0,0" for i in range(600)]
+    small = blob(tmp_path / "small.json", [vnet_nic("00224871C205", tuples[i:i + 20]) for i in range(0, 600, 20)])
+    assert small.stat().st_size > 20_000  # larger than the limit: only the proof lets DuckDB read it
+    (lines, records, *_), read = both_paths(tmp_path, monkeypatch, [small])
+    assert read == {"small.json"}
+    assert (lines, records) == (600, 600)
+    monkeypatch.setattr(azure, "_CHUNK_CHARS", 1000)  # the streaming reader holds little: it refuses
+    big = blob(tmp_path / "big.json", [vnet_nic("00224871C205", tuples[:20]), vnet_nic("00224871C205", tuples)])
+    with FlowStore(tmp_path / "big" / "flows.duckdb") as s, pytest.raises(InputError, match="longer than 20000"):
+        s.ingest([big], fmt="azure")
