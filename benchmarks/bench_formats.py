@@ -264,6 +264,113 @@ def vpc(rng: random.Random, c: Conn) -> str:
             f"{start} {start + 60} {'REJECT' if c.denied else 'ACCEPT'} OK")
 
 
+# Azure flow logs are blobs, not lines: one ``{"records": [...]}`` document (PT1H.json), one record per
+# NIC and minute holding a few hundred flow tuples; "lines" counts tuples here. Written one record per
+# line, compact, as the shape of ../shared/samples/flows/azure/ (NSG version 2: seconds, T/U, decision
+# letters, empty counters in a B tuple; VNet version 4: milliseconds, IANA protocol, state D for a
+# denied flow, encryption, zero counters in a B tuple). About a fifth of the client records are
+# followed by the server NIC's record of the same connections (direction I), as a VNet logs them.
+AZURE_TUPLES_PER_RECORD = 300
+
+
+def _mac(i: int) -> str:
+    return f"000D3A{i:06X}"
+
+
+def _azure_conn_tuples(rng: random.Random, c: Conn, v4: bool, inbound: bool) -> list[tuple[float, str]]:
+    """(time, tuple) of one connection as one NIC logs it: B, maybe a C, then E (one D/deny tuple when denied)."""
+    d = "I" if inbound else "O"
+    t0 = c.start + (rng.random() * 0.5 if inbound else 0.0)
+
+    def stamp(t: float) -> str:
+        return str(int(t * 1000)) if v4 else str(int(t))
+
+    head = f"{c.src},{c.dst},{c.sport},{c.dport}," + ("6" if v4 else "T") + f",{d},"
+    if c.denied:
+        return [(t0, f"{stamp(t0)},{head}D,NX,0,0,0,0" if v4 else f"{stamp(t0)},{head}D,B,,,,")]
+    op, rp = max(1, c.pkts // 2), c.pkts - c.pkts // 2
+    ob = c.bytes // 3
+    out = [(t0, f"{stamp(t0)},{head}B,NX,0,0,0,0" if v4 else f"{stamp(t0)},{head}A,B,,,,")]
+    if c.duration > 20:
+        mid = t0 + c.duration / 2
+        out.append((mid, f"{stamp(mid)},{head}C,NX,{op // 2},{ob // 2},{rp // 2},{(c.bytes - ob) // 2}" if v4
+                    else f"{stamp(mid)},{head}A,C,{op // 2},{ob // 2},{rp // 2},{(c.bytes - ob) // 2}"))
+    end = t0 + c.duration
+    out.append((end, f"{stamp(end)},{head}E,NX,{op},{ob},{rp},{c.bytes - ob}" if v4
+                else f"{stamp(end)},{head}A,E,{op},{ob},{rp},{c.bytes - ob}"))
+    return out
+
+
+def _azure_record(rng: random.Random, v4: bool, mac: str, minute: int, rules: list[tuple[str, list[str]]]
+                  ) -> dict[str, Any]:
+    when = iso(minute + 59.5, 7)
+    sub = "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/PROD-RG/PROVIDERS/MICROSOFT.NETWORK"
+    if v4:
+        return {"time": when, "flowLogVersion": 4, "flowLogGUID": "66aa66aa-6a6a-4a6a-9a6a-66aa66aa66aa",
+                "macAddress": mac, "category": "FlowLogFlowEvent",
+                "flowLogResourceID": f"{sub}/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/VNETFLOWLOG",
+                "targetResourceID": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/prod-rg/"
+                                    "providers/Microsoft.Network/virtualNetworks/prod-vnet",
+                "operationName": "FlowLogFlowEvent",
+                "flowRecords": {"flows": [{"aclID": f"{rng.getrandbits(128):032x}",
+                                           "flowGroups": [{"rule": r, "flowTuples": t}]} for r, t in rules]}}
+    return {"time": when, "systemId": f"{rng.getrandbits(128):032x}", "macAddress": mac,
+            "category": "NetworkSecurityGroupFlowEvent", "resourceId": f"{sub}/NETWORKSECURITYGROUPS/PROD-NSG",
+            "operationName": "NetworkSecurityGroupFlowEvents",
+            "properties": {"Version": 2, "flows": [{"rule": r, "flows": [{"mac": mac, "flowTuples": t}]}
+                                                   for r, t in rules]}}
+
+
+def azure_blob(v4: bool) -> Callable[[Path, int], None]:
+    def write(path: Path, tuples: int) -> None:
+        rng = random.Random(f"{SEED}-azure-{'v4' if v4 else 'v2'}")
+        written = 0
+        with path.open("w", encoding="utf-8", newline="\n") as fh:
+            fh.write('{"records":[')
+            first = True
+
+            def emit(rec: dict[str, Any]) -> None:
+                nonlocal first
+                fh.write(("\n" if first else ",\n") + json.dumps(rec, separators=(",", ":")))
+                first = False
+
+            while written < tuples:
+                client = rng.randrange(HOSTS)
+                minute = BASE_EPOCH + rng.randrange(SPAN // 60) * 60
+                want = min(tuples - written,
+                           rng.randint(AZURE_TUPLES_PER_RECORD // 2, AZURE_TUPLES_PER_RECORD * 3 // 2))
+                conns, out = [], []
+                while len(out) < want:
+                    c = draw(rng)
+                    c.client, c.start = client, minute + rng.random() * 30
+                    c.server = (client * 7 + rng.randrange(5) * 13) % SERVERS
+                    c.dport = SERVER_PORTS[c.server % 10]
+                    conns.append(c)
+                    out.extend(_azure_conn_tuples(rng, c, v4, False)[:want - len(out)])
+                ordered = [t for _, t in sorted(out)]
+                allowed = [t for t in ordered if (",D," not in t if v4 else ",A," in t)]
+                denied = [t for t in ordered if (",D," in t if v4 else ",A," not in t)]
+                rules = [(r, t) for r, t in (("DefaultRule_AllowVnetOutBound", allowed),
+                                             ("UserRule_DenyAppOutBound", denied)) if t]
+                emit(_azure_record(rng, v4, _mac(client), minute, rules))
+                written += len(out)
+                if rng.random() < 0.2 and written < tuples:  # the server NICs' view of the same connections
+                    for server in sorted({c.server for c in conns}):
+                        if written >= tuples:
+                            break
+                        seen = [x for c in conns if c.server == server
+                                for x in _azure_conn_tuples(rng, c, v4, True)][:tuples - written]
+                        emit(_azure_record(rng, v4, _mac(HOSTS + server), minute,
+                                           [("DefaultRule_AllowVnetInBound", [t for _, t in sorted(seen)])]))
+                        written += len(seen)
+            fh.write("\n]}\n")
+    return write
+
+
+def _no_line(rng: random.Random, c: Conn) -> str:
+    raise AssertionError("generated by Case.writer")
+
+
 @dataclass(frozen=True)
 class Case:
     name: str  # benchmark row
@@ -274,10 +381,16 @@ class Case:
     footer: tuple[str, ...] = ()
     scan: str = ""  # DuckDB table function call with ? for the path
     derived: str | None = None  # built from another case's file (gzip / parquet) instead of generated
+    writer: Callable[[Path, int], None] | None = None  # writes the whole file itself (Azure blobs)
 
 
 _CSV = "ignore_errors=true, strict_mode=false"
 _JSON = "read_json(?, format='newline_delimited', maximum_object_size=1048576)"
+_AZURE_JSON = "read_json(?, maximum_object_size=1073741824)"
+_AZURE_NSG = ("(SELECT unnest(n.flowTuples) FROM (SELECT unnest(f.flows) AS n FROM (SELECT unnest(r.properties.flows) "
+              f"AS f FROM (SELECT unnest(records) AS r FROM {_AZURE_JSON}))))")
+_AZURE_VNET = ("(SELECT unnest(g.flowTuples) FROM (SELECT unnest(f.flowGroups) AS g FROM (SELECT "
+               f"unnest(r.flowRecords.flows) AS f FROM (SELECT unnest(records) AS r FROM {_AZURE_JSON}))))")
 CASES = [
     Case("aws-vpc-text", "aws-vpc", "log", vpc, (VPC_HEADER,), scan=f"read_csv(?, delim=' ', header=true, {_CSV})"),
     Case("aws-vpc-gzip", "aws-vpc", "log.gz", vpc, scan=f"read_csv(?, delim=' ', header=true, {_CSV})",
@@ -302,6 +415,11 @@ CASES = [
          scan=f"read_csv(?, delim=' ', quote='\"', escape='', header=false, {_CSV})"),
     Case("envoy-json", "envoy", "json", envoy_json, scan=_JSON),
     Case("csv", "csv", "csv", generic_csv, (GENERIC_HEADER,), scan=f"read_csv(?, header=true, {_CSV})"),
+    # Azure: the blob is one JSON document, so maximum_object_size must hold all of it, and count(*)
+    # over read_json alone would count one row (the document) without reading a tuple; unnesting the
+    # records down to their flowTuples makes DuckDB materialise every tuple string, what a reader reads.
+    Case("azure-nsg-v2", "azure", "json", _no_line, writer=azure_blob(v4=False), scan=_AZURE_NSG),
+    Case("azure-vnet-v4", "azure", "json", _no_line, writer=azure_blob(v4=True), scan=_AZURE_VNET),
 ]
 BY_NAME = {c.name: c for c in CASES}
 
@@ -333,6 +451,8 @@ def generate(case: Case, lines: int) -> Path:
         duckdb.connect().execute(
             f"COPY (SELECT {sel} FROM read_csv('{text}', delim=' ', header=true, nullstr='-', quote='', escape='', "
             f"auto_detect=false, columns={{{cols}}})) TO '{tmp}' (FORMAT parquet, COMPRESSION gzip)")
+    elif case.writer is not None:
+        case.writer(tmp, lines)
     else:
         rng = random.Random(f"{SEED}-{case.name}")
         with tmp.open("w", encoding="utf-8", newline="\n") as fh:

@@ -307,3 +307,225 @@ def test_text_after_a_value_on_a_json_lines_line(store: FlowStore, tmp_path: Pat
     report = ingest(store, path, bad_threshold=1.0)
     assert [(b.line, b.field) for b in report.bad_samples] == [(1, "json"), (2, "json")]
     assert (report.records, report.bad) == (2, 2)
+
+
+# -- the DuckDB fast path gives the Python reader's result, tuple for tuple -------------------------------
+
+
+def outcome(store: FlowStore, paths: list[Path]) -> tuple[Any, ...]:
+    report = store.ingest(paths, fmt="azure", bad_threshold=1.0)
+    return (report.lines, report.records, report.skipped, report.bad,
+            [(Path(b.file).name, b.line, b.field, b.message, b.text) for b in report.bad_samples],
+            [(Path(f.path).name, f.lines, f.records, f.skipped, f.bad) for f in report.files],
+            sorted(map(repr, store.rows())))
+
+
+def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paths: list[Path]) -> tuple[tuple[Any, ...], set[str]]:
+    """The outcome of ``paths`` with the fast path, asserted equal to the Python reader's alone, and the
+    names of the files the fast path read."""
+    read: set[str] = set()
+    fast_path = azure._fast_path
+
+    def spy(con: Any, files: Any, options: Any) -> Any:
+        got = fast_path(con, files, options)
+        read.update(files[i].path.name for i in got.read)
+        return got
+
+    monkeypatch.setattr(azure, "_fast_path", spy)
+    with FlowStore(tmp_path / "fast" / "flows.duckdb") as s:
+        fast = outcome(s, paths)
+    monkeypatch.setattr(azure, "_prescan", lambda src, options: None)
+    with FlowStore(tmp_path / "python" / "flows.duckdb") as s:
+        python = outcome(s, paths)
+    assert fast == python
+    return fast, read
+
+
+def blob(path: Path, records: list[Any], **kw: Any) -> Path:
+    path.write_text(json.dumps({"records": records}, ensure_ascii=False, **kw), encoding="utf-8")
+    return path
+
+
+def test_fast_path_reads_regular_blobs_as_python_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      shared: Path) -> None:
+    m = T * 1000
+    client = vnet_nic("00224871AAAA", [
+        f"{m},10.0.0.1,10.0.0.2,40000,5432,6,O,B,NX,0,0,0,0",
+        f"{m + 30000},10.0.0.1,10.0.0.2,40000,5432,6,O,C,NX,5,500,4,4000",
+        f"{m + 60000},10.0.0.1,10.0.0.2,40000,5432,6,O,E,X,1,10,1,20",
+        f"{m + 70000},10.0.0.1,10.0.0.2,40000,5432,6,O,C,NX,1,1,1,1",  # after an E: a new connection
+        f"{m + 1000},10.0.0.1,10.0.0.2,40001,22,6,O,B,NX_UNSUPPORTED,0,0,0,0",
+        f"{m + 2000},10.0.0.1,10.0.0.2,040002,0080,006,O,D,NX,0,0,0,0"])  # leading zeros: still numbers
+    server = vnet_nic("00224871BBBB", [
+        f"{m + 400},10.0.0.1,10.0.0.2,40000,5432,6,I,B,NX,0,0,0,0",
+        f"{m + 1200},10.0.0.1,10.0.0.2,40001,22,6,I,D,NX,0,0,0,0"])
+    nsg_records = [
+        nsg([f"{T},10.0.0.1,10.0.0.2,40000,5432,T,O,A,B,,,,",
+             f"{T + 60},10.0.0.1,10.0.0.2,40000,5432,T,O,A,E,2,100,1,50",
+             f"{T + 5},10.0.0.1,10.0.0.2,40001,53,U,O,D,B,,,,"]),
+        nsg([f"{T},10.0.0.1,10.0.0.2,40000,5432,T,I,A,B,,,,"], mac="000D3AF80000"),
+        nsg([f"{T + 7},10.0.0.3,10.0.0.2,40002,22,T,I,D"], version=1),
+        nsg([f"{T + 8},10.0.0.3,10.0.0.2,40003,22,T,I,A"], version=1, mac=""),
+        {**nsg([f"{T + 9},10.0.0.4,10.0.0.2,40004,22,T,I,A,B,,,,"]), "extra": {"k": [1, None, True, "é"]}},
+    ]
+    nsg_records[3]["properties"]["flows"][0]["flows"][0]["mac"] = None
+    files = [blob(tmp_path / "vnet.json", [client, server], indent=2),
+             blob(tmp_path / "nsg.json", nsg_records),
+             tmp_path / "msdocs.json"]
+    files[2].write_bytes((shared / SAMPLES / VNET).read_bytes())
+    gz = tmp_path / "nsg2.json.gz"
+    with gzip.open(gz, "wt") as fh:
+        fh.write(json.dumps({"records": nsg_records[:2]}, separators=(",\r\n", ": ")))  # CRLF between values
+    files.append(gz)
+    (lines, records, skipped, bad, *_), read = both_paths(tmp_path, monkeypatch, files)
+    assert read == {"vnet.json", "nsg.json", "msdocs.json", "nsg2.json.gz"}
+    assert (lines, bad) == (8 + 7 + 19 + 4, 0)
+    assert skipped == {"connection-update": 2 + 1 + 1 + 5, "peer-nic-duplicate": 2 + 1 + 1}
+
+
+def test_fast_path_bad_tuples_are_counted_and_located(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = T * 1000
+    good4 = f"{m},10.0.0.1,10.0.0.2,40000,443,6,O,B,NX,0,0,0,0"
+    bad4 = [
+        f"{m},10.0.0.1,10.0.0.2,40000,443,6,O,B,NX,0,0,0",  # 12 fields
+        f"{m},10.0.0.1,10.0.0.2,40000,443,6,O,B,NX,0,0,0,0,",  # 14
+        f"{m},10.0.0.01,10.0.0.2,40000,443,6,O,B,NX,0,0,0,0",  # a leading zero in an address
+        f"{m},256.0.0.1,10.0.0.2,40000,443,6,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,host,40000,443,6,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,65536,443,6,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2, 4000,443,6,O,B,NX,0,0,0,0",  # int() would take " 4000"
+        f"{m},10.0.0.1,10.0.0.2,+4000,443,6,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,4_000,443,6,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,\u0664\u0660,443,6,O,B,NX,0,0,0,0",  # Arabic-Indic digits: isdigit(), not ASCII
+        f"{m},10.0.0.1,10.0.0.2,40000,443,256,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,40000,443,T,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,40000,443,6,X,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,40000,443,6,O,A,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,40000,443,6,O,b,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,40000,443,6,O,E,NX,1,,1,1",  # counters partly empty
+        f"{m},10.0.0.1,10.0.0.2,40000,443,6,O,E,NX,1,-1,1,1",
+        f"{m},10.0.0.1,10.0.0.2,40000,443,6,O,E,NX,1,18446744073709551616,1,1",  # > UINT64
+        "18446744073709552,10.0.0.1,10.0.0.2,40000,443,6,O,B,NX,0,0,0,0",  # ms past UINT64 us
+        "99999999999999999999999,10.0.0.1,10.0.0.2,40000,443,6,O,B,NX,0,0,0,0",
+        f"{m}.5,10.0.0.1,10.0.0.2,40000,443,6,O,B,NX,0,0,0,0",
+        f"{m},10.0.0.1,10.0.0.2,40000,443,6,O,B,NXé,0,0,0,0é",
+        "", ",,,,,,,,,,,,", "NaN",
+    ]
+    bad2 = [f"{T},10.0.0.1,10.0.0.2,1,2,6,O,A,B,,,,", f"{T},10.0.0.1,10.0.0.2,1,2,T,O,X,B,,,,",
+            f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D,Q,,,,", f"{T},10.0.0.1,10.0.0.2,1,2,T,O,A",
+            f"{T * 1000000},10.0.0.1,10.0.0.2,1,2,T,O,A,B,,,,", "18446744073710,10.0.0.1,10.0.0.2,1,2,T,O,A,B,,,,"]
+    bad1 = [f"{T},10.0.0.1,10.0.0.2,1,2,T,O,A,B,,,,", f"{T},10.0.0.1,10.0.0.2,1,2,T,O,Q"]
+    vnet_blob_ = blob(tmp_path / "vnet.json", [vnet([good4, *bad4, 5, None, True, 1.5, {"a": good4}, [good4]])],
+                      indent=1)
+    nsg_blob = blob(tmp_path / "nsg.json", [nsg(bad2), nsg(bad1, version=1)], indent=1)
+    (lines, records_n, _, bad, samples, *_), read = both_paths(tmp_path, monkeypatch, [vnet_blob_, nsg_blob])
+    assert read == {"vnet.json", "nsg.json"}
+    # every tuple a line; one good tuple (VNet), and two of the NSG tuples are read but their times lie
+    # past 9999: the store counts those bad, without a sample
+    assert (lines, records_n) == (1 + len(bad4) + 6 + len(bad2) + len(bad1), 1)
+    assert bad == lines - 1
+    assert len(samples) == 20  # max_samples: the first 20 of the VNet blob, each at its own line
+    vnet_lines = vnet_blob_.read_text().splitlines()
+    assert {s[4] for s in samples} <= set(bad4)
+    for name, line, _field, _message, sample in samples:
+        assert name == "vnet.json"
+        if sample.isascii():  # (the Python reader looks for a tuple's text JSON-escaped)
+            assert vnet_lines[line - 1].strip().rstrip(",") == json.dumps(sample)
+    assert [s[2] for s in samples[:6]] == ["flowTuples", "flowTuples", "src", "src", "dst", "src_port"]
+
+
+@pytest.mark.parametrize("name, text, fast", [
+    ("escape", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}).replace(
+        "10.0.0.1", "10.0.0.\\u0031"), False),
+    ("trailing-comma", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]})[:-2]
+     + ",]}", False),
+    ("trailing-comma-in-tuples", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]})
+     .replace('0,0,0"]', '0,0,0", ]'), False),
+    ("version-nan", json.dumps({"records": [nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D,B,,,,"])]}).replace(
+        '"Version": 2', '"Version": NaN'), False),
+    ("version-string", json.dumps({"records": [nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D,B,,,,"])]}).replace(
+        '"Version": 2', '"Version": "2"'), False),
+    ("version-float", json.dumps({"records": [nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D,B,,,,"])]}).replace(
+        '"Version": 2', '"Version": 2.0'), False),
+    ("version-true", json.dumps({"records": [nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D,B,,,,"])]}).replace(
+        '"Version": 2', '"Version": true'), False),
+    ("version-missing", json.dumps({"records": [nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D"])]}).replace(
+        '"Version": 2, ', ""), False),
+    ("version-3", json.dumps({"records": [nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D"], version=3)]}), False),
+    ("repeated-key", json.dumps({"records": [nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D,B,,,,"])]}).replace(
+        '"Version": 2', '"Version": 2, "Version": 1'), False),
+    ("mac-number", json.dumps({"records": [nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,A,B,,,,"], mac=7)]}), False),  # type: ignore[arg-type]
+    ("null-flowlogversion", json.dumps({"records": [{**nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,A,B,,,,"]),
+                                                     "flowLogVersion": None}]}), False),
+    ("flows-null", json.dumps({"records": [{**vnet([]), "flowRecords": {"flows": None}}]}), False),
+    ("group-no-list", json.dumps({"records": [{**vnet([]), "flowRecords": {"flows": [{"flowGroups": "x"}]}}]}), False),
+    ("record-number", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"]), 5]}), False),
+    ("records-null", '{"records": null}', False),
+    ("top-level-array", json.dumps([{"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}]), False),
+    ("two-documents", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,B,NX,0,0,0,0"])]}) + "\n"
+     + json.dumps({"records": [vnet([f"{T}001,10.0.0.1,10.0.0.2,1,2,6,O,E,NX,1,1,1,1"])]}), False),
+    ("json-lines", json.dumps(vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])), False),
+    ("records-not-first", json.dumps({"x": 1, "records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}),
+     False),
+    ("records-repeated", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])],
+                                     "x": [1, {"y": "]}"}]})[:-1] + ', "records": []}', False),
+    ("a-member-after-records", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])],
+                                           "x": [1, {"y": "]}"}]}), True),
+    ("comment", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]})[:-1] + "/* c */}",
+     False),
+    ("control-character", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]})
+     .replace('"r"', '"r\tule"'), False),
+    ("bom", "\ufeff" + json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}), False),
+    ("ipv6", json.dumps({"records": [vnet([f"{T}000,2001:DB8::1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0",
+                                          f"{T}001,2001:db8:0::1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}), False),
+    ("counter-sum-overflow", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,"
+                                                          "18446744073709551615,0,1,0"])]}), False),
+    ("non-ascii-rule", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]},
+                                  ensure_ascii=False).replace('"r"', '"règle"'), True),
+    ("blank-lines-crlf", "\r\n\r\n" + json.dumps(
+        {"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}, indent=1).replace("\n", "\r\n")
+     + "\r\n\r\n", True),
+    ("empty", "", False),
+])
+def test_fast_path_or_python_same_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str,
+                                          fast: bool) -> None:
+    path = tmp_path / f"{name}.json"
+    path.write_bytes(text.encode())
+    if name == "counter-sum-overflow":  # the staging file cannot hold the sum: an error either way
+        with pytest.raises(InputError):
+            both_paths(tmp_path, monkeypatch, [path])
+        return
+    _, read = both_paths(tmp_path, monkeypatch, [path])
+    assert read == ({path.name} if fast else set())
+
+
+def test_fast_path_invalid_utf8_and_truncated_gzip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]})
+    bad_utf8 = tmp_path / "utf8.json"
+    bad_utf8.write_bytes(good.replace('"r"', '"r\xff"').encode("latin-1"))
+    ok = tmp_path / "ok.json"
+    ok.write_text(good)
+    _, read = both_paths(tmp_path, monkeypatch, [bad_utf8, ok])
+    assert read == {"ok.json"}  # the other file of the batch is still read by DuckDB
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(gzip.compress(good.encode())[:-12])
+    for sub in ("fast", "python"):
+        if sub == "python":
+            monkeypatch.setattr(azure, "_prescan", lambda src, options: None)
+        with FlowStore(tmp_path / f"cut-{sub}" / "flows.duckdb") as s, pytest.raises(InputError, match="cannot read"):
+            s.ingest([cut], fmt="azure")
+
+
+def test_fast_path_proves_no_record_is_over_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(azure, "MAX_RECORD_CHARS", 20_000)
+    m = T * 1000
+    tuples = [f"{m + i},198.51.100.{i % 200 + 1},10.0.0.2,{1024 + i},22,6,I,D,NX,0,0,0,0" for i in range(600)]
+    small = blob(tmp_path / "small.json", [vnet_nic("00224871C205", tuples[i:i + 20]) for i in range(0, 600, 20)])
+    assert small.stat().st_size > 20_000  # larger than the limit: only the proof lets DuckDB read it
+    (lines, records, *_), read = both_paths(tmp_path, monkeypatch, [small])
+    assert read == {"small.json"}
+    assert (lines, records) == (600, 600)
+    monkeypatch.setattr(azure, "_CHUNK_CHARS", 1000)  # the streaming reader holds little: it refuses
+    big = blob(tmp_path / "big.json", [vnet_nic("00224871C205", tuples[:20]), vnet_nic("00224871C205", tuples)])
+    with FlowStore(tmp_path / "big" / "flows.duckdb") as s, pytest.raises(InputError, match="longer than 20000"):
+        s.ingest([big], fmt="azure")

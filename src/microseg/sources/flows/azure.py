@@ -7,9 +7,13 @@ Format facts (Microsoft Learn, "Flow logging for network security groups" - log 
   collectors also write one record (or one ``{"records": ...}``) per line. Both are read by one
   incremental parser (``json.JSONDecoder.raw_decode`` over a buffered reader): a ``records`` array is
   taken record by record, so memory holds one record and a read chunk, never the blob (a busy VNet's
-  hour can be gigabytes). A record larger than :data:`MAX_RECORD_CHARS` is refused. After a syntax
+  hour can be gigabytes). A record larger than :data:`MAX_RECORD_CHARS` is refused. Members of the
+  document after its ``records`` array are read and ignored, as in any other object. After a syntax
   error the rest of that line is a bad line and reading resumes on the next line, one value per line.
   A bad tuple is reported with the line its text is on.
+- Blobs of up to :data:`FAST_MAX_BYTES` that DuckDB can read exactly as that parser does are read by
+  DuckDB instead, many times faster (see "DuckDB fast path" below); the outcome is the same, tuple for
+  tuple, and a bad tuple there is still reported by the Python parser, with its line and field.
 - NSG record: ``properties.Version`` (1 or 2), ``properties.flows[].rule``,
   ``properties.flows[].flows[].mac`` and ``.flowTuples``. A version 2 tuple is
   ``unix-seconds,src,dst,sport,dport,protocol(T/U),direction(I/O),decision(A/D),state(B/C/E),``
@@ -62,12 +66,17 @@ import duckdb
 from microseg.errors import InputError
 from microseg.sources.flows import (
     STAGE_COLUMNS,
+    BadLine,
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
+    sql_list,
+    sql_str,
 )
+from microseg.sources.flows.sqlpath import IPV4_PATTERN
 
 NAME = "azure"
 
@@ -427,6 +436,18 @@ class _JsonStream:
                 self._advance(self.pos + 1)
                 if sep == "]":
                     break
+        # Members after the array are read and ignored, as when the object is decoded whole (a repeated
+        # "records" too: the first occurrence of a key is the one read, the rule of jsonline.py).
+        while self._skip_ws() and self.buf[self.pos] == ",":
+            self._advance(self.pos + 1)
+            self._skip_ws()
+            key, _ = self._decode()
+            if not isinstance(key, str) or not self._skip_ws() or self.buf[self.pos] != ":":
+                raise json.JSONDecodeError("expected a key and ':' in the object of the records array",
+                                           self.buf, self.pos)
+            self._advance(self.pos + 1)
+            self._skip_ws()
+            self._decode()
         if not self._skip_ws() or self.buf[self.pos] != "}":
             raise json.JSONDecodeError("expected '}' after the records array", self.buf, self.pos)
         self._advance(self.pos + 1)
@@ -462,73 +483,452 @@ def _tracking_sql(tuples_sql: str) -> str:
     tuple had any, as in a lone B); every other tuple of it is a ``connection-update`` skip. Tuples
     with no state are records as they are.
     """
-    status = f"CASE WHEN seq = first_seq THEN 'OK' ELSE '{CONNECTION_UPDATE}' END AS log_status"
-    # The sorts behind the window functions carry only the columns they need (they spill at scale);
-    # the staging columns Azure never fills are NULL here.
-    nulls = {"tcp_flags": "NULL::INTEGER AS tcp_flags", "is_reply": "NULL::BOOLEAN AS is_reply",
-             "src_workload": "NULL::VARCHAR AS src_workload", "dst_workload": "NULL::VARCHAR AS dst_workload"}
-    opener = ", ".join({"t_end": "conn_end AS t_end", "packets": "conn_packets AS packets",
-                        "bytes": "conn_bytes AS bytes", "log_status": status, **nulls}.get(c, c) for c in STAGE_COLUMNS)
+    # One sort, log order within each NIC, 5-tuple and direction: ``conn`` numbers the connections - it
+    # grows at every opener (by the B counted there, or by the E counted just before it) and nowhere
+    # else, so the tuples of one connection share it - and ``opens`` marks the openers. A connection is
+    # then one group: its opener's row with the group's end and sums, and a skipped row (no values
+    # but its file) for each other tuple.
+    opener = {"t_start": "t0", "t_end": "conn_end", "packets": "conn_packets", "bytes": "conn_bytes",
+              "action": "action0", "file_index": "fi0", "log_status": "'OK'"}
+    key = _CONN.split(", ")
+    columns = ", ".join(
+        f"CAST(CASE WHEN x < 0 THEN {opener.get(c, c if c in key else 'NULL')} END AS {t}) AS {c}"
+        if c not in ("log_status", "file_index") else
+        f"CASE WHEN x < 0 THEN 'OK' ELSE '{CONNECTION_UPDATE}' END AS log_status" if c == "log_status" else
+        "CAST(CASE WHEN x < 0 THEN fi0 ELSE x END AS INTEGER) AS file_index"
+        for c, t in STAGE_COLUMNS.items())
     return f"""
-WITH t AS ({tuples_sql}),
-opened AS (
-  SELECT *, CASE WHEN state = 'B' OR prev IS NULL OR prev = 'E' THEN 1 ELSE 0 END AS opens
-  FROM (SELECT {_CONN}, seq, state, t_start, packets, bytes, action, file_index,
-          lag(state) OVER (PARTITION BY {_CONN} ORDER BY seq) AS prev FROM t WHERE state IS NOT NULL)),
-numbered AS (
-  SELECT *, sum(opens) OVER (PARTITION BY {_CONN} ORDER BY seq ROWS UNBOUNDED PRECEDING) AS conn FROM opened),
-summed AS (
-  SELECT *, min(seq) OVER c AS first_seq, max(t_start) OVER c AS conn_end, sum(packets) OVER c AS conn_packets,
-    sum(bytes) OVER c AS conn_bytes
-  FROM numbered WINDOW c AS (PARTITION BY {_CONN}, conn))
-SELECT {opener} FROM summed
+WITH t AS ({tuples_sql})
+SELECT {columns}
+FROM (
+  SELECT *, unnest(list_prepend(-1, skips)) AS x
+  FROM (
+    SELECT {_CONN}, conn, arg_min(t_start, seq) AS t0, max(t_start) AS conn_end, sum(packets) AS conn_packets,
+      sum(bytes) AS conn_bytes, arg_min(action, seq) AS action0, arg_min(file_index, seq) AS fi0,
+      coalesce(list(file_index) FILTER (WHERE NOT opens), []) AS skips
+    FROM (
+      SELECT {_CONN}, seq, t_start, packets, bytes, action, file_index,
+        coalesce(state = 'B' OR prev IS NULL OR prev = 'E', false) AS opens,
+        coalesce(ends, 0) + begins AS conn
+      FROM (
+        SELECT {_CONN}, seq, t_start, packets, bytes, action, file_index, state,
+          lag(state) OVER o AS prev,
+          count(CASE WHEN state = 'E' THEN 1 END) OVER (o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS ends,
+          count(CASE WHEN state = 'B' THEN 1 END) OVER (o ROWS UNBOUNDED PRECEDING) AS begins
+        FROM t WHERE state IS NOT NULL
+        WINDOW o AS (PARTITION BY {_CONN} ORDER BY seq)))
+    GROUP BY ALL))
 UNION ALL
 SELECT {_STAGE_LIST} FROM t WHERE state IS NULL"""
 
 
 def _dedupe_sql(rows_sql: str) -> str:
-    """The staged rows with each connection seen at both ends counted once (see the module docstring)."""
-    window_us = PEER_WINDOW_SECONDS * 1_000_000
-    # HUGEINT: start times are unsigned microseconds; a difference must not wrap or overflow.
-    same = (f"p.src_ip = s.src_ip AND p.dst_ip = s.dst_ip AND p.src_port = s.src_port AND p.dst_port = s.dst_port "
-            f"AND p.proto = s.proto AND p.log_status = 'OK' AND abs(CAST(p.t_start AS HUGEINT) - "
-            f"CAST(s.t_start AS HUGEINT)) <= {window_us}")
+    """The staged rows with each connection seen at both ends counted once (see the module docstring).
+
+    One sort: the records of each 5-tuple in time order; the nearest egress record (and ingress drop)
+    before and after each record tell whether one lies within the window."""
+    w = PEER_WINDOW_SECONDS * 1_000_000
+    # Frames in start-time order: the rows before (after) the current one start no later (earlier), so
+    # the unsigned differences below never go negative.
+    before = "OVER (p ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    after = "OVER (p ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)"
+    egress = "CASE WHEN direction = 'egress' THEN t_start END"
+    denied = "CASE WHEN direction = 'ingress' AND action = 'drop' THEN t_start END"
+    columns = ", ".join({"log_status": f"""CASE WHEN direction = 'ingress' AND (t_start - eg_before <= {w}
+          OR eg_after - t_start <= {w}) THEN '{PEER_DUPLICATE}' ELSE log_status END AS log_status""",
+                         "action": f"""CASE WHEN direction = 'egress' AND action = 'accept' AND
+          (t_start - dr_before <= {w} OR dr_after - t_start <= {w}) THEN 'drop' ELSE action END AS action"""}.get(c, c)
+                        for c in STAGE_COLUMNS)
     return f"""
 WITH s AS ({rows_sql})
-SELECT s.* REPLACE (
-  CASE WHEN s.direction = 'ingress' AND s.log_status = 'OK'
-            AND EXISTS (SELECT 1 FROM s AS p WHERE p.direction = 'egress' AND {same})
-       THEN '{PEER_DUPLICATE}' ELSE s.log_status END AS log_status,
-  CASE WHEN s.direction = 'egress' AND s.log_status = 'OK' AND s.action = 'accept'
-            AND EXISTS (SELECT 1 FROM s AS p WHERE p.direction = 'ingress' AND p.action = 'drop' AND {same})
-       THEN 'drop' ELSE s.action END AS action)
-FROM s"""
+SELECT {columns}
+FROM (
+  SELECT *, max({egress}) {before} AS eg_before, min({egress}) {after} AS eg_after,
+    max({denied}) {before} AS dr_before, min({denied}) {after} AS dr_after
+  FROM s WHERE log_status = 'OK'
+  WINDOW p AS (PARTITION BY src_ip, dst_ip, src_port, dst_port, proto ORDER BY t_start))
+UNION ALL
+SELECT * FROM s WHERE log_status IS DISTINCT FROM 'OK'"""
+
+
+class _Discard:
+    """A staging writer that keeps nothing: the Python reader run only for its bad-line reports."""
+
+    def write(self, row: StageRow, *extra: object) -> None:
+        del row, extra
+
+
+def _python_read(stager: _Stager, src: SourceFile, index: int, options: ReaderOptions) -> None:
+    stager.seq = index << _SEQ_BITS
+    for first_line, obj, text, error in _documents(src, options):
+        if error is not None:
+            stager.bad(src, first_line, error.field, error.message, text)
+        else:
+            stager.document(src, index, obj, text, first_line)
+
+
+def _locate(src: SourceFile, options: ReaderOptions) -> list[BadLine]:
+    """The bad lines the Python reader reports for ``src`` (the fast path counted them, see below)."""
+    staged = Staged(relations=[], actions={}, skip_statuses=frozenset())
+    _python_read(_Stager(cast(StageWriter, _Discard()), staged, options), src, 0, options)
+    return staged.bad
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # parsed in Python and bulk-loaded through the staging file
     staged = Staged(relations=[], actions=dict(ACTIONS),
                     skip_statuses=frozenset({PEER_DUPLICATE, CONNECTION_UPDATE}))
     writer = StageWriter(options.tmp_dir, extra=_EXTRA)
     staged.cleanup.append(writer.path)
     stager = _Stager(writer, staged, options)
+    fast = _Fast(read=set(), bad=set(), side=None)
     done = False
     try:
+        fast = _fast_path(con, files, options)
         for index, src in enumerate(files):
-            for first_line, obj, text, error in _documents(src, options):
-                if error is not None:
-                    stager.bad(src, first_line, error.field, error.message, text)
-                else:
-                    stager.document(src, index, obj, text, first_line)
+            if index not in fast.read:
+                _python_read(stager, src, index, options)
         done = True
     finally:
         writer.close()
-        if not done:  # the store never sees this Staged: remove the staging file here
+        if not done:  # the store never sees this Staged: remove the staging file and the fast path's here
             writer.path.unlink(missing_ok=True)
-    relation = writer.relation(list(files), time_unit=1_000_000)
-    # Connections whose E is not in the batch are counted once all the same.
-    relation.sql = _dedupe_sql(_tracking_sql(relation.sql))
-    relation.null_columns = frozenset({"tcp_flags", "is_reply", "src_workload", "dst_workload"})
-    staged.relations.append(relation)
-    staged.locate_bad = lambda _src: []  # every check the store repeats was made here
+            if fast.side is not None:
+                fast.side.close()
+    nulls = frozenset({"tcp_flags", "is_reply", "src_workload", "dst_workload"})
+    python_rows = writer.relation(list(files), time_unit=1_000_000).sql
+    if fast.side is None:
+        # Connections whose E is not in the batch are counted once all the same.
+        staged.relations.append(StagedRelation(sql=_dedupe_sql(_tracking_sql(python_rows)), files=list(files),
+                                               time_unit=1_000_000, null_columns=nulls))
+    else:
+        # Tracked on the fast path's connection, with the rows of the files read in Python, and streamed
+        # (Arrow) into the store's aggregation: the staging rows are never held twice.
+        side = fast.side
+        parts = [f"SELECT {', '.join([*STAGE_COLUMNS, *_EXTRA])} FROM t WHERE kind = 't' AND file_index IN "
+                 f"({', '.join(map(str, sorted(fast.read)))})"] + ([python_rows] if writer.rows else [])
+        typed = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in STAGE_COLUMNS.items())
+        rows = side.sql(f"SELECT {typed} FROM ({_dedupe_sql(_tracking_sql(' UNION ALL '.join(parts)))})")
+        view = f"_ms_azure_{id(staged)}"
+        con.register(view, rows.to_arrow_reader(1 << 16))
+
+        def close(c: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
+            c.execute("SELECT 1").fetchall()  # unregister() refuses while a result of c is still open
+            c.unregister(view)
+            side.close()
+            return []
+
+        staged.relations.append(StagedRelation(sql=f"SELECT * FROM {view}", files=list(files), time_unit=1_000_000,
+                                               after_scan=close, null_columns=nulls))
+    # Files read in Python reported their bad lines as they went; in a file the fast path read, the bad
+    # tuples were counted in SQL and the Python reader names them (lines, fields) on demand.
+    with_bad = {files[i].path for i in fast.bad}
+    staged.locate_bad = lambda src: _locate(src, options) if src.path in with_bad else []
     return staged
+
+
+# -- DuckDB fast path ---------------------------------------------------------------------------------
+#
+# A blob is read by DuckDB (read_json, the records unnested down to their tuples, each tuple split and
+# checked in SQL) when the outcome is certain to be the Python reader's, tuple for tuple; otherwise the
+# whole file is read by the Python reader. Certain means:
+# - the file passes a byte pre-scan (which also reports reading progress): it is one ``{"records": [``
+#   document as the streaming parser takes it (records the first key), at most FAST_MAX_BYTES once
+#   decompressed, with no backslash anywhere (no escapes: every string is its own text) and no comma
+#   before a closing bracket (yyjson accepts trailing commas, Python does not); an NSG file does not
+#   name flowLogVersion at all (a null flowLogVersion is a VNet record to Python, absent to DuckDB);
+# - DuckDB parses it as exactly one document (invalid UTF-8, control characters in strings, comments,
+#   a repeated key, a value of the wrong JSON type for the columns below: errors, so Python reads it);
+# - every record has the structure _groups walks, with versions 1, 2 (NSG) or 4 (VNet) written as those
+#   plain JSON integers, and every NIC name is absent, null or a JSON string;
+# - no tuple names an IPv6 address (Python writes it in canonical form) or has counters whose sums
+#   leave UBIGINT.
+# A tuple is then either good - its staging row is exactly parse_tuple's - or certainly bad: staged with
+# the status ``bad-tuple``, which the store counts as a bad line; _locate reports its line and field.
+# - no record can be over MAX_RECORD_CHARS, which the streaming parser refuses (see _fast_path).
+# Files above FAST_MAX_BYTES are streamed in Python record by record (bounded memory): DuckDB holds
+# a JSON document whole, and a blob's document is the whole blob (a 76 MB blob peaks near 750 MB RSS).
+# The tuples are tracked into connections and the both-ends rule applied on the fast path's connection,
+# together with the rows of the files read in Python, and the result is streamed (Arrow) into the
+# store's aggregation.
+
+FAST_MAX_BYTES = 128 << 20
+_FAST_BATCH_BYTES = 64 << 20  # small blobs are read together, up to this much at a time
+_PRE_CHUNK = 8 << 20
+_SEQ_BITS = 40  # seq = file index << 40 | position in the file: log order across the batch
+_FAST_HEAD = re.compile(rb"[ \t\n\r]*\{[ \t\n\r]*\"records\"[ \t\n\r]*:[ \t\n\r]*\[")
+_BAD_TUPLE = "bad-tuple"
+_NUM = "[0-9]+"
+_COUNTERS = f"({_NUM},{_NUM},{_NUM},{_NUM}|,,,)"
+# A tuple of this shape is good once its numbers are in range (parse_tuple's checks, field by field).
+_SHAPES = {
+    4: f"{_NUM},{IPV4_PATTERN},{IPV4_PATTERN},{_NUM},{_NUM},{_NUM},[IO],[BCED],[^,]*,{_COUNTERS}",
+    2: f"{_NUM},{IPV4_PATTERN},{IPV4_PATTERN},{_NUM},{_NUM},[TU],[IO],[AD],[BCE],{_COUNTERS}",
+    1: f"{_NUM},{IPV4_PATTERN},{IPV4_PATTERN},{_NUM},{_NUM},[TU],[IO],[AD]",
+}
+_REC = ('STRUCT("flowLogVersion" JSON, "macAddress" JSON, '
+        '"flowRecords" STRUCT("flows" STRUCT("flowGroups" STRUCT("flowTuples" VARCHAR[])[])[]), '
+        '"properties" STRUCT("Version" JSON, "flows" STRUCT("flows" STRUCT("mac" JSON, "flowTuples" VARCHAR[])[])[]))')
+
+
+@dataclass
+class _Fast:
+    read: set[int]  # file indexes whose tuples are in the table t of ``side``
+    bad: set[int]  # ... of which some tuples are bad
+    side: duckdb.DuckDBPyConnection | None  # the fast path's connection (None: nothing read)
+
+
+@dataclass
+class _Pre:
+    size: int  # decompressed bytes
+    names_version: bool  # the text contains "flowLogVersion"
+
+
+def _prescan(src: SourceFile, options: ReaderOptions) -> _Pre | None:
+    """The byte checks of the fast path (see above); None: the Python reader reads the file."""
+    key = b'"flowLogVersion"'
+    try:
+        with src.path.open("rb") as raw:
+            fh = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if src.gzip else raw
+            size = lines = 0
+            comma = names = False
+            tail = b""
+            while chunk := fh.read(_PRE_CHUNK):
+                if size == 0 and not _FAST_HEAD.match(chunk):
+                    return None
+                size += len(chunk)
+                if size > FAST_MAX_BYTES or b"\\" in chunk or _trailing_comma(chunk, comma):
+                    return None
+                names = names or key in chunk or key in tail + chunk[:len(key)]
+                stripped = chunk.rstrip(b" \t\n\r")
+                comma = stripped.endswith(b",") or (comma and not stripped)
+                tail = chunk[-len(key):]
+                lines += chunk.count(b"\n")
+                options.report_read(src.path, raw.tell(), lines)
+            return _Pre(size, names) if size else None
+    except (OSError, EOFError):  # unreadable, a truncated gzip: the Python reader says so
+        return None
+
+
+_BLANK = frozenset(b" \t\n\r")
+
+
+def _trailing_comma(chunk: bytes, comma_before: bool) -> bool:
+    """Whether a ``]`` or ``}`` of ``chunk`` follows a comma, blanks aside (inside strings too: a superset);
+    ``comma_before``: the text before ``chunk`` ends with a comma and blanks. Closing brackets are few in
+    a blob (a tuple has none), so each is looked at, rather than every comma."""
+    for closer in (b"]", b"}"):
+        pos = chunk.find(closer)
+        while pos >= 0:
+            k = pos - 1
+            while k >= 0 and chunk[k] in _BLANK:
+                k -= 1
+            if (chunk[k] == 0x2C) if k >= 0 else comma_before:
+                return True
+            pos = chunk.find(closer, pos + 1)
+    return False
+
+
+def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> _Fast:
+    """Reads what it can (see above) into the table ``t`` of a connection of its own.
+
+    DuckDB runs there because a file it cannot parse fails a statement, which would abort the store's
+    transaction; on its own connection the file just goes to the Python reader."""
+    pre = {i: p for i, src in enumerate(files) if (p := _prescan(src, options)) is not None}
+    if not pre:
+        return _Fast(read=set(), bad=set(), side=None)
+    settings = con.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
+                           "current_setting('temp_directory')").fetchall()[0]
+    side = duckdb.connect()
+    try:
+        side.execute(f"SET memory_limit = {sql_str(str(settings[0]))}")
+        side.execute(f"SET threads = {int(settings[1])}")
+        if settings[2]:
+            side.execute(f"SET temp_directory = {sql_str(str(settings[2]))}")
+        side.execute("SET preserve_insertion_order = false")
+        # batches of one kind (plain / gzip), up to _FAST_BATCH_BYTES each
+        batches: list[list[int]] = []
+        for gz in (False, True):
+            batch: list[int] = []
+            size = 0
+            for i in sorted(i for i in pre if files[i].gzip == gz):
+                if batch and size + pre[i].size > _FAST_BATCH_BYTES:
+                    batches.append(batch)
+                    batch, size = [], 0
+                batch.append(i)
+                size += pre[i].size
+            if batch:
+                batches.append(batch)
+        read: set[int] = set()
+        while batches:
+            batch = batches.pop(0)
+            try:
+                side.execute(("INSERT INTO raw " if read else "CREATE TEMP TABLE raw AS ")
+                             + _scan_sql(files, batch, pre))
+            except duckdb.Error:
+                if len(batch) > 1:  # find the files DuckDB cannot read; the others are still read here
+                    batches[:0] = [batch[:len(batch) // 2], batch[len(batch) // 2:]]
+                continue
+            read.update(batch)
+        if not read:
+            side.close()
+            return _Fast(read=set(), bad=set(), side=None)
+        # The documents were unnested to their tuples by one thread each; the tuples are judged in parallel.
+        side.execute(f"CREATE TEMP TABLE t AS {_tuples_select()}")
+        side.execute("DROP TABLE raw")
+        # One document per file, every record and tuple judged; and no record that the streaming reader
+        # refuses (over MAX_RECORD_CHARS): the file is no longer, or a record is at most the file less the
+        # other records' good tuples (their quoted text is in the file as it is, without escapes, and a
+        # character takes a byte or more).
+        bad: set[int] = set()
+        for fi, docs, doubt, any_bad, largest, total in side.execute("""
+                SELECT file_index, sum(docs), bool_or(doubt), bool_or(bad), max(n), sum(n) FROM (
+                  SELECT file_index, ri, count(*) FILTER (kind = 'm') AS docs, bool_or(doubt) AS doubt,
+                    bool_or(kind = 't' AND log_status = 'bad-tuple') AS bad, coalesce(sum(text_bytes), 0) AS n
+                  FROM t GROUP BY ALL) GROUP BY ALL""").fetchall():
+            size = pre[int(fi)].size
+            if docs != 1 or doubt or (size > MAX_RECORD_CHARS and size - int(total) + int(largest) > MAX_RECORD_CHARS):
+                read.discard(int(fi))
+            elif any_bad:
+                bad.add(int(fi))
+        if not read:
+            side.close()
+            return _Fast(read=set(), bad=set(), side=None)
+    except BaseException:
+        side.close()
+        raise
+    return _Fast(read=read, bad=bad, side=side)
+
+
+def _scan_sql(files: Sequence[SourceFile], batch: list[int], pre: dict[int, _Pre]) -> str:
+    """One row per tuple of the files of ``batch``, with its file, record, version, NIC and position; one
+    row with no tuple (record 0) per document, and one per record SQL does not read (NULL version). One
+    pass over the documents: nothing but the result is materialised."""
+    paths = sql_list([files[i] for i in batch])
+    names = ", ".join(f"({sql_str(str(files[i].path))}, {i}, {str(pre[i].names_version).lower()})" for i in batch)
+    size = max(pre[i].size for i in batch) + 1
+
+    def nic(m: str) -> str:  # str(mac or "") or None; NULL also for a value that is no string (checked below)
+        return f"nullif(CASE WHEN starts_with({m}, '\"') THEN substr({m}, 2, strlen({m}) - 2) END, '')"
+
+    def no_string(m: str) -> str:
+        return f"({m} IS NOT NULL AND NOT starts_with({m}, '\"'))"
+
+    vnet_ok = ("r.flowLogVersion = '4' AND r.flowRecords.flows IS NOT NULL AND NOT " + no_string("r.macAddress")
+               + " AND NOT coalesce(list_bool_or(list_transform(r.flowRecords.flows, lambda f: f IS NULL OR "
+               "f.flowGroups IS NULL OR coalesce(list_bool_or(list_transform(f.flowGroups, lambda g: g IS NULL OR "
+               "g.flowTuples IS NULL)), false))), false)")
+    nsg_ok = ("NOT names_version AND r.properties.Version IN ('1', '2') AND r.properties.flows IS NOT NULL "
+              "AND NOT coalesce(list_bool_or(list_transform(r.properties.flows, lambda x: x IS NULL OR x.flows IS NULL "
+              "OR coalesce(list_bool_or(list_transform(x.flows, lambda n: n IS NULL OR n.flowTuples IS NULL OR "
+              + no_string("n.mac") + ")), false))), false)")
+    groups = (f"CASE WHEN r.flowLogVersion IS NOT NULL THEN flatten(list_transform(r.flowRecords.flows, "
+              f"lambda f: list_transform(f.flowGroups, lambda g: {{'nic': {nic('r.macAddress')}, "
+              "'t': g.flowTuples}))) "
+              f"ELSE flatten(list_transform(r.properties.flows, lambda x: list_transform(x.flows, "
+              f"lambda n: {{'nic': {nic('n.mac')}, 't': n.flowTuples}}))) END")
+    # seq = file index << 40 | record << 24 | position in the record (more records or tuples: Python)
+    return f"""
+WITH docs AS (
+  SELECT m.fi, m.names_version, j.records IS NULL AS no_records, list_prepend(NULL, j.records) AS records
+  FROM read_json({paths}, format='unstructured', filename=true, maximum_object_size={size},
+    compression='{"gzip" if files[batch[0]].gzip else "none"}', columns={{'records': '{_REC}[]'}}) AS j
+  JOIN (VALUES {names}) AS m(path, fi, names_version) ON j.filename = m.path),
+recs AS (
+  SELECT fi, ri, version, no_records,
+    CASE WHEN version IS NOT NULL THEN {groups} END AS gs
+  FROM (
+    SELECT fi, ri, r, no_records, CASE WHEN ri = 0 OR r IS NULL OR ri >= 65536 THEN NULL
+        WHEN r.flowLogVersion IS NOT NULL THEN CASE WHEN {vnet_ok} THEN 4 END
+        WHEN {nsg_ok} THEN CAST(CAST(r.properties.Version AS VARCHAR) AS INTEGER) END AS version
+    FROM (SELECT fi, names_version, no_records, unnest(records) AS r, unnest(range(len(records))) AS ri
+          FROM docs))),
+grps AS (
+  SELECT fi, ri, version, no_records,
+    CASE WHEN version IS NULL THEN [{{'nic': NULL, 't': [NULL], 'off': 0}}]
+      ELSE list_transform(gs, lambda x, i: {{'nic': x.nic, 't': x.t,
+        'off': CAST(coalesce(list_sum(list_transform(gs[1:i - 1], lambda y: len(y.t))), 0) AS BIGINT)}})
+      END AS gs2,
+    coalesce(list_sum(list_transform(gs, lambda y: len(y.t))), 0) >= 16777216 AS too_many
+  FROM recs),
+tuples AS (
+  SELECT fi, ri, version, no_records, too_many, grp.nic AS nic, grp.off AS off, unnest(grp.t) AS t,
+    unnest(range(len(grp.t))) AS ti
+  FROM (SELECT fi, ri, version, no_records, too_many, unnest(gs2) AS grp FROM grps))
+SELECT * FROM tuples"""
+
+
+def _tuples_select() -> str:
+    """The rows of ``raw`` (see _scan_sql): ``kind`` 't' for a tuple - 'good' (its row exactly
+    parse_tuple's, staging columns, NIC, state and seq as _Stager writes them; and its quoted length),
+    'bad' (parse_tuple raises: the status 'bad-tuple') or 'doubt' (``doubt``: its file goes to Python) -
+    'm' for a document, 'd' for a record SQL does not read (``doubt``)."""
+    max_u64 = _MAX_UINT64
+
+    def digits(x: str, limit: int) -> str:  # _int
+        return f"(regexp_full_match({x}, '[0-9]+') AND coalesce(TRY_CAST({x} AS UBIGINT) <= {limit}, false))"
+
+    def ipv4(x: str) -> str:
+        return f"regexp_full_match({x}, '{IPV4_PATTERN}')"
+
+    counters_ok = ("((f[10] = '' AND f[11] = '' AND f[12] = '' AND f[13] = '') OR (" + " AND ".join(
+        digits(f"f[{i}]", max_u64) for i in range(10, 14)) + "))")
+    # every check of parse_tuple but the addresses, for a tuple not of the regular shape
+    fields_ok = f"""CASE version
+      WHEN 4 THEN n = 13 AND {digits('f[1]', max_u64 // 1000)} AND {digits('f[6]', 255)}
+        AND f[8] IN ('B', 'C', 'E', 'D') AND f[7] IN ('I', 'O') AND {counters_ok}
+      WHEN 2 THEN n = 13 AND {digits('f[1]', max_u64 // 1_000_000)} AND f[6] IN ('T', 'U') AND f[8] IN ('A', 'D')
+        AND f[9] IN ('B', 'C', 'E') AND f[7] IN ('I', 'O') AND {counters_ok}
+      ELSE n = 8 AND {digits('f[1]', max_u64 // 1_000_000)} AND f[6] IN ('T', 'U') AND f[8] IN ('A', 'D')
+        AND f[7] IN ('I', 'O') END
+      AND {digits('f[4]', 65535)} AND {digits('f[5]', 65535)}"""
+    in_range = f"""CASE version WHEN 4 THEN TRY_CAST(f[1] AS UBIGINT) <= {max_u64 // 1000}
+        AND TRY_CAST(f[6] AS UBIGINT) <= 255 ELSE TRY_CAST(f[1] AS UBIGINT) <= {max_u64 // 1_000_000} END
+      AND TRY_CAST(f[4] AS UBIGINT) <= 65535 AND TRY_CAST(f[5] AS UBIGINT) <= 65535
+      AND (version = 1 OR f[10] = '' OR (TRY_CAST(f[10] AS UBIGINT) IS NOT NULL AND TRY_CAST(f[11] AS UBIGINT)
+        IS NOT NULL AND TRY_CAST(f[12] AS UBIGINT) IS NOT NULL AND TRY_CAST(f[13] AS UBIGINT) IS NOT NULL))"""
+    shape = " ".join(f"WHEN {v} THEN regexp_full_match(t, '{_SHAPES[v]}')" for v in (4, 2, 1))
+    # 'good', 'bad' or 'doubt' (IPv6: Python writes the canonical form)
+    verdict = f"""CASE WHEN t IS NULL THEN 'bad'
+      WHEN coalesce(CASE version {shape} END AND {in_range}, false) THEN 'good'
+      WHEN NOT coalesce({fields_ok}, false) THEN 'bad'
+      WHEN (contains(f[2], ':') OR {ipv4('f[2]')}) AND (contains(f[3], ':') OR {ipv4('f[3]')}) THEN 'doubt'
+      ELSE 'bad' END"""
+    unit = "CASE version WHEN 4 THEN 1000 ELSE 1000000 END"
+    counters = "version <> 1 AND f[10] <> ''"
+
+    def total(a: int, b: int) -> str:
+        return f"CASE WHEN {counters} THEN CAST(f[{a}] AS HUGEINT) + CAST(f[{b}] AS HUGEINT) END"
+
+    return f"""
+SELECT CASE WHEN good THEN t_us END AS t_start, CASE WHEN good THEN t_us END AS t_end,
+  CASE WHEN good THEN f[2] END AS src_ip, CASE WHEN good THEN f[3] END AS dst_ip,
+  CASE WHEN good THEN CAST(f[4] AS INTEGER) END AS src_port, CASE WHEN good THEN CAST(f[5] AS INTEGER) END AS dst_port,
+  CASE WHEN NOT good THEN NULL WHEN version = 4 THEN CAST(f[6] AS INTEGER) WHEN f[6] = 'T' THEN 6 ELSE 17 END AS proto,
+  TRY_CAST(CASE WHEN good THEN nbytes END AS UBIGINT) AS bytes,
+  TRY_CAST(CASE WHEN good THEN npackets END AS UBIGINT) AS packets,
+  CASE WHEN NOT good THEN NULL WHEN version = 4 THEN CASE WHEN f[8] = 'D' THEN 'drop' ELSE 'accept' END
+    WHEN f[8] = 'A' THEN 'accept' ELSE 'drop' END AS action,
+  NULL::INTEGER AS tcp_flags, NULL::BOOLEAN AS is_reply,
+  CASE WHEN NOT good THEN NULL WHEN f[7] = 'I' THEN 'ingress' ELSE 'egress' END AS direction,
+  NULL::VARCHAR AS src_workload, NULL::VARCHAR AS dst_workload,
+  CASE WHEN good THEN 'OK' ELSE '{_BAD_TUPLE}' END AS log_status, fi AS file_index,
+  CASE WHEN good THEN nic END AS nic,
+  CASE WHEN NOT good THEN NULL WHEN version = 4 THEN nullif(f[8], 'D') WHEN version = 2 AND f[8] = 'A' THEN f[9]
+    END AS state,
+  seq, ri, CASE WHEN good THEN strlen(t) + 2 END AS text_bytes,
+  CASE WHEN ri = 0 THEN 'm' WHEN version IS NULL THEN 'd' ELSE 't' END AS kind,
+  CASE WHEN ri = 0 THEN no_records WHEN version IS NULL THEN true
+    ELSE coalesce(too_many OR verdict = 'doubt' OR (good AND (nbytes > {max_u64} OR npackets > {max_u64})), false)
+    END AS doubt
+FROM (
+  SELECT *, verdict = 'good' AS good,
+    CASE WHEN verdict = 'good' THEN CAST(TRY_CAST(f[1] AS UBIGINT) * {unit} AS UBIGINT) END AS t_us,
+    CASE WHEN verdict = 'good' THEN {total(11, 13)} END AS nbytes,
+    CASE WHEN verdict = 'good' THEN {total(10, 12)} END AS npackets
+  FROM (
+    SELECT *, CASE WHEN version IS NULL THEN 'doubt' ELSE {verdict} END AS verdict
+    FROM (
+      SELECT fi, ri, version, no_records, too_many, nic, t,
+        (CAST(fi AS BIGINT) << {_SEQ_BITS}) + (ri << 24) + off + ti AS seq,
+        string_split(t, ',') AS f, len(string_split(t, ',')) AS n
+      FROM raw)))"""
