@@ -473,6 +473,9 @@ RAW_FIRST = [
     legacy(T, T, "10.0.0.1", "10.0.1.25", "0", "8.0", "ICMP"),  # 27: type.code
     legacy(T, T, "10.0.0.1", "10.0.1.26", "0", "+8", "ICMP"),  # 28
     legacy(T, T, "10.0.0.1", "10.0.1.27", "40026", "443", "TCP", ibyt="18446744073709551615", obyt="0"),  # 29
+    legacy("0999-01-02 03:00:00", T, "10.0.0.1", "10.0.1.28", "40027", "443", "TCP"),  # 30: before 1970
+    legacy(T + ".5", T + ".50", "10.0.0.1", "10.0.1.29", "40028", "443", "TCP"),  # 31: fractions
+    legacy("10000-01-02 03:00:00", T, "10.0.0.1", "10.0.1.30", "40029", "443", "TCP"),  # 32: year 10000
 ]
 
 
@@ -481,7 +484,7 @@ def test_fast_path_raw_values_match_the_python_reader(tmp_path: Path, monkeypatc
     fast, python = both_paths(tmp_path, monkeypatch, path)
     assert fast == python
     report, rows = fast
-    bad = [3, 4, 5, 6, 7, 8, 10, 11, 15, 16, 21, 22, 23, 25, 28]
+    bad = [3, 4, 5, 6, 7, 8, 10, 11, 15, 16, 21, 22, 23, 25, 28, 30, 32]
     assert report[:4] == (len(RAW_FIRST) - 1, len(RAW_FIRST) - 1 - len(bad), len(bad), {})
     assert [line for _path, line, _field, _message, _text in report[4]] == bad
     got = {k[2]: (v[0], v[1], v[2], v[7], k[3], k[4], k[5]) for k, v in rows.items()}  # by destination
@@ -493,4 +496,6 @@ def test_fast_path_raw_values_match_the_python_reader(tmp_path: Path, monkeypatc
     assert got["10.0.1.16"][3] == 27
     assert got["10.0.1.17"][5] == got["10.0.1.18"][5] == got["10.0.1.19"][5] == got["10.0.1.23"][5] == "TCP"
     assert got["10.0.1.24"][4:6] == got["10.0.1.25"][4:6] == (0, "ICMP")
+    times = {k[2]: (v[3], v[4]) for k, v in rows.items()}
+    assert times["10.0.1.29"] == (datetime(2026, 1, 2, 3, 0, 0, 500000), datetime(2026, 1, 2, 3, 0, 0, 500000))
     assert got["10.0.1.27"][1] == (1 << 63) - 1  # read whole on both paths; the store saturates the sum

@@ -633,11 +633,15 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
     # decides on the stripped value.
     counted = [a for a in ("sp", "dp", "fwd", "ipk", "opk", "pk", "ib", "ob", "byts") if a in has]
     raw_rules = [f"TRY_CAST(r_{a} AS UBIGINT) AS u_{a}" for a in counted]
-    raw_rules += [f"{time_us(f'r_{a}')} AS t_{a}" for a in ("ts", "te") if a in has]
+    # A time is read by DuckDB's cast; printed back it equals the value only when the value is in
+    # nfdump's own form (all digits, a valid date and time, hour below 24), which _time_us reads alike.
+    raw_rules += [f"TRY_CAST(r_{a} AS TIMESTAMP) AS p_{a}" for a in ("ts", "te") if a in has]
     raw_rules += [f"{address_sql(f'r_{a}')} AS a_{a}" for a in ("sa", "da") if a in has]
     if "flg" in has:
         raw_rules.append(f"{flag_map}[r_flg] AS f_flg")
     plain = [f"CASE WHEN CAST(u_{a} AS VARCHAR) = r_{a} THEN u_{a} END AS n_{a}" for a in counted]
+    plain += [f"CASE WHEN CAST(p_{a} AS VARCHAR) = r_{a} THEN epoch_us(p_{a}) END AS t_{a}"
+              for a in ("ts", "te") if a in has]
 
     def time_value(a: str) -> str:
         if a not in has:
