@@ -438,7 +438,8 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
             absent = {"direction", "src_workload", "dst_workload"} - set(columns)
             plan.relations.append(StagedRelation(
                 sql=_stage_sql(_scan_sql(columns, [files[i] for i in fast], fast, gz, skip,
-                                         [i for i in fast if i in plan.pending]), set(columns) - {None}),
+                                         [i for i in fast if i in plan.pending]),
+                               {c for c in columns if c is not None}),
                 files=list(files), time_unit=1_000_000,
                 null_columns=frozenset({"tcp_flags", "is_reply"} | absent)))
     return plan
