@@ -353,14 +353,15 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 # -- DuckDB fast path -----------------------------------------------------------------------------
 #
 # A file whose header (read here, in Python) is complete is parsed by DuckDB: split at commas, every
-# field stripped, typed and checked in SQL exactly as _record does it in Python (addresses with the
-# nfdump reader's patterns of what ipaddress accepts). Lines SQL cannot decide exactly are "uncertain"
+# field typed and checked in SQL exactly as _record does it in Python (addresses with the shared
+# patterns of what ipaddress accepts); a value is judged as read first and stripped only when that
+# fails (see _stage_sql). Lines SQL cannot decide exactly are "uncertain"
 # and read by the Python parser, found by their text in a first scan: a double quote (RFC 4180 quoting
 # is the csv module's), a NUL, non-ASCII text (Python's strip and isdigit know more than ASCII), and a
-# start or end that is not epoch seconds/milliseconds (datetime.fromisoformat's ISO 8601 forms). Both
-# scans apply the same test (the first to each line read whole, the second to the line joined back
-# from DuckDB's split), so DuckDB leaves exactly those lines out; DuckDB skips the lines up to the
-# header. A file with an uncertain line of more fields than the header has plus one (the split cuts
+# start or end that is not epoch seconds/milliseconds (datetime.fromisoformat's ISO 8601 forms). For a
+# file with such lines both scans apply the same test (the first to each line read whole, the second
+# to the line joined back from DuckDB's split), so DuckDB leaves exactly those lines out; a file without
+# any needs no test in the second scan. DuckDB skips the lines up to the header. A file with an uncertain line of more fields than the header has plus one (the split cuts
 # it, the two texts could differ), invalid UTF-8 or without a valid header is read in
 # Python (which reports a bad header as the InputError it is). Bad lines stay in the relation with a
 # log-status the store counts as bad; locate_bad re-reads such a file to name line and column.

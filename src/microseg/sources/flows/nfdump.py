@@ -392,8 +392,9 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], zone: tzinfo,
 # -- DuckDB fast path -----------------------------------------------------------------------------
 #
 # A file whose first line (after comments) is a header is parsed by DuckDB: split at commas, every
-# field stripped, typed and checked in SQL exactly as _record does it in Python (IPv6 addresses by a
-# pattern of what ipaddress accepts; the store writes them in RFC 5952 form as str() does). The
+# field typed and checked in SQL exactly as _record does it in Python (IPv6 addresses by a pattern of
+# what ipaddress accepts; the store writes them in RFC 5952 form as str() does); a value is judged as
+# read first and stripped only when that fails (see _stage_sql). The
 # reader's state (the current header, "in the Summary block") depends on the order of lines, which SQL
 # does not see; so a first scan reads each line as one value and returns the few lines that are
 # "special": any line that might be a header, "Summary" or "No matching flows", non-ASCII text
