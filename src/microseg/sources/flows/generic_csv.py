@@ -361,9 +361,10 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 # start or end that is not epoch seconds/milliseconds (datetime.fromisoformat's ISO 8601 forms). For a
 # file with such lines both scans apply the same test (the first to each line read whole, the second
 # to the line joined back from DuckDB's split), so DuckDB leaves exactly those lines out; a file without
-# any needs no test in the second scan. DuckDB skips the lines up to the header. A file with an uncertain line of more fields than the header has plus one (the split cuts
-# it, the two texts could differ), invalid UTF-8 or without a valid header is read in
-# Python (which reports a bad header as the InputError it is). Bad lines stay in the relation with a
+# any needs no test in the second scan. DuckDB skips the lines up to the header. A file with an
+# uncertain line of more fields than the header has plus one (the split cuts it, the two texts could
+# differ), invalid UTF-8 or without a valid header is read in Python (which reports a bad header as
+# the InputError it is). Bad lines stay in the relation with a
 # log-status the store counts as bad; locate_bad re-reads such a file to name line and column.
 
 _BAD_STATUS = "(bad)"
