@@ -280,3 +280,82 @@ def test_a_time_beyond_ubigint_fails_the_ingest_on_both_paths(tmp_path: Path,
                     s.ingest([path], bad_threshold=1.0)
                 assert str(path) in str(err.value)
                 assert s.rows() == []
+
+
+# Values DuckDB's casts read more leniently than Python (signs, underscores, hex, exponents, blanks,
+# leading zeros, long fractions), in files without an uncertain line: the staging SQL alone judges them.
+RAW_HEADER = "start,end,src_ip,dst_ip,src_port,dst_port,protocol,bytes,packets,action,direction,src_workload"
+RAW_FIRST = [
+    RAW_HEADER,  # 1
+    "1767323045,,10.0.0.1,10.0.1.1,40001,0443,tcp,100,1,allow,,",  # 2: leading zero: port 443
+    "1767323045,,10.0.0.1,10.0.1.2,40002,+443,tcp,100,1,allow,,",  # 3
+    "1767323045,,10.0.0.1,10.0.1.3,40003,443.0,tcp,100,1,allow,,",  # 4
+    "1767323045,,10.0.0.1,10.0.1.4,40004,1e2,tcp,100,1,allow,,",  # 5
+    "1767323045,,10.0.0.1,10.0.1.5,40005,0x1BB,tcp,100,1,allow,,",  # 6
+    "1767323045,,10.0.0.1,10.0.1.6,-0,443,tcp,100,1,allow,,",  # 7
+    "1767323045,,10.0.0.1,10.0.1.7,40007,443,tcp,5_0,1,allow,,",  # 8
+    "1767323045,,10.0.0.1,10.0.1.8,40008,443,tcp, 0060 ,\t007,allow,,",  # 9: padded, leading zeros
+    "1767323045,,10.0.0.1,10.0.1.9,40009,443,tcp,18446744073709551615,1,allow,,",  # 10: UBIGINT's limit
+    " 1767323045.25 ,\t1767323046\x1f,10.0.0.1,10.0.1.10,40010,443,tcp,100,1,allow,,",  # 11: blanks
+    "1767323045.000001,1767323045.0000019,10.0.0.1,10.0.1.11,40011,443,tcp,100,1,allow,,",  # 12: cut to 1 us
+    "99999999999.5,,10.0.0.1,10.0.1.12,40012,443,tcp,100,1,allow,,",  # 13: seconds, just below ms
+    "100000000000.5,,10.0.0.1,10.0.1.13,40013,443,tcp,100,1,allow,,",  # 14: ms with a fraction
+    "0001767323045.5,,10.0.0.1,10.0.1.14,40014,443,tcp,100,1,allow,,",  # 15: leading zeros
+    "1767323045,,\t10.0.0.1 ,10.0.1.15\x1c,40015,443, Tcp ,100,1, ALLOW ,In, web ",  # 16: padded everywhere
+    "1767323045,,10.0.0.1,010.0.1.16,40016,443,tcp,100,1,allow,,",  # 17
+    "1767323045,,10.0.0.1,10.0.1.17,40017,443,006,100,1,Deny,,",  # 18: TCP by number
+    "1767323045,,10.0.0.1,10.0.1.18,40018,443,tcp6,100,1,allow,,",  # 19
+    "1767323045,,10.0.0.1,10.0.1.19,40019,443,tcp,100,1,accept\x1f,OUT,",  # 20
+    "1767323045,,10.0.0.1,10.0.1.20,40020,443,tcp,100,1,allow,,a\tb",  # 21: a blank inside a name
+    "1767323045,,10.0.0.1,10.0.1.21, ,443,tcp,100,1,allow,,",  # 22: TCP, source port unknown
+    "1767323045,,10.0.0.1,10.0.1.22,, ,icmp,100,1,allow,,",  # 23: ICMP without ports
+    "1767323045,,10.0.0.1,10.0.1.23,1, ,tcp,100,1,allow,,",  # 24: TCP without a destination port
+    "1767323045,,10.0.0.1,10.0.1.24,1,2,tcp,100,+1,allow,,",  # 25
+    "1767323045,,10.0.0.1,10.0.1.25,1,2,tcp,100,1,allow,sideways ,",  # 26
+]
+
+
+def test_fast_path_raw_values_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write(tmp_path, RAW_FIRST, "a.csv")
+    b = tmp_path / "b.csv.gz"
+    with gzip.open(b, "wt") as fh:
+        fh.write("\n".join(RAW_FIRST) + "\n")
+    out = []
+    real = generic_csv._plan
+    used: list[Any] = []
+
+    def spy(*args: Any) -> Any:
+        used.append(real(*args))
+        return used[-1]
+
+    def python_only(_con: Any, files: Any, *_a: Any) -> Any:
+        return generic_csv._Plan(python=set(range(len(files))))
+
+    for name, plan in (("fast", spy), ("python", python_only)):
+        with monkeypatch.context() as m:
+            m.setattr(generic_csv, "_plan", plan)
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                report = s.ingest([a, b], bad_threshold=1.0)
+                got = {(Path(r["source_file"]).name, r["dst_ip"]): (
+                    r["records"], r["src_port_min"], r["dst_port"], r["protocol"], r["action"], r["direction"],
+                    r["src_workload"], r["ts_start"], r["ts_end"], r["bytes"], r["packets"]) for r in s.rows()}
+        out.append(((report.lines, report.records, report.bad,
+                     [(Path(b.file).name, b.line, b.field) for b in report.bad_samples]), got))
+    assert used and used[0].relations and not used[0].pending and not used[0].python, "not all in SQL"
+    assert out[0] == out[1]
+    (lines, records, bad, samples), got = out[0]
+    bad_lines = [3, 4, 5, 6, 7, 8, 14, 17, 19, 21, 24, 25, 26]
+    assert (lines, records, bad) == (2 * 25, 2 * (25 - len(bad_lines)), 2 * len(bad_lines))
+    assert [line for name, line, _ in samples if name == "a.csv"] == bad_lines
+    assert got[("a.csv", "10.0.1.1")][2] == 443
+    assert got[("a.csv", "10.0.1.8")][9:] == (60, 7)
+    assert got[("a.csv", "10.0.1.9")][9] == (1 << 63) - 1  # read whole on both paths; the store saturates
+    assert got[("a.csv", "10.0.1.10")][7:9] == (datetime(2026, 1, 2, 3, 4, 5, 250000), datetime(2026, 1, 2, 3, 4, 6))
+    assert got[("a.csv", "10.0.1.11")][7:9] == (datetime(2026, 1, 2, 3, 4, 5, 1), datetime(2026, 1, 2, 3, 4, 5, 1))
+    assert got[("a.csv", "10.0.1.12")][7] == datetime(5138, 11, 16, 9, 46, 39, 500000)
+    assert got[("a.csv", "10.0.1.14")][7] == datetime(2026, 1, 2, 3, 4, 5, 500000)
+    assert got[("a.csv", "10.0.1.15")][3:7] == ("TCP", "accept", "ingress", "web")
+    assert got[("a.csv", "10.0.1.17")][3:5] == ("TCP", "drop")
+    assert got[("a.csv", "10.0.1.19")][4:6] == ("accept", "egress")
+    assert got[("a.csv", "10.0.1.21")][1] is None
+    assert got[("a.csv", "10.0.1.22")][1:4] == (0, 0, "ICMP")

@@ -439,3 +439,63 @@ def test_a_counter_beyond_ubigint_fails_the_ingest_on_both_paths(tmp_path: Path,
                     s.ingest([path], bad_threshold=1.0)
                 assert str(path) in str(err.value)
                 assert s.rows() == []
+
+
+# Values DuckDB's casts read more leniently than Python (signs, underscores, hex, exponents, blanks,
+# leading zeros), in a file without any special line: every line is judged by the fast path's SQL alone.
+RAW_FIRST = [
+    LEGACY,  # 1
+    legacy(T, T, "10.0.0.1", "10.0.1.1", "40001", "0443", "TCP"),  # 2: leading zero: port 443
+    legacy(T, T, "10.0.0.1", "10.0.1.2", "+40002", "443", "TCP"),  # 3: sign
+    legacy(T, T, "10.0.0.1", "10.0.1.3", "40003", "443.0", "TCP"),  # 4
+    legacy(T, T, "10.0.0.1", "10.0.1.4", "40004", "1e2", "TCP"),  # 5
+    legacy(T, T, "10.0.0.1", "10.0.1.5", "40005", "0x1BB", "TCP"),  # 6
+    legacy(T, T, "10.0.0.1", "10.0.1.6", "40006", "-0", "TCP"),  # 7
+    legacy(T, T, "10.0.0.1", "10.0.1.7", "40007", "443", "TCP", ibyt="6_0"),  # 8
+    legacy(T, T, "10.0.0.1", "10.0.1.8", "40008", "443", "TCP", ibyt=" 0060 ", opkt="\t2"),  # 9: padded, zeros
+    legacy(T, T, "10.0.0.1", "10.0.1.9", "40009", "443", "TCP", ipkt="+1"),  # 10
+    legacy(T, T, "10.0.0.1", "10.0.1.10", "40010", "443", "TCP", fwd="+128"),  # 11
+    legacy(T, T, "10.0.0.1", "10.0.1.11", "40011", "443", "TCP", fwd="0128"),  # 12: dropped
+    legacy(T, T, "10.0.0.1", "10.0.1.12", "40012", "443", "TCP", "CE.A..S."),  # 13: 8-letter flags
+    legacy(T, T, "10.0.0.1", "10.0.1.13", "40013", "443", "TCP", " .AP.SF "),  # 14: padded flags
+    legacy(T, T, "10.0.0.1", "10.0.1.14", "40014", "443", "TCP", ".ap.sf"),  # 15: lower case: bad
+    legacy(T, T, "10.0.0.1", "10.0.1.15", "40015", "443", "TCP", "+27"),  # 16
+    legacy(T, T, "10.0.0.1", "10.0.1.16", "40016", "443", "TCP", "0027"),  # 17: flags 27
+    legacy(T, T, "10.0.0.1", "10.0.1.17", "40017", "443", " tcp "),  # 18: padded name
+    legacy(T, T, "10.0.0.1", "10.0.1.18", "40018", "443", "006"),  # 19: TCP by number
+    legacy(" " + T, T + "\x1f", "10.0.0.1", "10.0.1.19", "40019", "443", "TCP"),  # 20: blanks Python strips
+    legacy(T.replace(" ", "T"), T, "10.0.0.1", "10.0.1.20", "40020", "443", "TCP"),  # 21
+    legacy(T, T + ".1234567", "10.0.0.1", "10.0.1.21", "40021", "443", "TCP"),  # 22: 7 fraction digits
+    legacy(T, T.replace(" 03", " 3"), "10.0.0.1", "10.0.1.22", "40022", "443", "TCP"),  # 23
+    legacy(T, T, " 10.0.0.1\x1c", "10.0.1.23 ", "40023", "443", "TCP"),  # 24: padded addresses
+    legacy(T, T, "10.0.0.1", "10.0.1.256", "40024", "443", "TCP"),  # 25
+    legacy(T, T, "10.0.0.1", "10.0.1.24", "40025", "443", "ICMP"),  # 26: ICMP: the ports are not read
+    legacy(T, T, "10.0.0.1", "10.0.1.25", "0", "8.0", "ICMP"),  # 27: type.code
+    legacy(T, T, "10.0.0.1", "10.0.1.26", "0", "+8", "ICMP"),  # 28
+    legacy(T, T, "10.0.0.1", "10.0.1.27", "40026", "443", "TCP", ibyt="18446744073709551615", obyt="0"),  # 29
+    legacy("0999-01-02 03:00:00", T, "10.0.0.1", "10.0.1.28", "40027", "443", "TCP"),  # 30: before 1970
+    legacy(T + ".5", T + ".50", "10.0.0.1", "10.0.1.29", "40028", "443", "TCP"),  # 31: fractions
+    legacy("10000-01-02 03:00:00", T, "10.0.0.1", "10.0.1.30", "40029", "443", "TCP"),  # 32: year 10000
+]
+
+
+def test_fast_path_raw_values_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, RAW_FIRST, "raw.csv")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+    report, rows = fast
+    bad = [3, 4, 5, 6, 7, 8, 10, 11, 15, 16, 21, 22, 23, 25, 28, 30, 32]
+    assert report[:4] == (len(RAW_FIRST) - 1, len(RAW_FIRST) - 1 - len(bad), len(bad), {})
+    assert [line for _path, line, _field, _message, _text in report[4]] == bad
+    got = {k[2]: (v[0], v[1], v[2], v[7], k[3], k[4], k[5]) for k, v in rows.items()}  # by destination
+    assert got["10.0.1.1"] == (1, 60, 1, 0, 443, "TCP", "accept")
+    assert got["10.0.1.8"] == (1, 60, 3, 0, 443, "TCP", "accept")
+    assert got["10.0.1.11"] == (1, 60, 1, 0, 443, "TCP", "drop")
+    assert got["10.0.1.12"][3] == 0b11010010
+    assert got["10.0.1.13"][3] == 0b011011
+    assert got["10.0.1.16"][3] == 27
+    assert got["10.0.1.17"][5] == got["10.0.1.18"][5] == got["10.0.1.19"][5] == got["10.0.1.23"][5] == "TCP"
+    assert got["10.0.1.24"][4:6] == got["10.0.1.25"][4:6] == (0, "ICMP")
+    times = {k[2]: (v[3], v[4]) for k, v in rows.items()}
+    assert times["10.0.1.29"] == (datetime(2026, 1, 2, 3, 0, 0, 500000), datetime(2026, 1, 2, 3, 0, 0, 500000))
+    assert got["10.0.1.27"][1] == (1 << 63) - 1  # read whole on both paths; the store saturates the sum

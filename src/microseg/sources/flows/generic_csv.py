@@ -57,7 +57,7 @@ import csv
 import functools
 import ipaddress
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -353,16 +353,18 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 # -- DuckDB fast path -----------------------------------------------------------------------------
 #
 # A file whose header (read here, in Python) is complete is parsed by DuckDB: split at commas, every
-# field stripped, typed and checked in SQL exactly as _record does it in Python (addresses with the
-# nfdump reader's patterns of what ipaddress accepts). Lines SQL cannot decide exactly are "uncertain"
+# field typed and checked in SQL exactly as _record does it in Python (addresses with the shared
+# patterns of what ipaddress accepts); a value is judged as read first and stripped only when that
+# fails (see _stage_sql). Lines SQL cannot decide exactly are "uncertain"
 # and read by the Python parser, found by their text in a first scan: a double quote (RFC 4180 quoting
 # is the csv module's), a NUL, non-ASCII text (Python's strip and isdigit know more than ASCII), and a
-# start or end that is not epoch seconds/milliseconds (datetime.fromisoformat's ISO 8601 forms). Both
-# scans apply the same test (the first to each line read whole, the second to the line joined back
-# from DuckDB's split), so DuckDB leaves exactly those lines out; DuckDB skips the lines up to the
-# header. A file with an uncertain line of more fields than the header has plus one (the split cuts
-# it, the two texts could differ), invalid UTF-8 or without a valid header is read in
-# Python (which reports a bad header as the InputError it is). Bad lines stay in the relation with a
+# start or end that is not epoch seconds/milliseconds (datetime.fromisoformat's ISO 8601 forms). For a
+# file with such lines both scans apply the same test (the first to each line read whole, the second
+# to the line joined back from DuckDB's split), so DuckDB leaves exactly those lines out; a file without
+# any needs no test in the second scan. DuckDB skips the lines up to the header. A file with an
+# uncertain line of more fields than the header has plus one (the split cuts it, the two texts could
+# differ), invalid UTF-8 or without a valid header is read in Python (which reports a bad header as
+# the InputError it is). Bad lines stay in the relation with a
 # log-status the store counts as bad; locate_bad re-reads such a file to name line and column.
 
 _BAD_STATUS = "(bad)"
@@ -437,7 +439,9 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         if fast:
             absent = {"direction", "src_workload", "dst_workload"} - set(columns)
             plan.relations.append(StagedRelation(
-                sql=_stage_sql(_scan_sql(columns, [files[i] for i in fast], fast, gz, skip, None)),
+                sql=_stage_sql(_scan_sql(columns, [files[i] for i in fast], fast, gz, skip,
+                                         [i for i in fast if i in plan.pending]),
+                               {c for c in columns if c is not None}),
                 files=list(files), time_unit=1_000_000,
                 null_columns=frozenset({"tcp_flags", "is_reply"} | absent)))
     return plan
@@ -474,100 +478,155 @@ GROUP BY ALL"""
 
 
 def _scan_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], indexes: Sequence[int], gz: bool,
-              skip: int, rejects: tuple[str, str] | None) -> str:
+              skip: int, pending: Collection[int]) -> str:
     """Every non-blank line after the header of ``files``: ``fi`` (batch file index), ``shape``,
-    ``uncertain``, ``line`` (uncertain lines only) and the stripped values by canonical column name."""
+    ``uncertain``, and the raw (unstripped) values ``r_<column>`` by canonical column name. Only the
+    files in ``pending`` have uncertain lines (the first scan found none in the others), so only their
+    lines are joined back and tested."""
     n = len(columns)
     pos = {name: k for k, name in enumerate(columns) if name is not None}
-
-    def stripped(c: str) -> str:
-        # str.strip() of ASCII text; trim() with a set of characters is slow, and most fields need none.
-        return f"CASE WHEN {c} < '!' OR right({c}, 1) < '!' THEN trim({c}, {sql_str(_WS)}) ELSE {c} END"
-
-    values = ", ".join(f"{stripped(f'c{pos[name]}') if name in pos else chr(39) * 2} AS v_{name}"
-                       for name in _ALIASES)
+    values = ", ".join(f"c{pos[name]} AS r_{name}" if name in pos else f"'' AS r_{name}" for name in _ALIASES)
     line = f"concat_ws(',', {', '.join(f'c{k}' for k in range(n + 1))})"
+    test = (f"CASE WHEN fi IN ({', '.join(str(i) for i in sorted(pending))}) THEN {_uncertain(line, columns)} "
+            f"ELSE false END" if pending else "false")
     mapping = ", ".join(str(i) for i in indexes)
     types = "{" + ", ".join(f"'c{k}': 'VARCHAR'" for k in range(n + 1)) + "}"
-    errors = "" if rejects is None else (f", store_rejects=true, rejects_table='{rejects[0]}', "
-                                         f"rejects_scan='{rejects[1]}'")
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
     return f"""
-SELECT * EXCLUDE (whole), CASE WHEN uncertain THEN whole END AS line FROM (
-SELECT *, {_uncertain('whole', columns)} AS uncertain
-FROM (
-SELECT *, {values}, {'true' if 'action' in pos else 'false'} AS has_action, {line} AS whole
+SELECT fi, shape, {test} AS uncertain, {values}
 FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, c{n - 1} IS NOT NULL AND c{n} IS NULL AS shape
 FROM read_csv({sql_list(files)}, delim=',', header=false, quote='', escape='', auto_detect=false,
   columns={types}, strict_mode=false, null_padding=true, nullstr={sql_str(_NULLSTR)}, skip={skip},
-  compression='{'gzip' if gz else 'none'}'{errors})
+  compression='{'gzip' if gz else 'none'}')
 WHERE c0 IS NOT NULL AND NOT (c1 IS NULL AND c0 < '!' AND regexp_full_match(c0, '{_BLANK}'))
-)))"""
+)"""
 
 
-def _stage_sql(scan: str) -> str:
-    """The staging rows of the lines of ``scan`` that are not uncertain, checked as _record checks them."""
+def _stage_sql(scan: str, present: Collection[str]) -> str:
+    """The staging rows of the lines of ``scan`` that are not uncertain, checked as _record checks them;
+    ``present``: the canonical names of the file's columns (the others are empty: constants here).
+
+    Every value is first judged as DuckDB read it (``r_<column>``, unstripped): a value the rule accepts
+    as it stands has no blank around it, so str.strip() would not change it. Only a value the rule
+    refuses is stripped and judged again by the full rule, inside a CASE that evaluates that for those
+    rows alone (CASE and coalesce() evaluate lazily; AND and OR in a select list do not)."""
+    def v(name: str) -> str:  # the value as _record reads it
+        return f"trim(r_{name}, {sql_str(_WS)})"
+
     def digits(x: str) -> str:  # str.isdigit() and isascii()
         return f"regexp_full_match({x}, '[0-9]+')"
 
     def number(x: str) -> str:  # a non-negative integer (HUGEINT; more than 30 digits: _TOO_BIG)
         return f"CASE WHEN strlen({x}) > 30 THEN {_TOO_BIG} ELSE TRY_CAST({x} AS HUGEINT) END"
 
+    def count(name: str) -> str:
+        # int() of the stripped value when it is str.isdigit(), else NULL. A number as exporters print it
+        # (digits, no leading zero) is read by one cast and checked by printing it back.
+        if name not in present:
+            return "NULL::HUGEINT"
+        st = v(name)
+        return (f"CASE WHEN CAST(u_{name} AS VARCHAR) = r_{name} THEN CAST(u_{name} AS HUGEINT) "
+                f"WHEN {digits(st)} THEN {number(st)} END")
+
+    def empty_or(value: str, name: str) -> str:
+        # The check of an optional column: a value that reads, or nothing (blanks only).
+        if name not in present:
+            return "true"
+        return f"CASE WHEN {value} IS NOT NULL THEN true ELSE {v(name)} = '' END"
+
     def time_us(t: str) -> str:
-        # time_us for epoch numbers (uncertain lines hold the ISO forms; t_w, t_f are the whole and
-        # fraction digits): at least 10^11 are milliseconds and take no fraction (NULL: bad); seconds
-        # keep six fraction digits, cut.
-        return (f"CASE WHEN v_{t} = '' THEN NULL WHEN {t}_w >= {_MS_THRESHOLD} THEN "
-                f"CASE WHEN {t}_f = '' THEN {t}_w * 1000 END "
-                f"ELSE {t}_w * 1000000 + CAST(rpad(left({t}_f, 6), 6, '0') AS HUGEINT) END")
+        # time_us for epoch numbers (uncertain lines hold every other form, so a value here is empty or
+        # digits with an optional fraction, blanks around it): at least 10^11 are milliseconds and take
+        # no fraction (NULL: bad); seconds keep six fraction digits, cut. DuckDB's decimal cast reads a
+        # value of at most six fraction digits exactly (the blanks it skips are str.strip()'s; with others
+        # it fails and the value is read as Python reads it); whole and fraction are taken apart in
+        # integers (a DECIMAL(38) product costs more than the rest of the line).
+        if t not in present:
+            return "NULL::HUGEINT"
+        st = v(t)
+        whole, frac = f"split_part({st}, '.', 1)", f"split_part({st}, '.', 2)"
+        slow = (f"CASE WHEN {st} = '' THEN NULL WHEN {number(whole)} >= {_MS_THRESHOLD} THEN "
+                f"CASE WHEN {frac} = '' THEN {number(whole)} * 1000 END "
+                f"ELSE {number(whole)} * 1000000 + CAST(rpad(left({frac}, 6), 6, '0') AS HUGEINT) END")
+        return (f"CASE WHEN r_{t} = '' THEN NULL WHEN d_{t} < {_MS_THRESHOLD} AND "
+                f"(strpos(r_{t}, '.') = 0 OR strlen(r_{t}) - strpos(r_{t}, '.') <= 6) "
+                f"THEN CAST(trunc(d_{t}) AS BIGINT) * 1000000 + CAST((d_{t} % 1) * 1000000 AS BIGINT) "
+                f"ELSE {slow} END")
 
     def lookup(x: str, table: dict[str, str] | dict[str, int]) -> str:
         # In the tables' order: the common values (tcp, udp; allow) are tested first.
-        return (f"CASE lower({x}) " + " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v) if isinstance(v, str) else v}"
-                                               for k, v in table.items()) + " END")
-    ported = "pr_n IN (6, 17, 132)"
+        return (f"CASE {x} " + " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v) if isinstance(v, str) else v}"
+                                        for k, v in table.items()) + " END")
+
+    def mapped(x: str, table: dict[str, str] | dict[str, int]) -> str:
+        # One lookup (a CASE would repeat x, which DuckDB then computes for every row, outside the CASE).
+        return "MAP {" + ", ".join(f"{sql_str(k)}: {sql_str(v) if isinstance(v, str) else v}"
+                                   for k, v in table.items()) + f"}}[{x}]"
+
+    def looked_up(name: str, table: dict[str, str]) -> str:
+        # The table's keys are lower case: a raw value equal to one is its own lower() and stripped.
+        return f"coalesce({lookup(f'r_{name}', table)}, {mapped(f'lower({v(name)})', table)})"
+
+    def address(name: str) -> str:
+        return (f"CASE WHEN a_{name} THEN r_{name} ELSE {v(name)} END AS {name}, "
+                f"CASE WHEN a_{name} THEN true ELSE {address_sql(v(name))} END AS {name}_ok")
+
     space = r"[\t\n\v\f\r \x1c-\x1f]"
+
+    def hint(name: str) -> str:
+        # _hint: the stripped value, which may not hold a blank (NULL when empty).
+        if name not in present:
+            return f"NULL::VARCHAR AS {name}, true AS {name}_ok"
+        return (f"CASE WHEN NOT regexp_matches(r_{name}, '{space}') THEN nullif(r_{name}, '') "
+                f"ELSE nullif({v(name)}, '') END AS {name}, "
+                f"CASE WHEN NOT regexp_matches(r_{name}, '{space}') THEN true "
+                f"ELSE NOT regexp_matches({v(name)}, '{space}') END AS {name}_ok")
+
+    ported = "pr_n IN (6, 17, 132)"
+    numbers = [x for x in ("src_port", "dst_port", "bytes", "packets") if x in present]
+    src_port_ok = (f"CASE WHEN sp_n IS NOT NULL THEN sp_n <= 65535 ELSE {v('src_port')} = '' END"
+                   if "src_port" in present else "true")
     checks = [
-        "shape", address_sql("v_src_ip"), address_sql("v_dst_ip"), "pr_n <= 255",
-        f"CASE WHEN v_dst_port <> '' THEN {digits('v_dst_port')} AND dp_n <= 65535 ELSE NOT {ported} END",
-        f"(v_src_port = '' OR {digits('v_src_port')} AND sp_n <= 65535)",
-        "(v_start = '' OR start_us IS NOT NULL)", "(v_end = '' OR end_us IS NOT NULL)",
+        "shape", "src_ip_ok", "dst_ip_ok", "pr_n <= 255",
+        f"CASE WHEN dp_n IS NOT NULL THEN dp_n <= 65535 WHEN r_dst_port IS NULL THEN false "
+        f"ELSE {v('dst_port')} = '' AND NOT {ported} END", src_port_ok,
+        empty_or("start_us", "start"), empty_or("end_us", "end"),
         "(start_us IS NULL OR end_us IS NULL OR end_us >= start_us)",
-        "(NOT has_action OR action_n IS NOT NULL)", "(v_direction = '' OR direction_n IS NOT NULL)",
-        f"NOT regexp_matches(v_src_workload, '{space}')", f"NOT regexp_matches(v_dst_workload, '{space}')",
-        f"(v_bytes = '' OR {digits('v_bytes')})", f"(v_packets = '' OR {digits('v_packets')})",
+        "action_n IS NOT NULL", empty_or("direction_n", "direction"), "src_workload_ok", "dst_workload_ok",
+        empty_or("bytes_n", "bytes"), empty_or("packets_n", "packets"),
     ]
     ok = "coalesce(" + " AND ".join(checks) + ", false)"
     # A value Python would stage beyond UBIGINT makes the store's read of its staging file fail (an
     # InputError); here error() fails the scan, which the store reports the same way.
     big = " OR ".join(f"{x} > {_UBIGINT_MAX}" for x in ("t0", "t1", "bytes_n", "packets_n"))
     ok = f"CASE WHEN {ok} THEN CASE WHEN {big} THEN error('csv value out of range') ELSE true END ELSE false END"
+    pr = v("protocol")
+    protocol = (f"CASE r_protocol WHEN 'tcp' THEN 6 WHEN 'udp' THEN 17 ELSE coalesce("
+                f"{mapped(f'lower({pr})', _PROTOCOLS)}, CASE WHEN {digits(pr)} THEN {number(pr)} END) END")
+    action = looked_up("action", _ACTIONS) if "action" in present else "'accept'"  # observed traffic
+    direction = (f"CASE WHEN r_direction <> '' THEN {looked_up('direction', _DIRECTIONS)} END"
+                 if "direction" in present else "NULL::VARCHAR")
+    raw_rules = [f"TRY_CAST(r_{x} AS UBIGINT) AS u_{x}" for x in numbers]
+    raw_rules += [f"TRY_CAST(r_{t} AS DECIMAL(18, 6)) AS d_{t}" for t in ("start", "end") if t in present]
+    raw_rules += [f"{address_sql(f'r_{a}')} AS a_{a}" for a in ("src_ip", "dst_ip")]
     return f"""
-SELECT TRY_CAST(t0 AS UBIGINT) AS t_start, TRY_CAST(t1 AS UBIGINT) AS t_end, v_src_ip AS src_ip,
-  v_dst_ip AS dst_ip,
-  CASE WHEN v_src_port <> '' THEN TRY_CAST(sp_n AS INTEGER) WHEN NOT {ported} THEN 0 END AS src_port,
-  CASE WHEN v_dst_port <> '' THEN TRY_CAST(dp_n AS INTEGER) ELSE 0 END AS dst_port,
+SELECT TRY_CAST(t0 AS UBIGINT) AS t_start, TRY_CAST(t1 AS UBIGINT) AS t_end, src_ip, dst_ip,
+  CASE WHEN sp_n IS NOT NULL THEN TRY_CAST(sp_n AS INTEGER) WHEN NOT {ported} THEN 0 END AS src_port,
+  CASE WHEN dp_n IS NOT NULL THEN TRY_CAST(dp_n AS INTEGER) ELSE 0 END AS dst_port,
   TRY_CAST(pr_n AS INTEGER) AS proto, TRY_CAST(bytes_n AS UBIGINT) AS bytes,
   TRY_CAST(packets_n AS UBIGINT) AS packets, action_n AS action, NULL::INTEGER AS tcp_flags,
-  NULL::BOOLEAN AS is_reply, direction_n AS direction, nullif(v_src_workload, '') AS src_workload,
-  nullif(v_dst_workload, '') AS dst_workload, CASE WHEN {ok} THEN 'OK' ELSE '{_BAD_STATUS}' END AS log_status,
-  fi::INTEGER AS file_index
+  NULL::BOOLEAN AS is_reply, direction_n AS direction, src_workload, dst_workload,
+  CASE WHEN {ok} THEN 'OK' ELSE '{_BAD_STATUS}' END AS log_status, fi::INTEGER AS file_index
 FROM (
 SELECT *, coalesce(start_us, end_us) AS t0, coalesce(end_us, start_us) AS t1
 FROM (
-SELECT *,
-  coalesce({lookup('v_protocol', _PROTOCOLS)},
-    CASE WHEN {digits('v_protocol')} THEN {number('v_protocol')} END) AS pr_n,
-  {number('v_src_port')} AS sp_n, {number('v_dst_port')} AS dp_n,
-  {time_us('start')} AS start_us, {time_us('end')} AS end_us,
-  CASE WHEN has_action THEN {lookup('v_action', _ACTIONS)} ELSE 'accept' END AS action_n,
-  CASE WHEN v_direction <> '' THEN {lookup('v_direction', _DIRECTIONS)} END AS direction_n,
-  CASE WHEN v_bytes <> '' THEN {number('v_bytes')} END AS bytes_n,
-  CASE WHEN v_packets <> '' THEN {number('v_packets')} END AS packets_n
+SELECT *, {protocol} AS pr_n, {count('src_port')} AS sp_n, {count('dst_port')} AS dp_n,
+  {time_us('start')} AS start_us, {time_us('end')} AS end_us, {action} AS action_n, {direction} AS direction_n,
+  {count('bytes')} AS bytes_n, {count('packets')} AS packets_n,
+  {address('src_ip')}, {address('dst_ip')}, {hint('src_workload')}, {hint('dst_workload')}
 FROM (
-SELECT *, {number("split_part(v_start, '.', 1)")} AS start_w, split_part(v_start, '.', 2) AS start_f,
-  {number("split_part(v_end, '.', 1)")} AS end_w, split_part(v_end, '.', 2) AS end_f
+SELECT *, {', '.join(raw_rules)}
 FROM ({scan})
 WHERE NOT uncertain
 )))"""

@@ -392,8 +392,9 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], zone: tzinfo,
 # -- DuckDB fast path -----------------------------------------------------------------------------
 #
 # A file whose first line (after comments) is a header is parsed by DuckDB: split at commas, every
-# field stripped, typed and checked in SQL exactly as _record does it in Python (IPv6 addresses by a
-# pattern of what ipaddress accepts; the store writes them in RFC 5952 form as str() does). The
+# field typed and checked in SQL exactly as _record does it in Python (IPv6 addresses by a pattern of
+# what ipaddress accepts; the store writes them in RFC 5952 form as str() does); a value is judged as
+# read first and stripped only when that fails (see _stage_sql). The
 # reader's state (the current header, "in the Summary block") depends on the order of lines, which SQL
 # does not see; so a first scan reads each line as one value and returns the few lines that are
 # "special": any line that might be a header, "Summary" or "No matching flows", non-ASCII text
@@ -579,12 +580,14 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
             "fwd": first(("fwd",)), "ipk": first(_IN_PKTS), "opk": first(_OUT_PKTS), "pk": first(("packets",)),
             "ib": first(_IN_BYTES), "ob": first(_OUT_BYTES), "byts": first(("bytes",))}
     has = {alias for alias, name in cols.items() if name is not None}
-    def stripped(c: str) -> str:
-        # str.strip() of ASCII text; trim() with a set of characters is slow, and most fields need none.
-        return f"CASE WHEN {c} < '!' OR right({c}, 1) < '!' THEN trim({c}, {sql_str(_WS)}) ELSE {c} END"
+    # Every value is first judged as DuckDB read it ("raw", r_<alias>): a value the rule accepts as it
+    # stands has no blank around it, so str.strip() would not change it. Only a value the rule refuses
+    # is stripped and judged again, inside a CASE that evaluates that for those rows alone.
+    raws = ", ".join(f"c{pos[name]} AS r_{alias}" if name is not None else f"NULL::VARCHAR AS r_{alias}"
+                     for alias, name in cols.items())
 
-    values = ", ".join(f"{stripped(f'c{pos[name]}')} AS {alias}" if name is not None
-                       else f"NULL::VARCHAR AS {alias}" for alias, name in cols.items())
+    def stripped(alias: str) -> str:
+        return f"trim(r_{alias}, {sql_str(_WS)})"
 
     def digits(x: str) -> str:  # str.isdigit() of ASCII text (only ASCII lines reach SQL)
         return f"regexp_full_match({x}, '[0-9]+')"
@@ -607,41 +610,92 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
                 f"WHEN strlen({whole}) > 15 THEN {_TOO_LATE} "
                 f"ELSE CAST(CAST(left({x}, strlen({whole}) + 7) AS DECIMAL(22, 6)) * 1000000 AS HUGEINT) END")
 
-    def counter(a: str) -> str:
-        # A counter Python would stage beyond UBIGINT makes the store's read of its staging file fail
-        # (an InputError): so does the strict cast of the total below (10^30 stands for anything longer).
-        if a not in has:
-            return "NULL::HUGEINT"
-        return f"CASE WHEN strlen({a}) > 30 THEN {_TOO_LATE} ELSE TRY_CAST({a} AS HUGEINT) END"
-
-    def total(inner: str, outer: str, single: str) -> str:
-        # _sum: in + out (out 0 when absent), else the single counter of 1.7.5+.
-        if inner in has:
-            return f"{counter(inner)} + coalesce({counter(outer)}, 0)"
-        return counter(single)
+    def number(x: str) -> str:
+        # int() of a str.isdigit() value (10^30 stands for anything longer), NULL for any other value.
+        return (f"CASE WHEN {digits(x)} THEN CASE WHEN strlen({x}) > 30 THEN {_TOO_LATE} "
+                f"ELSE CAST({x} AS HUGEINT) END END")
 
     def low_byte(x: str) -> str:
         # int(x) & 0xFF of a decimal of any length: 10^8 is a multiple of 256, the last 8 digits decide.
         return f"CAST(right({x}, 8) AS BIGINT) & 255"
 
-    def checked(*aliases: str) -> list[str]:
-        return [digits(a) for a in aliases if a in has]
-
     max_us = MAX_EPOCH_SECONDS * 1_000_000
     names = "MAP {" + ", ".join(f"{sql_str(k)}: {p}" for k, p in sorted(_PROTOS.items()) if not k.isdigit()) + "}"
-    flag_bits = {size: " + ".join(f"CASE WHEN substr(flg, {k + 1}, 1) <> '.' THEN {1 << (size - 1 - k)} ELSE 0 END"
-                                  for k in range(size)) for size in _FLAG_LETTERS}
-    flag_value = ("CASE " + " ".join(f"WHEN regexp_full_match(flg, '{''.join(f'[.{c}]' for c in letters)}') "
-                                     f"THEN {flag_bits[size]}" for size, letters in sorted(_FLAG_LETTERS.items()))
-                  + f" WHEN {digits('flg')} THEN {low_byte('flg')} END")
+    # Every flags string of the letter forms with its bits: one lookup instead of patterns per row.
+    letter_forms = {"".join(c if bits >> (size - 1 - k) & 1 else "." for k, c in enumerate(letters)): bits
+                    for size, letters in sorted(_FLAG_LETTERS.items()) for bits in range(1 << size)}
+    flag_map = "MAP {" + ", ".join(f"{sql_str(k)}: {v}" for k, v in letter_forms.items()) + "}"
     type_code = r"[0-9]{1,3}\.[0-9]{1,3}"
+    icmp = "pr_n IN (1, 58)"
+
+    # Layer "raw_rules": the cheap judgement of each raw value. A counter or port as nfdump prints it
+    # (digits without a leading zero) is read by one cast and checked by printing it back (n_<alias>);
+    # anything else (leading zeros, more than UBIGINT, blanks, not a number) is NULL there and number()
+    # decides on the stripped value.
+    counted = [a for a in ("sp", "dp", "fwd", "ipk", "opk", "pk", "ib", "ob", "byts") if a in has]
+    raw_rules = [f"TRY_CAST(r_{a} AS UBIGINT) AS u_{a}" for a in counted]
+    # A time is read by DuckDB's cast; printed back it equals the value only when the value is in
+    # nfdump's own form (all digits, a valid date and time, hour below 24), which _time_us reads alike.
+    raw_rules += [f"TRY_CAST(r_{a} AS TIMESTAMP) AS p_{a}" for a in ("ts", "te") if a in has]
+    raw_rules += [f"{address_sql(f'r_{a}')} AS a_{a}" for a in ("sa", "da") if a in has]
+    if "flg" in has:
+        raw_rules.append(f"{flag_map}[r_flg] AS f_flg")
+    plain = [f"CASE WHEN CAST(u_{a} AS VARCHAR) = r_{a} THEN u_{a} END AS n_{a}" for a in counted]
+    plain += [f"CASE WHEN CAST(p_{a} AS VARCHAR) = r_{a} THEN epoch_us(p_{a}) END AS t_{a}"
+              for a in ("ts", "te") if a in has]
+
+    def time_value(a: str) -> str:
+        if a not in has:
+            return "NULL::HUGEINT"
+        return f"CASE WHEN t_{a} IS NOT NULL THEN t_{a} ELSE {time_us(stripped(a))} END"
+
+    def count_value(a: str) -> str:  # int() of the stripped value when it is str.isdigit(), else NULL
+        return f"CASE WHEN n_{a} IS NOT NULL THEN CAST(n_{a} AS HUGEINT) ELSE {number(stripped(a))} END"
+
+    def address(a: str) -> str:
+        # The address as _ip reads it (stripped), and whether ipaddress accepts it.
+        return (f"CASE WHEN a_{a} THEN r_{a} ELSE {stripped(a)} END AS {a}, "
+                f"CASE WHEN a_{a} THEN true ELSE {address_sql(stripped(a))} END AS {a}_ok")
+
+    def port_ok(a: str) -> str:
+        # _port (0-65535), or _icmp_port for ICMP (digits of any size, or type.code).
+        st = stripped(a)
+        return (f"CASE WHEN n_{a} IS NOT NULL THEN {icmp} OR n_{a} <= 65535 "
+                f"WHEN {icmp} THEN {digits(st)} OR regexp_full_match({st}, '{type_code}') "
+                f"ELSE {digits(st)} AND TRY_CAST({st} AS HUGEINT) <= 65535 END")
+
+    flg_st = stripped("flg")
+    typed = [f"{time_value('ts')} AS ts_us", f"{time_value('te')} AS te_us",
+             f"CASE r_pr WHEN 'TCP' THEN 6 WHEN 'UDP' THEN 17 WHEN 'ICMP' THEN 1 ELSE "
+             f"CASE WHEN {digits(stripped('pr'))} THEN TRY_CAST({stripped('pr')} AS HUGEINT) "
+             f"ELSE {names}[upper({stripped('pr')})] END END AS pr_n",
+             *(f"{count_value(a)} AS {a}_v" for a in counted)]
+    if "flg" in has:
+        typed.append(f"CASE WHEN f_flg IS NOT NULL THEN f_flg WHEN {digits(flg_st)} THEN {low_byte(flg_st)} "
+                     f"ELSE {flag_map}[{flg_st}] END AS flag_n")
+    else:
+        typed.append("NULL::BIGINT AS flag_n")
+    typed += [address("sa") if "sa" in has else "NULL::VARCHAR AS sa, false AS sa_ok",
+              address("da") if "da" in has else "NULL::VARCHAR AS da, false AS da_ok"]
+
+    def total(inner: str, outer: str, single: str) -> str:
+        # _sum: in + out (out 0 when absent), else the single counter of 1.7.5+. A counter Python would
+        # stage beyond UBIGINT makes the store's read of its staging file fail (an InputError): so does
+        # the strict cast of the total below (10^30 stands for anything longer).
+        if inner in has:
+            return f"{inner}_v + coalesce({outer + '_v' if outer in has else 'NULL'}, 0)"
+        return f"{single}_v" if single in has else "NULL::HUGEINT"
+
+    def checked(*aliases: str) -> list[str]:
+        return [f"{a}_v IS NOT NULL" for a in aliases if a in has]
+
     if {"ts", "sa", "da", "pr", "sp", "dp"} <= has:
-        end = "te_us" if "te" in has else f"ts_us + {micros('td')}" if "td" in has else "ts_us"
+        end = "te_us" if "te" in has else (
+            f"ts_us + CASE WHEN regexp_full_match(r_td, '[0-9]{{1,9}}(\\.[0-9]{{1,6}})?') THEN "
+            f"CAST(CAST(r_td AS DECIMAL(15, 6)) * 1000000 AS HUGEINT) ELSE {micros(stripped('td'))} END"
+            if "td" in has else "ts_us")
         checks = [f"ts_us BETWEEN 0 AND {max_us}", f"end_us >= ts_us AND end_us <= {max_us}",
-                  address_sql("sa"), address_sql("da"), "pr_n <= 255",
-                  f"CASE WHEN pr_n IN (1, 58) THEN ({digits('sp')} OR regexp_full_match(sp, '{type_code}')) AND "
-                  f"({digits('dp')} OR regexp_full_match(dp, '{type_code}')) "
-                  f"ELSE {digits('sp')} AND {digits('dp')} AND sp_n <= 65535 AND dp_n <= 65535 END",
+                  "sa_ok", "da_ok", "pr_n <= 255", port_ok("sp"), port_ok("dp"),
                   *checked("fwd", "ipk", "opk", "ib", "ob")]
         if "te" in has:
             checks.append(f"te_us BETWEEN 0 AND {max_us}")
@@ -654,16 +708,9 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
         ok = "coalesce(" + " AND ".join(checks) + ", false)"  # referenced once: evaluated once
     else:
         end, ok = "NULL::HUGEINT", "false"  # _need: a column every record needs is missing
-    fwd_value = f"CASE WHEN {digits('fwd')} THEN {low_byte('fwd')} END" if "fwd" in has else "NULL::BIGINT"
-    protocol = (f"CASE pr WHEN 'TCP' THEN 6 WHEN 'UDP' THEN 17 WHEN 'ICMP' THEN 1 "
-                f"ELSE CASE WHEN {digits('pr')} THEN TRY_CAST(pr AS HUGEINT) ELSE {names}[upper(pr)] END END")
-    typed = (f"{time_us('ts') if 'ts' in has else 'NULL::HUGEINT'} AS ts_us, "
-             f"{time_us('te') if 'te' in has else 'NULL::HUGEINT'} AS te_us, "
-             f"{protocol} AS pr_n, "
-             f"TRY_CAST(sp AS HUGEINT) AS sp_n, TRY_CAST(dp AS HUGEINT) AS dp_n, "
-             f"{flag_value if 'flg' in has else 'NULL::BIGINT'} AS flag_n, "
-             f"{fwd_value} AS fwd_n, "
-             f"{total('ipk', 'opk', 'pk')} AS packets_n, {total('ib', 'ob', 'byts')} AS bytes_n")
+    fwd_value = "CAST(fwd_v % 256 AS BIGINT)" if "fwd" in has else "NULL::BIGINT"
+    totals = (f"{end} AS end_us, {fwd_value} AS fwd_n, "
+              f"{total('ipk', 'opk', 'pk')} AS packets_n, {total('ib', 'ob', 'byts')} AS bytes_n")
     # Excluded lines are found by their text, comparing only as many columns as the text has: DuckDB
     # then reads just the columns used (unless a special line has the header's shape: rare).
     def joined(k: int) -> str:
@@ -697,8 +744,8 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
     mapping = ", ".join(str(i) for i in indexes)
     return f"""
 SELECT TRY_CAST(ts_us AS UBIGINT) AS t_start, TRY_CAST(end_us AS UBIGINT) AS t_end, sa AS src_ip, da AS dst_ip,
-  CASE WHEN {portless} THEN 0 ELSE TRY_CAST(sp_n AS INTEGER) END AS src_port,
-  CASE WHEN {portless} THEN 0 ELSE TRY_CAST(dp_n AS INTEGER) END AS dst_port,
+  CASE WHEN {portless} THEN 0 ELSE TRY_CAST(sp_v AS INTEGER) END AS src_port,
+  CASE WHEN {portless} THEN 0 ELSE TRY_CAST(dp_v AS INTEGER) END AS dst_port,
   TRY_CAST(pr_n AS INTEGER) AS proto, TRY_CAST(bytes_n AS UBIGINT) AS bytes,
   TRY_CAST(packets_n AS UBIGINT) AS packets,
   CASE WHEN (fwd_n >> 6) & 3 = {_FWD_DROPPED} THEN 'drop' ELSE 'accept' END AS action,
@@ -707,15 +754,19 @@ SELECT TRY_CAST(ts_us AS UBIGINT) AS t_start, TRY_CAST(end_us AS UBIGINT) AS t_e
   NULL::VARCHAR AS dst_workload, CASE WHEN {ok} THEN 'OK' ELSE '{_BAD_STATUS}' END AS log_status,
   fi::INTEGER AS file_index
 FROM (
-SELECT *, {end} AS end_us
+SELECT *, {totals}
 FROM (
-SELECT *, {typed}
+SELECT *, {', '.join(typed)}
 FROM (
-SELECT fi, shape, {values}
+SELECT *{''.join(', ' + x for x in plain)}
+FROM (
+SELECT *{''.join(', ' + x for x in raw_rules)}
+FROM (
+SELECT fi, shape, {raws}
 FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, {shape} AS shape
 FROM {_read_csv([files[i] for i in indexes], gz, ',', n + 1, f", skip={skip}")}
 WHERE NOT starts_with(c0, '#') AND NOT (c1 IS NULL AND c0 < '!' AND regexp_full_match(c0, '{_BLANK}'))
 )
 WHERE NOT ({special})
-)))"""
+)))))"""
