@@ -322,9 +322,9 @@ def test_json_fast_path_matches_the_python_reader(tmp_path: Path, monkeypatch: p
         istio_json()[:-1] + ", }",  # 3: a trailing comma
         istio_json(bytes_sent=float("nan")),  # 4: json.loads reads NaN as a float
     ]) + "\n")
-    j3 = tmp_path / "j3.json"  # a repeated key (Python keeps the last, DuckDB the first): read in Python
-    j3.write_text(istio_json(downstream_remote_address="10.1.6.1:1")[:-1]
-                  + ', "downstream_remote_address": "10.1.6.1:45601"}\n')
+    j3 = tmp_path / "j3.json"  # a repeated key: the first wins (jsonline, DuckDB's rule) on both paths
+    j3.write_text(istio_json(downstream_remote_address="10.1.6.1:45601")[:-1]
+                  + ', "downstream_remote_address": "10.1.6.1:1"}\n')
     fast, python = both_paths(tmp_path, monkeypatch, j1, j2, j3)
     assert fast[2] == ["j2.json", "j3.json"]
     assert python[2] == ["j1.json", "j2.json", "j3.json"]

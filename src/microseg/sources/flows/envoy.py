@@ -68,6 +68,7 @@ from microseg.sources.flows import (
     sql_list,
     sql_str,
 )
+from microseg.sources.flows.jsonline import loads as json_loads
 from microseg.sources.flows.sqlpath import SCAN_ERRORS, count_rejects, drop_after_scan, drop_both_ends, scan_error
 
 NAME = "envoy"
@@ -338,7 +339,7 @@ def _stage_file(src: SourceFile, index: int, batch: _Batch) -> None:
                 continue
             if text.lstrip().startswith("{"):
                 try:
-                    rec: Any = json.loads(text)
+                    rec: Any = json_loads(text)  # a repeated key: the first wins, as in DuckDB
                 except ValueError as exc:
                     raise _Bad("json", f"invalid JSON: {exc}") from None
             else:
