@@ -578,35 +578,39 @@ FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape=''
 
 
 def _checked_sql(parsed: str) -> str:
-    """The staging columns, ``rid`` (the request id as json.dumps spells it) and ``ok``: the row is
-    exactly what _record gives (else the file is read in Python); blank lines give no row."""
+    """The staging columns, ``rid`` (the request id as the table spells it, _rid_key) and ``ok``: the row
+    is exactly what _record gives (else the file is read in Python); blank lines give no row. Each
+    address is cut into its IP and port once (an expression a later one refers to is inlined and
+    computed again: the steps are kept few and flat)."""
     limit = 1 << 62
     umax = (1 << 64) - 1
 
     def num(k: str) -> str:  # _int: '-' is absent (NULL), digits beyond 1 << 62 are bad (-1)
         return f"CASE WHEN {k} = '-' THEN NULL ELSE coalesce(TRY_CAST({k} AS HUGEINT), -1) END"
 
-    def port(a: str) -> str:  # _parse_endpoint: the digits after the last ':' (NULL: > 65535)
+    def cut(a: str) -> str:  # _parse_endpoint: IP and the digits after the ':' (port NULL: absent or > 65535)
         # (strpos and substr: split_part builds a list per row, several times slower)
-        return f"TRY_CAST(CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, strpos({a}, ':') + 1) END AS INTEGER)"
+        return (f"CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, 1, strpos({a}, ':') - 1) END AS {a}_ip, "
+                f"CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, strpos({a}, ':') + 1) END AS {a}_pt")
 
-    def ip(a: str) -> str:
-        return f"CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, 1, strpos({a}, ':') - 1) END"
+    def port(a: str) -> str:
+        return f"TRY_CAST({a}_pt AS INTEGER)"
 
     side = ("CASE WHEN starts_with(cluster, 'outbound|') OR cluster IN ('PassthroughCluster', 'BlackHoleCluster') "
             "THEN 'egress' WHEN starts_with(cluster, 'inbound|') OR starts_with(cluster, 'InboundPassthroughCluster') "
             "THEN 'ingress' END")
     # _denied: rbac_access_denied has no space, so it is in the joined details iff in one of them
     denied = ("contains(details, 'rbac_access_denied') OR contains(termination, 'rbac_access_denied') "
-              "OR list_has_any(string_split(flags, ','), ['UAEX', 'RBAC']) OR cluster = 'BlackHoleCluster'")
+              "OR (flags <> '-' AND list_has_any(string_split(flags, ','), ['UAEX', 'RBAC'])) "
+              "OR cluster = 'BlackHoleCluster'")
     # the client sidecar's own connection to the chosen pod when an outbound line names one
-    up = "direction = 'egress' AND u_host NOT IN ('', '-')"
+    up = "direction = 'egress' AND u_host_ip IS NOT NULL"
     return f"""
 SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t_end AS UBIGINT) AS t_end,
-  CASE WHEN {up} THEN coalesce({ip('u_local')}, {ip('d_remote')}) ELSE {ip('d_remote')} END AS src_ip,
-  CASE WHEN {up} THEN {ip('u_host')} ELSE {ip('d_local')} END AS dst_ip,
-  CASE WHEN {up} THEN coalesce({port('u_local')}, {port('d_remote')}) ELSE {port('d_remote')} END AS src_port,
-  CASE WHEN {up} THEN {port('u_host')} ELSE {port('d_local')} END AS dst_port,
+  CASE WHEN {up} THEN coalesce(u_local_ip, d_remote_ip) ELSE d_remote_ip END AS src_ip,
+  CASE WHEN {up} THEN u_host_ip ELSE d_local_ip END AS dst_ip,
+  CASE WHEN {up} THEN coalesce(p_u_local, p_d_remote) ELSE p_d_remote END AS src_port,
+  CASE WHEN {up} THEN p_u_host ELSE p_d_local END AS dst_port,
   CASE WHEN starts_with(upper(protocol), 'HTTP/3') THEN 17 ELSE 6 END AS proto,
   TRY_CAST(CASE WHEN n_received IS NULL AND n_sent IS NULL THEN NULL
     ELSE coalesce(n_received, 0) + coalesce(n_sent, 0) END AS UBIGINT) AS bytes,
@@ -617,16 +621,20 @@ SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t_end AS UBIGINT) AS t_end,
   coalesce(shaped AND t BETWEEN 0 AND {MAX_EPOCH_SECONDS * 1_000_000} AND t_end <= {umax}
     AND coalesce(n_received, 0) BETWEEN 0 AND {limit} AND coalesce(n_sent, 0) BETWEEN 0 AND {limit}
     AND coalesce(n_duration, 0) BETWEEN 0 AND {limit}
-    AND (u_host IN ('', '-') OR {port('u_host')} <= 65535) AND (u_local = '-' OR {port('u_local')} <= 65535)
-    AND {port('d_local')} <= 65535 AND {port('d_remote')} <= 65535, false) AS ok
+    AND (u_host_ip IS NULL OR p_u_host <= 65535) AND (u_local_ip IS NULL OR p_u_local <= 65535)
+    AND p_d_local <= 65535 AND p_d_remote <= 65535, false) AS ok
 FROM (
 SELECT *, t + coalesce(n_duration, 0) * 1000 AS t_end
 FROM (
 SELECT *, {side} AS direction,
   epoch_us(TRY_CAST(time AS TIMESTAMP))::HUGEINT
     + TRY_CAST(rpad(left(frac, 6), 6, '0') AS HUGEINT) AS t,
-  {num('received')} AS n_received, {num('sent')} AS n_sent, {num('duration')} AS n_duration
-FROM {parsed} WHERE NOT blank))"""
+  {num('received')} AS n_received, {num('sent')} AS n_sent, {num('duration')} AS n_duration,
+  {port('u_host')} AS p_u_host, {port('u_local')} AS p_u_local, {port('d_local')} AS p_d_local,
+  {port('d_remote')} AS p_d_remote
+FROM (
+SELECT *, {cut('u_host')}, {cut('u_local')}, {cut('d_local')}, {cut('d_remote')}
+FROM {parsed} WHERE NOT blank)))"""
 
 
 _STAGE_SQL = ", ".join(STAGE_COLUMNS)
