@@ -428,3 +428,34 @@ def test_json_invalid_utf8_and_truncated_gzip(tmp_path: Path, monkeypatch: pytes
     for fmt_path in ((gz,), (gz, other)):
         with FlowStore(tmp_path / f"s{len(fmt_path)}" / "flows.duckdb") as s, pytest.raises(InputError):
             s.ingest(list(fmt_path), fmt="envoy")
+
+
+PATHOLOGICAL_TEXT = [
+    (_PY, text_line(received="0", sent="18446744073709551615")),  # beyond 1 << 62: a bad line
+    (_PY, text_line(received="99999999999999999999999")),  # beyond 1 << 62: a bad line
+    (_FAST, text_line(received="007")),  # leading zeros: int("007") in Python
+    (_PY, text_line(flags="caf\u00e9")),  # non-ASCII
+    (_PY, text_line(rid="r\tid")),  # a tab inside a quoted token: one token for Python
+    (_PY, text_line(rid='r\\"id')),  # an escaped quote
+    (_PY, text_line(details="a  b")),  # two spaces: an empty token
+    (_PY, text_line(details="[x]")),  # a bracketed bare token
+    (_PY, text_line(d_remote="[fd00::1]:45000")),  # IPv6: Python writes it canonical
+    (_PY, text_line(d_local="10.1.0.2:65536")),
+    (_PY, text_line(start="2026-02-30T03:04:05.123Z")),  # no such day
+    (_PY, "# a comment"),
+    (_PY, '[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS%'),  # a format line midway
+    (_PY, istio_json()),  # a JSON line in a TEXT file
+    (_FAST, ""),
+]
+
+
+def test_text_fast_path_on_pathological_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = []
+    for i, (_, line) in enumerate(PATHOLOGICAL_TEXT):
+        path = tmp_path / f"t{i:02d}.log"
+        good = text_line(d_remote=f"10.3.0.{i}:{41000 + i}", rid=f"g-{i}")
+        path.write_bytes((good + "\r\n" + line + "\r\n").encode())  # CRLF line ends
+        paths.append(path)
+    fast, python = both_paths(tmp_path, monkeypatch, *paths)
+    assert fast[:2] == python[:2]
+    assert fast[2] == [f"t{i:02d}.log" for i, (where, _) in enumerate(PATHOLOGICAL_TEXT) if where == _PY]
