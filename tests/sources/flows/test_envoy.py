@@ -322,11 +322,11 @@ def test_json_fast_path_matches_the_python_reader(tmp_path: Path, monkeypatch: p
         istio_json()[:-1] + ", }",  # 3: a trailing comma
         istio_json(bytes_sent=float("nan")),  # 4: json.loads reads NaN as a float
     ]) + "\n")
-    j3 = tmp_path / "j3.json"  # a repeated key (Python keeps the last, DuckDB the first): read in Python
-    j3.write_text(istio_json(downstream_remote_address="10.1.6.1:1")[:-1]
-                  + ', "downstream_remote_address": "10.1.6.1:45601"}\n')
+    j3 = tmp_path / "j3.json"  # a repeated key: the first wins (jsonline, DuckDB's rule): read by DuckDB
+    j3.write_text(istio_json(downstream_remote_address="10.1.6.1:45601")[:-1]
+                  + ', "downstream_remote_address": "10.1.6.1:1"}\n')
     fast, python = both_paths(tmp_path, monkeypatch, j1, j2, j3)
-    assert fast[2] == ["j2.json", "j3.json"]
+    assert fast[2] == ["j2.json"]
     assert python[2] == ["j1.json", "j2.json", "j3.json"]
     assert fast[:2] == python[:2]
     report, got = fast[0], fast[1]
@@ -342,3 +342,120 @@ def test_json_fast_path_matches_the_python_reader(tmp_path: Path, monkeypatch: p
 
     assert got == {row(45501), row(45502, end=t0, nbytes=5), row(45503, action="reject"),
                    row(45504, direction=None), row(45506), row(45507), row(45508), row(45601), row(45603)}
+
+
+# Pathological JSON lines, one per file next to a good line: a file the fast path keeps must give
+# exactly the Python reader's rows; the doubtful ones are read whole in Python.
+_FAST = "fast"
+_PY = "python"
+PATHOLOGICAL_JSON = [
+    (_FAST, istio_json(bytes_sent="80")),  # a number as a string: int("80") in Python
+    (_PY, istio_json(bytes_sent=80.5)),  # a float: a bad line
+    (_PY, istio_json(bytes_sent=True)),  # a bool is no number
+    (_PY, istio_json(protocol=True)),  # str(True) in Python: not a string, so Python decides
+    (_PY, istio_json(upstream_cluster=0)),  # falsy: "-" in Python
+    (_PY, istio_json(bytes_received=123456789012345678901234567890)),  # out of range
+    (_PY, istio_json(duration=-5)),
+    (_FAST, istio_json(bytes_received=None, duration=None, protocol=None, response_flags=None)),  # null fields
+    (_FAST, json.dumps({k: v for k, v in json.loads(istio_json()).items()
+                        if k not in ("bytes_sent", "upstream_host", "connection_termination_details")})),  # missing
+    (_FAST, istio_json(user_agent="caf\u00e9 \"quoted\" \\ back")),  # escapes in a field nobody reads
+    (_FAST, istio_json(response_code_details="via\u00e9upstream", response_flags="\u00dc")),  # non-ASCII, read
+    (_FAST, json.dumps(json.loads(istio_json()), ensure_ascii=False) .replace("via_upstream", "via\\u005fupstream")),
+    (_PY, istio_json(response_code_details='rbac_access_denied "x"')),  # an escape in a value read
+    (_PY, istio_json(request_id="r\tid")),  # an escaped tab in the request id
+    (_PY, istio_json()[:-1] + ",}"),  # trailing commas
+    (_PY, istio_json()[:-1] + ', "x": [1, 2 ,] }'),
+    (_PY, istio_json()[:-1] + ', "x": NaN}'),  # json.loads reads NaN, DuckDB too: a superset to Python
+    (_PY, istio_json()[:-1] + ', "x": nan}'),  # only DuckDB reads these
+    (_PY, istio_json()[:-1] + ', "x": -Infinity}'),
+    (_PY, istio_json()[:-1] + ', "x": INF}'),
+    (_PY, istio_json(bytes_sent=float("inf"))),
+    (_PY, istio_json()[:-1] + ', "x": "\\ud800"}'),  # a lone surrogate: json.loads reads it, DuckDB does not
+    (_PY, istio_json()[:-1] + '} {"a": 1}'),  # extra data
+    (_PY, "[1, 2]"),
+    (_PY, "null"),
+    (_PY, "# a comment"),
+    (_PY, '[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS%'),  # a format line midway
+    (_PY, istio_json(start_time="2026-01-02T04:04:05.123+01:00")),
+    (_PY, istio_json(downstream_remote_address=" 10.1.0.1:45000")),
+    (_FAST, istio_json(downstream_local_address="10.1.0.2:080")),  # a port with a leading zero: 80 on both
+    (_FAST, istio_json(request_id=None, x_request_id="r-x")),  # request_id null: no id (not x_request_id)
+    (_FAST, istio_json(upstream_cluster="")),
+    (_FAST, ""),  # a blank line
+]
+
+
+def test_json_fast_path_on_pathological_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = []
+    for i, (_, line) in enumerate(PATHOLOGICAL_JSON):
+        path = tmp_path / f"p{i:02d}.json"
+        good = istio_json(downstream_remote_address=f"10.2.0.{i}:{40000 + i}", request_id=f"g-{i}")
+        path.write_bytes((good + "\r\n" + line + "\r\n").encode())  # CRLF line ends
+        paths.append(path)
+    fast, python = both_paths(tmp_path, monkeypatch, *paths)
+    assert fast[:2] == python[:2]
+    assert fast[2] == [f"p{i:02d}.json" for i, (where, _) in enumerate(PATHOLOGICAL_JSON) if where == _PY]
+    assert python[0][1] > len(paths)  # the good lines and the pathological lines read as records
+
+
+def test_json_request_id_matches_across_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's line read in Python drops the client's line read by DuckDB: one spelling of the id."""
+    client = tmp_path / "client.json"  # read by DuckDB
+    client.write_text(istio_json(request_id="r\u00e9-1", upstream_cluster="outbound|8080||api",
+                                 upstream_host="10.1.0.2:8080", upstream_local_address="10.1.0.1:45000",
+                                 downstream_local_address="10.96.0.1:8080", downstream_remote_address="127.0.0.6:1")
+                      + "\n")
+    server = tmp_path / "server.json"  # a bad line: read in Python
+    server.write_text(istio_json(request_id="r\u00e9-1") + "\n" + istio_json(start_time="x") + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, client, server)
+    assert fast[2] == ["server.json"]
+    assert fast[:2] == python[:2]
+    assert fast[0][:4] == (3, 1, 1, {"logged-by-both-sidecars": 1})
+
+
+def test_json_invalid_utf8_and_truncated_gzip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.json"  # invalid UTF-8: Python replaces it; the whole batch is read in Python
+    bad.write_bytes(istio_json().encode() + b"\n" + istio_json(user_agent="x").encode().replace(b'"x"', b'"\xff"')
+                    + b"\n")
+    other = tmp_path / "other.json"
+    other.write_text(istio_json(downstream_remote_address="10.1.0.9:45009") + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, bad, other)
+    assert fast == python
+    assert fast[0][:3] == (3, 3, 0)
+    gz = tmp_path / "cut.json.gz"
+    gz.write_bytes(gzip.compress(((istio_json() + "\n") * 200).encode())[:-30])
+    for fmt_path in ((gz,), (gz, other)):
+        with FlowStore(tmp_path / f"s{len(fmt_path)}" / "flows.duckdb") as s, pytest.raises(InputError):
+            s.ingest(list(fmt_path), fmt="envoy")
+
+
+PATHOLOGICAL_TEXT = [
+    (_PY, text_line(received="0", sent="18446744073709551615")),  # beyond 1 << 62: a bad line
+    (_PY, text_line(received="99999999999999999999999")),  # beyond 1 << 62: a bad line
+    (_FAST, text_line(received="007")),  # leading zeros: int("007") in Python
+    (_PY, text_line(flags="caf\u00e9")),  # non-ASCII
+    (_PY, text_line(rid="r\tid")),  # a tab inside a quoted token: one token for Python
+    (_PY, text_line(rid='r\\"id')),  # an escaped quote
+    (_PY, text_line(details="a  b")),  # two spaces: an empty token
+    (_PY, text_line(details="[x]")),  # a bracketed bare token
+    (_PY, text_line(d_remote="[fd00::1]:45000")),  # IPv6: Python writes it canonical
+    (_PY, text_line(d_local="10.1.0.2:65536")),
+    (_PY, text_line(start="2026-02-30T03:04:05.123Z")),  # no such day
+    (_PY, "# a comment"),
+    (_PY, '[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS%'),  # a format line midway
+    (_PY, istio_json()),  # a JSON line in a TEXT file
+    (_FAST, ""),
+]
+
+
+def test_text_fast_path_on_pathological_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = []
+    for i, (_, line) in enumerate(PATHOLOGICAL_TEXT):
+        path = tmp_path / f"t{i:02d}.log"
+        good = text_line(d_remote=f"10.3.0.{i}:{41000 + i}", rid=f"g-{i}")
+        path.write_bytes((good + "\r\n" + line + "\r\n").encode())  # CRLF line ends
+        paths.append(path)
+    fast, python = both_paths(tmp_path, monkeypatch, *paths)
+    assert fast[:2] == python[:2]
+    assert fast[2] == [f"t{i:02d}.log" for i, (where, _) in enumerate(PATHOLOGICAL_TEXT) if where == _PY]

@@ -35,9 +35,10 @@ workloads may share one account, so the reader cannot turn it into a workload hi
 guessing; such records are resolved by address like the others. The SPIFFE ID is still validated
 (a malformed one is a bad line).
 
-Speed. Files of the default TEXT format are parsed and checked by DuckDB (see "DuckDB fast path"
-below); every other file, and any file with a line DuckDB cannot judge exactly, is read by the
-Python reader, which gives the same rows and reports bad lines.
+Speed. Files of the default TEXT format and of the JSON encoding are parsed and checked by DuckDB
+(see "DuckDB fast path" below); every other file, and any file with a line DuckDB cannot judge
+exactly, is read by the Python reader, which gives the same rows and reports bad lines. Both paths
+read a repeated JSON key as its first occurrence (jsonline).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from microseg.sources.flows import (
     sql_list,
     sql_str,
 )
+from microseg.sources.flows.jsonline import loads as json_loads
 from microseg.sources.flows.sqlpath import SCAN_ERRORS, count_rejects, drop_after_scan, drop_both_ends, scan_error
 
 NAME = "envoy"
@@ -291,6 +293,13 @@ def _record(rec: Any, file_index: int) -> tuple[StageRow, tuple[Any, ...]]:
     return row, dedup_key
 
 
+def _rid_key(rid: str) -> str:
+    """The request id as the fast path's table spells it (the staging file is TSV): as is, unless it
+    holds '"', a tab or a line break, which no id the fast path reads does; then json.dumps, which
+    starts with '"', so the two spellings never meet."""
+    return json.dumps(rid) if any(c in rid for c in '"\t\r\n') else rid
+
+
 class _Batch:
     def __init__(self, writer: StageWriter, staged: Staged, options: ReaderOptions, *, dedupe: bool = True) -> None:
         self.writer, self.staged, self.options = writer, staged, options
@@ -301,8 +310,7 @@ class _Batch:
 
     def add(self, row: StageRow, key: tuple[Any, ...], src: SourceFile) -> None:
         if not self.dedupe:
-            # json.dumps: an exact, tab- and newline-free spelling of the id (the staging file is TSV)
-            self.writer.write(row, None if key[0] is None else json.dumps(key[0]))
+            self.writer.write(row, None if key[0] is None else _rid_key(key[0]))
         elif row.direction == "egress":
             self.outbound.append((key, row, src))
         else:
@@ -338,7 +346,7 @@ def _stage_file(src: SourceFile, index: int, batch: _Batch) -> None:
                 continue
             if text.lstrip().startswith("{"):
                 try:
-                    rec: Any = json.loads(text)
+                    rec: Any = json_loads(text)  # a repeated key: the first wins, as in DuckDB
                 except ValueError as exc:
                     raise _Bad("json", f"invalid JSON: {exc}") from None
             else:
@@ -434,22 +442,22 @@ _FIELDS = {
 }
 
 
-# Istio's JSON encoding: a line that is one flat object of plain values (printable ASCII strings
-# without escapes, numbers, null, true, false; spaces only after ':' and ','), which json.loads and
-# DuckDB read alike, except that DuckDB keeps the first of repeated keys and Python the last: a line
-# with a repeated key is read in Python. Values are JSON text (``s.k::VARCHAR``, so that a string is
-# never cast back to JSON); those _record reads as strings must be strings or null, and the rest
-# of _record's checks follow in _checked_sql on the same columns as the TEXT format gives.
-_JSON_KEY = r'"[!#-\[\]-~]*"'
-_JSON_VALUE = r'(?:"[ !#-\[\]-~]*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|null|true|false)'
-_JSON_PAIR = f"{_JSON_KEY} ?: ?{_JSON_VALUE}"
-_JSON_LINE = rf"^\{{(?:{_JSON_PAIR}(?:, ?{_JSON_PAIR})*)?\}}$"
+# Istio's JSON encoding. DuckDB (yyjson) and json.loads agree on what a JSON text is, except that
+# yyjson also takes trailing commas and nan / inf / infinity in any case (json.loads only NaN and
+# Infinity): a line that may hold one of those (_JSON_LENIENT, a cheap superset found by regular
+# expressions that start with a literal) is left to Python, as is one DuckDB cannot parse (try()
+# gives NULL). A repeated key reads as its first occurrence on both paths (jsonline). The values are
+# taken in ONE json_extract (every json_* call parses the line again) as JSON text, so that a string
+# is told from a number; a string whose text holds '\' (an escape) is left to Python, else its text
+# between the quotes is its value. Those _record reads as strings must be strings or null, and the
+# rest of _record's checks follow in _checked_sql on the same columns as the TEXT format gives.
+_JSON_LENIENT = (r",[ \t]*[\]}]", r"(?i)nan[ \t,\]}]", r"(?i)inf(?:inity)?[ \t,\]}]")
 _JSON_KEYS = ("start_time", "protocol", "response_flags", "response_code_details", "connection_termination_details",
               "bytes_received", "bytes_sent", "duration", "request_id", "x_request_id", "upstream_host",
               "upstream_cluster", "upstream_local_address", "downstream_local_address", "downstream_remote_address",
               "downstream_peer_uri_san")
-_JSON_STRUCT = "{" + ", ".join(f'"{k}": "JSON"' for k in _JSON_KEYS) + "}"
-_JSON_PARSE = f"try(from_json(c0, '{_JSON_STRUCT}')) AS s, try(json_keys(c0)) AS k"
+_JSON_PATHS = "[" + ", ".join(sql_str(f"$.{k}") for k in _JSON_KEYS) + "]"
+_JSON_PARSE = f"CASE WHEN shaped THEN try(json_extract(c0, {_JSON_PATHS})) END AS j"
 _TIME_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?Z"
 
 
@@ -457,9 +465,9 @@ def _json_fields_sql(parsed: str) -> str:
     """_FIELDS of the JSON lines of ``parsed``; ``shaped`` also says that every value has the type
     _record accepts and the shape the TEXT format's expression guarantees."""
 
-    def string(k: str) -> str:  # a string's content, '' for null or missing, NULL for another type
+    def string(k: str) -> str:  # a string's content, '' for null or missing, NULL for another type or an escape
         return (f"CASE WHEN {k} IS NULL OR {k} = 'null' THEN '' "
-                f"WHEN starts_with({k}, '\"') THEN substr({k}, 2, strlen({k}) - 2) END")
+                f"WHEN starts_with({k}, '\"') AND NOT contains({k}, '\\') THEN substr({k}, 2, length({k}) - 2) END")
 
     def number(k: str) -> str:  # _int: digits, '-' when absent, NULL for anything else
         return (f"CASE WHEN {k} IS NULL OR {k} IN ('null', '\"\"', '\"-\"') THEN '-' "
@@ -472,12 +480,12 @@ def _json_fields_sql(parsed: str) -> str:
   {string('start_time')} AS st, {string('protocol')} AS protocol, {string('response_flags')} AS flags,
   {string('response_code_details')} AS details, {string('connection_termination_details')} AS termination,
   {number('bytes_received')} AS received, {number('bytes_sent')} AS sent, {number('duration')} AS duration,
-  {string("CASE WHEN list_contains(k, 'request_id') THEN request_id ELSE x_request_id END")} AS rid,
+  {string("coalesce(request_id, x_request_id)")} AS rid,
   {string('upstream_host')} AS u_host, nullif({string('upstream_cluster')}, '') AS cluster0,
   {string('upstream_local_address')} AS u_local0, {string('downstream_local_address')} AS d_local,
   {string('downstream_remote_address')} AS d_remote,
   downstream_peer_uri_san IS NULL OR downstream_peer_uri_san IN ('null', '""', '"-"') AS no_san"""
-    checks = f"""coalesce(shaped AND len(k) = len(list_distinct(k)) AND regexp_full_match(st, {sql_str(_TIME_RE)})
+    checks = f"""coalesce(shaped AND regexp_full_match(st, {sql_str(_TIME_RE)})
     AND protocol IS NOT NULL AND flags IS NOT NULL AND details IS NOT NULL AND termination IS NOT NULL
     AND received IS NOT NULL AND sent IS NOT NULL AND duration IS NOT NULL AND rid IS NOT NULL
     AND (cluster0 IS NOT NULL OR upstream_cluster IS NULL OR upstream_cluster IN ('null', '""'))
@@ -489,8 +497,9 @@ SELECT fi, blank, {checks} AS shaped, substr(st, 1, 19) AS time,
   protocol, flags, details, termination, received, sent, duration, rid, u_host, coalesce(cluster0, '-') AS cluster,
   CASE WHEN u_local0 = '' THEN '-' ELSE u_local0 END AS u_local, d_local, d_remote
 FROM (
-SELECT fi, blank, shaped, k, upstream_cluster, {values}
-FROM (SELECT fi, blank, shaped, k, {', '.join(f's.{key}::VARCHAR AS {key}' for key in _JSON_KEYS)} FROM ({parsed})))"""
+SELECT fi, blank, shaped, upstream_cluster, {values}
+FROM (SELECT fi, blank, shaped, {', '.join(f'j[{i}]::VARCHAR AS {key}' for i, key in enumerate(_JSON_KEYS, 1))}
+FROM ({parsed})))"""
 
 
 def _fields_sql(parsed: str, kind: str) -> str:
@@ -542,6 +551,12 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], tag: str,
     return whole | (set(range(len(files))) - set(kinds))
 
 
+def _shape_sql(kind: str) -> str:
+    if kind == "text":
+        return f"regexp_full_match(c0, {sql_str(_LINE)})"
+    return " AND ".join(f"NOT regexp_matches(c0, {sql_str(r)})" for r in _JSON_LENIENT)
+
+
 def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: str, scan: str, kind: str) -> str:
     """Every line of ``files``: its file index, whether it is blank, whether it is in the fast shape
     (_LINE), and then its parts between '"' (``q``); materialised by the caller (DuckDB inlines subqueries, so a
@@ -553,7 +568,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: str,
 SELECT fi, blank, shaped, {_JSON_PARSE if kind == "json" else _TEXT_PARSE}
 FROM (
 SELECT fi, c0, coalesce(c0 = '' AND c1 IS NULL, false) AS blank,
-  coalesce(c1 IS NULL AND regexp_full_match(c0, {sql_str(_JSON_LINE if kind == "json" else _LINE)}), false) AS shaped
+  coalesce(c1 IS NULL AND {_shape_sql(kind)}, false) AS shaped
 FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
 FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
@@ -563,55 +578,63 @@ FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape=''
 
 
 def _checked_sql(parsed: str) -> str:
-    """The staging columns, ``rid`` (the request id as json.dumps spells it) and ``ok``: the row is
-    exactly what _record gives (else the file is read in Python); blank lines give no row."""
+    """The staging columns, ``rid`` (the request id as the table spells it, _rid_key) and ``ok``: the row
+    is exactly what _record gives (else the file is read in Python); blank lines give no row. Each
+    address is cut into its IP and port once (an expression a later one refers to is inlined and
+    computed again: the steps are kept few and flat)."""
     limit = 1 << 62
     umax = (1 << 64) - 1
 
     def num(k: str) -> str:  # _int: '-' is absent (NULL), digits beyond 1 << 62 are bad (-1)
         return f"CASE WHEN {k} = '-' THEN NULL ELSE coalesce(TRY_CAST({k} AS HUGEINT), -1) END"
 
-    def port(a: str) -> str:  # _parse_endpoint: the digits after the last ':' (NULL: > 65535)
+    def cut(a: str) -> str:  # _parse_endpoint: IP and the digits after the ':' (port NULL: absent or > 65535)
         # (strpos and substr: split_part builds a list per row, several times slower)
-        return f"TRY_CAST(CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, strpos({a}, ':') + 1) END AS INTEGER)"
+        return (f"CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, 1, strpos({a}, ':') - 1) END AS {a}_ip, "
+                f"CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, strpos({a}, ':') + 1) END AS {a}_pt")
 
-    def ip(a: str) -> str:
-        return f"CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, 1, strpos({a}, ':') - 1) END"
+    def port(a: str) -> str:
+        return f"TRY_CAST({a}_pt AS INTEGER)"
 
     side = ("CASE WHEN starts_with(cluster, 'outbound|') OR cluster IN ('PassthroughCluster', 'BlackHoleCluster') "
             "THEN 'egress' WHEN starts_with(cluster, 'inbound|') OR starts_with(cluster, 'InboundPassthroughCluster') "
             "THEN 'ingress' END")
     # _denied: rbac_access_denied has no space, so it is in the joined details iff in one of them
     denied = ("contains(details, 'rbac_access_denied') OR contains(termination, 'rbac_access_denied') "
-              "OR list_has_any(string_split(flags, ','), ['UAEX', 'RBAC']) OR cluster = 'BlackHoleCluster'")
+              "OR (flags <> '-' AND list_has_any(string_split(flags, ','), ['UAEX', 'RBAC'])) "
+              "OR cluster = 'BlackHoleCluster'")
     # the client sidecar's own connection to the chosen pod when an outbound line names one
-    up = "direction = 'egress' AND u_host NOT IN ('', '-')"
+    up = "direction = 'egress' AND u_host_ip IS NOT NULL"
     return f"""
 SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t_end AS UBIGINT) AS t_end,
-  CASE WHEN {up} THEN coalesce({ip('u_local')}, {ip('d_remote')}) ELSE {ip('d_remote')} END AS src_ip,
-  CASE WHEN {up} THEN {ip('u_host')} ELSE {ip('d_local')} END AS dst_ip,
-  CASE WHEN {up} THEN coalesce({port('u_local')}, {port('d_remote')}) ELSE {port('d_remote')} END AS src_port,
-  CASE WHEN {up} THEN {port('u_host')} ELSE {port('d_local')} END AS dst_port,
+  CASE WHEN {up} THEN coalesce(u_local_ip, d_remote_ip) ELSE d_remote_ip END AS src_ip,
+  CASE WHEN {up} THEN u_host_ip ELSE d_local_ip END AS dst_ip,
+  CASE WHEN {up} THEN coalesce(p_u_local, p_d_remote) ELSE p_d_remote END AS src_port,
+  CASE WHEN {up} THEN p_u_host ELSE p_d_local END AS dst_port,
   CASE WHEN starts_with(upper(protocol), 'HTTP/3') THEN 17 ELSE 6 END AS proto,
   TRY_CAST(CASE WHEN n_received IS NULL AND n_sent IS NULL THEN NULL
     ELSE coalesce(n_received, 0) + coalesce(n_sent, 0) END AS UBIGINT) AS bytes,
   NULL::UBIGINT AS packets, CASE WHEN {denied} THEN 'reject' ELSE 'accept' END AS action,
   NULL::INTEGER AS tcp_flags, false AS is_reply, direction, NULL::VARCHAR AS src_workload,
   NULL::VARCHAR AS dst_workload, 'OK' AS log_status, fi::INTEGER AS file_index,
-  CASE WHEN rid IN ('', '-') THEN NULL ELSE '"' || rid || '"' END AS rid,
+  CASE WHEN rid IN ('', '-') THEN NULL ELSE rid END AS rid,
   coalesce(shaped AND t BETWEEN 0 AND {MAX_EPOCH_SECONDS * 1_000_000} AND t_end <= {umax}
     AND coalesce(n_received, 0) BETWEEN 0 AND {limit} AND coalesce(n_sent, 0) BETWEEN 0 AND {limit}
     AND coalesce(n_duration, 0) BETWEEN 0 AND {limit}
-    AND (u_host IN ('', '-') OR {port('u_host')} <= 65535) AND (u_local = '-' OR {port('u_local')} <= 65535)
-    AND {port('d_local')} <= 65535 AND {port('d_remote')} <= 65535, false) AS ok
+    AND (u_host_ip IS NULL OR p_u_host <= 65535) AND (u_local_ip IS NULL OR p_u_local <= 65535)
+    AND p_d_local <= 65535 AND p_d_remote <= 65535, false) AS ok
 FROM (
 SELECT *, t + coalesce(n_duration, 0) * 1000 AS t_end
 FROM (
 SELECT *, {side} AS direction,
   epoch_us(TRY_CAST(time AS TIMESTAMP))::HUGEINT
     + TRY_CAST(rpad(left(frac, 6), 6, '0') AS HUGEINT) AS t,
-  {num('received')} AS n_received, {num('sent')} AS n_sent, {num('duration')} AS n_duration
-FROM {parsed} WHERE NOT blank))"""
+  {num('received')} AS n_received, {num('sent')} AS n_sent, {num('duration')} AS n_duration,
+  {port('u_host')} AS p_u_host, {port('u_local')} AS p_u_local, {port('d_local')} AS p_d_local,
+  {port('d_remote')} AS p_d_remote
+FROM (
+SELECT *, {cut('u_host')}, {cut('u_local')}, {cut('d_local')}, {cut('d_remote')}
+FROM {parsed} WHERE NOT blank)))"""
 
 
 _STAGE_SQL = ", ".join(STAGE_COLUMNS)
