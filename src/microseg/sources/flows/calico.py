@@ -843,12 +843,13 @@ def _checked_sql(json_keys: frozenset[str], source: str, *, leading_zeros: bool 
     def within(k: str, limit: int) -> str:
         return f"coalesce({n(k)} <= {limit}, false)"
 
-    def total(a: str, b: str) -> str:  # _sum: NULL when both are absent, -1 when a present one is bad
+    def total(a: str, b: str) -> str:  # _sum: NULL when both are absent (a bad term, 0: the row fails ``counted``)
         return (f"CASE WHEN {v.absent(a)} AND {v.absent(b)} THEN NULL "
-                f"WHEN (NOT {v.absent(a)} AND NOT {within(a, 1 << 62)}) "
-                f"OR (NOT {v.absent(b)} AND NOT {within(b, 1 << 62)}) THEN -1::HUGEINT "
-                f"ELSE CASE WHEN {v.absent(a)} THEN 0 ELSE {n(a)} END + CASE WHEN {v.absent(b)} THEN 0 "
-                f"ELSE {n(b)} END END")
+                f"ELSE CASE WHEN {within(a, 1 << 62)} THEN {n(a)} ELSE 0 END "
+                f"+ CASE WHEN {within(b, 1 << 62)} THEN {n(b)} ELSE 0 END END")
+
+    def counted(a: str) -> str:  # _sum's check of one term: absent, or a number up to 2^62
+        return f"({v.absent(a)} OR {within(a, 1 << 62)})"
 
     numbers = ("start_time", "end_time", "source_port", "dest_port", "bytes_in", "bytes_out", "packets_in",
                "packets_out", "proto")
@@ -865,7 +866,7 @@ def _checked_sql(json_keys: frozenset[str], source: str, *, leading_zeros: bool 
       AND {within('start_time', MAX_EPOCH_SECONDS)} AND {within('end_time', MAX_EPOCH_SECONDS)}
       AND proto_n IS NOT NULL AND ({v.absent('source_type')} OR {v.isin('source_type', *types)})
       AND ({v.absent('dest_type')} OR {v.isin('dest_type', *types)}) AND sport IS NOT NULL AND dport IS NOT NULL
-      AND coalesce(nbytes, 0) >= 0 AND coalesce(npackets, 0) >= 0, false)"""
+      AND {' AND '.join(counted(k) for k in ('bytes_in', 'bytes_out', 'packets_in', 'packets_out'))}, false)"""
     rows = f"""
 SELECT fi, line, parsed, {ok} AS row_ok, n_start_time, n_end_time, proto_n, sport, dport, nbytes, npackets,
   {v.text('action')} AS action, {v.isin('reporter', 'src', 'out')} AS egress,
