@@ -621,3 +621,17 @@ def test_direct_path_file_form_reads_a_clean_file_alone(tmp_path: Path, monkeypa
     assert direct == [[0]]
     assert [c[0].path.name for c in calls] == ["crlf.log"]  # only the Python-only run read it in Python
     assert fast[0][:3] == (10, 10, 0)
+
+
+def test_direct_path_reads_gzip_and_several_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gz = tmp_path / "a.json.gz"
+    with gzip.open(gz, "wt") as fh:
+        fh.write("\n".join(_good(i) for i in range(30)) + "\n")
+    plain = write(tmp_path, [_compact(source_port=44000 + i) for i in range(30)], "b.json")
+    direct: list[Any] = []
+    real = calico._direct_sql
+    monkeypatch.setattr(calico, "_direct_sql", lambda *a, **k: direct.append(list(a[1])) or real(*a, **k))
+    fast, python = both_paths(tmp_path, monkeypatch, gz, plain)
+    assert fast == python
+    assert sorted(direct) == [[0], [1]]  # one read per compression
+    assert fast[0][:4] == (60, 60, 0, {})

@@ -53,11 +53,14 @@ Counters the format carries but the store does not (``num_flows``, policy hits) 
 record is one aggregate.
 
 Reading. NDJSON documents and the file form are parsed by DuckDB, typed and checked in SQL exactly as
-the Python parser does it (see "DuckDB fast path" below). What SQL cannot decide exactly is read by
-the Python parser, which names the line and field of every bad record: single lines (escapes,
-repeated or missing keys, blanks Python splits on) or whole files (pretty-printed documents, arrays
-on one line, a record that fails a check, IPv6 addresses). The reported-by-both-ends rule runs in
-SQL over all rows. Tests assert that both paths give the same rows, counts and bad-line reports.
+the Python parser does it (see "DuckDB fast path" below): a file whose every line is plainly one
+record is read whole by ``read_json`` / ``read_csv`` (the direct path), any other line by line. What
+SQL cannot decide exactly is read by the Python parser, which names the line and field of every bad
+record: single lines (escapes, repeated or missing keys, literals yyjson reads and Python does not,
+blanks Python splits on) or whole files (pretty-printed documents, arrays on one line, a record that
+fails a check, IPv6 addresses). A repeated key reads as its first occurrence everywhere (``jsonline``).
+The reported-by-both-ends rule runs in SQL over all rows. Tests assert that both paths give the same
+rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -482,11 +485,12 @@ _NULL_COLUMNS = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
 #
 # - the direct path, for a file whose every line is *clean*: a whole JSON document without a
 #   backslash, a trailing comma or a literal yyjson reads and Python does not (``nan``, ``inf``, ...;
-#   checked by a cheap superset, see _DOUBT), or blanks (JSON); a header as the first line, then
-#   printable ASCII tokens separated by single spaces (file form). A first pass over the lines
-#   (``read_csv`` of whole lines, the rejects counted) counts the clean lines of every file; a file
-#   with nothing but clean lines is read by ``read_json`` (``records``, the used keys as JSON text)
-#   or ``read_csv(delim=' ')``, which parse each line once, with no per-line text kept. Such a file
+#   checked by a cheap superset, see _DOUBT), or blanks (JSON); a header as the first line, then ASCII
+#   tokens separated by single spaces, no other blank str.split() splits on (file form). A first
+#   pass over the lines (``read_csv`` of whole lines, the rejects counted) counts the clean lines of
+#   every file; a file with nothing but clean lines is read by ``read_json`` (``records``; the used
+#   keys as text, names and namespaces as JSON text) or ``read_csv(delim=' ')``, which parse each
+#   line once, with no per-line text kept. Such a file
 #   is taken only when that read gives one row per line of the first pass (``read_json`` gives at
 #   most one row per line, ``read_csv`` splits lines as the first pass does) and every row passes
 #   every check; otherwise its rows are dropped and the file goes to the per-line path.
