@@ -246,7 +246,7 @@ TRICKY = [
     line(proto="TCP", source_port=40001),  # 3
     line(proto=17, dest_port="0053", source_port="40002"),  # 4: digits in strings are numbers
     line(source_ip="FE80::0001"),  # 5: IPv6, canonicalised by Python
-    line(action="deny")[:-1] + ', "action": "allow"}',  # 6: repeated key: Python keeps the last
+    line(action="deny")[:-1] + ', "action": "allow"}',  # 6: repeated key: the first wins (jsonline), deny
     line()[:-1] + ", }",  # 7: trailing comma: bad JSON
     line(source_labels={"q": 'a"b'}, source_port=40003),  # 8: an escape in an unused value
     line(num_flows=float("nan"), source_port=40004),  # 9: NaN in an unused field (Python reads it)
@@ -328,7 +328,7 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
     report, got = fast
     # written out by hand from calico.py's rules, independent of either path:
     # a.json: 28 documents (2 blank lines), 9 bad, lines 1 and 6 skipped (line 2 is their destination
-    # report: line 6 is line 1 once its repeated "action" is read as Python reads it);
+    # report: line 6 is line 1 but for its action, which the both-ends key leaves out);
     # b.json: 2 documents, the pretty one skipped; c.json.gz: 3 documents, 1 skipped, 1 bad;
     # d.json: 18 documents, the two of a.json skipped again.
     assert report[:4] == (28 + 2 + 3 + 18, 17 + 1 + 1 + 16, 9 + 1, {"reported-by-both-ends": 2 + 1 + 1 + 2})
@@ -444,3 +444,194 @@ def test_fast_path_blank_lines_invalid_utf8_and_truncated_gzip(store: FlowStore,
     with pytest.raises(InputError) as err:
         store.ingest([cut], fmt="calico")
     assert err.value.file == str(cut.resolve())
+
+
+# -- the direct path (read_json / read_csv of whole files) against the Python reader ------------------
+
+def _good(i: int) -> str:
+    return json.dumps(doc(source_port=43000 + i, reporter="dst"), separators=(",", ":"))
+
+
+def _compact(**kw: Any) -> str:
+    return json.dumps(doc(**kw), separators=(",", ":"))
+
+
+def _with(extra: str, **kw: Any) -> str:
+    """A compact document with ``extra`` (raw JSON text: "key":value) added at its end."""
+    return _compact(**kw)[:-1] + "," + extra + "}"
+
+
+# Lines the direct path may meet in an otherwise clean file; each must give what Python gives.
+DIRECT_JSON = {
+    "nan-lower": _with('"num_flows":nan'),  # yyjson reads it, Python does not: a bad line
+    "inf": _with('"num_flows":inf'),
+    "neg-nan": _with('"num_flows":-NaN'),
+    "infinity-lower": _with('"tcp_mean_mss":[1,infinity]'),
+    "nan-python": _with('"num_flows":NaN'),  # Python reads these three
+    "infinity-python": _with('"num_flows":-Infinity'),
+    "huge-float": _with('"num_flows":1e999'),
+    "trailing-comma-object": _compact()[:-1] + ",}",
+    "trailing-comma-array": _with('"policies":{"all_policies":["a",]}'),
+    "repeated-key": _with('"action":"deny"'),  # first wins: allow, on both paths
+    "repeated-key-first-bad": _compact(action="pass")[:-1] + ',"action":"allow"}',
+    "namespace-number": _compact(source_namespace=123),  # no hint from a number
+    "name-number": _compact(dest_name_aggr=4567),
+    "kind-upper": _compact(source_type="WEP"),
+    "aggr-null-name-pub": _compact(source_ip=None, source_name_aggr=None, source_name="pub", source_type="net"),
+    "aggr-missing-name-pub": json.dumps({k: v for k, v in doc(source_ip=None, source_name="pub",
+                                                              source_type="net").items()
+                                         if k != "source_name_aggr"}, separators=(",", ":")),
+    "port-leading-zeros": _compact(dest_port="0053"),
+    "port-string": _compact(dest_port="80", source_port="41000"),
+    "port-float": _compact(dest_port=80.0),
+    "port-negative": _compact(source_port=-1),
+    "port-minus-zero": _compact(source_port=0)[:-1].replace('"source_port":0', '"source_port":-0') + "}",
+    "bytes-huge": _compact(bytes_in=18446744073709551616),
+    "bytes-past-limit": _compact(bytes_in=(1 << 62) + 1),
+    "bytes-at-limit": _compact(bytes_in=1 << 62, bytes_out=0),
+    "time-bool": _compact(start_time=True),
+    "time-string": _compact(end_time="1767323345"),
+    "action-bool": _compact(action=True),
+    "action-list": _compact(action=["allow"]),
+    "proto-mixed-case": _compact(proto="Tcp"),
+    "proto-string-number": _compact(proto="17"),
+    "proto-float": _compact(proto=6.0),
+    "proto-big": _compact(proto=256),
+    "escape-unused": _compact(source_labels={"labels": 'a"b'}),
+    "escape-used": _compact(action="\u0061llow").replace("allow", "\\u0061llow"),
+    "non-ascii-unused": _compact(source_labels={"labels": "\u00e9"}).replace("\\u00e9", "\u00e9"),
+    "non-ascii-namespace": _compact(source_namespace="sh\u00f6p").replace("\\u00f6", "\u00f6"),
+    "two-documents": _compact() + _compact(),
+    "comment": "# a comment line",
+    "array-line": "[" + _compact() + "]",
+    "scalar": "42",
+    "ipv6": _compact(source_ip="FE80::1"),
+    "ip-leading-zero": _compact(dest_ip="10.0.0.02"),
+    "ip-number": _compact(dest_ip=167772162),
+    "blank-tabs": " \t ",
+    "empty-name": _compact(source_name_aggr=""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIRECT_JSON))
+def test_direct_path_json_matches_the_python_reader(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [_good(0), DIRECT_JSON[name], _good(1), _compact(reporter="src")]
+    path = write(tmp_path, lines, "x.json")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+    report, got = fast
+    assert report[0] == sum(1 for x in lines if x.strip())  # every line read once, blank ones skipped
+
+
+def test_direct_path_reads_a_clean_file_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CRLF endings, a blank line, a repeated key and non-ASCII text in an unused value: still one
+    # document per line that both readers read alike, so DuckDB reads the whole file
+    lines = [_good(i) for i in range(20)] + ["", DIRECT_JSON["repeated-key"], DIRECT_JSON["non-ascii-unused"],
+                                             DIRECT_JSON["huge-float"], DIRECT_JSON["port-string"],
+                                             DIRECT_JSON["proto-mixed-case"]]
+    path = tmp_path / "crlf.json"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    direct: list[Any] = []
+    real = calico._direct_sql
+    monkeypatch.setattr(calico, "_direct_sql", lambda *a, **k: direct.append(list(a[1])) or real(*a, **k))
+    calls: list[Any] = []
+    real_json = calico._stage_json
+    monkeypatch.setattr(calico, "_stage_json", lambda *a, **k: calls.append(a) or real_json(*a, **k))
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+    assert direct == [[0]]
+    assert [c[0].path.name for c in calls] == ["crlf.json"]  # only the Python-only run read it in Python
+    report, got = fast
+    assert report[:3] == (25, 25, 0)
+    # the repeated "action" reads as its first value (allow) on both paths: no drop at all
+    assert {row[5] for row in got} == {"accept"}
+    assert ("10.0.0.1", "10.0.0.2", 41000, 80, "TCP", "accept", 1, T0, T1, 30, 3, False, "egress", "shop/api",
+            "shop/db") in got
+
+
+def test_direct_path_stays_off_a_file_with_a_doubtful_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = write(tmp_path, [_good(i) for i in range(5)], "clean.json")
+    doubtful = write(tmp_path, [_good(i) for i in range(5)] + [DIRECT_JSON["nan-lower"]], "doubtful.json")
+    direct: list[Any] = []
+    real = calico._direct_sql
+    monkeypatch.setattr(calico, "_direct_sql", lambda *a, **k: direct.append(list(a[1])) or real(*a, **k))
+    fast, python = both_paths(tmp_path, monkeypatch, clean, doubtful)
+    assert fast == python
+    assert direct == [[0]]  # the census kept doubtful.json off the direct path
+    report, _ = fast
+    assert report[:3] == (11, 10, 1)
+    assert [(p.rsplit("/", 1)[1], no, field) for p, no, field, _, _ in report[4]] == [("doubtful.json", 6, "json")]
+
+
+LEGACY = ("1528842551 1528842851 wep dev rails-81531* - wep dev memcached-38456* - 10.1.0.5 10.1.0.6 6 - 3000 "
+          "7 3 4 in 154 61 70111 49404 allow")
+DIRECT_FILE = {
+    "tab": LEGACY.replace(" wep ", "\twep ", 1),
+    "vertical-tab": LEGACY.replace(" 7 3 4 ", " 7\x0b3 4 "),
+    "file-separator": LEGACY.replace(" 7 3 4 ", " 7\x1c3 4 "),
+    "nbsp-in-unused": LEGACY.replace(" 7 3 4 ", " 7\u00a03 4 "),  # Python splits there: 25 fields
+    "non-ascii-unused": LEGACY.replace(" 7 3 4 ", " 7\u00e9 3 4 "),
+    "double-space": LEGACY.replace(" 6 ", "  6 "),
+    "leading-space": " " + LEGACY,
+    "trailing-space": LEGACY + " ",
+    "fields-25": LEGACY + " x",
+    "fields-23": LEGACY.rsplit(" ", 1)[0],
+    "port-leading-zeros": LEGACY.replace(" 3000 ", " 03000 "),
+    "port-plus": LEGACY.replace(" 3000 ", " +3000 "),
+    "port-underscore": LEGACY.replace(" 3000 ", " 3_000 "),
+    "port-exponent": LEGACY.replace(" 3000 ", " 3e3 "),
+    "port-hex": LEGACY.replace(" 3000 ", " 0xbb8 "),
+    "src-port-aggregated": LEGACY.replace(" 6 - 3000 ", " 6 - 3000 "),
+    "src-port-set": LEGACY.replace(" 6 - 3000 ", " 6 40000 3000 "),
+    "proto-name": LEGACY.replace(" 6 - ", " TCP - "),
+    "proto-float": LEGACY.replace(" 6 - ", " 6.0 - "),
+    "icmp-bad-ports": LEGACY.replace(" 6 - 3000 ", " 1 x y "),
+    "ip-aggregated-pub": LEGACY.replace(" 10.1.0.6 ", " - ").replace("memcached-38456*", "pub"),
+    "ipv6": LEGACY.replace(" 10.1.0.5 ", " fe80::1 "),
+    "header-again": " ".join(calico.FILE_FIELDS),
+    "header-reordered": " ".join(["action", *calico.FILE_FIELDS[:-1]]),
+    "start-time-token": "startTimeX " + LEGACY.split(" ", 1)[1],
+    "namespace-upper": LEGACY.replace(" dev rails", " Dev rails"),
+    "reporter-out": LEGACY.replace(" in ", " out "),
+    "null-word": LEGACY.replace(" - wep ", " null wep "),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIRECT_FILE))
+def test_direct_path_file_form_matches_the_python_reader(name: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    good = [LEGACY.replace(" 3000 ", f" {3100 + i} ") for i in range(3)]
+    path = write(tmp_path, [" ".join(calico.FILE_FIELDS), good[0], DIRECT_FILE[name], *good[1:]], "x.log")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+
+
+def test_direct_path_file_form_reads_a_clean_file_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [" ".join(calico.FILE_FIELDS)] + [LEGACY.replace(" 3000 ", f" {3100 + i} ") for i in range(10)]
+    path = tmp_path / "crlf.log"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    direct: list[Any] = []
+    real = calico._direct_sql
+    monkeypatch.setattr(calico, "_direct_sql", lambda *a, **k: direct.append(list(a[1])) or real(*a, **k))
+    calls: list[Any] = []
+    real_form = calico._stage_file_form
+    monkeypatch.setattr(calico, "_stage_file_form", lambda *a, **k: calls.append(a) or real_form(*a, **k))
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+    assert direct == [[0]]
+    assert [c[0].path.name for c in calls] == ["crlf.log"]  # only the Python-only run read it in Python
+    assert fast[0][:3] == (10, 10, 0)
+
+
+def test_direct_path_reads_gzip_and_several_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gz = tmp_path / "a.json.gz"
+    with gzip.open(gz, "wt") as fh:
+        fh.write("\n".join(_good(i) for i in range(30)) + "\n")
+    plain = write(tmp_path, [_compact(source_port=44000 + i) for i in range(30)], "b.json")
+    direct: list[Any] = []
+    real = calico._direct_sql
+    monkeypatch.setattr(calico, "_direct_sql", lambda *a, **k: direct.append(list(a[1])) or real(*a, **k))
+    fast, python = both_paths(tmp_path, monkeypatch, gz, plain)
+    assert fast == python
+    assert sorted(direct) == [[0], [1]]  # one read per compression
+    assert fast[0][:4] == (60, 60, 0, {})

@@ -53,11 +53,14 @@ Counters the format carries but the store does not (``num_flows``, policy hits) 
 record is one aggregate.
 
 Reading. NDJSON documents and the file form are parsed by DuckDB, typed and checked in SQL exactly as
-the Python parser does it (see "DuckDB fast path" below). What SQL cannot decide exactly is read by
-the Python parser, which names the line and field of every bad record: single lines (escapes,
-repeated or missing keys, blanks Python splits on) or whole files (pretty-printed documents, arrays
-on one line, a record that fails a check, IPv6 addresses). The reported-by-both-ends rule runs in
-SQL over all rows. Tests assert that both paths give the same rows, counts and bad-line reports.
+the Python parser does it (see "DuckDB fast path" below): a file whose every line is plainly one
+record is read whole by ``read_json`` / ``read_csv`` (the direct path), any other line by line. What
+SQL cannot decide exactly is read by the Python parser, which names the line and field of every bad
+record: single lines (escapes, repeated or missing keys, literals yyjson reads and Python does not,
+blanks Python splits on) or whole files (pretty-printed documents, arrays on one line, a record that
+fails a check, IPv6 addresses). A repeated key reads as its first occurrence everywhere (``jsonline``).
+The reported-by-both-ends rule runs in SQL over all rows. Tests assert that both paths give the same
+rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ from microseg.sources.flows import (
     StageRow,
     StageWriter,
     iter_lines,
+    jsonline,
     sql_list,
     sql_str,
 )
@@ -341,7 +345,7 @@ def _stage_json(src: SourceFile, index: int, batch: _Batch, only: frozenset[str]
             if stripped.startswith("{") and stripped.endswith(("}", "},")):
                 # NDJSON, the common case: one document per line, no bracket counting needed.
                 try:
-                    doc = json.loads(stripped.removesuffix(","))
+                    doc = jsonline.loads(stripped.removesuffix(","))
                 except ValueError:
                     pass  # counted below (it may also be the first line of a larger document)
                 else:
@@ -359,7 +363,7 @@ def _stage_json(src: SourceFile, index: int, batch: _Batch, only: frozenset[str]
         # A document inside an array is followed by a comma; a closing "]" may end the line.
         doc_text = doc_text.removesuffix("]").rstrip().removesuffix(",").rstrip()
         try:
-            doc = json.loads(doc_text)
+            doc = jsonline.loads(doc_text)
         except json.JSONDecodeError as exc:
             # Reported at the line of the error, with that line as the sample.
             line = start + exc.lineno - 1
@@ -475,25 +479,42 @@ _NULL_COLUMNS = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
 
 # -- DuckDB fast path (JSON documents, file form) -------------------------------------------------
 #
-# NDJSON files and file-form files are parsed by DuckDB: each line is read as one column, typed and
-# checked in SQL as _record does it in Python, into a temporary table. SQL reads a line only when it
-# is certain to give exactly the Python result; otherwise Python reads:
-# - that line alone ("pending", matched by its text) when SQL could not split or parse it but Python
-#   reads it as one unit: JSON with a backslash (escapes; \u in keys), a used key missing or repeated
-#   (from_json_strict fails; Python keeps the last of repeated keys, DuckDB the first), blanks or a
-#   comma around the document; a file-form line with tabs, repeated or non-ASCII blanks, or another
-#   number of fields;
-# - the whole file when a line parsed but fails a check (Python names the line and field of a bad
-#   record; IPv6 addresses, which Python canonicalises, land here too), a trailing comma inside a
-#   document (yyjson accepts it, Python does not), a line that is not one whole document
-#   (pretty-printed documents, arrays on one line, broken JSON: Python joins lines there), or a
-#   file-form header other than the first line;
-# - the whole batch on invalid UTF-8 or an over-long line (DuckDB rejects it; Python replaces).
-# Rows from Python are added to the table, and the reported-by-both-ends rule runs in SQL on all of
-# them, as _Batch does it in Python.
+# NDJSON files and file-form files are parsed by DuckDB, typed and checked in SQL as _record does it
+# in Python, into a temporary table. SQL reads a line only when it is certain to give exactly the
+# Python result. Two SQL paths:
+#
+# - the direct path, for a file whose every line is *clean*: a whole JSON document without a
+#   backslash, a trailing comma or a literal yyjson reads and Python does not (``nan``, ``inf``, ...;
+#   checked by a cheap superset, see _DOUBT), or blanks (JSON); a header as the first line, then ASCII
+#   tokens separated by single spaces, no other blank str.split() splits on (file form). A first
+#   pass over the lines (``read_csv`` of whole lines, the rejects counted) counts the clean lines of
+#   every file; a file with nothing but clean lines is read by ``read_json`` (``records``; the used
+#   keys as text, names and namespaces as JSON text) or ``read_csv(delim=' ')``, which parse each
+#   line once, with no per-line text kept. Such a file
+#   is taken only when that read gives one row per line of the first pass (``read_json`` gives at
+#   most one row per line, ``read_csv`` splits lines as the first pass does) and every row passes
+#   every check; otherwise its rows are dropped and the file goes to the per-line path.
+# - the per-line path: each line is read as one column and parsed (``from_json_strict`` /
+#   ``string_split``); what it cannot read goes to Python:
+#   - that line alone ("pending", matched by its text) when SQL could not split or parse it but
+#     Python reads it as one unit: JSON with a backslash (escapes; \u in keys), a used key missing
+#     or repeated (from_json_strict fails), a literal Python does not read (yyjson's ``nan``, ``inf``:
+#     Python reports the line), blanks or a comma around the document; a file-form line with tabs,
+#     repeated or non-ASCII blanks, or another number of fields;
+#   - the whole file when a line parsed but fails a check (Python names the line and field of a
+#     bad record; IPv6 addresses, which Python canonicalises, land here too), a trailing comma
+#     inside a document (yyjson accepts it, Python does not), a line that is not one whole document
+#     (pretty-printed documents, arrays on one line, broken JSON: Python joins lines there), or a
+#     file-form header other than the first line.
+# The whole batch goes to Python on invalid UTF-8 or an over-long line (DuckDB rejects it; Python
+# replaces). Rows from Python are added to the table, and the reported-by-both-ends rule runs in
+# SQL on all of them, as _Batch does it in Python. A repeated key reads as its first occurrence on
+# every path (jsonline: yyjson's rule, and the Python reader's).
 
 # The keys _record reads. ``source_name`` / ``dest_name`` are read only when ``*_name_aggr`` is
-# absent, which from_json_strict excludes: such lines go through Python.
+# absent: from_json_strict fails then (the line goes to Python); read_json reads an absent key and a
+# null one alike, so the direct path also reads ``*_name`` and takes a row only where the two
+# readings of the name cannot differ.
 _FAST_KEYS = ("start_time", "end_time", "action", "reporter", "proto", "source_type", "dest_type",
               "source_name_aggr", "dest_name_aggr", "source_namespace", "dest_namespace", "source_port",
               "dest_port", "source_ip", "dest_ip", "bytes_in", "bytes_out", "packets_in", "packets_out")
@@ -503,6 +524,31 @@ _WS = " \t\n\v\f\r\x1c\x1d\x1e\x1f"
 _GEN_POD = f"[{_GEN}]{{5}}"  # hubble._GENERATED_POD / _RS_POD, as RE2 patterns (same greedy groups)
 _RS_HASH = f"[0-9{_GEN}]{{5,10}}"
 _BLANK = ", ".join(sql_str(x) for x in ("", "[", "]", ",", "],"))
+# yyjson (DuckDB) reads what Python's json does not: a trailing comma (",}" ", ]") and the literals
+# nan / inf / infinity in any case, signed or not (Python reads only NaN, Infinity, -Infinity). A
+# value literal follows ":", "," or "[" and blanks; these patterns match every line with one of
+# those (and some harmless ones: "NaN", "[i" in a string): a superset of the doubtful lines. Three
+# patterns, each starting with one literal character, are several times faster in RE2 than one
+# alternation (it skips to that character).
+_LITERAL_START = "-?([iI]|[nN][aA])"
+_DOUBT = (f":[ \t]*{_LITERAL_START}", f",[ \t]*({_LITERAL_START}|[]}}])", f"\\[[ \t]*{_LITERAL_START}")
+_LITERAL = "[:,\\[][ \t]*(-?[nNiI][A-Za-z]*)"  # the literal itself (a string's text, at worst)
+# What str.split() splits on besides " " in an ASCII line (the line ends at \n and \r).
+_SPLIT_BLANKS = "\t\v\f\x1c\x1d\x1e\x1f"
+
+
+def _doubtful(c0: str) -> str:
+    """SQL: the line may hold a trailing comma or a literal Python's json does not read (see _DOUBT)."""
+    return "(" + " OR ".join(f"regexp_matches({c0}, {sql_str(p)})" for p in _DOUBT) + ")"
+
+
+def _python_rejects_literal(c0: str) -> str:
+    """SQL: the line has a value literal yyjson reads and Python's json does not (see _DOUBT)."""
+    literal = " OR ".join(f"regexp_matches({c0}, {sql_str(p)})" for p in (_DOUBT[0], _DOUBT[2],
+                                                                        f",[ \t]*{_LITERAL_START}"))
+    return (f"coalesce(({literal}) AND list_bool_or(list_transform(regexp_extract_all({c0}, {sql_str(_LITERAL)}, 1), "
+            "lambda t: lower(ltrim(t, '-')) IN ('nan', 'inf', 'infinity') "
+            "AND t NOT IN ('NaN', 'Infinity', '-Infinity'))), false)")
 
 
 @dataclass
@@ -512,6 +558,67 @@ class _Fast:
     pending: dict[int, frozenset[str]]  # file index -> text of the lines Python reads
 
 
+def _lines_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str] | None) -> str:
+    """Every line of ``files`` as ``c0`` (``c1``: text after a '\\x01'), ``fi`` its file's index.
+    nullstr: a value no line has, so that an empty field is '' and a missing one NULL. DuckDB splits
+    lines at \\n, \\r\\n and a lone \\r, as Python's text reader does with newline=""."""
+    mapping = ", ".join(str(i) for i in indexes)
+    store = (f", store_rejects=true, rejects_table='{rejects[0]}', rejects_scan='{rejects[1]}'"
+             if rejects else ", ignore_errors=true")
+    return f"""SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
+  compression='{"gzip" if files[0].gzip else "none"}'{store})"""
+
+
+def _census_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str],
+                file_form: tuple[str | None, tuple[str, ...]] | None) -> str:
+    """Per file: its lines, its clean lines (see the comment above), and its blank (JSON) or header
+    (file form) lines; the direct path takes a file whose lines are all clean or blank / header."""
+    if file_form is None:
+        clean = (f"c1 IS NULL AND starts_with(c0, '{{') AND ends_with(c0, '}}') AND NOT contains(c0, '\\') "
+                 f"AND NOT {_doubtful('c0')}")
+        # read_json skips them, as Python does (trim is slow: only short lines are tried)
+        other = "c1 IS NULL AND CASE WHEN strlen(c0) < 256 THEN trim(c0, ' \t') = '' ELSE false END"
+    else:
+        blanks = " AND ".join(f"NOT contains(c0, chr({ord(c)}))" for c in _SPLIT_BLANKS)
+        clean = (f"c1 IS NULL AND strlen(c0) = length(c0) AND {blanks} AND NOT contains(c0, '  ') "
+                 "AND NOT starts_with(c0, ' ') AND NOT ends_with(c0, ' ') AND NOT starts_with(c0, 'startTime')")
+        other = f"c1 IS NULL AND c0 = {sql_str(file_form[0])}" if file_form[0] is not None else "false"
+    return (f"SELECT fi, count(*), count(*) FILTER ({clean}), count(*) FILTER ({other}) "
+            f"FROM ({_lines_sql(files, indexes, rejects)}) GROUP BY fi")
+
+
+def _direct_sql(files: Sequence[SourceFile], indexes: Sequence[int], file_form: tuple[str, ...] | None) -> str:
+    """The direct path's source rows (columns of _scan_sql's ``parsed``, ``line`` NULL)."""
+    mapping = ", ".join(str(i) for i in indexes)
+    compression = "gzip" if files[0].gzip else "none"
+    if file_form is None:
+        keys = (*_FAST_KEYS, "source_name", "dest_name")
+        columns = "{" + ", ".join(f"{sql_str(k)}: {sql_str('JSON' if k in _DIRECT_JSON else 'VARCHAR')}"
+                                  for k in keys) + "}"
+        # _DIRECT_JSON keys as JSON text, cast to VARCHAR (a string's content is never cast back to JSON);
+        # a row of a line read_json cannot read (ignore_errors) has every value NULL and fails the checks.
+        values = ", ".join(f"{k}::VARCHAR AS {k}" if k in _DIRECT_JSON else k for k in _FAST_KEYS)
+        names = " AND ".join(f"({s}_name_aggr IS NOT NULL OR {s}_name IS NULL)" for s in ("source", "dest"))
+        return f"""SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, {names} AS parsed, NULL::VARCHAR AS line,
+  {values}
+FROM read_json({sql_list(files)}, format='newline_delimited', records=true, columns={columns},
+  ignore_errors=true, compression='{compression}')"""
+    n = len(file_form)
+    where = {_FILE_TO_JSON[c]: i for i, c in enumerate(file_form)}
+    columns = "{" + ", ".join(f"'f{i}': 'VARCHAR'" for i in range(n + 1)) + "}"
+    values = ", ".join(f"f{where[k]} AS {k}" if k in where else f"NULL::VARCHAR AS {k}" for k in _FAST_KEYS)
+    # one column more than fields: a line with more fields has it set (read_csv drops the rest); the
+    # header is the one line whose first field is startTime (the census saw to that)
+    return f"""SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi,
+  f{n - 1} IS NOT NULL AND f{n} IS NULL AS parsed, NULL::VARCHAR AS line, {values}
+FROM read_csv({sql_list(files)}, delim=' ', header=false, quote='', escape='', auto_detect=false,
+  columns={columns}, strict_mode=false, null_padding=true, nullstr='\x02\x03', ignore_errors=true,
+  compression='{compression}')
+WHERE f0 IS DISTINCT FROM 'startTime'"""
+
+
 def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_files: set[int],
           heads: dict[int, tuple[str | None, tuple[str, ...]]], tag: str) -> _Fast | None:
     """Parses the JSON files and the file-form files with their field order (``heads``) into the
@@ -519,18 +626,44 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
     groups: dict[tuple[bool, tuple[str, ...] | None], list[int]] = {}
     for i in sorted(json_files | set(heads)):
         groups.setdefault((files[i].gzip, heads[i][1] if i in heads else None), []).append(i)
-    steps = [_scan_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"), columns)
-             for n, ((_gz, columns), idx) in enumerate(groups.items())]
+    # The census: every line of every file, once.
+    census = [_census_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"),
+                          heads[idx[0]] if columns is not None else None)
+              for n, ((_gz, columns), idx) in enumerate(groups.items())]
     try:
-        con.execute(f"CREATE TEMP TABLE {tag}_p AS {' UNION ALL '.join(step[0] for step in steps)}")
+        counts = {int(fi): (int(n), int(clean), int(other)) for fi, n, clean, other in
+                  con.execute(" UNION ALL ".join(census)).fetchall()}
     except SCAN_ERRORS as exc:
         raise scan_error(exc, files) from exc
     # invalid UTF-8 or an over-long line: Python replaces or reads it
-    if count_rejects(con, ((f"{tag}_e{n}", f"{tag}_s{n}") for n in range(len(steps)))):
-        con.execute(f"DROP TABLE {tag}_p")
+    if count_rejects(con, ((f"{tag}_e{n}", f"{tag}_s{n}") for n in range(len(census)))):
         return None
-    con.execute(f"CREATE TEMP TABLE {tag} AS {steps[0][1].replace('__SOURCE_TABLE__', tag + '_p')}")
-    con.execute(f"DROP TABLE {tag}_p")
+    expected: dict[int, int] = {}  # direct-path file -> the rows its read must give
+    for i, (n, clean, other) in counts.items():
+        if i in heads:
+            if clean + other == n and other == (heads[i][0] is not None):
+                expected[i] = clean
+        elif clean + other == n and clean:
+            expected[i] = clean
+    columns_sql = ", ".join(f"{k} {v}" for k, v in STAGE_COLUMNS.items())
+    con.execute(f"CREATE TEMP TABLE {tag} ({columns_sql}, line VARCHAR)")
+    per_line = dict(groups)
+    direct_groups = [(key, [i for i in idx if i in expected]) for key, idx in groups.items()]
+    direct_groups = [(key, idx) for key, idx in direct_groups if idx]
+    if direct_groups:
+        for (_gz, columns), idx in direct_groups:
+            model = _PLAIN if columns is not None else _DIRECT_JSON
+            _insert_checked(con, tag, model, f"({_direct_sql([files[i] for i in idx], idx, columns)})",
+                            leading_zeros=False)
+        got = {int(fi): (int(rows), int(doubtful)) for fi, rows, doubtful in
+               con.execute(f"SELECT file_index, count(*), count(line) FROM {tag} GROUP BY ALL").fetchall()}
+        taken = {i for i in expected if got.get(i) == (expected[i], 0)}
+        if len(taken) < len(got):
+            con.execute(f"DELETE FROM {tag} WHERE file_index NOT IN ({', '.join(map(str, sorted(taken))) or '-1'})")
+        per_line = {key: [i for i in idx if i not in taken] for key, idx in groups.items()}
+        per_line = {key: idx for key, idx in per_line.items() if idx}
+    if per_line:
+        _scan_per_line(con, files, per_line, tag)
     # The lines SQL did not read: one whole document (as Python reads it: blanks stripped, a trailing
     # comma dropped) that DuckDB finds valid JSON -> the Python reader reads that line alone (valid
     # JSON keeps its brackets balanced, so Python never joins it with the next line); anything else
@@ -568,6 +701,33 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
     return _Fast(table=tag, whole_files=whole, pending={i: frozenset(v) for i, v in pending.items()})
 
 
+def _insert_checked(con: duckdb.DuckDBPyConnection, tag: str, json_keys: frozenset[str], source: str, *,
+                    leading_zeros: bool = True) -> None:
+    """The checked rows of ``source`` (see _checked_sql) into ``tag``."""
+    rows, final = _checked_sql(json_keys, source, leading_zeros=leading_zeros)
+    con.execute(f"CREATE TEMP TABLE {tag}_r AS {rows}")
+    con.execute(f"INSERT INTO {tag} {final.replace('__ROWS__', tag + '_r')}")
+    con.execute(f"DROP TABLE {tag}_r")
+
+
+def _scan_per_line(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile],
+                   groups: dict[tuple[bool, tuple[str, ...] | None], list[int]], tag: str) -> None:
+    """The per-line path: the files of ``groups`` into ``tag``, ``line`` set where SQL did not read."""
+    steps = [(_parsed_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"), columns), columns is not None)
+             for n, ((_gz, columns), idx) in enumerate(groups.items())]
+    source = f"{tag}_p"
+    try:
+        for file_form in (False, True):
+            if parts := [sql for sql, form in steps if form == file_form]:
+                con.execute(f"CREATE TEMP TABLE {source} AS {' UNION ALL '.join(parts)}")
+                _insert_checked(con, tag, _PLAIN if file_form else _ALL_JSON, source)
+                con.execute(f"DROP TABLE {source}")
+    except SCAN_ERRORS as exc:
+        raise scan_error(exc, files) from exc
+    # the census found no rejects in these files
+    count_rejects(con, ((f"{tag}_e{n}", f"{tag}_s{n}") for n in range(len(steps))))
+
+
 _KEY_COLUMNS = ("t_start", "t_end", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "src_workload",
                 "dst_workload")
 
@@ -587,152 +747,188 @@ def _finish(con: duckdb.DuckDBPyConnection, fast: _Fast, writer: StageWriter, st
                           after_scan=drop_after_scan([table]), null_columns=_NULL_COLUMNS)
 
 
-def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str],
-              file_form: tuple[str, ...] | None = None) -> tuple[str, str]:
-    """Two statements: ``parsed`` - every line of ``files``, its used values as JSON text (file-form
-    values as JSON strings), and its text (``line``) when it is no fast line (see _scan), materialised
-    (DuckDB inlines the expressions of subqueries, so a column referenced again would be computed
-    again); ``checked`` - from that table (named ``__SOURCE_TABLE__`` in its SQL), the staging columns
-    and ``line``: NULL for a line whose row is exactly what _record gives, else its text, or '\\x01'
-    for a line that parsed but fails a check (its file is read in Python). Workload hints are
-    computed once per distinct endpoint."""
-    struct = "{" + ", ".join(f'"{k}": "JSON"' for k in _FAST_KEYS) + "}"
-    # JSON text; VARCHAR, so that a string's content (below) is never cast back to JSON
-    fields = ", ".join(f"s.{k}::VARCHAR AS {k}" for k in _FAST_KEYS)
-
-    def text(k: str) -> str:  # a string value's content (exact: nothing is escaped on a fast line)
-        return f"substr({k}, 2, strlen({k}) - 2)"
-
-    def is_str(k: str) -> str:
-        return f"starts_with({k}, '\"')"
-
-    def absent(k: str) -> str:
-        return f"({k} IS NULL OR {k} IN ('\"\"', '\"-\"'))"
-
-    def num(k: str) -> str:
-        # _int: a JSON integer (its digits; a negative one has "-") or a string of ASCII digits
-        return (f"CASE WHEN regexp_full_match({k}, '[0-9]+') THEN TRY_CAST({k} AS UBIGINT) "
-                f"WHEN regexp_full_match({k}, '\"[0-9]+\"') THEN TRY_CAST({text(k)} AS UBIGINT) END")
-
-    def within(k: str, limit: int) -> str:
-        return f"coalesce(n_{k} <= {limit}, false)"
-
-    def address(ip: str, name: str) -> str:  # NULL: not certain (IPv6, or bad)
-        return (f"CASE WHEN {absent(ip)} THEN CASE WHEN {name} = '\"pub\"' THEN {sql_str(PUBLIC_PLACEHOLDER)} "
-                f"ELSE {sql_str(PRIVATE_PLACEHOLDER)} END "
-                f"WHEN {is_str(ip)} AND regexp_full_match({text(ip)}, '{IPV4_PATTERN}') THEN {text(ip)} END")
-
-    def base(name: str) -> str:
-        # workload_hint's workload; regexp_extract gives '' when the pattern does not match, and
-        # RE2's leftmost-first submatches are Python's backtracking ones for these patterns.
-        n = text(name)
-        cut = f"rtrim(left({n}, strlen({n}) - 1), '-')"
-        return (f"CASE WHEN ends_with({n}, '*') THEN coalesce(nullif(regexp_extract({cut}, "
-                f"'^(.+)-{_RS_HASH}$', 1), ''), {cut}) "
-                f"ELSE coalesce(nullif(regexp_extract({n}, '^(.+)-{_RS_HASH}-{_GEN_POD}$', 1), ''), "
-                f"nullif(regexp_extract({n}, '^(.+)-{_GEN_POD}$', 1), ''), {n}) END")
-
-    def hint(kind: str, ns: str, name: str) -> str:
-        # NULL when workload_hint gives None; '' || NULL is NULL (an empty workload gives no hint)
-        return (f"CASE WHEN {kind} = '\"wep\"' AND {is_str(ns)} AND NOT {absent(ns)} AND {is_str(name)} "
-                f"AND {name} NOT IN ('\"\"', '\"-\"', '\"pvt\"', '\"pub\"') "
-                f"THEN {text(ns)} || '/' || nullif({base(name)}, '') END")
-
-    def total(a: str, b: str) -> str:  # _sum: NULL when both are absent, -1 when a present one is bad
-        return (f"CASE WHEN {absent(a)} AND {absent(b)} THEN NULL "
-                f"WHEN (NOT {absent(a)} AND NOT {within(a, 1 << 62)}) "
-                f"OR (NOT {absent(b)} AND NOT {within(b, 1 << 62)}) THEN -1::HUGEINT "
-                f"ELSE CASE WHEN {absent(a)} THEN 0 ELSE n_{a} END + CASE WHEN {absent(b)} THEN 0 ELSE n_{b} END END")
-
-    numbers = ("start_time", "end_time", "source_port", "dest_port", "bytes_in", "bytes_out", "packets_in",
-               "packets_out", "proto")
-    protos = " ".join(f"WHEN {sql_str(k)} THEN {v}" for k, v in sorted(_PROTOCOLS.items()))
-    proto = (f"CASE WHEN {is_str('proto')} AND regexp_full_match({text('proto')}, '[A-Za-z0-9]+') "
-             f"AND lower({text('proto')}) IN ({', '.join(sql_str(k) for k in sorted(_PROTOCOLS))}) "
-             f"THEN CASE lower({text('proto')}) {protos} END "
-             f"WHEN {absent('proto')} THEN NULL WHEN {within('proto', 255)} THEN n_proto END")
-    types = ", ".join(f"'\"{t}\"'" for t in sorted(_ENDPOINT_TYPES))
-    name_re = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
-    workload = sql_str(f"{name_re}/{name_re}")  # a constant: RE2 compiles it once
-    ok = f"""coalesce(parsed
-      AND action IN ('"allow"', '"deny"') AND reporter IN ('"src"', '"dst"', '"out"', '"in"')
-      AND {within('start_time', MAX_EPOCH_SECONDS)} AND {within('end_time', MAX_EPOCH_SECONDS)}
-      AND proto_n IS NOT NULL AND ({absent('source_type')} OR source_type IN ({types}))
-      AND ({absent('dest_type')} OR dest_type IN ({types})) AND sport IS NOT NULL AND dport IS NOT NULL
-      AND src_ip IS NOT NULL AND dst_ip IS NOT NULL AND coalesce(nbytes, 0) >= 0 AND coalesce(npackets, 0) >= 0
-      AND (src_wl IS NULL OR regexp_full_match(src_wl, {workload}))
-      AND (dst_wl IS NULL OR regexp_full_match(dst_wl, {workload})), false)"""
-    mapping = ", ".join(str(i) for i in indexes)
-    # A fast line is one whole document, nothing around it, without a backslash (escapes, \u in keys)
-    # and without a trailing comma (yyjson accepts ",}" and ", ]", Python does not; checked once
-    # the line parsed: ``s`` is referenced once per field, and its condition stays cheap).
-    fast_line = "c1 IS NULL AND starts_with(c0, '{') AND ends_with(c0, '}') AND NOT contains(c0, '\\')"
-    # nullstr: a value no line has, so that an empty field is '' and a missing one NULL; a line with
-    # \x01 (the delimiter) has c1 and is never a fast line. DuckDB splits lines at \n, \r\n and a lone
-    # \r, as Python's text reader does with newline="".
-    final = f"""
-SELECT TRY_CAST(n_start_time AS UBIGINT) AS t_start, TRY_CAST(n_end_time AS UBIGINT) AS t_end,
-  src_ip, dst_ip, TRY_CAST(sport AS INTEGER) AS src_port, TRY_CAST(dport AS INTEGER) AS dst_port,
-  TRY_CAST(proto_n AS INTEGER) AS proto, TRY_CAST(nbytes AS UBIGINT) AS bytes,
-  TRY_CAST(npackets AS UBIGINT) AS packets, {text('action')} AS action,
-  NULL::INTEGER AS tcp_flags, false AS is_reply,
-  CASE WHEN reporter IN ('"src"', '"out"') THEN 'egress' ELSE 'ingress' END AS direction,
-  src_wl AS src_workload, dst_wl AS dst_workload, 'OK' AS log_status, fi::INTEGER AS file_index,
-  CASE WHEN {ok} THEN NULL ELSE coalesce(line, '\x01') END AS line
-FROM (
-SELECT *,
-  CASE WHEN proto_n IN (1, 58) OR {absent('source_port')} THEN 0
-    WHEN {within('source_port', 65535)} THEN n_source_port END AS sport,
-  CASE WHEN proto_n IN (1, 58) THEN 0 WHEN {within('dest_port', 65535)} AND NOT {absent('dest_port')}
-    THEN n_dest_port END AS dport
-FROM __SOURCE_TABLE__)"""
-    # Workload hints are computed once per distinct (type, namespace, name), then joined.
-    same = " AND ".join(f"{{h}}.{a} IS NOT DISTINCT FROM {{side}}_{b}" for a, b in
-                        (("kind", "type"), ("ns", "namespace"), ("name", "name_aggr")))
-    derived = f"""
-WITH h AS (SELECT kind, ns, name, {hint('kind', 'ns', 'name')} AS wl FROM (
-  SELECT DISTINCT source_type AS kind, source_namespace AS ns, source_name_aggr AS name FROM __SOURCE_TABLE__
-  WHERE parsed UNION
-  SELECT DISTINCT dest_type, dest_namespace, dest_name_aggr FROM __SOURCE_TABLE__ WHERE parsed))
-SELECT *, {proto} AS proto_n, {address('source_ip', 'source_name_aggr')} AS src_ip,
-  {address('dest_ip', 'dest_name_aggr')} AS dst_ip,
-  {total('bytes_in', 'bytes_out')} AS nbytes, {total('packets_in', 'packets_out')} AS npackets
-FROM (
-SELECT p.*, hs.wl AS src_wl, hd.wl AS dst_wl, {', '.join(f"{num(k)} AS n_{k}" for k in numbers)}
-FROM __SOURCE_TABLE__ p LEFT JOIN h hs ON {same.format(h='hs', side='p.source')}
-  LEFT JOIN h hd ON {same.format(h='hd', side='p.dest')})"""
-    parsed = f"""
+def _parsed_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str],
+                file_form: tuple[str, ...] | None = None) -> str:
+    """The per-line path's ``parsed`` rows: every line of ``files``, its used values (JSON text; file-form
+    tokens as they are), ``parsed`` and its text (``line``) when it is no fast line (see _scan),
+    materialised (DuckDB inlines the expressions of subqueries, so a column referenced again would
+    be computed again)."""
+    lines = _lines_sql(files, indexes, rejects)
+    if file_form is None:
+        struct = "{" + ", ".join(f'"{k}": "JSON"' for k in _FAST_KEYS) + "}"
+        # JSON text; VARCHAR, so that a string's content (below) is never cast back to JSON
+        fields = ", ".join(f"s.{k}::VARCHAR AS {k}" for k in _FAST_KEYS)
+        # A fast line is one whole document, nothing around it, without a backslash (escapes, \\u in
+        # keys), without a literal Python's json does not read, and without a trailing comma (yyjson
+        # accepts ",}" and ", ]", Python does not; checked once the line parsed: ``s`` is referenced
+        # once per field, and its condition stays cheap).
+        fast_line = (f"c1 IS NULL AND starts_with(c0, '{{') AND ends_with(c0, '}}') AND NOT contains(c0, '\\') "
+                     f"AND NOT {_python_rejects_literal('c0')}")
+        return f"""
 SELECT fi, s IS NOT NULL AND NOT regexp_matches(c0, ',[ \t]*[]}}]') AS parsed,
   CASE WHEN s IS NULL THEN CASE WHEN c0 IS NULL OR c1 IS NOT NULL THEN '\x01' ELSE c0 END END AS line, {fields}
 FROM (
 SELECT fi, c0, c1, CASE WHEN {fast_line} THEN try(from_json_strict(c0, '{struct}')) END AS s
-FROM (
-SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
-FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
-  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
-  compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
-  rejects_scan='{rejects[1]}')
-))"""
-    if file_form is not None:
-        # The file form with the field order ``file_form``: a line of single-space separated printable
-        # ASCII tokens, as many as fields (str.split() gives those tokens); every value a JSON string,
-        # as _record reads the file form (its values are strings; "-" is absent).
-        where = {_FILE_TO_JSON[c]: i for i, c in enumerate(file_form)}
-        tokens = ", ".join(f"'\"' || tok[{where[k] + 1}] || '\"' AS {k}" if k in where else f"NULL::VARCHAR AS {k}"
-                           for k in _FAST_KEYS)
-        shape = (f"coalesce(regexp_full_match(c0, '[!-~]+( [!-~]+)*') AND len(tok) = {len(file_form)} "
-                 "AND tok[1] <> 'startTime', false)")  # a header line is no record
-        parsed = f"""
+FROM ({lines}))"""
+    # The file form with the field order ``file_form``: a line of single-space separated printable
+    # ASCII tokens, as many as fields (str.split() gives those tokens), as _record reads the file
+    # form (its values are strings; "-" is absent).
+    where = {_FILE_TO_JSON[c]: i for i, c in enumerate(file_form)}
+    tokens = ", ".join(f"tok[{where[k] + 1}] AS {k}" if k in where else f"NULL::VARCHAR AS {k}" for k in _FAST_KEYS)
+    shape = (f"coalesce(regexp_full_match(c0, '[!-~]+( [!-~]+)*') AND len(tok) = {len(file_form)} "
+             "AND tok[1] <> 'startTime', false)")  # a header line is no record
+    return f"""
 SELECT fi, shape AS parsed, CASE WHEN NOT shape THEN CASE WHEN c0 IS NULL OR c1 IS NOT NULL THEN '\x01' ELSE c0 END
   END AS line, {tokens}
 FROM (
 SELECT fi, c0, c1, {shape} AS shape, tok
+FROM (SELECT fi, c0, c1, string_split(c0, ' ') AS tok FROM ({lines})))"""
+
+
+# Which values a source holds as JSON text (a string quoted, so that its type shows); the others are
+# plain text: file-form tokens, or what read_json gives for a VARCHAR column (a string's content, a
+# number's digits; a non-string never reads as a string these checks accept, except in the names
+# and namespaces of workload hints, which Python takes only from strings: JSON text there).
+_ALL_JSON = frozenset(_FAST_KEYS)
+_DIRECT_JSON = frozenset({"source_namespace", "dest_namespace", "source_name_aggr", "dest_name_aggr"})
+_PLAIN: frozenset[str] = frozenset()
+
+
+class _Values:
+    """SQL for _record's reading of one value, as a source holds it (see _ALL_JSON). Lists of values
+    are OR chains: DuckDB runs ``x IN (...)`` on strings as a join, many times slower."""
+
+    def __init__(self, json_keys: frozenset[str], *, leading_zeros: bool = True) -> None:
+        self.json_keys = json_keys
+        # False: a number written with leading zeros ("0053", read as 53 by Python) is not read by SQL
+        # (the file goes to the per-line path, which reads it); the check is then cheaper.
+        self.leading_zeros = leading_zeros
+
+    def text(self, k: str) -> str:  # a string value's content (exact: nothing is escaped on a fast line)
+        return f"substr({k}, 2, strlen({k}) - 2)" if k in self.json_keys else k
+
+    def is_str(self, k: str) -> str:
+        return f"starts_with({k}, '\"')" if k in self.json_keys else f"({k} IS NOT NULL)"
+
+    def isin(self, k: str, *values: str) -> str:  # ``k`` is one of these strings
+        return "(" + " OR ".join(f"{k} = {sql_str(chr(34) + x + chr(34) if k in self.json_keys else x)}"
+                                 for x in values) + ")"
+
+    def absent(self, k: str) -> str:
+        return f"({k} IS NULL OR {self.isin(k, '', '-')})"
+
+    def digits(self, x: str) -> str:
+        """A string of ASCII digits only, as str.isdigit() on an ASCII string, as UBIGINT (NULL past it)."""
+        if self.leading_zeros:  # GLOB: several times faster than a regular expression
+            return f"CASE WHEN {x} <> '' AND NOT ({x} GLOB '*[!0-9]*') THEN TRY_CAST({x} AS UBIGINT) END"
+        # The cast also reads blanks, signs, "_", "1e3", "0x10", "1.0": the number written back must be
+        # the text (no leading zero, no other character).
+        return f"CASE WHEN TRY_CAST({x} AS UBIGINT)::VARCHAR = {x} THEN TRY_CAST({x} AS UBIGINT) END"
+
+    def num(self, k: str) -> str:
+        # _int: an integer (its digits; a negative one has "-") or a string of ASCII digits
+        if k not in self.json_keys:
+            return self.digits(k)
+        return f"CASE WHEN {self.is_str(k)} THEN {self.digits(self.text(k))} ELSE {self.digits(k)} END"
+
+
+def _checked_sql(json_keys: frozenset[str], source: str, *, leading_zeros: bool = True) -> tuple[str, str]:
+    """Two statements. ``rows``: from ``source`` (fi, parsed, line and the values of _FAST_KEYS, see
+    _ALL_JSON), every check of _record that reads one row, typed, and each side's endpoint (type,
+    namespace, name, address); ``final``: from those rows (``__ROWS__``), the staging columns and
+    ``line``: NULL for a line whose row is exactly what _record gives, else its text, or '\\x01' for a
+    line that parsed but fails a check (its file is read in Python). Workload hints and addresses are
+    checked once per distinct endpoint (a few thousand, where rows are millions)."""
+    v = _Values(json_keys, leading_zeros=leading_zeros)
+
+    def n(k: str) -> str:
+        return f"n_{k}"
+
+    def within(k: str, limit: int) -> str:
+        return f"coalesce({n(k)} <= {limit}, false)"
+
+    def total(a: str, b: str) -> str:  # _sum: NULL when both are absent (a bad term, 0: the row fails ``counted``)
+        return (f"CASE WHEN {v.absent(a)} AND {v.absent(b)} THEN NULL "
+                f"ELSE CASE WHEN {within(a, 1 << 62)} THEN {n(a)} ELSE 0 END "
+                f"+ CASE WHEN {within(b, 1 << 62)} THEN {n(b)} ELSE 0 END END")
+
+    def counted(a: str) -> str:  # _sum's check of one term: absent, or a number up to 2^62
+        return f"({v.absent(a)} OR {within(a, 1 << 62)})"
+
+    numbers = ("start_time", "end_time", "source_port", "dest_port", "bytes_in", "bytes_out", "packets_in",
+               "packets_out", "proto")
+    protos = " ".join(f"WHEN {sql_str(k)} THEN {x}" for k, x in sorted(_PROTOCOLS.items()))
+    # _proto: a protocol name (ASCII: Python's lower() and DuckDB's agree), else a number
+    p = v.text("proto")
+    # (a string of digits is no protocol name: the number is tried first)
+    proto = (f"CASE WHEN n_proto IS NOT NULL THEN CASE WHEN n_proto <= 255 THEN n_proto END "
+             f"WHEN {v.is_str('proto')} AND strlen({p}) = length({p}) THEN CASE lower({p}) {protos} END END")
+    types = sorted(_ENDPOINT_TYPES)
+    # every check but the endpoints' (see ``final``)
+    ok = f"""coalesce(parsed
+      AND {v.isin('action', *sorted(ACTIONS))} AND {v.isin('reporter', *sorted(_REPORTERS))}
+      AND {within('start_time', MAX_EPOCH_SECONDS)} AND {within('end_time', MAX_EPOCH_SECONDS)}
+      AND proto_n IS NOT NULL AND ({v.absent('source_type')} OR {v.isin('source_type', *types)})
+      AND ({v.absent('dest_type')} OR {v.isin('dest_type', *types)}) AND sport IS NOT NULL AND dport IS NOT NULL
+      AND {' AND '.join(counted(k) for k in ('bytes_in', 'bytes_out', 'packets_in', 'packets_out'))}, false)"""
+    rows = f"""
+SELECT fi, line, parsed, {ok} AS row_ok, n_start_time, n_end_time, proto_n, sport, dport, nbytes, npackets,
+  {v.text('action')} AS action, {v.isin('reporter', 'src', 'out')} AS egress,
+  source_type AS s_kind, source_namespace AS s_ns, source_name_aggr AS s_name, source_ip AS s_ip,
+  dest_type AS d_kind, dest_namespace AS d_ns, dest_name_aggr AS d_name, dest_ip AS d_ip
 FROM (
-SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1, string_split(c0, ' ') AS tok
-FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
-  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
-  compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
-  rejects_scan='{rejects[1]}')
-))"""
-    i = derived.index("SELECT *, ")
-    return parsed, derived[:i] + final.replace("__SOURCE_TABLE__", "(" + derived[i:] + ")")
+SELECT *,
+  CASE WHEN proto_n IN (1, 58) OR {v.absent('source_port')} THEN 0
+    WHEN {within('source_port', 65535)} THEN n_source_port END AS sport,
+  CASE WHEN proto_n IN (1, 58) THEN 0 WHEN {within('dest_port', 65535)} AND NOT {v.absent('dest_port')}
+    THEN n_dest_port END AS dport,
+  {total('bytes_in', 'bytes_out')} AS nbytes, {total('packets_in', 'packets_out')} AS npackets
+FROM (
+SELECT *, {proto} AS proto_n
+FROM (
+SELECT *, {', '.join(f"{v.num(k)} AS n_{k}" for k in numbers)}
+FROM {source})))"""
+
+    # The endpoints: kind / ns / name / ip as the source holds source_type / _namespace / _name_aggr / _ip.
+    e = _Values(frozenset(x for k, x in (("source_type", "kind"), ("source_namespace", "ns"),
+                                         ("source_name_aggr", "name"), ("source_ip", "ip")) if k in json_keys))
+
+    def address() -> str:  # NULL: not certain (IPv6, or bad)
+        return (f"CASE WHEN {e.absent('ip')} THEN CASE WHEN {e.isin('name', 'pub')} "
+                f"THEN {sql_str(PUBLIC_PLACEHOLDER)} ELSE {sql_str(PRIVATE_PLACEHOLDER)} END "
+                f"WHEN {e.is_str('ip')} AND regexp_full_match({e.text('ip')}, '{IPV4_PATTERN}') "
+                f"THEN {e.text('ip')} END")
+
+    def base() -> str:
+        # workload_hint's workload; regexp_extract gives '' when the pattern does not match, and
+        # RE2's leftmost-first submatches are Python's backtracking ones for these patterns.
+        x = e.text("name")
+        cut = f"rtrim(left({x}, strlen({x}) - 1), '-')"
+        return (f"CASE WHEN ends_with({x}, '*') THEN coalesce(nullif(regexp_extract({cut}, "
+                f"'^(.+)-{_RS_HASH}$', 1), ''), {cut}) "
+                f"ELSE coalesce(nullif(regexp_extract({x}, '^(.+)-{_RS_HASH}-{_GEN_POD}$', 1), ''), "
+                f"nullif(regexp_extract({x}, '^(.+)-{_GEN_POD}$', 1), ''), {x}) END")
+
+    # NULL when workload_hint gives None; '' || NULL is NULL (an empty workload gives no hint)
+    hint = (f"CASE WHEN {e.isin('kind', 'wep')} AND {e.is_str('ns')} AND NOT {e.absent('ns')} "
+            f"AND {e.is_str('name')} AND NOT {e.isin('name', '', '-', 'pvt', 'pub')} "
+            f"THEN {e.text('ns')} || '/' || nullif({base()}, '') END")
+    name_re = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+    workload = sql_str(f"{name_re}/{name_re}")
+    same = " AND ".join(f"{{h}}.{a} IS NOT DISTINCT FROM r.{{side}}_{a}" for a in ("kind", "ns", "name", "ip"))
+    final = f"""
+WITH h AS (SELECT kind, ns, name, ip, wl, addr,
+  addr IS NOT NULL AND (wl IS NULL OR regexp_full_match(wl, {workload})) AS end_ok FROM (
+  SELECT kind, ns, name, ip, {hint} AS wl, {address()} AS addr FROM (
+  SELECT DISTINCT kind, ns, name, ip FROM (
+  SELECT unnest([s_kind, d_kind]) AS kind, unnest([s_ns, d_ns]) AS ns, unnest([s_name, d_name]) AS name,
+    unnest([s_ip, d_ip]) AS ip FROM __ROWS__ WHERE row_ok))))
+SELECT TRY_CAST(r.n_start_time AS UBIGINT) AS t_start, TRY_CAST(r.n_end_time AS UBIGINT) AS t_end,
+  hs.addr AS src_ip, hd.addr AS dst_ip, TRY_CAST(r.sport AS INTEGER) AS src_port,
+  TRY_CAST(r.dport AS INTEGER) AS dst_port, TRY_CAST(r.proto_n AS INTEGER) AS proto,
+  TRY_CAST(r.nbytes AS UBIGINT) AS bytes, TRY_CAST(r.npackets AS UBIGINT) AS packets, r.action,
+  NULL::INTEGER AS tcp_flags, false AS is_reply, CASE WHEN r.egress THEN 'egress' ELSE 'ingress' END AS direction,
+  hs.wl AS src_workload, hd.wl AS dst_workload, 'OK' AS log_status, r.fi::INTEGER AS file_index,
+  CASE WHEN coalesce(r.row_ok AND hs.end_ok AND hd.end_ok, false) THEN NULL ELSE coalesce(r.line, '\x01') END AS line
+FROM __ROWS__ r LEFT JOIN h hs ON {same.format(h='hs', side='s')} LEFT JOIN h hd ON {same.format(h='hd', side='d')}"""
+    return rows, final
