@@ -187,6 +187,20 @@ def test_bad_records_are_reported_with_line_and_field(store: FlowStore, tmp_path
     }
 
 
+def test_json_python_cannot_hold_is_a_bad_line_not_a_crash(store: FlowStore, tmp_path: Path) -> None:
+    # Valid JSON that Python's parser cannot hold; the escape (\u00e9) sends each line to the Python reader.
+    good = json.dumps(doc())
+    python = good[:-1] + ', "note": "caf\\u00e9"'
+    path = write(tmp_path, [
+        good,  # 1
+        python + ', "deep": ' + "[" * 5000 + "]" * 5000 + "}",  # 2: deeper than Python's parser goes
+        python + ', "big": ' + "9" * 5000 + "}",  # 3: past Python's int digit limit
+    ])
+    report = store.ingest([path], fmt="calico", bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (3, 1, 2)
+    assert {(b.line, b.field) for b in report.bad_samples} == {(2, "json"), (3, "json")}
+
+
 def test_file_form_bad_lines_and_headerless(store: FlowStore, tmp_path: Path) -> None:
     line = ("1528842551 1528842851 wep dev rails-81531* - wep dev memcached-38456* - 10.1.0.5 10.1.0.6 6 - 3000 "
             "7 3 4 in 154 61 70111 49404 allow")

@@ -34,3 +34,8 @@ def test_without_repeats_it_is_json_loads() -> None:
 def test_malformed_json_still_fails() -> None:
     with pytest.raises(ValueError):
         jsonline.loads('{"a": 1,}')
+
+
+def test_nesting_too_deep_is_a_value_error_not_a_crash() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        jsonline.loads('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")

@@ -369,6 +369,9 @@ def _stage_json(src: SourceFile, index: int, batch: _Batch, only: frozenset[str]
             line = start + exc.lineno - 1
             batch.bad(src, line, _Bad("json", f"invalid JSON: {exc.msg}"), doc_text.split("\n")[exc.lineno - 1])
             continue
+        except ValueError as exc:  # nested too deeply, an integer past Python's digit limit
+            batch.bad(src, start, _Bad("json", f"invalid JSON: {exc}"), doc_text.split("\n", 1)[0])
+            continue
         try:
             batch.add(_record(doc, index), src)
         except _Bad as bad:

@@ -106,7 +106,7 @@ def sniff(head: list[str]) -> bool:
         return False
     try:
         obj = loads(head[0])
-    except (ValueError, RecursionError):
+    except ValueError:
         return False
     return _payload(obj) is not None
 
@@ -179,10 +179,8 @@ def _reporter(payload: dict[str, Any]) -> str:
 def _parse(text: str) -> tuple[dict[str, Any], _Key, str]:
     try:
         obj = loads(text)
-    except ValueError as exc:
+    except ValueError as exc:  # jsonline turns too deep a nesting into a ValueError too
         raise _Bad("json", f"invalid JSON: {exc}") from None
-    except RecursionError:
-        raise _Bad("json", "invalid JSON: nested too deeply") from None
     payload = _payload(obj)
     if payload is None:
         raise _Bad("jsonPayload", "not a VPC flow log entry (no jsonPayload.connection / reporter)")

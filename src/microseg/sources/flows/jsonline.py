@@ -22,8 +22,14 @@ def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads(text: str | bytes, **kwargs: Any) -> Any:
-    """``json.loads`` where a repeated key reads as its first occurrence (DuckDB's rule)."""
-    return json.loads(text, object_pairs_hook=_first_wins, **kwargs)
+    """``json.loads`` where a repeated key reads as its first occurrence (DuckDB's rule).
+
+    Raises ValueError for anything it cannot read, including nesting too deep for Python's parser
+    (which raises RecursionError), so that a reader reports such a line as bad instead of crashing."""
+    try:
+        return json.loads(text, object_pairs_hook=_first_wins, **kwargs)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 __all__ = ["loads"]
