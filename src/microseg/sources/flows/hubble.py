@@ -59,11 +59,11 @@ from microseg.sources.flows import (
     StageRow,
     StageWriter,
     iter_lines,
+    jsonline,
     open_text,
     sql_list,
     sql_str,
 )
-from microseg.sources.flows import jsonline
 from microseg.sources.flows.sqlpath import IPV4_PATTERN, SCAN_ERRORS, count_rejects, drop_after_scan, scan_error
 
 NAME = "hubble"
@@ -402,7 +402,10 @@ _SKIPS = frozenset({"non-flow", "non-ip", "no-verdict"})
 # a bare line also reads the keys that make it a response of another kind.
 _EP_KEYS = ("namespace", "labels", "identity", "workloads[0].name")
 _FIELDS = ("verdict", "time", "IP.source", "IP.destination", "l4", "is_reply", "traffic_direction",
-           *(f"{side}.{k}" for side in ("source", "destination") for k in _EP_KEYS))
+           *(f"{side}.{k}" for side in ("source", "destination") for k in _EP_KEYS),
+           # the bodies' values, used when that protocol is the first key of l4 (an SCTP body is read apart)
+           "l4.TCP.source_port", "l4.TCP.destination_port", "l4.TCP.flags", "l4.UDP.source_port",
+           "l4.UDP.destination_port")
 _BARE_EXTRA = ("flow", *sorted(_NON_FLOW_KEYS))
 _GEN_POD = f"[{_GEN}]{{5}}"
 _RS_HASH = f"[0-9{_GEN}]{{5,10}}"
@@ -410,6 +413,10 @@ _VERDICT_SQL = {**{f'"{k}"': v for k, v in _VERDICTS.items()},
                 **{str(n): _VERDICTS[k] for n, k in _VERDICT_NUMBERS.items()}}
 _FALSY = ("'null'", "'{}'", "'[]'", "'\"\"'", "'0'", "'false'")  # JSON texts Python reads as falsy
 _TCP_FLAGS = tuple(_TCP_FLAG_BITS.items())
+# The flag sets Hubble writes most (as DuckDB writes the object back): looked up, not parsed again.
+_COMMON_FLAGS = {json.dumps({k: True for k in names}, separators=(",", ":")): sum(_TCP_FLAG_BITS[k] for k in names)
+                 for names in (["SYN"], ["ACK"], ["SYN", "ACK"], ["PSH", "ACK"], ["ACK", "PSH"], ["FIN", "ACK"],
+                               ["ACK", "FIN"], ["RST"], ["RST", "ACK"], ["ACK", "RST"], ["FIN"], ["PSH"])}
 
 
 @dataclass
@@ -454,7 +461,8 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     flow_paths = "[" + ", ".join(sql_str(f"$.flow.{f}") for f in _FIELDS) + "]"
     bare_paths = "[" + ", ".join(sql_str(f"$.{f}") for f in (*_FIELDS, *_BARE_EXTRA)) + "]"
     names = ["verdict", "time", "src", "dst", "l4", "isr", "dir",
-             *(f"{p}_{k}" for p in ("s", "d") for k in ("ns", "lb", "id", "wn"))]
+             *(f"{p}_{k}" for p in ("s", "d") for k in ("ns", "lb", "id", "wn")), "tsp", "tdp", "tfl", "usp", "udp"]
+    assert len(names) == n
     picks = ", ".join(f"j[{i}] AS v_{name}" for i, name in enumerate(names, 1))
     bare_picks = ", ".join(f"j[{n + i}] AS x_{i}" for i in range(1, len(_BARE_EXTRA) + 1))
 
@@ -471,17 +479,25 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         return (f"CASE WHEN bare THEN try(json_extract(c0, {sql_str('$.' + path)})) "
                 f"ELSE try(json_extract(c0, {sql_str('$.flow.' + path)})) END::VARCHAR")
 
-    def endpoint(p: str, side: str) -> tuple[str, str]:
-        """(hint, ok) of one endpoint, as _hint reads it; ok false: uncertain."""
+    # the pod names, read only when a workload name is not a string (one more parse of those lines)
+    pods = ("CASE WHEN bare THEN try(json_extract(c0, ['$.source.pod_name', '$.destination.pod_name'])) "
+            "ELSE try(json_extract(c0, ['$.flow.source.pod_name', '$.flow.destination.pod_name'])) END::VARCHAR[]")
+
+    def endpoint(p: str) -> str:
+        """The hint of one endpoint as _hint reads it: NULL for none, '\x01' when SQL cannot judge it."""
         ns, lb, ident, wn = (f"v_{p}_{k}" for k in ("ns", "lb", "id", "wn"))
         known = f"({ns} IS NOT NULL OR {lb} IS NOT NULL OR {ident} IS NOT NULL OR {wn} IS NOT NULL)"  # a dict
         labels_list = f"starts_with({lb}, '[')"
         labels_ok = f"({lb} IS NULL OR {lb} IN ({', '.join(_FALSY)}) OR {labels_list})"
         has_reserved = f"coalesce({labels_list} AND contains({lb}, '\"reserved:'), false)"
         flat = f"regexp_full_match({lb}, '\\[(\"[^\"\\\\]*\"(,\"[^\"\\\\]*\")*)?\\]')"
-        ident_ok = f"({ident} IS NULL OR {ident} = 'null' OR regexp_full_match({ident}, '-?[0-9]+|\"[0-9]+\"'))"
-        ident_reserved = (f"coalesce(regexp_full_match({ident}, "
-                          f"'\"?0*([1-9][0-9]?|1[0-9][0-9]|2[0-4][0-9]|25[0-5])\"?'), false)")
+        # a JSON integer (DuckDB writes it back as its digits; a fraction has a "." or an exponent) or a
+        # string of ASCII digits
+        number = (f"CASE WHEN starts_with({ident}, '\"') THEN "
+                  f"CASE WHEN regexp_full_match({ident}, '\"[0-9]{{1,18}}\"') THEN CAST({text(ident)} AS BIGINT) END "
+                  f"WHEN regexp_full_match({ident}, '-?[0-9]{{1,18}}') THEN CAST({ident} AS BIGINT) END")
+        ident_ok = f"({ident} IS NULL OR {ident} = 'null' OR {number} IS NOT NULL)"
+        ident_reserved = f"coalesce({number} BETWEEN 1 AND {_RESERVED_IDENTITY_LIMIT - 1}, false)"
         pn = f"v_{p}_pn"  # read only when the workload name is not a string (see pods, below)
         name = (f"CASE WHEN {nonempty(wn)} THEN {text(wn)} WHEN contains(coalesce({wn}, ''), '\\') THEN NULL "
                 f"WHEN {nonempty(pn)} THEN "
@@ -493,10 +509,9 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
                 f"WHEN NOT {ident_ok} THEN '\x01' WHEN {ident_reserved} THEN NULL "
                 f"WHEN NOT {nonempty(ns)} THEN CASE WHEN contains(coalesce({ns}, ''), '\\') THEN '\x01' END "
                 f"ELSE {text(ns)} || '/' || ({name}) END")
-        return hint, ""
+        return hint
 
-    src_hint, _ = endpoint("s", "source")
-    dst_hint, _ = endpoint("d", "destination")
+    src_hint, dst_hint = endpoint("s"), endpoint("d")
     verdicts = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in _VERDICT_SQL.items() if v is not None)
     no_verdict = ", ".join(sql_str(k) for k, v in _VERDICT_SQL.items() if v is None)
     time_re = ("\"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
@@ -504,11 +519,14 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     port_re = '[0-9]{1,5}|"[0-9]{1,5}"'
 
     def port(x: str) -> str:  # _port; NULL: uncertain
-        return (f"CASE WHEN {x} IS NULL OR {x} = 'null' THEN 0 WHEN regexp_full_match({x}, '{port_re}') "
-                f"AND CAST(replace({x}, '\"', '') AS INTEGER) <= 65535 THEN CAST(replace({x}, '\"', '') AS INTEGER) END")
+        value = f"CAST(replace({x}, '\"', '') AS INTEGER)"
+        return (f"CASE WHEN {x} IS NULL OR {x} = 'null' THEN 0 "
+                f"WHEN regexp_full_match({x}, '{port_re}') AND {value} <= 65535 THEN {value} END")
 
-    flag_sum = " + ".join(f"CASE WHEN fl[{i}] = 'true' THEN {bit} ELSE 0 END" for i, (_n, bit) in enumerate(_TCP_FLAGS, 1))
+    flag_sum = " + ".join(f"CASE WHEN fl[{i}] = 'true' THEN {bit} ELSE 0 END"
+                          for i, (_n, bit) in enumerate(_TCP_FLAGS, 1))
     flag_paths = "[" + ", ".join(sql_str(f"$.{name}") for name, _bit in _TCP_FLAGS) + "]"
+    common_flags = " ".join(f"WHEN {sql_str(t)} THEN {v}" for t, v in _COMMON_FLAGS.items())
     mapping = ", ".join(str(i) for i in indexes)
     # A line DuckDB and json.loads may read differently (see above): a superset, each check cheap.
     literal = "[ \\t]*-?([Nn][Aa][Nn]|[Ii][Nn][Ff])"  # yyjson's nan / inf literals, in any case
@@ -519,16 +537,10 @@ SELECT t_start, t_start AS t_end, src_ip, dst_ip, src_port, dst_port, proto, NUL
   NULL::UBIGINT AS packets, action, tcp_flags, is_reply, direction, src_workload, dst_workload, log_status,
   file_index, line
 FROM (
-SELECT fi::INTEGER AS file_index,
-  CASE WHEN status = 'OK' THEN TRY_CAST(us AS UBIGINT) END AS t_start,
-  CASE WHEN status = 'OK' THEN {text('v_src')} END AS src_ip, CASE WHEN status = 'OK' THEN {text('v_dst')} END AS dst_ip,
-  CASE WHEN status = 'OK' THEN sport END AS src_port, CASE WHEN status = 'OK' THEN dport END AS dst_port,
-  CASE WHEN status = 'OK' THEN proto END AS proto, CASE WHEN status = 'OK' THEN action END AS action,
-  CASE WHEN status = 'OK' THEN flags END AS tcp_flags,
-  CASE WHEN status = 'OK' THEN coalesce(isr, CASE WHEN reply THEN true END,
-    CASE WHEN flags & 18 = 18 THEN true WHEN flags & 2 = 2 THEN false END) END AS is_reply,
-  CASE WHEN status = 'OK' THEN direction END AS direction,
-  CASE WHEN status = 'OK' THEN src_wl END AS src_workload, CASE WHEN status = 'OK' THEN dst_wl END AS dst_workload,
+SELECT fi::INTEGER AS file_index, TRY_CAST(us AS UBIGINT) AS t_start, {text('v_src')} AS src_ip,
+  {text('v_dst')} AS dst_ip, sport AS src_port, dport AS dst_port, proto, action, flags AS tcp_flags,
+  coalesce(isr, CASE WHEN reply THEN true END, CASE WHEN flags & 18 = 18 THEN true WHEN flags & 2 = 2 THEN false END)
+    AS is_reply, direction, src_wl AS src_workload, dst_wl AS dst_workload,
   status AS log_status,
   CASE WHEN status IS NULL THEN CASE WHEN c0 IS NULL OR c1 IS NOT NULL OR contains(c0, chr(1)) THEN chr(1)
     ELSE c0 END END AS line
@@ -538,8 +550,8 @@ SELECT *,
     WHEN bare AND x_1 IS NOT NULL AND x_1 <> 'null' THEN NULL
     WHEN bare AND (x_2 IS NOT NULL OR x_3 IS NOT NULL OR x_4 IS NOT NULL OR x_5 IS NOT NULL) THEN 'non-flow'
     WHEN v_verdict IN ({no_verdict}) AND (v_src IS NOT NULL OR v_dst IS NOT NULL) THEN 'no-verdict'
-    WHEN action IS NOT NULL AND {str_ok('v_src')} AND {str_ok('v_dst')}
-      AND regexp_full_match({text('v_src')}, '{IPV4_PATTERN}') AND regexp_full_match({text('v_dst')}, '{IPV4_PATTERN}')
+    WHEN action IS NOT NULL AND regexp_full_match(v_src, '"{IPV4_PATTERN}"')
+      AND regexp_full_match(v_dst, '"{IPV4_PATTERN}"')
       AND us >= 0 AND l4_ok AND (v_isr IS NULL OR v_isr IN ('null', 'true', 'false')) AND dir_ok
       AND (src_wl IS NULL OR (src_wl <> chr(1) AND strlen(src_wl) = length(src_wl) AND NOT contains(src_wl, ' ')))
       AND (dst_wl IS NULL OR (dst_wl <> chr(1) AND strlen(dst_wl) = length(dst_wl) AND NOT contains(dst_wl, ' ')))
@@ -551,42 +563,48 @@ SELECT *,
     + CASE WHEN substr(tm, 21, 1) = '.' THEN CAST(rpad(substr(tm, 22, least(6, strlen(tm) - 23)), 6, '0') AS BIGINT)
       ELSE 0 END END AS us,
   CASE v_isr WHEN 'true' THEN true WHEN 'false' THEN false END AS isr,
-  CASE WHEN j IS NOT NULL AND (v_isr IS NULL OR v_isr = 'null') THEN coalesce({lazy('reply')} = 'true', false) ELSE false END AS reply,
+  CASE WHEN j IS NOT NULL AND (v_isr IS NULL OR v_isr = 'null') THEN coalesce({lazy('reply')} = 'true', false)
+    ELSE false END AS reply,
   CASE WHEN v_dir IS NULL OR v_dir = 'null' THEN true WHEN starts_with(v_dir, '"') THEN NOT contains(v_dir, '\\')
     ELSE regexp_full_match(v_dir, '-?[0-9]+') END AS dir_ok,
   CASE v_dir WHEN '"INGRESS"' THEN 'ingress' WHEN '"EGRESS"' THEN 'egress' WHEN '1' THEN 'ingress'
     WHEN '2' THEN 'egress' END AS direction,
   CASE WHEN l4_none THEN true WHEN proto IN (1, 58) THEN body_ok
     WHEN proto IN (6, 17, 132) THEN body_ok AND sport IS NOT NULL AND dport IS NOT NULL ELSE false END AS l4_ok,
-  CASE WHEN fl IS NOT NULL THEN {flag_sum} END AS flags,
+  CASE WHEN proto = 6 AND starts_with(lp[3], '{{') THEN CASE lp[3] {common_flags}
+    ELSE {flag_sum} END END AS flags,
   {src_hint} AS src_wl, {dst_hint} AS dst_wl
 FROM (
 SELECT *, CASE WHEN proto IN (1, 58) THEN 0 WHEN proto IN (6, 17, 132) THEN {port('lp[1]')} END AS sport,
-  CASE WHEN proto = 6 AND starts_with(lp[3], '{{') THEN try(json_extract(lp[3], {flag_paths}))::VARCHAR[] END AS fl,
+  CASE WHEN proto = 6 AND starts_with(lp[3], '{{') AND lp[3] NOT IN ({', '.join(sql_str(t) for t in _COMMON_FLAGS)})
+    THEN try(json_extract(lp[3], {flag_paths}))::VARCHAR[] END AS fl,
   CASE WHEN proto IN (1, 58) THEN 0 WHEN proto IN (6, 17, 132) THEN {port('lp[2]')} END AS dport
 FROM (
 SELECT *,
-  CASE k4 WHEN 'TCP' THEN try(json_extract(v_l4, ['$.TCP.source_port', '$.TCP.destination_port', '$.TCP.flags']))::VARCHAR[]
-    WHEN 'UDP' THEN try(json_extract(v_l4, ['$.UDP.source_port', '$.UDP.destination_port']))::VARCHAR[]
+  CASE k4 WHEN 'TCP' THEN [v_tsp, v_tdp, v_tfl] WHEN 'UDP' THEN [v_usp, v_udp]
     WHEN 'SCTP' THEN try(json_extract(v_l4, ['$.SCTP.source_port', '$.SCTP.destination_port']))::VARCHAR[] END AS lp
 FROM (
 SELECT *, v_l4 IS NULL OR v_l4 IN ({', '.join(_FALSY)}) AS l4_none,
   CASE WHEN starts_with(v_l4, '{{"') AND NOT contains(v_l4, '\\') THEN split_part(v_l4, '"', 2) END AS k4,
   CASE k4 {' '.join(f"WHEN '{k}' THEN {v}" for k, v in _L4.items())} END AS proto,
   substr(v_l4, strlen(k4) + 5, 1) = '{{' AS body_ok,
-  CASE WHEN j IS NOT NULL AND v_time IS NULL AND NOT bare THEN try(json_extract(c0, '$.time'))::VARCHAR ELSE v_time END AS tm,
-  CASE WHEN j IS NOT NULL AND (v_s_wn IS NULL OR NOT starts_with(v_s_wn, '"') OR v_s_wn = '""') THEN {lazy('source.pod_name')} END AS v_s_pn,
-  CASE WHEN j IS NOT NULL AND (v_d_wn IS NULL OR NOT starts_with(v_d_wn, '"') OR v_d_wn = '""') THEN {lazy('destination.pod_name')} END AS v_d_pn
+  CASE WHEN j IS NOT NULL AND v_time IS NULL AND NOT bare THEN try(json_extract(c0, '$.time'))::VARCHAR
+    ELSE v_time END AS tm,
+  pods[1] AS v_s_pn, pods[2] AS v_d_pn
+FROM (
+SELECT *, CASE WHEN j IS NOT NULL AND (v_s_wn IS NULL OR NOT starts_with(v_s_wn, '"') OR v_s_wn = '""'
+    OR v_d_wn IS NULL OR NOT starts_with(v_d_wn, '"') OR v_d_wn = '""') THEN {pods} END AS pods
 FROM (
 SELECT fi, c0, c1, bare, j, {picks}, {bare_picks}
 FROM (
 SELECT fi, c0, c1, bare,
   CASE WHEN c1 IS NULL AND starts_with(c0, '{{') AND ends_with(c0, '}}') AND NOT ({lenient}) THEN
-    CASE WHEN bare THEN try(json_extract(c0, {bare_paths})) ELSE try(json_extract(c0, {flow_paths})) END END::VARCHAR[] AS j
+    CASE WHEN bare THEN try(json_extract(c0, {bare_paths})) ELSE try(json_extract(c0, {flow_paths})) END
+  END::VARCHAR[] AS j
 FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1, NOT starts_with(c0, '{{"flow":') AS bare
 FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
   columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
   compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
   rejects_scan='{rejects[1]}')
-)))))))))"""
+))))))))))"""
