@@ -336,7 +336,10 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     else:
         # One relation: the store folds the SQL rows and the Python rows into the same aggregates,
         # whichever path read a line (as the Python reader alone gives them).
-        columns = ", ".join(STAGE_COLUMNS)
+        # (t_end is t_start, and bytes and packets are NULL: not stored in the table)
+        derived = {"t_end": "t_start AS t_end", "bytes": "NULL::UBIGINT AS bytes",
+                   "packets": "NULL::UBIGINT AS packets"}
+        columns = ", ".join(derived.get(c, c) for c in STAGE_COLUMNS)
         sql = f"SELECT {columns} FROM {fast.table} WHERE line IS NULL"
         if writer.rows:
             sql = f"({sql}) UNION ALL ({python.sql})"
@@ -491,11 +494,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         labels_ok = f"({lb} IS NULL OR {lb} IN ({', '.join(_FALSY)}) OR {labels_list})"
         has_reserved = f"coalesce({labels_list} AND contains({lb}, '\"reserved:'), false)"
         flat = f"regexp_full_match({lb}, '\\[(\"[^\"\\\\]*\"(,\"[^\"\\\\]*\")*)?\\]')"
-        # a JSON integer (DuckDB writes it back as its digits; a fraction has a "." or an exponent) or a
-        # string of ASCII digits
-        number = (f"CASE WHEN starts_with({ident}, '\"') THEN "
-                  f"CASE WHEN regexp_full_match({ident}, '\"[0-9]{{1,18}}\"') THEN CAST({text(ident)} AS BIGINT) END "
-                  f"WHEN regexp_full_match({ident}, '-?[0-9]{{1,18}}') THEN CAST({ident} AS BIGINT) END")
+        number = f"n_{p}_id"  # the identity as a number (see identity(), below)
         ident_ok = f"({ident} IS NULL OR {ident} = 'null' OR {number} IS NOT NULL)"
         ident_reserved = f"coalesce({number} BETWEEN 1 AND {_RESERVED_IDENTITY_LIMIT - 1}, false)"
         pn = f"v_{p}_pn"  # read only when the workload name is not a string (see pods, below)
@@ -512,6 +511,15 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         return hint
 
     src_hint, dst_hint = endpoint("s"), endpoint("d")
+
+    def identity(p: str) -> str:
+        """A JSON integer (DuckDB writes it back as its digits; a fraction has a "." or an exponent) or a
+        string of ASCII digits, as a number; else NULL."""
+        x = f"v_{p}_id"
+        return (f"CASE WHEN starts_with({x}, '\"') THEN "
+                f"CASE WHEN regexp_full_match({x}, '\"[0-9]{{1,18}}\"') THEN CAST({text(x)} AS BIGINT) END "
+                f"WHEN regexp_full_match({x}, '-?[0-9]{{1,18}}') THEN CAST({x} AS BIGINT) END")
+
     verdicts = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in _VERDICT_SQL.items() if v is not None)
     no_verdict = ", ".join(sql_str(k) for k, v in _VERDICT_SQL.items() if v is None)
     time_re = ("\"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
@@ -533,9 +541,8 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     lenient = (f"regexp_matches(c0, ',([ \\t]*[]}}]|{literal})') OR regexp_matches(c0, ':{literal}') "
                f"OR regexp_matches(c0, '\\[{literal}')")
     return f"""
-SELECT t_start, t_start AS t_end, src_ip, dst_ip, src_port, dst_port, proto, NULL::UBIGINT AS bytes,
-  NULL::UBIGINT AS packets, action, tcp_flags, is_reply, direction, src_workload, dst_workload, log_status,
-  file_index, line
+SELECT t_start, src_ip, dst_ip, src_port, dst_port, proto, action, tcp_flags, is_reply, direction, src_workload,
+  dst_workload, log_status, file_index, line
 FROM (
 SELECT fi::INTEGER AS file_index, TRY_CAST(us AS UBIGINT) AS t_start, {text('v_src')} AS src_ip,
   {text('v_dst')} AS dst_ip, sport AS src_port, dport AS dst_port, proto, action, flags AS tcp_flags,
@@ -585,6 +592,7 @@ SELECT *,
     WHEN 'SCTP' THEN try(json_extract(v_l4, ['$.SCTP.source_port', '$.SCTP.destination_port']))::VARCHAR[] END AS lp
 FROM (
 SELECT *, v_l4 IS NULL OR v_l4 IN ({', '.join(_FALSY)}) AS l4_none,
+  {identity('s')} AS n_s_id, {identity('d')} AS n_d_id,
   CASE WHEN starts_with(v_l4, '{{"') AND NOT contains(v_l4, '\\') THEN split_part(v_l4, '"', 2) END AS k4,
   CASE k4 {' '.join(f"WHEN '{k}' THEN {v}" for k, v in _L4.items())} END AS proto,
   substr(v_l4, strlen(k4) + 5, 1) = '{{' AS body_ok,
