@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,8 @@ TRICKY = [
     line(destination=ep("destination", pod_name="db-7d9f8c6b5-abcde", identity="0300")),  # 78
     line(source=ep("source", labels=None, identity=None, workloads=None)),  # 79
     line(source=ep("source", workloads=[{"name": ""}], pod_name="")),  # 80
+    line(time="2024-02-29T23:59:59.9999999Z"),  # 81: a leap day; 100 ns cut, not rounded
+    line(time="2026-01-02T03:04:60Z"),  # 82: no leap seconds in Python
 ]
 
 
@@ -183,7 +186,7 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
     assert fast == python
     # SQL read these lines itself (1-based numbers in TRICKY); every other one went to Python
     in_sql = {1, 2, 3, 4, 6, 11, 15, 16, 17, 20, 21, 22, 23, 24, 26, 27, 28, 30, 33, 36, 38, 39, 40, 41, 44, 48,
-              52, 55, 56, 64, 65, 75, 76, 78, 79, 80}
+              52, 55, 56, 64, 65, 75, 76, 78, 79, 80, 81}
     only = dict(calls[:3])
     assert only["a.jsonl"] == frozenset(TRICKY[i - 1] for i in range(1, len(TRICKY) + 1) if i not in in_sql
                                         and TRICKY[i - 1] != "")
@@ -202,6 +205,7 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
     assert ("TCP", "accept", 443, False, 2, "shop/kube-proxy", "shop/db-0") in keys  # 39
     assert ("TCP", "accept", 443, False, 2, "shop/web", "shop/db-0") in keys  # 40
     assert ("TCP", "accept", 443, False, 2, None, "shop/db-0") in keys  # 33, 36: reserved
+    assert datetime(2024, 2, 29, 23, 59, 59, 999999) in {r[7] for r in got}  # 81
 
 
 def test_fast_path_on_a_clean_file_reads_nothing_in_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -566,9 +566,9 @@ SELECT *,
 FROM (
 SELECT *,
   CASE v_verdict {verdicts} END AS action,
-  CASE WHEN regexp_full_match(tm, '{time_re}') THEN epoch_us(TRY_CAST(substr(tm, 2, 19) AS TIMESTAMP))
-    + CASE WHEN substr(tm, 21, 1) = '.' THEN CAST(rpad(substr(tm, 22, least(6, strlen(tm) - 23)), 6, '0') AS BIGINT)
-      ELSE 0 END END AS us,
+  -- DuckDB cuts a fraction finer than microseconds, as _time_us does; an impossible date gives NULL
+  CASE WHEN regexp_full_match(tm, '{time_re}') THEN epoch_us(TRY_CAST(substr(tm, 2, strlen(tm) - 2) AS TIMESTAMPTZ))
+    END AS us,
   CASE v_isr WHEN 'true' THEN true WHEN 'false' THEN false END AS isr,
   CASE WHEN j IS NOT NULL AND (v_isr IS NULL OR v_isr = 'null') THEN coalesce({lazy('reply')} = 'true', false)
     ELSE false END AS reply,
