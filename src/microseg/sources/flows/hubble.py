@@ -32,6 +32,11 @@ Cilium, field-masked exports) it is derived from ``pod_name``:
 
 Reserved identities (a ``reserved:*`` label such as ``reserved:world`` or ``reserved:host``, or a
 numeric identity below 256, Cilium's reserved range) give no hint: they are resolved by address.
+
+Reading. DuckDB parses every line once and keeps the lines it is certain the Python reader reads as the
+same record or skip (see "DuckDB fast path" below); every other line is read by the Python reader, which
+names the line and field of every bad one. A repeated key reads its first occurrence on both paths
+(``jsonline``). Tests assert that both paths give the same rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -380,15 +385,16 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
 # -- DuckDB fast path -------------------------------------------------------------------------------
 #
 # Every line is read by DuckDB as one column and parsed once (one json_extract of the fields _record
-# reads); SQL keeps a line only when it is certain that _record reads it as the same good record (or
-# the same skip). Every other line is "uncertain" and read by the Python reader above, matched by its
-# text (every line of that text: certainty is a function of the text alone), which reads it or names
-# the line and field that is bad. A line is certain when:
+# reads; a line needing a rarely used value - pod names without workloads, "reply" without "is_reply",
+# the response's time, an SCTP body - is parsed again for it); SQL keeps a line only when it is certain
+# that _record reads it as the same good record (or the same skip). Every other line is "uncertain"
+# and read by the Python reader above, matched by its text (every line of that text: certainty is a
+# function of the text alone), which reads it or names the line and field that is bad. A line is certain when:
 # - it is one JSON object, nothing around it, that Python's json module parses as DuckDB does: DuckDB
-#   (yyjson) also accepts trailing commas and nan / inf literals in any case, which json.loads rejects,
-#   so a line with a comma before a closing bracket, or a letter n/N/i/I as the first character of a
-#   value (after ":", "," or "[", blanks and a sign), is uncertain (a cheap superset: such text inside
-#   a string counts too); a repeated key reads its first occurrence on both paths (jsonline);
+#   (yyjson) also accepts trailing commas and nan / inf / infinity literals in any case, which json.loads
+#   rejects (it reads only NaN, Infinity, -Infinity), so a line with a comma before a closing bracket, or
+#   nan / inf in any case after ":", "," or "[" (blanks and a "-" between), is uncertain (a superset: such
+#   text inside a string counts too); a repeated key reads its first occurrence on both paths (jsonline);
 # - it is a {"flow": {...}} response or a bare Flow without the keys of other responses, or a
 #   response of another kind (node_status ...: skipped as "non-flow");
 # - every value _record uses has the type and form SQL checks exactly: strings without escapes (their
