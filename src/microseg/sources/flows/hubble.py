@@ -114,7 +114,7 @@ def sniff(head: list[str]) -> bool:
     if not head:
         return False
     try:
-        obj = json.loads(head[0])
+        obj = jsonline.loads(head[0])
     except ValueError:
         return False
     if not isinstance(obj, dict):
