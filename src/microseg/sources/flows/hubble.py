@@ -32,6 +32,11 @@ Cilium, field-masked exports) it is derived from ``pod_name``:
 
 Reserved identities (a ``reserved:*`` label such as ``reserved:world`` or ``reserved:host``, or a
 numeric identity below 256, Cilium's reserved range) give no hint: they are resolved by address.
+
+Reading. DuckDB parses every line once and keeps the lines it is certain the Python reader reads as the
+same record or skip (see "DuckDB fast path" below); every other line is read by the Python reader, which
+names the line and field of every bad one. A repeated key reads its first occurrence on both paths
+(``jsonline``). Tests assert that both paths give the same rows, counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,15 +54,22 @@ import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
+    STAGE_COLUMNS,
     TCP_ACK,
     TCP_SYN,
     ReaderOptions,
     SourceFile,
     Staged,
+    StagedRelation,
     StageRow,
     StageWriter,
     iter_lines,
+    jsonline,
+    open_text,
+    sql_list,
+    sql_str,
 )
+from microseg.sources.flows.sqlpath import IPV4_PATTERN, SCAN_ERRORS, count_rejects, drop_after_scan, scan_error
 
 NAME = "hubble"
 
@@ -101,7 +114,7 @@ def sniff(head: list[str]) -> bool:
     if not head:
         return False
     try:
-        obj = json.loads(head[0])
+        obj = jsonline.loads(head[0])
     except ValueError:
         return False
     if not isinstance(obj, dict):
@@ -132,7 +145,9 @@ def _int(v: Any, field: str) -> int:
         raise _Bad(field, f"{v!r} is not a number")
     if isinstance(v, int):
         return v
-    if isinstance(v, str) and v.isdigit():
+    # ASCII digits only: str.isdigit() also accepts digits int() cannot read ("²") or that no writer
+    # of Hubble JSON produces ("٣")
+    if isinstance(v, str) and v.isascii() and v.isdigit():
         return int(v)
     raise _Bad(field, f"{v!r} is not a number")
 
@@ -291,37 +306,73 @@ def _record(obj: Any, file_index: int) -> StageRow:
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    del con  # everything is parsed in Python and bulk-loaded through the staging file
-    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
+    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=_SKIPS)
     writer = StageWriter(options.tmp_dir)
     staged.cleanup.append(writer.path)
     done = False
+    fast: _Fast | None = None
     try:
+        sql_files: list[int] = []
         for index, src in enumerate(files):
             try:
-                _stage_file(src, index, writer, staged, options)
+                if not _starts_with_bom(src):  # DuckDB drops a BOM, Python's reader does not
+                    sql_files.append(index)
+            except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
+                raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
+        fast = _scan(con, files, sql_files, f"_ms_hubble_{id(staged)}") if sql_files else None
+        for index, src in enumerate(files):
+            try:
+                if fast is None or index in fast.whole_files or index not in sql_files:
+                    _stage_file(src, index, writer, staged, options)
+                elif index in fast.pending:
+                    _stage_file(src, index, writer, staged, options, fast.pending[index])
             except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
                 raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
         done = True
     finally:
         writer.close()
-        if not done:  # the store never sees this Staged: remove the staging file here
+        if not done:  # the store never sees this Staged: remove the staging file and the fast path's table
             writer.path.unlink(missing_ok=True)
-    relation = writer.relation(list(files), time_unit=1_000_000)
+            if fast is not None:
+                con.execute(f"DROP TABLE IF EXISTS {fast.table}")
+    python = writer.relation(list(files), time_unit=1_000_000)
+    if fast is None:
+        relation = python
+    else:
+        # One relation: the store folds the SQL rows and the Python rows into the same aggregates,
+        # whichever path read a line (as the Python reader alone gives them).
+        # (t_end is t_start, and bytes and packets are NULL: not stored in the table)
+        derived = {"t_end": "t_start AS t_end", "bytes": "NULL::UBIGINT AS bytes",
+                   "packets": "NULL::UBIGINT AS packets"}
+        columns = ", ".join(derived.get(c, c) for c in STAGE_COLUMNS)
+        sql = f"SELECT {columns} FROM {fast.table} WHERE line IS NULL"
+        if writer.rows:
+            sql = f"({sql}) UNION ALL ({python.sql})"
+        relation = StagedRelation(sql=sql, files=list(files), time_unit=1_000_000,
+                                  after_scan=drop_after_scan([fast.table]))
     relation.null_columns = frozenset({"bytes", "packets"})  # Hubble flows carry no byte/packet counts
     staged.relations.append(relation)
-    # Every check the store repeats after aggregation has been made here already.
+    # Every check the store repeats after aggregation has been made here already (SQL or Python).
     staged.locate_bad = lambda _src: []
     return staged
 
 
-def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions) -> None:
+def _starts_with_bom(src: SourceFile) -> bool:
+    with open_text(src) as fh:
+        return fh.read(1) == "\ufeff"
+
+
+def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions,
+                only: frozenset[str] | None = None) -> None:
+    """Reads ``src`` in Python; with ``only``, just the lines of that text (the fast path read the rest)."""
     for no, text in iter_lines(src):
+        if only is not None and text not in only:
+            continue
         if not text.strip():
             continue
         try:
             try:
-                obj = json.loads(text)
+                obj = jsonline.loads(text)
             except ValueError as exc:
                 raise _Bad("json", f"invalid JSON: {exc}") from None
             writer.write(_record(obj, index))
@@ -329,3 +380,245 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
             staged.skipped[(src.path, skip.reason)] += 1
         except _Bad as bad:
             staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
+
+
+# -- DuckDB fast path -------------------------------------------------------------------------------
+#
+# Every line is read by DuckDB as one column and parsed once (one json_extract of the fields _record
+# reads; a line needing a rarely used value - pod names without workloads, "reply" without "is_reply",
+# the response's time, an SCTP body - is parsed again for it); SQL keeps a line only when it is certain
+# that _record reads it as the same good record (or the same skip). Every other line is "uncertain"
+# and read by the Python reader above, matched by its text (every line of that text: certainty is a
+# function of the text alone), which reads it or names the line and field that is bad. A line is certain when:
+# - it is one JSON object, nothing around it, that Python's json module parses as DuckDB does: DuckDB
+#   (yyjson) also accepts trailing commas and nan / inf / infinity literals in any case, which json.loads
+#   rejects (it reads only NaN, Infinity, -Infinity), so a line with a comma before a closing bracket, or
+#   nan / inf in any case after ":", "," or "[" (blanks and a "-" between), is uncertain (a superset: such
+#   text inside a string counts too); a repeated key reads its first occurrence on both paths (jsonline);
+# - it is a {"flow": {...}} response or a bare Flow without the keys of other responses, or a
+#   response of another kind (node_status ...: skipped as "non-flow");
+# - every value _record uses has the type and form SQL checks exactly: strings without escapes (their
+#   JSON text, as DuckDB writes it back, is then their content), verdict names or numbers, IPv4
+#   addresses as ipaddress writes them (IPv6: Python canonicalises), RFC 3339 UTC times, ports and
+#   identities as JSON integers or ASCII digit strings, l4 with a known protocol first, booleans,
+#   workload hints of printable ASCII; anything else (wrong types, NaN, huge numbers, non-ASCII names,
+#   endpoints without any of the keys read) is left to Python.
+# Invalid UTF-8 or an over-long line (DuckDB rejects it, Python replaces) sends the batch to Python; a
+# line SQL cannot split exactly (the delimiter \x01) sends its file.
+
+_SKIPS = frozenset({"non-flow", "non-ip", "no-verdict"})
+# The values read, in this order, for a {"flow": ...} line (prefix "$.flow") and a bare Flow ("$");
+# a bare line also reads the keys that make it a response of another kind.
+_EP_KEYS = ("namespace", "labels", "identity", "workloads[0].name")
+_FIELDS = ("verdict", "time", "IP.source", "IP.destination", "l4", "is_reply", "traffic_direction",
+           *(f"{side}.{k}" for side in ("source", "destination") for k in _EP_KEYS),
+           # the bodies' values, used when that protocol is the first key of l4 (an SCTP body is read apart)
+           "l4.TCP.source_port", "l4.TCP.destination_port", "l4.TCP.flags", "l4.UDP.source_port",
+           "l4.UDP.destination_port")
+_BARE_EXTRA = ("flow", *sorted(_NON_FLOW_KEYS))
+_GEN_POD = f"[{_GEN}]{{5}}"
+_RS_HASH = f"[0-9{_GEN}]{{5,10}}"
+_VERDICT_SQL = {**{f'"{k}"': v for k, v in _VERDICTS.items()},
+                **{str(n): _VERDICTS[k] for n, k in _VERDICT_NUMBERS.items()}}
+_FALSY = ("'null'", "'{}'", "'[]'", "'\"\"'", "'0'", "'false'")  # JSON texts Python reads as falsy
+_TCP_FLAGS = tuple(_TCP_FLAG_BITS.items())
+# The flag sets Hubble writes most (as DuckDB writes the object back): looked up, not parsed again.
+_COMMON_FLAGS = {json.dumps({k: True for k in names}, separators=(",", ":")): sum(_TCP_FLAG_BITS[k] for k in names)
+                 for names in (["SYN"], ["ACK"], ["SYN", "ACK"], ["PSH", "ACK"], ["ACK", "PSH"], ["FIN", "ACK"],
+                               ["ACK", "FIN"], ["RST"], ["RST", "ACK"], ["ACK", "RST"], ["FIN"], ["PSH"])}
+
+
+@dataclass
+class _Fast:
+    table: str
+    whole_files: set[int]  # read in Python from start to end
+    pending: dict[int, frozenset[str]]  # file index -> text of the lines Python reads
+
+
+def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], indexes: list[int], tag: str) -> _Fast | None:
+    """Parses the files ``indexes`` into the table ``tag``; None (nothing created): all of it in Python."""
+    groups: dict[bool, list[int]] = {}
+    for i in indexes:
+        groups.setdefault(files[i].gzip, []).append(i)
+    steps = [_scan_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"))
+             for n, idx in enumerate(groups.values())]
+    try:
+        con.execute(f"CREATE TEMP TABLE {tag} AS {' UNION ALL '.join(steps)}")
+    except SCAN_ERRORS as exc:
+        raise scan_error(exc, files) from exc
+    if count_rejects(con, ((f"{tag}_e{n}", f"{tag}_s{n}") for n in range(len(steps)))):
+        con.execute(f"DROP TABLE {tag}")
+        return None  # invalid UTF-8 or an over-long line: Python replaces or reads it
+    whole: set[int] = set()
+    pending: dict[int, set[str]] = {}
+    for fi, line in con.execute(f"SELECT DISTINCT file_index, line FROM {tag} WHERE line IS NOT NULL").fetchall():
+        if line == "\x01":
+            whole.add(int(fi))
+        else:
+            pending.setdefault(int(fi), set()).add(str(line))
+    for i in whole:
+        pending.pop(i, None)
+    if whole:
+        con.execute(f"DELETE FROM {tag} WHERE file_index IN ({', '.join(str(i) for i in sorted(whole))})")
+    return _Fast(table=tag, whole_files=whole, pending={i: frozenset(v) for i, v in pending.items()})
+
+
+def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
+    """Every line of ``files``: the staging columns and ``line``, NULL when the row is what _record gives
+    (or a skip, in log_status), else the line's text ('\\x01': a line SQL could not split exactly)."""
+    n = len(_FIELDS)
+    flow_paths = "[" + ", ".join(sql_str(f"$.flow.{f}") for f in _FIELDS) + "]"
+    bare_paths = "[" + ", ".join(sql_str(f"$.{f}") for f in (*_FIELDS, *_BARE_EXTRA)) + "]"
+    names = ["verdict", "time", "src", "dst", "l4", "isr", "dir",
+             *(f"{p}_{k}" for p in ("s", "d") for k in ("ns", "lb", "id", "wn")), "tsp", "tdp", "tfl", "usp", "udp"]
+    assert len(names) == n
+    picks = ", ".join(f"j[{i}] AS v_{name}" for i, name in enumerate(names, 1))
+    bare_picks = ", ".join(f"j[{n + i}] AS x_{i}" for i in range(1, len(_BARE_EXTRA) + 1))
+
+    def text(x: str) -> str:  # a string value's content (its JSON text has no escape: checked by str_ok)
+        return f"substr({x}, 2, length({x}) - 2)"
+
+    def str_ok(x: str) -> str:
+        return f"(starts_with({x}, '\"') AND NOT contains({x}, '\\'))"
+
+    def nonempty(x: str) -> str:
+        return f"({str_ok(x)} AND {x} <> '\"\"')"
+
+    def lazy(path: str) -> str:  # a value read only for the few rows that need it (a second parse)
+        return (f"CASE WHEN bare THEN try(json_extract(c0, {sql_str('$.' + path)})) "
+                f"ELSE try(json_extract(c0, {sql_str('$.flow.' + path)})) END::VARCHAR")
+
+    # the pod names, read only when a workload name is not a string (one more parse of those lines)
+    pods = ("CASE WHEN bare THEN try(json_extract(c0, ['$.source.pod_name', '$.destination.pod_name'])) "
+            "ELSE try(json_extract(c0, ['$.flow.source.pod_name', '$.flow.destination.pod_name'])) END::VARCHAR[]")
+
+    def endpoint(p: str) -> str:
+        """The hint of one endpoint as _hint reads it: NULL for none, '\x01' when SQL cannot judge it."""
+        ns, lb, ident, wn = (f"v_{p}_{k}" for k in ("ns", "lb", "id", "wn"))
+        known = f"({ns} IS NOT NULL OR {lb} IS NOT NULL OR {ident} IS NOT NULL OR {wn} IS NOT NULL)"  # a dict
+        labels_list = f"starts_with({lb}, '[')"
+        labels_ok = f"({lb} IS NULL OR {lb} IN ({', '.join(_FALSY)}) OR {labels_list})"
+        has_reserved = f"coalesce({labels_list} AND contains({lb}, '\"reserved:'), false)"
+        flat = f"regexp_full_match({lb}, '\\[(\"[^\"\\\\]*\"(,\"[^\"\\\\]*\")*)?\\]')"
+        number = f"n_{p}_id"  # the identity as a number (see identity(), below)
+        ident_ok = f"({ident} IS NULL OR {ident} = 'null' OR {number} IS NOT NULL)"
+        ident_reserved = f"coalesce({number} BETWEEN 1 AND {_RESERVED_IDENTITY_LIMIT - 1}, false)"
+        pn = f"v_{p}_pn"  # read only when the workload name is not a string (see pods, below)
+        name = (f"CASE WHEN {nonempty(wn)} THEN {text(wn)} WHEN contains(coalesce({wn}, ''), '\\') THEN NULL "
+                f"WHEN {nonempty(pn)} THEN "
+                f"coalesce(nullif(regexp_extract({text(pn)}, '^(.+)-{_RS_HASH}-{_GEN_POD}$', 1), ''), "
+                f"nullif(regexp_extract({text(pn)}, '^(.+)-{_GEN_POD}$', 1), ''), {text(pn)}) END")
+        # hint: NULL for "no hint"; '\x01' for a value SQL cannot judge
+        hint = (f"CASE WHEN NOT {known} OR NOT {labels_ok} THEN '\x01' "
+                f"WHEN {has_reserved} THEN CASE WHEN {flat} THEN NULL ELSE '\x01' END "
+                f"WHEN NOT {ident_ok} THEN '\x01' WHEN {ident_reserved} THEN NULL "
+                f"WHEN NOT {nonempty(ns)} THEN CASE WHEN contains(coalesce({ns}, ''), '\\') THEN '\x01' END "
+                f"ELSE {text(ns)} || '/' || ({name}) END")
+        return hint
+
+    src_hint, dst_hint = endpoint("s"), endpoint("d")
+
+    def identity(p: str) -> str:
+        """A JSON integer (DuckDB writes it back as its digits; a fraction has a "." or an exponent) or a
+        string of ASCII digits, as a number; else NULL."""
+        x = f"v_{p}_id"
+        return (f"CASE WHEN starts_with({x}, '\"') THEN "
+                f"CASE WHEN regexp_full_match({x}, '\"[0-9]{{1,18}}\"') THEN CAST({text(x)} AS BIGINT) END "
+                f"WHEN regexp_full_match({x}, '-?[0-9]{{1,18}}') THEN CAST({x} AS BIGINT) END")
+
+    verdicts = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in _VERDICT_SQL.items() if v is not None)
+    no_verdict = ", ".join(sql_str(k) for k, v in _VERDICT_SQL.items() if v is None)
+    time_re = ("\"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+               "(\\.[0-9]+)?Z\"")
+    port_re = '[0-9]{1,5}|"[0-9]{1,5}"'
+
+    def port(x: str) -> str:  # _port; NULL: uncertain
+        value = f"CAST(replace({x}, '\"', '') AS INTEGER)"
+        return (f"CASE WHEN {x} IS NULL OR {x} = 'null' THEN 0 "
+                f"WHEN regexp_full_match({x}, '{port_re}') AND {value} <= 65535 THEN {value} END")
+
+    flag_sum = " + ".join(f"CASE WHEN fl[{i}] = 'true' THEN {bit} ELSE 0 END"
+                          for i, (_n, bit) in enumerate(_TCP_FLAGS, 1))
+    flag_paths = "[" + ", ".join(sql_str(f"$.{name}") for name, _bit in _TCP_FLAGS) + "]"
+    common_flags = " ".join(f"WHEN {sql_str(t)} THEN {v}" for t, v in _COMMON_FLAGS.items())
+    mapping = ", ".join(str(i) for i in indexes)
+    # A line DuckDB and json.loads may read differently (see above): a superset, each check cheap.
+    literal = "[ \\t]*-?([Nn][Aa][Nn]|[Ii][Nn][Ff])"  # yyjson's nan / inf literals, in any case
+    lenient = (f"regexp_matches(c0, ',([ \\t]*[]}}]|{literal})') OR regexp_matches(c0, ':{literal}') "
+               f"OR regexp_matches(c0, '\\[{literal}')")
+    return f"""
+SELECT t_start, src_ip, dst_ip, src_port, dst_port, proto, action, tcp_flags, is_reply, direction, src_workload,
+  dst_workload, log_status, file_index, line
+FROM (
+SELECT fi::INTEGER AS file_index, TRY_CAST(us AS UBIGINT) AS t_start, {text('v_src')} AS src_ip,
+  {text('v_dst')} AS dst_ip, sport AS src_port, dport AS dst_port, proto, action, flags AS tcp_flags,
+  coalesce(isr, CASE WHEN reply THEN true END, CASE WHEN flags & 18 = 18 THEN true WHEN flags & 2 = 2 THEN false END)
+    AS is_reply, direction, src_wl AS src_workload, dst_wl AS dst_workload,
+  status AS log_status,
+  CASE WHEN status IS NULL THEN CASE WHEN c0 IS NULL OR c1 IS NOT NULL OR contains(c0, chr(1)) THEN chr(1)
+    ELSE c0 END END AS line
+FROM (
+SELECT *,
+  CASE WHEN j IS NULL THEN NULL
+    WHEN bare AND x_1 IS NOT NULL AND x_1 <> 'null' THEN NULL
+    WHEN bare AND (x_2 IS NOT NULL OR x_3 IS NOT NULL OR x_4 IS NOT NULL OR x_5 IS NOT NULL) THEN 'non-flow'
+    WHEN v_verdict IN ({no_verdict}) AND (v_src IS NOT NULL OR v_dst IS NOT NULL) THEN 'no-verdict'
+    WHEN action IS NOT NULL AND regexp_full_match(v_src, '"{IPV4_PATTERN}"')
+      AND regexp_full_match(v_dst, '"{IPV4_PATTERN}"')
+      AND us >= 0 AND l4_ok AND (v_isr IS NULL OR v_isr IN ('null', 'true', 'false')) AND dir_ok
+      AND (src_wl IS NULL OR (src_wl <> chr(1) AND strlen(src_wl) = length(src_wl) AND NOT contains(src_wl, ' ')))
+      AND (dst_wl IS NULL OR (dst_wl <> chr(1) AND strlen(dst_wl) = length(dst_wl) AND NOT contains(dst_wl, ' ')))
+      THEN 'OK' END AS status
+FROM (
+SELECT *,
+  CASE v_verdict {verdicts} END AS action,
+  -- DuckDB cuts a fraction finer than microseconds, as _time_us does; an impossible date gives NULL
+  CASE WHEN regexp_full_match(tm, '{time_re}') THEN epoch_us(TRY_CAST(substr(tm, 2, strlen(tm) - 2) AS TIMESTAMPTZ))
+    END AS us,
+  CASE v_isr WHEN 'true' THEN true WHEN 'false' THEN false END AS isr,
+  CASE WHEN j IS NOT NULL AND (v_isr IS NULL OR v_isr = 'null') THEN coalesce({lazy('reply')} = 'true', false)
+    ELSE false END AS reply,
+  CASE WHEN v_dir IS NULL OR v_dir = 'null' THEN true WHEN starts_with(v_dir, '"') THEN NOT contains(v_dir, '\\')
+    ELSE regexp_full_match(v_dir, '-?[0-9]+') END AS dir_ok,
+  CASE v_dir WHEN '"INGRESS"' THEN 'ingress' WHEN '"EGRESS"' THEN 'egress' WHEN '1' THEN 'ingress'
+    WHEN '2' THEN 'egress' END AS direction,
+  CASE WHEN l4_none THEN true WHEN proto IN (1, 58) THEN body_ok
+    WHEN proto IN (6, 17, 132) THEN body_ok AND sport IS NOT NULL AND dport IS NOT NULL ELSE false END AS l4_ok,
+  CASE WHEN proto = 6 AND starts_with(lp[3], '{{') THEN CASE lp[3] {common_flags}
+    ELSE {flag_sum} END END AS flags,
+  {src_hint} AS src_wl, {dst_hint} AS dst_wl
+FROM (
+SELECT *, CASE WHEN proto IN (1, 58) THEN 0 WHEN proto IN (6, 17, 132) THEN {port('lp[1]')} END AS sport,
+  CASE WHEN proto = 6 AND starts_with(lp[3], '{{') AND lp[3] NOT IN ({', '.join(sql_str(t) for t in _COMMON_FLAGS)})
+    THEN try(json_extract(lp[3], {flag_paths}))::VARCHAR[] END AS fl,
+  CASE WHEN proto IN (1, 58) THEN 0 WHEN proto IN (6, 17, 132) THEN {port('lp[2]')} END AS dport
+FROM (
+SELECT *,
+  CASE k4 WHEN 'TCP' THEN [v_tsp, v_tdp, v_tfl] WHEN 'UDP' THEN [v_usp, v_udp]
+    WHEN 'SCTP' THEN try(json_extract(v_l4, ['$.SCTP.source_port', '$.SCTP.destination_port']))::VARCHAR[] END AS lp
+FROM (
+SELECT *, v_l4 IS NULL OR v_l4 IN ({', '.join(_FALSY)}) AS l4_none,
+  {identity('s')} AS n_s_id, {identity('d')} AS n_d_id,
+  CASE WHEN starts_with(v_l4, '{{"') AND NOT contains(v_l4, '\\') THEN split_part(v_l4, '"', 2) END AS k4,
+  CASE k4 {' '.join(f"WHEN '{k}' THEN {v}" for k, v in _L4.items())} END AS proto,
+  substr(v_l4, strlen(k4) + 5, 1) = '{{' AS body_ok,
+  CASE WHEN j IS NOT NULL AND v_time IS NULL AND NOT bare THEN try(json_extract(c0, '$.time'))::VARCHAR
+    ELSE v_time END AS tm,
+  pods[1] AS v_s_pn, pods[2] AS v_d_pn
+FROM (
+SELECT *, CASE WHEN j IS NOT NULL AND (v_s_wn IS NULL OR NOT starts_with(v_s_wn, '"') OR v_s_wn = '""'
+    OR v_d_wn IS NULL OR NOT starts_with(v_d_wn, '"') OR v_d_wn = '""') THEN {pods} END AS pods
+FROM (
+SELECT fi, c0, c1, bare, j, {picks}, {bare_picks}
+FROM (
+SELECT fi, c0, c1, bare,
+  CASE WHEN c1 IS NULL AND starts_with(c0, '{{') AND ends_with(c0, '}}') AND NOT ({lenient}) THEN
+    CASE WHEN bare THEN try(json_extract(c0, {bare_paths})) ELSE try(json_extract(c0, {flow_paths})) END
+  END::VARCHAR[] AS j
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1, NOT starts_with(c0, '{{"flow":') AS bare
+FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
+  compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
+  rejects_scan='{rejects[1]}')
+))))))))))"""

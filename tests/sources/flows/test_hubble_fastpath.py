@@ -1,0 +1,248 @@
+"""The Hubble reader's DuckDB fast path against its Python reader, line for line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from microseg.engine.store import FlowStore
+from microseg.errors import InputError
+from microseg.sources.flows import hubble
+
+FLOW: dict[str, Any] = {
+    "time": "2026-01-02T03:04:05.123456789Z", "uuid": "u-1", "verdict": "FORWARDED",
+    "IP": {"source": "10.0.0.1", "destination": "10.0.0.2", "ipVersion": "IPv4"},
+    "l4": {"TCP": {"source_port": 40000, "destination_port": 443, "flags": {"SYN": True}}},
+    "source": {"ID": 7, "identity": 20001, "namespace": "shop", "labels": ["k8s:app=api"],
+               "pod_name": "api-7c9bf5d8f6-bx9kz", "workloads": [{"name": "api", "kind": "Deployment"}]},
+    "destination": {"identity": "20002", "namespace": "shop", "labels": ["k8s:app=db"], "pod_name": "db-0"},
+    "Type": "L3_L4", "traffic_direction": "EGRESS", "is_reply": False, "Summary": "TCP Flags: SYN",
+}
+
+
+def flow(**kw: Any) -> dict[str, Any]:
+    out = {**FLOW, **kw}
+    return {k: v for k, v in out.items() if v is not ...}
+
+
+def line(**kw: Any) -> str:
+    """A {"flow": ...} response, compact as Hubble writes it; ``...`` removes a key."""
+    return json.dumps({"flow": flow(**kw), "node_name": "n1", "time": FLOW["time"]}, separators=(",", ":"))
+
+
+def ep(side: str, **kw: Any) -> dict[str, Any]:
+    out = {**FLOW[side], **kw}
+    return {k: v for k, v in out.items() if v is not ...}
+
+
+def l4(proto: str, **body: Any) -> dict[str, Any]:
+    return {proto: body}
+
+
+TRICKY = [
+    line(),  # 1
+    json.dumps(flow(), separators=(",", ":")),  # 2: a bare Flow
+    json.dumps({"node_status": {"state": "NODE_CONNECTED"}, "node_name": "n1", "time": FLOW["time"]}),  # 3
+    line(verdict="TRACED"),  # 4: skipped
+    line(verdict="VERDICT_UNKNOWN"),  # 5: bad
+    line(verdict=4, is_reply=True),  # 6: AUDIT by number
+    line(verdict="4"),  # 7: a number in a string is no enum
+    line(IP={"source": "FD00:0:0::1", "destination": "fd00::2"}),  # 8: IPv6 (Python canonicalises)
+    line(IP={"source": "10.0.0.300", "destination": "10.0.0.2"}),  # 9
+    line(IP={"source": "10.0.0.01", "destination": "10.0.0.2"}),  # 10: leading zero
+    line(l4=l4("TCP", source_port="40001", destination_port="0443")),  # 11: digits in strings
+    line(l4=l4("TCP", source_port=40002.5, destination_port=443)),  # 12: a fraction is no port
+    line(l4=l4("TCP", source_port=40003, destination_port=True)),  # 13
+    line(l4=l4("TCP", source_port=1 << 70, destination_port=443)),  # 14: huge
+    line(l4=l4("UDP")),  # 15: ports omitted (proto3 zero values)
+    line(l4=l4("UDP", source_port=None, destination_port=53)),  # 16: null port
+    line(l4={"ICMPv4": {"type": 8}}),  # 17
+    line(l4={"ICMPv6": 5}),  # 18: body not an object
+    line(l4={"GRE": {}, "TCP": {"source_port": 40004, "destination_port": 443}}),  # 19: unknown first key
+    line(l4={"SCTP": {"source_port": 40005, "destination_port": 3868}}),  # 20
+    line(l4=None),  # 21: no L4: protocol unknown
+    line(l4=l4("TCP", source_port=40006, destination_port=443, flags={"SYN": True, "ACK": True}),
+         is_reply=...),  # 22: SYN+ACK: a reply
+    line(l4=l4("TCP", source_port=40007, destination_port=443, flags={"SYN": True}), is_reply=...),  # 23
+    line(is_reply=..., reply=True),  # 24: the deprecated reply, only when is_reply is absent
+    line(is_reply="true"),  # 25: a string is no boolean
+    line(is_reply=None, l4=l4("TCP", source_port=40008, destination_port=443, flags={"ACK": True, "FIN": 1})),  # 26
+    line(traffic_direction="INGRESS"),  # 27
+    line(traffic_direction=1),  # 28
+    line(traffic_direction=True),  # 29
+    line(traffic_direction="TRAFFIC_DIRECTION_UNKNOWN"),  # 30
+    line(traffic_direction=[1]),  # 31
+    line(traffic_direction=2.0),  # 32
+    line(source=ep("source", labels=["reserved:world"], namespace="x")),  # 33: reserved: no hint
+    line(source=ep("source", labels=[{"reserved:world": 1}])),  # 34: an object in labels is no label
+    line(source=ep("source", labels="k8s:app=api")),  # 35: not a list
+    line(source=ep("source", identity="2")),  # 36: reserved identity as a string
+    line(source=ep("source", identity=2.0)),  # 37
+    line(source=ep("source", identity=-5)),  # 38
+    line(source=ep("source", workloads=..., pod_name="kube-proxy-x7k2p")),  # 39: generated suffix
+    line(source=ep("source", workloads=[], pod_name="web-6799fc88d8-zn5s2")),  # 40: ReplicaSet pod
+    line(source=ep("source", workloads=["api"])),  # 41: workloads[0] not an object: the pod name
+    line(source=ep("source", workloads=[{"name": "has space"}])),  # 42: bad hint
+    line(source=ep("source", namespace="sh\u00f6p")),  # 43: non-ASCII
+    line(source=ep("source", namespace=5)),  # 44: no namespace string: no hint
+    line(source={}),  # 45
+    line(source=...),  # 46
+    line(source="x"),  # 47
+    line(time="2026-01-02T03:04:05Z"),  # 48
+    line(time="2026-01-02T04:04:05.5+01:00"),  # 49: an offset (Python reads it)
+    line(time="1969-12-31T23:59:59Z"),  # 50
+    line(time="2026-02-30T00:00:00Z"),  # 51
+    line(time=...),  # 52: the response's time
+    line(time=None),  # 53
+    line(time=1767323045),  # 54
+    line(Summary="caf\u00e9 \"quoted\" \\ back"),  # 55: escapes in an unused value
+    json.dumps({"flow": flow(Summary="caf\u00e9")}, ensure_ascii=False, separators=(",", ":")),  # 56: raw UTF-8
+    line(extra=0).replace('"extra":0', '"extra":0,'),  # 57: trailing comma
+    line(extra=[1, 2]).replace('"extra":[1,2]', '"extra":[1,2,]'),  # 58: trailing comma in an array
+    line(extra=float("nan")),  # 59: NaN (json.loads reads it)
+    line(extra=float("inf")),  # 60: Infinity
+    line(extra=0).replace('"extra":0', '"extra":nan'),  # 61: DuckDB reads nan, Python does not
+    line(extra=0).replace('"extra":0', '"extra":-inf'),  # 62
+    line(extra=[0]).replace('"extra":[0]', '"extra":[Infinity,NaN]'),  # 63
+    line(verdict="DROPPED", node_name="x").replace(',"node_name":"x"', ',"verdict":"FORWARDED"'),  # 64: repeated key
+    line(verdict="DROPPED").replace('{"flow":{', '{"flow":{"verdict":"FORWARDED",'),  # 65: the first is read
+    "",  # 66
+    "   ",  # 67
+    "# a comment",  # 68
+    "{not json",  # 69
+    "[1, 2]",  # 70
+    line(IP=None),  # 71: no IP layer: skipped
+    line(IP={}),  # 72
+    line(flow_extra=1).replace('{"flow":{', '{ "flow":{'),  # 73: a blank inside
+    json.dumps({"flow": flow(source=ep("source", namespace="a b"))}),  # 74: python-style separators
+    json.dumps({"flow": flow(l4=l4("TCP", source_port=40009, destination_port=443, flags={"SYN": True}))}, indent=None,
+               separators=(", ", ": ")),  # 75
+    line(l4=l4("TCP", source_port=40010, destination_port=443, flags={"SYN": False, "SYN ": True, "ACK": True})),  # 76
+    '{"flow":null,' + json.dumps(flow(l4=l4("UDP", source_port=5353, destination_port=53)),
+                                 separators=(",", ":"))[1:],  # 77: a null flow: the object itself
+    line(destination=ep("destination", pod_name="db-7d9f8c6b5-abcde", identity="0300")),  # 78
+    line(source=ep("source", labels=None, identity=None, workloads=None)),  # 79
+    line(source=ep("source", workloads=[{"name": ""}], pod_name="")),  # 80
+    line(time="2024-02-29T23:59:59.9999999Z"),  # 81: a leap day; 100 ns cut, not rounded
+    line(time="2026-01-02T03:04:60Z"),  # 82: no leap seconds in Python
+]
+
+
+def write(tmp_path: Path, lines: list[str], name: str, newline: str = "\n") -> Path:
+    path = tmp_path / name
+    path.write_bytes((newline.join(lines) + newline).encode())
+    return path
+
+
+def rows(store: FlowStore) -> list[tuple[Any, ...]]:
+    return sorted(((r["src_ip"], r["dst_ip"], r["src_port"], r["dst_port"], r["protocol"], r["action"], r["records"],
+                    r["ts_start"], r["ts_end"], r["is_reply"], r["tcp_flags"], r["direction"], r["src_workload"],
+                    r["dst_workload"]) for r in store.rows()), key=repr)
+
+
+def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *paths: Path) -> tuple[Any, Any]:
+    """(report, rows) through the fast path, then through the Python path alone."""
+    out = []
+    real = hubble._scan
+    used: list[Any] = []
+
+    def spy(*a: Any, **k: Any) -> Any:
+        used.append(real(*a, **k))
+        return used[-1]
+
+    for name, python_only in (("fast", False), ("python", True)):
+        with monkeypatch.context() as m:
+            m.setattr(hubble, "_scan", (lambda *_a, **_k: None) if python_only else spy)
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                report = s.ingest(list(paths), fmt="hubble", bad_threshold=1.0)
+                got = rows(s)
+            if not python_only:
+                assert used and used[0] is not None, "the fast path was not taken"
+        out.append(((report.lines, report.records, report.bad, dict(report.skipped),
+                     [(b.file, b.line, b.field, b.message, b.text) for b in report.bad_samples]), got))
+    return out[0], out[1]
+
+
+def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write(tmp_path, TRICKY, "a.jsonl")
+    b = write(tmp_path, TRICKY[::-1], "b.jsonl", newline="\r\n")  # CRLF, reversed
+    c = tmp_path / "c.jsonl.gz"
+    with gzip.open(c, "wt") as fh:
+        fh.write("\n".join(TRICKY[:30]) + "\n")
+    calls: list[tuple[str, frozenset[str] | None]] = []
+    real = hubble._stage_file
+
+    def spy(src: Any, index: int, writer: Any, staged: Any, options: Any, only: frozenset[str] | None = None) -> None:
+        calls.append((src.path.name, only))
+        real(src, index, writer, staged, options, only)
+
+    monkeypatch.setattr(hubble, "_stage_file", spy)
+    fast, python = both_paths(tmp_path, monkeypatch, a, b, c)
+    assert fast == python
+    # SQL read these lines itself (1-based numbers in TRICKY); every other one went to Python
+    in_sql = {1, 2, 3, 4, 6, 11, 15, 16, 17, 20, 21, 22, 23, 24, 26, 27, 28, 30, 33, 36, 38, 39, 40, 41, 44, 48,
+              52, 55, 56, 64, 65, 75, 76, 78, 79, 80, 81}
+    only = dict(calls[:3])
+    assert only["a.jsonl"] == frozenset(TRICKY[i - 1] for i in range(1, len(TRICKY) + 1) if i not in in_sql
+                                        and TRICKY[i - 1] != "")
+    assert only["b.jsonl"] == only["a.jsonl"]
+    report, got = fast
+    assert report[2] > 0 and report[1] > 0
+    assert {"no-verdict", "non-flow", "non-ip"} <= set(report[3])
+    # a few rows written out by hand from hubble.py's rules, independent of either path
+    keys = {(r[4], r[5], r[3], r[9], r[10], r[12], r[13]) for r in got}
+    hints = ("shop/api", "shop/db-0")
+    assert ("TCP", "drop", 443, False, 2, *hints) in keys  # 64: the first of a repeated "verdict"
+    assert ("TCP", "audit", 443, True, 2, *hints) in keys  # 6: AUDIT as its enum number
+    assert ("TCP", "accept", 443, True, 2 | 16, *hints) in keys  # 22: SYN+ACK without is_reply
+    assert ("SCTP", "accept", 3868, False, None, *hints) in keys  # 20
+    assert ("ICMP", "accept", 0, False, None, *hints) in keys  # 17
+    assert ("TCP", "accept", 443, False, 2, "shop/kube-proxy", "shop/db-0") in keys  # 39
+    assert ("TCP", "accept", 443, False, 2, "shop/web", "shop/db-0") in keys  # 40
+    assert ("TCP", "accept", 443, False, 2, None, "shop/db-0") in keys  # 33, 36: reserved
+    assert datetime(2024, 2, 29, 23, 59, 59, 999999) in {r[7] for r in got}  # 81
+
+
+def test_fast_path_on_a_clean_file_reads_nothing_in_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [line(l4=l4("TCP", source_port=40000 + i, destination_port=443 + i % 3,
+                        flags={"SYN": True} if i % 2 else {"ACK": True, "PSH": True}),
+                  verdict="DROPPED" if i % 10 == 0 else "FORWARDED", is_reply=bool(i % 2 == 0)) for i in range(200)]
+    lines.append(json.dumps({"node_status": {"state": "NODE_CONNECTED"}}))
+    path = write(tmp_path, lines, "clean.jsonl")
+    calls: list[Any] = []
+    real = hubble._stage_file
+    monkeypatch.setattr(hubble, "_stage_file", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with FlowStore(tmp_path / "s" / "flows.duckdb") as s:
+        report = s.ingest([path])
+        assert (report.lines, report.records, report.bad, report.skipped) == (201, 200, 0, {"non-flow": 1})
+        assert sum(r["records"] for r in s.rows()) == 200
+        assert {r["action"] for r in s.rows()} == {"accept", "drop"}
+        assert {(r["src_workload"], r["dst_workload"]) for r in s.rows()} == {("shop/api", "shop/db-0")}
+        assert {r["tcp_flags"] for r in s.rows()} == {2, 8 | 16}
+    assert calls == []
+
+
+def test_fast_path_invalid_utf8_bom_and_truncated_gzip(tmp_path: Path) -> None:
+    raw = tmp_path / "latin1.jsonl"
+    raw.write_bytes((line() + "\n" + line(Summary="\u00e9") + "\n").encode().replace("\u00e9".encode(), b"\xe9"))
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + (line() + "\n" + line() + "\n").encode())
+    with FlowStore(tmp_path / "s" / "flows.duckdb") as s:
+        report = s.ingest([raw], fmt="hubble")  # DuckDB rejects the line, Python reads it (replaced)
+        assert (report.lines, report.records, report.bad) == (2, 2, 0)
+        report = s.ingest([bom], fmt="hubble", bad_threshold=1.0)  # as Python reads it: line 1 is no JSON
+        assert (report.lines, report.records, report.bad) == (2, 1, 1)
+        assert [(b.line, b.field) for b in report.bad_samples] == [(1, "json")]
+        whole = tmp_path / "whole.jsonl.gz"
+        with gzip.open(whole, "wt") as fh:
+            fh.write("\n".join(line(l4=l4("TCP", source_port=30000 + i, destination_port=443)) for i in range(5000)))
+        cut = tmp_path / "cut.jsonl.gz"
+        cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+        with pytest.raises(InputError) as err:
+            s.ingest([cut], fmt="hubble")
+        assert str(cut.resolve()) in str(err.value.file)
