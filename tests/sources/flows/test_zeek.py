@@ -393,7 +393,7 @@ def test_json_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path,
         json.dumps(_conn(uid="J2", ts="2026-01-02T04:00:00.250000+01:00", **{"id.orig_p": 40002})),  # 2: SQL, ISO
         json.dumps(_conn(uid="J3", ts=1767322800250, **{"id.orig_p": 40003})),  # 3: JSON::TS_MILLIS
         json.dumps({**nested, "uid": "J4", "id": ident}),  # 4: nested id: Python
-        dup_key,  # 5: id.resp_p 80, then 5432: json.loads keeps the last: Python
+        dup_key,  # 5: id.resp_p 80, then 5432: the first is read (jsonline, as DuckDB reads it)
         json.dumps(_conn(uid="J6", **{"id.orig_p": 40006}))[:-1] + ', "missed_bytes": NaN}',  # 6: Python reads NaN
         json.dumps(_conn(uid="J7"))[:-1] + ', "missed_bytes": nan}',  # 7: not JSON to Python
         json.dumps(_conn(uid="J8"))[:-1] + ",}",  # 8: a trailing comma, not JSON to Python
@@ -419,8 +419,9 @@ def test_json_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path,
     assert [(line, field) for _, line, field, _, _ in report[4]] == [(7, "json"), (8, "json"), (14, "id.resp_p")]
     start, end = datetime(2026, 1, 2, 3, 0, 0, 250000), datetime(2026, 1, 2, 3, 0, 0, 750000)
     assert {(k[2], k[3], k[4]): v for k, v in got.items()} == {
-        # lines 1-6 and 9-11, every one 1200 bytes and 5 packets, client ports 40001-40011
-        ("10.0.0.2", 5432, "TCP"): (9, 10800, 45, start, end, 40001, 40011),
+        # lines 1-4, 6 and 9-11, every one 1200 bytes and 5 packets, client ports 40001-40011
+        ("10.0.0.2", 5432, "TCP"): (8, 9600, 40, start, end, 40001, 40011),
+        ("10.0.0.2", 80, "TCP"): (1, 1200, 5, start, end, 40005, 40005),  # line 5: its first id.resp_p
         ("10.0.0.2", 5433, "TCP"): (1, None, 5, start, end, 40001, 40001),
         ("10.0.0.9", 80, None): (1, 1200, 5, start, end, 40001, 40001),
         ("10.0.0.3", 0, "IP-47"): (1, 1200, 5, start, end, 0, 0),
