@@ -710,13 +710,14 @@ SELECT CAST(t_start AS UBIGINT) AS t_start, CAST(t_end AS UBIGINT) AS t_end, src
 # contributes every ``"uid": "..."`` string on it (``uid``, a superset of what Python reads).
 
 _JWS = "[ \\t]*"  # JSON whitespace inside one line
-# What DuckDB's JSON reader accepts and Python's json module rejects, on a flat line (supersets): a trailing
-# comma; a nan / inf literal, in any case and with a sign (a value after ":" starting with n, i or a sign,
-# null, NaN, Infinity and negative numbers included). Compact lines (Zeek's) are checked with contains()
-# alone; a regexp runs only on lines with blanks after a comma or colon, or with an array.
-_TRAILING_WS = f",{_JWS}[}}\\]]"
+# What DuckDB's JSON reader accepts and Python's json module rejects, on a flat line (which ends with its
+# only "}"), as supersets: a trailing comma (before the final "}": looked for in the line's last 64
+# characters, a tail of blanks counting as suspect; in an array: only lines with a "[" are searched); a
+# nan / inf literal in any case and with a sign (any value after ":" starting with n, i or a sign: null,
+# NaN, Infinity and negative numbers included).
+_TRAILING_END = f"(^|,){_JWS}}}$"
 _NAN_INF = f":{_JWS}[-+nNiI]"
-_NAN_INF_ARRAY = f"[\\[,]{_JWS}[-+nNiI]|,{_JWS}\\]"
+_ARRAY_LENIENT = f"[\\[,]{_JWS}[-+nNiI]|,{_JWS}\\]"
 # A number as _micros reads it from a JSON integer or a JSON fraction whose str(Decimal) is its text.
 _JSECONDS = "0|[1-9][0-9]*|[1-9][0-9]*\\.[0-9]+|0\\.[0-9]{0,5}[1-9][0-9]*"
 _JCOUNT = '[0-9]{1,18}|"[0-9]{1,18}"'  # _count: a JSON integer or a string of digits (18: sums fit BIGINT)
@@ -777,10 +778,8 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
           f"ELSE {seconds('ts')} END")
     extracted = ", ".join(f"nullif(j[{i}], 'null') AS j_{a}" for i, a in enumerate(_JSON_KEYS, 1))
     strings = ", ".join(f"{text(a)} AS s_{a}" for a in ("ts", "dur", "state", "oh", "rh", "proto", "uid"))
-    lenient = (f"contains(c0, ',}}') OR contains(c0, ',]') OR CASE WHEN contains(c0, ', ') OR contains(c0, ',\\t') "
-               f"THEN regexp_matches(c0, {sql_str(_TRAILING_WS)}) END "
-               f"OR regexp_matches(c0, {sql_str(_NAN_INF)}) "
-               f"OR CASE WHEN contains(c0, '[') THEN regexp_matches(c0, {sql_str(_NAN_INF_ARRAY)}) END")
+    lenient = (f"regexp_matches(right(c0, 64), {sql_str(_TRAILING_END)}) OR regexp_matches(c0, {sql_str(_NAN_INF)}) "
+               f"OR CASE WHEN contains(c0, '[') THEN regexp_matches(c0, {sql_str(_ARRAY_LENIENT)}) END")
     # nullstr: a value no line has; a line with \x01 (the delimiter) has c1, and its uid is unknown.
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does.
     return f"""
@@ -804,7 +803,8 @@ SELECT *, {number('ts', 'ts')} AS n_ts, {number('dur', 'duration')} AS n_dur
 FROM (
 SELECT *, j_dur AS dur, j_ob AS ob, j_rb AS rb, j_opk AS opk, j_rpk AS rpk, j_ipp AS ipp, s_state AS state, s_oh AS oh,
   s_rh AS rh, s_proto AS proto,
-  j IS NOT NULL AND starts_with(c0, '{{') AND NOT contains(substr(c0, 2), '{{') AND j_ts IS NOT NULL
+  j IS NOT NULL AND starts_with(c0, '{{') AND ends_with(c0, '}}') AND NOT contains(substr(c0, 2), '{{')
+    AND j_ts IS NOT NULL
     AND j_op IS NOT NULL AND j_rp IS NOT NULL AND j_proto IS NOT NULL AND NOT coalesce({lenient}, false) AS flat
 FROM (
 SELECT *, {strings}
