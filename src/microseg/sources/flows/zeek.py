@@ -583,6 +583,7 @@ _USED = {"ts": "ts", "uid": "uid", "oh": "id.orig_h", "op": "id.orig_p", "rh": "
 # What str.strip() removes from an ASCII line (non-ASCII lines take the Python path anyway).
 _BLANK = r"[\t\n\v\f\r \x1c-\x1f]*"
 _MAX_US = MAX_EPOCH_SECONDS * 1_000_000
+_NO_HANDSHAKE_SQL = ", ".join(sql_str(s) for s in sorted(_NO_HANDSHAKE))  # is_reply NULL (see the docstring)
 
 
 def _micros_sql(x: str) -> str:
@@ -651,7 +652,7 @@ def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int]
 SELECT fi, hdr, ok, false AS batch, CASE WHEN NOT ok THEN {line} END AS line,
   CASE WHEN NOT hdr THEN nullif(uid, '') END AS uid,
   ts_us AS t_start, end_us AS t_end, oh AS src_ip, rh AS dst_ip, op_n AS src_port, rp_n AS dst_port, proto_n AS proto,
-  ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state <> 'OTH' AS is_reply
+  ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state NOT IN ({_NO_HANDSHAKE_SQL}) AS handshake
 FROM (
 SELECT *, coalesce(NOT hdr AND shape AND checked AND action IS NOT NULL AND op_n IS NOT NULL AND rp_n IS NOT NULL
   AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}'), false) AS ok
@@ -683,7 +684,7 @@ SELECT CAST(t_start AS UBIGINT) AS t_start, CAST(t_end AS UBIGINT) AS t_end, src
   CAST(CASE WHEN {_PORTLESS} THEN 0 ELSE src_port END AS INTEGER) AS src_port,
   CAST(CASE WHEN {_PORTLESS} THEN 0 ELSE dst_port END AS INTEGER) AS dst_port,
   CAST(proto AS INTEGER) AS proto, CAST(bytes AS UBIGINT) AS bytes, CAST(packets AS UBIGINT) AS packets, action,
-  NULL::INTEGER AS tcp_flags, CASE WHEN is_reply THEN false END AS is_reply,
+  NULL::INTEGER AS tcp_flags, CASE WHEN handshake THEN false END AS is_reply,
   NULL::VARCHAR AS direction, NULL::VARCHAR AS src_workload, NULL::VARCHAR AS dst_workload,
   'OK' AS log_status, fi::INTEGER AS file_index"""
 
@@ -788,7 +789,7 @@ SELECT fi, hdr, ok, hdr OR unknown_uid OR (flat AND NOT ok) AS batch, CASE WHEN 
     THEN list_filter(regexp_extract_all(c0, {uid_any}, 1), lambda u: u <> '') END AS uid,
   CASE WHEN ok THEN nullif(s_uid, '') END AS uid1,
   ts_us AS t_start, end_us AS t_end, oh AS src_ip, rh AS dst_ip, op_n AS src_port, rp_n AS dst_port, proto_n AS proto,
-  ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state <> 'OTH' AS is_reply
+  ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state NOT IN ({_NO_HANDSHAKE_SQL}) AS handshake
 FROM (
 SELECT *, coalesce(flat AND checked AND action IS NOT NULL AND op_n IS NOT NULL AND rp_n IS NOT NULL
   AND ts_us >= 0 AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}'), false) AS ok
