@@ -721,7 +721,6 @@ _NAN_INF = f":{_JWS}[-+nNiI]"
 _ARRAY_LENIENT = f"[\\[,]{_JWS}[-+nNiI]|,{_JWS}\\]"
 # A number as _micros reads it from a JSON integer or a JSON fraction whose str(Decimal) is its text.
 _JSECONDS = "0|[1-9][0-9]*|[1-9][0-9]*\\.[0-9]+|0\\.[0-9]{0,5}[1-9][0-9]*"
-_JCOUNT = '[0-9]{1,18}|"[0-9]{1,18}"'  # _count: a JSON integer or a string of digits (18: sums fit BIGINT)
 _ISO_SQL = ("[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
             "(\\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
 # The common form (Zeek's JSON::TS_ISO8601): UTC, at most microseconds; one checked cast.
@@ -750,9 +749,10 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     def text(a: str) -> str:  # a string value's content (no escapes on a flat line), else NULL
         return f"CASE WHEN starts_with(j_{a}, '\"') THEN substr(j_{a}, 2, strlen(j_{a}) - 2) END"
 
-    def count(a: str) -> str:
-        return (f"CASE WHEN regexp_full_match(j_{a}, {sql_str(_JCOUNT)}) "
-                f"THEN CAST(replace(j_{a}, '\"', '') AS BIGINT) END")
+    def count(a: str) -> str:  # _count: a JSON integer or a string of digits (18 at most: sums fit BIGINT)
+        return (f"CASE WHEN regexp_full_match(j_{a}, '[0-9]{{1,18}}') THEN CAST(j_{a} AS BIGINT) "
+                f"WHEN regexp_full_match(j_{a}, '\"[0-9]{{1,18}}\"') "
+                f"THEN CAST(substr(j_{a}, 2, strlen(j_{a}) - 2) AS BIGINT) END")
 
     def number(a: str, key: str) -> str:
         # The value's text: a string's content; an integer as DuckDB gives it; a fraction or exponent form
