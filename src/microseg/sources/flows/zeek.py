@@ -671,7 +671,7 @@ SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, starts_with(c0, '#'
 FROM read_csv({sql_list(files)}, delim={sql_str(head.separator)}, header=false, quote='', escape='',
   auto_detect=false, columns={columns}, strict_mode=false, null_padding=true, nullstr='\x01\x02',
   compression='{compression}', store_rejects=true, rejects_table='{rejects[0]}', rejects_scan='{rejects[1]}')
-WHERE NOT (c0 < '!' AND regexp_full_match({line}, '{_BLANK}'))
+WHERE CASE WHEN c0 < '!' THEN NOT regexp_full_match({line}, '{_BLANK}') ELSE true END
 )))))"""
 
 
@@ -819,5 +819,5 @@ SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, starts_with(c0, '#
 FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
   columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
   compression='{compression}', store_rejects=true, rejects_table='{rejects[0]}', rejects_scan='{rejects[1]}')
-WHERE NOT (c0 < '!' AND regexp_full_match(c0, '{_BLANK}'))
+WHERE CASE WHEN c0 < '!' THEN NOT regexp_full_match(c0, '{_BLANK}') ELSE true END
 )))))))))"""
