@@ -50,9 +50,10 @@ which writes ``json_streaming_conn.log`` beside the default ``conn.log`` - and i
 conn.log carries no workload identity: the hints stay empty and the addresses resolve.
 
 Reading. TSV files whose header is one block at the top are parsed by DuckDB (see "DuckDB fast path"
-below), with the same checks as the Python parser; what SQL cannot decide exactly (IPv6 addresses,
-non-ASCII text, ISO times, repeated uids, a layout that changes inside a file) is read by the Python
-parser, which names the line and field of every bad record. JSON files are parsed by DuckDB too
+below), with the same checks as the Python parser, each file once; every line SQL is not certain of - a
+bad one, or one SQL cannot decide exactly (IPv6 addresses, non-ASCII text, ISO times, repeated uids, a
+layout that changes inside a file) - is read by the Python parser, which names the line and field of every
+bad record. JSON files are parsed by DuckDB too
 ("DuckDB fast path, JSON"): SQL keeps only the lines it is certain Python reads as the same good
 record; other lines go to the Python parser one by one, and a line that SQL parsed but that fails a
 check sends the batch to it. Tests assert that both paths give the same rows, counts and bad-line
