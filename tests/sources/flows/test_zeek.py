@@ -393,7 +393,7 @@ def test_json_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path,
         json.dumps(_conn(uid="J2", ts="2026-01-02T04:00:00.250000+01:00", **{"id.orig_p": 40002})),  # 2: SQL, ISO
         json.dumps(_conn(uid="J3", ts=1767322800250, **{"id.orig_p": 40003})),  # 3: JSON::TS_MILLIS
         json.dumps({**nested, "uid": "J4", "id": ident}),  # 4: nested id: Python
-        dup_key,  # 5: id.resp_p 80, then 5432: json.loads keeps the last: Python
+        dup_key,  # 5: id.resp_p 80, then 5432: the first is read (jsonline, as DuckDB reads it)
         json.dumps(_conn(uid="J6", **{"id.orig_p": 40006}))[:-1] + ', "missed_bytes": NaN}',  # 6: Python reads NaN
         json.dumps(_conn(uid="J7"))[:-1] + ', "missed_bytes": nan}',  # 7: not JSON to Python
         json.dumps(_conn(uid="J8"))[:-1] + ",}",  # 8: a trailing comma, not JSON to Python
@@ -419,8 +419,9 @@ def test_json_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path,
     assert [(line, field) for _, line, field, _, _ in report[4]] == [(7, "json"), (8, "json"), (14, "id.resp_p")]
     start, end = datetime(2026, 1, 2, 3, 0, 0, 250000), datetime(2026, 1, 2, 3, 0, 0, 750000)
     assert {(k[2], k[3], k[4]): v for k, v in got.items()} == {
-        # lines 1-6 and 9-11, every one 1200 bytes and 5 packets, client ports 40001-40011
-        ("10.0.0.2", 5432, "TCP"): (9, 10800, 45, start, end, 40001, 40011),
+        # lines 1-4, 6 and 9-11, every one 1200 bytes and 5 packets, client ports 40001-40011
+        ("10.0.0.2", 5432, "TCP"): (8, 9600, 40, start, end, 40001, 40011),
+        ("10.0.0.2", 80, "TCP"): (1, 1200, 5, start, end, 40005, 40005),  # line 5: its first id.resp_p
         ("10.0.0.2", 5433, "TCP"): (1, None, 5, start, end, 40001, 40001),
         ("10.0.0.9", 80, None): (1, 1200, 5, start, end, 40001, 40001),
         ("10.0.0.3", 0, "IP-47"): (1, 1200, 5, start, end, 0, 0),
@@ -485,3 +486,171 @@ def test_json_fast_path_on_a_clean_file_reads_nothing_in_python(tmp_path: Path,
         assert min(r["ts_start"] for r in s.rows()) == datetime(2026, 1, 2, 3, 0, 0)
         assert max(r["ts_start_last"] for r in s.rows()) == datetime(2026, 1, 2, 3, 3, 19, 500000)
     assert calls == []
+
+
+# -- pathological lines: the fast path (one scan into a temp table, lean checks) against the Python reader --
+
+PATHOLOGICAL_TSV = [
+    "1767322800.000000\tP1\t10.0.0.1\t 5\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",  # blank before
+    "1767322800.000000\tP2\t10.0.0.1\t+5\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",  # sign
+    "1767322800.000000\tP3\t10.0.0.1\t5.0\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",  # fraction
+    "1767322800.000000\tP4\t10.0.0.1\t0x10\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",  # hex
+    "1767322800.000000\tP5\t10.0.0.1\t40005\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t1e2\t1\t60\t-",  # exponent
+    "1767322800.000000\tP6\t10.0.0.1\t00080\t10.0.0.2\t0443\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",  # leading 0s
+    "1767322800.000000\tP7\t10.0.0.1\t40007\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t1234567890123456789\t1\t60\t-",
+    "1767322800.000000\tP8\t10.0.0.1\t40008\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t123456789012345678\t1\t60\t-",
+    "0001767322800.000000\tP9\t10.0.0.1\t40009\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",  # zeros
+    "1767322800.\tQ1\t10.0.0.1\t40010\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",  # no decimals
+    ".5\tQ2\t10.0.0.1\t40011\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    "1767322800.000000\tQ3\t10.0.0.1\t40012\t10.0.0.2\t5432\ttcp\t-\t1e-3\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    "1767322800.000000\tQ4\t10.0.0.1\t40013\t10.0.0.2\t5432\ttcp\t-\t-0\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    # a non-ASCII uid
+    "1767322800.000000\tQ\u00e95\t10.0.0.1\t40014\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    "#comment in the middle",
+    "1767322800.000000\tQ6\t10.0.0.1\t40015\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t\t60\t1\t60\t-",  # '' count
+    "1767322800.000000\tQ7\t10.0.0.1\t40016\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tsf\t-\t1\t60\t1\t60\t-",  # lower case
+    "1767322800.000000\tQ8\t10.0.0.1\t40017\t10.0.0.2\t5432\tTCP\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    "1767322800.000000\tQ9\t1.2.3.04\t40018\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    "1767322800.000000\tR1\t255.255.255.255\t40019\t256.1.1.1\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    "999999999999.999999\tR2\t10.0.0.1\t40020\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    "1767322800.000000\tR3\t10.0.0.1\t40021\t10.0.0.2\t5432\ttcp\t-\t0.1234569\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    "1767322800.000000\tR4\t10.0.0.1\t40022\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-\r",  # CR
+    "\u00a0",  # blank to Python (str.strip), not to an ASCII test
+    "1767322800.000000\tR5\t10.0.0.1\t40023\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+]
+
+
+def test_fast_path_tsv_pathological_lines_match_the_python_reader(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, tsv(*PATHOLOGICAL_TSV), "p.log")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+    report, got = fast
+    # by hand (records from line 9): 23 lines that are neither blank to Python nor "#"; DuckDB's casts would
+    # read " 5", "+5", "5.0", "0x10", "1e2", "-0" - Python does not. Read: P6 (leading zeros: ports 80 and
+    # 443), P7 (19 digits: Python reads them), P8, P9 (leading zeros: 1767322800), Q5, R3 (0.123456: cut), R4, R5
+    assert report[:4] == (23, 8, 15, {})
+    assert [(line, field) for _, line, field, _, _ in report[4]] == [
+        (9, "id.orig_p"), (10, "id.orig_p"), (11, "id.orig_p"), (12, "id.orig_p"), (13, "orig_ip_bytes"),
+        (18, "ts"), (19, "ts"), (20, "duration"), (21, "duration"), (24, "orig_pkts"), (25, "conn_state"),
+        (26, "proto"), (27, "id.orig_h"), (28, "id.resp_h"), (29, "ts")]
+    start = datetime(2026, 1, 2, 3, 0)
+    assert {k[3]: v for k, v in got.items()} == {
+        443: (1, 120, 2, start, start, 80, 80),
+        5432: (7, 1234567890123456789 + 123456789012345678 + 60 * 12, 14, start,
+               datetime(2026, 1, 2, 3, 0, 0, 123456), 40007, 40023),
+    }
+
+
+def _json_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: list[str], name: str,
+                newline: str = "\n") -> tuple[Any, Any, list[Any]]:
+    """(fast, python, plans) for a file of ``lines``; the fast path may hand the batch to Python."""
+    path = tmp_path / name
+    path.write_bytes(newline.join(lines).encode("utf-8", "surrogatepass") + b"\n")
+    plans: list[Any] = []
+    real = zeek._plan
+    out = []
+    for sub, python_only in (("fast", False), ("python", True)):
+        with monkeypatch.context() as m:
+            m.setattr(zeek, "_plan", (lambda *_a, **_k: None) if python_only
+                      else (lambda *a, **k: plans.append(real(*a, **k)) or plans[-1]))
+            with FlowStore(tmp_path / f"{name}-{sub}" / "flows.duckdb") as s:
+                report = s.ingest([path], bad_threshold=1.0)
+                out.append(((report.lines, report.records, report.bad, dict(report.skipped),
+                             [(b.line, b.field, b.message) for b in report.bad_samples]), merged(s.rows())))
+    return out[0], out[1], plans
+
+
+def test_json_fast_path_pathological_lines_read_in_sql_or_line_by_line(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines DuckDB's JSON reader is more lenient on, or reads differently, than Python's json module: each
+    is read in SQL only when Python reads it as the same record, else by the Python parser (line by line)."""
+    def compact(**changes: Any) -> str:  # as Zeek writes it: no blanks, UTF-8 text unescaped
+        return json.dumps(_conn(**changes), separators=(",", ":"), ensure_ascii=False)
+
+    lines = [
+        compact(uid="A1", **{"id.orig_p": "40001"}),  # 1: "40001" (a string of digits) is a count
+        compact(uid="A2", missed_bytes=10**30),  # 2: a huge number where nothing reads it
+        compact(uid="A3", history="\u00dcn\u00efcode"),  # 3: non-ASCII text in a string
+        compact(uid="A\u00e94"),  # 4: non-ASCII uid
+        compact(uid="A5")[:-1] + ",}",  # 5: trailing comma: not JSON to Python
+        compact(uid="A6", tunnel_parents=["x"]).replace('["x"]', '["x",]'),  # 6: trailing comma in an array
+        compact(uid="A7")[:-1] + ',"missed_bytes":NaN}',  # 7: NaN: Python reads it
+        compact(uid="A8")[:-1] + ',"missed_bytes":-Infinity}',  # 8: -Infinity: Python reads it
+        compact(uid="A9")[:-1] + ',"missed_bytes":nan}',  # 9: not JSON to Python
+        compact(uid="B1")[:-1] + ',"missed_bytes":Inf}',  # 10: not JSON to Python
+        compact(uid="B2", **{"id.resp_p": 80})[:-1] + ',"id.resp_p":5432}',  # 11: repeated key: the first
+        compact(uid="B3", duration=0.25)[:-1] + ',"duration":9.0}',  # 12: repeated duration: the first
+        compact(uid="B4", **{"id.resp_p": 13}).replace('"duration":0.5', '"duration":0.1234569999999999999'),  # 13
+        compact(uid="B5", **{"id.resp_p": 14}).replace('"ts":1767322800.25', '"ts":1767322800.9999999999999999'),
+        compact(uid="B6", ts="2026-01-02T04:00:00.250000001+01:00"),  # 15: nanoseconds, an offset
+        compact(uid="B7", ts="2026-01-02T03:00:00.25Z"),  # 16
+        compact(uid="B8", **{"id.orig_p": -1}),  # 17: negative: bad
+        "[1, 2]",  # 18: not an object
+        '"just a string"',  # 19
+        "  " + compact(uid="B9") + "  ",  # 20: blanks around
+        "",  # 21
+        compact(uid="C1", local_orig=True, orig_pkts=None),  # 22: true elsewhere; packets unknown
+        compact(uid="C2", **{"id.orig_p": "0080"}),  # 23: leading zeros in a string of digits
+        compact(uid="C3")[:30] + "\r" + compact(uid="C3")[30:],  # 24, 25: a lone CR splits the line for both
+        compact(uid="C4", proto="icmp", **{"id.orig_p": 8, "id.resp_p": 0}),  # 26: ICMP: ports 0
+        compact(uid="C5", duration=None),  # 27: duration null: no end
+    ]
+    fast, python, plans = _json_cases(tmp_path, monkeypatch, lines, "p.json")
+    assert fast == python
+    assert plans and plans[0] is not None  # read by the fast path, the doubtful lines one by one
+    report, got = fast
+    # by hand: 26 lines that are not blank; bad: 5, 6, 9, 10 (not JSON), 17 (port), 18, 19 (not objects),
+    # 24, 25 (halves of a line)
+    assert [(line, field) for line, field, _ in report[4]] == [
+        (5, "json"), (6, "json"), (9, "json"), (10, "json"), (17, "id.orig_p"), (18, "json"), (19, "json"),
+        (24, "json"), (25, "json")]
+    assert report[:4] == (26, 17, 9, {})
+    by_port = {(k[3], k[4]): v for k, v in got.items()}
+    assert by_port[(80, "TCP")][0] == 1  # line 11's first id.resp_p
+    # digits finer than microseconds are cut, not rounded (DuckDB's double would round them up)
+    assert by_port[(13, "TCP")][3:5] == (datetime(2026, 1, 2, 3, 0, 0, 250000), datetime(2026, 1, 2, 3, 0, 0, 373456))
+    assert by_port[(14, "TCP")][3:5] == (datetime(2026, 1, 2, 3, 0, 0, 999999), datetime(2026, 1, 2, 3, 0, 1, 499999))
+
+
+def test_json_lines_that_send_the_batch_to_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flat lines that fail a check, escapes, a "#" line and invalid UTF-8 send the batch to Python; the result
+    is the Python reader's."""
+    good = json.dumps(_conn(uid="G1"), separators=(",", ":"))
+    cases = [
+        json.dumps(_conn(uid="K1", **{"id.orig_p": 80.5}), separators=(",", ":")),  # a fraction for a port
+        json.dumps(_conn(uid="K2", conn_state=True), separators=(",", ":")),  # true for a string
+        json.dumps(_conn(uid="K3", orig_ip_bytes=10**19), separators=(",", ":")),  # beyond 18 digits
+        json.dumps(_conn(uid="K4", ip_proto=300), separators=(",", ":")),
+        json.dumps({k: v for k, v in _conn(uid="K5").items() if k != "id.orig_h"}, separators=(",", ":")),
+        json.dumps(_conn(uid="K\u00e96", history='a"b')),  # escapes: \u00e9 and \"
+        "#fields\tts",  # a header line in the middle: Python reads what follows as TSV
+        json.dumps(_conn(uid="K7", **{"id.resp_h": "10.0.0.\ud800"})),  # a lone surrogate escape
+    ]
+    for n, case in enumerate(cases):
+        fast, python, plans = _json_cases(tmp_path, monkeypatch, [good, case, good.replace("G1", "G2")], f"b{n}.json")
+        assert fast == python, case
+        assert plans == [None], case
+    # invalid UTF-8: DuckDB rejects the line, Python replaces the byte
+    path = tmp_path / "utf8.json"
+    path.write_bytes(good.encode() + b"\n" + good.replace("G1", "G\xff").encode("latin-1") + b"\n")
+    fast_plans: list[Any] = []
+    real = zeek._plan
+    monkeypatch.setattr(zeek, "_plan", lambda *a, **k: fast_plans.append(real(*a, **k)) or fast_plans[-1])
+    with FlowStore(tmp_path / "utf8" / "flows.duckdb") as s:
+        report = s.ingest([path], bad_threshold=1.0)
+        assert (report.lines, report.records, report.bad) == (2, 2, 0)
+    assert fast_plans == [None]
+
+
+def test_truncated_gzip_json_is_an_input_error(store: FlowStore, tmp_path: Path) -> None:
+    lines = [json.dumps(_conn(uid=f"T{i}", **{"id.orig_p": 40000 + i % 20000})) for i in range(20000)]
+    whole = tmp_path / "whole.json.gz"
+    with gzip.open(whole, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InputError) as err:
+        store.ingest([cut], fmt="zeek")
+    assert err.value.file == str(cut.resolve())
+    assert store.rows() == []

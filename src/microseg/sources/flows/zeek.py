@@ -50,9 +50,10 @@ which writes ``json_streaming_conn.log`` beside the default ``conn.log`` - and i
 conn.log carries no workload identity: the hints stay empty and the addresses resolve.
 
 Reading. TSV files whose header is one block at the top are parsed by DuckDB (see "DuckDB fast path"
-below), with the same checks as the Python parser; what SQL cannot decide exactly (IPv6 addresses,
-non-ASCII text, ISO times, repeated uids, a layout that changes inside a file) is read by the Python
-parser, which names the line and field of every bad record. JSON files are parsed by DuckDB too
+below), with the same checks as the Python parser, each file once; every line SQL is not certain of - a
+bad one, or one SQL cannot decide exactly (IPv6 addresses, non-ASCII text, ISO times, repeated uids, a
+layout that changes inside a file) - is read by the Python parser, which names the line and field of every
+bad record. JSON files are parsed by DuckDB too
 ("DuckDB fast path, JSON"): SQL keeps only the lines it is certain Python reads as the same good
 record; other lines go to the Python parser one by one, and a line that SQL parsed but that fails a
 check sends the batch to it. Tests assert that both paths give the same rows, counts and bad-line
@@ -85,6 +86,7 @@ from microseg.sources.flows import (
     StageRow,
     StageWriter,
     iter_lines,
+    jsonline,
     sql_list,
     sql_str,
 )
@@ -351,7 +353,8 @@ def _parse_line(tsv: _Tsv | None, text: str) -> dict[str, Any]:
     if tsv is not None:
         return tsv.record(text)
     try:
-        obj = json.loads(text, parse_float=Decimal)  # exact microseconds, no float rounding
+        # exact microseconds, no float rounding; a repeated key reads as its first occurrence, as in DuckDB
+        obj = jsonline.loads(text, parse_float=Decimal)
     except (ValueError, InvalidOperation) as exc:
         raise _Bad("json", f"invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -424,20 +427,19 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 
 # -- DuckDB fast path -----------------------------------------------------------------------------
 #
-# A TSV conn.log is parsed by DuckDB: every line read as one column, split on the separator, typed
-# and checked in SQL exactly as _record does it in Python. What SQL cannot decide exactly goes
-# through the Python path above, line by line:
+# A TSV conn.log is parsed by DuckDB: every line split on the separator, typed and checked in SQL as
+# _record does it in Python. SQL keeps only the lines it is certain Python reads as the same good record;
+# what SQL cannot decide exactly goes through the Python path above:
 # - a file whose header is not one block at the top, or changes inside the file (rotated logs
 #   concatenated): the whole batch is read in Python (rare; exact order for duplicates); JSON files
-#   have their own SQL (_json_raw_sql, _json_sql) and rules, below;
-# - "uncertain" lines: non-ASCII text (Python's str.isdigit and \d accept other digits), IPv6
-#   addresses (Python canonicalises and validates them), ISO ``ts`` values, counts beyond UBIGINT;
+#   have their own SQL (_json_sql) and rules, below;
+# - every other line, line by line: bad ones (Python names line and field), and the ones SQL cannot
+#   judge: non-ASCII text (Python's str.isdigit and \d accept other digits), IPv6 addresses (Python
+#   canonicalises and validates them), ISO ``ts`` values, leading zeros, counts of more than 18 digits;
 # - every line whose uid occurs more than once in the batch: which copy is kept depends on the order
 #   of lines, which SQL does not see.
-# Bad lines stay in the relation, marked with a log-status the store counts as bad; locate_bad
-# re-reads such a file in Python to name line and field.
+# Each group of files is scanned once, into a temporary table (see _plan); the store aggregates from it.
 
-_BAD_STATUS = "(bad)"
 _HEAD_LINES = 64
 _LAYOUT_KEYS = ("#separator", "#unset_field", "#empty_field", "#fields")
 
@@ -492,7 +494,11 @@ class _Plan:
 
 def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: Staged,
           options: ReaderOptions) -> _Plan | None:
-    """The DuckDB relations for the batch and the lines left to Python; None: all of it in Python."""
+    """The DuckDB relations for the batch and the lines left to Python; None: all of it in Python.
+
+    Each group of files (one TSV header, or JSON; plain or gzip) is read ONCE, into a temporary table of
+    its parsed lines (``_parsed_sql`` / ``_json_sql``: the staging values, ``ok``, ``hdr``, ``batch``,
+    ``line``, ``uid``); the checks below and the store's aggregation then read those tables, not the files."""
     heads: list[_Head] = []
     for src in files:
         head = _head(src)
@@ -504,68 +510,49 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         groups.setdefault((head, src.gzip), []).append(i)
     tag = f"_ms_zeek_{id(staged)}"
     group_list = list(groups.items())
-    # One scan: the layout lines of every file, the uncertain lines, and the uids seen more than once.
-    layout_line = " OR ".join(f"starts_with(line, {sql_str(k)})" for k in _LAYOUT_KEYS)
-    parts = []
-    json_tables = {n: f"{tag}_{n}_json" for n, ((head, _gz), _idx) in enumerate(group_list) if head == _JSON_HEAD}
-    for n, ((head, _gz), idx) in enumerate(group_list):
-        if head == _JSON_HEAD:
-            try:
-                con.execute(f"CREATE TEMP TABLE {json_tables[n]} AS "
-                            + _json_raw_sql([files[i] for i in idx], idx, (f"{tag}_{n}_err", f"{tag}_{n}_scan")))
-            except SCAN_ERRORS as exc:
-                drop_tables(con, json_tables.values())
-                raise scan_error(exc, files) from exc
-            sql = _json_sql(json_tables[n])
-            # The batch in Python: any "#" line (Python reads the lines after it as TSV), a line whose
-            # uid SQL cannot know (escapes), or a line of the flat grammar that fails a check here (its
-            # text is not kept; Python names the line and field). ``xuid``: every uid Python may read
-            # on an uncertain line.
-            parts.append(f"SELECT fi, CASE WHEN NOT uncertain THEN uid END AS uid, "
-                         f"CASE WHEN uncertain THEN line END AS xline, "
-                         f"CASE WHEN hdr OR unknown_uid OR (uncertain AND flat) THEN fi || chr(9) || '#' END AS hline, "
-                         f"CASE WHEN uncertain THEN xuids END AS xuid FROM ({sql})")
-            continue
-        sql = _parsed_sql(head, [files[i] for i in idx], idx, (f"{tag}_{n}_err", f"{tag}_{n}_scan"))
-        # A line of another shape that is not ASCII may be blank to Python (NBSP, NEL): "weird",
-        # read in Python. "#" lines: the layout lines must be the header's.
-        parts.append(f"SELECT fi, CASE WHEN NOT hdr AND NOT uncertain AND shape THEN uid END AS uid, "
-                     f"CASE WHEN uncertain THEN line END AS xline, "
-                     f"CASE WHEN hdr AND ({layout_line}) OR (NOT hdr AND NOT shape AND "
-                     f"strlen(line) <> length(line)) THEN fi || chr(9) || line END AS hline, "
-                     f"CASE WHEN uncertain THEN uid END AS xuid FROM ({sql})")
-    # (A HAVING clause here trips a DuckDB 2.0 binder error; the outer WHERE is equivalent.)
+    tables = [f"{tag}_{n}" for n in range(len(group_list))]
+    rejects = [(f"{tag}_{n}_err", f"{tag}_{n}_scan") for n in range(len(group_list))]
+    created: list[str] = []
     try:
-        rows = con.execute(f"""
-            SELECT uid, xline, hline, xuid, lo, hi FROM (
-              SELECT uid, xline, hline, xuid, count(*) AS n, min(fi) AS lo, max(fi) AS hi
-              FROM ({' UNION ALL '.join(parts)}) GROUP BY GROUPING SETS ((uid), (xline), (hline), (xuid)))
-            WHERE (uid IS NOT NULL AND n > 1) OR xline IS NOT NULL OR hline IS NOT NULL OR xuid IS NOT NULL
-            """).fetchall()
+        for n, ((head, _gz), idx) in enumerate(group_list):
+            group = [files[i] for i in idx]
+            sql = (_json_sql(group, idx, rejects[n]) if head == _JSON_HEAD
+                   else _parsed_sql(head, group, idx, rejects[n]))
+            con.execute(f"CREATE TEMP TABLE {tables[n]} AS {sql}")
+            created.append(tables[n])
     except SCAN_ERRORS as exc:
         # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
-        drop_tables(con, json_tables.values())
+        drop_tables(con, created)
         raise scan_error(exc, files) from exc
-    if count_rejects(con, ((f"{tag}_{n}_err", f"{tag}_{n}_scan") for n in range(len(group_list)))):
-        drop_tables(con, json_tables.values())
+    if count_rejects(con, rejects):
+        drop_tables(con, created)
         return None  # invalid UTF-8 or an over-long line: Python replaces or reads it
-    dup_uids: set[str] = set()
+    # The batch in Python: a JSON line that asks for it (see "DuckDB fast path, JSON"), or a TSV layout
+    # line ("#separator" ...) that is not the header's: the layout changes inside the file.
+    layout_line = " OR ".join(f"starts_with(line, {sql_str(k)})" for k in _LAYOUT_KEYS)
+    checks = " UNION ALL ".join(
+        f"(SELECT DISTINCT fi, line, batch FROM {t} WHERE batch OR (hdr AND ({layout_line})))" for t in tables)
+    for fi, line, batch in con.execute(checks).fetchall():
+        if batch or str(line) not in heads[int(fi)].layout_lines:
+            drop_tables(con, created)
+            return None
+    # Lines SQL is not certain of (Python reads them), and every uid seen more than once in the batch
+    # (which copy is kept depends on the order of lines, which SQL does not see: Python reads them all).
     uncertain: dict[int, set[str]] = {}
-    for uid, xline, hline, xuid, lo, hi in rows:
-        if hline is not None:
-            where, _, line = str(hline).partition("\t")
-            if line not in heads[int(where)].layout_lines:
-                drop_tables(con, json_tables.values())
-                return None  # the layout changes inside the file (JSON: see above)
-        elif xline is not None:
-            for fi in range(int(lo), int(hi) + 1):
-                uncertain.setdefault(fi, set()).add(str(xline))
-        elif xuid is not None:
-            # An uncertain line's uid (JSON: all candidates, \x01-separated; a TSV uid never holds \x01,
-            # and if it did, splitting it only sends more lines to Python): both to Python.
-            dup_uids.update(str(xuid).split("\x01"))
-        elif uid is not None:
-            dup_uids.add(str(uid))
+    lines_sql = " UNION ALL ".join(f"(SELECT fi, line FROM {t} WHERE NOT hdr AND NOT ok)" for t in tables)
+    for line, lo, hi in con.execute(f"SELECT line, min(fi), max(fi) FROM ({lines_sql}) GROUP BY line").fetchall():
+        for fi in range(int(lo), int(hi) + 1):
+            uncertain.setdefault(fi, set()).add(str(line))
+    uids_sql = " UNION ALL ".join(f"(SELECT unnest(uid) AS u FROM {t} WHERE NOT ok AND uid IS NOT NULL)"
+                                  if head == _JSON_HEAD else f"(SELECT uid AS u FROM {t} WHERE uid IS NOT NULL)"
+                                  for t, ((head, _gz), _idx) in zip(tables, group_list, strict=True))
+    json_ok = " UNION ALL ".join(f"(SELECT uid1 AS u FROM {t} WHERE ok AND uid1 IS NOT NULL)"
+                                 for t, ((head, _gz), _idx) in zip(tables, group_list, strict=True)
+                                 if head == _JSON_HEAD)
+    if json_ok:
+        uids_sql += " UNION ALL " + json_ok
+    dup_uids = {str(u) for (u,) in con.execute(
+        f"SELECT u FROM ({uids_sql}) GROUP BY u HAVING count(*) > 1").fetchall()}
     pending: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
     if dup_uids or uncertain:
         for i in range(len(files)):
@@ -576,20 +563,15 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         con.execute(f"CREATE TEMP TABLE {dup_table} (uid VARCHAR)")
         con.executemany(f"INSERT INTO {dup_table} VALUES (?)", [[u] for u in sorted(dup_uids)])
     relations = []
-    for n, ((head, _gz), idx) in enumerate(group_list):
-        where = "NOT hdr AND NOT uncertain"
+    for t, ((head, _gz), _idx) in zip(tables, group_list, strict=True):
+        uid = "uid1" if head == _JSON_HEAD else "uid"
+        where = "ok"
         if dup_table is not None:
-            where += f" AND (uid IS NULL OR uid NOT IN (SELECT uid FROM {dup_table}))"
-        if head == _JSON_HEAD:
-            sql = _json_sql(json_tables[n])
-        else:
-            sql = _parsed_sql(head, [files[i] for i in idx], idx, None)
+            where += f" AND ({uid} IS NULL OR {uid} NOT IN (SELECT uid FROM {dup_table}))"
         # file_index is the batch's file index (``fi``): every relation names all the batch's files.
-        relations.append(StagedRelation(sql=_STAGE_SELECT + f" FROM ({sql}) WHERE {where}", files=list(files),
+        relations.append(StagedRelation(sql=f"{_STAGE_SELECT} FROM {t} WHERE {where}", files=list(files),
                                         time_unit=1_000_000, null_columns=_NULL_COLUMNS))
-    temp = [*json_tables.values(), *([dup_table] if dup_table is not None else [])]
-    if temp:
-        relations[-1].after_scan = drop_after_scan(temp)
+    relations[-1].after_scan = drop_after_scan([*created, *([dup_table] if dup_table is not None else [])])
     return _Plan(relations=relations, merged=any(head == _JSON_HEAD for head, _gz in groups),
                  pending=pending, done_lines={})
 
@@ -599,21 +581,61 @@ _USED = {"ts": "ts", "uid": "uid", "oh": "id.orig_h", "op": "id.orig_p", "rh": "
          "proto": "proto", "ipp": "ip_proto", "state": "conn_state", "dur": "duration", "ob": "orig_ip_bytes",
          "rb": "resp_ip_bytes", "opk": "orig_pkts", "rpk": "resp_pkts"}
 
-
-_TOO_LATE = "CAST(10 ** 30 AS HUGEINT)"  # microseconds far past 9999
-
-
 # What str.strip() removes from an ASCII line (non-ASCII lines take the Python path anyway).
 _BLANK = r"[\t\n\v\f\r \x1c-\x1f]*"
+_MAX_US = MAX_EPOCH_SECONDS * 1_000_000
+_NO_HANDSHAKE_SQL = ", ".join(sql_str(s) for s in sorted(_NO_HANDSHAKE))  # is_reply NULL (see the docstring)
 
 
-def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int],
-                rejects: tuple[str, str] | None) -> str:
-    """Every non-blank line of ``files``: ``fi`` (batch file index), ``line``, ``hdr``, ``shape``,
-    ``uncertain``, ``weird``, ``uid`` and, for record lines, the typed values and ``ok``.
+def _micros_sql(x: str) -> str:
+    """SQL: the text ``x`` (ASCII ``\\d+(\\.\\d+)?``, as _micros reads it) as integer microseconds, digits finer
+    than microseconds cut (not rounded); NULL when it is not such a text, or has more than 12 digits before
+    the point (past 9999 unless written with leading zeros, which Python reads: such lines go to Python).
+    The common form, Zeek's six decimals, takes one regexp and one cast."""
+    return (f"CASE WHEN regexp_full_match({x}, '[0-9]{{1,12}}\\.[0-9]{{6}}') "
+            f"THEN CAST(replace({x}, '.', '') AS BIGINT) "
+            f"WHEN regexp_full_match({x}, '[0-9]{{1,12}}(\\.[0-9]+)?') THEN CAST(split_part({x}, '.', 1) AS BIGINT) "
+            f"* 1000000 + CAST(rpad(left(split_part({x} || '.', '.', 2), 6), 6, '0') AS BIGINT) END")
 
-    DuckDB's CSV reader splits the fields (n + 1 columns, padded with NULL: a line of the header's
-    shape has column n - 1 and not column n); nothing is ever quoted or escaped in Zeek's TSV."""
+
+def _count_sql(x: str, digits: int = 18) -> str:
+    """SQL: ``x`` when it is ASCII digits without leading zeros (at most ``digits`` of them: sums of two fit
+    BIGINT), else NULL (leading zeros go to Python, which reads them). DuckDB's cast alone is lenient ("+5",
+    " 5", "5.4", "1e2", "0x10", "1_000"); a text that is the cast's value written back is digits only."""
+    return (f"CASE WHEN CAST(TRY_CAST({x} AS BIGINT) AS VARCHAR) = {x} AND TRY_CAST({x} AS BIGINT) >= 0 "
+            f"AND TRY_CAST({x} AS BIGINT) < {10 ** digits} THEN TRY_CAST({x} AS BIGINT) END")
+
+
+def _action_sql(state: str) -> str:
+    """SQL: the action of conn_state ``state``; NULL for a missing or unknown state."""
+    whens = " ".join(f"WHEN {sql_str(s)} THEN {sql_str(a)}" for s, a in sorted(_STATES.items()))
+    return f"CASE {state} {whens} END"
+
+
+def _values_sql(proto: str) -> str:
+    """SQL over ``ts_us``, ``dur_us``, ``ipp_n`` ... (aliases of _USED with ``_n`` / ``_us``): the record's
+    protocol and end, and ``checked``: the checks of _record on them (NULL: failed). ICMP over the certain
+    addresses (IPv4) is protocol 1, never 58."""
+    protos = f"CASE {proto} " + " ".join(f"WHEN {sql_str(p)} THEN {n_}" for p, n_ in sorted(_PROTOS.items())) + " END"
+    return f"""ts_us + coalesce(dur_us, 0) AS end_us,
+  CASE WHEN ipp IS NOT NULL THEN ipp_n WHEN {proto} = 'unknown_transport' THEN NULL ELSE {protos} END AS proto_n,
+  (CASE WHEN ipp IS NOT NULL THEN ipp_n <= 255 ELSE {proto} = 'unknown_transport' OR {protos} IS NOT NULL END)
+  AND {proto} IS NOT NULL AND op_n <= 65535 AND rp_n <= 65535 AND ts_us <= {_MAX_US}
+  AND ts_us + coalesce(dur_us, 0) <= {_MAX_US}
+  AND (dur IS NULL OR dur_us IS NOT NULL) AND (ob IS NULL OR ob_n IS NOT NULL) AND (rb IS NULL OR rb_n IS NOT NULL)
+  AND (opk IS NULL OR opk_n IS NOT NULL) AND (rpk IS NULL OR rpk_n IS NOT NULL) AS checked"""
+
+
+def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
+    """Every non-blank line of ``files`` (TSV): ``fi`` (batch file index), ``hdr`` ("#" line), ``ok`` (a record
+    SQL is certain the Python parser reads as this same good record), ``line`` (the text of every other
+    line), ``uid`` and the staging values of the ``ok`` lines; ``batch`` is false (see _json_sql).
+
+    DuckDB's CSV reader splits the fields (n + 1 columns, padded with NULL: a line of the header's shape has
+    column n - 1 and not column n); nothing is ever quoted or escaped in Zeek's TSV. A line is ``ok`` only
+    when every value passes an ASCII check that implies Python's (non-ASCII digits, IPv6 addresses, ISO
+    times, leading zeros, over-long numbers fail it); every line that is not ``ok`` - a bad one, or one
+    SQL cannot judge - is read by the Python parser, which reads it or names its line and field."""
     n = len(head.fields)
     pos = {name: i for i, name in enumerate(head.fields)}  # the last of a repeated name, as dict(zip())
     nulls = f"({sql_str(head.unset)}, {sql_str(head.empty)})"
@@ -624,53 +646,27 @@ def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int]
         return f"CASE WHEN c{pos[name]} IN {nulls} THEN NULL ELSE c{pos[name]} END"
 
     values = ", ".join(f"{v(field)} AS {alias}" for alias, field in _USED.items())
-
-    def micros(x: str) -> str:
-        # \d+(\.\d+)? as _micros reads it: exact, digits finer than microseconds cut (not rounded); a
-        # whole part of more than 15 digits is past 9999 whatever it says (the sentinel fails the check).
-        whole = f"split_part({x}, '.', 1)"
-        return (f"CASE WHEN NOT regexp_full_match({x}, '[0-9]+(\\.[0-9]+)?') THEN NULL "
-                f"WHEN strlen({whole}) > 15 THEN {_TOO_LATE} "
-                f"ELSE CAST(CAST(left({x}, strlen({whole}) + 7) AS DECIMAL(22, 6)) * 1000000 AS HUGEINT) END")
-
-    def count(x: str) -> str:
-        return f"CASE WHEN regexp_full_match({x}, '[0-9]+') THEN TRY_CAST({x} AS HUGEINT) END"
-
-    states = ", ".join(sql_str(s) for s in sorted(_STATES))
-    protos = "CASE proto " + " ".join(f"WHEN {sql_str(p)} THEN {n_}" for p, n_ in sorted(_PROTOS.items())) + " END"
-    max_us = MAX_EPOCH_SECONDS * 1_000_000
     mapping = ", ".join(str(i) for i in indexes)
     compression = "gzip" if files[0].gzip else "none"
-    errors = "" if rejects is None else (f", store_rejects=true, rejects_table='{rejects[0]}', "
-                                         f"rejects_scan='{rejects[1]}'")
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n + 1)) + "}"
     line = f"concat_ws({sql_str(head.separator)}, {', '.join(f'c{i}' for i in range(n + 1))})"
-    ascii_used = " AND ".join(f"strlen(coalesce({a}, '')) = length(coalesce({a}, ''))" for a in _USED)
     # nullstr: a value no line has, so that an empty field is '' and a missing one NULL (padding).
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
     return f"""
-SELECT *,
-  coalesce(NOT hdr AND shape AND ts IS NOT NULL AND oh IS NOT NULL AND op IS NOT NULL AND rh IS NOT NULL
-    AND rp IS NOT NULL AND proto IS NOT NULL AND state IN ({states})
-    AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}')
-    AND op_n <= 65535 AND rp_n <= 65535 AND proto_ok
-    AND ts_us <= {max_us} AND (dur IS NULL OR dur_us IS NOT NULL) AND end_us <= {max_us}
-    AND (ob IS NULL OR ob_n IS NOT NULL) AND (rb IS NULL OR rb_n IS NOT NULL)
-    AND (opk IS NULL OR opk_n IS NOT NULL) AND (rpk IS NULL OR rpk_n IS NOT NULL), false) AS ok
+SELECT fi, hdr, ok, false AS batch, CASE WHEN NOT ok THEN {line} END AS line,
+  CASE WHEN NOT hdr THEN nullif(uid, '') END AS uid,
+  ts_us AS t_start, end_us AS t_end, oh AS src_ip, rh AS dst_ip, op_n AS src_port, rp_n AS dst_port, proto_n AS proto,
+  ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state NOT IN ({_NO_HANDSHAKE_SQL}) AS handshake
 FROM (
-SELECT *, ts_us + coalesce(dur_us, 0) AS end_us,
-  CASE WHEN ipp IS NOT NULL THEN ipp_n WHEN proto = 'unknown_transport' THEN NULL ELSE {protos} END AS proto_n,
-  CASE WHEN ipp IS NOT NULL THEN coalesce(ipp_n <= 255, false)
-    ELSE proto = 'unknown_transport' OR {protos} IS NOT NULL END AS proto_ok,
-  CASE WHEN hdr OR NOT shape OR uncertain THEN {line} END AS line
+SELECT *, coalesce(NOT hdr AND shape AND checked AND action IS NOT NULL AND op_n IS NOT NULL AND rp_n IS NOT NULL
+  AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}'), false) AS ok
 FROM (
-SELECT *, {micros('ts')} AS ts_us, {micros('dur')} AS dur_us, {count('op')} AS op_n, {count('rp')} AS rp_n,
-  {count('ob')} AS ob_n, {count('rb')} AS rb_n, {count('opk')} AS opk_n, {count('rpk')} AS rpk_n,
-  {count('ipp')} AS ipp_n,
-  NOT hdr AND shape AND (NOT ({ascii_used}) OR contains(coalesce(ts, ''), 'T')
-    OR contains(coalesce(oh, ''), ':') OR contains(coalesce(rh, ''), ':')
-    OR strlen(coalesce(ob, '')) > 18 OR strlen(coalesce(rb, '')) > 18
-    OR strlen(coalesce(opk, '')) > 18 OR strlen(coalesce(rpk, '')) > 18) AS uncertain
+SELECT *, {_values_sql('proto')}
+FROM (
+SELECT *, {_micros_sql('ts')} AS ts_us, {_micros_sql('dur')} AS dur_us, {_count_sql('op', 5)} AS op_n,
+  {_count_sql('rp', 5)} AS rp_n, {_count_sql('ob')} AS ob_n, {_count_sql('rb')} AS rb_n, {_count_sql('opk')} AS opk_n,
+  {_count_sql('rpk')} AS rpk_n, {_count_sql('ipp', 3)} AS ipp_n,
+  {_action_sql('state')} AS action
 FROM (
 SELECT *, {values}
 FROM (
@@ -678,162 +674,155 @@ SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, starts_with(c0, '#'
   c{n - 1} IS NOT NULL AND c{n} IS NULL AS shape
 FROM read_csv({sql_list(files)}, delim={sql_str(head.separator)}, header=false, quote='', escape='',
   auto_detect=false, columns={columns}, strict_mode=false, null_padding=true, nullstr='\x01\x02',
-  compression='{compression}'{errors})
-WHERE NOT ((c0 = '' OR ord(c0) <= 32) AND regexp_full_match({line}, '{_BLANK}'))
-))))"""
+  compression='{compression}', store_rejects=true, rejects_table='{rejects[0]}', rejects_scan='{rejects[1]}')
+WHERE CASE WHEN c0 < '!' THEN NOT regexp_full_match({line}, '{_BLANK}') ELSE true END
+)))))"""
 
 
-# ``ok`` is referenced once: DuckDB inlines the expressions of the subqueries, so every further
-# reference would evaluate the checks again. Values of bad rows are NULL or meaningless, and the
-# store counts those rows as bad by their log-status alone.
-_PORTLESS = (f"proto_n IN ({', '.join(str(p) for p in sorted(_ICMP))}) OR (proto_n IS NOT NULL AND proto_n NOT IN "
+# The staging columns of a group's table (its ``ok`` lines). ICMP "ports" and the ports of protocols
+# without any are staged as 0.
+_PORTLESS = (f"proto IN ({', '.join(str(p) for p in sorted(_ICMP))}) OR (proto IS NOT NULL AND proto NOT IN "
              f"({', '.join(str(p) for p in sorted(_PORTED))}))")
 _STAGE_SELECT = f"""
-SELECT TRY_CAST(ts_us AS UBIGINT) AS t_start, TRY_CAST(end_us AS UBIGINT) AS t_end, oh AS src_ip, rh AS dst_ip,
-  CASE WHEN {_PORTLESS} THEN 0 ELSE TRY_CAST(op_n AS INTEGER) END AS src_port,
-  CASE WHEN {_PORTLESS} THEN 0 ELSE TRY_CAST(rp_n AS INTEGER) END AS dst_port,
-  TRY_CAST(proto_n AS INTEGER) AS proto, TRY_CAST(ob_n + rb_n AS UBIGINT) AS bytes,
-  TRY_CAST(opk_n + rpk_n AS UBIGINT) AS packets,
-  CASE state {' '.join(f"WHEN {sql_str(s)} THEN {sql_str(a)}" for s, a in sorted(_STATES.items()))} END AS action,
-  NULL::INTEGER AS tcp_flags,
-  CASE WHEN state NOT IN ({', '.join(sql_str(s) for s in sorted(_NO_HANDSHAKE))}) THEN false END AS is_reply,
+SELECT CAST(t_start AS UBIGINT) AS t_start, CAST(t_end AS UBIGINT) AS t_end, src_ip, dst_ip,
+  CAST(CASE WHEN {_PORTLESS} THEN 0 ELSE src_port END AS INTEGER) AS src_port,
+  CAST(CASE WHEN {_PORTLESS} THEN 0 ELSE dst_port END AS INTEGER) AS dst_port,
+  CAST(proto AS INTEGER) AS proto, CAST(bytes AS UBIGINT) AS bytes, CAST(packets AS UBIGINT) AS packets, action,
+  NULL::INTEGER AS tcp_flags, CASE WHEN handshake THEN false END AS is_reply,
   NULL::VARCHAR AS direction, NULL::VARCHAR AS src_workload, NULL::VARCHAR AS dst_workload,
-  CASE WHEN ok THEN 'OK' ELSE '{_BAD_STATUS}' END AS log_status, fi::INTEGER AS file_index"""
+  'OK' AS log_status, fi::INTEGER AS file_index"""
 
 
 # -- DuckDB fast path, JSON -------------------------------------------------------------------------
 #
-# A JSON conn.log (no header line) is read by DuckDB too, with a one-sided rule: SQL keeps a line only
-# when it is certain that the Python parser reads it as the same good record. A line is certain when:
-# - it is one flat JSON object in the strict grammar (RFC 8259) that Python's json module accepts
-#   (``_FLAT_OBJECT``: no backslash, so a string's JSON text is its raw text; no nested object, so
-#   ``_flatten`` changes nothing; no NaN / Infinity and no trailing comma, which DuckDB's JSON reader
-#   accepts), and no key occurs twice (json.loads keeps the last, DuckDB's reader the first);
-# - numbers are read from their text: Python reads a JSON fraction as Decimal (``parse_float``) and
-#   _micros then reads ``str(Decimal)``, which switches to exponent form below 10^-6 ("0.0000001" is
-#   "1E-7", a bad line): only fractions whose str() is their text are read in SQL; integers as
-#   DuckDB gives them (exact up to 18 digits, which the patterns allow);
+# A JSON conn.log (no header line) is read by DuckDB too: every line as one column, every used key
+# extracted in one JSON parse. SQL keeps a line only when it is certain that the Python parser reads it as
+# the same good record (``ok``). Repeated keys read the same on both paths (the first occurrence: jsonline).
+# A line is "flat" when DuckDB parses it as an object and nothing on it can read differently in Python:
+# - it starts with "{" and has no other "{" (no nested object, so _flatten changes nothing) and no
+#   backslash (so a string's JSON text is its raw text, and the first ``"key"`` on the line is the key);
+# - nothing DuckDB's JSON reader accepts and Python's json module rejects: a trailing comma, a nan / inf
+#   literal (a superset: any value starting with n-a or i, NaN and Infinity included);
+# - numbers are read from their text as Python reads them: a fraction is a Decimal, which _micros reads as
+#   ``str(Decimal)`` - exponent form below 10^-6 ("0.0000001" is "1E-7", a bad line) - so only fractions
+#   whose str() is their text are read in SQL (from the line itself, as DuckDB rounds them to a double);
+#   integers as DuckDB gives them (exact up to 18 digits, which the patterns allow);
 # - ISO ``ts`` values: read in SQL when their fields are in range (Python's datetime.fromisoformat).
-# Other lines ("uncertain") are read by the Python parser, which reads them or reports them bad as
-# before: a line that is not in the flat grammar by its text (it is not kept in SQL), a line in the
-# grammar that fails a check here by sending the batch to Python (so that Python names its line and
-# field; such lines are the rare bad ones). Uids: a kept line's uid is exact; an uncertain line
-# contributes every ``"uid": "..."`` string on it (a superset of what Python reads), and a line with a
-# backslash anywhere, whose uid SQL cannot know, sends the batch to Python.
+# A line that is not flat is read by the Python parser, which reads it or reports it bad; a flat line that
+# fails a check here, a "#" line (Python reads the lines after it as TSV) and a line whose uid SQL cannot
+# know (a backslash) send the batch to Python (``batch``), so that Python names the line and field (such
+# lines are the rare bad ones). Uids: an ``ok`` line's uid is exact (``uid1``); a line that is not ``ok``
+# contributes every ``"uid": "..."`` string on it (``uid``, a superset of what Python reads).
 
 _JWS = "[ \\t]*"  # JSON whitespace inside one line
-_JSTR = '"[^"\\\\\\x00-\\x1f]*"'  # no escapes, no raw control characters (json.loads rejects them)
-_JNUM = "-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][-+]?[0-9]+)?"
-_JSCALAR = f"({_JSTR}|{_JNUM}|true|false|null)"
-_JVALUE = f"({_JSCALAR}|\\[{_JWS}({_JSCALAR}({_JWS},{_JWS}{_JSCALAR})*)?{_JWS}\\])"
-_JPAIR = f"{_JSTR}{_JWS}:{_JWS}{_JVALUE}"
-_FLAT_OBJECT = f"\\{{{_JWS}({_JPAIR}({_JWS},{_JWS}{_JPAIR})*)?{_JWS}\\}}"
-# A number as _micros reads it from a JSON integer, a JSON fraction whose str(Decimal) is its text, or a
-# string of ASCII digits (quotes included).
-_JSECONDS = '0|[1-9][0-9]*|[1-9][0-9]*\\.[0-9]+|0\\.[0-9]{0,5}[1-9][0-9]*|"[0-9]+(\\.[0-9]+)?"'
-_JCOUNT = '[0-9]{1,18}|"[0-9]{1,18}"'  # _count: a JSON integer or a string of digits (18: sums fit UBIGINT)
+# What DuckDB's JSON reader accepts and Python's json module rejects, on a flat line (which ends with its
+# only "}"), as supersets: a trailing comma (before the final "}": looked for in the line's last 64
+# characters, a tail of blanks counting as suspect; in an array: only lines with a "[" are searched); a
+# nan / inf literal in any case and with a sign (any value after ":" starting with n, i or a sign: null,
+# NaN, Infinity and negative numbers included).
+_TRAILING_END = f"(^|,){_JWS}}}$"
+_NAN_INF = f":{_JWS}[-+nNiI]"
+_ARRAY_LENIENT = f"[\\[,]{_JWS}[-+nNiI]|,{_JWS}\\]"
+# A number as _micros reads it from a JSON integer or a JSON fraction whose str(Decimal) is its text.
+_JSECONDS = "0|[1-9][0-9]*|[1-9][0-9]*\\.[0-9]+|0\\.[0-9]{0,5}[1-9][0-9]*"
 _ISO_SQL = ("[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
             "(\\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
+# The common form (Zeek's JSON::TS_ISO8601): UTC, at most microseconds; one checked cast.
+_ISO_Z6 = ("[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+           "(\\.[0-9]{1,6})?Z")
+_JSON_KEYS = _USED
 
 
-def _value(key: str) -> str:
-    """A constant pattern: the raw value of the first occurrence of ``key`` on a _FLAT_OBJECT line (a string,
-    a number or literal, or "[" for an array); the line is certain only when no used key is repeated."""
-    return sql_str(f'"{re.escape(key)}"{_JWS}:{_JWS}("[^"]*"|[^,}}\\] \\t\\[]+|\\[)')
+def _raw_number(key: str) -> str:
+    """SQL: the JSON number text after the first ``"key"`` of a flat line (see above: it is the key's value
+    there), '' when that text is not ``"key": <number>``."""
+    k = f'"{key}"'
+    return (f"regexp_extract(substr(c0, strpos(c0, {sql_str(k)}), {len(k) + 48}), "
+            f"{sql_str('^' + re.escape(k) + _JWS + ':' + _JWS + '(-?[0-9][0-9.eE+-]*)')}, 1)")
 
 
-_JSON_KEYS = {"ts": "ts", "uid": "uid", "oh": "id.orig_h", "op": "id.orig_p", "rh": "id.resp_h",
-              "rp": "id.resp_p", "proto": "proto", "ipp": "ip_proto", "state": "conn_state", "dur": "duration",
-              "ob": "orig_ip_bytes", "rb": "resp_ip_bytes", "opk": "orig_pkts", "rpk": "resp_pkts"}
-
-
-def _json_raw_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
-    """Every line of ``files`` (JSON), materialised (DuckDB inlines subquery columns, so every further
-    reference to a value would extract it again): ``fi``, ``hdr`` ("#" line), ``unknown_uid``, ``odd``
-    (NULL on a line of the flat grammar without a repeated key, else its ``line`` and ``xuids``), and the
-    raw value ``j_<alias>`` of every used key (NULL when absent or null)."""
-    # Values: strings and integers as DuckDB's JSON reader gives them (one parse per line; without
-    # escapes a string's JSON text is its raw text), ``ts`` and ``duration`` from their raw text, as
-    # Python reads a fraction's digits (DuckDB's reader rounds it to a double).
+def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
+    """Every non-blank line of ``files`` (JSON): ``fi``, ``hdr``, ``ok``, ``batch``, ``line`` (the text of a
+    line that is not ``ok``), ``uid`` (its candidate uids), ``uid1`` (an ``ok`` line's uid) and the staging
+    values of the ``ok`` lines, as _parsed_sql gives them."""
     paths = "[" + ", ".join(sql_str(f'$."{k}"') for k in _JSON_KEYS.values()) + "]"
-    raw = ", ".join(f"nullif(nullif(regexp_extract(c0, {_value(_JSON_KEYS[a])}, 1), ''), 'null') AS j_{a}"
-                    for a in ("ts", "dur"))
-    # No key twice (json.loads keeps the last, DuckDB's reader and the patterns the first).
-    no_repeat = "len(json_keys(c0)) = list_unique(json_keys(c0))"
     uid_any = sql_str(f'"uid"{_JWS}:{_JWS}"([^"]*)"')
     mapping = ", ".join(str(i) for i in indexes)
     compression = "gzip" if files[0].gzip else "none"
-    # nullstr: a value no line has; a line with \x01 (the delimiter) has c1 and is uncertain, and its
-    # uid unknown. DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does.
-    return f"""
-SELECT fi, starts_with(c0, '#') AS hdr, contains(c0, '\\') OR c1 IS NOT NULL AS unknown_uid,
-  CASE WHEN c1 IS NULL AND regexp_full_match(c0, {sql_str(_FLAT_OBJECT)}) AND {no_repeat}
-    THEN struct_pack(j := json_extract(c0, {paths})::VARCHAR[], line := NULL::VARCHAR, xuids := NULL::VARCHAR)
-    ELSE struct_pack(j := NULL::VARCHAR[], line := c0,
-      xuids := nullif(array_to_string(regexp_extract_all(c0, {uid_any}, 1), chr(1)), '')) END AS v, {raw}
-FROM (
-SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
-FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
-  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
-  compression='{compression}', store_rejects=true, rejects_table='{rejects[0]}', rejects_scan='{rejects[1]}')
-)"""
 
-
-def _json_sql(table: str) -> str:
-    """The lines of ``table`` (_json_raw_sql): its columns, ``uncertain`` (see above), ``uid`` and the
-    values _STAGE_SELECT reads."""
-
-    def text(a: str) -> str:  # a string value's content, else NULL
+    def text(a: str) -> str:  # a string value's content (no escapes on a flat line), else NULL
         return f"CASE WHEN starts_with(j_{a}, '\"') THEN substr(j_{a}, 2, strlen(j_{a}) - 2) END"
 
-    def count(a: str) -> str:
-        return (f"CASE WHEN regexp_full_match(j_{a}, {sql_str(_JCOUNT)}) "
-                f"THEN CAST(replace(j_{a}, '\"', '') AS HUGEINT) END")
+    def count(a: str) -> str:  # _count: a JSON integer or a string of digits (18 at most: sums fit BIGINT)
+        # (a string with leading zeros is read here: a flat line failing a check would send the batch to Python)
+        return (f"CASE WHEN regexp_full_match(j_{a}, '[0-9]{{1,18}}') THEN CAST(j_{a} AS BIGINT) "
+                f"WHEN regexp_full_match(j_{a}, '\"[0-9]{{1,18}}\"') "
+                f"THEN CAST(substr(j_{a}, 2, strlen(j_{a}) - 2) AS BIGINT) END")
 
-    def micros(x: str) -> str:  # as in _parsed_sql, on checked text (at most 15 digits before the point)
-        whole = f"split_part({x}, '.', 1)"
-        return (f"CASE WHEN strlen({whole}) > 15 THEN {_TOO_LATE} "
-                f"ELSE CAST(CAST(left({x}, strlen({whole}) + 7) AS DECIMAL(22, 6)) * 1000000 AS HUGEINT) END")
+    def number(a: str, key: str) -> str:
+        # The value's text: a string's content; an integer as DuckDB gives it; a fraction or exponent form
+        # from the line (DuckDB gives the double's shortest form: "1.50" is "1.5").
+        return (f"CASE WHEN starts_with(j_{a}, '\"') THEN s_{a} WHEN regexp_full_match(j_{a}, '[0-9]+') THEN j_{a} "
+                f"WHEN j_{a} IS NOT NULL THEN {_raw_number(key)} END")
 
-    def seconds(a: str) -> str:
-        unquoted = f"replace(j_{a}, chr(34), '')"
-        return f"CASE WHEN regexp_full_match(j_{a}, {sql_str(_JSECONDS)}) THEN {micros(unquoted)} END"
+    def seconds(a: str) -> str:  # n_<a>: a string of digits (as _micros) or a number in the _JSECONDS forms
+        return (f"CASE WHEN CASE WHEN starts_with(j_{a}, '\"') THEN regexp_full_match(n_{a}, '[0-9]+(\\.[0-9]+)?') "
+                f"ELSE regexp_full_match(n_{a}, {sql_str(_JSECONDS)}) END THEN {_micros_sql(f'n_{a}')} END")
 
-    iso = text("ts")
+    iso = "s_ts"
     zone = f"right({iso}, 6)"
-    iso_us = (f"CASE WHEN regexp_full_match({iso}, {sql_str(_ISO_SQL)}) AND TRY_CAST(left({iso}, 10) AS DATE) "
+    iso_us = (f"CASE WHEN regexp_full_match({iso}, {sql_str(_ISO_Z6)}) "
+              f"THEN epoch_us(TRY_CAST(left({iso}, strlen({iso}) - 1) AS TIMESTAMP)) "
+              f"WHEN regexp_full_match({iso}, {sql_str(_ISO_SQL)}) AND TRY_CAST(left({iso}, 10) AS DATE) "
               f"IS NOT NULL THEN epoch_us(CAST(left({iso}, 19) AS TIMESTAMP)) "
               f"- CASE WHEN ends_with({iso}, 'Z') THEN 0 ELSE (CASE WHEN starts_with({zone}, '-') THEN -1 ELSE 1 END) "
               f"* (CAST(substr({zone}, 2, 2) AS BIGINT) * 3600 + CAST(substr({zone}, 5, 2) AS BIGINT) * 60) "
               f"* 1000000 END + CASE WHEN substr({iso}, 20, 1) = '.' THEN CAST(rpad(left(regexp_extract({iso}, "
               f"'\\.([0-9]+)', 1), 6), 6, '0') AS BIGINT) ELSE 0 END END")
-    ts = (f"CASE WHEN regexp_full_match(j_ts, '[0-9]{{12,18}}') AND CAST(j_ts AS HUGEINT) >= {_MILLIS_FROM} "
-          f"THEN CAST(j_ts AS HUGEINT) * 1000 WHEN contains(coalesce({iso}, ''), 'T') THEN {iso_us} "
+    ts = (f"CASE WHEN regexp_full_match(j_ts, '[0-9]{{12,15}}') AND TRY_CAST(j_ts AS BIGINT) >= {_MILLIS_FROM} "
+          f"THEN TRY_CAST(j_ts AS BIGINT) * 1000 WHEN contains(coalesce(s_ts, ''), 'T') THEN {iso_us} "
           f"ELSE {seconds('ts')} END")
-    states = ", ".join(sql_str(s) for s in sorted(_STATES))
-    protos = "CASE " + text("proto") + " " + " ".join(
-        f"WHEN {sql_str(p)} THEN {n_}" for p, n_ in sorted(_PROTOS.items())) + " END"
-    max_us = MAX_EPOCH_SECONDS * 1_000_000
-    # Every check of _record that a kept line must pass; NULL counts as failed.
-    certain = f"""coalesce(flat AND j_ts IS NOT NULL AND j_op IS NOT NULL AND j_rp IS NOT NULL AND j_proto IS NOT NULL
-    AND state IN ({states}) AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}')
-    AND op_n <= 65535 AND rp_n <= 65535 AND proto_ok AND ts_us <= {max_us} AND ts_us >= 0
-    AND (j_dur IS NULL OR dur_us IS NOT NULL) AND end_us <= {max_us}
-    AND (j_ob IS NULL OR ob_n IS NOT NULL) AND (j_rb IS NULL OR rb_n IS NOT NULL)
-    AND (j_opk IS NULL OR opk_n IS NOT NULL) AND (j_rpk IS NULL OR rpk_n IS NOT NULL), false)"""
+    extracted = ", ".join(f"nullif(j[{i}], 'null') AS j_{a}" for i, a in enumerate(_JSON_KEYS, 1))
+    strings = ", ".join(f"{text(a)} AS s_{a}" for a in ("ts", "dur", "state", "oh", "rh", "proto", "uid"))
+    lenient = (f"regexp_matches(right(c0, 64), {sql_str(_TRAILING_END)}) OR regexp_matches(c0, {sql_str(_NAN_INF)}) "
+               f"OR CASE WHEN contains(c0, '[') THEN regexp_matches(c0, {sql_str(_ARRAY_LENIENT)}) END")
+    # nullstr: a value no line has; a line with \x01 (the delimiter) has c1, and its uid is unknown.
+    # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does.
     return f"""
-SELECT *, true AS ok, NOT hdr AND NOT {certain} AS uncertain
+SELECT fi, hdr, ok, hdr OR unknown_uid OR (flat AND NOT ok) AS batch, CASE WHEN NOT ok THEN c0 END AS line,
+  CASE WHEN NOT ok AND NOT hdr AND NOT unknown_uid
+    THEN list_filter(regexp_extract_all(c0, {uid_any}, 1), lambda u: u <> '') END AS uid,
+  CASE WHEN ok THEN nullif(s_uid, '') END AS uid1,
+  ts_us AS t_start, end_us AS t_end, oh AS src_ip, rh AS dst_ip, op_n AS src_port, rp_n AS dst_port, proto_n AS proto,
+  ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state NOT IN ({_NO_HANDSHAKE_SQL}) AS handshake
 FROM (
-SELECT *, ts_us + coalesce(dur_us, 0) AS end_us,
-  CASE WHEN j_ipp IS NOT NULL THEN ipp_n WHEN {text('proto')} = 'unknown_transport' THEN NULL
-    ELSE {protos} END AS proto_n,
-  CASE WHEN j_ipp IS NOT NULL THEN coalesce(ipp_n <= 255, false)
-    ELSE {text('proto')} = 'unknown_transport' OR {protos} IS NOT NULL END AS proto_ok
+SELECT *, coalesce(flat AND checked AND action IS NOT NULL AND op_n IS NOT NULL AND rp_n IS NOT NULL
+  AND ts_us >= 0 AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}'), false) AS ok
 FROM (
-SELECT *, {ts} AS ts_us, CASE WHEN j_dur IS NOT NULL THEN {seconds('dur')} END AS dur_us,
+SELECT *, {_values_sql('proto')}
+FROM (
+SELECT *, {ts} AS ts_us, CASE WHEN dur IS NOT NULL THEN {seconds('dur')} END AS dur_us,
   {count('op')} AS op_n, {count('rp')} AS rp_n, {count('ob')} AS ob_n, {count('rb')} AS rb_n,
-  {count('opk')} AS opk_n, {count('rpk')} AS rpk_n, {count('ipp')} AS ipp_n,
-  {text('state')} AS state, {text('oh')} AS oh, {text('rh')} AS rh, nullif({text('uid')}, '') AS uid
-FROM (SELECT fi, hdr, unknown_uid, j_ts, j_dur, v.j IS NOT NULL AS flat, v.line AS line, v.xuids AS xuids,
-  {', '.join(f"nullif(v.j[{i}], 'null') AS j_{a}" for i, a in enumerate(_JSON_KEYS, 1) if a not in ("ts", "dur"))}
-  FROM {table})))"""
+  {count('opk')} AS opk_n, {count('rpk')} AS rpk_n, {count('ipp')} AS ipp_n, {_action_sql('state')} AS action
+FROM (
+SELECT *, {number('ts', 'ts')} AS n_ts, {number('dur', 'duration')} AS n_dur
+FROM (
+SELECT *, j_dur AS dur, j_ob AS ob, j_rb AS rb, j_opk AS opk, j_rpk AS rpk, j_ipp AS ipp, s_state AS state, s_oh AS oh,
+  s_rh AS rh, s_proto AS proto,
+  j IS NOT NULL AND starts_with(c0, '{{') AND ends_with(c0, '}}') AND NOT contains(substr(c0, 2), '{{')
+    AND j_ts IS NOT NULL
+    AND j_op IS NOT NULL AND j_rp IS NOT NULL AND j_proto IS NOT NULL AND NOT coalesce({lenient}, false) AS flat
+FROM (
+SELECT *, {strings}
+FROM (
+SELECT *, {extracted}
+FROM (
+SELECT *, CASE WHEN NOT hdr AND NOT unknown_uid THEN CAST(TRY(json_extract(c0, {paths})) AS VARCHAR[]) END AS j
+FROM (
+SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, starts_with(c0, '#') AS hdr,
+  contains(c0, '\\') OR c1 IS NOT NULL AS unknown_uid
+FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
+  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
+  compression='{compression}', store_rejects=true, rejects_table='{rejects[0]}', rejects_scan='{rejects[1]}')
+WHERE CASE WHEN c0 < '!' THEN NOT regexp_full_match(c0, '{_BLANK}') ELSE true END
+)))))))))"""
