@@ -16,6 +16,7 @@ from microseg.engine.store import FlowStore, IngestReport
 from microseg.errors import InputError, TooManyBadLines
 from microseg.ir.model import Inventory, ListenPort, Protocol, Workload, WorkloadKind
 from microseg.sources.flows import FORMATS, calico, detect, head_lines
+from tests.sources.flows import _fastpath
 
 SAMPLES = Path("samples/flows/calico")
 ES_DOC = "enterprise-es-doc-example.json"
@@ -290,26 +291,7 @@ TRICKY = [
 
 
 def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *paths: Path) -> tuple[Any, Any]:
-    """(report, rows) through the fast path, then through the Python path alone."""
-    out = []
-    real = calico._scan
-    used: list[Any] = []
-
-    def spy(*a: Any, **k: Any) -> Any:
-        used.append(real(*a, **k))
-        return used[-1]
-
-    for name, python_only in (("fast", False), ("python", True)):
-        with monkeypatch.context() as m:
-            m.setattr(calico, "_scan", (lambda *_a, **_k: None) if python_only else spy)
-            with FlowStore(tmp_path / name / "flows.duckdb") as s:
-                report = s.ingest(list(paths), bad_threshold=1.0)
-                got = sorted(rows(s), key=repr)
-            if not python_only:
-                assert used and used[0] is not None, "the fast path was not taken"
-        out.append(((report.lines, report.records, report.bad, dict(report.skipped),
-                     [(b.file, b.line, b.field, b.message, b.text) for b in report.bad_samples]), got))
-    return out[0], out[1]
+    return _fastpath.both_paths(tmp_path, monkeypatch, calico, "_scan", paths, lambda s: sorted(rows(s), key=repr))
 
 
 def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ import pytest
 from microseg.engine.store import FlowStore
 from microseg.errors import InputError
 from microseg.sources.flows import hubble
+from tests.sources.flows import _fastpath
 
 FLOW: dict[str, Any] = {
     "time": "2026-01-02T03:04:05.123456789Z", "uuid": "u-1", "verdict": "FORWARDED",
@@ -146,26 +147,7 @@ def rows(store: FlowStore) -> list[tuple[Any, ...]]:
 
 
 def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *paths: Path) -> tuple[Any, Any]:
-    """(report, rows) through the fast path, then through the Python path alone."""
-    out = []
-    real = hubble._scan
-    used: list[Any] = []
-
-    def spy(*a: Any, **k: Any) -> Any:
-        used.append(real(*a, **k))
-        return used[-1]
-
-    for name, python_only in (("fast", False), ("python", True)):
-        with monkeypatch.context() as m:
-            m.setattr(hubble, "_scan", (lambda *_a, **_k: None) if python_only else spy)
-            with FlowStore(tmp_path / name / "flows.duckdb") as s:
-                report = s.ingest(list(paths), fmt="hubble", bad_threshold=1.0)
-                got = rows(s)
-            if not python_only:
-                assert used and used[0] is not None, "the fast path was not taken"
-        out.append(((report.lines, report.records, report.bad, dict(report.skipped),
-                     [(b.file, b.line, b.field, b.message, b.text) for b in report.bad_samples]), got))
-    return out[0], out[1]
+    return _fastpath.both_paths(tmp_path, monkeypatch, hubble, "_scan", paths, rows, fmt="hubble")
 
 
 def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

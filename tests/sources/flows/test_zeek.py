@@ -16,6 +16,7 @@ from microseg.engine.store import FlowStore, IngestReport
 from microseg.errors import InputError, TooManyBadLines
 from microseg.ir.model import AddressBinding, Inventory, ListenPort, Protocol, Workload, WorkloadKind
 from microseg.sources.flows import detect, zeek
+from tests.sources.flows import _fastpath
 
 SAMPLES = Path("samples/flows/zeek")
 
@@ -303,26 +304,7 @@ def merged(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], tuple[Any, ...]]
 
 
 def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *paths: Path) -> tuple[Any, Any]:
-    """(report, rows) through the fast path, then through the Python path alone."""
-    out = []
-    real = zeek._plan
-    used: list[Any] = []
-
-    def spy(*a: Any, **k: Any) -> Any:
-        used.append(real(*a, **k))
-        return used[-1]
-
-    for name, python_only in (("fast", False), ("python", True)):
-        with monkeypatch.context() as m:
-            m.setattr(zeek, "_plan", (lambda *_a, **_k: None) if python_only else spy)
-            with FlowStore(tmp_path / name / "flows.duckdb") as s:
-                report = s.ingest(list(paths), bad_threshold=1.0)
-                got = merged(s.rows())
-            if not python_only:
-                assert used and used[0] is not None, "the fast path was not taken"
-        out.append(((report.lines, report.records, report.bad, dict(report.skipped),
-                     [(b.file, b.line, b.field, b.message, b.text) for b in report.bad_samples]), got))
-    return out[0], out[1]
+    return _fastpath.both_paths(tmp_path, monkeypatch, zeek, "_plan", paths, lambda s: merged(s.rows()))
 
 
 def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
