@@ -228,3 +228,68 @@ def test_fast_path_invalid_utf8_bom_and_truncated_gzip(tmp_path: Path) -> None:
         with pytest.raises(InputError) as err:
             s.ingest([cut], fmt="hubble")
         assert str(cut.resolve()) in str(err.value.file)
+
+
+def _raw_identity(text: str) -> str:
+    """A line whose source identity is the JSON text ``text`` as written (json.dumps cannot write 2E4)."""
+    return line(source=ep("source", identity=424242)).replace('"identity":424242', f'"identity":{text}')
+
+
+# Endpoints around the bounds of the SQL hint's checks: identities near the reserved range and in other JSON
+# forms, labels that are no plain list, names with escapes (SQL once read an escaped workload or pod name as
+# "no hint", where Python reads the name).
+ENDPOINTS = [
+    line(source=ep("source", identity=255)),  # 1: the last reserved identity
+    line(source=ep("source", identity=256)),  # 2: the first that is not
+    line(source=ep("source", identity=100)),  # 3
+    line(source=ep("source", identity=99)),  # 4
+    line(source=ep("source", identity=0)),  # 5: not reserved (0 < identity fails)
+    line(source=ep("source", identity=-300)),  # 6
+    line(source=ep("source", identity=10 ** 17)),  # 7: 18 digits
+    line(source=ep("source", identity=10 ** 18)),  # 8: 19 digits
+    line(source=ep("source", identity=2 ** 64)),  # 9: beyond 64 bits
+    line(source=ep("source", identity=True)),  # 10
+    line(source=ep("source", identity="300")),  # 11: digits in a string
+    line(source=ep("source", identity="255")),  # 12
+    _raw_identity("2E4"),  # 13: an exponent
+    _raw_identity("2e4"),  # 14
+    _raw_identity("20001.0"),  # 15: a fraction
+    _raw_identity("2.0001e4"),  # 16
+    _raw_identity("300 "),  # 17: a blank after the number
+    line(source=ep("source", labels=[])),  # 18
+    line(source=ep("source", labels=["k8s:a", "reserved:host"])),  # 19: reserved, not first
+    line(source=ep("source", labels=['k8s:a="reserved:x"'])),  # 20: an escaped quote before reserved:
+    line(source=ep("source", labels=[1, "k8s:a"])),  # 21: not a string first
+    line(source=ep("source", labels=None)),  # 22
+    line(source=ep("source", namespace="")),  # 23
+    line(source=ep("source", namespace='sh"op')),  # 24: an escape in the namespace
+    line(source=ep("source", workloads=[{"name": 'a"pi'}])),  # 25: an escape in the workload name
+    line(source=ep("source", workloads=[{"name": 5}])),  # 26: the pod name then
+    line(source=ep("source", workloads=[{"name": "api"}], identity="20001")),  # 27
+    line(destination=ep("destination", workloads=[{"name": "db"}], identity=20002)),  # 28: workload names on both sides
+    line(source=ep("source", workloads=..., pod_name='we"b-0')),  # 29: an escape in the pod name
+    line(source=ep("source", workloads=[{"name": 'a\\pi'}])),  # 30: a backslash in the workload name
+]
+
+
+def test_fast_path_endpoint_hints_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write(tmp_path, ENDPOINTS, "a.jsonl")
+    calls: list[tuple[str, frozenset[str] | None]] = []
+    real = hubble._stage_file
+
+    def spy(src: Any, index: int, writer: Any, staged: Any, options: Any, only: frozenset[str] | None = None) -> None:
+        calls.append((src.path.name, only))
+        real(src, index, writer, staged, options, only)
+
+    monkeypatch.setattr(hubble, "_stage_file", spy)
+    fast, python = both_paths(tmp_path, monkeypatch, a)
+    assert fast == python
+    hints = {(r[12], r[13]) for r in fast[1]}
+    assert (None, "shop/db-0") in hints  # 1, 3: reserved identities
+    assert ("shop/api", "shop/db") in hints  # 28
+    assert ('shop/a"pi', "shop/db-0") in hints  # 25 (SQL once read it as no hint)
+    assert ('shop/we"b-0', "shop/db-0") in hints  # 29
+    # plain endpoints are still read in SQL: 256, 18 digits, a 0 identity, the string "300", workload names
+    in_sql = {2, 5, 7, 11, 27, 28}
+    assert calls and calls[0][0] == "a.jsonl" and calls[0][1] is not None  # some lines, not the whole file
+    assert not {ENDPOINTS[i - 1] for i in in_sql} & calls[0][1]

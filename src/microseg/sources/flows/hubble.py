@@ -504,7 +504,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         ident_ok = f"({ident} IS NULL OR {ident} = 'null' OR {number} IS NOT NULL)"
         ident_reserved = f"coalesce({number} BETWEEN 1 AND {_RESERVED_IDENTITY_LIMIT - 1}, false)"
         pn = f"v_{p}_pn"  # read only when the workload name is not a string (see pods, below)
-        name = (f"CASE WHEN {nonempty(wn)} THEN {text(wn)} WHEN contains(coalesce({wn}, ''), '\\') THEN NULL "
+        name = (f"CASE WHEN {nonempty(wn)} THEN {text(wn)} "
                 f"WHEN {nonempty(pn)} THEN "
                 f"coalesce(nullif(regexp_extract({text(pn)}, '^(.+)-{_RS_HASH}-{_GEN_POD}$', 1), ''), "
                 f"nullif(regexp_extract({text(pn)}, '^(.+)-{_GEN_POD}$', 1), ''), {text(pn)}) END")
@@ -513,6 +513,9 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
                 f"WHEN {has_reserved} THEN CASE WHEN {flat} THEN NULL ELSE '\x01' END "
                 f"WHEN NOT {ident_ok} THEN '\x01' WHEN {ident_reserved} THEN NULL "
                 f"WHEN NOT {nonempty(ns)} THEN CASE WHEN contains(coalesce({ns}, ''), '\\') THEN '\x01' END "
+                # an escape in the workload or pod name: the name Python reads is not its JSON text (this
+                # once gave the name NULL, so the line "no hint" where Python reads one)
+                f"WHEN contains(coalesce({wn}, '') || coalesce({pn}, ''), '\\') THEN '\x01' "
                 f"ELSE {text(ns)} || '/' || ({name}) END")
         return hint
 
