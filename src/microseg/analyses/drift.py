@@ -37,6 +37,7 @@ import yaml
 
 from microseg.analyses.conndiff import PairChange, semantic_diff
 from microseg.errors import InputError
+from microseg.ir import intervals
 from microseg.ir.model import (
     Edge,
     Inventory,
@@ -146,27 +147,10 @@ def _from_sets(sets: Mapping[Protocol, Intervals]) -> Connections:
     return Connections.of((p, PortRange(start=a, end=b)) for p, ivs in sets.items() for a, b in ivs)
 
 
-def _minus(a: Intervals, b: Intervals) -> Intervals:
-    out: Intervals = []
-    for lo, hi in a:
-        cur = lo
-        for blo, bhi in sorted(b):
-            if bhi < cur or blo > hi:
-                continue
-            if blo > cur:
-                out.append((cur, blo - 1))
-            cur = max(cur, bhi + 1)
-            if cur > hi:
-                break
-        if cur <= hi:
-            out.append((cur, hi))
-    return out
-
-
 def subtract(a: Connections, b: Connections) -> Connections:
     """The connections ``a`` allows and ``b`` does not."""
     sa, sb = _as_sets(a), _as_sets(b)
-    return _from_sets({p: rest for p, ivs in sa.items() if (rest := _minus(ivs, sb.get(p, [])))})
+    return _from_sets({p: rest for p, ivs in sa.items() if (rest := intervals.subtract(ivs, sb.get(p, [])))})
 
 
 def canonical(c: Connections) -> Connections:
@@ -179,14 +163,14 @@ def _without_port_zero(c: Connections) -> Connections:
     # drop it rather than widen it (as the kubernetes reader's ranges_of does).
     sets = _as_sets(c)
     return _from_sets({p: rest for p, ivs in sets.items()
-                       if (rest := ivs if p == Protocol.ICMP else _minus(ivs, [(0, 0)]))})
+                       if (rest := ivs if p == Protocol.ICMP else intervals.subtract(ivs, [(0, 0)]))})
 
 
 def _tcp_only(c: Connections) -> Connections:
     # Istio's sidecars proxy TCP only, so an AuthorizationPolicy neither allows nor denies anything else
     # (the istio reader's contract, microseg.sources.deployed.istio, after Istio's AuthorizationPolicy reference).
     sets = _as_sets(c)
-    tcp = _minus(sets.get(Protocol.TCP, []), [(0, 0)])
+    tcp = intervals.subtract(sets.get(Protocol.TCP, []), [(0, 0)])
     return Connections.of((Protocol.TCP, PortRange(start=a, end=b)) for a, b in tcp)
 
 
@@ -268,7 +252,7 @@ def _space(w: Workload) -> list[Span]:
     nets = [ipaddress.ip_network(a, strict=False) for a in w.addresses]
     holes = [ipaddress.ip_network(a, strict=False) for a in w.except_addresses]
     for n in nets:
-        rest = _minus([(int(n.network_address), int(n.broadcast_address))],
+        rest = intervals.subtract([(int(n.network_address), int(n.broadcast_address))],
                       [(int(h.network_address), int(h.broadcast_address)) for h in holes if h.version == n.version])
         out += [(n.version, lo, hi) for lo, hi in rest]
     return sorted(set(out))

@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from microseg.errors import InputError
+from microseg.ir import intervals
 from microseg.ir.model import Policy, PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import Connections, merge_ranges
 
@@ -60,7 +61,7 @@ _SOURCE_KEYS = {"principals", "ipBlocks", "notIpBlocks"}
 _OPERATION_KEYS = {"ports"}
 _MODES = {"UNSET", "DISABLE", "PERMISSIVE", "STRICT"}
 
-Interval = tuple[int, int]
+Interval = intervals.Interval
 
 
 @dataclass(frozen=True)
@@ -344,32 +345,11 @@ def _address_intervals(w: Workload) -> dict[int, tuple[Interval, ...]]:
 
 
 def _intervals(nets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> tuple[Interval, ...]:
-    return _merge((int(n.network_address), int(n.broadcast_address)) for n in nets)
-
-
-def _merge(intervals: Iterable[Interval]) -> tuple[Interval, ...]:
-    out: list[Interval] = []
-    for lo, hi in sorted(intervals):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return tuple(out)
+    return tuple(intervals.merge((int(n.network_address), int(n.broadcast_address)) for n in nets))
 
 
 def _minus(a: tuple[Interval, ...], b: tuple[Interval, ...]) -> tuple[Interval, ...]:
-    out: list[Interval] = []
-    for lo, hi in a:
-        cur = lo
-        for blo, bhi in b:
-            if bhi < cur or blo > hi:
-                continue
-            if blo > cur:
-                out.append((cur, blo - 1))
-            cur = max(cur, bhi + 1)
-        if cur <= hi:
-            out.append((cur, hi))
-    return _merge(out)
+    return tuple(intervals.subtract(a, b))
 
 
 def _contained(inner: tuple[Interval, ...], outer: tuple[Interval, ...]) -> bool:

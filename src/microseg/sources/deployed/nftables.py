@@ -61,13 +61,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from microseg.errors import InputError
+from microseg.ir.intervals import Interval, intersect, merge, subtract
 from microseg.ir.model import Policy, PortRange, Protocol, Workload
 from microseg.ir.semantics import ALL_PORTS, Connections, is_enforced
 
 OBSERVE_COMMENT = "microseg observe: accept what enforce would drop"
 INDEX_FILE = "index.json"
 
-Interval = tuple[int, int]
 Space = dict[str, list[Interval]]  # protocol key -> destination port intervals
 Pair = tuple[str, str]
 
@@ -86,43 +86,6 @@ ALL, SOME, NONE = 2, 1, 0
 # -- intervals and spaces ---------------------------------------------------------------------------------
 
 
-def _merge(intervals: Iterable[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    for a, b in sorted(intervals):
-        if out and a <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def _intersect(x: Sequence[Interval], y: Sequence[Interval]) -> list[Interval]:
-    out = []
-    for a, b in x:
-        for c, d in y:
-            lo, hi = max(a, c), min(b, d)
-            if lo <= hi:
-                out.append((lo, hi))
-    return _merge(out)
-
-
-def _subtract(x: Sequence[Interval], y: Sequence[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    for a, b in x:
-        cur = a
-        for c, d in _merge(y):
-            if d < cur or c > b:
-                continue
-            if c > cur:
-                out.append((cur, c - 1))
-            cur = max(cur, d + 1)
-            if cur > b:
-                break
-        if cur <= b:
-            out.append((cur, b))
-    return out
-
-
 def _full() -> Space:
     return {k: list(_FULL_PORTS) for k in _KEYS}
 
@@ -136,7 +99,7 @@ def _space_op(x: Space, y: Space, op: Callable[[Sequence[Interval], Sequence[Int
 
 
 def _union(x: Sequence[Interval], y: Sequence[Interval]) -> list[Interval]:
-    return _merge([*x, *y])
+    return merge([*x, *y])
 
 
 # -- the parsed ruleset -----------------------------------------------------------------------------------
@@ -174,7 +137,7 @@ class Rule:
             if state == NONE:
                 return NONE, {}
             if restriction is not None:
-                space = _space_op(space, restriction, _intersect)
+                space = _space_op(space, restriction, intersect)
         if _empty(space):
             return NONE, space
         return state, space
@@ -213,7 +176,7 @@ class Ruleset:
                 accepted, rest = self._walk(chain, probe, _full(), as_enforced, ())
                 if chain.policy == "accept":
                     accepted = _space_op(accepted, rest, _union)
-                space = _space_op(space, accepted, _intersect)
+                space = _space_op(space, accepted, intersect)
         return space
 
     def _walk(self, chain: Chain, probe: Probe, todo: Space, as_enforced: bool,
@@ -234,7 +197,7 @@ class Ruleset:
             state, space = rule.match(probe)
             if state == NONE or rule.verdict is None:
                 continue
-            matched = _space_op(space, remaining, _intersect)
+            matched = _space_op(space, remaining, intersect)
             returned = _none()
             if rule.verdict == "accept":
                 accepted = _space_op(accepted, matched, _union)
@@ -251,7 +214,7 @@ class Ruleset:
                     out = _space_op(out, returned, _union)
                     returned = _none()
             if state == ALL:  # only a rule that matches every packet of the class decides it
-                remaining = _space_op(_space_op(remaining, matched, _subtract), returned, _union)
+                remaining = _space_op(_space_op(remaining, matched, subtract), returned, _union)
         return accepted, _space_op(out, remaining, _union)
 
 
@@ -617,18 +580,18 @@ def _address_match(version: int, fld: str, negate: bool, right: Any, ctx: _RuleC
     if isinstance(right, str) and right.startswith("@"):
         kind = "ipv4_addr" if version == 4 else "ipv6_addr"
         elems = _named_set(right, ctx.chain, ctx.raw, kind, ctx.where, ctx.source)
-        target = _merge(iv for v in elems for iv in _address(v, version, f"{ctx.where}: set {right}", ctx.source))
+        target = merge(iv for v in elems for iv in _address(v, version, f"{ctx.where}: set {right}", ctx.source))
     else:
-        target = _merge(iv for v in _values(right) for iv in _address(v, version, ctx.where, ctx.source))
+        target = merge(iv for v in _values(right) for iv in _address(v, version, ctx.where, ctx.source))
 
     def address(probe: Probe) -> tuple[int, Space | None]:
         if probe.version != version:
             return NONE, None
         mine = list(probe.source if fld == "saddr" else probe.destination)
-        inside = _intersect(mine, target)
+        inside = intersect(mine, target)
         if not inside:
             state = NONE
-        elif inside == _merge(mine):
+        elif inside == merge(mine):
             state = ALL
         else:
             state = SOME
@@ -650,9 +613,9 @@ def _port_match(keys: list[str], fld: str, negate: bool, right: Any, ctx: _RuleC
             ports.append((v["range"][0], v["range"][1]))
         else:
             raise InputError(f"{ctx.where}: port {v!r} not evaluated", file=ctx.source)
-    ports = _merge(ports)
+    ports = merge(ports)
     if negate:
-        ports = _subtract(_FULL_PORTS, ports)
+        ports = subtract(_FULL_PORTS, ports)
     if fld == "sport":
         # The client's source port is ephemeral: a match on it matches some of the pair's connections
         # (all of them only when it names every port). It limits the protocol, not the server's port.
@@ -700,12 +663,12 @@ def _proto_match(negate: bool, right: Any, ctx: _RuleContext) -> Condition:
 def _effective(w: Workload) -> dict[int, list[Interval]]:
     out: dict[int, list[Interval]] = {}
     for version in (4, 6):
-        keep = _merge((int(n.network_address), int(n.broadcast_address))
+        keep = merge((int(n.network_address), int(n.broadcast_address))
                       for n in (ipaddress.ip_network(a, strict=False) for a in w.addresses) if n.version == version)
-        drop = _merge((int(n.network_address), int(n.broadcast_address))
+        drop = merge((int(n.network_address), int(n.broadcast_address))
                       for n in (ipaddress.ip_network(a, strict=False) for a in w.except_addresses)
                       if n.version == version)
-        rest = _subtract(keep, drop)
+        rest = subtract(keep, drop)
         if rest:
             out[version] = rest
     return out
@@ -774,11 +737,11 @@ def read_back_deployed(hosts: Mapping[str, str | Ruleset], policy: Policy, *, ro
             probe = Probe(version, tuple(addresses[s][version]), tuple(addresses[d][version]))
             space = _full()
             if s in parsed:
-                space = _space_op(space, parsed[s].allowed("output", probe, as_enforced=as_enforced), _intersect)
+                space = _space_op(space, parsed[s].allowed("output", probe, as_enforced=as_enforced), intersect)
             if d in parsed:
-                space = _space_op(space, parsed[d].allowed("input", probe, as_enforced=as_enforced), _intersect)
+                space = _space_op(space, parsed[d].allowed("input", probe, as_enforced=as_enforced), intersect)
             if router_rs is not None and _crosses(zones, s, d):
-                space = _space_op(space, router_rs.allowed("forward", probe, as_enforced=as_enforced), _intersect)
+                space = _space_op(space, router_rs.allowed("forward", probe, as_enforced=as_enforced), intersect)
             total = _space_op(total, space, _union)
         if not _empty(total):
             out[(s, d)] = _connections(total, f"{s} -> {d}")
