@@ -12,8 +12,10 @@ Adding a format (Zeek, Calico, Envoy, GCP, Azure, nfdump) means one module here 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
+import ipaddress
 import os
 import tempfile
 from collections import Counter
@@ -282,6 +284,15 @@ def head_lines(path: Path, n: int = 5, max_bytes: int = 1 << 16) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a log names the same few thousand addresses millions of times
+def canonical_ip(text: str) -> str | None:
+    """``text`` as ``ipaddress`` writes it (RFC 5952 for IPv6); None when it is not an address."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def sql_str(text: str) -> str:
     """A SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
@@ -334,7 +345,7 @@ def detect(path: Path, fmt: str | None = None, head: list[str] | None = None) ->
 
 __all__ = [
     "FORMATS", "STAGE_COLUMNS", "BadLine", "FlowFormat", "IngestProgress", "ProgressCallback", "ReadCallback",
-    "ReaderOptions", "SourceFile", "StageRow",
+    "ReaderOptions", "SourceFile", "StageRow", "canonical_ip",
     "StageWriter", "Staged", "StagedRelation", "StagedRelationHook", "detect", "get_format", "head_lines",
     "is_gzip", "iter_lines", "open_text", "zone_info",
 ]

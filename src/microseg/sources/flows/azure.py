@@ -51,10 +51,8 @@ Format facts (Microsoft Learn, "Flow logging for network security groups" - log 
 
 from __future__ import annotations
 
-import functools
 import gzip
 import io
-import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -73,6 +71,7 @@ from microseg.sources.flows import (
     StagedRelation,
     StageRow,
     StageWriter,
+    canonical_ip,
     sql_list,
     sql_str,
 )
@@ -145,17 +144,8 @@ def _int(v: str, field: str, limit: int) -> int:
     raise _Bad(field, f"{v!r} is not a number in 0..{limit}")
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _ip_text(v: str) -> str | None:
-    # Cached: a VNet's logs name the same few thousand addresses millions of times.
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        return None
-
-
 def _ip(v: str, field: str) -> str:
-    ip = _ip_text(v)
+    ip = canonical_ip(v)
     if ip is None:
         raise _Bad(field, f"{v!r} is not an IP address")
     return ip

@@ -45,7 +45,6 @@ from __future__ import annotations
 import codecs
 import functools
 import gzip
-import ipaddress
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ from microseg.sources.flows import (
     StagedRelation,
     StageRow,
     StageWriter,
+    canonical_ip,
     iter_lines,
     sql_list,
     sql_str,
@@ -129,17 +129,8 @@ def _int(v: Any, field: str, limit: int = _MAX_UINT64) -> int:
 _CACHE = 1 << 16
 
 
-@functools.lru_cache(maxsize=_CACHE)
-def _canonical_ip(text: str) -> str | None:
-    """``text`` as ``ipaddress`` writes it; None when it is not an address."""
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
-
-
 def _ip(v: Any, field: str) -> str:
-    ip = _canonical_ip(v) if isinstance(v, str) else None
+    ip = canonical_ip(v) if isinstance(v, str) else None
     if ip is None:
         raise _Bad(field, f"{v!r} is not an IP address")
     return ip

@@ -42,7 +42,6 @@ names the line and field of every bad one. A repeated key reads its first occurr
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import re
 from collections.abc import Sequence
@@ -63,6 +62,7 @@ from microseg.sources.flows import (
     StagedRelation,
     StageRow,
     StageWriter,
+    canonical_ip,
     iter_lines,
     jsonline,
     open_text,
@@ -222,17 +222,8 @@ def _has_space(text: str) -> bool:
     return any(c.isspace() for c in text)
 
 
-@functools.lru_cache(maxsize=_CACHE)
-def _canonical_ip(text: str) -> str | None:
-    """``text`` as ``ipaddress`` writes it; None when it is not an address."""
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
-
-
 def _ip(v: Any, field: str) -> str:
-    ip = _canonical_ip(v) if isinstance(v, str) else None
+    ip = canonical_ip(v) if isinstance(v, str) else None
     if ip is None:
         raise _Bad(field, f"{v!r} is not an IP address")
     return ip
