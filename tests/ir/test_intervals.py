@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from microseg.ir.intervals import intersect, merge, subtract
+from microseg.ir.intervals import address_spans, intersect, merge, subtract
 
 
 def test_merge_joins_overlapping_and_adjacent_and_sorts() -> None:
@@ -26,3 +26,13 @@ def test_intersect() -> None:
     assert intersect([(0, 10), (20, 30)], [(5, 25)]) == [(5, 10), (20, 25)]
     assert intersect([(0, 4)], [(5, 9)]) == []
     assert intersect([(0, 4)], [(5, 9), (0, 0)]) == [(0, 0)]
+
+
+def test_address_spans_per_version_minus_exceptions() -> None:
+    import ipaddress
+
+    nets = [ipaddress.ip_network(n) for n in ("10.0.0.0/24", "10.0.1.0/24", "2001:db8::/127")]
+    holes = [ipaddress.ip_network(n) for n in ("10.0.0.128/25", "2001:db8::1/128")]
+    v6 = int(ipaddress.ip_address("2001:db8::"))
+    ten = int(ipaddress.ip_address("10.0.0.0"))
+    assert address_spans(nets, holes) == [(4, ten, ten + 127), (4, ten + 256, ten + 511), (6, v6, v6)]

@@ -243,19 +243,13 @@ def nftables_index(files: Mapping[str, str]) -> tuple[set[str], bool]:
     return hosts, router
 
 
-Span = tuple[int, int, int]  # IP version, first and last address as integers
+Span = intervals.Span
 
 
 def _space(w: Workload) -> list[Span]:
-    """The workload's addresses minus its exceptions, as disjoint spans."""
-    out: list[Span] = []
-    nets = [ipaddress.ip_network(a, strict=False) for a in w.addresses]
-    holes = [ipaddress.ip_network(a, strict=False) for a in w.except_addresses]
-    for n in nets:
-        rest = intervals.subtract([(int(n.network_address), int(n.broadcast_address))],
-                      [(int(h.network_address), int(h.broadcast_address)) for h in holes if h.version == n.version])
-        out += [(n.version, lo, hi) for lo, hi in rest]
-    return sorted(set(out))
+    """The workload's addresses minus its exceptions, as sorted disjoint spans."""
+    return intervals.address_spans((ipaddress.ip_network(a, strict=False) for a in w.addresses),
+                                   (ipaddress.ip_network(a, strict=False) for a in w.except_addresses))
 
 
 def union(cs: Iterable[Connections]) -> Connections:

@@ -6,9 +6,12 @@ overlapping and adjacent intervals joined."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 
 Interval = tuple[int, int]  # closed: (first, last)
+Span = tuple[int, int, int]  # (IP version, first address, last address)
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def merge(intervals: Iterable[Interval]) -> list[Interval]:
@@ -46,4 +49,15 @@ def intersect(x: Sequence[Interval], y: Sequence[Interval]) -> list[Interval]:
     return merge((max(a, c), min(b, d)) for a, b in x for c, d in y if max(a, c) <= min(b, d))
 
 
-__all__ = ["Interval", "intersect", "merge", "subtract"]
+def address_spans(include: Iterable[Net], exclude: Iterable[Net] = ()) -> list[Span]:
+    """The addresses of ``include`` minus those of ``exclude``, as sorted disjoint spans."""
+    inc, exc = list(include), list(exclude)
+    out: list[Span] = []
+    for v in (4, 6):
+        rest = subtract(((int(n.network_address), int(n.broadcast_address)) for n in inc if n.version == v),
+                        ((int(n.network_address), int(n.broadcast_address)) for n in exc if n.version == v))
+        out.extend((v, lo, hi) for lo, hi in rest)
+    return out
+
+
+__all__ = ["Interval", "Net", "Span", "address_spans", "intersect", "merge", "subtract"]

@@ -40,6 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from microseg.errors import InputError
+from microseg.ir.intervals import Span
 from microseg.ir.model import PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import Connections
 from microseg.sources.deployed import kubernetes as k8s
@@ -438,7 +439,7 @@ class Cluster:
         assert s.namespace is not None
         return sel.matches({**self.ns_labels.get(s.namespace, {}), k8s.NAMESPACE_NAME_LABEL: s.namespace})
 
-    def _selects(self, peer: AdminPeer, s: k8s.Subject, span: k8s.Span | None) -> bool:
+    def _selects(self, peer: AdminPeer, s: k8s.Subject, span: Span | None) -> bool:
         if peer.networks:
             if s.namespace is not None:
                 # "cluster-internal traffic will be checked against the rule as well ... if you Allow or Deny
@@ -469,7 +470,7 @@ class Cluster:
         return PortSet.of(items)
 
     def _side(self, pod: k8s.Subject, other: k8s.Subject, direction: str, destination: k8s.Subject,
-              span: k8s.Span | None) -> PortSet:
+              span: Span | None) -> PortSet:
         """What ``pod`` allows in ``direction`` with ``other`` (one address span of it when not a pod)."""
         undecided = PortSet.full()
         allowed = PortSet()
@@ -515,7 +516,7 @@ class Cluster:
         src, dst = self.subjects[source], self.subjects[destination]
         result: PortSet | None = None
         # A non-pod is the set of its address pieces: it gets what is allowed to all of them.
-        pieces: tuple[k8s.Span | None, ...] = (None,)
+        pieces: tuple[Span | None, ...] = (None,)
         if src.namespace is None or dst.namespace is None:
             ext = dst if src.namespace is not None else src
             pieces = ext.spans or (None,)

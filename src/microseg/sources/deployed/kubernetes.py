@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from microseg.errors import InputError
+from microseg.ir.intervals import Span, address_spans
 from microseg.ir.model import Policy, PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import Connections
 from microseg.sources.yamlpos import Document, NodePath, expect_list, expect_mapping, expect_string, load_documents
@@ -87,7 +88,6 @@ _PORT_KEYS = {"protocol", "port", "endPort"}
 _PORT_NAME = re.compile(r"(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 Labels = Mapping[str, str]
-Span = tuple[int, int, int]  # (IP version, first address, last address) as integers
 
 
 # -- the objects ------------------------------------------------------------------------------------------------
@@ -417,28 +417,7 @@ def set_points(include: Iterable[Net], exclude: Iterable[Net] = ()) -> set[tuple
     Boundaries of the *set*, not of every CIDR: ``0.0.0.0/0`` except ``10.0.0.0/9`` and ``10.128.0.0/9`` has
     the same boundaries as ``0.0.0.0/0`` except ``10.0.0.0/8``, so both cut the address space alike.
     """
-    def spans(nets: Iterable[Net]) -> list[Span]:
-        merged: list[Span] = []
-        for v, lo, hi in sorted((n.version, int(n.network_address), int(n.broadcast_address)) for n in nets):
-            if merged and merged[-1][0] == v and lo <= merged[-1][2] + 1:
-                merged[-1] = (v, merged[-1][1], max(hi, merged[-1][2]))
-            else:
-                merged.append((v, lo, hi))
-        return merged
-
-    out: list[Span] = spans(include)
-    for ev, elo, ehi in spans(exclude):
-        cut: list[Span] = []
-        for v, lo, hi in out:
-            if v != ev or ehi < lo or elo > hi:
-                cut.append((v, lo, hi))
-                continue
-            if lo < elo:
-                cut.append((v, lo, elo - 1))
-            if ehi < hi:
-                cut.append((v, ehi + 1, hi))
-        out = cut
-    return {pt for v, lo, hi in out for pt in ((v, lo), (v, hi + 1))}
+    return {pt for v, lo, hi in address_spans(include, exclude) for pt in ((v, lo), (v, hi + 1))}
 
 
 def cut_points(netpols: Iterable[NetPol], direction: str | None = None) -> set[tuple[int, int]]:
@@ -455,28 +434,8 @@ def cut_points(netpols: Iterable[NetPol], direction: str | None = None) -> set[t
 
 def _space(w: Workload) -> list[Span]:
     """The workload's addresses minus its exceptions, as sorted disjoint spans."""
-    def spans(texts: Iterable[str]) -> list[Span]:
-        nets = [ipaddress.ip_network(a, strict=False) for a in texts]
-        return sorted((n.version, int(n.network_address), int(n.broadcast_address)) for n in nets)
-
-    out: list[Span] = []
-    for v, lo, hi in spans(w.addresses):
-        if out and out[-1][0] == v and lo <= out[-1][2] + 1:
-            out[-1] = (v, out[-1][1], max(hi, out[-1][2]))
-        else:
-            out.append((v, lo, hi))
-    for ev, elo, ehi in spans(w.except_addresses):
-        cut: list[Span] = []
-        for v, lo, hi in out:
-            if v != ev or ehi < lo or elo > hi:
-                cut.append((v, lo, hi))
-                continue
-            if lo < elo:
-                cut.append((v, lo, elo - 1))
-            if ehi < hi:
-                cut.append((v, ehi + 1, hi))
-        out = cut
-    return out
+    return address_spans((ipaddress.ip_network(a, strict=False) for a in w.addresses),
+                         (ipaddress.ip_network(a, strict=False) for a in w.except_addresses))
 
 
 def atoms(space: Sequence[Span], points: set[tuple[int, int]]) -> tuple[Span, ...]:
