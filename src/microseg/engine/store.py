@@ -480,15 +480,16 @@ class FlowStore:
             present.add("k_out")
         norm_sql = ("CASE a.action_code " + " ".join(f"WHEN {i} THEN {codes[a]}" for i, a in enumerate(actions))
                     + " END" if actions else "NULL")
-        return f"""
-INSERT INTO _ms_groups BY NAME
-SELECT m.fid, {unit} AS unit, a.* EXCLUDE (file_index), {norm_sql} AS norm_code, {_class_sql(present, unit)} AS cls
-FROM (
-  SELECT file_index, {', '.join(keys)}, {', '.join(a for a in aggs if a)}
-  FROM ({rel.sql}) AS s
-  GROUP BY ALL
-) AS a JOIN (VALUES {mapping}) AS m(idx, fid) ON a.file_index = m.idx
-"""
+        aggregate = f"{', '.join(keys)}, {', '.join(a for a in aggs if a)}\nFROM ({rel.sql}) AS s"
+        outer = f"{unit} AS unit, {norm_sql} AS norm_code, {_class_sql(present, unit)} AS cls"
+        if len(rel.files) == 1:
+            # One file: ``file_index`` is 0 on every row (any other value matches no file, as in the join below),
+            # so it is filtered rather than grouped by - a key fewer is measurably faster.
+            return (f"INSERT INTO _ms_groups BY NAME\nSELECT {fids[rel.files[0].path]} AS fid, a.*, {outer}\n"
+                    f"FROM (\nSELECT {aggregate}\nWHERE s.file_index = 0\nGROUP BY ALL\n) AS a\n")
+        return (f"INSERT INTO _ms_groups BY NAME\nSELECT m.fid, a.* EXCLUDE (file_index), {outer}\n"
+                f"FROM (\nSELECT file_index, {aggregate}\nGROUP BY ALL\n"
+                f") AS a JOIN (VALUES {mapping}) AS m(idx, fid) ON a.file_index = m.idx\n")
 
     def _check_addresses(self) -> None:
         """Validate and canonicalise the aggregates' addresses, each distinct one once, in Python.
