@@ -449,3 +449,26 @@ def test_the_store_refuses_what_ipaddress_refuses_once_per_address(tmp_path: Pat
     src, dst, log_status, action = (_CLASS_BAD[k] for k in ("src_ip", "dst_ip", "log_status", "action"))
     assert classes == {1: 0, 2: src, 3: dst, 4: src, 5: 1, 6: log_status, 7: src, 8: src, 9: dst, 10: src,
                        11: action, 12: 0, 13: src, 14: src}
+
+
+def test_dotted_quads_the_store_skips_in_python_are_exactly_canonical_ipv4() -> None:
+    """The store leaves addresses matching IPV4_PATTERN to SQL alone: each must be one ipaddress accepts and
+    writes unchanged (the converse - every other string is judged in Python - needs no proof)."""
+    import random
+
+    import duckdb
+
+    from microseg.sources.flows import canonical_ip
+    from microseg.sources.flows.sqlpath import IPV4_PATTERN
+
+    rng = random.Random(7)
+    octets = ["0", "00", "01", "1", "9", "10", "99", "100", "199", "200", "249", "250", "255", "256", "299", "300",
+              "999", "1000", "\u0661", "+1", "-1", " 1", "1 ", "0x1", ""]
+    texts = {".".join(rng.choice(octets) for _ in range(rng.choice((3, 4, 4, 4, 5)))) for _ in range(20000)}
+    texts |= {"1.2.3.4\n", "1.2.3.4%eth0", "::1.2.3.4", "1.2.3.4/32", "1.2.3", "1..2.3"}
+    con = duckdb.connect()
+    matched = [t for (t,) in con.execute("SELECT t FROM unnest(?) AS u(t) WHERE regexp_full_match(t, ?)",
+                                         [sorted(texts), IPV4_PATTERN]).fetchall()]
+    assert len(matched) > 200
+    assert all(canonical_ip(t) == t for t in matched)
+    assert {t for t in texts if canonical_ip(t) == t and ":" not in t} == set(matched)

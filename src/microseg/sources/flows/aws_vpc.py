@@ -57,6 +57,7 @@ from microseg.sources.flows import (
     sql_list,
     sql_str,
 )
+from microseg.sources.flows.sqlpath import IPV4_PATTERN
 
 NAME = "aws-vpc"
 
@@ -410,7 +411,8 @@ def _locate_bad_parquet(con: duckdb.DuckDBPyConnection, src: SourceFile, schema:
     # Addresses are judged as the store judges them: each distinct one once, by ipaddress (canonical_ip).
     addrs = {side: f"coalesce({text(f'pkt-{side}addr')}, {text(f'{side}addr')})" for side in ("src", "dst")}
     distinct = con.execute(f"""SELECT DISTINCT ip FROM (SELECT {addrs['src']} AS ip FROM {scan}
-        UNION ALL SELECT {addrs['dst']} FROM {scan}) WHERE ip IS NOT NULL""").fetchall()
+        UNION ALL SELECT {addrs['dst']} FROM {scan})
+        WHERE ip IS NOT NULL AND NOT regexp_full_match(ip, {sql_str(IPV4_PATTERN)})""").fetchall()
     bad_ips = sorted(ip for (ip,) in distinct if canonical_ip(ip) is None)
     for side in ("src", "dst"):
         pkt, plain = text(f"pkt-{side}addr"), text(f"{side}addr")
