@@ -413,13 +413,17 @@ def _locate_bad_parquet(con: duckdb.DuckDBPyConnection, src: SourceFile, schema:
     distinct = con.execute(f"""SELECT DISTINCT ip FROM (SELECT {addrs['src']} AS ip FROM {scan}
         UNION ALL SELECT {addrs['dst']} FROM {scan})
         WHERE ip IS NOT NULL AND NOT regexp_full_match(ip, {sql_str(IPV4_PATTERN)})""").fetchall()
+    # A table, not a list literal: a hash join whatever the number of bad addresses.
+    con.execute("CREATE OR REPLACE TEMP TABLE _ms_vpc_bad_ip (ip VARCHAR)")
     bad_ips = sorted(ip for (ip,) in distinct if canonical_ip(ip) is None)
+    for i in range(0, len(bad_ips), 1000):
+        con.execute("INSERT INTO _ms_vpc_bad_ip SELECT unnest(?::VARCHAR[])", [bad_ips[i:i + 1000]])
     for side in ("src", "dst"):
         pkt, plain = text(f"pkt-{side}addr"), text(f"{side}addr")
         checks.append((f"{ok} AND {pkt} IS NULL AND {plain} IS NULL", sql_str(f"{side}addr"),
                        "'no address in an OK record'"))
         addr = addrs[side]
-        checks.append((f"{ok} AND list_contains($bad_ips::VARCHAR[], {addr})",
+        checks.append((f"{ok} AND {addr} IN (SELECT ip FROM _ms_vpc_bad_ip)",
                        f"CASE WHEN {pkt} IS NOT NULL THEN 'pkt-{side}addr' ELSE '{side}addr' END",
                        f"{_quoted(addr)} || ' is not an IP address'"))
     actions = ", ".join(sql_str(a) for a in sorted(ACTIONS))
@@ -436,7 +440,8 @@ def _locate_bad_parquet(con: duckdb.DuckDBPyConnection, src: SourceFile, schema:
         SELECT file_row_number + 1, field, message, line FROM (
           SELECT file_row_number, {field_sql} AS field, {message_sql} AS message, {line_sql} AS line
           FROM {scan})
-        WHERE field IS NOT NULL ORDER BY 1 LIMIT {int(max_samples)}""", {"bad_ips": bad_ips}).fetchall()
+        WHERE field IS NOT NULL ORDER BY 1 LIMIT {int(max_samples)}""").fetchall()
+    con.execute("DROP TABLE _ms_vpc_bad_ip")
     return [BadLine(file=str(src.path), line=int(no), field=str(field), message=str(message), text=str(line)[:500])
             for no, field, message, line in rows]
 
