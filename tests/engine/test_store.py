@@ -7,12 +7,21 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from microseg.engine.store import FLOWS_COLUMNS, FlowStore, TimeWindow, expand_paths, parse_instant
+from microseg.engine.store import (
+    _CLASS_BAD,
+    FLOWS_COLUMNS,
+    FlowStore,
+    TimeWindow,
+    expand_paths,
+    parse_instant,
+)
 from microseg.errors import InputError, TooManyBadLines
-from microseg.sources.flows import ReaderOptions
+from microseg.sources import flows
+from microseg.sources.flows import BadLine, ReaderOptions, SourceFile, Staged, StagedRelation
 
 HEADER = ("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
           "log-status")
@@ -365,3 +374,101 @@ def test_two_thousand_small_files_in_one_process_and_connection(store: FlowStore
     assert len({r["source_file"] for r in store.rows()}) == 1980
     again = store.ingest([logs])
     assert (again.reused, again.lines) == (2000, 0)
+
+
+class _SqlRows:
+    """A reader that stages SQL rows exactly as written, with no address check of its own: what the store
+    alone accepts or refuses. Each row's ``file_index`` is 0; the row number is in ``tcp_flags``."""
+
+    NAME = "sql-rows"
+
+    def __init__(self, rows: list[tuple[str | None, str | None, str | None, str]]) -> None:
+        self.rows = rows  # (src_ip, dst_ip, action, log_status)
+        self.located: list[Path] = []
+
+    def sniff(self, head: list[str]) -> bool:
+        return False
+
+    def stage(self, con: object, files: list[SourceFile], options: ReaderOptions) -> Staged:
+        def lit(v: str | None) -> str:
+            return "NULL" if v is None else "'" + v.replace("'", "''") + "'"
+
+        values = ", ".join(f"({lit(s)}, {lit(d)}, {lit(a)}, {lit(st)}, {n})" for n, (s, d, a, st) in
+                           enumerate(self.rows, 1))
+        sql = (f"SELECT {DAY}::UBIGINT AS t_start, {DAY + 1}::UBIGINT AS t_end, src_ip, dst_ip, 40000 AS src_port, "
+               "443 AS dst_port, 6 AS proto, 1::UBIGINT AS bytes, 1::UBIGINT AS packets, action, n AS tcp_flags, "
+               "NULL::BOOLEAN AS is_reply, NULL::VARCHAR AS direction, NULL::VARCHAR AS src_workload, "
+               "NULL::VARCHAR AS dst_workload, log_status, 0 AS file_index "
+               f"FROM (VALUES {values}) AS t(src_ip, dst_ip, action, log_status, n)")
+
+        def locate(src: SourceFile) -> list[BadLine]:
+            self.located.append(src.path)
+            return []
+
+        return Staged(relations=[StagedRelation(sql=sql, files=list(files), time_unit=1)],
+                      actions={"ACCEPT": "accept"}, skip_statuses=frozenset({"NODATA"}), locate_bad=locate)
+
+
+def test_the_store_refuses_what_ipaddress_refuses_once_per_address(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = _SqlRows([
+        ("10.0.0.1", "10.0.0.2", "ACCEPT", "OK"),  # 1: ok
+        ("999.1.1.1", "10.0.0.2", "ACCEPT", "OK"),  # 2: bad src
+        ("10.0.0.1", "1:::2", "ACCEPT", "OK"),  # 3: bad dst
+        ("010.0.0.1", "1:::2", "ACCEPT", "OK"),  # 4: both bad: the source is named
+        ("999.1.1.1", "10.0.0.2", "ACCEPT", "NODATA"),  # 5: skipped: addresses are not looked at
+        ("999.1.1.1", "10.0.0.2", "ACCEPT", "WEIRD"),  # 6: the log-status is checked first
+        ("999.1.1.1", "10.0.0.2", "ALLOW", "OK"),  # 7: the address is checked before the action
+        ("999.1.1.1", None, "ACCEPT", "OK"),  # 8: a bad source before a missing destination
+        ("10.0.0.1", None, "ACCEPT", "OK"),  # 9: a missing destination
+        (None, "1:::2", "ACCEPT", "OK"),  # 10: a missing source first
+        ("10.0.0.1", "10.0.0.2", "ALLOW", "OK"),  # 11: bad action
+        ("2001:DB8:0::1", "FE80::1%eth0", "ACCEPT", "OK"),  # 12: ok, RFC 5952
+        ("1.2.3.4%eth0", "10.0.0.2", "ACCEPT", "OK"),  # 13: IPv4 has no zone
+        ("10.0.0.1 ", "10.0.0.2", "ACCEPT", "OK"),  # 14: a trailing space
+    ])
+    monkeypatch.setitem(flows.FORMATS, reader.NAME, reader)
+    # Each bad row's class (bad:<column>) decides which field its reader reports: look at the classes the
+    # aggregates have when the store counts them.
+    classes: dict[int, int] = {}
+    real = FlowStore._tally
+
+    def spy(self: FlowStore, *a: Any) -> list[BadLine]:
+        classes.update(self.con.execute("SELECT tcp_flags, cls FROM _ms_groups").fetchall())
+        return real(self, *a)
+
+    monkeypatch.setattr(FlowStore, "_tally", spy)
+    path = tmp_path / "rows.txt"
+    path.write_text("x\n")
+    with FlowStore(tmp_path / "s.duckdb") as s:
+        report = s.ingest([path], fmt=reader.NAME, bad_threshold=1.0)
+        got = s.con.execute("SELECT tcp_flags, src_ip, dst_ip FROM flows ORDER BY 1").fetchall()
+    assert (report.lines, report.records, report.bad, report.skipped) == (14, 2, 11, {"NODATA": 1})
+    assert reader.located == [path.resolve()]
+    assert got == [(1, "10.0.0.1", "10.0.0.2"), (12, "2001:db8::1", "fe80::1%eth0")]
+    src, dst, log_status, action = (_CLASS_BAD[k] for k in ("src_ip", "dst_ip", "log_status", "action"))
+    assert classes == {1: 0, 2: src, 3: dst, 4: src, 5: 1, 6: log_status, 7: src, 8: src, 9: dst, 10: src,
+                       11: action, 12: 0, 13: src, 14: src}
+
+
+def test_dotted_quads_the_store_skips_in_python_are_exactly_canonical_ipv4() -> None:
+    """The store leaves addresses matching IPV4_PATTERN to SQL alone: each must be one ipaddress accepts and
+    writes unchanged (the converse - every other string is judged in Python - needs no proof)."""
+    import random
+
+    import duckdb
+
+    from microseg.sources.flows import canonical_ip
+    from microseg.sources.flows.sqlpath import IPV4_PATTERN
+
+    rng = random.Random(7)
+    octets = ["0", "00", "01", "1", "9", "10", "99", "100", "199", "200", "249", "250", "255", "256", "299", "300",
+              "999", "1000", "\u0661", "+1", "-1", " 1", "1 ", "0x1", ""]
+    texts = {".".join(rng.choice(octets) for _ in range(rng.choice((3, 4, 4, 4, 5)))) for _ in range(20000)}
+    texts |= {"1.2.3.4\n", "1.2.3.4%eth0", "::1.2.3.4", "1.2.3.4/32", "1.2.3", "1..2.3"}
+    con = duckdb.connect()
+    matched = [t for (t,) in con.execute("SELECT t FROM unnest(?) AS u(t) WHERE regexp_full_match(t, ?)",
+                                         [sorted(texts), IPV4_PATTERN]).fetchall()]
+    assert len(matched) > 200
+    assert all(canonical_ip(t) == t for t in matched)
+    assert {t for t in texts if canonical_ip(t) == t and ":" not in t} == set(matched)

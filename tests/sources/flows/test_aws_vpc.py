@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -342,3 +343,56 @@ def test_parquet_without_vpc_columns_or_inside_gzip_is_an_input_error(store: Flo
         fh.write(to_parquet(shared / SAMPLES / "v2-default.log", tmp_path / "v2.parquet").read_bytes())
     with pytest.raises(InputError, match="inside gzip"):
         store.ingest([packed])
+
+
+# -- addresses: one rule with the other readers (what ipaddress.ip_address accepts) ----------------
+
+ADDRESS_LINES = [
+    V2_HEADER,  # 1
+    GOOD.replace("10.0.0.1", "999.1.1.1"),  # 2: an octet out of range
+    GOOD.replace("10.0.0.1", "1:::2"),  # 3: a triple colon
+    GOOD.replace("10.0.0.2", "010.0.0.2"),  # 4: a leading zero (ipaddress refuses it: octal or decimal?)
+    GOOD.replace("10.0.0.1", "1.2.3.4%eth0"),  # 5: IPv4 has no zone
+    GOOD.replace("10.0.0.1", "FE80:0:0::1%eth0"),  # 6: a zone id: an address, RFC 5952 before the zone
+    GOOD.replace("10.0.0.1", "::FFFF:10.0.0.1"),  # 7: IPv4-mapped IPv6
+    GOOD.replace("10.0.0.1", "999.1.1.1").replace("ACCEPT", "ALLOW"),  # 8: the address is checked first
+    GOOD.replace("10.0.0.2", "1:2:3:4:5:6:7:8:9"),  # 9: nine hextets
+    GOOD.replace("10.0.0.1", "10.0.0.9").replace(" OK", " NODATA"),  # 10: skipped: no address check
+    GOOD.replace("10.0.0.1", "-").replace("10.0.0.2", "-").replace(" OK", " NODATA"),  # 11: skipped
+    GOOD,  # 12
+]
+
+
+@pytest.mark.parametrize("kind", ["text", "gzip", "parquet"])
+def test_malformed_addresses_are_bad_lines_with_line_and_field(store: FlowStore, tmp_path: Path, kind: str) -> None:
+    text = tmp_path / "addr.log"
+    text.write_text("\n".join(ADDRESS_LINES) + "\n")
+    path = text
+    if kind == "gzip":
+        path = tmp_path / "addr.log.gz"
+        with text.open("rb") as src, gzip.open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    elif kind == "parquet":
+        path = to_parquet(text, tmp_path / "addr.parquet")
+    report = store.ingest([path], bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad, report.skipped) == (11, 3, 6, {"NODATA": 2})
+    # Parquet rows are numbered from 1 without the header line.
+    first = 1 if kind == "parquet" else 0
+    assert [(b.line + first, b.field) for b in report.bad_samples] == [
+        (2, "srcaddr"), (3, "srcaddr"), (4, "dstaddr"), (5, "srcaddr"), (8, "srcaddr"), (9, "dstaddr")]
+    assert all(b.file == str(path.resolve()) for b in report.bad_samples)
+    assert report.bad_samples[0].message == "'999.1.1.1' is not an IP address"
+    assert report.bad_samples[2].message == "'010.0.0.2' is not an IP address"
+    assert {(r["src_ip"], r["dst_ip"]) for r in store.rows()} == {
+        ("fe80::1%eth0", "10.0.0.2"), (str(ipaddress.ip_address("::ffff:10.0.0.1")), "10.0.0.2"),
+        ("10.0.0.1", "10.0.0.2")}
+
+
+def test_a_malformed_address_recovered_from_a_rejected_line_is_bad_too(store: FlowStore, tmp_path: Path) -> None:
+    path = tmp_path / "spaced.log"  # doubled spaces: DuckDB rejects the lines, Python reads them
+    path.write_text("\n".join([V2_HEADER, GOOD.replace(" 443 ", "  443 ").replace("10.0.0.1", "10.0.0.01"),
+                               GOOD.replace(" 443 ", "  443 ").replace("10.0.0.1", "2001:DB8::1"), GOOD]) + "\n")
+    report = store.ingest([path], bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (3, 2, 1)
+    assert [(b.line, b.field) for b in report.bad_samples] == [(2, "srcaddr")]
+    assert {r["src_ip"] for r in store.rows()} == {"2001:db8::1", "10.0.0.1"}

@@ -6,6 +6,7 @@ No shared sample exists for this format (it is our own documented layout): the f
 from __future__ import annotations
 
 import gzip
+import ipaddress
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -359,3 +360,38 @@ def test_fast_path_raw_values_match_the_python_reader(tmp_path: Path, monkeypatc
     assert got[("a.csv", "10.0.1.19")][4:6] == ("accept", "egress")
     assert got[("a.csv", "10.0.1.21")][1] is None
     assert got[("a.csv", "10.0.1.22")][1:4] == (0, 0, "ICMP")
+
+
+ADDRESSES = [
+    HEADER,  # 1
+    "1767323045,,999.1.1.1,10.0.0.2,1,2,tcp,,,allow,,,a",  # 2: an octet out of range
+    "1767323045,,1:::2,10.0.0.2,1,2,tcp,,,allow,,,b",  # 3
+    "1767323045,,10.0.0.1,010.0.0.2,1,2,tcp,,,allow,,,c",  # 4: a leading zero
+    "1767323045,,FE80:0::1%eth0,10.0.0.2,1,2,tcp,,,allow,,,d",  # 5: a zone id: an address
+    "1767323045,,::FFFF:10.0.0.1,10.0.0.2,1,2,tcp,,,allow,,,e",  # 6: IPv4-mapped
+    "1767323045,,1.2.3.4%eth0,10.0.0.2,1,2,tcp,,,allow,,,f",  # 7: IPv4 has no zone
+    "1767323045,,10.0.0.1,1:2:3:4:5:6:7:8:9,1,2,tcp,,,allow,,,g",  # 8: nine hextets
+    "1767323045,,10.0.0.1,10.0.0.2,1,2,tcp,,,allow,,,h",  # 9
+]
+
+
+def test_malformed_addresses_are_bad_lines_on_both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, ADDRESSES)
+    out = []
+    for name in ("fast", "python"):
+        with monkeypatch.context() as m:
+            if name == "python":
+                m.setattr(generic_csv, "_plan", lambda _c, files, *_a: generic_csv._Plan(python=set(range(len(files)))))
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                report = ingest(s, path, bad_threshold=1.0)
+                out.append((report.lines, report.records, report.bad,
+                            [(b.line, b.field, b.message) for b in report.bad_samples],
+                            sorted((r["src_ip"], r["dst_ip"], r["records"]) for r in s.rows())))
+    assert out[0] == out[1]
+    lines, records, bad, samples, got = out[0]
+    assert (lines, records, bad) == (8, 3, 5)
+    assert [(line, fld) for line, fld, _ in samples] == [
+        (2, "src_ip"), (3, "src_ip"), (4, "dst_ip"), (7, "src_ip"), (8, "dst_ip")]
+    assert samples[2][2] == "'010.0.0.2' is not an IP address"
+    assert got == sorted([("10.0.0.1", "10.0.0.2", 1), ("fe80::1%eth0", "10.0.0.2", 1),
+                          (str(ipaddress.ip_address("::ffff:10.0.0.1")), "10.0.0.2", 1)])

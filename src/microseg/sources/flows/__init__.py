@@ -55,9 +55,9 @@ STAGE_COLUMNS: dict[str, str] = {
 TCP_SYN = 2
 TCP_ACK = 16
 
-# The store's checks after aggregation (readers that parse in Python apply them too). The address
-# shape is deliberately lenient: the mapping parses addresses properly and treats anything it
-# cannot parse as unresolved, so a lenient check can never widen a policy.
+# The store's checks after aggregation (readers that parse in Python apply them too). An address is
+# what ``ipaddress.ip_address`` accepts (:func:`canonical_ip`), checked once per distinct address.
+# IP_SHAPE is only a rough shape, no longer any reader's or the store's check: '999.1.1.1' has it.
 IP_SHAPE = r"[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 

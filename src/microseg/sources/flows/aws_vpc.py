@@ -40,7 +40,6 @@ import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
-    IP_SHAPE,
     MAX_EPOCH_SECONDS,
     TCP_ACK,
     TCP_SYN,
@@ -52,11 +51,13 @@ from microseg.sources.flows import (
     StagedRelationHook,
     StageRow,
     StageWriter,
+    canonical_ip,
     head_lines,
     iter_lines,
     sql_list,
     sql_str,
 )
+from microseg.sources.flows.sqlpath import IPV4_PATTERN
 
 NAME = "aws-vpc"
 
@@ -85,7 +86,6 @@ SKIP_STATUSES = frozenset({"NODATA", "SKIPDATA"})
 STATUSES = SKIP_STATUSES | {OK_STATUS}
 
 _FIELD_RE = re.compile(r"[a-z][a-z0-9-]*")
-_IP_RE = re.compile(IP_SHAPE)
 _UINT_RE = re.compile(r"[0-9]+")
 _FORMAT_RE = re.compile(r"\$\{([a-z0-9-]+)\}")
 
@@ -252,7 +252,7 @@ class _Layout:
             name = f"pkt-{side}addr" if pkt is not None else f"{side}addr"
             if addr is None:
                 return f"{side}addr", "no address in an OK record"
-            if not _IP_RE.fullmatch(str(addr)):
+            if canonical_ip(str(addr)) is None:  # the store's rule: what ipaddress accepts
                 return name, f"{addr!r} is not an IP address"
         action = v.get("action")
         if action is not None and action not in ACTIONS:
@@ -391,6 +391,7 @@ def _locate_bad_parquet(con: duckdb.DuckDBPyConnection, src: SourceFile, schema:
                         max_samples: int) -> list[BadLine]:
     """The rows the store counted as bad, with the first failing field (in the order of _Layout.typed/check)."""
     present = {field: (column, kind) for field, column, kind in schema}
+    scan = f"read_parquet({sql_str(str(src.path))}, file_row_number=true)"
 
     def text(name: str) -> str:
         return f"CAST({_parquet_raw(*present[name])} AS VARCHAR)" if name in present else "NULL::VARCHAR"
@@ -407,12 +408,22 @@ def _locate_bad_parquet(con: duckdb.DuckDBPyConnection, src: SourceFile, schema:
     statuses = ", ".join(sql_str(x) for x in sorted(STATUSES))
     checks.append((f"{status} NOT IN ({statuses})", "'log-status'", f"'unknown log-status ' || {_quoted(status)}"))
     ok = f"{status} = {sql_str(OK_STATUS)}"
+    # Addresses are judged as the store judges them: each distinct one once, by ipaddress (canonical_ip).
+    addrs = {side: f"coalesce({text(f'pkt-{side}addr')}, {text(f'{side}addr')})" for side in ("src", "dst")}
+    distinct = con.execute(f"""SELECT DISTINCT ip FROM (SELECT {addrs['src']} AS ip FROM {scan}
+        UNION ALL SELECT {addrs['dst']} FROM {scan})
+        WHERE ip IS NOT NULL AND NOT regexp_full_match(ip, {sql_str(IPV4_PATTERN)})""").fetchall()
+    # A table, not a list literal: a hash join whatever the number of bad addresses.
+    con.execute("CREATE OR REPLACE TEMP TABLE _ms_vpc_bad_ip (ip VARCHAR)")
+    bad_ips = sorted(ip for (ip,) in distinct if canonical_ip(ip) is None)
+    for i in range(0, len(bad_ips), 1000):
+        con.execute("INSERT INTO _ms_vpc_bad_ip SELECT unnest(?::VARCHAR[])", [bad_ips[i:i + 1000]])
     for side in ("src", "dst"):
         pkt, plain = text(f"pkt-{side}addr"), text(f"{side}addr")
         checks.append((f"{ok} AND {pkt} IS NULL AND {plain} IS NULL", sql_str(f"{side}addr"),
                        "'no address in an OK record'"))
-        addr = f"coalesce({pkt}, {plain})"
-        checks.append((f"{ok} AND NOT regexp_full_match({addr}, {sql_str(IP_SHAPE)})",
+        addr = addrs[side]
+        checks.append((f"{ok} AND {addr} IN (SELECT ip FROM _ms_vpc_bad_ip)",
                        f"CASE WHEN {pkt} IS NOT NULL THEN 'pkt-{side}addr' ELSE '{side}addr' END",
                        f"{_quoted(addr)} || ' is not an IP address'"))
     actions = ", ".join(sql_str(a) for a in sorted(ACTIONS))
@@ -428,8 +439,9 @@ def _locate_bad_parquet(con: duckdb.DuckDBPyConnection, src: SourceFile, schema:
     rows = con.execute(f"""
         SELECT file_row_number + 1, field, message, line FROM (
           SELECT file_row_number, {field_sql} AS field, {message_sql} AS message, {line_sql} AS line
-          FROM read_parquet({sql_str(str(src.path))}, file_row_number=true))
+          FROM {scan})
         WHERE field IS NOT NULL ORDER BY 1 LIMIT {int(max_samples)}""").fetchall()
+    con.execute("DROP TABLE _ms_vpc_bad_ip")
     return [BadLine(file=str(src.path), line=int(no), field=str(field), message=str(message), text=str(line)[:500])
             for no, field, message, line in rows]
 
