@@ -173,7 +173,10 @@ def _micros(v: Any, field: str) -> int:
     if not _NUMBER.fullmatch(text):
         raise _Bad(field, f"{v!r} is not a non-negative number")
     whole, _, frac = text.partition(".")
-    return int(whole) * 1_000_000 + int(frac[:6].ljust(6, "0"))  # finer than microseconds is cut
+    try:
+        return int(whole) * 1_000_000 + int(frac[:6].ljust(6, "0"))  # finer than microseconds is cut
+    except ValueError:  # more digits than int() reads (4300): far past 9999 anyway
+        raise _Bad(field, f"{text[:40]!r}... has too many digits") from None
 
 
 def _ts(v: Any) -> int:
@@ -205,8 +208,11 @@ def _count(v: Any, field: str) -> int | None:
     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
         return v
     if isinstance(v, str) and v.isdigit():
-        return int(v)
-    raise _Bad(field, f"{v!r} is not a count")
+        try:
+            return int(v)
+        except ValueError:  # a digit int() does not read ("²"), or more than 4300 of them
+            pass
+    raise _Bad(field, f"{v[:40] if isinstance(v, str) else v!r} is not a count")
 
 
 def _port(v: Any, field: str) -> int:
@@ -702,7 +708,11 @@ SELECT CAST(t_start AS UBIGINT) AS t_start, CAST(t_end AS UBIGINT) AS t_end, src
 # - it starts with "{" and has no other "{" (no nested object, so _flatten changes nothing) and no
 #   backslash (so a string's JSON text is its raw text, and the first ``"key"`` on the line is the key);
 # - nothing DuckDB's JSON reader accepts and Python's json module rejects: a trailing comma, a nan / inf
-#   literal (a superset: any value starting with n-a or i, NaN and Infinity included);
+#   literal in any case and with a sign (a superset: any value starting with "n" but not "nu", "N", "i",
+#   "I", "+", or "-" and no digit; NaN and -Infinity included), an integer of more than 4300 digits
+#   (Python's int() limit; a superset: any line longer than 4300 bytes). ``null`` and negative numbers are
+#   read alike by both (``-0`` is 0 in both; DuckDB writes it "0"): a line with them in fields nothing
+#   reads stays flat; a negative number in a field the record reads is left to the Python parser;
 # - numbers are read from their text as Python reads them: a fraction is a Decimal, which _micros reads as
 #   ``str(Decimal)`` - exponent form below 10^-6 ("0.0000001" is "1E-7", a bad line) - so only fractions
 #   whose str() is their text are read in SQL (from the line itself, as DuckDB rounds them to a double);
@@ -715,14 +725,13 @@ SELECT CAST(t_start AS UBIGINT) AS t_start, CAST(t_end AS UBIGINT) AS t_end, src
 # contributes every ``"uid": "..."`` string on it (``uid``, a superset of what Python reads).
 
 _JWS = "[ \\t]*"  # JSON whitespace inside one line
-# What DuckDB's JSON reader accepts and Python's json module rejects, on a flat line (which ends with its
-# only "}"), as supersets: a trailing comma (before the final "}": looked for in the line's last 64
-# characters, a tail of blanks counting as suspect; in an array: only lines with a "[" are searched); a
-# nan / inf literal in any case and with a sign (any value after ":" starting with n, i or a sign: null,
-# NaN, Infinity and negative numbers included).
-_TRAILING_END = f"(^|,){_JWS}}}$"
-_NAN_INF = f":{_JWS}[-+nNiI]"
-_ARRAY_LENIENT = f"[\\[,]{_JWS}[-+nNiI]|,{_JWS}\\]"
+# One search of the line, for what makes a line that starts with "{" and ends with "}" not flat (each a
+# superset, on a line DuckDB parsed): a "{" after the first character (a nested object); a trailing comma
+# (before a "]" or "}": on a flat line its only "}" is the last character); a value - after ":", "[" or
+# "," - that is a nan / inf literal in any case or with a sign: starting with "n" not followed by "u"
+# ("null" is the only such literal DuckDB accepts), "N", "i", "I", "+", or "-" not followed by a digit.
+_SUSPECT = f".\\{{|,{_JWS}[\\]}}]|[:\\[,]{_JWS}(n[^u]|[NiI+]|-[^0-9])"
+_MAX_FLAT = 4300  # bytes: a longer line may hold an integer of more digits than Python's int() reads
 # A number as _micros reads it from a JSON integer or a JSON fraction whose str(Decimal) is its text.
 _JSECONDS = "0|[1-9][0-9]*|[1-9][0-9]*\\.[0-9]+|0\\.[0-9]{0,5}[1-9][0-9]*"
 _ISO_SQL = ("[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
@@ -784,8 +793,9 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
           f"ELSE {seconds('ts')} END")
     extracted = ", ".join(f"nullif(j[{i}], 'null') AS j_{a}" for i, a in enumerate(_JSON_KEYS, 1))
     strings = ", ".join(f"{text(a)} AS s_{a}" for a in ("ts", "dur", "state", "oh", "rh", "proto", "uid"))
-    lenient = (f"regexp_matches(right(c0, 64), {sql_str(_TRAILING_END)}) OR regexp_matches(c0, {sql_str(_NAN_INF)}) "
-               f"OR CASE WHEN contains(c0, '[') THEN regexp_matches(c0, {sql_str(_ARRAY_LENIENT)}) END")
+    # a negative number where the record reads a value: the Python parser reads the line (a bad one)
+    negative = " OR ".join(f"starts_with(j_{a}, '-')" for a in _JSON_KEYS)
+    lenient = f"regexp_matches(c0, {sql_str(_SUSPECT)}) OR {negative}"
     # nullstr: a value no line has; a line with \x01 (the delimiter) has c1, and its uid is unknown.
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does.
     return f"""
@@ -809,9 +819,9 @@ SELECT *, {number('ts', 'ts')} AS n_ts, {number('dur', 'duration')} AS n_dur
 FROM (
 SELECT *, j_dur AS dur, j_ob AS ob, j_rb AS rb, j_opk AS opk, j_rpk AS rpk, j_ipp AS ipp, s_state AS state, s_oh AS oh,
   s_rh AS rh, s_proto AS proto,
-  j IS NOT NULL AND starts_with(c0, '{{') AND ends_with(c0, '}}') AND NOT contains(substr(c0, 2), '{{')
-    AND j_ts IS NOT NULL
-    AND j_op IS NOT NULL AND j_rp IS NOT NULL AND j_proto IS NOT NULL AND NOT coalesce({lenient}, false) AS flat
+  j IS NOT NULL AND starts_with(c0, '{{') AND ends_with(c0, '}}') AND strlen(c0) <= {_MAX_FLAT}
+    AND j_ts IS NOT NULL AND j_op IS NOT NULL AND j_rp IS NOT NULL AND j_proto IS NOT NULL
+    AND NOT coalesce({lenient}, false) AS flat
 FROM (
 SELECT *, {strings}
 FROM (
