@@ -725,3 +725,26 @@ def test_tsv_counts_python_cannot_convert_are_bad_lines(tmp_path: Path, monkeypa
     assert report[:4] == (4, 1, 3, {})
     assert [(line, field) for _, line, field, _, _ in report[4]] == [
         (9, "orig_pkts"), (10, "orig_ip_bytes"), (11, "duration")]
+
+
+def test_json_keys_are_matched_exactly_and_the_first_of_a_repeated_key_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys that differ from the used ones only in case, or that contain them, are other keys; of a repeated
+    key the first occurrence is read - in SQL as in Python (jsonline)."""
+    def compact(**changes: Any) -> str:
+        return json.dumps(_conn(**changes), separators=(",", ":"))
+
+    lines = [
+        compact(uid="E1")[:-1] + ',"TS":1,"Uid":"E1","ID.ORIG_P":7,"id.resp_p ":9,"conn_State":"REJ"}',
+        '{"TS":"x","Conn_state":"REJ",' + compact(uid="E2", **{"id.orig_p": 40002})[1:],
+        compact(uid="E3", **{"id.orig_p": 40003})[:-1] + ',"uid":"E1","conn_state":"REJ","orig_pkts":9}',
+        compact(uid="E4", **{"id.orig_p": 40004})[:-1] + ',"proto":"udp","id.resp_p":53}',
+    ]
+    fast, slow, plans = _json_cases(tmp_path, monkeypatch, lines, "k.json")
+    assert fast == slow
+    assert len(plans) == 1 and plans[0] is not None and plans[0].pending == {}  # all four read in SQL
+    report, got = fast
+    assert report[:4] == (4, 4, 0, {})
+    start, end = datetime(2026, 1, 2, 3, 0, 0, 250000), datetime(2026, 1, 2, 3, 0, 0, 750000)
+    assert {(k[3], k[4], k[5]): v for k, v in got.items()} == {
+        (5432, "TCP", "accept"): (4, 4 * 1200, 4 * 5, start, end, 40001, 40004)}
