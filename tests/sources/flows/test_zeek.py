@@ -748,3 +748,31 @@ def test_json_keys_are_matched_exactly_and_the_first_of_a_repeated_key_is_read(
     start, end = datetime(2026, 1, 2, 3, 0, 0, 250000), datetime(2026, 1, 2, 3, 0, 0, 750000)
     assert {(k[3], k[4], k[5]): v for k, v in got.items()} == {
         (5432, "TCP", "accept"): (4, 4 * 1200, 4 * 5, start, end, 40001, 40004)}
+
+
+def test_json_long_numbers_are_read_from_their_whole_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fraction's digits beyond microseconds are cut, however many there are; an exponent after a long
+    mantissa is seen (Python reads 0.123...e5 as 12345.678901 s, not 0.123456 s)."""
+    def compact(duration: str, ts: str = "1767322800.25", **changes: Any) -> str:
+        return (json.dumps(_conn(**changes), separators=(",", ":"))
+                .replace('"duration":0.5', f'"duration":{duration}').replace('"ts":1767322800.25', f'"ts":{ts}'))
+
+    digits = "1234567890" * 5
+    long_lines = [
+        compact("0." + digits, uid="L1", **{"id.resp_p": 1}),
+        compact("0.1234565" + "0" * 45 + "1", uid="L2", **{"id.resp_p": 2}),
+        compact("0.5", ts="1767322800.999999" + "9" * 50, uid="L3", **{"id.resp_p": 3}),
+    ]
+    fast, slow, plans = _json_cases(tmp_path, monkeypatch, long_lines, "long.json")
+    assert fast == slow
+    assert len(plans) == 1 and plans[0] is not None and plans[0].pending == {}  # read in SQL
+    got = {k[3]: v[3:5] for k, v in fast[1].items()}
+    base = datetime(2026, 1, 2, 3, 0, 0, 250000)
+    assert got == {1: (base, datetime(2026, 1, 2, 3, 0, 0, 373456)), 2: (base, datetime(2026, 1, 2, 3, 0, 0, 373456)),
+                   3: (datetime(2026, 1, 2, 3, 0, 0, 999999), datetime(2026, 1, 2, 3, 0, 1, 499999))}
+    # an exponent 50 digits after the point: Python reads the line (the batch), as the fast path cannot
+    exponent = [json.dumps(_conn(uid="X0"), separators=(",", ":")), compact("0." + digits + "e5", uid="X1")]
+    fast, slow, plans = _json_cases(tmp_path, monkeypatch, exponent, "exp.json")
+    assert fast == slow
+    assert fast[0][:3] == (2, 2, 0)
+    assert max(v[4] for v in fast[1].values()) == datetime(2026, 1, 2, 6, 25, 45, 928901)  # 0.25 + 12345.678901 s

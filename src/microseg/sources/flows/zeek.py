@@ -752,10 +752,12 @@ def _quoted(name: str) -> str:
 
 def _raw_number(key: str) -> str:
     """SQL: the JSON number text after the first ``"key"`` of a flat line (see above: it is the key's value
-    there), '' when that text is not ``"key": <number>``."""
+    there; only asked for when DuckDB read that value as a number), '' when that text is not a number.
+
+    The whole line is searched (a literal first, which the regexp engine skips to): the number's text is
+    never cut, so an exponent far after the point is seen as Python sees it."""
     k = f'"{key}"'
-    return (f"regexp_extract(substr(c0, strpos(c0, {sql_str(k)}), {len(k) + 48}), "
-            f"{sql_str('^' + re.escape(k) + _JWS + ':' + _JWS + '(-?[0-9][0-9.eE+-]*)')}, 1)")
+    return f"regexp_extract(c0, {sql_str(re.escape(k) + _JWS + ':' + _JWS + '(-?[0-9][0-9.eE+-]*)')}, 1)"
 
 
 def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
@@ -783,7 +785,7 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         # The value's text: a string's content; an integer as DuckDB gives it; a fraction or exponent form
         # from the line (DuckDB gives the double's shortest form: "1.50" is "1.5").
         return (f"CASE WHEN starts_with(j_{a}, '\"') THEN s_{a} WHEN regexp_full_match(j_{a}, '[0-9]+') THEN j_{a} "
-                f"WHEN j_{a} IS NOT NULL THEN {_raw_number(key)} END")
+                f"WHEN left(j_{a}, 1) BETWEEN '0' AND '9' THEN {_raw_number(key)} END")
 
     def seconds(a: str) -> str:  # n_<a>: a string of digits (as _micros) or a number in the _JSECONDS forms
         return (f"CASE WHEN CASE WHEN starts_with(j_{a}, '\"') THEN regexp_full_match(n_{a}, '[0-9]+(\\.[0-9]+)?') "
