@@ -809,8 +809,8 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     strings = ", ".join(f"{text(a)} AS s_{a}" for a in ("ts", "dur", "state", "oh", "rh", "proto", "uid"))
     # a negative number where the record reads a value: the Python parser reads the line (a bad one)
     negative = " OR ".join(f"starts_with(j_{a}, '-')" for a in _JSON_KEYS)
-    lenient = (f"ends_with(c0, ',}}') OR ends_with(c0, ' }}') OR ends_with(c0, '\t}}') "
-               f"OR regexp_matches(c0, {sql_str(_NAN_INF)}) "
+    ends = " OR ".join(f"ends_with(c0, {sql_str(end)})" for end in (",}", " }", "\t}"))  # "\t": a tab
+    lenient = (f"{ends} OR regexp_matches(c0, {sql_str(_NAN_INF)}) "
                f"OR CASE WHEN contains(c0, '[') THEN regexp_matches(c0, {sql_str(_ARRAY_LENIENT)}) END OR {negative}")
     # nullstr: a value no line has; a line with \x01 (the delimiter) has c1, and its uid is unknown.
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does.
