@@ -636,3 +636,143 @@ def test_truncated_gzip_json_is_an_input_error(store: FlowStore, tmp_path: Path)
         store.ingest([cut], fmt="zeek")
     assert err.value.file == str(cut.resolve())
     assert store.rows() == []
+
+
+def test_json_nulls_and_negative_numbers_are_read_in_sql_when_python_reads_them_alike(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``null`` and negative numbers (log shippers write unset fields as null; enrichment adds signed values)
+    are read in SQL where nothing reads them, or where Python reads them the same (``-0`` is 0); nan / inf in
+    any spelling, a negative number where the record reads a value and integers past Python's 4300-digit
+    limit are read by the Python parser, line by line. Both paths give the same rows and reports."""
+    def compact(**changes: Any) -> str:
+        return json.dumps(_conn(**changes), separators=(",", ":"))
+
+    def extra(uid: str, tail: str, **changes: Any) -> str:  # ``tail`` appended as it is, raw JSON text
+        return compact(uid=uid, **changes)[:-1] + "," + tail + "}"
+
+    sql = [  # lines read in SQL
+        extra("N1", '"service":null'),
+        extra("N2", '"service":null,"local_orig":null,"tunnel_parents":null'),
+        extra("N3", '"tunnel_parents":[null]'),
+        extra("N4", '"tunnel_parents":[1,null,-2]'),
+        extra("N5", '"resp_geo_lon":-73.985,"orig_tz_offset":-5'),
+        extra("N6", '"a":-0,"b":-0.0,"c":-1e5,"d":-1E-7,"e":-1e999'),
+        extra("N7", '"a": -5,"b":\t-6'),  # blanks before the sign
+        extra("N8", '"missed_bytes":-' + "9" * 30),  # a huge negative number nothing reads
+        compact(uid="N9", orig_pkts=None, resp_ip_bytes=None),  # packets and bytes unknown
+        compact(uid="O1", duration=None, **{"id.resp_p": 5433}),  # no duration: no end
+        compact(uid="O2")[:-1].replace('"orig_pkts":3', '"orig_pkts":-0') + "}",  # -0: 0 in both readers
+        compact(uid="O3")[:-1].replace('"id.orig_p":40001', '"id.orig_p":-0') + "}",  # port 0 in both
+        compact(uid=None, **{"id.orig_p": 40013}),  # uid null: no duplicate check, in both
+    ]
+    python = [  # (line, bad field or None when Python reads it)
+        (extra("P1", '"missed_bytes":nan'), "json"),
+        (extra("P2", '"missed_bytes":-nan'), "json"),
+        (extra("P3", '"missed_bytes":-inf'), "json"),
+        (extra("P4", '"missed_bytes":-Infinity', **{"id.orig_p": 40104}), None),  # Python reads it
+        (extra("P5", '"missed_bytes":NaN', **{"id.orig_p": 40105}), None),
+        (extra("P6", '"tunnel_parents":[1,-inf]'), "json"),
+        (extra("P7", '"tunnel_parents":[nan]'), "json"),
+        (extra("P8", '"missed_bytes": -INF'), "json"),
+        (extra("P9", '"missed_bytes":' + "1" * 5000), "json"),  # past int()'s limit
+        (extra("Q1", '"missed_bytes":-' + "1" * 5000), "json"),
+        (compact(uid="Q2", duration=-0.5), "duration"),
+        (compact(uid="Q3", orig_ip_bytes=-1), "orig_ip_bytes"),
+        (compact(uid="Q4", ts=-1767322800), "ts"),
+        (compact(uid="Q5", ip_proto=-6), "ip_proto"),
+        (compact(uid="Q6", conn_state=-1), "conn_state"),
+        (compact(uid="Q7", **{"id.resp_p": -5432}), "id.resp_p"),
+        (compact(uid="Q8")[:-1].replace('"duration":0.5', '"duration":-0.0') + "}", "duration"),
+        (compact(uid="Q9", ts=None), "ts"),
+        (extra("R1", '"missed_bytes":1.' + "1" * 5000, **{"id.orig_p": 40201}), None),  # long: read by Python
+        (compact(uid="R2", proto=None), "proto"),
+        (extra("R3", '"missed_bytes":nUll'), "json"),  # not JSON to either reader
+        (compact(uid="R4")[:-1].replace('"orig_ip_bytes":200', '"orig_ip_bytes":' + "9" * 5000) + "}", "json"),
+    ]
+    lines = [*sql, *(line for line, _ in python)]
+    fast, slow, plans = _json_cases(tmp_path, monkeypatch, lines, "n.json")
+    assert fast == slow
+    assert len(plans) == 1 and plans[0] is not None  # the fast path, the doubtful lines one by one
+    assert plans[0].pending[0][0] == {line for line, _ in python}  # exactly these lines read in Python
+    report, got = fast
+    first = len(sql) + 1
+    assert [(line, field) for line, field, _ in report[4]] == [
+        (first + n, field) for n, (_, field) in enumerate(python) if field is not None]
+    assert report[:4] == (len(lines), len(sql) + 3, len(python) - 3, {})
+    start, end = datetime(2026, 1, 2, 3, 0, 0, 250000), datetime(2026, 1, 2, 3, 0, 0, 750000)
+    assert {(k[2], k[3]): v for k, v in got.items()} == {
+        # N1-N8, O3 (client port 0), the null uid, P4, P5, R1: 1200 bytes, 5 packets each; O2: 1200 bytes,
+        # 0 + 2 packets; N9: neither known (the store sums the known ones)
+        ("10.0.0.2", 5432): (15, 14 * 1200, 13 * 5 + 2, start, end, 0, 40201),
+        ("10.0.0.2", 5433): (1, 1200, 5, start, start, 40001, 40001),  # O1: no duration
+    }
+
+
+def test_tsv_counts_python_cannot_convert_are_bad_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A digit int() does not read and integers past its 4300-digit limit are bad lines (not a crash), on
+    both paths."""
+    path = write(tmp_path, tsv(
+        "1767322800.000000\tS1\t10.0.0.1\t40001\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t\u00b2\t60\t1\t60\t-",
+        "1767322800.000000\tS2\t10.0.0.1\t40002\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t" + "1" * 5000
+        + "\t1\t60\t-",
+        "1767322800.000000\tS3\t10.0.0.1\t40003\t10.0.0.2\t5432\ttcp\t-\t" + "1" * 5000
+        + ".5\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+        "1767322800.000000\tS4\t10.0.0.1\t40004\t10.0.0.2\t5432\ttcp\t-\t-\t-\t-\tSF\t-\t1\t60\t1\t60\t-",
+    ), "big.log")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+    report, _ = fast
+    assert report[:4] == (4, 1, 3, {})
+    assert [(line, field) for _, line, field, _, _ in report[4]] == [
+        (9, "orig_pkts"), (10, "orig_ip_bytes"), (11, "duration")]
+
+
+def test_json_keys_are_matched_exactly_and_the_first_of_a_repeated_key_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys that differ from the used ones only in case, or that contain them, are other keys; of a repeated
+    key the first occurrence is read - in SQL as in Python (jsonline)."""
+    def compact(**changes: Any) -> str:
+        return json.dumps(_conn(**changes), separators=(",", ":"))
+
+    lines = [
+        compact(uid="E1")[:-1] + ',"TS":1,"Uid":"E1","ID.ORIG_P":7,"id.resp_p ":9,"conn_State":"REJ"}',
+        '{"TS":"x","Conn_state":"REJ",' + compact(uid="E2", **{"id.orig_p": 40002})[1:],
+        compact(uid="E3", **{"id.orig_p": 40003})[:-1] + ',"uid":"E1","conn_state":"REJ","orig_pkts":9}',
+        compact(uid="E4", **{"id.orig_p": 40004})[:-1] + ',"proto":"udp","id.resp_p":53}',
+    ]
+    fast, slow, plans = _json_cases(tmp_path, monkeypatch, lines, "k.json")
+    assert fast == slow
+    assert len(plans) == 1 and plans[0] is not None and plans[0].pending == {}  # all four read in SQL
+    report, got = fast
+    assert report[:4] == (4, 4, 0, {})
+    start, end = datetime(2026, 1, 2, 3, 0, 0, 250000), datetime(2026, 1, 2, 3, 0, 0, 750000)
+    assert {(k[3], k[4], k[5]): v for k, v in got.items()} == {
+        (5432, "TCP", "accept"): (4, 4 * 1200, 4 * 5, start, end, 40001, 40004)}
+
+
+def test_json_long_numbers_are_read_from_their_whole_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fraction's digits beyond microseconds are cut, however many there are; an exponent after a long
+    mantissa is seen (Python reads 0.123...e5 as 12345.678901 s, not 0.123456 s)."""
+    def compact(duration: str, ts: str = "1767322800.25", **changes: Any) -> str:
+        return (json.dumps(_conn(**changes), separators=(",", ":"))
+                .replace('"duration":0.5', f'"duration":{duration}').replace('"ts":1767322800.25', f'"ts":{ts}'))
+
+    digits = "1234567890" * 5
+    long_lines = [
+        compact("0." + digits, uid="L1", **{"id.resp_p": 1}),
+        compact("0.1234565" + "0" * 45 + "1", uid="L2", **{"id.resp_p": 2}),
+        compact("0.5", ts="1767322800.999999" + "9" * 50, uid="L3", **{"id.resp_p": 3}),
+    ]
+    fast, slow, plans = _json_cases(tmp_path, monkeypatch, long_lines, "long.json")
+    assert fast == slow
+    assert len(plans) == 1 and plans[0] is not None and plans[0].pending == {}  # read in SQL
+    got = {k[3]: v[3:5] for k, v in fast[1].items()}
+    base = datetime(2026, 1, 2, 3, 0, 0, 250000)
+    assert got == {1: (base, datetime(2026, 1, 2, 3, 0, 0, 373456)), 2: (base, datetime(2026, 1, 2, 3, 0, 0, 373456)),
+                   3: (datetime(2026, 1, 2, 3, 0, 0, 999999), datetime(2026, 1, 2, 3, 0, 1, 499999))}
+    # an exponent 50 digits after the point: Python reads the line (the batch), as the fast path cannot
+    exponent = [json.dumps(_conn(uid="X0"), separators=(",", ":")), compact("0." + digits + "e5", uid="X1")]
+    fast, slow, plans = _json_cases(tmp_path, monkeypatch, exponent, "exp.json")
+    assert fast == slow
+    assert fast[0][:3] == (2, 2, 0)
+    assert max(v[4] for v in fast[1].values()) == datetime(2026, 1, 2, 6, 25, 45, 928901)  # 0.25 + 12345.678901 s
