@@ -284,7 +284,11 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     staged.relations.append(writer.relation(list(files), time_unit=1_000_000))
     staged.relations[:0] = plan.relations
     # Lines DuckDB found bad are named by the Python parser; lines read in Python were reported there.
-    staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines, max_samples=options.max_samples)
+    # A file read wholly in Python was reported there (a record the store then refuses, e.g. an IPv6
+    # address with a scope id, has no bad line to name).
+    whole = frozenset(files[i].path for i in plan.python)
+    staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines, whole=whole,
+                                          max_samples=options.max_samples)
     return staged
 
 
@@ -334,9 +338,12 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
             staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
 
 
-def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: int) -> list[BadLine]:
+def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], whole: frozenset[Path],
+                max_samples: int) -> list[BadLine]:
     """The lines behind the records DuckDB counted as bad, with the column the Python parser names."""
     out: list[BadLine] = []
+    if src.path in whole:
+        return out
     done = done_lines.get(src.path, set())
     for no, text, columns in _records(src):
         if no in done:
