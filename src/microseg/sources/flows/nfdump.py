@@ -480,11 +480,13 @@ def zone_pieces(name: str) -> tuple[tuple[int, int | None], ...] | None:
     offset is sampled daily from 1969-12-30 to 2100 and every change is bisected to the second. A change
     (at T, offset a -> b) starts a piece at T + max(a, b), the local time from which the reader
     (``fold=0``, PEP 495) uses b: in a repeated hour the earlier instant, a skipped time is bad; b > a
-    also starts a piece of skipped times at T + a. Local times before the table are before 1970 in any
-    zone (bad either way); those of 2100 and later are read in Python (``_LATE_YEAR``). Assumed: no two
-    changes within a day (the sampling would miss such a pair; tzdata has none since 1970); changes
-    less than ``_MIN_GAP_DAYS`` apart, or a result differing from ``_local_to_utc`` at any piece's first
-    second or the second before it, leave the zone to Python.
+    also starts a piece of skipped times at T + a. A local time the table may misplace (an instant
+    before 1969-12-30) is before 1970 under any offset within two days of the table's (bad either way);
+    those of 2100 and later are read in Python (``_LATE_YEAR``). Assumed: no two changes within one day
+    (the daily sampling would miss such a pair; a test checks every second around each change of
+    several zones, and a sweep of 40 zones found none). Changes less than ``_MIN_GAP_DAYS`` apart, or a
+    result differing from ``_local_to_utc`` at any piece's first second or the second before it, leave
+    the zone to Python. About 0.15 s a zone, once a process.
     """
     zone = zone_info(name)
     changes: list[tuple[int, int, int]] = []  # (instant, offset before, offset after)
