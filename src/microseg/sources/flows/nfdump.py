@@ -49,8 +49,9 @@ Normalisation:
   did not send the field, so 0 says nothing.
 - NetFlow carries no workload identity.
 
-Reading. A file whose first line (after comments) is a header is parsed by DuckDB when the zone is UTC
-(see "DuckDB fast path" below), with the same checks as the Python parser; the few lines SQL cannot
+Reading. A file whose first line (after comments) is a header is parsed by DuckDB (see "DuckDB fast
+path" below; in a zone other than UTC local times are converted by a table of the zone's offsets built
+from ``zoneinfo``, see ``zone_pieces``), with the same checks as the Python parser; the few lines SQL cannot
 decide exactly, or whose meaning depends on the order of lines, are read by the Python parser, which
 also names the line and field of every bad record. A test asserts that both paths give the same rows,
 counts and bad-line reports.
@@ -58,6 +59,7 @@ counts and bad-line reports.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import gzip
 import io
@@ -66,7 +68,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 import duckdb
@@ -84,8 +86,16 @@ from microseg.sources.flows import (
     iter_lines,
     sql_list,
     sql_str,
+    zone_info,
 )
-from microseg.sources.flows.sqlpath import SCAN_ERRORS, address_sql, count_rejects, scan_error
+from microseg.sources.flows.sqlpath import (
+    IPV4_PATTERN,
+    IPV6_PATTERN,
+    SCAN_ERRORS,
+    address_sql,
+    count_rejects,
+    scan_error,
+)
 
 NAME = "nfdump"
 
@@ -311,7 +321,10 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     staged.relations.append(relation)
     staged.relations[:0] = plan.relations
     # Lines DuckDB found bad are named by the Python parser; lines read in Python were reported there.
-    staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines, zone=zone,
+    # A file read wholly in Python was reported there (a record the store then refuses, e.g. an IPv6
+    # address with a scope id, has no bad line to name).
+    whole = frozenset(files[i].path for i in plan.python)
+    staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines, whole=whole, zone=zone,
                                           max_samples=options.max_samples)
     return staged
 
@@ -372,9 +385,12 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
             staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
 
 
-def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], zone: tzinfo, max_samples: int) -> list[BadLine]:
+def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], whole: frozenset[Path], zone: tzinfo,
+                max_samples: int) -> list[BadLine]:
     """The lines behind the records DuckDB counted as bad, with the field the Python parser names."""
     out: list[BadLine] = []
+    if src.path in whole:
+        return out
     done = done_lines.get(src.path, set())
     for item in _walk(src):
         if len(item) == 1 or item[0] in done:
@@ -405,11 +421,16 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], zone: tzinfo,
 # - Other special lines: DuckDB leaves them out by their text, and the Python parser reads the file
 #   passing over every other line (it keeps the state exact, as all lines that change it are special).
 # - More than one Summary line, one not at the end, another header than the first, invalid UTF-8, or
-#   a zone other than UTC: the file is read in Python.
+#   a zone zone_pieces cannot table: the file is read in Python.
+# In a zone other than UTC a line with a field that starts like a local time of 2100 or later (past
+# the zone table) is special too.
 # Bad lines stay in the relation with a log-status the store counts as bad; locate_bad re-reads such a
 # file in Python to name line and field.
 
 _BAD_STATUS = "(bad)"
+# address_sql as one pattern, for the raw values of every row: one match instead of a test for ':' and a
+# match (every IPv6 form has a ':', no IPv4 one has), measurably cheaper; the same addresses.
+_ADDRESS = f"({IPV4_PATTERN})|({IPV6_PATTERN})"
 _HEAD_LINES = 64
 _TAIL_BYTES = 1 << 16
 _LINE_DELIM = "\x01\x02\x03\x04"  # DuckDB's longest delimiter; a line holding it goes to Python
@@ -419,6 +440,104 @@ _BLANK = r"[\t\n\v\f\r \x1c-\x1f]*"
 _MAX_EXCLUDED = 5000  # special lines of a file beyond which the file is read in Python
 _MAX_TAIL = 64  # lines of a Summary block beyond which the file is read in Python
 _TOO_LATE = "CAST(10 ** 30 AS HUGEINT)"  # microseconds far past 9999
+
+# Local times in a zone other than UTC (see zone_pieces): the table covers instants from _ZONE_FROM to
+# _ZONE_UNTIL; a line with a field starting like a local time of year 2100 or later is read in Python.
+_ZONE_FROM = int(datetime(1969, 12, 30, tzinfo=UTC).timestamp())
+_ZONE_UNTIL = int(datetime(2100, 1, 3, tzinfo=UTC).timestamp())
+_LATE_YEAR = r"[\t\n\v\f\r \x1c-\x1f]*(2[1-9]|[3-9][0-9])[0-9][0-9]-"  # after the fields before it
+_DAY = 86400
+_MIN_GAP_DAYS = 2  # offset changes closer together than this: the zone is read in Python
+
+
+def _seconds(off: timedelta | None) -> int | None:
+    """A UTC offset in whole seconds (None if it is not whole)."""
+    if off is None or off % timedelta(seconds=1):
+        return None
+    return off // timedelta(seconds=1)
+
+
+def _local_to_utc(local: int, zone: tzinfo) -> int | None:
+    """_time_us for the whole local second ``local`` (seconds since 1970-01-01 00:00 as if UTC): the UTC
+    epoch second, or None when the local time does not exist (the reader's rule, fold=0)."""
+    naive = datetime(1970, 1, 1) + timedelta(seconds=local)
+    utc = naive.replace(tzinfo=zone).astimezone(UTC)
+    if utc.astimezone(zone).replace(tzinfo=None) != naive:
+        return None
+    return int(utc.timestamp())
+
+
+@functools.lru_cache(maxsize=8)
+def zone_pieces(name: str) -> tuple[tuple[int, int | None], ...] | None:
+    """The local -> UTC rule of the IANA zone ``name`` as Python's ``zoneinfo`` applies it in _time_us, as
+    pieces ``(first local second, offset seconds or None)`` sorted by their first second (the first piece
+    starts at minus infinity): a local second L of a piece with offset o is the instant L - o; None marks
+    the local times the clocks skipped (bad lines). None when the zone cannot be tabled exactly: the
+    files are then read in Python.
+
+    Built from ``zoneinfo`` itself, not from DuckDB's ICU (whose time zone data may be of another tzdata
+    release, and which takes the later of a repeated hour where the reader takes the earlier): the UTC
+    offset is sampled daily from 1969-12-30 to 2100 and every change is bisected to the second. A change
+    (at T, offset a -> b) starts a piece at T + max(a, b), the local time from which the reader
+    (``fold=0``, PEP 495) uses b: in a repeated hour the earlier instant, a skipped time is bad; b > a
+    also starts a piece of skipped times at T + a. A local time the table may misplace (an instant
+    before 1969-12-30) is before 1970 under any offset within two days of the table's (bad either way);
+    those of 2100 and later are read in Python (``_LATE_YEAR``). Assumed: no two changes within one day
+    (the daily sampling would miss such a pair; a test checks every second around each change of
+    several zones, and a sweep of 40 zones found none). Changes less than ``_MIN_GAP_DAYS`` apart, or a
+    result differing from ``_local_to_utc`` at any piece's first second or the second before it, leave
+    the zone to Python. About 0.15 s a zone, once a process.
+    """
+    zone = zone_info(name)
+    changes: list[tuple[int, int, int]] = []  # (instant, offset before, offset after)
+
+    def offset(t: int) -> timedelta | None:
+        return datetime.fromtimestamp(t, zone).utcoffset()
+
+    before = offset(_ZONE_FROM)
+    for t in range(_ZONE_FROM, _ZONE_UNTIL, _DAY):  # the hot loop: timedelta compared, not converted
+        after = offset(t + _DAY)
+        if after == before:
+            continue
+        lo, hi = t, t + _DAY  # offset(lo) == before, offset(hi) == after
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if offset(mid) == before else (lo, mid)
+        a, b = _seconds(before), _seconds(after)
+        if a is None or b is None or (changes and hi - changes[-1][0] < _MIN_GAP_DAYS * _DAY):
+            return None
+        changes.append((hi, a, b))
+        before = after
+    first = changes[0][1] if changes else _seconds(before)
+    if first is None:
+        return None
+    pieces: list[tuple[int, int | None]] = [(-(1 << 62), first)]
+    for at, a, b in changes:
+        if b > a:
+            pieces.append((at + a, None))
+        pieces.append((at + max(a, b), b))
+    starts = [p[0] for p in pieces]
+    if starts != sorted(set(starts)):
+        return None
+    for start, _off in pieces[1:]:
+        for local in (start - 1, start):
+            k = bisect.bisect_right(starts, local) - 1
+            table = pieces[k][1]
+            if _local_to_utc(local, zone) != (None if table is None else local - table):
+                return None
+    return tuple(pieces)
+
+
+def _zone_sql(local_us: str, pieces: Sequence[tuple[int, int | None]]) -> str:
+    """SQL: the UTC microseconds of the local microseconds ``local_us`` by ``pieces`` (a binary search in
+    nested CASEs, a few comparisons a row), NULL for a skipped local time."""
+    def tree(lo: int, hi: int) -> str:
+        if lo == hi:
+            off = pieces[lo][1]
+            return "NULL" if off is None else f"{local_us} - {off * 1_000_000}"
+        mid = (lo + hi + 1) // 2
+        return f"CASE WHEN {local_us} < {pieces[mid][0] * 1_000_000} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END"
+    return tree(0, len(pieces) - 1)
 
 
 @dataclass
@@ -465,8 +584,9 @@ def _tail(src: SourceFile) -> list[str]:
 def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: Staged,
           options: ReaderOptions) -> _Plan:
     plan = _Plan()
-    if options.timezone != "UTC":
-        plan.python.update(range(len(files)))
+    pieces = None if options.timezone == "UTC" else zone_pieces(options.timezone)
+    if options.timezone != "UTC" and pieces is None:
+        plan.python.update(range(len(files)))  # a zone whose offsets could not be tabled exactly
         return plan
     heads: dict[int, tuple[str, tuple[str, ...], int]] = {}
     tails: dict[int, list[str]] = {}
@@ -487,11 +607,13 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         groups.setdefault((columns, files[i].gzip, no), []).append(i)
     tag = f"_ms_nfdump_{id(staged)}"
     special: dict[int, dict[str, int]] = {i: {} for i in heads}
-    for n, ((_columns, gz, _no), idx) in enumerate(groups.items()):
+    for n, ((columns, gz, _no), idx) in enumerate(groups.items()):
         err = (f"{tag}_{n}_err", f"{tag}_{n}_scan")
         trailer = sorted({t for i in idx for t in tails[i]})
         try:
-            rows = con.execute(_special_sql([files[i] for i in idx], idx, gz, trailer, err)).fetchall()
+            rows = con.execute(_special_sql([files[i] for i in idx], idx, gz, trailer, err,
+                                            late=_time_positions(columns) if pieces is not None else ())
+                               ).fetchall()
         except SCAN_ERRORS as exc:
             # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
             raise scan_error(exc, [files[i] for i in idx], fallback=1) from exc
@@ -531,7 +653,7 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
     for (columns, gz, no), idx in groups.items():
         fast = [i for i in idx if i not in plan.python]
         if fast:
-            plan.relations.append(StagedRelation(sql=_stage_sql(columns, files, fast, gz, no, excluded),
+            plan.relations.append(StagedRelation(sql=_stage_sql(columns, files, fast, gz, no, excluded, pieces),
                                                  files=list(files), time_unit=1_000_000, null_columns=_NULL_COLUMNS))
     return plan
 
@@ -544,31 +666,44 @@ def _read_csv(files: Sequence[SourceFile], gz: bool, delim: str, columns: int, e
             f"nullstr={sql_str(_NULLSTR)}, compression='{'gzip' if gz else 'none'}'{errors})")
 
 
+def _time_positions(columns: Sequence[str]) -> tuple[int, ...]:
+    """The fields _record reads its local times from (the last of a repeated name, as dict(zip()))."""
+    pos = {name: i for i, name in enumerate(columns)}
+    found = (next((n for n in names if n in pos), None) for names in (_START, _END))
+    return tuple(sorted({pos[name] for name in found if name is not None}))
+
+
 def _special_sql(files: Sequence[SourceFile], indexes: Sequence[int], gz: bool, trailer: Sequence[str],
-                 rejects: tuple[str, str]) -> str:
+                 rejects: tuple[str, str], *, late: Sequence[int] = ()) -> str:
     """(file index, text, wide, count) of every special line (see above) of ``files``; ``trailer``: the
-    lines of the files' Summary blocks, counted wherever they are."""
+    lines of the files' Summary blocks, counted wherever they are. ``late``: the positions of the time
+    fields; a line where one starts like a local time of a year past the zone table (see zone_pieces)
+    is special too (an anchored pattern: it reads only the line's first fields)."""
     mapping = ", ".join(str(i) for i in indexes)
     legacy = " AND ".join(f"contains(c0, {sql_str(n)})" for n in ("ts", "te", "sa", "da", "pr"))
     current = " AND ".join(f"contains(c0, {sql_str(n)})" for n in ("srcAddr", "dstAddr", "proto", "firstSeen"))
     block = f"c0 IN ({', '.join(sql_str(t) for t in trailer)})" if trailer else "false"
     errors = f", store_rejects=true, rejects_table='{rejects[0]}', rejects_scan='{rejects[1]}'"
+    fields = "|".join(f"([^,]*,){{{k}}}" if k else "" for k in late)
+    late_sql = f"\n  OR regexp_matches(c0, '^({fields}){_LATE_YEAR}')" if late else ""
     return f"""
 SELECT fi, c0, c1 IS NOT NULL AS wide, count(*) FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
 FROM {_read_csv(files, gz, _LINE_DELIM, 2, errors)}
 WHERE NOT starts_with(c0, '#') AND NOT (ord(c0) <= 32 AND regexp_full_match(c0, '{_BLANK}')))
 WHERE c1 IS NOT NULL OR strlen(c0) <> length(c0) OR contains(c0, 'Summary') OR contains(c0, 'No matching flows')
-  OR ({legacy}) OR ({current}) OR {block}
+  OR ({legacy}) OR ({current}) OR {block}{late_sql}
 GROUP BY ALL"""
 
 
 
 
 def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: Sequence[int], gz: bool,
-               skip: int, excluded: dict[int, set[str]]) -> str:
+               skip: int, excluded: dict[int, set[str]],
+               pieces: Sequence[tuple[int, int | None]] | None = None) -> str:
     """The staging rows of ``files[i]`` for ``i`` in ``indexes`` (one header), checked as _record checks
-    them; the lines in ``excluded[i]`` are left out (Python reads or counts them)."""
+    them; the lines in ``excluded[i]`` are left out (Python reads or counts them). ``pieces``: the
+    zone_pieces of a zone other than UTC, by which local times are converted (epoch milliseconds are UTC)."""
     n = len(columns)
     pos = {name: i for i, name in enumerate(columns)}  # the last of a repeated name, as dict(zip())
 
@@ -592,10 +727,20 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
     def digits(x: str) -> str:  # str.isdigit() of ASCII text (only ASCII lines reach SQL)
         return f"regexp_full_match({x}, '[0-9]+')"
 
+    def local_us(x: str) -> str:
+        # YYYY-MM-DD HH:MM:SS[.f] that datetime() accepts, as microseconds of a UTC clock; NULL when not.
+        # DuckDB's cast refuses the impossible dates, minutes and seconds datetime() refuses, but reads
+        # hour 24 as the next day: that one is checked here.
+        return (f"CASE WHEN regexp_full_match({x}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} [0-9]{{2}}:[0-9]{{2}}:"
+                f"[0-9]{{2}}(\\.[0-9]{{1,6}})?') THEN CASE WHEN substr({x}, 12, 2) < '24' "
+                f"THEN epoch_us(TRY_CAST({x} AS TIMESTAMP)) END END")
+
+    def epoch_ms(x: str) -> str:  # csv-fast: epoch milliseconds, UTC in any zone
+        return (f"CASE WHEN {digits(x)} THEN CASE WHEN strlen({x}) > 20 THEN {_TOO_LATE} "
+                f"ELSE CAST({x} AS HUGEINT) * 1000 END END")
+
     def time_us(x: str) -> str:
-        # _time_us in UTC: epoch milliseconds, or YYYY-MM-DD HH:MM:SS[.f] that datetime() accepts; NULL
-        # when neither. DuckDB's cast refuses the impossible dates, minutes and seconds datetime()
-        # refuses, but reads hour 24 as the next day: that one is checked here.
+        # _time_us in UTC: epoch milliseconds, or a local time read as UTC; NULL when neither.
         return (f"CASE WHEN regexp_full_match({x}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} [0-9]{{2}}:[0-9]{{2}}:"
                 f"[0-9]{{2}}(\\.[0-9]{{1,6}})?') THEN CASE WHEN substr({x}, 12, 2) < '24' "
                 f"THEN epoch_us(TRY_CAST({x} AS TIMESTAMP)) END "
@@ -637,7 +782,7 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
     # A time is read by DuckDB's cast; printed back it equals the value only when the value is in
     # nfdump's own form (all digits, a valid date and time, hour below 24), which _time_us reads alike.
     raw_rules += [f"TRY_CAST(r_{a} AS TIMESTAMP) AS p_{a}" for a in ("ts", "te") if a in has]
-    raw_rules += [f"{address_sql(f'r_{a}')} AS a_{a}" for a in ("sa", "da") if a in has]
+    raw_rules += [f"regexp_full_match(r_{a}, '{_ADDRESS}') AS a_{a}" for a in ("sa", "da") if a in has]
     if "flg" in has:
         raw_rules.append(f"{flag_map}[r_flg] AS f_flg")
     plain = [f"CASE WHEN CAST(u_{a} AS VARCHAR) = r_{a} THEN u_{a} END AS n_{a}" for a in counted]
@@ -648,6 +793,22 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
         if a not in has:
             return "NULL::HUGEINT"
         return f"CASE WHEN t_{a} IS NOT NULL THEN t_{a} ELSE {time_us(stripped(a))} END"
+
+    # In a zone other than UTC a local time is read as on a UTC clock first (<a>_loc), then converted by
+    # the zone's pieces one layer up (it is referenced once per comparison there); epoch ms are UTC.
+    zoned: list[str] = []
+    if pieces is None:
+        times = [f"{time_value(a)} AS {a}_us" for a in ("ts", "te")]
+    else:
+        times = []
+        for a in ("ts", "te"):
+            if a not in has:
+                times.append(f"NULL::HUGEINT AS {a}_us")
+                continue
+            times += [f"CASE WHEN t_{a} IS NOT NULL THEN t_{a} ELSE {local_us(stripped(a))} END AS {a}_loc",
+                      f"CASE WHEN t_{a} IS NULL THEN {epoch_ms(stripped(a))} END AS {a}_ms"]
+            zoned.append(f"CASE WHEN {a}_loc IS NOT NULL THEN {_zone_sql(f'{a}_loc', pieces)} ELSE {a}_ms END "
+                         f"AS {a}_us")
 
     def count_value(a: str) -> str:  # int() of the stripped value when it is str.isdigit(), else NULL
         return f"CASE WHEN n_{a} IS NOT NULL THEN CAST(n_{a} AS HUGEINT) ELSE {number(stripped(a))} END"
@@ -665,7 +826,7 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
                 f"ELSE {digits(st)} AND TRY_CAST({st} AS HUGEINT) <= 65535 END")
 
     flg_st = stripped("flg")
-    typed = [f"{time_value('ts')} AS ts_us", f"{time_value('te')} AS te_us",
+    typed = [*times,
              f"CASE r_pr WHEN 'TCP' THEN 6 WHEN 'UDP' THEN 17 WHEN 'ICMP' THEN 1 ELSE "
              f"CASE WHEN {digits(stripped('pr'))} THEN TRY_CAST({stripped('pr')} AS HUGEINT) "
              f"ELSE {names}[upper({stripped('pr')})] END END AS pr_n",
@@ -756,6 +917,8 @@ SELECT TRY_CAST(ts_us AS UBIGINT) AS t_start, TRY_CAST(end_us AS UBIGINT) AS t_e
 FROM (
 SELECT *, {totals}
 FROM (
+SELECT *{''.join(', ' + x for x in zoned)}
+FROM (
 SELECT *, {', '.join(typed)}
 FROM (
 SELECT *{''.join(', ' + x for x in plain)}
@@ -769,4 +932,4 @@ FROM {_read_csv([files[i] for i in indexes], gz, ',', n + 1, f", skip={skip}")}
 WHERE NOT starts_with(c0, '#') AND NOT (c1 IS NULL AND c0 < '!' AND regexp_full_match(c0, '{_BLANK}'))
 )
 WHERE NOT ({special})
-)))))"""
+))))))"""
