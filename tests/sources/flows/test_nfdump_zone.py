@@ -148,3 +148,25 @@ def test_fixed_offset_and_utc_like_zones_table_as_one_piece() -> None:
     spring = int(datetime(2026, 3, 29, 2, tzinfo=UTC).timestamp())
     fall = int(datetime(2026, 10, 25, 3, tzinfo=UTC).timestamp())
     assert (spring, None) in berlin and (spring + 3600, 7200) in berlin and (fall, 3600) in berlin
+
+
+def test_a_zone_with_two_changes_within_a_day_is_left_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Daily sampling would miss an offset change undone the same day; such a zone (none exists in
+    # today's tzdata, checked against the zone's own transition list) must not be tabled.
+    from microseg.sources.flows import nfdump
+
+    assert nfdump._explicit_changes_apart("Europe/Berlin")
+    assert nfdump._explicit_changes_apart("Etc/UTC")
+    day = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp())
+
+    class Listed:
+        _trans_utc = (day, day + 3 * 3600)
+
+    import zoneinfo._zoneinfo as pyzone
+    monkeypatch.setattr(pyzone.ZoneInfo, "no_cache", classmethod(lambda cls, key: Listed()))
+    nfdump.zone_pieces.cache_clear()  # Berlin was tabled above with the real transition list
+    try:
+        assert not nfdump._explicit_changes_apart("Europe/Berlin")
+        assert zone_pieces("Europe/Berlin") is None
+    finally:
+        nfdump.zone_pieces.cache_clear()  # not left cached for the tests that follow

@@ -64,6 +64,7 @@ import functools
 import gzip
 import io
 import ipaddress
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -467,6 +468,24 @@ def _local_to_utc(local: int, zone: tzinfo) -> int | None:
     return int(utc.timestamp())
 
 
+def _explicit_changes_apart(name: str) -> bool:
+    """True when the transitions the zone's TZif data lists between ``_ZONE_FROM`` and ``_ZONE_UNTIL`` are
+    at least ``_MIN_GAP_DAYS`` apart, so that sampling the offset daily cannot miss a pair of them.
+
+    The list is read with the standard library's pure-Python ``zoneinfo`` (the same TZif file and search
+    path as the C implementation); it is not public API, so when it is not there the answer is False and
+    the zone is read in Python (slow, exact). Transitions after the last listed one follow the zone's
+    POSIX rule, one pair a year."""
+    try:
+        from zoneinfo._zoneinfo import ZoneInfo as PyZoneInfo
+
+        listed = PyZoneInfo.no_cache(name)._trans_utc  # type: ignore[attr-defined]
+        inside = [int(t) for t in listed if _ZONE_FROM <= t < _ZONE_UNTIL]
+    except Exception:  # noqa: BLE001 - a private API: any failure means "cannot tell"
+        return False
+    return all(b - a >= _MIN_GAP_DAYS * _DAY for a, b in itertools.pairwise(inside))
+
+
 @functools.lru_cache(maxsize=8)
 def zone_pieces(name: str) -> tuple[tuple[int, int | None], ...] | None:
     """The local -> UTC rule of the IANA zone ``name`` as Python's ``zoneinfo`` applies it in _time_us, as
@@ -483,12 +502,15 @@ def zone_pieces(name: str) -> tuple[tuple[int, int | None], ...] | None:
     also starts a piece of skipped times at T + a. A local time the table may misplace (an instant
     before 1969-12-30) is before 1970 under any offset within two days of the table's (bad either way);
     those of 2100 and later are read in Python (``_LATE_YEAR``). Assumed: no two changes within one day
-    (the daily sampling would miss such a pair; a test checks every second around each change of
-    several zones, and a sweep of 40 zones found none). Changes less than ``_MIN_GAP_DAYS`` apart, or a
+    (the daily sampling would miss such a pair): checked against the zone's own list of transitions
+    (``_explicit_changes_apart``), and a test checks every second around each change of several zones.
+    Changes less than ``_MIN_GAP_DAYS`` apart, or a
     result differing from ``_local_to_utc`` at any piece's first second or the second before it, leave
     the zone to Python. About 0.15 s a zone, once a process.
     """
     zone = zone_info(name)
+    if not _explicit_changes_apart(name):
+        return None
     changes: list[tuple[int, int, int]] = []  # (instant, offset before, offset after)
 
     def offset(t: int) -> timedelta | None:
