@@ -486,7 +486,11 @@ _UP = "direction = 'egress' AND u_host NOT IN ({absent})"
 # between the quotes is its value. Those _record reads as strings must be strings or null (checked
 # in one match over all of them, _json_fields_sql), and the rest of _record's checks follow in
 # _checked_sql on the same columns as the TEXT format gives.
-_JSON_LENIENT = (r",[ \t]*[\]}]", r"(?i)nan[ \t,\]}]", r"(?i)inf(?:inity)?[ \t,\]}]")
+# yyjson reads nan / inf (any case, a '-' before) only where a value starts: after ':', '[' or ','
+# and blanks, where strict JSON has no bare word starting with those letters. Each expression starts
+# with a literal character, which RE2 skips to (three of them cost less than two that start with
+# a case-insensitive word, or one that joins them).
+_JSON_LENIENT = (r",[ \t]*(?:[\]}]|[-+]?(?i:nan|inf))", r":[ \t]*[-+]?(?i:nan|inf)", r"\[[ \t]*[-+]?(?i:nan|inf)")
 _JSON_KEYS = ("start_time", "protocol", "response_flags", "response_code_details", "connection_termination_details",
               "bytes_received", "bytes_sent", "duration", "request_id", "x_request_id", "upstream_host",
               "upstream_cluster", "upstream_local_address", "downstream_local_address", "downstream_remote_address",
@@ -625,8 +629,8 @@ FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape=''
 
 
 def _checked_sql(fields: str, quoted: bool) -> str:
-    """The staging columns, ``rid`` (the request id as the table spells it, _rid_key) and ``ok``: the row
-    is exactly what _record gives (else the file is read in Python); blank lines give no row.
+    """_TABLE's columns and ``ok``: the row is exactly what _record gives (else the file is read in
+    Python); blank lines give no row.
 
     ``shaped`` (_LINE, _json_fields_sql) already guarantees every address valid with a port of at most
     65535 and every number short enough for BIGINT arithmetic, so what is left is the time (a real day)
@@ -646,9 +650,7 @@ SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t + coalesce(n_duration, 0) *
   CASE WHEN http3 THEN 17 ELSE 6 END AS proto,
   TRY_CAST(CASE WHEN n_received IS NULL AND n_sent IS NULL THEN NULL
     ELSE coalesce(n_received, 0) + coalesce(n_sent, 0) END AS UBIGINT) AS bytes,
-  NULL::UBIGINT AS packets, CASE WHEN denied THEN 'reject' ELSE 'accept' END AS action,
-  NULL::INTEGER AS tcp_flags, false AS is_reply, direction, NULL::VARCHAR AS src_workload,
-  NULL::VARCHAR AS dst_workload, 'OK' AS log_status, fi::INTEGER AS file_index, rid,
+  denied, direction, fi::INTEGER AS file_index, rid,
   coalesce(shaped AND t BETWEEN 0 AND {MAX_EPOCH_SECONDS * 1_000_000}, false) AS ok
 FROM (
 SELECT *,
@@ -656,7 +658,16 @@ SELECT *,
 FROM ({fields}) WHERE NOT blank)"""
 
 
-_STAGE_SQL = ", ".join(STAGE_COLUMNS)
+# The fast path's table: the staging columns that vary (``denied`` for ``action``), and ``rid``, the
+# request id as the table spells it (_rid_key). Writing a column costs about as much as computing one,
+# so the constants are added when the store reads the table (_STAGE_SQL).
+_TABLE = ("t_start", "t_end", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "bytes", "denied", "direction",
+          "file_index", "rid")
+_CONSTANT = {"packets": "NULL::UBIGINT", "action": "CASE WHEN denied THEN 'reject' ELSE 'accept' END",
+             "tcp_flags": "NULL::INTEGER", "is_reply": "false", "src_workload": "NULL::VARCHAR",
+             "dst_workload": "NULL::VARCHAR", "log_status": "'OK'"}
+_STAGE_SQL = ", ".join(f"{_CONSTANT[c]} AS {c}" if c in _CONSTANT else c for c in STAGE_COLUMNS)
+assert set(STAGE_COLUMNS) == set(_TABLE) - {"denied", "rid"} | set(_CONSTANT)
 
 
 def _finish(con: duckdb.DuckDBPyConnection, table: str, writer: StageWriter, staged: Staged,
@@ -664,7 +675,8 @@ def _finish(con: duckdb.DuckDBPyConnection, table: str, writer: StageWriter, sta
     """Adds the Python rows to the table, drops outbound lines whose request the server's sidecar
     logged too (counted as skipped, as _Batch does) and returns the relation over the table."""
     if writer.rows:
-        con.execute(f"INSERT INTO {table} SELECT {_STAGE_SQL}, rid, true FROM ({writer.relation(files, 1).sql})")
+        python = ", ".join("action = 'reject'" if c == "denied" else c for c in _TABLE)
+        con.execute(f"INSERT INTO {table} SELECT {python}, true FROM ({writer.relation(files, 1).sql})")
     # _Batch's key: (request id or None, source, destination); None matches None, as in a Python set
     drop_both_ends(con, table, ("rid", "src_ip", "src_port", "dst_ip", "dst_port"), files, staged, DUPLICATE)
     return StagedRelation(sql=f"SELECT {_STAGE_SQL} FROM {table}", files=files, time_unit=1_000_000,
