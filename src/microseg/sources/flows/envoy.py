@@ -65,12 +65,20 @@ from microseg.sources.flows import (
     StagedRelation,
     StageRow,
     StageWriter,
+    canonical_ip,
     iter_lines,
     sql_list,
     sql_str,
 )
 from microseg.sources.flows.jsonline import loads as json_loads
-from microseg.sources.flows.sqlpath import SCAN_ERRORS, count_rejects, drop_after_scan, drop_both_ends, scan_error
+from microseg.sources.flows.sqlpath import (
+    IPV6_PATTERN,
+    SCAN_ERRORS,
+    count_rejects,
+    drop_after_scan,
+    drop_both_ends,
+    scan_error,
+)
 
 NAME = "envoy"
 
@@ -416,7 +424,11 @@ _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
 _V4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"  # what ipaddress accepts and str() gives back unchanged
 # A port Python's int() reads as at most 65535 (leading zeros allowed), so SQL casts it without checking.
 _PORT = "0*(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_ADDR = rf"{_V4}:{_PORT}"
+# IPv6 as "[address]:port" (what Envoy writes): hex digits, ':' and '.' with an optional zone of printable
+# ASCII but space, '"', '\\' and ']', so the first ']' closes it. Only the shape: _v6_ok_sql checks the
+# address on the rare lines that hold one, and _canonical_v6 writes it as Python does.
+_V6 = r"\[[0-9A-Fa-f:.]+(?:%[!#-\[^-~]+)?\]"
+_ADDR = rf"(?:{_V4}|{_V6}):{_PORT}"
 # Byte counts of at most 18 digits and durations of at most 15 (_int's bound is 1 << 62, 19 digits): the
 # sums and t_end fit a BIGINT; a longer number (leading zeros included) is left to Python.
 _NUM = "(?:-|[0-9]{1,18})"
@@ -447,19 +459,31 @@ def _text_fields_sql(parsed: str) -> str:
               f"THEN contains({s3}[4], 'rbac_access_denied') OR contains({s3}[5], 'rbac_access_denied') "
               f"OR list_has_any(string_split({s3}[3], ','), ['UAEX', 'RBAC']) ELSE false END "
               "OR s15[2] = 'BlackHoleCluster'")
+    v6_ok = _v6_ok_sql(("q[14]", "s15[3]", "s15[4]", "s15[5]"), 0)
     return f"""
 SELECT fi, blank, shaped, time, frac, n_received, n_sent, n_duration, http3, denied, direction,
   CASE WHEN rid IN ('', '-') THEN NULL ELSE rid END AS rid,
   CASE WHEN {_UP.format(absent="'', '-'")} AND u_local <> '-' THEN u_local ELSE d_remote END AS src,
   CASE WHEN {_UP.format(absent="'', '-'")} THEN u_host ELSE d_local END AS dst
 FROM (
-SELECT fi, blank, shaped, substr(q[1], 2, 19) AS time,
+SELECT fi, blank,
+  shaped AND CASE WHEN contains(q[14], '[') OR contains(q[15], '[') THEN {v6_ok} ELSE true END AS shaped,
+  substr(q[1], 2, 19) AS time,
   CASE WHEN substr(q[1], 21, 1) = '.' THEN substr(q[1], 22, strlen(q[1]) - 24) ELSE '' END AS frac,
   {_num_sql('s5[2]')} AS n_received, {_num_sql('s5[3]')} AS n_sent, {_num_sql('s5[4]')} AS n_duration,
   CASE WHEN contains(q[2], '/3') THEN starts_with(upper(string_split(q[2], ' ')[3]), 'HTTP/3') ELSE false END AS http3,
   {denied} AS denied, {_SIDE.format(c='s15[2]', q='')} AS direction,
   q[10] AS rid, q[14] AS u_host, s15[3] AS u_local, s15[4] AS d_local, s15[5] AS d_remote
 FROM (SELECT *, string_split(q[5], ' ') AS s5, string_split(q[15], ' ') AS s15 FROM ({parsed})))"""
+
+
+def _v6_ok_sql(addresses: Sequence[str], q: int) -> str:
+    """Every one of ``addresses`` (in the fast shape; ``q``: spelt in '"') that is "[...]:port" holds an
+    address ipaddress reads (sqlpath.IPV6_PATTERN; an IPv4 address in brackets is left to Python)."""
+    pattern, bracket = sql_str(IPV6_PATTERN), sql_str('"' * q + "[")
+    return " AND ".join(f"(NOT starts_with({a}, {bracket}) OR "
+                        f"regexp_full_match(substr({a}, {2 + q}, strpos({a}, ']') - {2 + q}), {pattern}))"
+                        for a in addresses)
 
 
 def _num_sql(k: str, nulls: str = "'-'") -> str:
@@ -538,6 +562,8 @@ def _json_fields_sql(parsed: str) -> str:
               f"THEN list_has_any({flags}, ['UAEX', 'RBAC']) ELSE false END "
               "OR upstream_cluster = '\"BlackHoleCluster\"'")
     http3 = "CASE WHEN contains(protocol, '/3') THEN starts_with(upper(protocol), '\"HTTP/3') ELSE false END"
+    addresses = ("upstream_host", "upstream_local_address", "downstream_local_address", "downstream_remote_address")
+    v6 = " OR ".join(f"contains({a}, '[')" for a in addresses)
     # request_id, else x_request_id when request_id is missing (not when it is null): _record's get()
     rid = _JSON_KEYS.index("request_id") + 1
     raw = ", ".join(f"coalesce(j[{i}]::VARCHAR, {f'j[{i + 1}]::VARCHAR, ' if i == rid else ''}'null') AS {k}"
@@ -555,7 +581,8 @@ SELECT fi, blank, shaped, substr(start_time, 2, 19) AS time,
   upstream_host AS u_host, upstream_local_address AS u_local, downstream_local_address AS d_local,
   downstream_remote_address AS d_remote
 FROM (
-SELECT fi, blank, coalesce(shaped AND {check}, false) AS shaped, * EXCLUDE (fi, blank, shaped)
+SELECT fi, blank, coalesce(shaped AND {check} AND CASE WHEN {v6} THEN {_v6_ok_sql(addresses, 1)} ELSE true END,
+  false) AS shaped, * EXCLUDE (fi, blank, shaped)
 FROM (SELECT fi, blank, shaped, {raw} FROM ({parsed}))))"""
 
 
@@ -599,7 +626,33 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], tag: str,
         return None
     whole = {int(r[0]) for r in con.execute(f"SELECT DISTINCT file_index FROM {tag} WHERE NOT ok").fetchall()}
     con.execute(f"DELETE FROM {tag} WHERE NOT ok OR file_index IN (SELECT file_index FROM {tag} WHERE NOT ok)")
-    return whole | (set(range(len(files))) - set(kinds))
+    return whole | _canonical_v6(con, tag) | (set(range(len(files))) - set(kinds))
+
+
+def _canonical_v6(con: duckdb.DuckDBPyConnection, table: str) -> set[int]:
+    """Writes IPv6 addresses as _record does (str(ip_address), RFC 5952), before the logged-by-both rule
+    compares them and the store groups by them (rare and few, so in Python); returns the files to read
+    in Python instead: those with an address Python does not read, which _v6_ok_sql leaves none of."""
+    rows = con.execute(f"""SELECT DISTINCT ip FROM (SELECT src_ip AS ip FROM {table} WHERE contains(src_ip, ':')
+        UNION ALL SELECT dst_ip FROM {table} WHERE contains(dst_ip, ':'))""").fetchall()
+    canon = {ip: canonical_ip(ip) for (ip,) in rows}
+    changes = [(ip, c) for ip, c in canon.items() if c is not None and c != ip]
+    unread = [ip for ip, c in canon.items() if c is None]
+    whole: set[int] = set()
+    if unread:
+        con.execute(f"CREATE TEMP TABLE {table}_v6 (raw VARCHAR)")
+        con.executemany(f"INSERT INTO {table}_v6 VALUES (?)", [(ip,) for ip in unread])
+        some = f"src_ip IN (SELECT raw FROM {table}_v6) OR dst_ip IN (SELECT raw FROM {table}_v6)"
+        whole = {int(r[0]) for r in con.execute(f"SELECT DISTINCT file_index FROM {table} WHERE {some}").fetchall()}
+        con.execute(f"DELETE FROM {table} WHERE file_index IN ({', '.join(map(str, whole))})")
+        con.execute(f"DROP TABLE {table}_v6")
+    if changes:
+        con.execute(f"CREATE TEMP TABLE {table}_v6 (raw VARCHAR, canon VARCHAR)")
+        con.executemany(f"INSERT INTO {table}_v6 VALUES (?, ?)", changes)
+        for col in ("src_ip", "dst_ip"):
+            con.execute(f"UPDATE {table} SET {col} = m.canon FROM {table}_v6 m WHERE {table}.{col} = m.raw")
+        con.execute(f"DROP TABLE {table}_v6")
+    return whole
 
 
 def _shape_sql(kind: str) -> str:
@@ -635,14 +688,19 @@ def _checked_sql(fields: str, quoted: bool) -> str:
     ``shaped`` (_LINE, _json_fields_sql) already guarantees every address valid with a port of at most
     65535 and every number short enough for BIGINT arithmetic, so what is left is the time (a real day)
     and the values; only the two endpoints the row names (``src``, ``dst``; ``quoted``: in '"') are cut
-    into IP and port."""
+    into IP and port (an IPv6 address as written: _canonical_v6)."""
     q = int(quoted)
 
-    def ip(a: str) -> str:
-        return f"substr({a}, {1 + q}, strpos({a}, ':') - {1 + q})"
+    def v6(a: str) -> str:
+        return f"starts_with({a}, '{chr(34) * q}[')"
 
-    def port(a: str) -> str:
-        return f"TRY_CAST(substr({a}, strpos({a}, ':') + 1, strlen({a}) - strpos({a}, ':') - {q}) AS INTEGER)"
+    def ip(a: str) -> str:
+        return (f"CASE WHEN {v6(a)} THEN substr({a}, {2 + q}, strpos({a}, ']') - {2 + q}) "
+                f"ELSE substr({a}, {1 + q}, strpos({a}, ':') - {1 + q}) END")
+
+    def port(a: str) -> str:  # the digits after the last ':'
+        colon = f"CASE WHEN {v6(a)} THEN strpos({a}, ']:') + 1 ELSE strpos({a}, ':') END"
+        return f"TRY_CAST(substr({a}, {colon} + 1, strlen({a}) - {colon} - {q}) AS INTEGER)"
 
     return f"""
 SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t + coalesce(n_duration, 0) * 1000 AS UBIGINT) AS t_end,
