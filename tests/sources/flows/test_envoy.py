@@ -378,6 +378,10 @@ PATHOLOGICAL_JSON = [
     (_PY, "# a comment"),
     (_PY, '[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS%'),  # a format line midway
     (_PY, istio_json(start_time="2026-01-02T04:04:05.123+01:00")),
+    (_FAST, istio_json(start_time="2026-01-02T03:04:05.9999999Z")),  # cut to 05.999999 on both
+    (_FAST, istio_json(start_time="2026-01-02T03:04:05Z")),
+    (_PY, istio_json(start_time="2026-02-29T03:04:05Z")),  # no such day in 2026
+    (_PY, istio_json(start_time=1767323045)),
     (_PY, istio_json(downstream_remote_address=" 10.1.0.1:45000")),
     (_FAST, istio_json(downstream_local_address="10.1.0.2:080")),  # a port with a leading zero: 80 on both
     (_FAST, istio_json(request_id=None, x_request_id="r-x")),  # request_id null: no id (not x_request_id)
@@ -510,6 +514,14 @@ PATHOLOGICAL_TEXT = [
     (_FAST, text_line(details="rbac_access_denied_matched_policy[ns[x]-policy[y]-rule[0]]")),
     (_FAST, text_line(cluster="BlackHoleCluster")),
     (_PY, text_line(start="2026-02-30T03:04:05.123Z")),  # no such day
+    (_FAST, text_line(start="2026-01-02T03:04:05.9999999Z")),  # cut to 05.999999 on both, not rounded
+    (_FAST, text_line(start="2026-01-02T03:04:05.1234567891234567891234Z")),
+    (_FAST, text_line(start="1970-01-01T00:00:00Z")),
+    (_PY, text_line(start="1969-12-31T23:59:59.999Z")),  # before the epoch: a bad line
+    (_FAST, text_line(start="9999-12-31T23:59:59Z")),  # the last second the store keeps
+    (_PY, text_line(start="9999-12-31T23:59:59.5Z")),  # past it: a bad line
+    (_PY, text_line(start="2026-01-02T03:04:05.Z")),
+    (_PY, text_line(start="2026-01-02T24:00:00Z")),
     (_PY, "# a comment"),
     (_PY, '[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS%'),  # a format line midway
     (_PY, istio_json()),  # a JSON line in a TEXT file

@@ -450,7 +450,8 @@ _TEXT_PARSE = "string_split(c0, '\"') AS q"
 
 # What _record reads, from a line in the fast shape split at '"' (``q``): the parts alternate between
 # runs of bare tokens (' code flags details termination ', split again at ' ') and the contents of
-# quoted tokens. [YYYY-MM-DDTHH:MM:SS(.frac)Z] is the time (a TIMESTAMP cast takes the T). Every string
+# quoted tokens. [YYYY-MM-DDTHH:MM:SS(.frac)Z] is the time (a TIMESTAMP cast takes the T and, as _time_us,
+# keeps the first six digits of the fraction: 05.9999999 is 05.999999, not 06). Every string
 # function costs about as much per row, so a run is split only where a value is read from it, and the
 # rare cases (HTTP/3, a flag or detail that may deny) only on the rows that may hold them.
 def _text_fields_sql(parsed: str) -> str:
@@ -461,15 +462,14 @@ def _text_fields_sql(parsed: str) -> str:
               "OR s15[2] = 'BlackHoleCluster'")
     v6_ok = _v6_ok_sql(("q[14]", "s15[3]", "s15[4]", "s15[5]"), 0)
     return f"""
-SELECT fi, blank, shaped, time, frac, n_received, n_sent, n_duration, http3, denied, direction,
+SELECT fi, blank, shaped, time, n_received, n_sent, n_duration, http3, denied, direction,
   CASE WHEN rid IN ('', '-') THEN NULL ELSE rid END AS rid,
   CASE WHEN {_UP.format(absent="'', '-'")} AND u_local <> '-' THEN u_local ELSE d_remote END AS src,
   CASE WHEN {_UP.format(absent="'', '-'")} THEN u_host ELSE d_local END AS dst
 FROM (
 SELECT fi, blank,
   shaped AND CASE WHEN contains(q[14], '[') OR contains(q[15], '[') THEN {v6_ok} ELSE true END AS shaped,
-  substr(q[1], 2, 19) AS time,
-  CASE WHEN substr(q[1], 21, 1) = '.' THEN substr(q[1], 22, strlen(q[1]) - 24) ELSE '' END AS frac,
+  substr(q[1], 2, strlen(q[1]) - 4) AS time,
   {_num_sql('s5[2]')} AS n_received, {_num_sql('s5[3]')} AS n_sent, {_num_sql('s5[4]')} AS n_duration,
   CASE WHEN contains(q[2], '/3') THEN starts_with(upper(string_split(q[2], ' ')[3]), 'HTTP/3') ELSE false END AS http3,
   {denied} AS denied, {_SIDE.format(c='s15[2]', q='')} AS direction,
@@ -569,13 +569,12 @@ def _json_fields_sql(parsed: str) -> str:
     raw = ", ".join(f"coalesce(j[{i}]::VARCHAR, {f'j[{i + 1}]::VARCHAR, ' if i == rid else ''}'null') AS {k}"
                     for i, k in enumerate(_JSON_KEYS, 1) if k != "x_request_id")
     return f"""
-SELECT fi, blank, shaped, time, frac, n_received, n_sent, n_duration, http3, denied, direction,
+SELECT fi, blank, shaped, time, n_received, n_sent, n_duration, http3, denied, direction,
   CASE WHEN request_id IN ({absent}) THEN NULL ELSE substr(request_id, 2, length(request_id) - 2) END AS rid,
   CASE WHEN {_UP.format(absent=absent)} AND u_local NOT IN ({absent}) THEN u_local ELSE d_remote END AS src,
   CASE WHEN {_UP.format(absent=absent)} THEN u_host ELSE d_local END AS dst
 FROM (
-SELECT fi, blank, shaped, substr(start_time, 2, 19) AS time,
-  CASE WHEN substr(start_time, 21, 1) = '.' THEN substr(start_time, 22, strlen(start_time) - 23) ELSE '' END AS frac,
+SELECT fi, blank, shaped, substr(start_time, 2, strlen(start_time) - 3) AS time,
   {num('bytes_received')} AS n_received, {num('bytes_sent')} AS n_sent, {num('duration')} AS n_duration,
   {http3} AS http3, {denied} AS denied, {_SIDE.format(c='upstream_cluster', q='"')} AS direction, request_id,
   upstream_host AS u_host, upstream_local_address AS u_local, downstream_local_address AS d_local,
@@ -666,6 +665,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: str,
     (_LINE), and then its parts between '"' (``q``); materialised by the caller (DuckDB inlines subqueries, so a
     column referenced again in the next step would be computed again)."""
     mapping = ", ".join(str(i) for i in indexes)
+    fi = "file_index" if list(indexes) == list(range(len(indexes))) else f"[{mapping}][CAST(file_index AS BIGINT) + 1]"
     # nullstr: a value no line has, so that an empty line is '' and the delimiter \x01 gives c1.
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
     return f"""
@@ -674,7 +674,7 @@ FROM (
 SELECT fi, c0, coalesce(c0 = '' AND c1 IS NULL, false) AS blank,
   coalesce(c1 IS NULL AND {_shape_sql(kind)}, false) AS shaped
 FROM (
-SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+SELECT {fi} AS fi, c0, c1
 FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
   columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
   compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects}',
@@ -712,7 +712,7 @@ SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t + coalesce(n_duration, 0) *
   coalesce(shaped AND t BETWEEN 0 AND {MAX_EPOCH_SECONDS * 1_000_000}, false) AS ok
 FROM (
 SELECT *,
-  CASE WHEN shaped THEN epoch_us(TRY_CAST(time AS TIMESTAMP)) + TRY_CAST(rpad(left(frac, 6), 6, '0') AS BIGINT) END AS t
+  CASE WHEN shaped THEN epoch_us(TRY_CAST(time AS TIMESTAMP)) END AS t
 FROM ({fields}) WHERE NOT blank)"""
 
 
