@@ -200,10 +200,11 @@ def text_line(start: str = "2026-01-02T03:04:05.123Z", proto: str = "HTTP/1.1", 
               details: str = "via_upstream", term: str = "-", received: str = "10", sent: str = "20",
               duration: str = "7", rid: str = "r-1", u_host: str = "127.0.0.1:8080",
               cluster: str = "inbound|8080||", u_local: str = "127.0.0.1:40000", d_local: str = "10.1.0.2:8080",
-              d_remote: str = "10.1.0.1:45000") -> str:
+              d_remote: str = "10.1.0.1:45000", reason: str = "-", authority: str = "api:8080",
+              agent: str = "curl/8.0 (x86_64)") -> str:
     """One line of Istio's default TEXT format."""
-    return (f'[{start}] "GET /api {proto}" 200 {flags} {details} {term} "-" {received} {sent} {duration} 5 "-" '
-            f'"curl/8.0 (x86_64)" "{rid}" "api:8080" "{u_host}" {cluster} {u_local} {d_local} {d_remote} '
+    return (f'[{start}] "GET /api {proto}" 200 {flags} {details} {term} "{reason}" {received} {sent} {duration} 5 '
+            f'"-" "{agent}" "{rid}" "{authority}" "{u_host}" {cluster} {u_local} {d_local} {d_remote} '
             "outbound_.8080_._.api.shop.svc.cluster.local default")
 
 
@@ -456,6 +457,25 @@ def test_ipv6_spellings_match_across_sidecars(tmp_path: Path, monkeypatch: pytes
     assert {(r[0], r[1], r[2], r[3]) for r in fast[1]} == {("fd00::1", "fd00::2", 45000, 8080)}
 
 
+def test_text_request_id_with_spaces_matches_across_sidecars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Request ids next to an authority with spaces, or with spaces themselves: read from the parts
+    between '"' on the fast path, the same ids as Python's, so both clients' lines are dropped."""
+    out = {"cluster": "outbound|8080||api", "u_host": "10.1.0.2:8080", "d_local": "10.96.0.1:8080",
+           "d_remote": "127.0.0.6:1"}
+    client = tmp_path / "client.log"  # read by DuckDB
+    client.write_text(text_line(rid="r7", authority="a b", u_local="10.1.0.1:45000", **out) + "\n"
+                      + text_line(rid="r 8", u_local="10.1.0.3:45003", **out) + "\n")
+    server = tmp_path / "server.log"  # read by DuckDB
+    server.write_text(text_line(rid="r7", d_remote="10.1.0.1:45000") + "\n")
+    server2 = tmp_path / "server2.log"  # a bad line: read in Python
+    server2.write_text(text_line(rid="r 8", reason="x y", d_remote="10.1.0.3:45003") + "\n"
+                       + text_line(start="x") + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, client, server, server2)
+    assert fast[2] == ["server2.log"]
+    assert fast[:2] == python[:2]
+    assert fast[0][:4] == (5, 2, 1, {"logged-by-both-sidecars": 2})
+
+
 def test_json_invalid_utf8_and_truncated_gzip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "bad.json"  # invalid UTF-8: Python replaces it; the whole batch is read in Python
     bad.write_bytes(istio_json().encode() + b"\n" + istio_json(user_agent="x").encode().replace(b'"x"', b'"\xff"')
@@ -513,6 +533,13 @@ PATHOLOGICAL_TEXT = [
     (_FAST, text_line(flags="XUAEX", details="UAEX", term="RBAC")),  # no flag of its own: accepted
     (_FAST, text_line(details="rbac_access_denied_matched_policy[ns[x]-policy[y]-rule[0]]")),
     (_FAST, text_line(cluster="BlackHoleCluster")),
+    # spaces in quoted tokens: the numbers and the request id are then read from the parts between '"'
+    (_FAST, text_line(reason="delayed connect error: 111", received="11", sent="22", duration="33")),
+    (_FAST, text_line(authority="a b:8080", rid="r-a")),
+    (_FAST, text_line(rid="r 1 2")),
+    (_FAST, text_line(reason=" ", authority=" ", rid=" x ", received="-")),
+    (_FAST, text_line(reason="", authority="", rid="")),
+    (_FAST, text_line(agent="Mozilla/5.0 (X11; Linux x86_64) Gecko", rid="-")),
     (_PY, text_line(start="2026-02-30T03:04:05.123Z")),  # no such day
     (_FAST, text_line(start="2026-01-02T03:04:05.9999999Z")),  # cut to 05.999999 on both, not rounded
     (_FAST, text_line(start="2026-01-02T03:04:05.1234567891234567891234Z")),

@@ -445,36 +445,47 @@ _TOKENS = (
     _BARE, _BARE)
 _LINE = "^" + " ".join(_TOKENS) + "$"
 assert len(_TOKENS) == len(DEFAULT_LAYOUT)
-_TEXT_PARSE = "string_split(c0, '\"') AS q"
+_TEXT_PARSE = "c0, string_split(c0, ' ') AS w"
 
 
-# What _record reads, from a line in the fast shape split at '"' (``q``): the parts alternate between
-# runs of bare tokens (' code flags details termination ', split again at ' ') and the contents of
-# quoted tokens. [YYYY-MM-DDTHH:MM:SS(.frac)Z] is the time (a TIMESTAMP cast takes the T and, as _time_us,
-# keeps the first six digits of the fraction: 05.9999999 is 05.999999, not 06). Every string
-# function costs about as much per row, so a run is split only where a value is read from it, and the
-# rare cases (HTTP/3, a flag or detail that may deny) only on the rows that may hold them.
+# What _record reads, from a line in the fast shape split at ' ' (``w``). [YYYY-MM-DDTHH:MM:SS(.frac)Z]
+# is the time (a TIMESTAMP cast takes the T and, as _time_us, keeps the first six digits of the fraction:
+# 05.9999999 is 05.999999, not 06). The first tokens (time, the request's three words, code, flags,
+# details, termination) and the last seven (upstream host .. route) hold no space in the fast shape, so
+# they are w[1..8] and w[-7..-1]; the numbers after the failure reason (w[9]) and the request id before
+# the authority (w[-8]) are read from ``w`` when w[9] and w[-9] are whole quoted tokens ('"..."': the
+# reason, and the id after an authority without space; a quoted token with spaces gives no such piece,
+# as its content holds no '"'), else from the parts between '"' (the rare rows only). Every string
+# function costs about as much per row, so the rare cases (HTTP/3, a flag or detail that may deny,
+# IPv6) are computed on the rows that may hold them.
 def _text_fields_sql(parsed: str) -> str:
-    s3 = "string_split(q[3], ' ')"
-    denied = (f"CASE WHEN contains(q[3], 'rbac_access_denied') OR contains(q[3], 'UAEX') OR contains(q[3], 'RBAC') "
-              f"THEN contains({s3}[4], 'rbac_access_denied') OR contains({s3}[5], 'rbac_access_denied') "
-              f"OR list_has_any(string_split({s3}[3], ','), ['UAEX', 'RBAC']) ELSE false END "
-              "OR s15[2] = 'BlackHoleCluster'")
-    v6_ok = _v6_ok_sql(("q[14]", "s15[3]", "s15[4]", "s15[5]"), 0)
+    q = "string_split(c0, '\"')"
+    denied = ("CASE WHEN contains(w[6], 'UAEX') OR contains(w[6], 'RBAC') "
+              "THEN list_has_any(string_split(w[6], ','), ['UAEX', 'RBAC']) ELSE false END "
+              "OR contains(w[7], 'rbac_access_denied') OR contains(w[8], 'rbac_access_denied') "
+              "OR w[-6] = 'BlackHoleCluster'")
+    v6 = " OR ".join(f"contains({a}, '[')" for a in ("w[-7]", "w[-5]", "w[-4]", "w[-3]"))
+    v6_ok = _v6_ok_sql(("u_host", "u_local", "d_local", "d_remote"), 0)
+
+    def num(k: int) -> str:
+        return f"CASE WHEN numbers THEN w[{9 + k}] ELSE string_split({q}[5], ' ')[{1 + k}] END"
+
     return f"""
-SELECT fi, blank, shaped, time, n_received, n_sent, n_duration, http3, denied, direction,
-  CASE WHEN rid IN ('', '-') THEN NULL ELSE rid END AS rid,
+SELECT fi, blank, shaped AND CASE WHEN v6 THEN {v6_ok} ELSE true END AS shaped, time,
+  {_num_sql('received')} AS n_received, {_num_sql('sent')} AS n_sent, {_num_sql('duration')} AS n_duration,
+  http3, denied, direction, CASE WHEN rid IN ('', '-') THEN NULL ELSE rid END AS rid,
   CASE WHEN {_UP.format(absent="'', '-'")} AND u_local <> '-' THEN u_local ELSE d_remote END AS src,
   CASE WHEN {_UP.format(absent="'', '-'")} THEN u_host ELSE d_local END AS dst
 FROM (
-SELECT fi, blank,
-  shaped AND CASE WHEN contains(q[14], '[') OR contains(q[15], '[') THEN {v6_ok} ELSE true END AS shaped,
-  substr(q[1], 2, strlen(q[1]) - 4) AS time,
-  {_num_sql('s5[2]')} AS n_received, {_num_sql('s5[3]')} AS n_sent, {_num_sql('s5[4]')} AS n_duration,
-  CASE WHEN contains(q[2], '/3') THEN starts_with(upper(string_split(q[2], ' ')[3]), 'HTTP/3') ELSE false END AS http3,
-  {denied} AS denied, {_SIDE.format(c='s15[2]', q='')} AS direction,
-  q[10] AS rid, q[14] AS u_host, s15[3] AS u_local, s15[4] AS d_local, s15[5] AS d_remote
-FROM (SELECT *, string_split(q[5], ' ') AS s5, string_split(q[15], ' ') AS s15 FROM ({parsed})))"""
+SELECT fi, blank, shaped, substr(w[1], 2, strlen(w[1]) - 3) AS time,
+  {num(1)} AS received, {num(2)} AS sent, {num(3)} AS duration,
+  CASE WHEN contains(w[4], '/3') THEN starts_with(upper(w[4]), 'HTTP/3') ELSE false END AS http3,
+  {denied} AS denied, {_SIDE.format(c='w[-6]', q='')} AS direction,
+  CASE WHEN rid_whole THEN substr(w[-9], 2, strlen(w[-9]) - 2) ELSE {q}[10] END AS rid,
+  substr(w[-7], 2, strlen(w[-7]) - 2) AS u_host, w[-5] AS u_local, w[-4] AS d_local, w[-3] AS d_remote, {v6} AS v6
+FROM (
+SELECT *, w[9] LIKE '"%"' AS numbers, w[-9] LIKE '"%"' AS rid_whole
+FROM ({parsed})))"""
 
 
 def _v6_ok_sql(addresses: Sequence[str], q: int) -> str:
