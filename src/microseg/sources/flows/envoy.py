@@ -497,10 +497,11 @@ def _v6_ok_sql(addresses: Sequence[str], q: int) -> str:
                         for a in addresses)
 
 
-def _num_sql(k: str, nulls: str = "'-'") -> str:
-    """_int of a value in the fast shape (digits, or one of ``nulls`` for absent): a BIGINT, or NULL;
-    computed for shaped lines only (an unchecked value could overflow the sums)."""
-    return f"CASE WHEN shaped AND {k} NOT IN ({nulls}) THEN TRY_CAST({k} AS BIGINT) END"
+def _num_sql(k: str) -> str:
+    """_int of a value in the fast shape (digits, or what _absent reads as absent: '-', '', null, none of
+    which TRY_CAST reads): a BIGINT, or NULL; computed for shaped lines only (an unchecked value could
+    overflow the sums)."""
+    return f"CASE WHEN shaped THEN TRY_CAST({k} AS BIGINT) END"
 
 
 # _side of ``c`` (spelt with the quotes ``q`` around it, as JSON text)
@@ -564,7 +565,7 @@ def _json_fields_sql(parsed: str) -> str:
 
     def num(k: str) -> str:  # a string of digits is read between its quotes
         quoted = f"substr({k}, 2, strlen({k}) - 2)"
-        return _num_sql(f"CASE WHEN starts_with({k}, '\"') THEN {quoted} ELSE {k} END", absent)
+        return _num_sql(f"CASE WHEN starts_with({k}, '\"') THEN {quoted} ELSE {k} END")
 
     flags = "string_split(substr(response_flags, 2, strlen(response_flags) - 2), ',')"
     denied = ("contains(response_code_details, 'rbac_access_denied') "
