@@ -409,9 +409,10 @@ _NULL_COLUMNS = frozenset({"packets", "tcp_flags", "src_workload", "dst_workload
 # Each line is read as one column and matched, in one regular expression, against the default
 # layout with every token in a shape where DuckDB's split is certainly _TOKEN's: single spaces
 # between tokens, printable ASCII, quoted tokens without '"' or '\\', bare tokens not starting with
-# '[' or '"', addresses IPv4:port (Python canonicalises IPv6), times in UTC ("Z"). The used values
-# are then typed and checked in SQL as _record does it. A file with any other non-empty line (a
-# format line, JSON, IPv6, a bad value, ...) is read whole in Python, which reports bad lines with
+# '[' or '"', addresses IPv4:port or [IPv6]:port (written canonical afterwards, _canonical_v6), ports
+# up to 65535, numbers short enough for BIGINT sums, times in UTC ("Z"). The used values are then
+# typed and checked in SQL as _record does it. A file with any other non-empty line (a format line,
+# JSON, a bad value, ...) is read whole in Python, which reports bad lines with
 # file:line, field and sample; so is the whole batch on invalid UTF-8 or an over-long line (DuckDB
 # rejects it; Python replaces it). A file whose first line is JSON or a format line, or that starts
 # with a byte order mark, is read in Python without trying (_python_only). The rows Python reads
@@ -674,8 +675,8 @@ def _shape_sql(kind: str) -> str:
 
 def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: str, scan: str, kind: str) -> str:
     """Every line of ``files``: its file index, whether it is blank, whether it is in the fast shape
-    (_LINE), and then its parts between '"' (``q``); materialised by the caller (DuckDB inlines subqueries, so a
-    column referenced again in the next step would be computed again)."""
+    (_LINE, or _JSON_LENIENT's superset), and then the line and its pieces between ' ' (``w``, TEXT) or
+    the JSON texts of _JSON_KEYS (``j``)."""
     mapping = ", ".join(str(i) for i in indexes)
     fi = "file_index" if list(indexes) == list(range(len(indexes))) else f"[{mapping}][CAST(file_index AS BIGINT) + 1]"
     # nullstr: a value no line has, so that an empty line is '' and the delimiter \x01 gives c1.
