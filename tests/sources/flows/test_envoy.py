@@ -200,10 +200,11 @@ def text_line(start: str = "2026-01-02T03:04:05.123Z", proto: str = "HTTP/1.1", 
               details: str = "via_upstream", term: str = "-", received: str = "10", sent: str = "20",
               duration: str = "7", rid: str = "r-1", u_host: str = "127.0.0.1:8080",
               cluster: str = "inbound|8080||", u_local: str = "127.0.0.1:40000", d_local: str = "10.1.0.2:8080",
-              d_remote: str = "10.1.0.1:45000") -> str:
+              d_remote: str = "10.1.0.1:45000", reason: str = "-", authority: str = "api:8080",
+              agent: str = "curl/8.0 (x86_64)") -> str:
     """One line of Istio's default TEXT format."""
-    return (f'[{start}] "GET /api {proto}" 200 {flags} {details} {term} "-" {received} {sent} {duration} 5 "-" '
-            f'"curl/8.0 (x86_64)" "{rid}" "api:8080" "{u_host}" {cluster} {u_local} {d_local} {d_remote} '
+    return (f'[{start}] "GET /api {proto}" 200 {flags} {details} {term} "{reason}" {received} {sent} {duration} 5 '
+            f'"-" "{agent}" "{rid}" "{authority}" "{u_host}" {cluster} {u_local} {d_local} {d_remote} '
             "outbound_.8080_._.api.shop.svc.cluster.local default")
 
 
@@ -378,10 +379,36 @@ PATHOLOGICAL_JSON = [
     (_PY, "# a comment"),
     (_PY, '[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS%'),  # a format line midway
     (_PY, istio_json(start_time="2026-01-02T04:04:05.123+01:00")),
+    (_FAST, istio_json(start_time="2026-01-02T03:04:05.9999999Z")),  # cut to 05.999999 on both
+    (_FAST, istio_json(start_time="2026-01-02T03:04:05Z")),
+    (_PY, istio_json(start_time="2026-02-29T03:04:05Z")),  # no such day in 2026
+    (_PY, istio_json(start_time=1767323045)),
     (_PY, istio_json(downstream_remote_address=" 10.1.0.1:45000")),
     (_FAST, istio_json(downstream_local_address="10.1.0.2:080")),  # a port with a leading zero: 80 on both
     (_FAST, istio_json(request_id=None, x_request_id="r-x")),  # request_id null: no id (not x_request_id)
     (_FAST, istio_json(upstream_cluster="")),
+    (_FAST, istio_json(downstream_remote_address="[FD00:0::0001]:45000")),  # IPv6: fd00::1 on both
+    (_FAST, istio_json(downstream_local_address="[::ffff:10.1.0.2]:8080")),
+    (_FAST, istio_json(downstream_remote_address="[fe80::1%eth0]:45000")),
+    (_FAST, istio_json(upstream_cluster="outbound|8080||api", upstream_host="[fd00::2]:8080",
+                       upstream_local_address="[FD00::1]:40000", downstream_remote_address="127.0.0.6:1")),
+    (_PY, istio_json(downstream_remote_address="[fd00::1::2]:45000")),
+    (_PY, istio_json(downstream_remote_address="[10.1.0.1]:45000")),
+    (_PY, istio_json(upstream_host="[fd00::1]:70000")),
+    (_PY, istio_json(upstream_local_address="[fe80::1%]:1")),
+    (_FAST, istio_json(bytes_sent="999999999999999999", duration="007")),
+    (_PY, istio_json(bytes_sent=1000000000000000000)),  # 19 digits: Python reads it
+    (_PY, istio_json(upstream_local_address=5)),
+    (_FAST, istio_json(upstream_cluster="outbound|8080||api", upstream_host="-")),  # no upstream chosen
+    (_FAST, istio_json(protocol="http/3", response_flags="UAEX,DC")),
+    (_FAST, istio_json(response_flags="XUAEX", response_code_details="UAEX")),
+    (_FAST, istio_json(request_id="-")),
+    (_FAST, istio_json()[:-1] + ', "x": 1e999}'),  # infinity to both readers, in a field nobody reads
+    (_PY, istio_json()[:-1] + ', "x": [1, nan]}'),
+    (_PY, istio_json()[:-1] + ', "x":\t-NaN}'),
+    (_PY, istio_json()[:-1] + ', "x": [ Infinity ]}'),
+    (_PY, istio_json()[:-1] + ', "x": [1 , ]}'),
+    (_PY, istio_json(user_agent="banana, nan]")),  # in a string: a superset is fine
     (_FAST, ""),  # a blank line
 ]
 
@@ -414,6 +441,41 @@ def test_json_request_id_matches_across_paths(tmp_path: Path, monkeypatch: pytes
     assert fast[0][:4] == (3, 1, 1, {"logged-by-both-sidecars": 1})
 
 
+def test_ipv6_spellings_match_across_sidecars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both sidecars log one IPv6 request, spelt differently; both files are read by DuckDB, which
+    writes the addresses as Python does, so the client's line is dropped on both paths."""
+    client = tmp_path / "client.log"
+    client.write_text(text_line(rid="r-6", cluster="outbound|8080||api", u_host="[FD00::0:2]:8080",
+                                u_local="[fd00:0::1]:45000", d_local="[fd00::10]:8080", d_remote="[::1]:1") + "\n")
+    server = tmp_path / "server.json"
+    server.write_text(istio_json(request_id="r-6", downstream_remote_address="[fd00::1]:45000",
+                                 downstream_local_address="[fd00::2]:8080") + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, client, server)
+    assert fast[2] == []
+    assert fast[:2] == python[:2]
+    assert fast[0][:4] == (2, 1, 0, {"logged-by-both-sidecars": 1})
+    assert {(r[0], r[1], r[2], r[3]) for r in fast[1]} == {("fd00::1", "fd00::2", 45000, 8080)}
+
+
+def test_text_request_id_with_spaces_matches_across_sidecars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Request ids next to an authority with spaces, or with spaces themselves: read from the parts
+    between '"' on the fast path, the same ids as Python's, so both clients' lines are dropped."""
+    out = {"cluster": "outbound|8080||api", "u_host": "10.1.0.2:8080", "d_local": "10.96.0.1:8080",
+           "d_remote": "127.0.0.6:1"}
+    client = tmp_path / "client.log"  # read by DuckDB
+    client.write_text(text_line(rid="r7", authority="a b", u_local="10.1.0.1:45000", **out) + "\n"
+                      + text_line(rid="r 8", u_local="10.1.0.3:45003", **out) + "\n")
+    server = tmp_path / "server.log"  # read by DuckDB
+    server.write_text(text_line(rid="r7", d_remote="10.1.0.1:45000") + "\n")
+    server2 = tmp_path / "server2.log"  # a bad line: read in Python
+    server2.write_text(text_line(rid="r 8", reason="x y", d_remote="10.1.0.3:45003") + "\n"
+                       + text_line(start="x") + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, client, server, server2)
+    assert fast[2] == ["server2.log"]
+    assert fast[:2] == python[:2]
+    assert fast[0][:4] == (5, 2, 1, {"logged-by-both-sidecars": 2})
+
+
 def test_json_invalid_utf8_and_truncated_gzip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "bad.json"  # invalid UTF-8: Python replaces it; the whole batch is read in Python
     bad.write_bytes(istio_json().encode() + b"\n" + istio_json(user_agent="x").encode().replace(b'"x"', b'"\xff"')
@@ -439,9 +501,54 @@ PATHOLOGICAL_TEXT = [
     (_PY, text_line(rid='r\\"id')),  # an escaped quote
     (_PY, text_line(details="a  b")),  # two spaces: an empty token
     (_PY, text_line(details="[x]")),  # a bracketed bare token
-    (_PY, text_line(d_remote="[fd00::1]:45000")),  # IPv6: Python writes it canonical
+    (_FAST, text_line(d_remote="[fd00::1]:45000")),  # IPv6: written canonical on both paths
+    (_FAST, text_line(d_remote="[FD00:0:0::0001]:45000")),  # upper case, zeros: fd00::1 on both
+    (_FAST, text_line(d_local="[::ffff:10.1.0.2]:8080")),  # an embedded IPv4 address
+    (_FAST, text_line(d_remote="[fe80::1%eth0]:45000")),  # a zone id
+    (_FAST, text_line(d_remote="[::]:45000", d_local="[1:2:3:4:5:6:7:8]:8080")),
+    (_FAST, text_line(cluster="outbound|8080||api", u_host="[FD00::2]:8080", u_local="[fd00::0:1]:40000",
+                      d_local="10.96.0.1:8080", d_remote="127.0.0.6:1")),  # outbound: the upstream pair
+    (_PY, text_line(d_remote="[fd00::1::2]:45000")),  # two '::': a bad line
+    (_PY, text_line(d_remote="[fd00:1:2:3:4:5:6:7:8]:45000")),  # nine groups
+    (_PY, text_line(d_remote="[12345::1]:45000")),  # five hex digits
+    (_PY, text_line(d_remote="[fd00::g]:45000")),
+    (_PY, text_line(d_remote="[fe80::1%]:45000")),  # an empty zone
+    (_PY, text_line(d_remote="[fe80::1%a%b]:45000")),
+    (_PY, text_line(u_host="[fd00::1]:8080]")),
+    (_PY, text_line(d_remote="[fd00::1]:65536")),
+    (_PY, text_line(d_remote="[fd00::1]")),  # no port
+    (_PY, text_line(d_remote="fd00::1:45000")),  # no brackets: Python reads port 45000
+    (_PY, text_line(d_remote="[10.1.0.1]:45000")),  # IPv4 in brackets: Python reads it
     (_PY, text_line(d_local="10.1.0.2:65536")),
+    (_FAST, text_line(d_local="10.1.0.2:65535")),
+    (_FAST, text_line(d_local="10.1.0.2:0000065535")),  # leading zeros: 65535 on both
+    (_PY, text_line(d_local="10.1.0.2:0065536")),
+    (_FAST, text_line(received="0", sent="999999999999999999")),  # 18 digits: the longest the fast path reads
+    (_PY, text_line(received="0000000000000000007")),  # 19 digits: Python reads 7
+    (_FAST, text_line(duration="999999999999999")),  # 15 digits
+    (_PY, text_line(duration="1000000000000000")),  # 16: Python decides
+    (_FAST, text_line(proto="http/3")),  # UDP on both
+    (_FAST, text_line(proto="HTTP/2", details="x/3")),
+    (_FAST, text_line(flags="UAEX,DC")),
+    (_FAST, text_line(flags="XUAEX", details="UAEX", term="RBAC")),  # no flag of its own: accepted
+    (_FAST, text_line(details="rbac_access_denied_matched_policy[ns[x]-policy[y]-rule[0]]")),
+    (_FAST, text_line(cluster="BlackHoleCluster")),
+    # spaces in quoted tokens: the numbers and the request id are then read from the parts between '"'
+    (_FAST, text_line(reason="delayed connect error: 111", received="11", sent="22", duration="33")),
+    (_FAST, text_line(authority="a b:8080", rid="r-a")),
+    (_FAST, text_line(rid="r 1 2")),
+    (_FAST, text_line(reason=" ", authority=" ", rid=" x ", received="-")),
+    (_FAST, text_line(reason="", authority="", rid="")),
+    (_FAST, text_line(agent="Mozilla/5.0 (X11; Linux x86_64) Gecko", rid="-")),
     (_PY, text_line(start="2026-02-30T03:04:05.123Z")),  # no such day
+    (_FAST, text_line(start="2026-01-02T03:04:05.9999999Z")),  # cut to 05.999999 on both, not rounded
+    (_FAST, text_line(start="2026-01-02T03:04:05.1234567891234567891234Z")),
+    (_FAST, text_line(start="1970-01-01T00:00:00Z")),
+    (_PY, text_line(start="1969-12-31T23:59:59.999Z")),  # before the epoch: a bad line
+    (_FAST, text_line(start="9999-12-31T23:59:59Z")),  # the last second the store keeps
+    (_PY, text_line(start="9999-12-31T23:59:59.5Z")),  # past it: a bad line
+    (_PY, text_line(start="2026-01-02T03:04:05.Z")),
+    (_PY, text_line(start="2026-01-02T24:00:00Z")),
     (_PY, "# a comment"),
     (_PY, '[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS%'),  # a format line midway
     (_PY, istio_json()),  # a JSON line in a TEXT file

@@ -65,12 +65,20 @@ from microseg.sources.flows import (
     StagedRelation,
     StageRow,
     StageWriter,
+    canonical_ip,
     iter_lines,
     sql_list,
     sql_str,
 )
 from microseg.sources.flows.jsonline import loads as json_loads
-from microseg.sources.flows.sqlpath import SCAN_ERRORS, count_rejects, drop_after_scan, drop_both_ends, scan_error
+from microseg.sources.flows.sqlpath import (
+    IPV6_PATTERN,
+    SCAN_ERRORS,
+    count_rejects,
+    drop_after_scan,
+    drop_both_ends,
+    scan_error,
+)
 
 NAME = "envoy"
 
@@ -401,9 +409,10 @@ _NULL_COLUMNS = frozenset({"packets", "tcp_flags", "src_workload", "dst_workload
 # Each line is read as one column and matched, in one regular expression, against the default
 # layout with every token in a shape where DuckDB's split is certainly _TOKEN's: single spaces
 # between tokens, printable ASCII, quoted tokens without '"' or '\\', bare tokens not starting with
-# '[' or '"', addresses IPv4:port (Python canonicalises IPv6), times in UTC ("Z"). The used values
-# are then typed and checked in SQL as _record does it. A file with any other non-empty line (a
-# format line, JSON, IPv6, a bad value, ...) is read whole in Python, which reports bad lines with
+# '[' or '"', addresses IPv4:port or [IPv6]:port (written canonical afterwards, _canonical_v6), ports
+# up to 65535, numbers short enough for BIGINT sums, times in UTC ("Z"). The used values are then
+# typed and checked in SQL as _record does it. A file with any other non-empty line (a format line,
+# JSON, a bad value, ...) is read whole in Python, which reports bad lines with
 # file:line, field and sample; so is the whole batch on invalid UTF-8 or an over-long line (DuckDB
 # rejects it; Python replaces it). A file whose first line is JSON or a format line, or that starts
 # with a byte order mark, is read in Python without trying (_python_only). The rows Python reads
@@ -414,32 +423,94 @@ _WORD = r"[!#-\[\]-~]*"  # printable ASCII but space, '"' and '\'
 _QUOTED = r'"[ !#-\[\]-~]*"'  # _TOKEN's quoted token, without '"' or '\' inside
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
 _V4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"  # what ipaddress accepts and str() gives back unchanged
-_ADDR = rf"{_V4}:[0-9]+"
+# A port Python's int() reads as at most 65535 (leading zeros allowed), so SQL casts it without checking.
+_PORT = "0*(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# IPv6 as "[address]:port" (what Envoy writes): hex digits, ':' and '.' with an optional zone of printable
+# ASCII but space, '"', '\\' and ']', so the first ']' closes it. Only the shape: _v6_ok_sql checks the
+# address on the rare lines that hold one, and _canonical_v6 writes it as Python does.
+_V6 = r"\[[0-9A-Fa-f:.]+(?:%[!#-\[^-~]+)?\]"
+_ADDR = rf"(?:{_V4}|{_V6}):{_PORT}"
+# Byte counts of at most 18 digits and durations of at most 15 (_int's bound is 1 << 62, 19 digits): the
+# sums and t_end fit a BIGINT; a longer number (leading zeros included) is left to Python.
+_NUM = "(?:-|[0-9]{1,18})"
+_DURATION = "(?:-|[0-9]{1,15})"
 # DEFAULT_LAYOUT token by token, in the shapes the fast path reads (no capture groups: RE2 then
-# matches with its fast automaton; the values are cut out with string_split, _FIELDS).
+# matches with its fast automaton; the values are cut out with string_split, _text_fields_sql).
 _TOKENS = (
     r"\[[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?Z\]",
     f'"{_WORD} {_WORD} {_WORD}"',  # method, path, protocol: str.split(" ") gives three parts
     _BARE, _BARE, _BARE, _BARE,  # code, flags, code details, termination details
-    _QUOTED, "(?:-|[0-9]+)", "(?:-|[0-9]+)", "(?:-|[0-9]+)", _BARE,  # bytes received, bytes sent, duration
+    _QUOTED, _NUM, _NUM, _DURATION, _BARE,  # bytes received, bytes sent, duration
     _QUOTED, _QUOTED, _QUOTED, _QUOTED,  # x-forwarded-for, user agent, request id, authority
     f'"(?:|-|{_ADDR})"', _BARE, f"(?:-|{_ADDR})", _ADDR, _ADDR,  # upstream host, cluster .. remote
     _BARE, _BARE)
 _LINE = "^" + " ".join(_TOKENS) + "$"
 assert len(_TOKENS) == len(DEFAULT_LAYOUT)
-_TEXT_PARSE = "string_split(c0, '\"') AS q"
+_TEXT_PARSE = "c0, string_split(c0, ' ') AS w"
 
 
-# The values _record reads, from a line in the fast shape split at '"' (``q``): the parts alternate
-# between runs of bare tokens (' code flags details termination ', split again at ' ') and the
-# contents of quoted tokens. [YYYY-MM-DDTHH:MM:SS(.frac)Z] is the time (a TIMESTAMP cast takes the T).
-_FIELDS = {
-    "time": "substr(q[1], 2, 19)",
-    "frac": "CASE WHEN substr(q[1], 21, 1) = '.' THEN substr(q[1], 22, strlen(q[1]) - 24) ELSE '' END",
-    "protocol": "s2[3]", "flags": "s3[3]", "details": "s3[4]", "termination": "s3[5]", "received": "s5[2]",
-    "sent": "s5[3]", "duration": "s5[4]", "rid": "q[10]", "u_host": "q[14]", "cluster": "s15[2]",
-    "u_local": "s15[3]", "d_local": "s15[4]", "d_remote": "s15[5]",
-}
+# What _record reads, from a line in the fast shape split at ' ' (``w``). [YYYY-MM-DDTHH:MM:SS(.frac)Z]
+# is the time (a TIMESTAMP cast takes the T and, as _time_us, keeps the first six digits of the fraction:
+# 05.9999999 is 05.999999, not 06). The first tokens (time, the request's three words, code, flags,
+# details, termination) and the last seven (upstream host .. route) hold no space in the fast shape, so
+# they are w[1..8] and w[-7..-1]; the numbers after the failure reason (w[9]) and the request id before
+# the authority (w[-8]) are read from ``w`` when w[9] and w[-9] are whole quoted tokens ('"..."': the
+# reason, and the id after an authority without space; a quoted token with spaces gives no such piece,
+# as its content holds no '"'), else from the parts between '"' (the rare rows only). Every string
+# function costs about as much per row, so the rare cases (HTTP/3, a flag or detail that may deny,
+# IPv6) are computed on the rows that may hold them.
+def _text_fields_sql(parsed: str) -> str:
+    q = "string_split(c0, '\"')"
+    denied = ("CASE WHEN contains(w[6], 'UAEX') OR contains(w[6], 'RBAC') "
+              "THEN list_has_any(string_split(w[6], ','), ['UAEX', 'RBAC']) ELSE false END "
+              "OR contains(w[7], 'rbac_access_denied') OR contains(w[8], 'rbac_access_denied') "
+              "OR w[-6] = 'BlackHoleCluster'")
+    v6 = " OR ".join(f"contains({a}, '[')" for a in ("w[-7]", "w[-5]", "w[-4]", "w[-3]"))
+    v6_ok = _v6_ok_sql(("u_host", "u_local", "d_local", "d_remote"), 0)
+
+    def num(k: int) -> str:
+        return f"CASE WHEN numbers THEN w[{9 + k}] ELSE string_split({q}[5], ' ')[{1 + k}] END"
+
+    return f"""
+SELECT fi, blank, shaped AND CASE WHEN v6 THEN {v6_ok} ELSE true END AS shaped, time,
+  {_num_sql('received')} AS n_received, {_num_sql('sent')} AS n_sent, {_num_sql('duration')} AS n_duration,
+  http3, denied, direction, CASE WHEN rid IN ('', '-') THEN NULL ELSE rid END AS rid,
+  CASE WHEN {_UP.format(absent="'', '-'")} AND u_local <> '-' THEN u_local ELSE d_remote END AS src,
+  CASE WHEN {_UP.format(absent="'', '-'")} THEN u_host ELSE d_local END AS dst
+FROM (
+SELECT fi, blank, shaped, substr(w[1], 2, strlen(w[1]) - 3) AS time,
+  {num(1)} AS received, {num(2)} AS sent, {num(3)} AS duration,
+  CASE WHEN contains(w[4], '/3') THEN starts_with(upper(w[4]), 'HTTP/3') ELSE false END AS http3,
+  {denied} AS denied, {_SIDE.format(c='w[-6]', q='')} AS direction,
+  CASE WHEN rid_whole THEN substr(w[-9], 2, strlen(w[-9]) - 2) ELSE {q}[10] END AS rid,
+  substr(w[-7], 2, strlen(w[-7]) - 2) AS u_host, w[-5] AS u_local, w[-4] AS d_local, w[-3] AS d_remote, {v6} AS v6
+FROM (
+SELECT *, w[9] LIKE '"%"' AS numbers, w[-9] LIKE '"%"' AS rid_whole
+FROM ({parsed})))"""
+
+
+def _v6_ok_sql(addresses: Sequence[str], q: int) -> str:
+    """Every one of ``addresses`` (in the fast shape; ``q``: spelt in '"') that is "[...]:port" holds an
+    address ipaddress reads (sqlpath.IPV6_PATTERN; an IPv4 address in brackets is left to Python)."""
+    pattern, bracket = sql_str(IPV6_PATTERN), sql_str('"' * q + "[")
+    return " AND ".join(f"(NOT starts_with({a}, {bracket}) OR "
+                        f"regexp_full_match(substr({a}, {2 + q}, strpos({a}, ']') - {2 + q}), {pattern}))"
+                        for a in addresses)
+
+
+def _num_sql(k: str) -> str:
+    """_int of a value in the fast shape (digits, or what _absent reads as absent: '-', '', null, none of
+    which TRY_CAST reads): a BIGINT, or NULL; computed for shaped lines only (an unchecked value could
+    overflow the sums)."""
+    return f"CASE WHEN shaped THEN TRY_CAST({k} AS BIGINT) END"
+
+
+# _side of ``c`` (spelt with the quotes ``q`` around it, as JSON text)
+_SIDE = ("CASE WHEN starts_with({c}, '{q}outbound|') OR {c} IN ('{q}PassthroughCluster{q}', '{q}BlackHoleCluster{q}') "
+         "THEN 'egress' WHEN starts_with({c}, '{q}inbound|') OR starts_with({c}, '{q}InboundPassthroughCluster') "
+         "THEN 'ingress' END")
+# the client sidecar's own connection to the chosen pod when an outbound line names one
+_UP = "direction = 'egress' AND u_host NOT IN ({absent})"
 
 
 # Istio's JSON encoding. DuckDB (yyjson) and json.loads agree on what a JSON text is, except that
@@ -449,9 +520,14 @@ _FIELDS = {
 # gives NULL). A repeated key reads as its first occurrence on both paths (jsonline). The values are
 # taken in ONE json_extract (every json_* call parses the line again) as JSON text, so that a string
 # is told from a number; a string whose text holds '\' (an escape) is left to Python, else its text
-# between the quotes is its value. Those _record reads as strings must be strings or null, and the
-# rest of _record's checks follow in _checked_sql on the same columns as the TEXT format gives.
-_JSON_LENIENT = (r",[ \t]*[\]}]", r"(?i)nan[ \t,\]}]", r"(?i)inf(?:inity)?[ \t,\]}]")
+# between the quotes is its value. Those _record reads as strings must be strings or null (checked
+# in one match over all of them, _json_fields_sql), and the rest of _record's checks follow in
+# _checked_sql on the same columns as the TEXT format gives.
+# yyjson reads nan / inf (any case, a '-' before) only where a value starts: after ':', '[' or ','
+# and blanks, where strict JSON has no bare word starting with those letters. Each expression starts
+# with a literal character, which RE2 skips to (three of them cost less than two that start with
+# a case-insensitive word, or one that joins them).
+_JSON_LENIENT = (r",[ \t]*(?:[\]}]|[-+]?(?i:nan|inf))", r":[ \t]*[-+]?(?i:nan|inf)", r"\[[ \t]*[-+]?(?i:nan|inf)")
 _JSON_KEYS = ("start_time", "protocol", "response_flags", "response_code_details", "connection_termination_details",
               "bytes_received", "bytes_sent", "duration", "request_id", "x_request_id", "upstream_host",
               "upstream_cluster", "upstream_local_address", "downstream_local_address", "downstream_remote_address",
@@ -462,53 +538,69 @@ _TIME_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-
 
 
 def _json_fields_sql(parsed: str) -> str:
-    """_FIELDS of the JSON lines of ``parsed``; ``shaped`` also says that every value has the type
-    _record accepts and the shape the TEXT format's expression guarantees."""
+    """_text_fields_sql's columns from the JSON lines of ``parsed``; ``shaped`` also says that every
+    value has the type _record accepts and the shape the TEXT format's expression guarantees.
 
-    def string(k: str) -> str:  # a string's content, '' for null or missing, NULL for another type or an escape
-        return (f"CASE WHEN {k} IS NULL OR {k} = 'null' THEN '' "
-                f"WHEN starts_with({k}, '\"') AND NOT contains({k}, '\\') THEN substr({k}, 2, length({k}) - 2) END")
+    The values come as JSON text (a missing key as 'null'). ONE regular expression over them, joined by
+    line breaks (which no value of a line holds, and no part of the expression matches), checks them
+    all: a string holds no '\\' (json_extract writes '"', '\\' and control characters escaped), so its
+    value is its text between the quotes; null where _record allows it; numbers (_int) as digits or
+    strings of digits; the time and the addresses in the TEXT format's shapes. One match over the
+    joined values costs a fraction of one match per value, and the values are then read from the JSON
+    text itself (quotes included: null, "" and "-" are _absent; a null protocol, flag or detail is
+    '' in _record, which neither the HTTP/3 nor the denial test tells from 'null')."""
+    string = r'(?:null|"[^"\\\x00-\x1f]*")'
 
-    def number(k: str) -> str:  # _int: digits, '-' when absent, NULL for anything else
-        return (f"CASE WHEN {k} IS NULL OR {k} IN ('null', '\"\"', '\"-\"') THEN '-' "
-                f"WHEN regexp_full_match({k}, '\"?[0-9]+\"?') AND starts_with({k}, '\"') = ends_with({k}, '\"') "
-                f"THEN trim({k}, '\"') END")
+    def number(digits: int) -> str:
+        return f'(?:null|""|"-"|"[0-9]{{1,{digits}}}"|[0-9]{{1,{digits}}})'
 
-    addr = sql_str(_ADDR)
-    optional = sql_str(f"|-|{_ADDR}")
-    values = f"""
-  {string('start_time')} AS st, {string('protocol')} AS protocol, {string('response_flags')} AS flags,
-  {string('response_code_details')} AS details, {string('connection_termination_details')} AS termination,
-  {number('bytes_received')} AS received, {number('bytes_sent')} AS sent, {number('duration')} AS duration,
-  {string("coalesce(request_id, x_request_id)")} AS rid,
-  {string('upstream_host')} AS u_host, nullif({string('upstream_cluster')}, '') AS cluster0,
-  {string('upstream_local_address')} AS u_local0, {string('downstream_local_address')} AS d_local,
-  {string('downstream_remote_address')} AS d_remote,
-  downstream_peer_uri_san IS NULL OR downstream_peer_uri_san IN ('null', '""', '"-"') AS no_san"""
-    checks = f"""coalesce(shaped AND regexp_full_match(st, {sql_str(_TIME_RE)})
-    AND protocol IS NOT NULL AND flags IS NOT NULL AND details IS NOT NULL AND termination IS NOT NULL
-    AND received IS NOT NULL AND sent IS NOT NULL AND duration IS NOT NULL AND rid IS NOT NULL
-    AND (cluster0 IS NOT NULL OR upstream_cluster IS NULL OR upstream_cluster IN ('null', '""'))
-    AND regexp_full_match(u_host, {optional}) AND regexp_full_match(u_local0, {optional})
-    AND regexp_full_match(d_local, {addr}) AND regexp_full_match(d_remote, {addr}) AND no_san, false)"""
+    optional = f'(?:null|""|"-"|"{_ADDR}")'
+    parts = {  # value -> the pattern of its JSON text
+        "start_time": f'"{_TIME_RE}"', "protocol": string, "response_flags": string,
+        "response_code_details": string, "connection_termination_details": string, "bytes_received": number(18),
+        "bytes_sent": number(18), "duration": number(15), "request_id": string, "upstream_host": optional,
+        "upstream_cluster": string, "upstream_local_address": optional, "downstream_local_address": f'"{_ADDR}"',
+        "downstream_remote_address": f'"{_ADDR}"', "downstream_peer_uri_san": '(?:null|""|"-")'}
+    check = f"regexp_full_match(concat_ws(chr(10), {', '.join(parts)}), {sql_str(chr(10).join(parts.values()))})"
+    absent = "'null', '\"\"', '\"-\"'"
+
+    def num(k: str) -> str:  # a string of digits is read between its quotes
+        quoted = f"substr({k}, 2, strlen({k}) - 2)"
+        return _num_sql(f"CASE WHEN starts_with({k}, '\"') THEN {quoted} ELSE {k} END")
+
+    flags = "string_split(substr(response_flags, 2, strlen(response_flags) - 2), ',')"
+    denied = ("contains(response_code_details, 'rbac_access_denied') "
+              "OR contains(connection_termination_details, 'rbac_access_denied') "
+              "OR CASE WHEN contains(response_flags, 'UAEX') OR contains(response_flags, 'RBAC') "
+              f"THEN list_has_any({flags}, ['UAEX', 'RBAC']) ELSE false END "
+              "OR upstream_cluster = '\"BlackHoleCluster\"'")
+    http3 = "CASE WHEN contains(protocol, '/3') THEN starts_with(upper(protocol), '\"HTTP/3') ELSE false END"
+    addresses = ("upstream_host", "upstream_local_address", "downstream_local_address", "downstream_remote_address")
+    v6 = " OR ".join(f"contains({a}, '[')" for a in addresses)
+    # request_id, else x_request_id when request_id is missing (not when it is null): _record's get()
+    rid = _JSON_KEYS.index("request_id") + 1
+    raw = ", ".join(f"coalesce(j[{i}]::VARCHAR, {f'j[{i + 1}]::VARCHAR, ' if i == rid else ''}'null') AS {k}"
+                    for i, k in enumerate(_JSON_KEYS, 1) if k != "x_request_id")
     return f"""
-SELECT fi, blank, {checks} AS shaped, substr(st, 1, 19) AS time,
-  CASE WHEN substr(st, 20, 1) = '.' THEN substr(st, 21, strlen(st) - 21) ELSE '' END AS frac,
-  protocol, flags, details, termination, received, sent, duration, rid, u_host, coalesce(cluster0, '-') AS cluster,
-  CASE WHEN u_local0 = '' THEN '-' ELSE u_local0 END AS u_local, d_local, d_remote
+SELECT fi, blank, shaped, time, n_received, n_sent, n_duration, http3, denied, direction,
+  CASE WHEN request_id IN ({absent}) THEN NULL ELSE substr(request_id, 2, length(request_id) - 2) END AS rid,
+  CASE WHEN {_UP.format(absent=absent)} AND u_local NOT IN ({absent}) THEN u_local ELSE d_remote END AS src,
+  CASE WHEN {_UP.format(absent=absent)} THEN u_host ELSE d_local END AS dst
 FROM (
-SELECT fi, blank, shaped, upstream_cluster, {values}
-FROM (SELECT fi, blank, shaped, {', '.join(f'j[{i}]::VARCHAR AS {key}' for i, key in enumerate(_JSON_KEYS, 1))}
-FROM ({parsed})))"""
+SELECT fi, blank, shaped, substr(start_time, 2, strlen(start_time) - 3) AS time,
+  {num('bytes_received')} AS n_received, {num('bytes_sent')} AS n_sent, {num('duration')} AS n_duration,
+  {http3} AS http3, {denied} AS denied, {_SIDE.format(c='upstream_cluster', q='"')} AS direction, request_id,
+  upstream_host AS u_host, upstream_local_address AS u_local, downstream_local_address AS d_local,
+  downstream_remote_address AS d_remote
+FROM (
+SELECT fi, blank, coalesce(shaped AND {check} AND CASE WHEN {v6} THEN {_v6_ok_sql(addresses, 1)} ELSE true END,
+  false) AS shaped, * EXCLUDE (fi, blank, shaped)
+FROM (SELECT fi, blank, shaped, {raw} FROM ({parsed}))))"""
 
 
 def _fields_sql(parsed: str, kind: str) -> str:
-    """The values of _FIELDS of the lines in the fast shape of the relation ``parsed`` (_scan_sql)."""
-    if kind == "json":
-        return _json_fields_sql(parsed)
-    fields = ", ".join(f"{v} AS {k}" for k, v in _FIELDS.items())
-    runs = ", ".join(f"string_split(q[{i}], ' ') AS s{i}" for i in (2, 3, 5, 15))
-    return f"SELECT fi, blank, shaped, {fields} FROM (SELECT *, {runs} FROM ({parsed}))"
+    """_text_fields_sql's columns of the lines of the relation ``parsed`` (_scan_sql)."""
+    return _checked_sql(_json_fields_sql(parsed) if kind == "json" else _text_fields_sql(parsed), kind == "json")
 
 
 def _kind(src: SourceFile) -> str | None:
@@ -537,9 +629,7 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], tag: str,
     parts = [_fields_sql(_scan_sql([files[i] for i in idx], idx, f"{tag}_e{n}", f"{tag}_s{n}", kind), kind)
              for n, kind, idx in groups]
     try:
-        # one statement: DuckDB computes a value that later expressions reference once per row
-        lines = "(" + " UNION ALL ".join(parts) + ")"
-        con.execute(f"CREATE TEMP TABLE {tag} AS {_checked_sql(lines)}")
+        con.execute(f"CREATE TEMP TABLE {tag} AS " + " UNION ALL ".join(parts))
     except SCAN_ERRORS as exc:
         raise scan_error(exc, files) from exc
     # invalid UTF-8 or an over-long line: Python replaces or reads it
@@ -548,7 +638,33 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], tag: str,
         return None
     whole = {int(r[0]) for r in con.execute(f"SELECT DISTINCT file_index FROM {tag} WHERE NOT ok").fetchall()}
     con.execute(f"DELETE FROM {tag} WHERE NOT ok OR file_index IN (SELECT file_index FROM {tag} WHERE NOT ok)")
-    return whole | (set(range(len(files))) - set(kinds))
+    return whole | _canonical_v6(con, tag) | (set(range(len(files))) - set(kinds))
+
+
+def _canonical_v6(con: duckdb.DuckDBPyConnection, table: str) -> set[int]:
+    """Writes IPv6 addresses as _record does (str(ip_address), RFC 5952), before the logged-by-both rule
+    compares them and the store groups by them (rare and few, so in Python); returns the files to read
+    in Python instead: those with an address Python does not read, which _v6_ok_sql leaves none of."""
+    rows = con.execute(f"""SELECT DISTINCT ip FROM (SELECT src_ip AS ip FROM {table} WHERE contains(src_ip, ':')
+        UNION ALL SELECT dst_ip FROM {table} WHERE contains(dst_ip, ':'))""").fetchall()
+    canon = {ip: canonical_ip(ip) for (ip,) in rows}
+    changes = [(ip, c) for ip, c in canon.items() if c is not None and c != ip]
+    unread = [ip for ip, c in canon.items() if c is None]
+    whole: set[int] = set()
+    if unread:
+        con.execute(f"CREATE TEMP TABLE {table}_v6 (raw VARCHAR)")
+        con.executemany(f"INSERT INTO {table}_v6 VALUES (?)", [(ip,) for ip in unread])
+        some = f"src_ip IN (SELECT raw FROM {table}_v6) OR dst_ip IN (SELECT raw FROM {table}_v6)"
+        whole = {int(r[0]) for r in con.execute(f"SELECT DISTINCT file_index FROM {table} WHERE {some}").fetchall()}
+        con.execute(f"DELETE FROM {table} WHERE file_index IN ({', '.join(map(str, whole))})")
+        con.execute(f"DROP TABLE {table}_v6")
+    if changes:
+        con.execute(f"CREATE TEMP TABLE {table}_v6 (raw VARCHAR, canon VARCHAR)")
+        con.executemany(f"INSERT INTO {table}_v6 VALUES (?, ?)", changes)
+        for col in ("src_ip", "dst_ip"):
+            con.execute(f"UPDATE {table} SET {col} = m.canon FROM {table}_v6 m WHERE {table}.{col} = m.raw")
+        con.execute(f"DROP TABLE {table}_v6")
+    return whole
 
 
 def _shape_sql(kind: str) -> str:
@@ -559,9 +675,10 @@ def _shape_sql(kind: str) -> str:
 
 def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: str, scan: str, kind: str) -> str:
     """Every line of ``files``: its file index, whether it is blank, whether it is in the fast shape
-    (_LINE), and then its parts between '"' (``q``); materialised by the caller (DuckDB inlines subqueries, so a
-    column referenced again in the next step would be computed again)."""
+    (_LINE, or _JSON_LENIENT's superset), and then the line and its pieces between ' ' (``w``, TEXT) or
+    the JSON texts of _JSON_KEYS (``j``)."""
     mapping = ", ".join(str(i) for i in indexes)
+    fi = "file_index" if list(indexes) == list(range(len(indexes))) else f"[{mapping}][CAST(file_index AS BIGINT) + 1]"
     # nullstr: a value no line has, so that an empty line is '' and the delimiter \x01 gives c1.
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
     return f"""
@@ -570,74 +687,58 @@ FROM (
 SELECT fi, c0, coalesce(c0 = '' AND c1 IS NULL, false) AS blank,
   coalesce(c1 IS NULL AND {_shape_sql(kind)}, false) AS shaped
 FROM (
-SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
+SELECT {fi} AS fi, c0, c1
 FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
   columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
   compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects}',
   rejects_scan='{scan}')))"""
 
 
-def _checked_sql(parsed: str) -> str:
-    """The staging columns, ``rid`` (the request id as the table spells it, _rid_key) and ``ok``: the row
-    is exactly what _record gives (else the file is read in Python); blank lines give no row. Each
-    address is cut into its IP and port once (an expression a later one refers to is inlined and
-    computed again: the steps are kept few and flat)."""
-    limit = 1 << 62
-    umax = (1 << 64) - 1
+def _checked_sql(fields: str, quoted: bool) -> str:
+    """_TABLE's columns and ``ok``: the row is exactly what _record gives (else the file is read in
+    Python); blank lines give no row.
 
-    def num(k: str) -> str:  # _int: '-' is absent (NULL), digits beyond 1 << 62 are bad (-1)
-        return f"CASE WHEN {k} = '-' THEN NULL ELSE coalesce(TRY_CAST({k} AS HUGEINT), -1) END"
+    ``shaped`` (_LINE, _json_fields_sql) already guarantees every address valid with a port of at most
+    65535 and every number short enough for BIGINT arithmetic, so what is left is the time (a real day)
+    and the values; only the two endpoints the row names (``src``, ``dst``; ``quoted``: in '"') are cut
+    into IP and port (an IPv6 address as written: _canonical_v6)."""
+    q = int(quoted)
 
-    def cut(a: str) -> str:  # _parse_endpoint: IP and the digits after the ':' (port NULL: absent or > 65535)
-        # (strpos and substr: split_part builds a list per row, several times slower)
-        return (f"CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, 1, strpos({a}, ':') - 1) END AS {a}_ip, "
-                f"CASE WHEN {a} IN ('', '-') THEN NULL ELSE substr({a}, strpos({a}, ':') + 1) END AS {a}_pt")
+    def v6(a: str) -> str:
+        return f"starts_with({a}, '{chr(34) * q}[')"
 
-    def port(a: str) -> str:
-        return f"TRY_CAST({a}_pt AS INTEGER)"
+    def ip(a: str) -> str:
+        return (f"CASE WHEN {v6(a)} THEN substr({a}, {2 + q}, strpos({a}, ']') - {2 + q}) "
+                f"ELSE substr({a}, {1 + q}, strpos({a}, ':') - {1 + q}) END")
 
-    side = ("CASE WHEN starts_with(cluster, 'outbound|') OR cluster IN ('PassthroughCluster', 'BlackHoleCluster') "
-            "THEN 'egress' WHEN starts_with(cluster, 'inbound|') OR starts_with(cluster, 'InboundPassthroughCluster') "
-            "THEN 'ingress' END")
-    # _denied: rbac_access_denied has no space, so it is in the joined details iff in one of them
-    denied = ("contains(details, 'rbac_access_denied') OR contains(termination, 'rbac_access_denied') "
-              "OR (flags <> '-' AND list_has_any(string_split(flags, ','), ['UAEX', 'RBAC'])) "
-              "OR cluster = 'BlackHoleCluster'")
-    # the client sidecar's own connection to the chosen pod when an outbound line names one
-    up = "direction = 'egress' AND u_host_ip IS NOT NULL"
+    def port(a: str) -> str:  # the digits after the last ':'
+        colon = f"CASE WHEN {v6(a)} THEN strpos({a}, ']:') + 1 ELSE strpos({a}, ':') END"
+        return f"TRY_CAST(substr({a}, {colon} + 1, strlen({a}) - {colon} - {q}) AS INTEGER)"
+
     return f"""
-SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t_end AS UBIGINT) AS t_end,
-  CASE WHEN {up} THEN coalesce(u_local_ip, d_remote_ip) ELSE d_remote_ip END AS src_ip,
-  CASE WHEN {up} THEN u_host_ip ELSE d_local_ip END AS dst_ip,
-  CASE WHEN {up} THEN coalesce(p_u_local, p_d_remote) ELSE p_d_remote END AS src_port,
-  CASE WHEN {up} THEN p_u_host ELSE p_d_local END AS dst_port,
-  CASE WHEN starts_with(upper(protocol), 'HTTP/3') THEN 17 ELSE 6 END AS proto,
+SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t + coalesce(n_duration, 0) * 1000 AS UBIGINT) AS t_end,
+  {ip('src')} AS src_ip, {ip('dst')} AS dst_ip, {port('src')} AS src_port, {port('dst')} AS dst_port,
+  CASE WHEN http3 THEN 17 ELSE 6 END AS proto,
   TRY_CAST(CASE WHEN n_received IS NULL AND n_sent IS NULL THEN NULL
     ELSE coalesce(n_received, 0) + coalesce(n_sent, 0) END AS UBIGINT) AS bytes,
-  NULL::UBIGINT AS packets, CASE WHEN {denied} THEN 'reject' ELSE 'accept' END AS action,
-  NULL::INTEGER AS tcp_flags, false AS is_reply, direction, NULL::VARCHAR AS src_workload,
-  NULL::VARCHAR AS dst_workload, 'OK' AS log_status, fi::INTEGER AS file_index,
-  CASE WHEN rid IN ('', '-') THEN NULL ELSE rid END AS rid,
-  coalesce(shaped AND t BETWEEN 0 AND {MAX_EPOCH_SECONDS * 1_000_000} AND t_end <= {umax}
-    AND coalesce(n_received, 0) BETWEEN 0 AND {limit} AND coalesce(n_sent, 0) BETWEEN 0 AND {limit}
-    AND coalesce(n_duration, 0) BETWEEN 0 AND {limit}
-    AND (u_host_ip IS NULL OR p_u_host <= 65535) AND (u_local_ip IS NULL OR p_u_local <= 65535)
-    AND p_d_local <= 65535 AND p_d_remote <= 65535, false) AS ok
+  denied, direction, fi::INTEGER AS file_index, rid,
+  coalesce(shaped AND t BETWEEN 0 AND {MAX_EPOCH_SECONDS * 1_000_000}, false) AS ok
 FROM (
-SELECT *, t + coalesce(n_duration, 0) * 1000 AS t_end
-FROM (
-SELECT *, {side} AS direction,
-  epoch_us(TRY_CAST(time AS TIMESTAMP))::HUGEINT
-    + TRY_CAST(rpad(left(frac, 6), 6, '0') AS HUGEINT) AS t,
-  {num('received')} AS n_received, {num('sent')} AS n_sent, {num('duration')} AS n_duration,
-  {port('u_host')} AS p_u_host, {port('u_local')} AS p_u_local, {port('d_local')} AS p_d_local,
-  {port('d_remote')} AS p_d_remote
-FROM (
-SELECT *, {cut('u_host')}, {cut('u_local')}, {cut('d_local')}, {cut('d_remote')}
-FROM {parsed} WHERE NOT blank)))"""
+SELECT *,
+  CASE WHEN shaped THEN epoch_us(TRY_CAST(time AS TIMESTAMP)) END AS t
+FROM ({fields}) WHERE NOT blank)"""
 
 
-_STAGE_SQL = ", ".join(STAGE_COLUMNS)
+# The fast path's table: the staging columns that vary (``denied`` for ``action``), and ``rid``, the
+# request id as the table spells it (_rid_key). Writing a column costs about as much as computing one,
+# so the constants are added when the store reads the table (_STAGE_SQL).
+_TABLE = ("t_start", "t_end", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "bytes", "denied", "direction",
+          "file_index", "rid")
+_CONSTANT = {"packets": "NULL::UBIGINT", "action": "CASE WHEN denied THEN 'reject' ELSE 'accept' END",
+             "tcp_flags": "NULL::INTEGER", "is_reply": "false", "src_workload": "NULL::VARCHAR",
+             "dst_workload": "NULL::VARCHAR", "log_status": "'OK'"}
+_STAGE_SQL = ", ".join(f"{_CONSTANT[c]} AS {c}" if c in _CONSTANT else c for c in STAGE_COLUMNS)
+assert set(STAGE_COLUMNS) == set(_TABLE) - {"denied", "rid"} | set(_CONSTANT)
 
 
 def _finish(con: duckdb.DuckDBPyConnection, table: str, writer: StageWriter, staged: Staged,
@@ -645,7 +746,8 @@ def _finish(con: duckdb.DuckDBPyConnection, table: str, writer: StageWriter, sta
     """Adds the Python rows to the table, drops outbound lines whose request the server's sidecar
     logged too (counted as skipped, as _Batch does) and returns the relation over the table."""
     if writer.rows:
-        con.execute(f"INSERT INTO {table} SELECT {_STAGE_SQL}, rid, true FROM ({writer.relation(files, 1).sql})")
+        python = ", ".join("action = 'reject'" if c == "denied" else c for c in _TABLE)
+        con.execute(f"INSERT INTO {table} SELECT {python}, true FROM ({writer.relation(files, 1).sql})")
     # _Batch's key: (request id or None, source, destination); None matches None, as in a Python set
     drop_both_ends(con, table, ("rid", "src_ip", "src_port", "dst_ip", "dst_port"), files, staged, DUPLICATE)
     return StagedRelation(sql=f"SELECT {_STAGE_SQL} FROM {table}", files=files, time_unit=1_000_000,
