@@ -67,9 +67,9 @@ from microseg.sources.flows import (
     sql_list,
     sql_str,
 )
-from microseg.sources.flows.hubble import workload_from_pod
+from microseg.sources.flows.hubble import address_json_sql, canonical_ipv6, workload_from_pod
 from microseg.sources.flows.jsonline import loads
-from microseg.sources.flows.sqlpath import IPV4_PATTERN, SCAN_ERRORS, drop_after_scan, drop_tables, scan_error
+from microseg.sources.flows.sqlpath import SCAN_ERRORS, drop_after_scan, drop_tables, scan_error
 
 NAME = "gcp"
 
@@ -417,13 +417,16 @@ def _lines(src: SourceFile, until: int | None = None) -> Iterator[tuple[int, str
 #   anywhere (no backslash: a string's JSON text is its content), what yyjson accepts and json.loads
 #   does not (a trailing comma; nan, inf and their other spellings, found by a cheap test that also
 #   catches NaN and Infinity), a line long enough to nest deeper than Python's recursion limit or to
-#   hold a number of more digits than int() converts, a value of an unexpected type or shape (IPv6,
-#   which Python canonicalises; times not in UTC "Z"; names that are not plain ASCII), a bad value,
-#   blanks around the document; Python names the line and field of every bad record;
+#   hold a number of more digits than int() converts, a value of an unexpected type or shape (an
+#   address ipaddress refuses, or an IPv6 zone id that is not an interface name; times not in UTC "Z";
+#   names that are not plain ASCII), a bad value, blanks around the document; Python names the line and
+#   field of every bad record;
 # - the whole file when DuckDB's line is not Python's: a line with the delimiter \x01, a line with
 #   CR or LF left in it, invalid UTF-8 or an over-long line (DuckDB rejects it, Python replaces it), a
-#   byte order mark (DuckDB skips it, Python reads it as part of the first line: bad JSON), or a
-#   pending text Python does not find in the file.
+#   byte order mark (DuckDB skips it, Python reads it as part of the first line: bad JSON), a pending
+#   text Python does not find in the file, or an address SQL took that canonical_ip refuses (not expected:
+#   a safety net, see hubble.canonical_ipv6).
+# IPv6 addresses SQL read are rewritten as canonical_ip writes them (each distinct value judged in Python).
 # The rows Python reads are added to the table; the rank rules then run in SQL on all of them.
 
 # The payload fields _record reads; json_extract gives each one's JSON text (a string keeps its quotes).
@@ -489,6 +492,9 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], scanned: 
             whole.add(int(fi))
         else:
             pending.setdefault(int(fi), set()).add(str(line))
+    # IPv6 as ipaddress writes it, as the rows Python reads hold it: the rank and reply rules compare
+    # addresses across both paths (_settle, _judge_pending)
+    whole |= canonical_ipv6(con, table, "line IS NULL")
     return _Fast(whole=whole, pending={i: frozenset(v) for i, v in pending.items() if i not in whole},
                  skipped=frozenset(set(range(len(files))) - set(scanned)))
 
@@ -507,8 +513,8 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         return (f"CASE WHEN regexp_full_match({v}, '[0-9]+') THEN TRY_CAST({v} AS UBIGINT) "
                 f"WHEN regexp_full_match({v}, '\"[0-9]+\"') THEN TRY_CAST({text(v)} AS UBIGINT) END")
 
-    def address(v: str) -> str:  # IPv4 as ipaddress writes it; NULL: not certain
-        return f"CASE WHEN regexp_full_match({v}, '\"{IPV4_PATTERN}\"') THEN {text(v)} END"
+    def address(v: str) -> str:  # an address ipaddress accepts as written (_scan canonicalises IPv6); NULL: uncertain
+        return f"CASE WHEN {address_json_sql(v)} THEN {text(v)} END"
 
     def time_us(v: str) -> str:  # _time_us of a UTC time; NULL: not certain
         # YYYY-MM-DDTHH:MM:SS.ffffff (cut after 6 digits, as _time_us does) is a TIMESTAMP cast
