@@ -317,7 +317,7 @@ IPV6 = [
     line("::ffff:10.0.0.1", "::FFFF:10.0.0.2", 50004),  # 7: IPv4-mapped
     line("64:ff9b::192.0.2.33", "1:2:3:4:5:6:1.2.3.4", 50005),  # 8: embedded IPv4
     line("fe80::1%eth0", "FE80::2%eth0.100", 50006),  # 9: zone ids
-    line("fe80::1%eth 0", "fd00::2", 50007),  # 10: a blank in the zone (Python)
+    line("fe80::1%eth 0", "fd00::2", 50007),  # 10: a blank in the zone: bad (canonical_ip's zone rule; Python)
     line("fe80::1%a/b", "fd00::2", 50008),  # 11: bad
     line("fe80::1%", "fd00::2", 50009),  # 12: bad
     line("1:::2", "fd00::2", 50010),  # 13: bad
@@ -346,8 +346,8 @@ def test_fast_path_ipv6_spellings_match_the_python_reader(tmp_path: Path, monkey
     assert by_file["a.ndjson"] == by_file["b.ndjson"] == frozenset(IPV6[n - 1] for n in in_python)
     report, got = fast
     assert [(no, field) for name, no, field, _, _ in report[4] if name == "a.ndjson"] == [
-        (n, "connection.src_ip") for n in range(11, 19)]
-    assert report[2] >= 2 * 8 and report[3] == {"duplicate-report": 2}  # 21, in both files
+        (n, "connection.src_ip") for n in range(10, 19)]
+    assert report[2] >= 2 * 9 and report[3] == {"duplicate-report": 2}  # 21, in both files
     keys = [(r[0], r[1], r[2], r[3]) for r in got]
     # by hand: every spelling of fd00::1 -> fd00::2 folds into one row per file
     assert [r[6] for r in got if r[:3] == ("fd00::1", "fd00::2", 50001)] == [6, 6]  # 1-4, 19, 20
@@ -362,7 +362,7 @@ def test_fast_path_ipv6_spellings_match_the_python_reader(tmp_path: Path, monkey
 
 def test_an_address_sql_takes_and_python_refuses_sends_the_file_to_python(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The safety net behind the IPv6 pattern (hubble.canonical_ipv6): were it ever to accept a text
+    """The safety net behind the IPv6 pattern (sqlpath.canonical_ipv6): were it ever to accept a text
     ipaddress refuses, the files holding that value are read in Python (here a deliberately loose pattern)."""
     from microseg.sources.flows import hubble
     monkeypatch.setattr(hubble, "IPV6_SQL", "[0-9A-Fa-f:.%a-z]+")
@@ -371,6 +371,6 @@ def test_an_address_sql_takes_and_python_refuses_sends_the_file_to_python(
     fast, python, calls = both_paths(tmp_path, monkeypatch, a, clean)
     assert fast == python
     assert [(no, field) for name, no, field, _, _ in fast[0][4] if name == "a.ndjson"] == [
-        (n, "connection.src_ip") for n in range(11, 19)]
+        (n, "connection.src_ip") for n in range(10, 19)]
     assert ("a.ndjson", None) in calls  # whole
     assert [c for c in calls if c[0] == "clean.ndjson"] == []  # SQL read all of the clean file

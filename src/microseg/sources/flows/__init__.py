@@ -17,6 +17,7 @@ import gzip
 import io
 import ipaddress
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -284,13 +285,25 @@ def head_lines(path: Path, n: int = 5, max_bytes: int = 1 << 16) -> list[str]:
     return out
 
 
+# The zone of a scoped IPv6 address ("fe80::1%eth0", RFC 4007): an interface name or index. ipaddress
+# takes any text without "%" or "/" there (tabs, spaces, control characters), which no interface is
+# called and which no stage or report could carry: one rule for every reader and the store.
+ZONE_ID = r"[0-9A-Za-z_.-]+"
+_ZONE_ID = re.compile(ZONE_ID)
+
+
 @functools.lru_cache(maxsize=1 << 16)  # a log names the same few thousand addresses millions of times
 def canonical_ip(text: str) -> str | None:
-    """``text`` as ``ipaddress`` writes it (RFC 5952 for IPv6); None when it is not an address."""
+    """``text`` as ``ipaddress`` writes it (RFC 5952 for IPv6); None when it is not an address (or names
+    a zone that is not :data:`ZONE_ID`). The one address rule of every reader and of the store."""
     try:
-        return str(ipaddress.ip_address(text))
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
+    zone = getattr(ip, "scope_id", None)
+    if zone is not None and not _ZONE_ID.fullmatch(zone):
+        return None
+    return str(ip)
 
 
 def sql_str(text: str) -> str:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import codecs
 import functools
 import gzip
-import ipaddress
 import json
 import re
 from collections.abc import Sequence
@@ -74,6 +73,7 @@ from microseg.sources.flows.jsonline import loads as json_loads
 from microseg.sources.flows.sqlpath import (
     IPV6_PATTERN,
     SCAN_ERRORS,
+    canonical_ipv6,
     count_rejects,
     drop_after_scan,
     drop_both_ends,
@@ -238,10 +238,8 @@ def _parse_endpoint(v: str) -> tuple[str, int] | None:
         host = host[1:-1]
     if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         return None
-    try:
-        return str(ipaddress.ip_address(host)), int(port)
-    except ValueError:
-        return None
+    ip = canonical_ip(host)
+    return None if ip is None else (ip, int(port))
 
 
 def _side(cluster: str) -> str | None:
@@ -642,28 +640,12 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], tag: str,
 
 
 def _canonical_v6(con: duckdb.DuckDBPyConnection, table: str) -> set[int]:
-    """Writes IPv6 addresses as _record does (str(ip_address), RFC 5952), before the logged-by-both rule
-    compares them and the store groups by them (rare and few, so in Python); returns the files to read
-    in Python instead: those with an address Python does not read, which _v6_ok_sql leaves none of."""
-    rows = con.execute(f"""SELECT DISTINCT ip FROM (SELECT src_ip AS ip FROM {table} WHERE contains(src_ip, ':')
-        UNION ALL SELECT dst_ip FROM {table} WHERE contains(dst_ip, ':'))""").fetchall()
-    canon = {ip: canonical_ip(ip) for (ip,) in rows}
-    changes = [(ip, c) for ip, c in canon.items() if c is not None and c != ip]
-    unread = [ip for ip, c in canon.items() if c is None]
-    whole: set[int] = set()
-    if unread:
-        con.execute(f"CREATE TEMP TABLE {table}_v6 (raw VARCHAR)")
-        con.executemany(f"INSERT INTO {table}_v6 VALUES (?)", [(ip,) for ip in unread])
-        some = f"src_ip IN (SELECT raw FROM {table}_v6) OR dst_ip IN (SELECT raw FROM {table}_v6)"
-        whole = {int(r[0]) for r in con.execute(f"SELECT DISTINCT file_index FROM {table} WHERE {some}").fetchall()}
-        con.execute(f"DELETE FROM {table} WHERE file_index IN ({', '.join(map(str, whole))})")
-        con.execute(f"DROP TABLE {table}_v6")
-    if changes:
-        con.execute(f"CREATE TEMP TABLE {table}_v6 (raw VARCHAR, canon VARCHAR)")
-        con.executemany(f"INSERT INTO {table}_v6 VALUES (?, ?)", changes)
-        for col in ("src_ip", "dst_ip"):
-            con.execute(f"UPDATE {table} SET {col} = m.canon FROM {table}_v6 m WHERE {table}.{col} = m.raw")
-        con.execute(f"DROP TABLE {table}_v6")
+    """Writes IPv6 addresses as _record does (sqlpath.canonical_ipv6), before the logged-by-both rule
+    compares them and the store groups by them; returns the files to read in Python instead (their rows
+    deleted): those with an address Python does not read, which _v6_ok_sql leaves none of."""
+    whole = canonical_ipv6(con, table)
+    if whole:
+        con.execute(f"DELETE FROM {table} WHERE file_index IN ({', '.join(map(str, sorted(whole)))})")
     return whole
 
 

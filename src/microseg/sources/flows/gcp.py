@@ -67,9 +67,9 @@ from microseg.sources.flows import (
     sql_list,
     sql_str,
 )
-from microseg.sources.flows.hubble import address_json_sql, canonical_ipv6, workload_from_pod
+from microseg.sources.flows.hubble import address_json_sql, workload_from_pod
 from microseg.sources.flows.jsonline import loads
-from microseg.sources.flows.sqlpath import SCAN_ERRORS, drop_after_scan, drop_tables, scan_error
+from microseg.sources.flows.sqlpath import SCAN_ERRORS, canonical_ipv6, drop_after_scan, drop_tables, scan_error
 
 NAME = "gcp"
 
@@ -425,7 +425,7 @@ def _lines(src: SourceFile, until: int | None = None) -> Iterator[tuple[int, str
 #   CR or LF left in it, invalid UTF-8 or an over-long line (DuckDB rejects it, Python replaces it), a
 #   byte order mark (DuckDB skips it, Python reads it as part of the first line: bad JSON), a pending
 #   text Python does not find in the file, or an address SQL took that canonical_ip refuses (not expected:
-#   a safety net, see hubble.canonical_ipv6).
+#   a safety net, see sqlpath.canonical_ipv6).
 # IPv6 addresses SQL read are rewritten as canonical_ip writes them (each distinct value judged in Python).
 # The rows Python reads are added to the table; the rank rules then run in SQL on all of them.
 

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import ipaddress
 import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +72,7 @@ from microseg.sources.flows import (
     StagedRelation,
     StageRow,
     StageWriter,
+    canonical_ip,
     iter_lines,
     sql_list,
     sql_str,
@@ -181,10 +181,10 @@ def _int(v: str, field: str, limit: int | None = None) -> int:
 
 
 def _ip(v: str, field: str) -> str:
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise _Bad(field, f"{v!r} is not an IP address") from None
+    ip = canonical_ip(v)
+    if ip is None:
+        raise _Bad(field, f"{v!r} is not an IP address")
+    return ip
 
 
 def _protocol(v: str) -> int:

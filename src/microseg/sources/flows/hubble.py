@@ -73,9 +73,9 @@ from microseg.sources.flows.sqlpath import (
     IPV4_PATTERN,
     IPV6_PATTERN,
     SCAN_ERRORS,
+    canonical_ipv6,
     count_rejects,
     drop_after_scan,
-    drop_tables,
     scan_error,
 )
 
@@ -399,7 +399,7 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
 # - every value _record uses has the type and form SQL checks exactly: strings without escapes (their
 #   JSON text, as DuckDB writes it back, is then their content), verdict names or numbers, addresses
 #   ipaddress accepts (IPv6 in any spelling, a zone id of interface-name characters; each distinct IPv6
-#   value is then rewritten as canonical_ip writes it, see canonical_ipv6), RFC 3339 UTC times, ports and
+#   value is then rewritten as canonical_ip writes it, see sqlpath.canonical_ipv6), RFC 3339 UTC times, ports and
 #   identities as JSON integers or ASCII digit strings, l4 with a known protocol first, booleans,
 #   workload hints of printable ASCII; anything else (wrong types, NaN, huge numbers, non-ASCII names,
 #   endpoints without any of the keys read) is left to Python.
@@ -427,54 +427,15 @@ _COMMON_FLAGS = {json.dumps({k: True for k in names}, separators=(",", ":")): su
                  for names in (["SYN"], ["ACK"], ["SYN", "ACK"], ["PSH", "ACK"], ["ACK", "PSH"], ["FIN", "ACK"],
                                ["ACK", "FIN"], ["RST"], ["RST", "ACK"], ["ACK", "RST"], ["FIN"], ["PSH"])}
 
-# IPv6 on the fast paths of this reader and gcp's: sqlpath's pattern of the texts ipaddress accepts, but with
-# a zone id (RFC 4007: "fe80::1%eth0") of interface-name characters only. ipaddress takes any zone without
-# "%" or "/" (and keeps it as written); a stranger one is left to Python.
-_ANY_ZONE = "(%[^%]+)?"
-assert IPV6_PATTERN.endswith(_ANY_ZONE)
-IPV6_SQL = IPV6_PATTERN.removesuffix(_ANY_ZONE) + "(%[0-9A-Za-z_.-]+)?"
+# IPv6 on the fast paths of this reader and gcp's: sqlpath's pattern of the texts canonical_ip accepts.
+IPV6_SQL = IPV6_PATTERN
 
 
 def address_json_sql(v: str) -> str:
     """SQL: the JSON text ``v`` is a string (no escape: the patterns hold no backslash or quote) of an
-    address canonical_ip accepts. Its content is the address as written: IPv6 still needs canonical_ipv6."""
+    address canonical_ip accepts. Its content is the address as written: IPv6 still needs sqlpath.canonical_ipv6."""
     return (f"CASE WHEN contains({v}, ':') THEN regexp_full_match({v}, '\"{IPV6_SQL}\"') "
             f"ELSE regexp_full_match({v}, '\"{IPV4_PATTERN}\"') END")
-
-
-def canonical_ipv6(con: duckdb.DuckDBPyConnection, table: str, where: str,
-                   columns: Sequence[str] = ("src_ip", "dst_ip")) -> set[int]:
-    """Rewrites the IPv6 addresses in ``columns`` of the rows ``where`` of ``table`` as canonical_ip writes
-    them (RFC 5952: "2001:DB8:0::1" -> "2001:db8::1"), so that rows SQL read and rows Python read fold into
-    the same aggregates and compare equal. Python judges every distinct value (a log names few addresses).
-
-    Returns the ``file_index`` of the rows holding a value canonical_ip refuses: none are expected (the SQL
-    pattern is ipaddress's), but should the two ever disagree those files are read in Python."""
-    union = " UNION ".join(f"SELECT {c} AS ip FROM {table} WHERE {where} AND contains({c}, ':')" for c in columns)
-    changes: list[tuple[str, str]] = []
-    refused: list[str] = []
-    for (ip,) in con.execute(f"SELECT DISTINCT ip FROM ({union})").fetchall():
-        canon = canonical_ip(str(ip))
-        if canon is None:
-            refused.append(str(ip))
-        elif canon != ip:
-            changes.append((str(ip), canon))
-    files: set[int] = set()
-    if refused:
-        values = ", ".join(sql_str(ip) for ip in sorted(refused))
-        found = " OR ".join(f"{c} IN ({values})" for c in columns)
-        files = {int(fi) for (fi,) in con.execute(f"SELECT DISTINCT file_index FROM {table} "
-                                                   f"WHERE ({where}) AND ({found})").fetchall()}
-    if changes:
-        mapping = f"{table}_v6"
-        con.execute(f"CREATE TEMP TABLE {mapping} (raw VARCHAR, canon VARCHAR)")
-        try:
-            con.executemany(f"INSERT INTO {mapping} VALUES (?, ?)", [list(c) for c in sorted(changes)])
-            for c in columns:
-                con.execute(f"UPDATE {table} AS t SET {c} = m.canon FROM {mapping} AS m WHERE t.{c} = m.raw")
-        finally:
-            drop_tables(con, [mapping])
-    return files
 
 
 @dataclass

@@ -63,7 +63,6 @@ import bisect
 import functools
 import gzip
 import io
-import ipaddress
 import itertools
 import re
 from collections import Counter
@@ -84,6 +83,7 @@ from microseg.sources.flows import (
     StagedRelation,
     StageRow,
     StageWriter,
+    canonical_ip,
     iter_lines,
     sql_list,
     sql_str,
@@ -237,10 +237,10 @@ def _flags(name: str, v: str) -> int:
 
 
 def _ip(name: str, v: str) -> str:
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise _Bad(name, f"{v!r} is not an IP address") from None
+    ip = canonical_ip(v)
+    if ip is None:
+        raise _Bad(name, f"{v!r} is not an IP address")
+    return ip
 
 
 def _need(row: dict[str, str], names: tuple[str, ...]) -> tuple[str, str]:
@@ -477,9 +477,9 @@ def _explicit_changes_apart(name: str) -> bool:
     the zone is read in Python (slow, exact). Transitions after the last listed one follow the zone's
     POSIX rule, one pair a year."""
     try:
-        from zoneinfo._zoneinfo import ZoneInfo as PyZoneInfo
+        from zoneinfo._zoneinfo import ZoneInfo as PyZoneInfo  # type: ignore[import-not-found]
 
-        listed = PyZoneInfo.no_cache(name)._trans_utc  # type: ignore[attr-defined]
+        listed = PyZoneInfo.no_cache(name)._trans_utc
         inside = [int(t) for t in listed if _ZONE_FROM <= t < _ZONE_UNTIL]
     except Exception:  # noqa: BLE001 - a private API: any failure means "cannot tell"
         return False

@@ -63,7 +63,6 @@ reports.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -85,6 +84,7 @@ from microseg.sources.flows import (
     StagedRelation,
     StageRow,
     StageWriter,
+    canonical_ip,
     iter_lines,
     jsonline,
     sql_list,
@@ -225,10 +225,10 @@ def _port(v: Any, field: str) -> int:
 def _ip(v: Any, field: str) -> str:
     if not isinstance(v, str):
         raise _Bad(field, f"{v!r} is not an IP address")
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise _Bad(field, f"{v!r} is not an IP address") from None
+    ip = canonical_ip(v)
+    if ip is None:
+        raise _Bad(field, f"{v!r} is not an IP address")
+    return ip
 
 
 def _sum(a: int | None, b: int | None) -> int | None:
