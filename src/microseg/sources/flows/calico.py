@@ -58,9 +58,10 @@ record is read whole by ``read_json`` / ``read_csv`` (the direct path), any othe
 SQL cannot decide exactly is read by the Python parser, which names the line and field of every bad
 record: single lines (escapes, repeated or missing keys, literals yyjson reads and Python does not,
 blanks Python splits on) or whole files (pretty-printed documents, arrays on one line, a record that
-fails a check, IPv6 addresses). A repeated key reads as its first occurrence everywhere (``jsonline``).
-The reported-by-both-ends rule runs in SQL over all rows. Tests assert that both paths give the same
-rows, counts and bad-line reports.
+fails a check). IPv6 addresses are checked and written by ``ipaddress`` itself, once per distinct
+address. A repeated key reads as its first occurrence everywhere (``jsonline``). The
+reported-by-both-ends rule runs in SQL over all rows. Tests assert that both paths give the same rows,
+counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -469,7 +470,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
         done = True
     finally:
         writer.close()
-        if not done:  # the store never sees this Staged: remove the staging file and the fast path's table
+        if not done:  # the store never sees this Staged: remove the staging file and the fast path's tables
             writer.path.unlink(missing_ok=True)
             if fast is not None:
                 drop_tables(con, [*fast.tables(), fast.tag])
@@ -487,8 +488,9 @@ _NULL_COLUMNS = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
 # -- DuckDB fast path (JSON documents, file form) -------------------------------------------------
 #
 # NDJSON files and file-form files are parsed by DuckDB, typed and checked in SQL as _record does it
-# in Python, into a temporary table. SQL reads a line only when it is certain to give exactly the
-# Python result. Two SQL paths:
+# in Python, into temporary tables (see _Part: the checked rows, and their distinct endpoints with
+# the address and workload hint each gives). SQL reads a line only when it is certain to give exactly
+# the Python result. Two SQL paths:
 #
 # - the direct path, for a file whose every line is *clean*: a whole JSON document without a
 #   backslash, a trailing comma or a literal yyjson reads and Python does not (``nan``, ``inf``, ...;
@@ -509,14 +511,17 @@ _NULL_COLUMNS = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
 #     Python reports the line), blanks or a comma around the document; a file-form line with tabs,
 #     repeated or non-ASCII blanks, or another number of fields;
 #   - the whole file when a line parsed but fails a check (Python names the line and field of a
-#     bad record; IPv6 addresses, which Python canonicalises, land here too), a trailing comma
+#     bad record), a trailing comma
 #     inside a document (yyjson accepts it, Python does not), a line that is not one whole document
 #     (pretty-printed documents, arrays on one line, broken JSON: Python joins lines there), or a
 #     file-form header other than the first line.
 # The whole batch goes to Python on invalid UTF-8 or an over-long line (DuckDB rejects it; Python
-# replaces). Rows from Python are added to the table, and the reported-by-both-ends rule runs in
-# SQL on all of them, as _Batch does it in Python. A repeated key reads as its first occurrence on
-# every path (jsonline: yyjson's rule, and the Python reader's).
+# replaces). The staging relation is the rows SQL read, joined to their endpoints, and the rows from
+# Python. When both source and destination reports occur, it is written to a table, where the
+# reported-by-both-ends rule runs in SQL on all of them, as _Batch does it in Python; otherwise the
+# store scans it as it is computed (no row can be dropped, so no staging table is written). A
+# repeated key reads as its first occurrence on every path (jsonline: yyjson's rule, and the Python
+# reader's).
 
 # The keys _record reads. ``source_name`` / ``dest_name`` are read only when ``*_name_aggr`` is
 # absent: from_json_strict fails then (the line goes to Python); read_json reads an absent key and a
@@ -647,8 +652,8 @@ WHERE f0 IS DISTINCT FROM 'startTime'"""
 
 def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_files: set[int],
           heads: dict[int, tuple[str | None, tuple[str, ...]]], tag: str) -> _Fast | None:
-    """Parses the JSON files and the file-form files with their field order (``heads``) into the
-    table ``tag``; None (nothing created): all of it in Python."""
+    """Parses the JSON files and the file-form files with their field order (``heads``) into tables
+    named after ``tag`` (see _Part); None (nothing created): all of it in Python."""
     groups: dict[tuple[bool, tuple[str, ...] | None], list[int]] = {}
     for i in sorted(json_files | set(heads)):
         groups.setdefault((files[i].gzip, heads[i][1] if i in heads else None), []).append(i)
