@@ -703,3 +703,46 @@ def test_fast_path_source_reports_only(tmp_path: Path, monkeypatch: pytest.Monke
     assert fast == python
     assert fast[0][:4] == (6, 6, 0, {})
     assert sum(row[6] for row in fast[1]) == 6 and {row[12] for row in fast[1]} == {"egress"}
+
+
+def _legacy(src: tuple[str, str, str], dst: tuple[str, str, str], port: int) -> str:
+    """A file-form line from (namespace, name, address) of each side."""
+    return (f"1528842551 1528842851 wep {src[0]} {src[1]} - wep {dst[0]} {dst[1]} - {src[2]} {dst[2]} 6 - {port} "
+            "1 1 1 in 1 1 10 20 allow")
+
+
+@pytest.mark.parametrize(("ends", "key"), [
+    # every address names one endpoint: rows find their endpoints by address alone
+    ([("dev", "web-*", "10.1.0.1"), ("dev", "db-*", "10.1.0.2"), ("ops", "web-*", "10.1.0.3")], ("ip",)),
+    # "-" (aggregated) for two endpoints, told apart by name: pub and pvt get different placeholders
+    ([("dev", "pub", "-"), ("dev", "pvt", "-"), ("dev", "db-*", "10.1.0.2")], ("name",)),
+    # one name in two namespaces behind one aggregated address
+    ([("dev", "web-*", "-"), ("ops", "web-*", "-"), ("dev", "db-*", "10.1.0.2")], ("ns", "name")),
+    # no column but all four tells them apart
+    ([("dev", "web-*", "10.1.0.1"), ("ops", "web-*", "10.1.0.1"), ("dev", "web-*", "10.1.0.2")],
+     ("kind", "ns", "name", "ip")),
+])
+def test_endpoints_joined_on_the_fewest_columns_that_tell_them_apart(ends: list[tuple[str, str, str]],
+                                                                     key: tuple[str, ...], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, c = ends
+    lines = [" ".join(calico.FILE_FIELDS), _legacy(a, b, 3000), _legacy(b, c, 3001), _legacy(c, a, 3002),
+             _legacy(a, c, 3003)]
+    path = write(tmp_path, lines, "x.log")
+    keys: list[tuple[str, ...]] = []
+    real = calico._join_key
+    monkeypatch.setattr(calico, "_join_key", lambda *x: keys.append(real(*x)) or keys[-1])
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert keys == [key]
+    assert fast == python
+    report, got = fast
+    assert report[:3] == (4, 4, 0)
+
+    def staged(end: tuple[str, str, str]) -> tuple[str, str | None]:
+        ns, name, ip = end
+        address = {"pub": "64:ff9b::"}.get(name, "0.0.0.0") if ip == "-" else ip
+        return address, None if name in ("pub", "pvt") else f"{ns}/{name[:-2]}"
+
+    assert {(r[3], r[0], r[13], r[1], r[14]) for r in got} == {
+        (port, *staged(s)[:1], staged(s)[1], *staged(d)[:1], staged(d)[1])
+        for port, s, d in ((3000, a, b), (3001, b, c), (3002, c, a), (3003, a, c))}
