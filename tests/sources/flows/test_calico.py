@@ -478,6 +478,11 @@ DIRECT_JSON = {
                                                               source_type="net").items()
                                          if k != "source_name_aggr"}, separators=(",", ":")),
     "port-leading-zeros": _compact(dest_port="0053"),
+    "counters-leading-zeros": _compact(bytes_in="007", packets_out="0", start_time="01767323045"),
+    "port-zeros-only": _compact(dest_port="000"),
+    "port-leading-zeros-past-limit": _compact(dest_port="065536"),
+    "port-many-leading-zeros": _compact(dest_port="0" * 40 + "80"),
+    "proto-leading-zeros": _compact(proto="006"),
     "port-string": _compact(dest_port="80", source_port="41000"),
     "port-float": _compact(dest_port=80.0),
     "port-negative": _compact(source_port=-1),
@@ -502,6 +507,20 @@ DIRECT_JSON = {
     "array-line": "[" + _compact() + "]",
     "scalar": "42",
     "ipv6": _compact(source_ip="FE80::1"),
+    "ipv6-full": _compact(source_ip="2001:0DB8:0000:0000:0000:ff00:0042:8329"),
+    "ipv6-embedded-ipv4": _compact(dest_ip="::ffff:10.0.0.2"),
+    "ipv6-unspecified": _compact(source_ip="::"),
+    "ipv6-zone": _compact(source_ip="fe80::1%eth0"),  # Python keeps the zone: the store finds it bad
+    "ipv6-zone-empty": _compact(source_ip="fe80::1%"),
+    "ipv6-two-gaps": _compact(source_ip="2001:db8::1::2"),
+    "ipv6-nine-groups": _compact(source_ip="1:2:3:4:5:6:7:8:9"),
+    "ipv6-bad-digit": _compact(source_ip="fe80::g"),
+    "ipv6-with-port": _compact(source_ip="[fe80::1]:80"),
+    "ipv6-leading-zero-ipv4": _compact(dest_ip="::ffff:10.0.0.02"),
+    "ipv6-non-ascii": _compact(source_ip="fe80::\u0661").replace("\\u0661", "\u0661"),
+    "ipv6-in-object": _compact(source_ip={"labels": "::1"}),
+    "ipv6-in-list": _compact(source_ip=["::1"]),
+    "ipv6-pub-placeholder-spelled": _compact(source_ip="64:FF9B::", source_name_aggr="pub", source_type="net"),
     "ip-leading-zero": _compact(dest_ip="10.0.0.02"),
     "ip-number": _compact(dest_ip=167772162),
     "blank-tabs": " \t ",
@@ -584,6 +603,15 @@ DIRECT_FILE = {
     "icmp-bad-ports": LEGACY.replace(" 6 - 3000 ", " 1 x y "),
     "ip-aggregated-pub": LEGACY.replace(" 10.1.0.6 ", " - ").replace("memcached-38456*", "pub"),
     "ipv6": LEGACY.replace(" 10.1.0.5 ", " fe80::1 "),
+    "ipv6-upper": LEGACY.replace(" 10.1.0.5 ", " FE80:0:0::0001 "),
+    "ipv6-embedded-ipv4": LEGACY.replace(" 10.1.0.6 ", " ::FFFF:10.1.0.6 "),
+    "ipv6-zone": LEGACY.replace(" 10.1.0.5 ", " fe80::1%eth0 "),
+    "ipv6-bad": LEGACY.replace(" 10.1.0.5 ", " fe80:::1 "),
+    "ipv6-too-long": LEGACY.replace(" 10.1.0.5 ", " 1:2:3:4:5:6:7:8:9 "),
+    "times-leading-zeros": LEGACY.replace("1528842551 1528842851 ", "01528842551 001528842851 "),
+    "counters-leading-zeros": LEGACY.replace(" 154 61 70111 49404 ", " 0154 061 070111 00 "),
+    "proto-leading-zeros": LEGACY.replace(" 6 - ", " 06 - "),
+    "port-leading-zeros-past-limit": LEGACY.replace(" 3000 ", " 065536 "),
     "header-again": " ".join(calico.FILE_FIELDS),
     "header-reordered": " ".join(["action", *calico.FILE_FIELDS[:-1]]),
     "start-time-token": "startTimeX " + LEGACY.split(" ", 1)[1],
@@ -631,3 +659,90 @@ def test_direct_path_reads_gzip_and_several_files(tmp_path: Path, monkeypatch: p
     assert fast == python
     assert sorted(direct) == [[0], [1]]  # one read per compression
     assert fast[0][:4] == (60, 60, 0, {})
+
+
+def test_direct_path_reads_ipv6_and_leading_zeros_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # IPv6 in any spelling ipaddress reads, and numbers with leading zeros (Python's int() reads
+    # them): the direct path reads them exactly, no line goes to Python
+    spellings = ["FE80::1", "fe80:0:0:0:0:0:0:1", "2001:DB8::", "::ffff:10.0.0.1", "::FFFF:A00:1", "::"]
+    lines = [_compact(source_ip=ip, source_port=45000 + i, reporter="dst") for i, ip in enumerate(spellings)]
+    lines += [_compact(dest_port="0053", bytes_in="0010", start_time="001767323045", reporter="dst"),
+              _compact(dest_ip="2001:db8::1", dest_port="00", proto="017", reporter="dst")]
+    path = write(tmp_path, lines, "v6.json")
+    legacy = write(tmp_path, [" ".join(calico.FILE_FIELDS),
+                              LEGACY.replace(" 10.1.0.5 ", " FE80::0001 ").replace(" 3000 ", " 03000 "),
+                              LEGACY.replace(" 10.1.0.6 ", " 2001:db8:0::6 ").replace(" 6 - ", " 006 - ")], "v6.log")
+    direct: list[Any] = []
+    real = calico._direct_sql
+    monkeypatch.setattr(calico, "_direct_sql", lambda *a, **k: direct.append(list(a[1])) or real(*a, **k))
+    calls: list[str] = []
+    for name in ("_stage_json", "_stage_file_form"):
+        reader = getattr(calico, name)
+        monkeypatch.setattr(calico, name, lambda *a, _r=reader, **k: calls.append(a[0].path.name) or _r(*a, **k))
+    fast, python = both_paths(tmp_path, monkeypatch, path, legacy)
+    assert fast == python
+    assert sorted(direct) == [[0], [1]]
+    assert calls == ["v6.json", "v6.log"]  # only the Python-only run read them in Python
+    report, got = fast
+    assert report[:4] == (10, 10, 0, {})
+    sources = {row[0] for row in got}
+    assert {"fe80::1", "2001:db8::", "::ffff:a00:1", "::"} <= sources
+    assert ("10.0.0.1", "10.0.0.2", 0, 53, "TCP", "accept", 1, T0, T1, 30, 3, False, "ingress", "shop/api",
+            "shop/db") in got
+    assert ("10.0.0.1", "2001:db8::1", 0, 0, "UDP", "accept", 1, T0, T1, 30, 3, False, "ingress", "shop/api",
+            "shop/db") in got
+    assert ("fe80::1", "10.1.0.6", 0, 3000, "TCP", "accept", 1) == next(r for r in got if r[0] == "fe80::1"
+                                                                        and r[3] == 3000)[:7]
+    assert any(r[1] == "2001:db8::6" and r[4] == "TCP" for r in got)
+
+
+def test_fast_path_source_reports_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # no destination report: no row can be dropped as reported by both ends; every source report stays
+    lines = [_compact(source_port=46000 + i, dest_port=443 + i % 2, reporter="src") for i in range(6)]
+    fast, python = both_paths(tmp_path, monkeypatch, write(tmp_path, lines, "src.json"))
+    assert fast == python
+    assert fast[0][:4] == (6, 6, 0, {})
+    assert sum(row[6] for row in fast[1]) == 6 and {row[12] for row in fast[1]} == {"egress"}
+
+
+def _legacy(src: tuple[str, str, str], dst: tuple[str, str, str], port: int) -> str:
+    """A file-form line from (namespace, name, address) of each side."""
+    return (f"1528842551 1528842851 wep {src[0]} {src[1]} - wep {dst[0]} {dst[1]} - {src[2]} {dst[2]} 6 - {port} "
+            "1 1 1 in 1 1 10 20 allow")
+
+
+@pytest.mark.parametrize(("ends", "key"), [
+    # every address names one endpoint: rows find their endpoints by address alone
+    ([("dev", "web-*", "10.1.0.1"), ("dev", "db-*", "10.1.0.2"), ("ops", "web-*", "10.1.0.3")], ("ip",)),
+    # "-" (aggregated) for two endpoints, told apart by name: pub and pvt get different placeholders
+    ([("dev", "pub", "-"), ("dev", "pvt", "-"), ("dev", "db-*", "10.1.0.2")], ("name",)),
+    # one name in two namespaces behind one aggregated address
+    ([("dev", "web-*", "-"), ("ops", "web-*", "-"), ("dev", "db-*", "10.1.0.2")], ("ns", "name")),
+    # no column but all four tells them apart
+    ([("dev", "web-*", "10.1.0.1"), ("ops", "web-*", "10.1.0.1"), ("dev", "web-*", "10.1.0.2")],
+     ("kind", "ns", "name", "ip")),
+])
+def test_endpoints_joined_on_the_fewest_columns_that_tell_them_apart(ends: list[tuple[str, str, str]],
+                                                                     key: tuple[str, ...], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, c = ends
+    lines = [" ".join(calico.FILE_FIELDS), _legacy(a, b, 3000), _legacy(b, c, 3001), _legacy(c, a, 3002),
+             _legacy(a, c, 3003)]
+    path = write(tmp_path, lines, "x.log")
+    keys: list[tuple[str, ...]] = []
+    real = calico._join_key
+    monkeypatch.setattr(calico, "_join_key", lambda *x: keys.append(real(*x)) or keys[-1])
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert keys == [key]
+    assert fast == python
+    report, got = fast
+    assert report[:3] == (4, 4, 0)
+
+    def staged(end: tuple[str, str, str]) -> tuple[str, str | None]:
+        ns, name, ip = end
+        address = {"pub": "64:ff9b::"}.get(name, "0.0.0.0") if ip == "-" else ip
+        return address, None if name in ("pub", "pvt") else f"{ns}/{name[:-2]}"
+
+    assert {(r[3], r[0], r[13], r[1], r[14]) for r in got} == {
+        (port, *staged(s)[:1], staged(s)[1], *staged(d)[:1], staged(d)[1])
+        for port, s, d in ((3000, a, b), (3001, b, c), (3002, c, a), (3003, a, c))}

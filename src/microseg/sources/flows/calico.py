@@ -58,9 +58,10 @@ record is read whole by ``read_json`` / ``read_csv`` (the direct path), any othe
 SQL cannot decide exactly is read by the Python parser, which names the line and field of every bad
 record: single lines (escapes, repeated or missing keys, literals yyjson reads and Python does not,
 blanks Python splits on) or whole files (pretty-printed documents, arrays on one line, a record that
-fails a check, IPv6 addresses). A repeated key reads as its first occurrence everywhere (``jsonline``).
-The reported-by-both-ends rule runs in SQL over all rows. Tests assert that both paths give the same
-rows, counts and bad-line reports.
+fails a check). IPv6 addresses are checked and written by ``ipaddress`` itself, once per distinct
+address. A repeated key reads as its first occurrence everywhere (``jsonline``). The
+reported-by-both-ends rule runs in SQL over all rows. Tests assert that both paths give the same rows,
+counts and bad-line reports.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ from microseg.sources.flows import (
     StagedRelation,
     StageRow,
     StageWriter,
+    canonical_ip,
     iter_lines,
     jsonline,
     sql_list,
@@ -96,6 +98,7 @@ from microseg.sources.flows.sqlpath import (
     count_rejects,
     drop_after_scan,
     drop_both_ends,
+    drop_tables,
     scan_error,
 )
 
@@ -299,12 +302,14 @@ class _Batch:
     def __init__(self, writer: StageWriter, staged: Staged, options: ReaderOptions, *, dedupe: bool = True) -> None:
         self.writer, self.staged, self.options = writer, staged, options
         self.dedupe = dedupe  # False: every row is written, and the fast path drops duplicates in SQL
+        self.directions: set[str] = set()  # of the rows written when not ``dedupe``
         self.dst_keys: set[tuple[Any, ...]] = set()
         self.src_rows: list[tuple[tuple[Any, ...], StageRow, SourceFile]] = []
 
     def add(self, row: StageRow, src: SourceFile) -> None:
         if not self.dedupe:
             self.writer.write(row)
+            self.directions.add(str(row.direction))
             return
         key = (row.t_start, row.t_end, row.src_ip, row.dst_ip, row.src_port, row.dst_port, row.proto,
                row.src_workload, row.dst_workload)
@@ -461,14 +466,14 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
         batch.finish()
         writer.close()
         if fast is not None:
-            staged.relations.append(_finish(con, fast, writer, staged, list(files)))
+            staged.relations.append(_finish(con, fast, writer, staged, list(files), batch.directions))
         done = True
     finally:
         writer.close()
-        if not done:  # the store never sees this Staged: remove the staging file and the fast path's table
+        if not done:  # the store never sees this Staged: remove the staging file and the fast path's tables
             writer.path.unlink(missing_ok=True)
             if fast is not None:
-                con.execute(f"DROP TABLE IF EXISTS {fast.table}")
+                drop_tables(con, [*fast.tables(), fast.tag])
     if fast is None:
         relation = writer.relation(list(files), time_unit=1)
         relation.null_columns = _NULL_COLUMNS
@@ -483,8 +488,9 @@ _NULL_COLUMNS = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
 # -- DuckDB fast path (JSON documents, file form) -------------------------------------------------
 #
 # NDJSON files and file-form files are parsed by DuckDB, typed and checked in SQL as _record does it
-# in Python, into a temporary table. SQL reads a line only when it is certain to give exactly the
-# Python result. Two SQL paths:
+# in Python, into temporary tables (see _Part: the checked rows, and their distinct endpoints with
+# the address and workload hint each gives). SQL reads a line only when it is certain to give exactly
+# the Python result. Two SQL paths:
 #
 # - the direct path, for a file whose every line is *clean*: a whole JSON document without a
 #   backslash, a trailing comma or a literal yyjson reads and Python does not (``nan``, ``inf``, ...;
@@ -505,14 +511,17 @@ _NULL_COLUMNS = frozenset({"tcp_flags"})  # Calico flow logs carry no TCP flags
 #     Python reports the line), blanks or a comma around the document; a file-form line with tabs,
 #     repeated or non-ASCII blanks, or another number of fields;
 #   - the whole file when a line parsed but fails a check (Python names the line and field of a
-#     bad record; IPv6 addresses, which Python canonicalises, land here too), a trailing comma
+#     bad record), a trailing comma
 #     inside a document (yyjson accepts it, Python does not), a line that is not one whole document
 #     (pretty-printed documents, arrays on one line, broken JSON: Python joins lines there), or a
 #     file-form header other than the first line.
 # The whole batch goes to Python on invalid UTF-8 or an over-long line (DuckDB rejects it; Python
-# replaces). Rows from Python are added to the table, and the reported-by-both-ends rule runs in
-# SQL on all of them, as _Batch does it in Python. A repeated key reads as its first occurrence on
-# every path (jsonline: yyjson's rule, and the Python reader's).
+# replaces). The staging relation is the rows SQL read, joined to their endpoints, and the rows from
+# Python. When both source and destination reports occur, it is written to a table, where the
+# reported-by-both-ends rule runs in SQL on all of them, as _Batch does it in Python; otherwise the
+# store scans it as it is computed (no row can be dropped, so no staging table is written). A
+# repeated key reads as its first occurrence on every path (jsonline: yyjson's rule, and the Python
+# reader's).
 
 # The keys _record reads. ``source_name`` / ``dest_name`` are read only when ``*_name_aggr`` is
 # absent: from_json_strict fails then (the line goes to Python); read_json reads an absent key and a
@@ -555,10 +564,31 @@ def _python_rejects_literal(c0: str) -> str:
 
 
 @dataclass
+class _Part:
+    """What one statement read: ``rows``, a table of one row per line (see _rows_sql), and ``ends``, the
+    distinct endpoints of its passing rows (see _endpoints); ``json_keys`` as for _Values; ``key``: the
+    endpoint columns the staging relation joins rows and endpoints on (see _join_key)."""
+
+    rows: str
+    ends: str
+    json_keys: frozenset[str]
+    key: tuple[str, ...] = ("kind", "ns", "name", "ip")
+
+
+@dataclass
 class _Fast:
-    table: str
+    tag: str
+    parts: list[_Part]
     whole_files: set[int]  # read in Python from start to end
     pending: dict[int, frozenset[str]]  # file index -> text of the lines Python reads
+
+    def tables(self) -> list[str]:
+        return [t for p in self.parts for t in (p.rows, p.ends)]
+
+
+def _lines_of(parts: Sequence[_Part], where: str = "true") -> str:
+    """SQL: (fi, line) of every row of ``parts`` that meets ``where``."""
+    return " UNION ALL ".join(f"SELECT fi, line FROM {p.rows} WHERE {where}" for p in parts)
 
 
 def _lines_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str] | None) -> str:
@@ -624,8 +654,8 @@ WHERE f0 IS DISTINCT FROM 'startTime'"""
 
 def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_files: set[int],
           heads: dict[int, tuple[str | None, tuple[str, ...]]], tag: str) -> _Fast | None:
-    """Parses the JSON files and the file-form files with their field order (``heads``) into the
-    table ``tag``; None (nothing created): all of it in Python."""
+    """Parses the JSON files and the file-form files with their field order (``heads``) into tables
+    named after ``tag`` (see _Part); None (nothing created): all of it in Python."""
     groups: dict[tuple[bool, tuple[str, ...] | None], list[int]] = {}
     for i in sorted(json_files | set(heads)):
         groups.setdefault((files[i].gzip, heads[i][1] if i in heads else None), []).append(i)
@@ -648,25 +678,24 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
                 expected[i] = clean
         elif clean + other == n and clean:
             expected[i] = clean
-    columns_sql = ", ".join(f"{k} {v}" for k, v in STAGE_COLUMNS.items())
-    con.execute(f"CREATE TEMP TABLE {tag} ({columns_sql}, line VARCHAR)")
+    parts: list[_Part] = []
     per_line = dict(groups)
     direct_groups = [(key, [i for i in idx if i in expected]) for key, idx in groups.items()]
     direct_groups = [(key, idx) for key, idx in direct_groups if idx]
     if direct_groups:
         for (_gz, columns), idx in direct_groups:
             model = _PLAIN if columns is not None else _DIRECT_JSON
-            _insert_checked(con, tag, model, f"({_direct_sql([files[i] for i in idx], idx, columns)})",
-                            leading_zeros=False)
+            _insert_checked(con, parts, tag, model, f"({_direct_sql([files[i] for i in idx], idx, columns)})")
         got = {int(fi): (int(rows), int(doubtful)) for fi, rows, doubtful in
-               con.execute(f"SELECT file_index, count(*), count(line) FROM {tag} GROUP BY ALL").fetchall()}
+               con.execute(f"SELECT fi, count(*), count(line) FROM ({_lines_of(parts)}) GROUP BY ALL").fetchall()}
         taken = {i for i in expected if got.get(i) == (expected[i], 0)}
         if len(taken) < len(got):
-            con.execute(f"DELETE FROM {tag} WHERE file_index NOT IN ({', '.join(map(str, sorted(taken))) or '-1'})")
+            for part in parts:
+                con.execute(f"DELETE FROM {part.rows} WHERE fi NOT IN ({', '.join(map(str, sorted(taken))) or '-1'})")
         per_line = {key: [i for i in idx if i not in taken] for key, idx in groups.items()}
         per_line = {key: idx for key, idx in per_line.items() if idx}
     if per_line:
-        _scan_per_line(con, files, per_line, tag)
+        _scan_per_line(con, files, per_line, parts, tag)
     # The lines SQL did not read: one whole document (as Python reads it: blanks stripped, a trailing
     # comma dropped) that DuckDB finds valid JSON -> the Python reader reads that line alone (valid
     # JSON keeps its brackets balanced, so Python never joins it with the next line); anything else
@@ -675,11 +704,11 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
     pending: dict[int, set[str]] = {}
     skipped_lines = False
     for fi, line, blank, unit in con.execute(f"""
-            SELECT file_index, line, t IN ({_BLANK}),
+            SELECT fi, line, t IN ({_BLANK}),
               coalesce(starts_with(doc, '{{') AND ends_with(doc, '}}') AND json_valid(doc), false)
-            FROM (SELECT file_index, line, CASE WHEN ends_with(t, ',') THEN left(t, strlen(t) - 1) ELSE t END AS doc, t
-              FROM (SELECT DISTINCT file_index, line, trim(line, {sql_str(_WS)}) AS t
-              FROM {tag} WHERE line IS NOT NULL))""").fetchall():
+            FROM (SELECT fi, line, CASE WHEN ends_with(t, ',') THEN left(t, strlen(t) - 1) ELSE t END AS doc, t
+              FROM (SELECT DISTINCT fi, line, trim(line, {sql_str(_WS)}) AS t
+              FROM ({_lines_of(parts, 'line IS NOT NULL')})))""").fetchall():
         skipped_lines = True
         if int(fi) in heads:
             # The file form: a line with one field per token, a line Python reads alone, unless it is
@@ -697,33 +726,34 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
         else:
             whole.add(int(fi))
     if skipped_lines:
-        con.execute(f"DELETE FROM {tag} WHERE line IS NOT NULL" + (
-            f" OR file_index IN ({', '.join(str(i) for i in sorted(whole))})" if whole else ""))
+        for part in parts:
+            con.execute(f"DELETE FROM {part.rows} WHERE line IS NOT NULL" + (
+                f" OR fi IN ({', '.join(str(i) for i in sorted(whole))})" if whole else ""))
     for i in whole:
         pending.pop(i, None)
-    return _Fast(table=tag, whole_files=whole, pending={i: frozenset(v) for i, v in pending.items()})
+    return _Fast(tag=tag, parts=parts, whole_files=whole, pending={i: frozenset(v) for i, v in pending.items()})
 
 
-def _insert_checked(con: duckdb.DuckDBPyConnection, tag: str, json_keys: frozenset[str], source: str, *,
-                    leading_zeros: bool = True) -> None:
-    """The checked rows of ``source`` (see _checked_sql) into ``tag``."""
-    rows, final = _checked_sql(json_keys, source, leading_zeros=leading_zeros)
-    con.execute(f"CREATE TEMP TABLE {tag}_r AS {rows}")
-    con.execute(f"INSERT INTO {tag} {final.replace('__ROWS__', tag + '_r')}")
-    con.execute(f"DROP TABLE {tag}_r")
+def _insert_checked(con: duckdb.DuckDBPyConnection, parts: list[_Part], tag: str, json_keys: frozenset[str],
+                    source: str) -> None:
+    """The checked rows of ``source`` (see _rows_sql) and their endpoints (see _endpoints), as a new part."""
+    part = _Part(rows=f"{tag}_r{len(parts)}", ends=f"{tag}_h{len(parts)}", json_keys=json_keys)
+    parts.append(part)
+    con.execute(f"CREATE TEMP TABLE {part.rows} AS {_rows_sql(json_keys, source)}")
+    _endpoints(con, part)
 
 
 def _scan_per_line(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile],
-                   groups: dict[tuple[bool, tuple[str, ...] | None], list[int]], tag: str) -> None:
-    """The per-line path: the files of ``groups`` into ``tag``, ``line`` set where SQL did not read."""
+                   groups: dict[tuple[bool, tuple[str, ...] | None], list[int]], parts: list[_Part], tag: str) -> None:
+    """The per-line path: the files of ``groups`` as new ``parts``, ``line`` set where SQL did not read."""
     steps = [(_parsed_sql([files[i] for i in idx], idx, (f"{tag}_e{n}", f"{tag}_s{n}"), columns), columns is not None)
              for n, ((_gz, columns), idx) in enumerate(groups.items())]
     source = f"{tag}_p"
     try:
         for file_form in (False, True):
-            if parts := [sql for sql, form in steps if form == file_form]:
-                con.execute(f"CREATE TEMP TABLE {source} AS {' UNION ALL '.join(parts)}")
-                _insert_checked(con, tag, _PLAIN if file_form else _ALL_JSON, source)
+            if sqls := [sql for sql, form in steps if form == file_form]:
+                con.execute(f"CREATE TEMP TABLE {source} AS {' UNION ALL '.join(sqls)}")
+                _insert_checked(con, parts, tag, _PLAIN if file_form else _ALL_JSON, source)
                 con.execute(f"DROP TABLE {source}")
     except SCAN_ERRORS as exc:
         raise scan_error(exc, files) from exc
@@ -736,16 +766,28 @@ _KEY_COLUMNS = ("t_start", "t_end", "src_ip", "dst_ip", "src_port", "dst_port", 
 
 
 def _finish(con: duckdb.DuckDBPyConnection, fast: _Fast, writer: StageWriter, staged: Staged,
-            files: list[SourceFile]) -> StagedRelation:
-    """Adds the Python rows to the table, drops source reports that a destination report repeats
-    (counted as skipped, as _Batch does) and returns the relation over the table."""
-    table = fast.table
+            files: list[SourceFile], python_directions: set[str]) -> StagedRelation:
+    """One relation over the rows SQL read and the Python rows. When both source and destination
+    reports occur, they are written to a table first, and the source reports that a destination report
+    repeats are dropped (counted as skipped, as _Batch does); otherwise no row can be dropped, and the
+    store scans the relation as it is computed (nothing more is written)."""
     columns = ", ".join(STAGE_COLUMNS)
-    if writer.rows:
-        con.execute(f"INSERT INTO {table} SELECT {columns}, NULL FROM ({writer.relation(files, 1).sql})")
-    got = con.execute(f"SELECT count(*) FROM {table} WHERE direction = 'egress'").fetchone()
-    if got and got[0]:
-        drop_both_ends(con, table, _KEY_COLUMNS, files, staged, DUPLICATE)
+    selects = [_stage_select(part) for part in fast.parts]
+    if writer.rows or not selects:
+        selects.append(f"SELECT {columns} FROM ({writer.relation(files, 1).sql})")
+    sql = " UNION ALL ".join(f"({x})" for x in selects)
+    directions = set(python_directions)
+    if fast.parts:
+        got = con.execute(" UNION ALL ".join(f"SELECT bool_or(egress), bool_or(NOT egress) FROM {p.rows}"
+                                             for p in fast.parts)).fetchall()
+        directions |= {"egress" for egress, _ in got if egress} | {"ingress" for _, ingress in got if ingress}
+    if len(directions) < 2:
+        return StagedRelation(sql=sql, files=files, time_unit=1, after_scan=drop_after_scan(fast.tables()),
+                              null_columns=_NULL_COLUMNS)
+    table = fast.tag
+    con.execute(f"CREATE TEMP TABLE {table} AS SELECT {columns} FROM ({sql})")
+    drop_tables(con, fast.tables())
+    drop_both_ends(con, table, _KEY_COLUMNS, files, staged, DUPLICATE)
     return StagedRelation(sql=f"SELECT {columns} FROM {table}", files=files, time_unit=1,
                           after_scan=drop_after_scan([table]), null_columns=_NULL_COLUMNS)
 
@@ -801,11 +843,8 @@ class _Values:
     """SQL for _record's reading of one value, as a source holds it (see _ALL_JSON). Lists of values
     are OR chains: DuckDB runs ``x IN (...)`` on strings as a join, many times slower."""
 
-    def __init__(self, json_keys: frozenset[str], *, leading_zeros: bool = True) -> None:
+    def __init__(self, json_keys: frozenset[str]) -> None:
         self.json_keys = json_keys
-        # False: a number written with leading zeros ("0053", read as 53 by Python) is not read by SQL
-        # (the file goes to the per-line path, which reads it); the check is then cheaper.
-        self.leading_zeros = leading_zeros
 
     def text(self, k: str) -> str:  # a string value's content (exact: nothing is escaped on a fast line)
         return f"substr({k}, 2, strlen({k}) - 2)" if k in self.json_keys else k
@@ -820,13 +859,16 @@ class _Values:
     def absent(self, k: str) -> str:
         return f"({k} IS NULL OR {self.isin(k, '', '-')})"
 
-    def digits(self, x: str) -> str:
-        """A string of ASCII digits only, as str.isdigit() on an ASCII string, as UBIGINT (NULL past it)."""
-        if self.leading_zeros:  # GLOB: several times faster than a regular expression
-            return f"CASE WHEN {x} <> '' AND NOT ({x} GLOB '*[!0-9]*') THEN TRY_CAST({x} AS UBIGINT) END"
-        # The cast also reads blanks, signs, "_", "1e3", "0x10", "1.0": the number written back must be
-        # the text (no leading zero, no other character).
-        return f"CASE WHEN TRY_CAST({x} AS UBIGINT)::VARCHAR = {x} THEN TRY_CAST({x} AS UBIGINT) END"
+    @staticmethod
+    def digits(x: str) -> str:
+        """A string of ASCII digits only, as str.isdigit() on an ASCII string, as UBIGINT (NULL past it).
+
+        The cast also reads blanks, signs, "_", "1e3", "0x10", "1.0": a number it gives is taken when
+        written back it is the text (digits, no leading zero: what every Calico writer gives, and the
+        cheaper test); else when the text is digits only (leading zeros, which Python's int() reads
+        too: "0053" is 53). CASE tries the second test only on rows the first one failed."""
+        return (f"CASE WHEN TRY_CAST({x} AS UBIGINT)::VARCHAR = {x} THEN TRY_CAST({x} AS UBIGINT) "
+                f"WHEN {x} <> '' AND NOT ({x} GLOB '*[!0-9]*') THEN TRY_CAST({x} AS UBIGINT) END")
 
     def num(self, k: str) -> str:
         # _int: an integer (its digits; a negative one has "-") or a string of ASCII digits
@@ -835,14 +877,13 @@ class _Values:
         return f"CASE WHEN {self.is_str(k)} THEN {self.digits(self.text(k))} ELSE {self.digits(k)} END"
 
 
-def _checked_sql(json_keys: frozenset[str], source: str, *, leading_zeros: bool = True) -> tuple[str, str]:
-    """Two statements. ``rows``: from ``source`` (fi, parsed, line and the values of _FAST_KEYS, see
-    _ALL_JSON), every check of _record that reads one row, typed, and each side's endpoint (type,
-    namespace, name, address); ``final``: from those rows (``__ROWS__``), the staging columns and
-    ``line``: NULL for a line whose row is exactly what _record gives, else its text, or '\\x01' for a
-    line that parsed but fails a check (its file is read in Python). Workload hints and addresses are
-    checked once per distinct endpoint (a few thousand, where rows are millions)."""
-    v = _Values(json_keys, leading_zeros=leading_zeros)
+def _rows_sql(json_keys: frozenset[str], source: str) -> str:
+    """From ``source`` (fi, parsed, line and the values of _FAST_KEYS, see _ALL_JSON): every check of
+    _record that reads one row, the staging values typed, and each side's endpoint (type, namespace,
+    name, address) as the source holds it; ``line`` NULL for a row that passes (its endpoints are
+    checked once each, see _endpoints), else the line's text, or '\\x01' for a line that parsed but
+    fails a check (its file is read in Python)."""
+    v = _Values(json_keys)
 
     def n(k: str) -> str:
         return f"n_{k}"
@@ -867,16 +908,19 @@ def _checked_sql(json_keys: frozenset[str], source: str, *, leading_zeros: bool 
     proto = (f"CASE WHEN n_proto IS NOT NULL THEN CASE WHEN n_proto <= 255 THEN n_proto END "
              f"WHEN {v.is_str('proto')} AND strlen({p}) = length({p}) THEN CASE lower({p}) {protos} END END")
     types = sorted(_ENDPOINT_TYPES)
-    # every check but the endpoints' (see ``final``)
+    # every check but the endpoints' (see _endpoints)
     ok = f"""coalesce(parsed
       AND {v.isin('action', *sorted(ACTIONS))} AND {v.isin('reporter', *sorted(_REPORTERS))}
       AND {within('start_time', MAX_EPOCH_SECONDS)} AND {within('end_time', MAX_EPOCH_SECONDS)}
       AND proto_n IS NOT NULL AND ({v.absent('source_type')} OR {v.isin('source_type', *types)})
       AND ({v.absent('dest_type')} OR {v.isin('dest_type', *types)}) AND sport IS NOT NULL AND dport IS NOT NULL
       AND {' AND '.join(counted(k) for k in ('bytes_in', 'bytes_out', 'packets_in', 'packets_out'))}, false)"""
-    rows = f"""
-SELECT fi, line, parsed, {ok} AS row_ok, n_start_time, n_end_time, proto_n, sport, dport, nbytes, npackets,
-  {v.text('action')} AS action, {v.isin('reporter', 'src', 'out')} AS egress,
+    # The values in their staging types (a row that fails a check is never staged: its values do not matter).
+    return f"""
+SELECT fi::INTEGER AS fi, CASE WHEN {ok} THEN NULL ELSE coalesce(line, '\x01') END AS line,
+  n_start_time AS t_start, n_end_time AS t_end, TRY_CAST(sport AS INTEGER) AS src_port,
+  TRY_CAST(dport AS INTEGER) AS dst_port, TRY_CAST(proto_n AS INTEGER) AS proto, nbytes AS bytes,
+  npackets AS packets, {v.isin('action', 'deny')} AS deny, {v.isin('reporter', 'src', 'out')} AS egress,
   source_type AS s_kind, source_namespace AS s_ns, source_name_aggr AS s_name, source_ip AS s_ip,
   dest_type AS d_kind, dest_namespace AS d_ns, dest_name_aggr AS d_name, dest_ip AS d_ip
 FROM (
@@ -892,46 +936,89 @@ FROM (
 SELECT *, {', '.join(f"{v.num(k)} AS n_{k}" for k in numbers)}
 FROM {source})))"""
 
-    # The endpoints: kind / ns / name / ip as the source holds source_type / _namespace / _name_aggr / _ip.
+
+_WORKLOAD = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?"  # workload_hint's names
+_ENDPOINT = ("kind", "ns", "name", "ip")
+
+
+# Endpoint columns that may tell the endpoints of a part apart on their own, tried in this order.
+_JOIN_KEYS = (("ip",), ("name",), ("ns", "name"), ("name", "ip"))
+
+
+def _same_endpoint(h: str, r: str, side: str, key: Sequence[str] = _ENDPOINT) -> str:
+    """SQL: endpoint row ``h`` is side ``side`` (s / d) of row ``r`` (NULL matches NULL, as in DISTINCT),
+    compared on the columns ``key``."""
+    return " AND ".join(f"{h}.{a} IS NOT DISTINCT FROM {r}.{side}_{a}" for a in key)
+
+
+def _join_key(con: duckdb.DuckDBPyConnection, ends: str) -> tuple[str, ...]:
+    """The first of _JOIN_KEYS that no two rows of ``ends`` share (NULL equal to NULL, as DISTINCT and IS
+    NOT DISTINCT FROM have it), else every endpoint column. Every passing row's endpoint is a row of
+    ``ends``, so a match on such a key is that very row; a hash join on one column costs a third of one
+    on four (the store scans the join: twice per record)."""
+    total = con.execute(f"SELECT count(*) FROM {ends}").fetchone()
+    for key in _JOIN_KEYS:  # one at a time: the first usually tells them apart
+        got = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(key)} FROM {ends})").fetchone()
+        if got is not None and total is not None and got[0] == total[0]:
+            return key
+    return _ENDPOINT
+
+
+def _endpoints(con: duckdb.DuckDBPyConnection, part: _Part) -> None:
+    """The table ``part.ends``: every distinct endpoint (kind, ns, name, ip as ``part.rows`` holds them)
+    of a passing row, with its staged address (``addr``) and workload hint (``wl``); then the rows with
+    an endpoint _record rejects get ``line`` '\\x01'. Checked once per distinct endpoint (a few thousand,
+    where rows are millions). IPv6 addresses are written by ipaddress itself (canonical_ip, as _address
+    does): a handful of distinct texts, read in Python."""
+    # kind / ns / name / ip as the source holds source_type / _namespace / _name_aggr / _ip.
     e = _Values(frozenset(x for k, x in (("source_type", "kind"), ("source_namespace", "ns"),
-                                         ("source_name_aggr", "name"), ("source_ip", "ip")) if k in json_keys))
-
-    def address() -> str:  # NULL: not certain (IPv6, or bad)
-        return (f"CASE WHEN {e.absent('ip')} THEN CASE WHEN {e.isin('name', 'pub')} "
-                f"THEN {sql_str(PUBLIC_PLACEHOLDER)} ELSE {sql_str(PRIVATE_PLACEHOLDER)} END "
-                f"WHEN {e.is_str('ip')} AND regexp_full_match({e.text('ip')}, '{IPV4_PATTERN}') "
-                f"THEN {e.text('ip')} END")
-
-    def base() -> str:
-        # workload_hint's workload; regexp_extract gives '' when the pattern does not match, and
-        # RE2's leftmost-first submatches are Python's backtracking ones for these patterns.
-        x = e.text("name")
-        cut = f"rtrim(left({x}, strlen({x}) - 1), '-')"
-        return (f"CASE WHEN ends_with({x}, '*') THEN coalesce(nullif(regexp_extract({cut}, "
-                f"'^(.+)-{_RS_HASH}$', 1), ''), {cut}) "
-                f"ELSE coalesce(nullif(regexp_extract({x}, '^(.+)-{_RS_HASH}-{_GEN_POD}$', 1), ''), "
-                f"nullif(regexp_extract({x}, '^(.+)-{_GEN_POD}$', 1), ''), {x}) END")
-
+                                         ("source_name_aggr", "name"), ("source_ip", "ip")) if k in part.json_keys))
+    ip = e.text("ip")
+    # NULL: not certain (IPv6: below; or bad)
+    address = (f"CASE WHEN {e.absent('ip')} THEN CASE WHEN {e.isin('name', 'pub')} "
+               f"THEN {sql_str(PUBLIC_PLACEHOLDER)} ELSE {sql_str(PRIVATE_PLACEHOLDER)} END "
+               f"WHEN {e.is_str('ip')} AND regexp_full_match({ip}, '{IPV4_PATTERN}') THEN {ip} END")
+    # workload_hint's workload; regexp_extract gives '' when the pattern does not match, and RE2's
+    # leftmost-first submatches are Python's backtracking ones for these patterns.
+    x = e.text("name")
+    cut = f"rtrim(left({x}, strlen({x}) - 1), '-')"
+    base = (f"CASE WHEN ends_with({x}, '*') THEN coalesce(nullif(regexp_extract({cut}, "
+            f"'^(.+)-{_RS_HASH}$', 1), ''), {cut}) "
+            f"ELSE coalesce(nullif(regexp_extract({x}, '^(.+)-{_RS_HASH}-{_GEN_POD}$', 1), ''), "
+            f"nullif(regexp_extract({x}, '^(.+)-{_GEN_POD}$', 1), ''), {x}) END")
     # NULL when workload_hint gives None; '' || NULL is NULL (an empty workload gives no hint)
     hint = (f"CASE WHEN {e.isin('kind', 'wep')} AND {e.is_str('ns')} AND NOT {e.absent('ns')} "
             f"AND {e.is_str('name')} AND NOT {e.isin('name', '', '-', 'pvt', 'pub')} "
-            f"THEN {e.text('ns')} || '/' || nullif({base()}, '') END")
-    name_re = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
-    workload = sql_str(f"{name_re}/{name_re}")
-    same = " AND ".join(f"{{h}}.{a} IS NOT DISTINCT FROM r.{{side}}_{a}" for a in ("kind", "ns", "name", "ip"))
-    final = f"""
-WITH h AS (SELECT kind, ns, name, ip, wl, addr,
-  addr IS NOT NULL AND (wl IS NULL OR regexp_full_match(wl, {workload})) AS end_ok FROM (
-  SELECT kind, ns, name, ip, {hint} AS wl, {address()} AS addr FROM (
-  SELECT DISTINCT kind, ns, name, ip FROM (
-  SELECT unnest([s_kind, d_kind]) AS kind, unnest([s_ns, d_ns]) AS ns, unnest([s_name, d_name]) AS name,
-    unnest([s_ip, d_ip]) AS ip FROM __ROWS__ WHERE row_ok))))
-SELECT TRY_CAST(r.n_start_time AS UBIGINT) AS t_start, TRY_CAST(r.n_end_time AS UBIGINT) AS t_end,
-  hs.addr AS src_ip, hd.addr AS dst_ip, TRY_CAST(r.sport AS INTEGER) AS src_port,
-  TRY_CAST(r.dport AS INTEGER) AS dst_port, TRY_CAST(r.proto_n AS INTEGER) AS proto,
-  TRY_CAST(r.nbytes AS UBIGINT) AS bytes, TRY_CAST(r.npackets AS UBIGINT) AS packets, r.action,
-  NULL::INTEGER AS tcp_flags, false AS is_reply, CASE WHEN r.egress THEN 'egress' ELSE 'ingress' END AS direction,
-  hs.wl AS src_workload, hd.wl AS dst_workload, 'OK' AS log_status, r.fi::INTEGER AS file_index,
-  CASE WHEN coalesce(r.row_ok AND hs.end_ok AND hd.end_ok, false) THEN NULL ELSE coalesce(r.line, '\x01') END AS line
-FROM __ROWS__ r LEFT JOIN h hs ON {same.format(h='hs', side='s')} LEFT JOIN h hd ON {same.format(h='hd', side='d')}"""
-    return rows, final
+            f"THEN {e.text('ns')} || '/' || nullif({base}, '') END")
+    hint_ok = f"(wl IS NULL OR regexp_full_match(wl, {sql_str(_WORKLOAD)}))"
+    sides = " UNION ".join(f"SELECT DISTINCT {', '.join(f'{s}_{a} AS {a}' for a in _ENDPOINT)} FROM {part.rows} "
+                           "WHERE line IS NULL" for s in ("s", "d"))
+    # v6: the text of an address that may be IPv6 (a JSON object or array never reads as an address)
+    con.execute(f"""CREATE TEMP TABLE {part.ends} AS
+SELECT kind, ns, name, ip, wl, addr, addr IS NOT NULL AND {hint_ok} AS end_ok,
+  CASE WHEN addr IS NULL AND {e.is_str('ip')} AND contains({ip}, ':') THEN {ip} END AS v6
+FROM (SELECT kind, ns, name, ip, {hint} AS wl, {address} AS addr FROM ({sides}))""")
+    texts = [str(t) for (t,) in con.execute(f"SELECT DISTINCT v6 FROM {part.ends} WHERE v6 IS NOT NULL").fetchall()]
+    if v6 := [(t, a) for t in texts if (a := canonical_ip(t)) is not None]:
+        con.execute(f"CREATE TEMP TABLE {part.ends}_v6 AS SELECT unnest(?::VARCHAR[]) AS raw, "
+                    "unnest(?::VARCHAR[]) AS canon", [[t for t, _ in v6], [a for _, a in v6]])
+        con.execute(f"UPDATE {part.ends} SET addr = m.canon, end_ok = {hint_ok} FROM {part.ends}_v6 m "
+                    f"WHERE {part.ends}.v6 = m.raw")
+        con.execute(f"DROP TABLE {part.ends}_v6")
+    bad = con.execute(f"SELECT count(*) FROM {part.ends} WHERE NOT end_ok").fetchone()
+    if bad and bad[0]:
+        failing = " OR ".join(f"EXISTS (SELECT 1 FROM {part.ends} f WHERE NOT f.end_ok AND "
+                              f"{_same_endpoint('f', part.rows, s)})" for s in ("s", "d"))
+        con.execute(f"UPDATE {part.rows} SET line = '\x01' WHERE line IS NULL AND ({failing})")
+    part.key = _join_key(con, part.ends)
+
+
+def _stage_select(part: _Part) -> str:
+    """The staging rows of ``part`` (its rows that passed every check): computed as the store scans them."""
+    return f"""SELECT r.t_start, r.t_end, hs.addr AS src_ip, hd.addr AS dst_ip, r.src_port, r.dst_port, r.proto,
+  r.bytes, r.packets, CASE WHEN r.deny THEN 'deny' ELSE 'allow' END AS action, NULL::INTEGER AS tcp_flags,
+  false AS is_reply, CASE WHEN r.egress THEN 'egress' ELSE 'ingress' END AS direction, hs.wl AS src_workload,
+  hd.wl AS dst_workload, 'OK' AS log_status, r.fi AS file_index
+FROM {part.rows} r LEFT JOIN {part.ends} hs ON {_same_endpoint('hs', 'r', 's', part.key)}
+  LEFT JOIN {part.ends} hd ON {_same_endpoint('hd', 'r', 'd', part.key)}
+WHERE r.line IS NULL"""
