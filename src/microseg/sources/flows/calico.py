@@ -66,7 +66,6 @@ counts and bad-line reports.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Sequence
@@ -218,10 +217,10 @@ def _address(ip: Any, name: Any, field: str) -> str:
         return PUBLIC_PLACEHOLDER if name == "pub" else PRIVATE_PLACEHOLDER
     if not isinstance(ip, str):
         raise _Bad(field, f"{ip!r} is not an IP address")
-    try:
-        return str(ipaddress.ip_address(ip))
-    except ValueError:
-        raise _Bad(field, f"{ip!r} is not an IP address") from None
+    canon = canonical_ip(ip)
+    if canon is None:
+        raise _Bad(field, f"{ip!r} is not an IP address")
+    return canon
 
 
 def _proto(v: Any) -> int:
