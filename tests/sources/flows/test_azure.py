@@ -477,7 +477,7 @@ def test_fast_path_bad_tuples_are_counted_and_located(tmp_path: Path, monkeypatc
      .replace('"r"', '"r\tule"'), False),
     ("bom", "\ufeff" + json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}), False),
     ("ipv6", json.dumps({"records": [vnet([f"{T}000,2001:DB8::1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0",
-                                          f"{T}001,2001:db8:0::1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}), False),
+                                          f"{T}001,2001:db8:0::1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}), True),
     ("counter-sum-overflow", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,"
                                                           "18446744073709551615,0,1,0"])]}), False),
     ("non-ascii-rule", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]},
