@@ -641,8 +641,8 @@ IPV6_SPELLINGS = ["2001:DB8::1", "2001:db8:0::1", "2001:0db8:0000:0000:0000:0000
                   "::FFFF:a00:1", "fe80::1%eth0", "fe80::1%1", "::", "::1", "1::", "2001:db8::1:0:0:1",
                   "1:2:3:4:5:6:7:8",
                   # bad ones
-                  "2001:db8::g", "1:2:3:4:5:6:7:8:9", ":::", "2001:db8:::1", "fe80::1%", "10.0.0.1:80", "::ffff:10.0.0.01",
-                  "1::2::3", "12345::1", "::ffff:256.0.0.1", "2001:db8::1/64"]
+                  "2001:db8::g", "1:2:3:4:5:6:7:8:9", ":::", "2001:db8:::1", "fe80::1%", "10.0.0.1:80",
+                  "::ffff:10.0.0.01", "1::2::3", "12345::1", "::ffff:256.0.0.1", "2001:db8::1/64"]
 
 
 def test_fast_path_ipv6_spellings_are_canonical_as_in_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -697,3 +697,21 @@ def test_side_connection_closed_when_the_store_fails_after_staging(tmp_path: Pat
         with pytest.raises(duckdb.ConnectionException):
             side[0].execute("SELECT 1")  # ... is closed
     assert not list(tmp_path.rglob("microseg-*"))
+
+
+def test_fast_path_connections_across_files_and_repeated_5_tuples(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    m = T * 1000
+    a = "10.0.0.1,10.0.0.2,40000,443,6,O"
+    first = blob(tmp_path / "a.json", [vnet_nic("00224871AAAA", [
+        f"{m},{a},B,NX,0,0,0,0", f"{m + 10},{a},C,NX,1,1,1,1",  # continued in the next file
+        f"{m + 1},10.0.0.1,10.0.0.3,1,2,6,O,C,NX,1,1,1,1",  # began before the batch: C, E, then a new B
+        f"{m + 2},10.0.0.1,10.0.0.3,1,2,6,O,E,NX,1,1,1,1", f"{m + 3},10.0.0.1,10.0.0.3,1,2,6,O,B,NX,0,0,0,0",
+        f"{m + 4},10.0.0.1,10.0.0.4,1,2,6,O,B,NX,0,0,0,0", f"{m + 5},10.0.0.1,10.0.0.4,1,2,6,O,B,NX,0,0,0,0",
+        f"{m + 6},10.0.0.1,10.0.0.5,1,2,6,O,E,NX,1,1,1,1", f"{m + 7},10.0.0.1,10.0.0.5,1,2,6,O,E,NX,1,1,1,1",
+        f"{m + 8},10.0.0.1,10.0.0.6,1,2,6,O,C,NX,1,1,1,1", f"{m + 9},10.0.0.1,10.0.0.6,1,2,6,O,C,NX,2,2,2,2"])])
+    second = blob(tmp_path / "b.json", [vnet_nic("00224871AAAA", [f"{m + 60000},{a},E,NX,5,50,5,500"])])
+    (lines, records, skipped, bad, *_), read = both_paths(tmp_path, monkeypatch, [first, second])
+    assert read == {"a.json", "b.json"}
+    assert (lines, records, bad) == (12, 8, 0)
+    assert skipped == {"connection-update": 4}

@@ -467,19 +467,22 @@ _STAGE_LIST = ", ".join(STAGE_COLUMNS)
 _CONN = "nic, src_ip, dst_ip, src_port, dst_port, proto, direction"
 
 
-def _tracking_sql(tuples_sql: str) -> str:
+def _tracking_sql(tuples_sql: str, materialized: bool = True) -> str:
     """One record per connection (see the module docstring), as staging rows.
 
     A tuple opens a connection when it is a B, the first of its NIC, 5-tuple and direction, or follows
     an E; the opener carries the connection's end (latest tuple) and summed counters (NULL when no
     tuple had any, as in a lone B); every other tuple of it is a ``connection-update`` skip. Tuples
-    with no state are records as they are.
+    with no state are records as they are. ``materialized``: ``tuples_sql`` is computed once (else it is
+    read once per use: for a table, which is cheaper than a copy).
     """
-    # One sort, log order within each NIC, 5-tuple and direction: ``conn`` numbers the connections - it
-    # grows at every opener (by the B counted there, or by the E counted just before it) and nowhere
-    # else, so the tuples of one connection share it - and ``opens`` marks the openers. A connection is
-    # then one group: its opener's row with the group's end and sums, and a skipped row (no values
-    # but its file) for each other tuple.
+    # Most NIC, 5-tuple and direction groups hold one connection: no B but (maybe) the first tuple, no E
+    # but (maybe) the last - the first tuple is then the only opener. Those (of one file) are one hash
+    # aggregate: the opener's row with the group's end and sums, and a skipped row (no values but its
+    # file) for each other tuple. The other groups are split in log order: one sort, where ``conn``
+    # numbers the connections - it grows at every opener (by the B counted there, or by the E counted
+    # just before it) and nowhere else, so the tuples of one connection share it - and ``opens`` marks
+    # the openers; a connection is then one group, as above.
     opener = {"t_start": "t0", "t_end": "conn_end", "packets": "conn_packets", "bytes": "conn_bytes",
               "action": "action0", "file_index": "fi0", "log_status": "'OK'"}
     key = _CONN.split(", ")
@@ -489,15 +492,28 @@ def _tracking_sql(tuples_sql: str) -> str:
         f"CASE WHEN x < 0 THEN 'OK' ELSE '{CONNECTION_UPDATE}' END AS log_status" if c == "log_status" else
         "CAST(CASE WHEN x < 0 THEN fi0 ELSE x END AS INTEGER) AS file_index"
         for c, t in STAGE_COLUMNS.items())
+    aggregates = ("arg_min(t_start, seq) AS t0, max(t_start) AS conn_end, sum(packets) AS conn_packets, "
+                  "sum(bytes) AS conn_bytes, arg_min(action, seq) AS action0, arg_min(file_index, seq) AS fi0")
+    simple = ("nb = CAST(s0 = 'B' AS INTEGER) AND ne = CAST(s1 = 'E' AS INTEGER) AND f_lo = f_hi")
+    same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM c.{c}" for c in key)
     return f"""
-WITH t AS ({tuples_sql})
+WITH t AS {"" if materialized else "NOT "}MATERIALIZED ({tuples_sql}),
+g AS (
+  SELECT {_CONN}, count(*) AS n, count(CASE WHEN state = 'B' THEN 1 END) AS nb,
+    count(CASE WHEN state = 'E' THEN 1 END) AS ne, arg_min(state, seq) AS s0, arg_max(state, seq) AS s1,
+    min(file_index) AS f_lo, max(file_index) AS f_hi, {aggregates}
+  FROM t WHERE state IS NOT NULL GROUP BY ALL),
+c AS (SELECT {_CONN} FROM g WHERE NOT ({simple}))
+SELECT {columns}
+FROM (
+  SELECT *, CASE WHEN k = 0 THEN -1 ELSE fi0 END AS x
+  FROM (SELECT *, unnest(range(n)) AS k FROM g WHERE {simple}))
+UNION ALL
 SELECT {columns}
 FROM (
   SELECT *, unnest(list_prepend(-1, skips)) AS x
   FROM (
-    SELECT {_CONN}, conn, arg_min(t_start, seq) AS t0, max(t_start) AS conn_end, sum(packets) AS conn_packets,
-      sum(bytes) AS conn_bytes, arg_min(action, seq) AS action0, arg_min(file_index, seq) AS fi0,
-      coalesce(list(file_index) FILTER (WHERE NOT opens), []) AS skips
+    SELECT {_CONN}, conn, {aggregates}, coalesce(list(file_index) FILTER (WHERE NOT opens), []) AS skips
     FROM (
       SELECT {_CONN}, seq, t_start, packets, bytes, action, file_index,
         coalesce(state = 'B' OR prev IS NULL OR prev = 'E', false) AS opens,
@@ -507,7 +523,7 @@ FROM (
           lag(state) OVER o AS prev,
           count(CASE WHEN state = 'E' THEN 1 END) OVER (o ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS ends,
           count(CASE WHEN state = 'B' THEN 1 END) OVER (o ROWS UNBOUNDED PRECEDING) AS begins
-        FROM t WHERE state IS NOT NULL
+        FROM (SELECT t.* FROM t SEMI JOIN c ON {same} WHERE t.state IS NOT NULL)
         WINDOW o AS (PARTITION BY {_CONN} ORDER BY seq)))
     GROUP BY ALL))
 UNION ALL
@@ -607,7 +623,8 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
             parts = [f"SELECT {', '.join([*STAGE_COLUMNS, *_EXTRA])} FROM t WHERE kind = 't' AND file_index IN "
                      f"({', '.join(map(str, sorted(fast.read)))})"] + ([python_rows] if writer.rows else [])
             typed = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in STAGE_COLUMNS.items())
-            fast.side.execute(f"COPY (SELECT {typed} FROM ({_dedupe_sql(_tracking_sql(' UNION ALL '.join(parts)))})) "
+            tracked = _tracking_sql(" UNION ALL ".join(parts), materialized=bool(writer.rows))
+            fast.side.execute(f"COPY (SELECT {typed} FROM ({_dedupe_sql(tracked)})) "
                               f"TO {sql_str(str(out))} (FORMAT parquet, COMPRESSION uncompressed)")
             sql = f"SELECT * FROM read_parquet({sql_str(str(out))})"
     except BaseException:  # the store never sees this Staged: remove its files here
