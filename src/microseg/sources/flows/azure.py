@@ -11,9 +11,10 @@ Format facts (Microsoft Learn, "Flow logging for network security groups" - log 
   document after its ``records`` array are read and ignored, as in any other object. After a syntax
   error the rest of that line is a bad line and reading resumes on the next line, one value per line.
   A bad tuple is reported with the line its text is on.
-- Blobs of up to :data:`FAST_MAX_BYTES` that DuckDB can read exactly as that parser does are read by
-  DuckDB instead, many times faster (see "DuckDB fast path" below); the outcome is the same, tuple for
-  tuple, and a bad tuple there is still reported by the Python parser, with its line and field.
+- Blobs that DuckDB can read exactly as that parser does are read by DuckDB instead, many times
+  faster, a large blob in pieces (bounded memory; see "DuckDB fast path" below); the outcome is the
+  same, tuple for tuple, and a bad tuple there is still reported by the Python parser, with its line
+  and field (reading again only the records that hold the first bad tuples).
 - NSG record: ``properties.Version`` (1 or 2), ``properties.flows[].rule``,
   ``properties.flows[].flows[].mac`` and ``.flowTuples``. A version 2 tuple is
   ``unix-seconds,src,dst,sport,dport,protocol(T/U),direction(I/O),decision(A/D),state(B/C/E),``
@@ -650,24 +651,25 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
 # checked in SQL) when the outcome is certain to be the Python reader's, tuple for tuple; otherwise the
 # whole file is read by the Python reader. Certain means:
 # - the file passes a byte pre-scan (which also reports reading progress): it is one ``{"records": [``
-#   document as the streaming parser takes it (records the first key), at most FAST_MAX_BYTES once
-#   decompressed, with no backslash anywhere (no escapes: every string is its own text) and no comma
+#   document as the streaming parser takes it (records the first key), cut into pieces at records
+#   (see _PIECE_BYTES) or at most FAST_MAX_BYTES once decompressed, with no backslash anywhere (no escapes: every string is its own text) and no comma
 #   before a closing bracket (yyjson accepts trailing commas, Python does not); an NSG file does not
 #   name flowLogVersion at all (a null flowLogVersion is a VNet record to Python, absent to DuckDB);
-# - DuckDB parses it as exactly one document (invalid UTF-8, control characters in strings, comments,
+# - DuckDB parses it (each piece) as exactly one document (invalid UTF-8, control characters in strings, comments,
 #   a repeated key, a value of the wrong JSON type for the columns below: errors, so Python reads it);
 # - every record has the structure _groups walks, with versions 1, 2 (NSG) or 4 (VNet) written as those
 #   plain JSON integers, and every NIC name is absent, null or a JSON string;
-# - no tuple names an IPv6 address (Python writes it in canonical form) or has counters whose sums
-#   leave UBIGINT.
+# - no tuple has counters whose sums leave UBIGINT. An address with a colon (IPv6) is rewritten as
+#   canonical_ip writes it (Python itself, once per distinct text: _canonical_v6), before connections
+#   are tracked; a tuple with one that canonical_ip refuses is bad.
 # A tuple is then either good - its staging row is exactly parse_tuple's - or certainly bad: staged with
 # the status ``bad-tuple``, which the store counts as a bad line; _locate reports its line and field.
 # - no record can be over MAX_RECORD_CHARS, which the streaming parser refuses (see _fast_path).
-# Files above FAST_MAX_BYTES are streamed in Python record by record (bounded memory): DuckDB holds
-# a JSON document whole, and a blob's document is the whole blob (a 76 MB blob peaks near 750 MB RSS).
-# The tuples are tracked into connections and the both-ends rule applied on the fast path's connection,
-# together with the rows of the files read in Python, and the result is streamed (Arrow) into the
-# store's aggregation.
+# DuckDB holds a JSON document whole, so a blob it reads as one document is at most FAST_MAX_BYTES; the
+# pieces of a larger blob are documents of their own. The tuples are tracked into connections and the
+# both-ends rule applied on the fast path's connection, together with the rows of the files read in
+# Python, into a Parquet file the store scans: the fast path's connection is closed when stage() returns,
+# whatever happens to the ingest after it.
 
 FAST_MAX_BYTES = 128 << 20
 # A blob longer than this is cut into pieces, at a record boundary, each read by DuckDB as a document of its
@@ -1049,11 +1051,11 @@ def _tuples_select(raw: str) -> str:
         digits(f"f[{i}]", max_u64) for i in range(10, 14)) + "))")
     # every check of parse_tuple but the addresses, for a tuple not of the regular shape
     fields_ok = f"""CASE version
-      WHEN 4 THEN n = 13 AND {digits('f[1]', max_u64 // 1000)} AND {digits('f[6]', 255)}
+      WHEN 4 THEN len(f) = 13 AND {digits('f[1]', max_u64 // 1000)} AND {digits('f[6]', 255)}
         AND f[8] IN ('B', 'C', 'E', 'D') AND f[7] IN ('I', 'O') AND {counters_ok}
-      WHEN 2 THEN n = 13 AND {digits('f[1]', max_u64 // 1_000_000)} AND f[6] IN ('T', 'U') AND f[8] IN ('A', 'D')
+      WHEN 2 THEN len(f) = 13 AND {digits('f[1]', max_u64 // 1_000_000)} AND f[6] IN ('T', 'U') AND f[8] IN ('A', 'D')
         AND f[9] IN ('B', 'C', 'E') AND f[7] IN ('I', 'O') AND {counters_ok}
-      ELSE n = 8 AND {digits('f[1]', max_u64 // 1_000_000)} AND f[6] IN ('T', 'U') AND f[8] IN ('A', 'D')
+      ELSE len(f) = 8 AND {digits('f[1]', max_u64 // 1_000_000)} AND f[6] IN ('T', 'U') AND f[8] IN ('A', 'D')
         AND f[7] IN ('I', 'O') END
       AND {digits('f[4]', 65535)} AND {digits('f[5]', 65535)}"""
     in_range = f"""CASE version WHEN 4 THEN TRY_CAST(f[1] AS UBIGINT) <= {max_u64 // 1000}
@@ -1109,5 +1111,5 @@ FROM (
       SELECT fi, pc, ri, nrec, version, no_records, too_many, nic, t,
         (CAST(fi AS HUGEINT) << {_SEQ_BITS}) + (CAST(pc AS HUGEINT) << 56) + (CAST(ri AS HUGEINT) << 32) + off + ti
           AS seq,
-        string_split(t, ',') AS f, len(string_split(t, ',')) AS n
+        string_split(t, ',') AS f
       FROM ({raw}))))"""
