@@ -621,7 +621,10 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
             os.close(fd)
             out = Path(name)
             staged.cleanup.append(out)
-            parts = [f"SELECT {', '.join([*STAGE_COLUMNS, *_EXTRA])} FROM t WHERE kind = 't' AND file_index IN "
+            # (t leaves out the columns that are NULL, or t_start, in every row of this format)
+            stored = {"t_end": "t_start", **{c: f"NULL::{STAGE_COLUMNS[c]}" for c in nulls}}
+            columns = ", ".join(f"{stored[c]} AS {c}" if c in stored else c for c in [*STAGE_COLUMNS, *_EXTRA])
+            parts = [f"SELECT {columns} FROM t WHERE kind = 't' AND file_index IN "
                      f"({', '.join(map(str, sorted(fast.read)))})"] + ([python_rows] if writer.rows else [])
             typed = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in STAGE_COLUMNS.items())
             tracked = _tracking_sql(" UNION ALL ".join(parts), materialized=bool(writer.rows))
@@ -941,7 +944,7 @@ def _canonical_v6(side: duckdb.DuckDBPyConnection) -> None:
     for col in ("src_ip", "dst_ip"):
         side.execute(f"UPDATE t SET {col} = v6.canon FROM v6 WHERE t.v6 AND t.{col} = v6.raw")
     nulls = ", ".join(f"{c} = NULL" for c in (*STAGE_COLUMNS, *_EXTRA, "text_bytes")
-                      if c not in ("tcp_flags", "is_reply", "src_workload", "dst_workload", "log_status",
+                      if c not in ("t_end", "tcp_flags", "is_reply", "src_workload", "dst_workload", "log_status",
                                    "file_index", "seq"))
     side.execute(f"UPDATE t SET {nulls}, log_status = '{_BAD_TUPLE}' WHERE v6 AND (src_ip IS NULL OR dst_ip IS NULL)")
     side.execute("DROP TABLE v6")
@@ -1079,7 +1082,7 @@ def _tuples_select(raw: str) -> str:
         return f"CASE WHEN {counters} THEN CAST(f[{a}] AS HUGEINT) + CAST(f[{b}] AS HUGEINT) END"
 
     return f"""
-SELECT CASE WHEN good THEN t_us END AS t_start, CASE WHEN good THEN t_us END AS t_end,
+SELECT CASE WHEN good THEN t_us END AS t_start,
   CASE WHEN good THEN f[2] END AS src_ip, CASE WHEN good THEN f[3] END AS dst_ip,
   CASE WHEN good THEN CAST(f[4] AS INTEGER) END AS src_port, CASE WHEN good THEN CAST(f[5] AS INTEGER) END AS dst_port,
   CASE WHEN NOT good THEN NULL WHEN version = 4 THEN CAST(f[6] AS INTEGER) WHEN f[6] = 'T' THEN 6 ELSE 17 END AS proto,
@@ -1087,9 +1090,7 @@ SELECT CASE WHEN good THEN t_us END AS t_start, CASE WHEN good THEN t_us END AS 
   TRY_CAST(CASE WHEN good THEN npackets END AS UBIGINT) AS packets,
   CASE WHEN NOT good THEN NULL WHEN version = 4 THEN CASE WHEN f[8] = 'D' THEN 'drop' ELSE 'accept' END
     WHEN f[8] = 'A' THEN 'accept' ELSE 'drop' END AS action,
-  NULL::INTEGER AS tcp_flags, NULL::BOOLEAN AS is_reply,
   CASE WHEN NOT good THEN NULL WHEN f[7] = 'I' THEN 'ingress' ELSE 'egress' END AS direction,
-  NULL::VARCHAR AS src_workload, NULL::VARCHAR AS dst_workload,
   CASE WHEN good THEN 'OK' ELSE '{_BAD_TUPLE}' END AS log_status, fi AS file_index,
   CASE WHEN good THEN nic END AS nic,
   CASE WHEN NOT good THEN NULL WHEN version = 4 THEN nullif(f[8], 'D') WHEN version = 2 AND f[8] = 'A' THEN f[9]
