@@ -59,7 +59,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -617,9 +617,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
             # Tracked on the fast path's connection, with the rows of the files read in Python, into a
             # Parquet file the store scans: the fast path's connection (and its memory) is gone before the
             # store's scan, whatever happens next; the file goes with the staging file.
-            fd, name = tempfile.mkstemp(prefix="microseg-azure-", suffix=".parquet", dir=options.tmp_dir)
-            os.close(fd)
-            out = Path(name)
+            out = _temp_path(".parquet", options)
             staged.cleanup.append(out)
             # (t leaves out the columns that are NULL, or t_start, in every row of this format)
             stored = {"t_end": "t_start", **{c: f"NULL::{STAGE_COLUMNS[c]}" for c in nulls}}
@@ -639,6 +637,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     finally:
         if fast.side is not None:
             fast.side.close()
+        _remove_files(fast.spill)
     staged.relations.append(StagedRelation(sql=sql, files=list(files), time_unit=1_000_000, null_columns=nulls))
     # Files read in Python reported their bad lines as they went; in a file the fast path read, the bad
     # tuples were counted in SQL and the Python reader names them (lines, fields) on demand, reading again
@@ -655,11 +654,13 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
 # whole file is read by the Python reader. Certain means:
 # - the file passes a byte pre-scan (which also reports reading progress): it is one ``{"records": [``
 #   document as the streaming parser takes it (records the first key), cut into pieces at records
-#   (see _PIECE_BYTES) or at most FAST_MAX_BYTES once decompressed, with no backslash anywhere (no escapes: every string is its own text) and no comma
-#   before a closing bracket (yyjson accepts trailing commas, Python does not); an NSG file does not
-#   name flowLogVersion at all (a null flowLogVersion is a VNet record to Python, absent to DuckDB);
-# - DuckDB parses it (each piece) as exactly one document (invalid UTF-8, control characters in strings, comments,
-#   a repeated key, a value of the wrong JSON type for the columns below: errors, so Python reads it);
+#   (see _PIECE_BYTES) or at most FAST_MAX_BYTES once decompressed, with no backslash anywhere (no
+#   escapes: every string is its own text) and no comma before a closing bracket (yyjson accepts
+#   trailing commas, Python does not); an NSG file does not name flowLogVersion at all (a null
+#   flowLogVersion is a VNet record to Python, absent to DuckDB);
+# - DuckDB parses it (each piece) as exactly one document (invalid UTF-8, control characters in strings,
+#   comments, a repeated key, a value of the wrong JSON type for the columns below: errors, so Python
+#   reads it);
 # - every record has the structure _groups walks, with versions 1, 2 (NSG) or 4 (VNet) written as those
 #   plain JSON integers, and every NIC name is absent, null or a JSON string;
 # - no tuple has counters whose sums leave UBIGINT. An address with a colon (IPv6) is rewritten as
@@ -712,6 +713,7 @@ class _Fast:
     read: set[int]  # file indexes whose tuples are in the table t of ``side``
     bad: dict[int, set[int]]  # ... of which some tuples are bad: the first records with one (_bad_records)
     side: duckdb.DuckDBPyConnection | None  # the fast path's connection (None: nothing read)
+    spill: list[Path] = field(default_factory=list)  # files t reads (removed once side is closed)
 
 
 @dataclass
@@ -786,12 +788,12 @@ def _prescan(src: SourceFile, options: ReaderOptions) -> _Pre | None:
 def _write_piece(text: bytearray | bytes, options: ReaderOptions) -> tuple[Path, int]:
     """A piece file: the records of ``text`` (a part of the records array between two cuts) as the one
     element of a list in a document of their own, {"records": [[...]]} (see _PIECE_BYTES)."""
-    fd, name = tempfile.mkstemp(prefix="microseg-azure-", suffix=".json", dir=options.tmp_dir)
-    with os.fdopen(fd, "wb") as out:
+    path = _temp_path(".json", options)
+    with path.open("wb") as out:
         out.write(b'{"records":[[')
         out.write(text)
         out.write(b"]]}")
-    return Path(name), len(text) + 16
+    return path, len(text) + 16
 
 
 def _remove_pieces(pieces: Sequence[tuple[Path, int]]) -> None:
@@ -845,17 +847,18 @@ def _fast_path(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], opti
                 pre[i] = p
         if not pre:
             return _Fast(read=set(), bad={}, side=None)
-        return _fast_read(con, files, pre, options.max_samples)
+        return _fast_read(con, files, pre, options)
     finally:  # the pieces are in the table t (or the file goes to Python): their files go now
         for p in pre.values():
             _remove_pieces(p.pieces or [])
 
 
 def _fast_read(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], pre: dict[int, _Pre],
-               max_samples: int) -> _Fast:
+               options: ReaderOptions) -> _Fast:
     settings = con.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
                            "current_setting('temp_directory')").fetchall()[0]
     side = duckdb.connect()
+    spill: list[Path] = []
     try:
         side.execute(f"SET memory_limit = {sql_str(str(settings[0]))}")
         side.execute(f"SET threads = {int(settings[1])}")
@@ -881,15 +884,25 @@ def _fast_read(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], pre:
                 batches.append(batch)
         failed: set[int] = set()
         created = False
+        # More than DuckDB would keep in memory: the judged tuples go to Parquet files (compressed, and
+        # streamed: memory holds a few pieces), which t then reads.
+        big = sum(p.size for p in pre.values()) > FAST_MAX_BYTES
         while batches:
             batch = [u for u in batches.pop(0) if u.fi not in failed]
             if not batch:
                 continue
             try:  # the documents are parsed, unnested to their tuples and each tuple judged in one pass
-                side.execute(("INSERT INTO t " if created else "CREATE TEMP TABLE t AS ")
-                             + _tuples_select(_scan_sql(files, batch)))
-                created = True
+                sql = _tuples_select(_scan_sql(files, batch))
+                if big:
+                    out = _temp_path(".parquet", options)
+                    spill.append(out)
+                    side.execute(f"COPY ({sql}) TO {sql_str(str(out))} (FORMAT parquet)")
+                else:
+                    side.execute(("INSERT INTO t " if created else "CREATE TEMP TABLE t AS ") + sql)
+                    created = True
             except duckdb.Error:
+                if big:
+                    spill.pop().unlink(missing_ok=True)
                 if len(batch) > 1:  # find the files DuckDB cannot read; the others are still read here
                     batches[:0] = [batch[:len(batch) // 2], batch[len(batch) // 2:]]
                 else:
@@ -897,7 +910,12 @@ def _fast_read(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], pre:
         read = set(units) - failed
         if not read:
             side.close()
+            _remove_files(spill)
             return _Fast(read=set(), bad={}, side=None)
+        if spill:
+            parquet = f"read_parquet([{', '.join(sql_str(str(p)) for p in spill)}])"
+            v6 = side.execute(f"SELECT count(*) FROM {parquet} WHERE v6").fetchall()[0][0]
+            side.execute(f"CREATE TEMP {'TABLE' if v6 else 'VIEW'} t AS SELECT * FROM {parquet}")
         _canonical_v6(side)
         # One document per file or piece, every record and tuple judged; and no record that the streaming
         # reader refuses (over MAX_RECORD_CHARS): the file or piece is no longer, or a record is at most its
@@ -924,12 +942,25 @@ def _fast_read(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], pre:
                 with_bad.add(int(fi))
         if not read:
             side.close()
+            _remove_files(spill)
             return _Fast(read=set(), bad={}, side=None)
-        bad = _bad_records(side, with_bad, max_samples)
+        bad = _bad_records(side, with_bad, options.max_samples)
     except BaseException:
         side.close()
+        _remove_files(spill)
         raise
-    return _Fast(read=read, bad=bad, side=side)
+    return _Fast(read=read, bad=bad, side=side, spill=spill)
+
+
+def _temp_path(suffix: str, options: ReaderOptions) -> Path:
+    fd, name = tempfile.mkstemp(prefix="microseg-azure-", suffix=suffix, dir=options.tmp_dir)
+    os.close(fd)
+    return Path(name)
+
+
+def _remove_files(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _canonical_v6(side: duckdb.DuckDBPyConnection) -> None:
