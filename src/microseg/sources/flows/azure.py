@@ -1015,8 +1015,20 @@ def _scan_sql(files: Sequence[SourceFile], batch: list[_Unit]) -> str:
     size = max(u.size for u in batch) + 1
     piece = batch[0].path is not None
     gz = not piece and files[batch[0].fi].gzip
-    # a piece is {"records": [[...]]}: its records are those of the one element of its list
-    records = ("CASE WHEN len(j.records) = 1 THEN j.records[1] END" if piece else "j.records")
+    columns = f"columns={{'records': '{_REC}[]{'[]' if piece else ''}'}}"
+    if piece:
+        # A piece is {"records": [[...]]}: its records are those of the one element of its list (unnested:
+        # one row a document for that element, as the count of documents checks). One read_json a piece,
+        # not one for all: DuckDB reads a list of files at twice the cost (measured, 1.5 - DuckDB 2.0).
+        source = " UNION ALL ".join(
+            f"SELECT {u.fi} AS fi, {u.pc} AS pc, {str(u.names_version).lower()} AS names_version, "
+            f"unnest(records) AS recs FROM read_json({sql_str(path(u))}, format='unstructured', "
+            f"maximum_object_size={size}, compression='none', {columns})" for u in batch)
+    else:
+        source = f"""SELECT m.fi, m.pc, m.names_version, j.records AS recs
+    FROM read_json({paths}, format='unstructured', filename=true, maximum_object_size={size},
+      compression='{"gzip" if gz else "none"}', {columns}) AS j
+    JOIN (VALUES {names}) AS m(path, fi, pc, names_version) ON j.filename = m.path"""
 
     def nic(m: str) -> str:  # str(mac or "") or None; NULL also for a value that is no string (checked below)
         return f"nullif(CASE WHEN starts_with({m}, '\"') THEN substr({m}, 2, strlen({m}) - 2) END, '')"
@@ -1039,11 +1051,9 @@ def _scan_sql(files: Sequence[SourceFile], batch: list[_Unit]) -> str:
               f"lambda n: {{'nic': {nic('n.mac')}, 't': n.flowTuples}}))) END")
     return f"""
 WITH docs AS (
-  SELECT m.fi, m.pc, m.names_version, {records} IS NULL AS no_records, list_prepend(NULL, {records}) AS records,
-    coalesce(len({records}), 0) AS nrec
-  FROM read_json({paths}, format='unstructured', filename=true, maximum_object_size={size},
-    compression='{"gzip" if gz else "none"}', columns={{'records': '{_REC}[]{"[]" if piece else ""}'}}) AS j
-  JOIN (VALUES {names}) AS m(path, fi, pc, names_version) ON j.filename = m.path),
+  SELECT fi, pc, names_version, recs IS NULL AS no_records, list_prepend(NULL, recs) AS records,
+    coalesce(len(recs), 0) AS nrec
+  FROM ({source})),
 recs AS (
   SELECT fi, pc, ri, nrec, version, no_records,
     CASE WHEN version IS NOT NULL THEN {groups} END AS gs
