@@ -721,7 +721,7 @@ def test_fast_path_connections_across_files_and_repeated_5_tuples(tmp_path: Path
 def test_fast_path_large_input_staged_through_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       v6: bool) -> None:
     monkeypatch.setattr(azure, "FAST_MAX_BYTES", 4000)  # "large": the judged tuples go to Parquet files
-    monkeypatch.setattr(azure, "_PIECED_MAX_BYTES", 4000)
+    monkeypatch.setattr(azure, "_PIECED_MAX_BYTES", 4000)  # as if big.json were over the limit for pieces
     monkeypatch.setattr(azure, "_PIECE_BYTES", 500)
     records = _many_records(40, v6=v6)
     records[21]["flowRecords"]["flows"][0]["flowGroups"][0]["flowTuples"].append(
@@ -729,7 +729,7 @@ def test_fast_path_large_input_staged_through_parquet(tmp_path: Path, monkeypatc
     paths = [_records_one_per_line(tmp_path / f"{name}.json", records[i:i + 8]) for i, name in
              zip(range(0, 40, 8), "abcde", strict=True)]
     assert all(p.stat().st_size < 4000 for p in paths) and sum(p.stat().st_size for p in paths) > 4000
-    big = _records_one_per_line(tmp_path / "big.json", records)  # one blob over FAST_MAX_BYTES: Python
+    big = _records_one_per_line(tmp_path / "big.json", records)  # over _PIECED_MAX_BYTES: Python
     (lines, _, skipped, bad, samples, *_), read = both_paths(tmp_path, monkeypatch, [*paths, big])
     assert read == {p.name for p in paths}
     assert (lines, bad) == (2 * (3 * 40 + 1), 2)

