@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from microseg.engine.mapping import map_flows
 from microseg.engine.store import FlowStore, IngestReport
 from microseg.errors import InputError
 from microseg.ir.model import AddressBinding, Inventory, Protocol, Workload, WorkloadKind
-from microseg.sources.flows import FORMATS, azure, detect
+from microseg.sources.flows import FORMATS, SourceFile, azure, canonical_ip, detect
 
 SAMPLES = Path("samples/flows/azure")
 NSG = "nsg-v2-elastic-fixture.json"
@@ -477,7 +478,7 @@ def test_fast_path_bad_tuples_are_counted_and_located(tmp_path: Path, monkeypatc
      .replace('"r"', '"r\tule"'), False),
     ("bom", "\ufeff" + json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}), False),
     ("ipv6", json.dumps({"records": [vnet([f"{T}000,2001:DB8::1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0",
-                                          f"{T}001,2001:db8:0::1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}), False),
+                                          f"{T}001,2001:db8:0::1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}), True),
     ("counter-sum-overflow", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,"
                                                           "18446744073709551615,0,1,0"])]}), False),
     ("non-ascii-rule", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]},
@@ -529,3 +530,209 @@ def test_fast_path_proves_no_record_is_over_the_limit(tmp_path: Path, monkeypatc
     big = blob(tmp_path / "big.json", [vnet_nic("00224871C205", tuples[:20]), vnet_nic("00224871C205", tuples)])
     with FlowStore(tmp_path / "big" / "flows.duckdb") as s, pytest.raises(InputError, match="longer than 20000"):
         s.ingest([big], fmt="azure")
+
+
+# -- pieces, IPv6, locating bad tuples, cleaning up ------------------------------------------------------
+
+
+def _records_one_per_line(path: Path, records: list[Any], sep: str = ",\n", head: str = '{"records":[\n',
+                          end: str = "\n]}\n") -> Path:
+    path.write_text(head + sep.join(json.dumps(r, separators=(",", ":")) for r in records) + end, encoding="utf-8")
+    return path
+
+
+def _many_records(n: int, v6: bool = False) -> list[dict[str, Any]]:
+    m = T * 1000
+    out = []
+    for i in range(n):
+        a = f"2001:DB8::{i % 7:x}" if v6 and i % 2 else f"10.0.{i % 7}.1"
+        out.append(vnet_nic(f"00224871{i % 3:04X}", [
+            f"{m + i},{a},10.0.0.2,{40000 + i % 11},443,6,O,B,NX,0,0,0,0",
+            f"{m + i + 5},10.0.0.2,{a},443,{40000 + i % 11},6,I,D,NX,0,0,0,0",
+            f"{m + i + 9},{a},10.0.0.2,{40000 + i % 11},443,6,O,E,NX,1,{i},2,{2 * i}"]))
+    return out
+
+
+@pytest.mark.parametrize("name, sep, head, end, fast", [
+    ("one-per-line", ",\n", '{"records":[\n', "\n]}\n", True),
+    ("comma-first", "\r\n,", '{"records":[', "]}", True),  # a line starting with ",{"
+    ("crlf", ",\r\n", '{ "records" : [\r\n', "\r\n] }\r\n\r\n", True),
+    ("one-line", ",", '{"records":[', "]}", True),  # no cut: one document
+    ("member-after-records", ",\n", '{"records":[\n', '\n],"x":1}\n', False),  # pieces must end the array
+    ("second-document", ",\n", '{"records":[\n', '\n]}\n{"records":[]}\n', False),
+])
+def test_fast_path_pieces_read_as_python_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, sep: str,
+                                              head: str, end: str, fast: bool) -> None:
+    monkeypatch.setattr(azure, "_PIECE_BYTES", 700)  # a few records a piece
+    path = _records_one_per_line(tmp_path / f"{name}.json", _many_records(40), sep, head, end)
+    (lines, records, _, bad, *_), read = both_paths(tmp_path, monkeypatch, [path])
+    assert read == ({path.name} if fast else set())
+    assert (lines, bad) == (120, 0) if fast else lines >= 120
+    assert not list(tmp_path.rglob("microseg-*"))  # no piece, staging or Parquet file is left
+
+
+def test_fast_path_a_cut_inside_a_record_sends_the_file_to_python(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(azure, "_PIECE_BYTES", 100)
+    # indent=0: every "}, {" of the records' inside is at a line start too, so some cuts fall inside records
+    records = _many_records(12)
+    for r in records:  # two rule groups a record: "},{" between them
+        groups = r["flowRecords"]["flows"][0]["flowGroups"]
+        groups.append({"rule": "r2", "flowTuples": groups[0]["flowTuples"][1:]})
+        groups[0]["flowTuples"] = groups[0]["flowTuples"][:1]
+    path = blob(tmp_path / "indent0.json", records, indent=0)
+    cuts = azure._prescan(SourceFile(path, False), azure.ReaderOptions(tmp_dir=tmp_path))
+    assert cuts is not None and cuts.pieces is not None and len(cuts.pieces) > 2
+
+    def parses(piece: Path) -> bool:
+        try:
+            json.loads(piece.read_bytes())
+        except ValueError:
+            return False
+        return True
+
+    assert not all(parses(piece) for piece, _ in cuts.pieces)  # some cut is inside a record
+    azure._remove_pieces(cuts.pieces)
+    (lines, _, _, bad, *_), read = both_paths(tmp_path, monkeypatch, [path])
+    assert read == set() and (lines, bad) == (36, 0)
+
+
+def test_fast_path_pieces_gzip_bad_tuples_and_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(azure, "_PIECE_BYTES", 500)
+    records = _many_records(30)
+    m = T * 1000
+    for i in (4, 17, 29):  # bad tuples in records of different pieces
+        records[i]["flowRecords"]["flows"][0]["flowGroups"][0]["flowTuples"].insert(
+            1, f"{m},10.0.0.1,10.0.0.2,1,2,{256 + i},O,B,NX,0,0,0,0")
+    plain = _records_one_per_line(tmp_path / "bad.json", records)
+    gz = tmp_path / "bad.json.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    (lines, _, _, bad, samples, *_), read = both_paths(tmp_path, monkeypatch, [plain, gz])
+    assert read == {"bad.json", "bad.json.gz"}
+    assert (lines, bad) == (2 * 93, 6)
+    assert [(s[0], s[1], s[2]) for s in samples] == [(n, line, "protocol") for n in ("bad.json", "bad.json.gz")
+                                                     for line in (6, 19, 31)]
+
+
+def test_fast_path_locates_bad_tuples_from_their_records_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    records = _many_records(50)
+    m = T * 1000
+    records[30]["flowRecords"]["flows"][0]["flowGroups"][0]["flowTuples"].append(f"{m},10.0.0.1,host,1,2,6,O,B,NX,,,,")
+    path = _records_one_per_line(tmp_path / "PT1H.json", records)
+    calls: list[str] = []
+    parse = azure.parse_tuple
+
+    def spy(text: str, version: int) -> Any:
+        calls.append(text)
+        return parse(text, version)
+
+    monkeypatch.setattr(azure, "parse_tuple", spy)
+    with FlowStore(tmp_path / "s" / "flows.duckdb") as s:
+        report = s.ingest([path], fmt="azure", bad_threshold=1.0)
+    assert [(b.line, b.field) for b in report.bad_samples] == [(32, "dst")]
+    assert len(calls) == 4  # the tuples of the one record that holds a bad one, not the file's 151
+    calls.clear()
+    (_, _, _, bad, samples, *_), read = both_paths(tmp_path, monkeypatch, [path])
+    assert read == {"PT1H.json"} and bad == 1 and len(calls) > 151
+
+
+IPV6_SPELLINGS = ["2001:DB8::1", "2001:db8:0::1", "2001:0db8:0000:0000:0000:0000:0000:0001", "::ffff:10.0.0.1",
+                  "::FFFF:a00:1", "fe80::1%eth0", "fe80::1%1", "::", "::1", "1::", "2001:db8::1:0:0:1",
+                  "1:2:3:4:5:6:7:8",
+                  # bad ones
+                  "2001:db8::g", "1:2:3:4:5:6:7:8:9", ":::", "2001:db8:::1", "fe80::1%", "10.0.0.1:80",
+                  "::ffff:10.0.0.01", "1::2::3", "12345::1", "::ffff:256.0.0.1", "2001:db8::1/64"]
+
+
+def test_fast_path_ipv6_spellings_are_canonical_as_in_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = T * 1000
+    tuples = []
+    for i, a in enumerate(IPV6_SPELLINGS):
+        tuples += [f"{m + i},{a},10.0.0.2,{40000 + i},443,6,O,B,NX,0,0,0,0",
+                   f"{m + i + 1},10.0.0.2,{a},443,{40000 + i},6,I,D,NX,0,0,0,0"]
+    # one connection, its B and E written in two spellings; and both ends of another, in two spellings
+    tuples += [f"{m},2001:DB8::5,10.0.0.2,50000,443,6,O,B,NX,0,0,0,0",
+               f"{m + 9},2001:db8:0:0::5,10.0.0.2,50000,443,6,O,E,NX,1,10,1,20"]
+    server = [f"{m + 3},2001:0DB8::5,10.0.0.2,50000,443,6,I,B,NX,0,0,0,0"]
+    nsg_tuples = [f"{T},{a},{b},1,2,T,O,A,B,,,," for a, b in zip(IPV6_SPELLINGS, reversed(IPV6_SPELLINGS), strict=True)]
+    path = blob(tmp_path / "v6.json", [vnet_nic("00224871AAAA", tuples), vnet_nic("00224871BBBB", server)])
+    nsg_path = blob(tmp_path / "nsg6.json", [nsg(nsg_tuples)])
+    (lines, records, skipped, bad, samples, *_), read = both_paths(tmp_path, monkeypatch, [path, nsg_path])
+    assert read == {"v6.json", "nsg6.json"}
+    assert skipped == {"connection-update": 1, "peer-nic-duplicate": 1}
+    # 11 spellings are no address: 2 VNet tuples each, and 22 of the 23 NSG pairs; the store's address check
+    # also refuses a zone id with letters (fe80::1%eth0, fe80::1%1: 2 VNet tuples each)
+    assert bad == 2 * 11 + 22 + 4 and {s[2] for s in samples} == {"src", "dst"}
+    with FlowStore(tmp_path / "again" / "flows.duckdb") as s:
+        s.ingest([path], fmt="azure", bad_threshold=1.0)
+        addresses = {r["src_ip"] for r in s.rows()} | {r["dst_ip"] for r in s.rows()}
+    assert {"2001:db8::1", "::ffff:a00:1", "2001:db8::5", "1::", "::"} <= addresses
+    assert all(canonical_ip(a) == a for a in addresses)
+
+
+def test_side_connection_closed_when_the_store_fails_after_staging(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _records_one_per_line(tmp_path / "PT1H.json", _many_records(10))
+    opened: list[Any] = []
+    connect = duckdb.connect
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        con = connect(*args, **kwargs)
+        opened.append(con)
+        return con
+
+    monkeypatch.setattr(azure.duckdb, "connect", spy)
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("interrupted before the scan")
+
+    monkeypatch.setattr(FlowStore, "_scan", fail)
+    with FlowStore(tmp_path / "s" / "flows.duckdb") as s:
+        side = [c for c in opened]
+        with pytest.raises(RuntimeError, match="interrupted"):
+            s.ingest([path], fmt="azure")
+        side = [c for c in opened if c not in side]
+        assert len(side) == 1  # the fast path's own connection ...
+        with pytest.raises(duckdb.ConnectionException):
+            side[0].execute("SELECT 1")  # ... is closed
+    assert not list(tmp_path.rglob("microseg-*"))
+
+
+def test_fast_path_connections_across_files_and_repeated_5_tuples(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    m = T * 1000
+    a = "10.0.0.1,10.0.0.2,40000,443,6,O"
+    first = blob(tmp_path / "a.json", [vnet_nic("00224871AAAA", [
+        f"{m},{a},B,NX,0,0,0,0", f"{m + 10},{a},C,NX,1,1,1,1",  # continued in the next file
+        f"{m + 1},10.0.0.1,10.0.0.3,1,2,6,O,C,NX,1,1,1,1",  # began before the batch: C, E, then a new B
+        f"{m + 2},10.0.0.1,10.0.0.3,1,2,6,O,E,NX,1,1,1,1", f"{m + 3},10.0.0.1,10.0.0.3,1,2,6,O,B,NX,0,0,0,0",
+        f"{m + 4},10.0.0.1,10.0.0.4,1,2,6,O,B,NX,0,0,0,0", f"{m + 5},10.0.0.1,10.0.0.4,1,2,6,O,B,NX,0,0,0,0",
+        f"{m + 6},10.0.0.1,10.0.0.5,1,2,6,O,E,NX,1,1,1,1", f"{m + 7},10.0.0.1,10.0.0.5,1,2,6,O,E,NX,1,1,1,1",
+        f"{m + 8},10.0.0.1,10.0.0.6,1,2,6,O,C,NX,1,1,1,1", f"{m + 9},10.0.0.1,10.0.0.6,1,2,6,O,C,NX,2,2,2,2"])])
+    second = blob(tmp_path / "b.json", [vnet_nic("00224871AAAA", [f"{m + 60000},{a},E,NX,5,50,5,500"])])
+    (lines, records, skipped, bad, *_), read = both_paths(tmp_path, monkeypatch, [first, second])
+    assert read == {"a.json", "b.json"}
+    assert (lines, records, bad) == (12, 8, 0)
+    assert skipped == {"connection-update": 4}
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_fast_path_large_input_staged_through_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      v6: bool) -> None:
+    monkeypatch.setattr(azure, "FAST_MAX_BYTES", 4000)  # "large": the judged tuples go to Parquet files
+    monkeypatch.setattr(azure, "_PIECED_MAX_BYTES", 4000)  # as if big.json were over the limit for pieces
+    monkeypatch.setattr(azure, "_PIECE_BYTES", 500)
+    records = _many_records(40, v6=v6)
+    records[21]["flowRecords"]["flows"][0]["flowGroups"][0]["flowTuples"].append(
+        f"{T * 1000},2001:db8::zz,10.0.0.2,1,2,6,O,B,NX,0,0,0,0")
+    paths = [_records_one_per_line(tmp_path / f"{name}.json", records[i:i + 8]) for i, name in
+             zip(range(0, 40, 8), "abcde", strict=True)]
+    assert all(p.stat().st_size < 4000 for p in paths) and sum(p.stat().st_size for p in paths) > 4000
+    big = _records_one_per_line(tmp_path / "big.json", records)  # over _PIECED_MAX_BYTES: Python
+    (lines, _, skipped, bad, samples, *_), read = both_paths(tmp_path, monkeypatch, [*paths, big])
+    assert read == {p.name for p in paths}
+    assert (lines, bad) == (2 * (3 * 40 + 1), 2)
+    assert [(s[0], s[1], s[2]) for s in samples] == [("c.json", 7, "src"), ("big.json", 23, "src")]
+    assert skipped["connection-update"] > 0
+    assert not list(tmp_path.rglob("microseg-*"))
