@@ -661,13 +661,13 @@ def test_fast_path_ipv6_spellings_are_canonical_as_in_python(tmp_path: Path, mon
     (lines, records, skipped, bad, samples, *_), read = both_paths(tmp_path, monkeypatch, [path, nsg_path])
     assert read == {"v6.json", "nsg6.json"}
     assert skipped == {"connection-update": 1, "peer-nic-duplicate": 1}
-    # 11 spellings are no address: 2 VNet tuples each, and 22 of the 23 NSG pairs; the store's address check
-    # also refuses a zone id with letters (fe80::1%eth0, fe80::1%1: 2 VNet tuples each)
-    assert bad == 2 * 11 + 22 + 4 and {s[2] for s in samples} == {"src", "dst"}
+    # 11 spellings are no address: 2 VNet tuples each, and 22 of the 23 NSG pairs (zone ids such as
+    # fe80::1%eth0 are addresses, for the reader and the store alike: canonical_ip)
+    assert bad == 2 * 11 + 22 and {s[2] for s in samples} == {"src", "dst"}
     with FlowStore(tmp_path / "again" / "flows.duckdb") as s:
         s.ingest([path], fmt="azure", bad_threshold=1.0)
         addresses = {r["src_ip"] for r in s.rows()} | {r["dst_ip"] for r in s.rows()}
-    assert {"2001:db8::1", "::ffff:a00:1", "2001:db8::5", "1::", "::"} <= addresses
+    assert {"2001:db8::1", "::ffff:a00:1", "2001:db8::5", "1::", "::", "fe80::1%eth0", "fe80::1%1"} <= addresses
     assert all(canonical_ip(a) == a for a in addresses)
 
 
