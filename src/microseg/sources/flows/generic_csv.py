@@ -78,8 +78,7 @@ from microseg.sources.flows import (
     sql_str,
 )
 from microseg.sources.flows.sqlpath import (
-    IPV4_PATTERN,
-    IPV6_PATTERN,
+    ADDRESS_PATTERN,
     SCAN_ERRORS,
     address_sql,
     count_rejects,
@@ -384,7 +383,6 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], whole: frozen
 _BAD_STATUS = "(bad)"
 # address_sql as one pattern, for the raw values of every row: one match instead of a test for ':' and a
 # match (every IPv6 form has a ':', no IPv4 one has), measurably cheaper; the same addresses.
-_ADDRESS = f"({IPV4_PATTERN})|({IPV6_PATTERN})"
 _HEAD_LINES = 64
 _NULLSTR = "\x01\x02"  # a value no line has: an empty field is '', a missing one NULL (padding)
 _WS = " \t\n\v\f\r\x1c\x1d\x1e\x1f"  # what str.strip() removes from ASCII text
@@ -629,7 +627,7 @@ def _stage_sql(scan: str, present: Collection[str]) -> str:
                  if "direction" in present else "NULL::VARCHAR")
     raw_rules = [f"TRY_CAST(r_{x} AS UBIGINT) AS u_{x}" for x in numbers]
     raw_rules += [f"TRY_CAST(r_{t} AS DECIMAL(18, 6)) AS d_{t}" for t in ("start", "end") if t in present]
-    raw_rules += [f"regexp_full_match(r_{a}, '{_ADDRESS}') AS a_{a}" for a in ("src_ip", "dst_ip")]
+    raw_rules += [f"regexp_full_match(r_{a}, '{ADDRESS_PATTERN}') AS a_{a}" for a in ("src_ip", "dst_ip")]
     return f"""
 SELECT TRY_CAST(t0 AS UBIGINT) AS t_start, TRY_CAST(t1 AS UBIGINT) AS t_end, src_ip, dst_ip,
   CASE WHEN sp_n IS NOT NULL THEN TRY_CAST(sp_n AS INTEGER) WHEN NOT {ported} THEN 0 END AS src_port,

@@ -90,8 +90,7 @@ from microseg.sources.flows import (
     zone_info,
 )
 from microseg.sources.flows.sqlpath import (
-    IPV4_PATTERN,
-    IPV6_PATTERN,
+    ADDRESS_PATTERN,
     SCAN_ERRORS,
     address_sql,
     count_rejects,
@@ -431,7 +430,6 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], whole: frozen
 _BAD_STATUS = "(bad)"
 # address_sql as one pattern, for the raw values of every row: one match instead of a test for ':' and a
 # match (every IPv6 form has a ':', no IPv4 one has), measurably cheaper; the same addresses.
-_ADDRESS = f"({IPV4_PATTERN})|({IPV6_PATTERN})"
 _HEAD_LINES = 64
 _TAIL_BYTES = 1 << 16
 _LINE_DELIM = "\x01\x02\x03\x04"  # DuckDB's longest delimiter; a line holding it goes to Python
@@ -804,7 +802,7 @@ def _stage_sql(columns: tuple[str, ...], files: Sequence[SourceFile], indexes: S
     # A time is read by DuckDB's cast; printed back it equals the value only when the value is in
     # nfdump's own form (all digits, a valid date and time, hour below 24), which _time_us reads alike.
     raw_rules += [f"TRY_CAST(r_{a} AS TIMESTAMP) AS p_{a}" for a in ("ts", "te") if a in has]
-    raw_rules += [f"regexp_full_match(r_{a}, '{_ADDRESS}') AS a_{a}" for a in ("sa", "da") if a in has]
+    raw_rules += [f"regexp_full_match(r_{a}, '{ADDRESS_PATTERN}') AS a_{a}" for a in ("sa", "da") if a in has]
     if "flg" in has:
         raw_rules.append(f"{flag_map}[r_flg] AS f_flg")
     plain = [f"CASE WHEN CAST(u_{a} AS VARCHAR) = r_{a} THEN u_{a} END AS n_{a}" for a in counted]

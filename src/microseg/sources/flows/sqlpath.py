@@ -47,6 +47,9 @@ def _ipv6_pattern() -> str:
 
 
 IPV6_PATTERN = _ipv6_pattern()
+# Either, in one pattern: the same verdict as address_sql (every IPv6 form holds ':', no IPv4 one does),
+# one regexp call instead of a test and a call.
+ADDRESS_PATTERN = f"({IPV4_PATTERN})|({IPV6_PATTERN})"
 
 # What a scan raises on an unreadable input; the transaction is aborted, so there is no Python fallback.
 SCAN_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
@@ -103,14 +106,15 @@ def drop_after_scan(tables: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnectio
 
 
 def canonical_ipv6(con: duckdb.DuckDBPyConnection, table: str, where: str = "true",
-                   columns: Sequence[str] = ("src_ip", "dst_ip")) -> set[int]:
+                   columns: Sequence[str] = ("src_ip", "dst_ip"), index: str = "file_index") -> set[int]:
     """Rewrites the IPv6 addresses in ``columns`` of the rows ``where`` of ``table`` as canonical_ip writes
     them (RFC 5952: "2001:DB8:0::1" -> "2001:db8::1"), so that rows SQL read and rows Python read fold into
     the same aggregates and compare equal, before a reader's both-ends rule compares them. Python judges
     every distinct value once (a log names few addresses).
 
-    Returns the ``file_index`` of the rows holding a value canonical_ip refuses: none are expected (the SQL
-    patterns are canonical_ip's), but should the two ever disagree the caller reads those files in Python."""
+    Returns the file index (column ``index``) of the rows holding a value canonical_ip refuses: none are
+    expected (the SQL patterns are canonical_ip's), but should the two ever disagree the caller reads those
+    files in Python."""
     union = " UNION ".join(f"SELECT {c} AS ip FROM {table} WHERE ({where}) AND contains({c}, ':')" for c in columns)
     raw: list[str] = []
     canon: list[str] = []
@@ -126,7 +130,7 @@ def canonical_ipv6(con: duckdb.DuckDBPyConnection, table: str, where: str = "tru
     if refused:
         values = ", ".join(sql_str(ip) for ip in sorted(refused))
         found = " OR ".join(f"{c} IN ({values})" for c in columns)
-        files = {int(fi) for (fi,) in con.execute(f"SELECT DISTINCT file_index FROM {table} "
+        files = {int(fi) for (fi,) in con.execute(f"SELECT DISTINCT {index} FROM {table} "
                                                    f"WHERE ({where}) AND ({found})").fetchall()}
     if raw:
         mapping = f"{table}_v6"

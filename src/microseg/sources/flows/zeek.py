@@ -91,8 +91,9 @@ from microseg.sources.flows import (
     sql_str,
 )
 from microseg.sources.flows.sqlpath import (
-    IPV4_PATTERN,
+    ADDRESS_PATTERN,
     SCAN_ERRORS,
+    canonical_ipv6,
     count_rejects,
     drop_after_scan,
     drop_tables,
@@ -440,8 +441,9 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 #   concatenated): the whole batch is read in Python (rare; exact order for duplicates); JSON files
 #   have their own SQL (_json_sql) and rules, below;
 # - every other line, line by line: bad ones (Python names line and field), and the ones SQL cannot
-#   judge: non-ASCII text (Python's str.isdigit and \d accept other digits), IPv6 addresses (Python
-#   canonicalises and validates them), ISO ``ts`` values, leading zeros, counts of more than 18 digits;
+#   judge: non-ASCII text (Python's str.isdigit and \d accept other digits), ISO ``ts`` values, leading
+#   zeros, counts of more than 18 digits (addresses are judged by sqlpath's pattern of what canonical_ip
+#   accepts, IPv6 then written as it writes them: sqlpath.canonical_ipv6);
 # - every line whose uid occurs more than once in the batch: which copy is kept depends on the order
 #   of lines, which SQL does not see.
 # Each group of files is scanned once, into a temporary table (see _plan); the store aggregates from it.
@@ -542,6 +544,12 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         if batch or str(line) not in heads[int(fi)].layout_lines:
             drop_tables(con, created)
             return None
+    # IPv6 addresses as canonical_ip writes them, so that the rows SQL read and those Python reads fold
+    # together; one it refuses (none: the SQL pattern is its verdict) sends the batch to Python.
+    for t in tables:
+        if canonical_ipv6(con, t, "ok", index="fi"):
+            drop_tables(con, created)
+            return None
     # Lines SQL is not certain of (Python reads them), and every uid seen more than once in the batch
     # (which copy is kept depends on the order of lines, which SQL does not see: Python reads them all).
     uncertain: dict[int, set[str]] = {}
@@ -620,11 +628,12 @@ def _action_sql(state: str) -> str:
 
 def _values_sql(proto: str) -> str:
     """SQL over ``ts_us``, ``dur_us``, ``ipp_n`` ... (aliases of _USED with ``_n`` / ``_us``): the record's
-    protocol and end, and ``checked``: the checks of _record on them (NULL: failed). ICMP over the certain
-    addresses (IPv4) is protocol 1, never 58."""
+    protocol and end, and ``checked``: the checks of _record on them (NULL: failed). Zeek's one "icmp" is
+    ICMPv6 (58) between IPv6 addresses, as _record reads it."""
     protos = f"CASE {proto} " + " ".join(f"WHEN {sql_str(p)} THEN {n_}" for p, n_ in sorted(_PROTOS.items())) + " END"
     return f"""ts_us + coalesce(dur_us, 0) AS end_us,
-  CASE WHEN ipp IS NOT NULL THEN ipp_n WHEN {proto} = 'unknown_transport' THEN NULL ELSE {protos} END AS proto_n,
+  CASE WHEN ipp IS NOT NULL THEN ipp_n WHEN {proto} = 'unknown_transport' THEN NULL
+    WHEN {proto} = 'icmp' AND contains(oh, ':') THEN 58 ELSE {protos} END AS proto_n,
   (CASE WHEN ipp IS NOT NULL THEN ipp_n <= 255 ELSE {proto} = 'unknown_transport' OR {protos} IS NOT NULL END)
   AND {proto} IS NOT NULL AND op_n <= 65535 AND rp_n <= 65535 AND ts_us <= {_MAX_US}
   AND ts_us + coalesce(dur_us, 0) <= {_MAX_US}
@@ -639,9 +648,10 @@ def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int]
 
     DuckDB's CSV reader splits the fields (n + 1 columns, padded with NULL: a line of the header's shape has
     column n - 1 and not column n); nothing is ever quoted or escaped in Zeek's TSV. A line is ``ok`` only
-    when every value passes an ASCII check that implies Python's (non-ASCII digits, IPv6 addresses, ISO
-    times, leading zeros, over-long numbers fail it); every line that is not ``ok`` - a bad one, or one
-    SQL cannot judge - is read by the Python parser, which reads it or names its line and field."""
+    when every value passes an ASCII check that implies Python's (non-ASCII digits, ISO times, leading
+    zeros, over-long numbers fail it; addresses are canonical_ip's, IPv6 written canonical afterwards);
+    every line that is not ``ok`` - a bad one, or one SQL cannot judge - is read by the Python parser, which
+    reads it or names its line and field."""
     n = len(head.fields)
     pos = {name: i for i, name in enumerate(head.fields)}  # the last of a repeated name, as dict(zip())
     nulls = f"({sql_str(head.unset)}, {sql_str(head.empty)})"
@@ -665,7 +675,7 @@ SELECT fi, hdr, ok, false AS batch, CASE WHEN NOT ok THEN {line} END AS line,
   ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state NOT IN ({_NO_HANDSHAKE_SQL}) AS handshake
 FROM (
 SELECT *, coalesce(NOT hdr AND shape AND checked AND action IS NOT NULL AND op_n IS NOT NULL AND rp_n IS NOT NULL
-  AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}'), false) AS ok
+  AND regexp_full_match(oh, '{ADDRESS_PATTERN}') AND regexp_full_match(rh, '{ADDRESS_PATTERN}'), false) AS ok
 FROM (
 SELECT *, {_values_sql('proto')}
 FROM (
@@ -823,7 +833,8 @@ SELECT fi, hdr, ok, hdr OR unknown_uid OR (flat AND NOT ok) AS batch, CASE WHEN 
   ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state NOT IN ({_NO_HANDSHAKE_SQL}) AS handshake
 FROM (
 SELECT *, coalesce(flat AND checked AND action IS NOT NULL AND op_n IS NOT NULL AND rp_n IS NOT NULL
-  AND ts_us >= 0 AND regexp_full_match(oh, '{IPV4_PATTERN}') AND regexp_full_match(rh, '{IPV4_PATTERN}'), false) AS ok
+  AND ts_us >= 0 AND regexp_full_match(oh, '{ADDRESS_PATTERN}') AND regexp_full_match(rh, '{ADDRESS_PATTERN}'),
+  false) AS ok
 FROM (
 SELECT *, {_values_sql('proto')}
 FROM (
