@@ -57,9 +57,7 @@ TCP_SYN = 2
 TCP_ACK = 16
 
 # The store's checks after aggregation (readers that parse in Python apply them too). An address is
-# what ``ipaddress.ip_address`` accepts (:func:`canonical_ip`), checked once per distinct address.
-# IP_SHAPE is only a rough shape, no longer any reader's or the store's check: '999.1.1.1' has it.
-IP_SHAPE = r"[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"
+# what :func:`canonical_ip` accepts, checked once per distinct address.
 MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 
 
