@@ -46,6 +46,11 @@ def rows(store: FlowStore) -> set[tuple[Any, ...]]:
              r["dst_workload"]) for r in store.rows()}
 
 
+def all_in_python(_con: Any, files: Any, *_a: Any) -> Any:
+    """A ``generic_csv._plan`` that leaves every file to the Python reader."""
+    return generic_csv._Plan(python=set(range(len(files))))
+
+
 def test_canonical_header_exact_rows(store: FlowStore, tmp_path: Path) -> None:
     path = write(tmp_path, [
         "start,end,src_ip,dst_ip,src_port,dst_port,protocol,bytes,packets,action",
@@ -229,10 +234,7 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
         used.append(real(*args))
         return used[-1]
 
-    def python_only(_con: Any, files: Any, *_a: Any) -> Any:
-        return generic_csv._Plan(python=set(range(len(files))))
-
-    for name, plan in (("fast", spy), ("python", python_only)):
+    for name, plan in (("fast", spy), ("python", all_in_python)):
         with monkeypatch.context() as m:
             m.setattr(generic_csv, "_plan", plan)
             with FlowStore(tmp_path / name / "flows.duckdb") as s:
@@ -274,8 +276,7 @@ def test_a_time_beyond_ubigint_fails_the_ingest_on_both_paths(tmp_path: Path,
     for name, python_only in (("fast", False), ("python", True)):
         with monkeypatch.context() as m:
             if python_only:
-                m.setattr(generic_csv, "_plan",
-                          lambda _con, files, *_a: generic_csv._Plan(python=set(range(len(files)))))
+                m.setattr(generic_csv, "_plan", all_in_python)
             with FlowStore(tmp_path / name / "flows.duckdb") as s:
                 with pytest.raises(InputError) as err:
                     s.ingest([path], bad_threshold=1.0)
@@ -329,10 +330,7 @@ def test_fast_path_raw_values_match_the_python_reader(tmp_path: Path, monkeypatc
         used.append(real(*args))
         return used[-1]
 
-    def python_only(_con: Any, files: Any, *_a: Any) -> Any:
-        return generic_csv._Plan(python=set(range(len(files))))
-
-    for name, plan in (("fast", spy), ("python", python_only)):
+    for name, plan in (("fast", spy), ("python", all_in_python)):
         with monkeypatch.context() as m:
             m.setattr(generic_csv, "_plan", plan)
             with FlowStore(tmp_path / name / "flows.duckdb") as s:
@@ -381,7 +379,7 @@ def test_malformed_addresses_are_bad_lines_on_both_paths(tmp_path: Path, monkeyp
     for name in ("fast", "python"):
         with monkeypatch.context() as m:
             if name == "python":
-                m.setattr(generic_csv, "_plan", lambda _c, files, *_a: generic_csv._Plan(python=set(range(len(files)))))
+                m.setattr(generic_csv, "_plan", all_in_python)
             with FlowStore(tmp_path / name / "flows.duckdb") as s:
                 report = ingest(s, path, bad_threshold=1.0)
                 out.append((report.lines, report.records, report.bad,

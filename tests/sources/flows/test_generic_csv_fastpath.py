@@ -12,7 +12,7 @@ import pytest
 from microseg.engine.store import FlowStore
 from microseg.sources.flows import canonical_ip, generic_csv
 from microseg.sources.flows.sqlpath import ADDRESS_PATTERN, address_sql
-from tests.sources.flows.test_generic_csv import HEADER, write
+from tests.sources.flows.test_generic_csv import HEADER, all_in_python, write
 
 SPELLINGS = [
     "10.0.0.1", "255.255.255.255", "0.0.0.0", "10.0.0.256", "010.0.0.1", "10.0.0", "10.0.0.1.", " 10.0.0.1",
@@ -68,8 +68,7 @@ def test_blank_lines_between_uncertain_lines_match_the_python_reader(tmp_path: P
     for name, python_only in (("fast", False), ("python", True)):
         with monkeypatch.context() as m:
             if python_only:
-                m.setattr(generic_csv, "_plan",
-                          lambda _con, files, *_a: generic_csv._Plan(python=set(range(len(files)))))
+                m.setattr(generic_csv, "_plan", all_in_python)
             with FlowStore(tmp_path / name / "flows.duckdb") as s:
                 report = s.ingest([path], bad_threshold=1.0)
                 rows = sorted((r["dst_ip"], r["records"], r["src_workload"]) for r in s.rows())

@@ -151,12 +151,8 @@ def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *paths: Path) ->
     return _fastpath.both_paths(tmp_path, monkeypatch, hubble, "_scan", paths, rows, fmt="hubble")
 
 
-def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    a = write(tmp_path, TRICKY, "a.jsonl")
-    b = write(tmp_path, TRICKY[::-1], "b.jsonl", newline="\r\n")  # CRLF, reversed
-    c = tmp_path / "c.jsonl.gz"
-    with gzip.open(c, "wt") as fh:
-        fh.write("\n".join(TRICKY[:30]) + "\n")
+def spy_stage_file(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, frozenset[str] | None]]:
+    """Records (file name, lines asked for; None: the whole file) of every file the Python reader reads."""
     calls: list[tuple[str, frozenset[str] | None]] = []
     real = hubble._stage_file
 
@@ -165,6 +161,16 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
         real(src, index, writer, staged, options, only)
 
     monkeypatch.setattr(hubble, "_stage_file", spy)
+    return calls
+
+
+def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write(tmp_path, TRICKY, "a.jsonl")
+    b = write(tmp_path, TRICKY[::-1], "b.jsonl", newline="\r\n")  # CRLF, reversed
+    c = tmp_path / "c.jsonl.gz"
+    with gzip.open(c, "wt") as fh:
+        fh.write("\n".join(TRICKY[:30]) + "\n")
+    calls = spy_stage_file(monkeypatch)
     fast, python = both_paths(tmp_path, monkeypatch, a, b, c)
     assert fast == python
     # SQL read these lines itself (1-based numbers in TRICKY); every other one went to Python
@@ -275,14 +281,7 @@ ENDPOINTS = [
 
 def test_fast_path_endpoint_hints_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = write(tmp_path, ENDPOINTS, "a.jsonl")
-    calls: list[tuple[str, frozenset[str] | None]] = []
-    real = hubble._stage_file
-
-    def spy(src: Any, index: int, writer: Any, staged: Any, options: Any, only: frozenset[str] | None = None) -> None:
-        calls.append((src.path.name, only))
-        real(src, index, writer, staged, options, only)
-
-    monkeypatch.setattr(hubble, "_stage_file", spy)
+    calls = spy_stage_file(monkeypatch)
     fast, python = both_paths(tmp_path, monkeypatch, a)
     assert fast == python
     hints = {(r[12], r[13]) for r in fast[1]}
@@ -350,14 +349,7 @@ IPV6 = [
 def test_fast_path_ipv6_spellings_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = write(tmp_path, IPV6, "a.jsonl")
     b = write(tmp_path, IPV6[::-1], "b.jsonl", newline="\r\n")
-    calls: list[tuple[str, frozenset[str] | None]] = []
-    real = hubble._stage_file
-
-    def spy(src: Any, index: int, writer: Any, staged: Any, options: Any, only: frozenset[str] | None = None) -> None:
-        calls.append((src.path.name, only))
-        real(src, index, writer, staged, options, only)
-
-    monkeypatch.setattr(hubble, "_stage_file", spy)
+    calls = spy_stage_file(monkeypatch)
     fast, python = both_paths(tmp_path, monkeypatch, a, b)
     assert fast == python
     only = dict(calls[:2])
@@ -393,14 +385,7 @@ def test_an_address_sql_takes_and_python_refuses_sends_the_file_to_python(
     monkeypatch.setattr(hubble, "IPV6_SQL", "[0-9A-Fa-f:.%a-z]+")
     a = write(tmp_path, IPV6, "a.jsonl")
     clean = write(tmp_path, IPV6[:16], "clean.jsonl")
-    calls: list[tuple[str, frozenset[str] | None]] = []
-    real = hubble._stage_file
-
-    def spy(src: Any, index: int, writer: Any, staged: Any, options: Any, only: frozenset[str] | None = None) -> None:
-        calls.append((src.path.name, only))
-        real(src, index, writer, staged, options, only)
-
-    monkeypatch.setattr(hubble, "_stage_file", spy)
+    calls = spy_stage_file(monkeypatch)
     fast, python = both_paths(tmp_path, monkeypatch, a, clean)
     assert fast == python
     assert {(b[1], b[2]) for b in fast[0][4] if b[0].endswith("a.jsonl")} >= {(n, "IP.source") for n in range(19, 36)}
