@@ -321,8 +321,8 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     staged.relations.append(relation)
     staged.relations[:0] = plan.relations
     # Lines DuckDB found bad are named by the Python parser; lines read in Python were reported there.
-    # A file read wholly in Python was reported there (a record the store then refuses, e.g. an IPv6
-    # address with a scope id, has no bad line to name).
+    # A file read wholly in Python was reported there (were the store ever to refuse a record the reader
+    # accepted - the two share canonical_ip now - there would be no bad line to name).
     whole = frozenset(files[i].path for i in plan.python)
     staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines, whole=whole, zone=zone,
                                           max_samples=options.max_samples)
