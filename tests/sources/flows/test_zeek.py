@@ -820,3 +820,33 @@ def test_ipv6_lines_are_read_in_sql_and_written_as_python_writes_them(tmp_path: 
         assert s.ingest([c, d]).records == 16
         assert {r["src_ip"] for r in s.rows()} == sources - {"2001:db8::9"}
     assert calls == []
+
+
+# (raw duration, raw orig_pkts): numbers written as they are in the line; a string is written with its quotes.
+JSON_NUMBER_FORMS = [
+    ("4.827139", "3"), ("0.000000", "0"), ("0.000001", "3"), ("4.8271390", "3"), ("4827139e-6", "3"),
+    ("1.5e3", "3"), ("1.5E+3", "3"), ('"1.500000"', "3"), ('"01.500000"', "3"), ('"1.5e3"', "3"),
+    ("123456789012.000000", "3"), ("1234567890123.000000", "3"), ("0.9999999999999999999", "3"),
+    ("0.5", "5.0"), ("0.5", "5e0"), ("0.5", "1E2"), ("0.5", '"007"'), ("0.5", "-0"), ("0.5", '"+5"'),
+    ("0.5", '" 5"'), ("0.5", str(10**18 - 1)), ("0.5", str(10**18)), ("0.5", str(2**64 - 1)), ("0.5", str(2**64)),
+]
+
+
+@pytest.mark.parametrize(("duration", "pkts"), JSON_NUMBER_FORMS)
+def test_json_number_forms_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   duration: str, pkts: str) -> None:
+    """Each spelling of a duration or a count, alone in its file (a flat line that fails a check sends its
+    batch to Python): the fast path gives the Python reader's result exactly, and reads in SQL the common
+    forms (six decimals, integers of at most 18 digits)."""
+    line = (json.dumps(_conn(uid="N1"), separators=(",", ":"))
+            .replace('"duration":0.5', f'"duration":{duration}').replace('"orig_pkts":3', f'"orig_pkts":{pkts}'))
+    fast, slow, plans = _json_cases(tmp_path, monkeypatch, [line, json.dumps(_conn(uid="N2"))], "n.json")
+    assert fast == slow
+    common = (duration in ("4.827139", "0.000000", "0.000001", '"1.500000"', '"01.500000"', "123456789012.000000",
+                           "0.5")
+              and pkts in ("3", "0", '"007"', str(10**18 - 1)))
+    if common:
+        assert len(plans) == 1 and plans[0] is not None and plans[0].pending == {}  # read in SQL
+        assert fast[0][:3] == (2, 2, 0)
+    if pkts in (str(2**64 - 1), str(2**64)):  # with resp_pkts 2: past the store's UBIGINT, a bad line (no crash)
+        assert fast[0][:3] == (2, 1, 1) and fast[0][4][0][:2] == (1, "orig_pkts")

@@ -232,8 +232,16 @@ def _ip(v: Any, field: str) -> str:
     return ip
 
 
-def _sum(a: int | None, b: int | None) -> int | None:
-    return None if a is None or b is None else a + b
+_MAX_COUNT = 2**64 - 1  # the store's bytes and packets are UBIGINT (Zeek's count is a uint64)
+
+
+def _sum(a: int | None, b: int | None, field: str) -> int | None:
+    """Both directions' count, or None when either is unknown; past UBIGINT it is a bad line, not a crash."""
+    if a is None or b is None:
+        return None
+    if a + b > _MAX_COUNT:
+        raise _Bad(field, f"{a} + {b} is past 2^64 - 1")
+    return a + b
 
 
 def _record(rec: dict[str, Any], file_index: int) -> StageRow:
@@ -267,8 +275,9 @@ def _record(rec: dict[str, Any], file_index: int) -> StageRow:
     end = start + (0 if duration is None else _micros(duration, "duration"))
     if end > MAX_EPOCH_SECONDS * 1_000_000:
         raise _Bad("duration", f"{duration!r} ends after 9999")
-    nbytes = _sum(_count(rec.get("orig_ip_bytes"), "orig_ip_bytes"), _count(rec.get("resp_ip_bytes"), "resp_ip_bytes"))
-    packets = _sum(_count(rec.get("orig_pkts"), "orig_pkts"), _count(rec.get("resp_pkts"), "resp_pkts"))
+    nbytes = _sum(_count(rec.get("orig_ip_bytes"), "orig_ip_bytes"), _count(rec.get("resp_ip_bytes"), "resp_ip_bytes"),
+                  "orig_ip_bytes")
+    packets = _sum(_count(rec.get("orig_pkts"), "orig_pkts"), _count(rec.get("resp_pkts"), "resp_pkts"), "orig_pkts")
     return StageRow(
         t_start=start, t_end=end, src_ip=src, dst_ip=dst, src_port=sport, dst_port=dport, proto=proto,
         bytes=nbytes, packets=packets, action=action, tcp_flags=None,
@@ -786,8 +795,10 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         return f"CASE WHEN starts_with(j_{a}, '\"') THEN substr(j_{a}, 2, strlen(j_{a}) - 2) END"
 
     def count(a: str) -> str:  # _count: a JSON integer or a string of digits (18 at most: sums fit BIGINT)
+        # A JSON integer's text as DuckDB writes it has no sign and no leading zero: _count_sql's check that the
+        # text is its value written back (cheaper than a pattern) accepts exactly the digits '[0-9]{1,18}' did.
         # (a string with leading zeros is read here: a flat line failing a check would send the batch to Python)
-        return (f"CASE WHEN regexp_full_match(j_{a}, '[0-9]{{1,18}}') THEN CAST(j_{a} AS BIGINT) "
+        return (f"CASE WHEN {_count_sql(f'j_{a}')} IS NOT NULL THEN {_count_sql(f'j_{a}')} "
                 f"WHEN regexp_full_match(j_{a}, '\"[0-9]{{1,18}}\"') "
                 f"THEN CAST(substr(j_{a}, 2, strlen(j_{a}) - 2) AS BIGINT) END")
 
@@ -798,7 +809,11 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
                 f"WHEN left(j_{a}, 1) BETWEEN '0' AND '9' THEN {_raw_number(key)} END")
 
     def seconds(a: str) -> str:  # n_<a>: a string of digits (as _micros) or a number in the _JSECONDS forms
-        return (f"CASE WHEN CASE WHEN starts_with(j_{a}, '\"') THEN regexp_full_match(n_{a}, '[0-9]+(\\.[0-9]+)?') "
+        # Zeek's six decimals first, in one pattern: as a string it is what _micros reads; as a JSON number its
+        # integer part has no leading zero (JSON), so str(Decimal) is the text itself (six decimals: no exponent).
+        return (f"CASE WHEN regexp_full_match(n_{a}, '[0-9]{{1,12}}\\.[0-9]{{6}}') "
+                f"THEN CAST(replace(n_{a}, '.', '') AS BIGINT) "
+                f"WHEN CASE WHEN starts_with(j_{a}, '\"') THEN regexp_full_match(n_{a}, '[0-9]+(\\.[0-9]+)?') "
                 f"ELSE regexp_full_match(n_{a}, {sql_str(_JSECONDS)}) END THEN {_micros_sql(f'n_{a}')} END")
 
     iso = "s_ts"
