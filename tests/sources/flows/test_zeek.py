@@ -872,3 +872,26 @@ def test_tsv_value_forms_match_the_python_reader(tmp_path: Path, monkeypatch: py
     assert report[0] == len(TSV_VALUE_FORMS)
     assert report[2] > 0  # some spellings are bad lines, named by the Python parser
     assert all(bad_field == field for _, _, bad_field, _, _ in report[4])
+
+
+# Values of other JSON types where Python reads a string (state, protocol, addresses) or a count: SQL reads these
+# keys as VARCHAR (a string's content, any other value's JSON text), so each must still be judged as Python does.
+JSON_TYPE_FORMS = [(key, raw) for key in ("conn_state", "proto", "id.orig_h", "id.resp_p", "orig_pkts")
+                   for raw in ("5", "-5", "5.0", "1e2", "true", "false", "null", '"null"', '"true"', "[1]", '["SF"]',
+                               '{"a":1}', '"-5"', '" 5"', '"0080"', '""', '"SF"', '"tcp"', '"10.0.0.9"', '"5"')]
+
+
+@pytest.mark.parametrize(("key", "raw"), JSON_TYPE_FORMS)
+def test_json_value_types_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  key: str, raw: str) -> None:
+    line = json.dumps(_conn(uid="T1"), separators=(",", ":"))
+    old = f'"{key}":{json.dumps(CONN[key])}'
+    assert old in line
+    fast, slow, plans = _json_cases(tmp_path, monkeypatch, [line.replace(old, f'"{key}":{raw}'),
+                                                             json.dumps(_conn(uid="T2"))], "t.json")
+    assert fast == slow
+    if (key, raw) in (("conn_state", '"SF"'), ("proto", '"tcp"'), ("id.orig_h", '"10.0.0.9"'), ("id.resp_p", "5"),
+                      ("id.resp_p", '"5"'), ("id.resp_p", '"0080"'), ("orig_pkts", "5"), ("orig_pkts", '"5"'),
+                      ("orig_pkts", '"0080"')):
+        assert len(plans) == 1 and plans[0] is not None and plans[0].pending == {}  # read in SQL
+        assert fast[0][:3] == (2, 2, 0)
