@@ -232,8 +232,16 @@ def _ip(v: Any, field: str) -> str:
     return ip
 
 
-def _sum(a: int | None, b: int | None) -> int | None:
-    return None if a is None or b is None else a + b
+_MAX_COUNT = 2**64 - 1  # the store's bytes and packets are UBIGINT (Zeek's count is a uint64)
+
+
+def _sum(a: int | None, b: int | None, field: str) -> int | None:
+    """Both directions' count, or None when either is unknown; past UBIGINT it is a bad line, not a crash."""
+    if a is None or b is None:
+        return None
+    if a + b > _MAX_COUNT:
+        raise _Bad(field, f"{a} + {b} is past 2^64 - 1")
+    return a + b
 
 
 def _record(rec: dict[str, Any], file_index: int) -> StageRow:
@@ -267,8 +275,9 @@ def _record(rec: dict[str, Any], file_index: int) -> StageRow:
     end = start + (0 if duration is None else _micros(duration, "duration"))
     if end > MAX_EPOCH_SECONDS * 1_000_000:
         raise _Bad("duration", f"{duration!r} ends after 9999")
-    nbytes = _sum(_count(rec.get("orig_ip_bytes"), "orig_ip_bytes"), _count(rec.get("resp_ip_bytes"), "resp_ip_bytes"))
-    packets = _sum(_count(rec.get("orig_pkts"), "orig_pkts"), _count(rec.get("resp_pkts"), "resp_pkts"))
+    nbytes = _sum(_count(rec.get("orig_ip_bytes"), "orig_ip_bytes"), _count(rec.get("resp_ip_bytes"), "resp_ip_bytes"),
+                  "orig_ip_bytes")
+    packets = _sum(_count(rec.get("orig_pkts"), "orig_pkts"), _count(rec.get("resp_pkts"), "resp_pkts"), "orig_pkts")
     return StageRow(
         t_start=start, t_end=end, src_ip=src, dst_ip=dst, src_port=sport, dst_port=dport, proto=proto,
         bytes=nbytes, packets=packets, action=action, tcp_flags=None,
@@ -753,6 +762,7 @@ _ISO_SQL = ("[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]
 _ISO_Z6 = ("[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
            "(\\.[0-9]{1,6})?Z")
 _JSON_KEYS = _USED
+_JSON_AS_TEXT = frozenset({"oh", "rh", "state", "proto", "op", "rp", "ob", "rb", "opk", "rpk", "ipp"})  # see _json_sql
 
 
 def _quoted(name: str) -> str:
@@ -777,7 +787,12 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     # Every used key's value as JSON text, in one walk over the object: json_transform to a struct of JSON
     # fields reads the values json_extract does (same parser, the first of a repeated key, keys matched
     # exactly), at less than half the cost of one json_extract path per key.
-    shape = sql_str(json.dumps({k: "JSON" for k in _JSON_KEYS.values()}))
+    # The keys whose value Python reads only as a string (state, protocol, addresses) or as a count (an integer
+    # or a string of digits, the same to _count) are read as VARCHAR: a string's content, any other value's JSON
+    # text - never a state, protocol, address or digits that a JSON string or integer would not give as well
+    # (reals are written with a "." or an exponent). ts, duration and uid, where a string and a number differ
+    # to Python, stay JSON text.
+    shape = sql_str(json.dumps({k: "VARCHAR" if a in _JSON_AS_TEXT else "JSON" for a, k in _JSON_KEYS.items()}))
     uid_any = sql_str(f'"uid"{_JWS}:{_JWS}"([^"]*)"')
     mapping = ", ".join(str(i) for i in indexes)
     compression = "gzip" if files[0].gzip else "none"
@@ -786,10 +801,11 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         return f"CASE WHEN starts_with(j_{a}, '\"') THEN substr(j_{a}, 2, strlen(j_{a}) - 2) END"
 
     def count(a: str) -> str:  # _count: a JSON integer or a string of digits (18 at most: sums fit BIGINT)
+        # The VARCHAR of a JSON integer or of a string of digits: first _count_sql's check that the text is its
+        # value written back (cheaper than a pattern), then the digits with leading zeros (a string's).
         # (a string with leading zeros is read here: a flat line failing a check would send the batch to Python)
-        return (f"CASE WHEN regexp_full_match(j_{a}, '[0-9]{{1,18}}') THEN CAST(j_{a} AS BIGINT) "
-                f"WHEN regexp_full_match(j_{a}, '\"[0-9]{{1,18}}\"') "
-                f"THEN CAST(substr(j_{a}, 2, strlen(j_{a}) - 2) AS BIGINT) END")
+        return (f"CASE WHEN {_count_sql(f'j_{a}')} IS NOT NULL THEN {_count_sql(f'j_{a}')} "
+                f"WHEN regexp_full_match(j_{a}, '[0-9]{{1,18}}') THEN CAST(j_{a} AS BIGINT) END")
 
     def number(a: str, key: str) -> str:
         # The value's text: a string's content; an integer as DuckDB gives it; a fraction or exponent form
@@ -798,7 +814,11 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
                 f"WHEN left(j_{a}, 1) BETWEEN '0' AND '9' THEN {_raw_number(key)} END")
 
     def seconds(a: str) -> str:  # n_<a>: a string of digits (as _micros) or a number in the _JSECONDS forms
-        return (f"CASE WHEN CASE WHEN starts_with(j_{a}, '\"') THEN regexp_full_match(n_{a}, '[0-9]+(\\.[0-9]+)?') "
+        # Zeek's six decimals first, in one pattern: as a string it is what _micros reads; as a JSON number its
+        # integer part has no leading zero (JSON), so str(Decimal) is the text itself (six decimals: no exponent).
+        return (f"CASE WHEN regexp_full_match(n_{a}, '[0-9]{{1,12}}\\.[0-9]{{6}}') "
+                f"THEN CAST(replace(n_{a}, '.', '') AS BIGINT) "
+                f"WHEN CASE WHEN starts_with(j_{a}, '\"') THEN regexp_full_match(n_{a}, '[0-9]+(\\.[0-9]+)?') "
                 f"ELSE regexp_full_match(n_{a}, {sql_str(_JSECONDS)}) END THEN {_micros_sql(f'n_{a}')} END")
 
     iso = "s_ts"
@@ -815,8 +835,10 @@ def _json_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     ts = (f"CASE WHEN contains(coalesce(s_ts, ''), 'T') THEN {iso_us} "
           f"WHEN regexp_full_match(j_ts, '[0-9]{{12,15}}') AND TRY_CAST(j_ts AS BIGINT) >= {_MILLIS_FROM} "
           f"THEN TRY_CAST(j_ts AS BIGINT) * 1000 ELSE {seconds('ts')} END")
-    extracted = ", ".join(f"nullif(CAST(j.{_quoted(k)} AS VARCHAR), 'null') AS j_{a}" for a, k in _JSON_KEYS.items())
-    strings = ", ".join(f"{text(a)} AS s_{a}" for a in ("ts", "dur", "state", "oh", "rh", "proto", "uid"))
+    extracted = ", ".join(
+        (f"j.{_quoted(k)}" if a in _JSON_AS_TEXT else f"nullif(CAST(j.{_quoted(k)} AS VARCHAR), 'null')") + f" AS j_{a}"
+        for a, k in _JSON_KEYS.items())
+    strings = ", ".join(f"{text(a)} AS s_{a}" for a in ("ts", "dur", "uid"))
     # a negative number where the record reads a value: the Python parser reads the line (a bad one)
     negative = " OR ".join(f"starts_with(j_{a}, '-')" for a in _JSON_KEYS)
     ends = " OR ".join(f"ends_with(c0, {sql_str(end)})" for end in (",}", " }", "\t}"))  # "\t": a tab
@@ -844,8 +866,8 @@ SELECT *, {ts} AS ts_us, CASE WHEN dur IS NOT NULL THEN {seconds('dur')} END AS 
 FROM (
 SELECT *, {number('ts', 'ts')} AS n_ts, {number('dur', 'duration')} AS n_dur
 FROM (
-SELECT *, j_dur AS dur, j_ob AS ob, j_rb AS rb, j_opk AS opk, j_rpk AS rpk, j_ipp AS ipp, s_state AS state, s_oh AS oh,
-  s_rh AS rh, s_proto AS proto,
+SELECT *, j_dur AS dur, j_ob AS ob, j_rb AS rb, j_opk AS opk, j_rpk AS rpk, j_ipp AS ipp, j_state AS state, j_oh AS oh,
+  j_rh AS rh, j_proto AS proto,
   j IS NOT NULL AND starts_with(c0, '{{') AND ends_with(c0, '}}') AND NOT contains(substr(c0, 2), '{{')
     AND strlen(c0) <= {_MAX_FLAT}
     AND j_ts IS NOT NULL AND j_op IS NOT NULL AND j_rp IS NOT NULL AND j_proto IS NOT NULL
