@@ -65,6 +65,7 @@ SCHEMA_VERSION = "1"
 EMPTY = "empty"  # FileReport.format of a file without any non-blank line
 DAY_SECONDS = 86_400
 EPHEMERAL_START = 32_768  # Linux ip_local_port_range default start (32768-60999)
+_ROW_GROUP_ROWS = 122_880  # DuckDB's default row group size
 _BIGINT_MAX = (1 << 63) - 1  # sums beyond it (absurd, but possible in hostile input) saturate
 
 FLOWS_COLUMNS: dict[str, str] = {
@@ -251,9 +252,9 @@ class FlowStore:
         # A bounded memory footprint (DuckDB spills to <store>.tmp beyond it) and all the CPUs we
         # may run on; insertion order is never relied upon (every read sorts explicitly).
         # Capped: each thread keeps its own aggregation hash tables within memory_limit.
-        cpus = threads or min(len(os.sched_getaffinity(0)), 8)
+        self.threads = int(threads or min(len(os.sched_getaffinity(0)), 8))
         self.con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
-        self.con.execute(f"SET threads = {int(cpus)}")
+        self.con.execute(f"SET threads = {self.threads}")
         self.con.execute("SET preserve_insertion_order = false")
         self._init_schema()
 
@@ -542,12 +543,13 @@ class FlowStore:
         bad_sql: set[Path] = set()
         skips = {name: sorted(staged.skip_statuses) for name, staged, _ in staged_all}
         counts = self.con.execute(f"SELECT fid, cls, CASE WHEN cls = {_CLASS_SKIP} THEN status_code END, "
-                                  "sum(records)::BIGINT FROM _ms_groups GROUP BY ALL ORDER BY ALL").fetchall()
-        for fid, cls, status, n in counts:
+                                  "sum(records)::BIGINT, count(*) FROM _ms_groups GROUP BY ALL ORDER BY ALL").fetchall()
+        for fid, cls, status, n, aggregates in counts:
             p = paths[fid]
             lines[p] += n
             if cls == _CLASS_OK:
                 records[p] += n
+                res.ok_aggregates += aggregates
             elif cls == _CLASS_SKIP:
                 skipped[p] += n
                 res.skipped[skips[new[fid][2]][status - 1]] += n
@@ -588,13 +590,35 @@ class FlowStore:
             con.execute("DELETE FROM flows WHERE source_file IN (SELECT path FROM _ms_files)")
             con.execute("DELETE FROM files WHERE path IN (SELECT path FROM _ms_files)")
         bucket_us = self.bucket_seconds * 1_000_000
+        action = ("CASE norm_code " + " ".join(f"WHEN {i} THEN {sql_str(n)}" for i, n in enumerate(norms)) + " END"
+                  if norms else "NULL::VARCHAR")
+        # Fewer rows than one row group: DuckDB writes them at COMMIT, and a parallel INSERT only adds
+        # the merging of per-thread buffers (measured: 87k rows 0.036 s on one thread, 0.067 s on two).
+        # More: each thread compresses and writes its own full row groups during the INSERT.
+        with self._threads(1 if res.ok_aggregates < _ROW_GROUP_ROWS else self.threads):
+            self._insert_flows(bucket_us, action)
+        _insert_rows(con, "files", [
+            (str(p), st.st_size, st.st_mtime_ns, f, res.files_by_path[p].lines, res.files_by_path[p].records,
+             res.files_by_path[p].skipped, res.files_by_path[p].bad, read_key, res.files_by_path[p].outside)
+            for p, st, f in new])
 
+    @contextmanager
+    def _threads(self, n: int) -> Iterator[None]:
+        """DuckDB's thread count set to ``n`` for the statements inside, then back."""
+        if n == self.threads:
+            yield
+            return
+        self.con.execute(f"SET threads = {int(n)}")
+        try:
+            yield
+        finally:
+            self.con.execute(f"SET threads = {self.threads}")
+
+    def _insert_flows(self, bucket_us: int, action: str) -> None:
         def ts(col: str) -> str:
             return f"make_timestamp(CAST({col} AS BIGINT) * (1000000 // unit))"
 
-        action = ("CASE norm_code " + " ".join(f"WHEN {i} THEN {sql_str(n)}" for i, n in enumerate(norms)) + " END"
-                  if norms else "NULL::VARCHAR")
-        con.execute(f"""
+        self.con.execute(f"""
 INSERT INTO flows BY NAME
 SELECT {ts('t_min')} AS ts_start, {ts('t_end_max')} AS ts_end, {ts('t_max')} AS ts_start_last,
   make_timestamp(CAST(k_bucket AS BIGINT) * {bucket_us}) AS bucket, hours, src_ip, dst_ip,
@@ -612,10 +636,6 @@ SELECT {ts('t_min')} AS ts_start, {ts('t_end_max')} AS ts_end, {ts('t_max')} AS 
   f.fmt AS source_format, f.path AS source_file
 FROM _ms_groups c JOIN _ms_files f USING (fid)
 WHERE cls = {_CLASS_OK}""")
-        _insert_rows(con, "files", [
-            (str(p), st.st_size, st.st_mtime_ns, f, res.files_by_path[p].lines, res.files_by_path[p].records,
-             res.files_by_path[p].skipped, res.files_by_path[p].bad, read_key, res.files_by_path[p].outside)
-            for p, st, f in new])
 
 
 def _class_sql(present: set[str], unit: int) -> str:
@@ -761,3 +781,4 @@ class _Result:
         self.skipped: Counter[str] = Counter()
         self.formats: Counter[str] = Counter()
         self.samples: list[BadLine] = []
+        self.ok_aggregates = 0  # flows rows this ingest writes
