@@ -258,9 +258,8 @@ class FlowStore:
         # may run on; insertion order is never relied upon (every read sorts explicitly).
         # Capped: each thread keeps its own aggregation hash tables within memory_limit.
         self.threads = int(threads or min(len(os.sched_getaffinity(0)), 8))
-        self.con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
-        self.con.execute(f"SET threads = {self.threads}")
-        self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute(f"SET memory_limit = {sql_str(memory_limit)}; SET threads = {self.threads}; "
+                         "SET preserve_insertion_order = false")
         self._init_schema()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -277,20 +276,23 @@ class FlowStore:
     def _init_schema(self) -> None:
         # One transaction: each statement on its own would be a commit (a WAL write and sync) of its own.
         with self._transaction():
-            self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-            meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+            # One round trip: the statements that create what is missing, then the meta rows (~1 ms each
+            # on its own). A store of another version is refused below, and the rollback undoes them.
+            meta = dict(self.con.execute(";\n".join([
+                "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+                _ddl("flows", FLOWS_COLUMNS),
+                """CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT,
+                format VARCHAR, lines BIGINT, records BIGINT, skipped BIGINT, bad BIGINT)""",
+                # Added later: a store made before has NULL keys there, so its files are simply read again.
+                "ALTER TABLE files ADD COLUMN IF NOT EXISTS read_key VARCHAR",
+                "ALTER TABLE files ADD COLUMN IF NOT EXISTS outside BIGINT DEFAULT 0",
+                "SELECT key, value FROM meta"])).fetchall())
             want = {"schema_version": SCHEMA_VERSION, "bucket_seconds": str(self.bucket_seconds)}
             if meta and meta != want:
                 raise InputError(f"the flow store was made with {meta}, this version needs {want}: "
                                  "remove it to rebuild it", file=str(self.path))
             if not meta:
                 _insert_rows(self.con, "meta", sorted(want.items()))
-            self.con.execute(_ddl("flows", FLOWS_COLUMNS))
-            self.con.execute("""CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, size BIGINT,
-                mtime_ns BIGINT, format VARCHAR, lines BIGINT, records BIGINT, skipped BIGINT, bad BIGINT)""")
-            # Added later: a store made before has NULL keys there, so its files are simply read again.
-            self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS read_key VARCHAR")
-            self.con.execute("ALTER TABLE files ADD COLUMN IF NOT EXISTS outside BIGINT DEFAULT 0")
 
     # -- reading -------------------------------------------------------------------------------
 
