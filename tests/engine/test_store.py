@@ -524,3 +524,24 @@ def test_a_file_that_is_no_duckdb_database_is_refused_by_duckdb(tmp_path: Path) 
     with pytest.raises(duckdb.Error):
         FlowStore(db)
     assert db.read_bytes() == b"not a database\n" * 1000  # left as it was
+
+
+def test_a_failure_while_the_thread_count_is_lowered_surfaces_and_restores_it(
+        store: FlowStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+
+    good = vpc(tmp_path / "good.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    store.ingest([good])
+    before = (store.rows(), store.files())
+    threads = store.con.execute("SELECT current_setting('threads')").fetchone()
+
+    def fail(self: FlowStore, bucket_us: int, action: str) -> None:
+        assert self.con.execute("SELECT current_setting('threads')").fetchone() == (1,)  # the small-insert path
+        self.con.execute("SELECT error('disk full')")
+
+    monkeypatch.setattr(FlowStore, "_insert_flows", fail)
+    other = vpc(tmp_path / "other.log", line("10.0.0.5", "10.0.0.6", 40001, 443, DAY))
+    with pytest.raises(duckdb.Error, match="disk full"):  # the failure itself, not the aborted transaction's
+        store.ingest([other])
+    assert store.con.execute("SELECT current_setting('threads')").fetchone() == threads
+    assert (store.rows(), store.files()) == before

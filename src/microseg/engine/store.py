@@ -382,6 +382,8 @@ class FlowStore:
             done = True
         finally:
             self.con.execute("COMMIT" if done else "ROLLBACK")
+            if not done:  # a failure inside _threads left its count (an aborted transaction refuses SET)
+                self.con.execute(f"SET threads = {self.threads}")
 
     def _ingest_new(self, new: list[tuple[Path, os.stat_result, str]], options: ReaderOptions,
                     bad_threshold: float, max_samples: int, window: TimeWindow | None, read_key: str,
@@ -611,15 +613,14 @@ class FlowStore:
 
     @contextmanager
     def _threads(self, n: int) -> Iterator[None]:
-        """DuckDB's thread count set to ``n`` for the statements inside, then back."""
+        """DuckDB's thread count set to ``n`` for the statements inside, then back. Inside a transaction
+        only: on failure the transaction is aborted and refuses SET, so ``_transaction`` restores it."""
         if n == self.threads:
             yield
             return
         self.con.execute(f"SET threads = {int(n)}")
-        try:
-            yield
-        finally:
-            self.con.execute(f"SET threads = {self.threads}")
+        yield
+        self.con.execute(f"SET threads = {self.threads}")
 
     def _insert_flows(self, bucket_us: int, action: str) -> None:
         def ts(col: str) -> str:
