@@ -472,3 +472,76 @@ def test_dotted_quads_the_store_skips_in_python_are_exactly_canonical_ipv4() -> 
     assert len(matched) > 200
     assert all(canonical_ip(t) == t for t in matched)
     assert {t for t in texts if canonical_ip(t) == t and ":" not in t} == set(matched)
+
+
+def test_more_aggregates_than_a_row_group_are_stored_whole_and_reopened(tmp_path: Path) -> None:
+    """An ingest of more flows rows than one row group takes the parallel-insert path (a smaller one
+    the single-thread one); both keep every row, restore the thread count and survive a reopen."""
+    import duckdb
+
+    from microseg.engine.store import _ROW_GROUP_ROWS
+
+    n = _ROW_GROUP_ROWS + 1500
+    # Ports below 32768 never fold: each line is an aggregate of its own.
+    big = vpc(tmp_path / "big.log", *(line(f"10.1.{i // 30000}.{1 + i % 200}", "10.2.0.1", 1 + i % 30000, 443,
+                                           DAY + i % 86400) for i in range(n)))
+    small = vpc(tmp_path / "small.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY),
+                line("10.0.0.1", "10.0.0.3", 40001, 443, DAY))
+    db = tmp_path / "out" / "flows.duckdb"
+    with FlowStore(db, threads=2) as s:
+        threads = s.con.execute("SELECT current_setting('threads')").fetchone()
+        assert threads == (2,)
+        report = s.ingest([big])
+        assert (report.records, report.bad) == (n, 0)
+        assert s.con.execute("SELECT current_setting('threads')").fetchone() == threads
+        assert s.con.execute("SELECT count(*), sum(records), count(DISTINCT (src_ip, src_port)) FROM flows"
+                             ).fetchone() == (n, n, n)
+        assert s.ingest([small]).records == 2
+        assert s.con.execute("SELECT current_setting('threads')").fetchone() == threads
+        assert s.con.execute("SELECT current_setting('temp_directory')").fetchone() == (str(db) + ".tmp",)
+        rows = s.rows()
+        if s.con.execute("SELECT current_database()").fetchone() == ("flowstore",):  # DuckDB with ROW_GROUP_SIZE
+            groups = s.con.execute("SELECT row_group_id, max(count) FROM pragma_storage_info('flows') "
+                                   "GROUP BY ALL").fetchall()
+            assert len(groups) >= 2 and max(c for _, c in groups) <= _ROW_GROUP_ROWS
+    assert len(rows) == n + 2
+    assert not Path(str(db) + ".wal").exists()  # closed cleanly: everything is in the file
+    with FlowStore(db) as s:
+        assert s.rows() == rows
+        assert s.ingest([big, small]).reused == 2
+    con = duckdb.connect(str(db), read_only=True)  # a plain DuckDB connection reads the store as it is
+    try:
+        assert con.execute("SELECT count(*) FROM flows").fetchone() == (n + 2,)
+    finally:
+        con.close()
+
+
+def test_a_file_that_is_no_duckdb_database_is_refused_by_duckdb(tmp_path: Path) -> None:
+    import duckdb
+
+    db = tmp_path / "flows.duckdb"
+    db.write_bytes(b"not a database\n" * 1000)
+    with pytest.raises(duckdb.Error):
+        FlowStore(db)
+    assert db.read_bytes() == b"not a database\n" * 1000  # left as it was
+
+
+def test_a_failure_while_the_thread_count_is_lowered_surfaces_and_restores_it(
+        store: FlowStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+
+    good = vpc(tmp_path / "good.log", line("10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    store.ingest([good])
+    before = (store.rows(), store.files())
+    threads = store.con.execute("SELECT current_setting('threads')").fetchone()
+
+    def fail(self: FlowStore, bucket_us: int, action: str) -> None:
+        assert self.con.execute("SELECT current_setting('threads')").fetchone() == (1,)  # the small-insert path
+        self.con.execute("SELECT error('disk full')")
+
+    monkeypatch.setattr(FlowStore, "_insert_flows", fail)
+    other = vpc(tmp_path / "other.log", line("10.0.0.5", "10.0.0.6", 40001, 443, DAY))
+    with pytest.raises(duckdb.Error, match="disk full"):  # the failure itself, not the aborted transaction's
+        store.ingest([other])
+    assert store.con.execute("SELECT current_setting('threads')").fetchone() == threads
+    assert (store.rows(), store.files()) == before
