@@ -468,14 +468,16 @@ _STAGE_LIST = ", ".join(STAGE_COLUMNS)
 _CONN = "nic, src_ip, dst_ip, src_port, dst_port, proto, direction"
 
 
-def _tracking_sql(tuples_sql: str, materialized: bool = True) -> str:
+def _tracking_sql(tuples_sql: str, materialized: bool = True, counted: bool = False) -> str:
     """One record per connection (see the module docstring), as staging rows.
 
     A tuple opens a connection when it is a B, the first of its NIC, 5-tuple and direction, or follows
     an E; the opener carries the connection's end (latest tuple) and summed counters (NULL when no
     tuple had any, as in a lone B); every other tuple of it is a ``connection-update`` skip. Tuples
     with no state are records as they are. ``materialized``: ``tuples_sql`` is computed once (else it is
-    read once per use: for a table, which is cheaper than a copy).
+    read once per use: for a table, which is cheaper than a copy). ``counted``: the rows have one more
+    column, ``n``: NULL for a row, else the row stands for ``n`` rows (the ``connection-update`` skips of a
+    file, which have no other values), which :func:`_expand_sql` writes out.
     """
     # Most NIC, 5-tuple and direction groups hold one connection: no B but (maybe) the first tuple, no E
     # but (maybe) the last - the first tuple is then the only opener. Those (of one file) are one hash
@@ -500,6 +502,19 @@ def _tracking_sql(tuples_sql: str, materialized: bool = True) -> str:
                   "sum(bytes) AS conn_bytes, min(action) AS action0, min(file_index) AS fi0")
     simple = ("nb = CAST(s0 = 'B' AS INTEGER) AND ne = CAST(s1 = 'E' AS INTEGER) AND fi0 = f_hi")
     same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM c.{c}" for c in key)
+    one = ", NULL::BIGINT AS n" if counted else ""
+    if counted:  # the skips of the one-connection groups, as one count a file
+        skips = ", ".join(f"NULL::{t} AS {c}" if c not in ("log_status", "file_index") else
+                          f"'{CONNECTION_UPDATE}' AS log_status" if c == "log_status" else
+                          "CAST(fi0 AS INTEGER) AS file_index" for c, t in STAGE_COLUMNS.items())
+        simple_rows = (f"SELECT {columns}{one} FROM (SELECT *, -1 AS x FROM g WHERE {simple})\n"
+                       f"UNION ALL\nSELECT {skips}, CAST(sum(n - 1) AS BIGINT) AS n FROM g "
+                       f"WHERE {simple} AND n > 1 GROUP BY fi0")
+    else:
+        simple_rows = f"""SELECT {columns}
+FROM (
+  SELECT *, CASE WHEN k = 0 THEN -1 ELSE fi0 END AS x
+  FROM (SELECT *, unnest(range(n)) AS k FROM g WHERE {simple}))"""
     return f"""
 WITH t AS {"" if materialized else "NOT "}MATERIALIZED ({tuples_sql}),
 g AS (
@@ -508,12 +523,9 @@ g AS (
     max(file_index) AS f_hi, {aggregates}
   FROM t WHERE state IS NOT NULL GROUP BY ALL),
 c AS (SELECT {_CONN} FROM g WHERE NOT ({simple}))
-SELECT {columns}
-FROM (
-  SELECT *, CASE WHEN k = 0 THEN -1 ELSE fi0 END AS x
-  FROM (SELECT *, unnest(range(n)) AS k FROM g WHERE {simple}))
+{simple_rows}
 UNION ALL
-SELECT {columns}
+SELECT {columns}{one}
 FROM (
   SELECT *, unnest(list_prepend(-1, skips)) AS x
   FROM (
@@ -531,14 +543,23 @@ FROM (
         WINDOW o AS (PARTITION BY {_CONN} ORDER BY seq)))
     GROUP BY ALL))
 UNION ALL
-SELECT {_STAGE_LIST} FROM t WHERE state IS NULL"""
+SELECT {_STAGE_LIST}{one} FROM t WHERE state IS NULL"""
 
 
-def _dedupe_sql(rows_sql: str) -> str:
+def _expand_sql(rows_sql: str) -> str:
+    """The staging rows of ``rows_sql`` (rows with the column ``n``, see _tracking_sql), counts written out."""
+    skipped = ", ".join(c if c in ("log_status", "file_index") else f"NULL::{t} AS {c}"
+                        for c, t in STAGE_COLUMNS.items())
+    return (f"SELECT {_STAGE_LIST} FROM {rows_sql} WHERE n IS NULL UNION ALL SELECT {skipped} FROM "
+            f"(SELECT log_status, file_index, unnest(range(n)) FROM {rows_sql} WHERE n IS NOT NULL)")
+
+
+def _dedupe_sql(rows_sql: str, counted: bool = False) -> str:
     """The staged rows with each connection seen at both ends counted once (see the module docstring).
 
     One sort: the records of each 5-tuple in time order; the nearest egress record (and ingress drop)
-    before and after each record tell whether one lies within the window."""
+    before and after each record tell whether one lies within the window. ``counted``: the rows have the
+    column ``n`` of _tracking_sql, kept."""
     w = PEER_WINDOW_SECONDS * 1_000_000
     # Frames in start-time order: the rows before (after) the current one start no later (earlier), so
     # the unsigned differences below never go negative.
@@ -550,7 +571,7 @@ def _dedupe_sql(rows_sql: str) -> str:
           OR eg_after - t_start <= {w}) THEN '{PEER_DUPLICATE}' ELSE log_status END AS log_status""",
                          "action": f"""CASE WHEN direction = 'egress' AND action = 'accept' AND
           (t_start - dr_before <= {w} OR dr_after - t_start <= {w}) THEN 'drop' ELSE action END AS action"""}.get(c, c)
-                        for c in STAGE_COLUMNS)
+                        for c in STAGE_COLUMNS) + (", n" if counted else "")
     # Only a 5-tuple with both egress and ingress records can change (most have one direction: a NIC whose
     # peer is not logged): those alone are sorted; the records of the others are as they are.
     key = ("src_ip", "dst_ip", "src_port", "dst_port", "proto")
@@ -637,10 +658,11 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
             parts = [f"SELECT {columns} FROM t WHERE kind = 't' AND file_index IN "
                      f"({', '.join(map(str, sorted(fast.read)))})"] + ([python_rows] if writer.rows else [])
             typed = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in STAGE_COLUMNS.items())
-            tracked = _tracking_sql(" UNION ALL ".join(parts), materialized=bool(writer.rows))
-            fast.side.execute(f"COPY (SELECT {typed} FROM ({_dedupe_sql(tracked)})) "
+            # (the connection-update skips as a count a file: a fraction of the rows to write)
+            tracked = _tracking_sql(" UNION ALL ".join(parts), materialized=bool(writer.rows), counted=True)
+            fast.side.execute(f"COPY (SELECT {typed}, n FROM ({_dedupe_sql(tracked, counted=True)})) "
                               f"TO {sql_str(str(out))} (FORMAT parquet, COMPRESSION uncompressed)")
-            sql = f"SELECT * FROM read_parquet({sql_str(str(out))})"
+            sql = _expand_sql(f"read_parquet({sql_str(str(out))})")
     except BaseException:  # the store never sees this Staged: remove its files here
         writer.close()
         for path in staged.cleanup:
