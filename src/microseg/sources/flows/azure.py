@@ -648,7 +648,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
             sql = _dedupe_sql(_tracking_sql(python_rows))
         else:
             # Tracked on the fast path's connection, with the rows of the files read in Python, into a
-            # Parquet file the store scans: the fast path's connection (and its memory) is gone before the
+            # Parquet file the store scans (_expand_sql): the fast path's connection (and its memory) is gone before the
             # store's scan, whatever happens next; the file goes with the staging file.
             out = _temp_path(".parquet", options)
             staged.cleanup.append(out)
@@ -683,9 +683,9 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
 
 # -- DuckDB fast path ---------------------------------------------------------------------------------
 #
-# A blob is read by DuckDB (read_json, the records unnested down to their tuples, each tuple split and
-# checked in SQL) when the outcome is certain to be the Python reader's, tuple for tuple; otherwise the
-# whole file is read by the Python reader. Certain means:
+# A blob is read by DuckDB (read_json_objects and json_transform_strict, the records unnested down to their
+# tuples, each tuple split and checked in SQL) when the outcome is certain to be the Python reader's, tuple
+# for tuple; otherwise the whole file is read by the Python reader. Certain means:
 # - the file passes a byte pre-scan (which also reports reading progress): it is one ``{"records": [``
 #   document as the streaming parser takes it (records the first key), cut into pieces at records
 #   (see _PIECE_BYTES) or at most FAST_MAX_BYTES once decompressed, with no backslash anywhere (no
@@ -693,10 +693,11 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
 #   trailing commas, Python does not); an NSG file does not name flowLogVersion at all (a null
 #   flowLogVersion is a VNet record to Python, absent to DuckDB);
 # - DuckDB parses it (each piece) as exactly one document (invalid UTF-8, control characters in strings,
-#   comments, a repeated key, a value of the wrong JSON type for the columns below: errors, so Python
-#   reads it);
+#   comments, a repeated key, a value of the wrong JSON type for the members below, a record without
+#   one of them: errors, so Python reads it); a file that names flowLogVersion is read as VNet records,
+#   any other as NSG records (a record of the other kind lacks the members: Python);
 # - every record has the structure _groups walks, with versions 1, 2 (NSG) or 4 (VNet) written as those
-#   plain JSON integers, and every NIC name is absent, null or a JSON string;
+#   plain JSON integers, and every NIC name is null or a JSON string;
 # - no tuple has counters whose sums leave UBIGINT. An address with a colon (IPv6) is rewritten as
 #   canonical_ip writes it (Python itself, once per distinct text: _canonical_v6), before connections
 #   are tracked; a tuple with one that canonical_ip refuses is bad.
@@ -868,7 +869,7 @@ def _trailing_comma(chunk: bytes, comma_before: bool) -> bool:
 
 @dataclass(frozen=True)
 class _Unit:
-    """What one read_json reads: a file (piece 0, ``path`` None) or one piece of it."""
+    """What one read_json_objects reads: a file (piece 0, ``path`` None) or one piece of it."""
 
     fi: int
     pc: int
@@ -913,9 +914,10 @@ def _fast_read(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], pre:
         side.execute("SET preserve_insertion_order = false")
         units = {i: [_Unit(i, pc, path, size, p.names_version) for pc, (path, size) in enumerate(p.pieces)]
                  if p.pieces else [_Unit(i, 0, None, p.size, p.names_version)] for i, p in pre.items()}
-        # batches of one kind (plain / gzip file, piece), up to _FAST_BATCH_BYTES each
+        # batches of one kind (plain / gzip file, piece) and one record type (NSG / VNet), up to
+        # _FAST_BATCH_BYTES each
         batches: list[list[_Unit]] = []
-        for kind, nv in ((k, nv) for k in (0, 1, 2) for nv in (False, True)):  # (one record type a batch)
+        for kind, nv in ((k, nv) for k in (0, 1, 2) for nv in (False, True)):
             batch: list[_Unit] = []
             size = 0
             for u in (u for i in sorted(units) for u in units[i]):
