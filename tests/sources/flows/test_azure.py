@@ -487,6 +487,28 @@ def test_fast_path_bad_tuples_are_counted_and_located(tmp_path: Path, monkeypatc
         {"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]}, indent=1).replace("\n", "\r\n")
      + "\r\n\r\n", True),
     ("empty", "", False),
+    # json_transform_strict refuses a record that lacks a member of its kind: the Python reader reads it
+    ("vnet-no-mac", json.dumps({"records": [{k: v for k, v in vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])
+                                             .items() if k != "macAddress"}]}), False),
+    ("vnet-group-no-tuples", json.dumps({"records": [{**vnet([]), "flowRecords": {"flows": [{"flowGroups": [
+        {"rule": "r"}]}]}}]}), False),
+    ("vnet-flow-no-groups", json.dumps({"records": [{**vnet([]), "flowRecords": {"flows": [{"aclID": "a"}]}}]}), False),
+    ("vnet-no-flowrecords", json.dumps({"records": [{k: v for k, v in vnet([]).items() if k != "flowRecords"}]}),
+     False),
+    ("nsg-no-mac", json.dumps({"records": [nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D,B,,,,"])]}).replace(
+        '"mac": "000D3AF87856", ', ""), False),
+    ("nsg-no-properties", json.dumps({"records": [{"category": "NetworkSecurityGroupFlowEvent"}]}), False),
+    ("nsg-in-a-vnet-file", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"]),
+                                                   nsg([f"{T},10.0.0.1,10.0.0.2,1,2,T,O,D,B,,,,"])]}), False),
+    ("vnet-mac-null", json.dumps({"records": [{**vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"]),
+                                               "macAddress": None}]}), True),
+    ("vnet-mac-object", json.dumps({"records": [{**vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"]),
+                                                 "macAddress": {"a": 1}}]}), False),
+    ("vnet-tuples-object", json.dumps({"records": [{**vnet([]), "flowRecords": {"flows": [{"flowGroups": [
+        {"flowTuples": {"a": 1}}]}]}}]}), False),
+    ("vnet-flowrecords-list", json.dumps({"records": [{**vnet([]), "flowRecords": [1]}]}), False),
+    ("vnet-repeated-nested-key", json.dumps({"records": [vnet([f"{T}000,10.0.0.1,10.0.0.2,1,2,6,O,D,NX,0,0,0,0"])]})
+     .replace('"rule": "r", ', '"flowTuples": [], '), False),
 ])
 def test_fast_path_or_python_same_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str,
                                           fast: bool) -> None:
@@ -736,3 +758,60 @@ def test_fast_path_large_input_staged_through_parquet(tmp_path: Path, monkeypatc
     assert [(s[0], s[1], s[2]) for s in samples] == [("c.json", 7, "src"), ("big.json", 23, "src")]
     assert skipped["connection-update"] > 0
     assert not list(tmp_path.rglob("microseg-*"))
+
+
+def test_fast_path_both_kinds_in_one_ingest_and_member_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # NSG and VNet blobs (plain, gzip, cut into pieces) are read in batches of one record type each; members
+    # in any order, unknown members of any type
+    monkeypatch.setattr(azure, "_PIECE_BYTES", 600)
+    m = T * 1000
+    v = [vnet_nic(f"00224871{i:04X}", [f"{m + i},10.0.0.{i % 5 + 1},10.0.0.9,{40000 + i},443,6,O,B,NX,0,0,0,0",
+                                       f"{m + i + 9},10.0.0.{i % 5 + 1},10.0.0.9,{40000 + i},443,6,O,E,NX,1,2,3,4"])
+         for i in range(12)]
+    v[3] = dict(reversed(list(v[3].items())))
+    n = [nsg([f"{T + i},10.0.0.{i % 5 + 1},10.0.0.9,{40000 + i},443,T,I,A,B,,,,",
+              f"{T + i + 30},10.0.0.{i % 5 + 1},10.0.0.9,{40000 + i},443,T,I,A,E,1,2,3,4"]) for i in range(12)]
+    n[4]["properties"] = {"flows": n[4]["properties"]["flows"], "x": [{"y": None}], "Version": 2}
+    files = [_records_one_per_line(tmp_path / "v.json", v), _records_one_per_line(tmp_path / "n.json", n),
+             blob(tmp_path / "v-small.json", v[:2]), blob(tmp_path / "n-small.json", n[:2])]
+    for name, records in (("v.json.gz", v[:3]), ("n.json.gz", n[:3])):
+        with gzip.open(tmp_path / name, "wt") as fh:
+            fh.write(json.dumps({"records": records}))
+        files.append(tmp_path / name)
+    (lines, records_n, skipped, bad, *_), read = both_paths(tmp_path, monkeypatch, files)
+    assert read == {f.name for f in files}
+    assert (lines, bad) == (2 * 2 * (12 + 2 + 3), 0)
+    assert skipped["connection-update"] == 2 * (12 + 2 + 3)
+    assert skipped["peer-nic-duplicate"] > 0  # the VNet egress and NSG ingress of the same 5-tuples
+
+
+def test_fast_path_both_ends_rule_and_skips_per_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 5-tuples seen in one direction only (never sorted), at both ends within and past the window, a tie,
+    # an ingress denial turning the egress record into a drop; connection updates counted in their files
+    m = T * 1000
+    k = "10.0.0.1,10.0.0.2,{},443,6"
+    client = [f"{m},{k.format(1)},O,B,NX,0,0,0,0", f"{m + 5},{k.format(1)},O,E,NX,1,1,1,1",  # both ends
+              f"{m},{k.format(2)},O,B,NX,0,0,0,0",  # egress only
+              f"{m},{k.format(3)},O,B,NX,0,0,0,0",  # both ends, the ingress 61 s later: not a duplicate
+              f"{m},{k.format(4)},O,B,NX,0,0,0,0",  # the server denies it
+              f"{m},{k.format(5)},O,B,NX,0,0,0,0",  # a tie: same start at both ends
+              f"{m + 100},{k.format(6)},O,C,NX,1,1,1,1", f"{m + 200},{k.format(6)},O,C,NX,1,1,1,1"]
+    server = [f"{m + 400},{k.format(1)},I,B,NX,0,0,0,0", f"{m + 900},{k.format(1)},I,C,NX,2,2,2,2",
+              f"{m + 61001},{k.format(3)},I,B,NX,0,0,0,0", f"{m + 50},{k.format(4)},I,D,NX,0,0,0,0",
+              f"{m},{k.format(5)},I,B,NX,0,0,0,0", f"{m + 3},{k.format(7)},I,B,NX,0,0,0,0",  # ingress only
+              f"{m + 4},{k.format(7)},I,E,NX,1,1,1,1"]
+    a = blob(tmp_path / "a.json", [vnet_nic("00224871AAAA", client[:5]), vnet_nic("00224871BBBB", server[:3])])
+    b = blob(tmp_path / "b.json", [vnet_nic("00224871AAAA", client[5:]), vnet_nic("00224871BBBB", server[3:])])
+    (lines, records_n, skipped, bad, _, per_file, _), read = both_paths(tmp_path, monkeypatch, [a, b])
+    assert read == {"a.json", "b.json"}
+    assert (lines, bad) == (15, 0)
+    assert skipped == {"connection-update": 4, "peer-nic-duplicate": 3}
+    assert [f[0] for f in per_file] == ["a.json", "b.json"]
+    # a: one update at each end of port 1, its ingress; b: the updates of ports 6 and 7, the ingress of 4 and 5
+    assert [f[3] for f in per_file] == [2 + 1, 2 + 2]
+    assert records_n == 15 - 4 - 3
+    with FlowStore(tmp_path / "fast" / "flows.duckdb") as s:
+        kept = {(r["src_port"], r["direction"], r["action"]) for r in s.rows()}
+    assert kept == {(1, "egress", "accept"), (2, "egress", "accept"), (3, "egress", "accept"),
+                    (3, "ingress", "accept"), (4, "egress", "drop"), (5, "egress", "accept"), (6, "egress", "accept"),
+                    (7, "ingress", "accept")}

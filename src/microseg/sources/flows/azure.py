@@ -468,14 +468,16 @@ _STAGE_LIST = ", ".join(STAGE_COLUMNS)
 _CONN = "nic, src_ip, dst_ip, src_port, dst_port, proto, direction"
 
 
-def _tracking_sql(tuples_sql: str, materialized: bool = True) -> str:
+def _tracking_sql(tuples_sql: str, materialized: bool = True, counted: bool = False) -> str:
     """One record per connection (see the module docstring), as staging rows.
 
     A tuple opens a connection when it is a B, the first of its NIC, 5-tuple and direction, or follows
     an E; the opener carries the connection's end (latest tuple) and summed counters (NULL when no
     tuple had any, as in a lone B); every other tuple of it is a ``connection-update`` skip. Tuples
     with no state are records as they are. ``materialized``: ``tuples_sql`` is computed once (else it is
-    read once per use: for a table, which is cheaper than a copy).
+    read once per use: for a table, which is cheaper than a copy). ``counted``: the rows have one more
+    column, ``n``: NULL for a row, else the row stands for ``n`` rows (the ``connection-update`` skips of a
+    file, which have no other values), which :func:`_expand_sql` writes out.
     """
     # Most NIC, 5-tuple and direction groups hold one connection: no B but (maybe) the first tuple, no E
     # but (maybe) the last - the first tuple is then the only opener. Those (of one file) are one hash
@@ -493,24 +495,37 @@ def _tracking_sql(tuples_sql: str, materialized: bool = True) -> str:
         f"CASE WHEN x < 0 THEN 'OK' ELSE '{CONNECTION_UPDATE}' END AS log_status" if c == "log_status" else
         "CAST(CASE WHEN x < 0 THEN fi0 ELSE x END AS INTEGER) AS file_index"
         for c, t in STAGE_COLUMNS.items())
+    # The first tuple's file is the least file index (seq orders the files first); and every tuple with a
+    # state is an allowed one (parse_tuple: a denied tuple has none), so the first tuple's action is any
+    # tuple's: min() for both, not arg_min() (two aggregates less on a million tuples).
     aggregates = ("arg_min(t_start, seq) AS t0, max(t_start) AS conn_end, sum(packets) AS conn_packets, "
-                  "sum(bytes) AS conn_bytes, arg_min(action, seq) AS action0, arg_min(file_index, seq) AS fi0")
-    simple = ("nb = CAST(s0 = 'B' AS INTEGER) AND ne = CAST(s1 = 'E' AS INTEGER) AND f_lo = f_hi")
+                  "sum(bytes) AS conn_bytes, min(action) AS action0, min(file_index) AS fi0")
+    simple = ("nb = CAST(s0 = 'B' AS INTEGER) AND ne = CAST(s1 = 'E' AS INTEGER) AND fi0 = f_hi")
     same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM c.{c}" for c in key)
+    one = ", NULL::BIGINT AS n" if counted else ""
+    if counted:  # the skips of the one-connection groups, as one count a file
+        skips = ", ".join(f"NULL::{t} AS {c}" if c not in ("log_status", "file_index") else
+                          f"'{CONNECTION_UPDATE}' AS log_status" if c == "log_status" else
+                          "CAST(fi0 AS INTEGER) AS file_index" for c, t in STAGE_COLUMNS.items())
+        simple_rows = (f"SELECT {columns}{one} FROM (SELECT *, -1 AS x FROM g WHERE {simple})\n"
+                       f"UNION ALL\nSELECT {skips}, CAST(sum(n - 1) AS BIGINT) AS n FROM g "
+                       f"WHERE {simple} AND n > 1 GROUP BY fi0")
+    else:
+        simple_rows = f"""SELECT {columns}
+FROM (
+  SELECT *, CASE WHEN k = 0 THEN -1 ELSE fi0 END AS x
+  FROM (SELECT *, unnest(range(n)) AS k FROM g WHERE {simple}))"""
     return f"""
 WITH t AS {"" if materialized else "NOT "}MATERIALIZED ({tuples_sql}),
 g AS (
   SELECT {_CONN}, count(*) AS n, count(CASE WHEN state = 'B' THEN 1 END) AS nb,
     count(CASE WHEN state = 'E' THEN 1 END) AS ne, arg_min(state, seq) AS s0, arg_max(state, seq) AS s1,
-    min(file_index) AS f_lo, max(file_index) AS f_hi, {aggregates}
+    max(file_index) AS f_hi, {aggregates}
   FROM t WHERE state IS NOT NULL GROUP BY ALL),
 c AS (SELECT {_CONN} FROM g WHERE NOT ({simple}))
-SELECT {columns}
-FROM (
-  SELECT *, CASE WHEN k = 0 THEN -1 ELSE fi0 END AS x
-  FROM (SELECT *, unnest(range(n)) AS k FROM g WHERE {simple}))
+{simple_rows}
 UNION ALL
-SELECT {columns}
+SELECT {columns}{one}
 FROM (
   SELECT *, unnest(list_prepend(-1, skips)) AS x
   FROM (
@@ -528,14 +543,23 @@ FROM (
         WINDOW o AS (PARTITION BY {_CONN} ORDER BY seq)))
     GROUP BY ALL))
 UNION ALL
-SELECT {_STAGE_LIST} FROM t WHERE state IS NULL"""
+SELECT {_STAGE_LIST}{one} FROM t WHERE state IS NULL"""
 
 
-def _dedupe_sql(rows_sql: str) -> str:
+def _expand_sql(rows_sql: str) -> str:
+    """The staging rows of ``rows_sql`` (rows with the column ``n``, see _tracking_sql), counts written out."""
+    skipped = ", ".join(c if c in ("log_status", "file_index") else f"NULL::{t} AS {c}"
+                        for c, t in STAGE_COLUMNS.items())
+    return (f"SELECT {_STAGE_LIST} FROM {rows_sql} WHERE n IS NULL UNION ALL SELECT {skipped} FROM "
+            f"(SELECT log_status, file_index, unnest(range(n)) FROM {rows_sql} WHERE n IS NOT NULL)")
+
+
+def _dedupe_sql(rows_sql: str, counted: bool = False) -> str:
     """The staged rows with each connection seen at both ends counted once (see the module docstring).
 
     One sort: the records of each 5-tuple in time order; the nearest egress record (and ingress drop)
-    before and after each record tell whether one lies within the window."""
+    before and after each record tell whether one lies within the window. ``counted``: the rows have the
+    column ``n`` of _tracking_sql, kept."""
     w = PEER_WINDOW_SECONDS * 1_000_000
     # Frames in start-time order: the rows before (after) the current one start no later (earlier), so
     # the unsigned differences below never go negative.
@@ -547,15 +571,24 @@ def _dedupe_sql(rows_sql: str) -> str:
           OR eg_after - t_start <= {w}) THEN '{PEER_DUPLICATE}' ELSE log_status END AS log_status""",
                          "action": f"""CASE WHEN direction = 'egress' AND action = 'accept' AND
           (t_start - dr_before <= {w} OR dr_after - t_start <= {w}) THEN 'drop' ELSE action END AS action"""}.get(c, c)
-                        for c in STAGE_COLUMNS)
+                        for c in STAGE_COLUMNS) + (", n" if counted else "")
+    # Only a 5-tuple with both egress and ingress records can change (most have one direction: a NIC whose
+    # peer is not logged): those alone are sorted; the records of the others are as they are.
+    key = ("src_ip", "dst_ip", "src_port", "dst_port", "proto")
+    same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM m.{c}" for c in key)
     return f"""
-WITH s AS ({rows_sql})
+WITH s AS ({rows_sql}),
+m AS (
+  SELECT {", ".join(key)} FROM s WHERE log_status = 'OK' GROUP BY ALL
+  HAVING bool_or(direction = 'egress') AND bool_or(direction = 'ingress'))
 SELECT {columns}
 FROM (
   SELECT *, max({egress}) {before} AS eg_before, min({egress}) {after} AS eg_after,
     max({denied}) {before} AS dr_before, min({denied}) {after} AS dr_after
-  FROM s WHERE log_status = 'OK'
-  WINDOW p AS (PARTITION BY src_ip, dst_ip, src_port, dst_port, proto ORDER BY t_start))
+  FROM (SELECT s.* FROM s SEMI JOIN m ON {same} WHERE s.log_status = 'OK')
+  WINDOW p AS (PARTITION BY {", ".join(key)} ORDER BY t_start))
+UNION ALL
+SELECT s.* FROM s ANTI JOIN m ON {same} WHERE s.log_status = 'OK'
 UNION ALL
 SELECT * FROM s WHERE log_status IS DISTINCT FROM 'OK'"""
 
@@ -615,7 +648,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
             sql = _dedupe_sql(_tracking_sql(python_rows))
         else:
             # Tracked on the fast path's connection, with the rows of the files read in Python, into a
-            # Parquet file the store scans: the fast path's connection (and its memory) is gone before the
+            # Parquet file the store scans (_expand_sql): the fast path's connection (and its memory) is gone before the
             # store's scan, whatever happens next; the file goes with the staging file.
             out = _temp_path(".parquet", options)
             staged.cleanup.append(out)
@@ -625,10 +658,11 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
             parts = [f"SELECT {columns} FROM t WHERE kind = 't' AND file_index IN "
                      f"({', '.join(map(str, sorted(fast.read)))})"] + ([python_rows] if writer.rows else [])
             typed = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in STAGE_COLUMNS.items())
-            tracked = _tracking_sql(" UNION ALL ".join(parts), materialized=bool(writer.rows))
-            fast.side.execute(f"COPY (SELECT {typed} FROM ({_dedupe_sql(tracked)})) "
+            # (the connection-update skips as a count a file: a fraction of the rows to write)
+            tracked = _tracking_sql(" UNION ALL ".join(parts), materialized=bool(writer.rows), counted=True)
+            fast.side.execute(f"COPY (SELECT {typed}, n FROM ({_dedupe_sql(tracked, counted=True)})) "
                               f"TO {sql_str(str(out))} (FORMAT parquet, COMPRESSION uncompressed)")
-            sql = f"SELECT * FROM read_parquet({sql_str(str(out))})"
+            sql = _expand_sql(f"read_parquet({sql_str(str(out))})")
     except BaseException:  # the store never sees this Staged: remove its files here
         writer.close()
         for path in staged.cleanup:
@@ -649,9 +683,9 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
 
 # -- DuckDB fast path ---------------------------------------------------------------------------------
 #
-# A blob is read by DuckDB (read_json, the records unnested down to their tuples, each tuple split and
-# checked in SQL) when the outcome is certain to be the Python reader's, tuple for tuple; otherwise the
-# whole file is read by the Python reader. Certain means:
+# A blob is read by DuckDB (read_json_objects and json_transform_strict, the records unnested down to their
+# tuples, each tuple split and checked in SQL) when the outcome is certain to be the Python reader's, tuple
+# for tuple; otherwise the whole file is read by the Python reader. Certain means:
 # - the file passes a byte pre-scan (which also reports reading progress): it is one ``{"records": [``
 #   document as the streaming parser takes it (records the first key), cut into pieces at records
 #   (see _PIECE_BYTES) or at most FAST_MAX_BYTES once decompressed, with no backslash anywhere (no
@@ -659,10 +693,11 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
 #   trailing commas, Python does not); an NSG file does not name flowLogVersion at all (a null
 #   flowLogVersion is a VNet record to Python, absent to DuckDB);
 # - DuckDB parses it (each piece) as exactly one document (invalid UTF-8, control characters in strings,
-#   comments, a repeated key, a value of the wrong JSON type for the columns below: errors, so Python
-#   reads it);
+#   comments, a repeated key, a value of the wrong JSON type for the members below, a record without
+#   one of them: errors, so Python reads it); a file that names flowLogVersion is read as VNet records,
+#   any other as NSG records (a record of the other kind lacks the members: Python);
 # - every record has the structure _groups walks, with versions 1, 2 (NSG) or 4 (VNet) written as those
-#   plain JSON integers, and every NIC name is absent, null or a JSON string;
+#   plain JSON integers, and every NIC name is null or a JSON string;
 # - no tuple has counters whose sums leave UBIGINT. An address with a colon (IPv6) is rewritten as
 #   canonical_ip writes it (Python itself, once per distinct text: _canonical_v6), before connections
 #   are tracked; a tuple with one that canonical_ip refuses is bad.
@@ -709,6 +744,15 @@ _SHAPES = {
 _REC = ('STRUCT("flowLogVersion" JSON, "macAddress" JSON, '
         '"flowRecords" STRUCT("flows" STRUCT("flowGroups" STRUCT("flowTuples" VARCHAR[])[])[]), '
         '"properties" STRUCT("Version" JSON, "flows" STRUCT("flows" STRUCT("mac" JSON, "flowTuples" VARCHAR[])[])[]))')
+# What json_transform_strict reads of a record (a VNet record in a file that names flowLogVersion, else an NSG
+# record), cast to _REC (by name; the other kind's members NULL). read_json_objects and json_transform_strict
+# parse and convert as read_json(columns=...) does (same yyjson reading, strict casts: a value of the wrong
+# JSON type, a repeated key, invalid UTF-8 are errors), at a fraction of its cost (read_json spends 1.3 -
+# 1.9 s on the 76 MB VNet benchmark blob, these 0.3 s; DuckDB 2.0); json_transform_strict also fails on a
+# missing member, where read_json gives NULL: such a file goes to the Python reader, which is exact.
+_REC_VNET = {"flowLogVersion": "JSON", "macAddress": "JSON",
+             "flowRecords": {"flows": [{"flowGroups": [{"flowTuples": ["VARCHAR"]}]}]}}
+_REC_NSG = {"properties": {"Version": "JSON", "flows": [{"flows": [{"mac": "JSON", "flowTuples": ["VARCHAR"]}]}]}}
 
 
 @dataclass
@@ -825,7 +869,7 @@ def _trailing_comma(chunk: bytes, comma_before: bool) -> bool:
 
 @dataclass(frozen=True)
 class _Unit:
-    """What one read_json reads: a file (piece 0, ``path`` None) or one piece of it."""
+    """What one read_json_objects reads: a file (piece 0, ``path`` None) or one piece of it."""
 
     fi: int
     pc: int
@@ -870,13 +914,14 @@ def _fast_read(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], pre:
         side.execute("SET preserve_insertion_order = false")
         units = {i: [_Unit(i, pc, path, size, p.names_version) for pc, (path, size) in enumerate(p.pieces)]
                  if p.pieces else [_Unit(i, 0, None, p.size, p.names_version)] for i, p in pre.items()}
-        # batches of one kind (plain / gzip file, piece), up to _FAST_BATCH_BYTES each
+        # batches of one kind (plain / gzip file, piece) and one record type (NSG / VNet), up to
+        # _FAST_BATCH_BYTES each
         batches: list[list[_Unit]] = []
-        for kind in (0, 1, 2):
+        for kind, nv in ((k, nv) for k in (0, 1, 2) for nv in (False, True)):
             batch: list[_Unit] = []
             size = 0
             for u in (u for i in sorted(units) for u in units[i]):
-                if (u.kind or int(files[u.fi].gzip)) != kind:
+                if (u.kind or int(files[u.fi].gzip)) != kind or u.names_version != nv:
                     continue
                 if batch and size + u.size > _FAST_BATCH_BYTES:
                     batches.append(batch)
@@ -1022,19 +1067,23 @@ def _scan_sql(files: Sequence[SourceFile], batch: list[_Unit]) -> str:
     size = max(u.size for u in batch) + 1
     piece = batch[0].path is not None
     gz = not piece and files[batch[0].fi].gzip
-    columns = f"columns={{'records': '{_REC}[]{'[]' if piece else ''}'}}"
+    names_version = batch[0].names_version
+    # the records of one document (a piece: of the one element of its list), as _REC values
+    shape: Any = [_REC_VNET if names_version else _REC_NSG]
+    records = (f"CAST(json_transform_strict(json, {sql_str(json.dumps({'records': [shape] if piece else shape}))})"
+               f".records AS {_REC}[]{'[]' if piece else ''})")
     if piece:
         # A piece is {"records": [[...]]}: its records are those of the one element of its list (unnested:
-        # one row a document for that element, as the count of documents checks). One read_json a piece,
-        # not one for all: DuckDB reads a list of files at twice the cost (measured, 1.5 - DuckDB 2.0).
+        # one row a document for that element, as the count of documents checks). One read a piece, not one
+        # for all: DuckDB reads a list of files at twice the cost (measured, 1.5 - DuckDB 2.0).
         source = " UNION ALL ".join(
             f"SELECT {u.fi} AS fi, {u.pc} AS pc, {str(u.names_version).lower()} AS names_version, "
-            f"unnest(records) AS recs FROM read_json({sql_str(path(u))}, format='unstructured', "
-            f"maximum_object_size={size}, compression='none', {columns})" for u in batch)
+            f"unnest({records}) AS recs FROM read_json_objects({sql_str(path(u))}, format='unstructured', "
+            f"maximum_object_size={size}, compression='none')" for u in batch)
     else:
-        source = f"""SELECT m.fi, m.pc, m.names_version, j.records AS recs
-    FROM read_json({paths}, format='unstructured', filename=true, maximum_object_size={size},
-      compression='{"gzip" if gz else "none"}', {columns}) AS j
+        source = f"""SELECT m.fi, m.pc, m.names_version, {records} AS recs
+    FROM read_json_objects({paths}, format='unstructured', filename=true, maximum_object_size={size},
+      compression='{"gzip" if gz else "none"}') AS j
     JOIN (VALUES {names}) AS m(path, fi, pc, names_version) ON j.filename = m.path"""
 
     def nic(m: str) -> str:  # str(mac or "") or None; NULL also for a value that is no string (checked below)
@@ -1109,11 +1158,11 @@ def _tuples_select(raw: str) -> str:
       ELSE len(f) = 8 AND {digits('f[1]', max_u64 // 1_000_000)} AND f[6] IN ('T', 'U') AND f[8] IN ('A', 'D')
         AND f[7] IN ('I', 'O') END
       AND {digits('f[4]', 65535)} AND {digits('f[5]', 65535)}"""
-    in_range = f"""CASE version WHEN 4 THEN TRY_CAST(f[1] AS UBIGINT) <= {max_u64 // 1000}
-        AND TRY_CAST(f[6] AS UBIGINT) <= 255 ELSE TRY_CAST(f[1] AS UBIGINT) <= {max_u64 // 1_000_000} END
-      AND TRY_CAST(f[4] AS UBIGINT) <= 65535 AND TRY_CAST(f[5] AS UBIGINT) <= 65535
-      AND (version = 1 OR f[10] = '' OR (TRY_CAST(f[10] AS UBIGINT) IS NOT NULL AND TRY_CAST(f[11] AS UBIGINT)
-        IS NOT NULL AND TRY_CAST(f[12] AS UBIGINT) IS NOT NULL AND TRY_CAST(f[13] AS UBIGINT) IS NOT NULL))"""
+    # (n<i>: TRY_CAST(f[i] AS UBIGINT), computed once for the checks and the values)
+    in_range = f"""CASE version WHEN 4 THEN n1 <= {max_u64 // 1000} AND n6 <= 255 ELSE n1 <= {max_u64 // 1_000_000} END
+      AND n4 <= 65535 AND n5 <= 65535
+      AND (version = 1 OR f[10] = '' OR (n10 IS NOT NULL AND n11 IS NOT NULL AND n12 IS NOT NULL
+        AND n13 IS NOT NULL))"""
     # (regexp_matches with anchors: the same full match as regexp_full_match, measurably faster)
     shape = " ".join(f"WHEN {v} THEN regexp_matches(t, '^(?:{_SHAPES[v]})$')" for v in (4, 2, 1))
     # 'good', 'bad' or 'v6': good but for an address with a colon, which Python reads with canonical_ip (see
@@ -1127,13 +1176,13 @@ def _tuples_select(raw: str) -> str:
     counters = "version <> 1 AND f[10] <> ''"
 
     def total(a: int, b: int) -> str:
-        return f"CASE WHEN {counters} THEN CAST(f[{a}] AS HUGEINT) + CAST(f[{b}] AS HUGEINT) END"
+        return f"CASE WHEN {counters} THEN CAST(n{a} AS HUGEINT) + n{b} END"
 
     return f"""
 SELECT CASE WHEN good THEN t_us END AS t_start,
   CASE WHEN good THEN f[2] END AS src_ip, CASE WHEN good THEN f[3] END AS dst_ip,
-  CASE WHEN good THEN CAST(f[4] AS INTEGER) END AS src_port, CASE WHEN good THEN CAST(f[5] AS INTEGER) END AS dst_port,
-  CASE WHEN NOT good THEN NULL WHEN version = 4 THEN CAST(f[6] AS INTEGER) WHEN f[6] = 'T' THEN 6 ELSE 17 END AS proto,
+  CASE WHEN good THEN CAST(n4 AS INTEGER) END AS src_port, CASE WHEN good THEN CAST(n5 AS INTEGER) END AS dst_port,
+  CASE WHEN NOT good THEN NULL WHEN version = 4 THEN CAST(n6 AS INTEGER) WHEN f[6] = 'T' THEN 6 ELSE 17 END AS proto,
   TRY_CAST(CASE WHEN good THEN nbytes END AS UBIGINT) AS bytes,
   TRY_CAST(CASE WHEN good THEN npackets END AS UBIGINT) AS packets,
   CASE WHEN NOT good THEN NULL WHEN version = 4 THEN CASE WHEN f[8] = 'D' THEN 'drop' ELSE 'accept' END
@@ -1151,14 +1200,15 @@ SELECT CASE WHEN good THEN t_us END AS t_start,
     END AS doubt
 FROM (
   SELECT *, verdict IN ('good', 'v6') AS good,
-    CASE WHEN verdict IN ('good', 'v6') THEN CAST(TRY_CAST(f[1] AS UBIGINT) * {unit} AS UBIGINT) END AS t_us,
+    CASE WHEN verdict IN ('good', 'v6') THEN CAST(n1 * {unit} AS UBIGINT) END AS t_us,
     CASE WHEN verdict IN ('good', 'v6') THEN {total(11, 13)} END AS nbytes,
     CASE WHEN verdict IN ('good', 'v6') THEN {total(10, 12)} END AS npackets
   FROM (
     SELECT *, CASE WHEN version IS NULL THEN 'doubt' ELSE {verdict} END AS verdict
+    FROM (SELECT *, {", ".join(f"TRY_CAST(f[{i}] AS UBIGINT) AS n{i}" for i in (1, 4, 5, 6, 10, 11, 12, 13))}
     FROM (
       SELECT fi, pc, ri, nrec, version, no_records, too_many, nic, t,
         (CAST(fi AS HUGEINT) << {_SEQ_BITS}) + (CAST(pc AS HUGEINT) << 56) + (CAST(ri AS HUGEINT) << 32) + off + ti
           AS seq,
         string_split(t, ',') AS f
-      FROM ({raw}))))"""
+      FROM ({raw})))))"""
