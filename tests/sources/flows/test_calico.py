@@ -528,6 +528,124 @@ DIRECT_JSON = {
 }
 
 
+def _raw(key: str, raw: str, **kw: Any) -> str:
+    """A compact document whose ``key`` holds ``raw`` (JSON text as it is: exponents, -0, ...)."""
+    return _compact(**{key: "\x00"}, **kw).replace(f'"{key}":"\\u0000"', f'"{key}":{raw}')
+
+
+# Every JSON form of a number or protocol, as _Values reads them (a cast only where the text starts
+# with an ASCII digit; a protocol name as written first, then lower-cased): each read as Python reads it.
+NUMBER_FORMS = {
+    **{f"proto-name-{x}": _compact(proto=x) for x in ("tcp", "udp", "icmp", "icmp6", "icmpv6", "sctp", "udplite")},
+    **{f"proto-upper-{x}": _compact(proto=x.upper()) for x in ("udp", "icmp6", "udplite")},
+    "proto-mixed-udplite": _compact(proto="UdpLite"),
+    "proto-dotted-i": _compact(proto="\u0130cmp").replace("\\u0130", "\u0130"),  # lower() gives 2 characters
+    "proto-long-s": _compact(proto="\u017fctp").replace("\\u017f", "\u017f"),  # no ASCII lower case
+    "proto-escaped-name": _compact(proto="tcp").replace('"tcp"', '"\\u0074cp"'),
+    "proto-padded-left": _compact(proto=" tcp"),
+    "proto-padded-right": _compact(proto="tcp "),
+    "proto-unknown-name": _compact(proto="gre"),
+    "proto-empty": _compact(proto=""),
+    "proto-dash": _compact(proto="-"),
+    "proto-null": _compact(proto=None),
+    "proto-bool": _compact(proto=True),
+    "proto-object": _compact(proto={"labels": "tcp"}),
+    "proto-list": _compact(proto=["tcp"]),
+    "proto-number": _compact(proto=17),
+    "proto-string-255": _compact(proto="255"),
+    "proto-string-256": _compact(proto="256"),
+    "proto-negative": _compact(proto=-6),
+    "proto-string-negative": _compact(proto="-6"),
+    "proto-string-plus": _compact(proto="+6"),
+    "proto-string-space": _compact(proto=" 6"),
+    "proto-string-trailing-space": _compact(proto="6 "),
+    "proto-exponent": _raw("proto", "6e0"),
+    "proto-fraction": _raw("proto", "6.5"),
+    "proto-string-exponent": _compact(proto="6e0"),
+    "proto-string-hex": _compact(proto="0x6"),
+    "proto-full-width-digit": _compact(proto="\uff16").replace("\\uff16", "\uff16"),
+    "proto-repeated": _compact(proto="udp")[:-1] + ',"proto":"tcp"}',
+    "port-exponent": _raw("dest_port", "8e1"),
+    "port-big-exponent": _raw("dest_port", "1e30"),
+    "port-fraction": _raw("dest_port", "80.5"),
+    "port-negative-zero-fraction": _raw("dest_port", "-0.0"),
+    "port-huge": _raw("dest_port", "123456789012345678901234567890"),
+    "port-string-plus": _compact(dest_port="+80"),
+    "port-string-space": _compact(dest_port=" 80"),
+    "port-string-trailing-space": _compact(dest_port="80 "),
+    "port-string-dot": _compact(dest_port=".8"),
+    "port-string-letter-first": _compact(dest_port="a80"),
+    "port-string-letter-last": _compact(dest_port="80a"),
+    "port-string-underscore": _compact(dest_port="8_0"),
+    "port-string-exponent": _compact(dest_port="8e1"),
+    "port-string-hex": _compact(dest_port="0x50"),
+    "port-string-fraction": _compact(dest_port="80.0"),
+    "port-string-colon": _compact(dest_port="8:0"),
+    "port-string-empty": _compact(dest_port=""),
+    "port-string-dash": _compact(dest_port="-"),
+    "port-null": _compact(dest_port=None),
+    "port-bool": _compact(dest_port=False),
+    "port-object": _compact(dest_port={"labels": 80}),
+    "port-list": _compact(dest_port=[80]),
+    "port-escaped-digits": _compact(dest_port="80").replace('"80"', '"\\u0038\\u0030"'),
+    "port-non-ascii-digits": _compact(dest_port="\u0668\u0660").replace("\\u0668\\u0660", "\u0668\u0660"),
+    "port-repeated": _compact(dest_port=80)[:-1] + ',"dest_port":"x"}',
+    "source-port-string-letter": _compact(source_port="x1"),
+    "source-port-dash": _compact(source_port="-"),
+    "time-string-padded": _compact(start_time=" 1767323045"),
+    "time-string-exponent": _compact(end_time="1.767323345e9"),
+    "time-exponent": _raw("end_time", "1767323345e0"),
+    "time-string-max": _compact(start_time="253402300799", end_time="253402300799"),
+    "time-string-past-max": _compact(end_time="253402300800"),
+    "bytes-string-past-u64": _compact(bytes_in="18446744073709551616"),
+    "bytes-string-u64-max": _compact(bytes_in="18446744073709551615"),
+    "bytes-string-minus": _compact(bytes_out="-5"),
+    "packets-string-non-ascii": _compact(packets_in="1\u00b2").replace("\\u00b2", "\u00b2"),
+    "packets-fraction": _raw("packets_out", "2.0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMBER_FORMS))
+def test_number_and_protocol_forms_match_the_python_reader(name: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # direct path: the form among clean lines; per-line path: the same with a line only Python reads
+    # (an escape) in the file, so that DuckDB reads the others line by line
+    lines = [_good(0), NUMBER_FORMS[name], _good(1), _compact(reporter="src")]
+    direct = write(tmp_path, lines, "x.json")
+    per_line = write(tmp_path, [*lines, DIRECT_JSON["escape-unused"]], "y.json")
+    for path in (direct, per_line):
+        fast, python = both_paths(tmp_path, monkeypatch, path)
+        assert fast == python
+        assert fast[0][0] == len(lines) + (path == per_line)
+
+
+def test_direct_path_reads_every_protocol_name_and_leading_digit_alone(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # every protocol name in any case, numbers starting with each digit (as numbers and as strings):
+    # all of them SQL reads exactly, so no line of either file goes to Python
+    names = sorted(calico._PROTOCOLS)
+    lines = [_compact(proto=p, source_port=46000 + i, reporter="dst") for i, p in enumerate(
+        [*names, *(x.upper() for x in names), "Tcp", "006", 17, "255", 0])]
+    lines += [_compact(dest_port=int(f"{d}9"), source_port=f"{d}1", bytes_in=d, packets_out=f"{d}", reporter="dst")
+              for d in range(10)]
+    path = write(tmp_path, lines, "digits.json")
+    form = write(tmp_path, [" ".join(calico.FILE_FIELDS)] + [
+        LEGACY.replace(" 6 - 3000 ", f" {p} - {d}9 ").replace(" 154 ", f" {d} ")
+        for d, p in zip(range(10), ["tcp", "UDP", "Sctp", "icmp6", "17", "06", "6", "udplite", "icmpv6", "132"],
+                        strict=True)], "digits.log")
+    calls: list[str] = []
+    for reader in ("_stage_json", "_stage_file_form"):
+        real = getattr(calico, reader)
+        monkeypatch.setattr(calico, reader, lambda *a, _r=real, **k: calls.append(a[0].path.name) or _r(*a, **k))
+    fast, python = both_paths(tmp_path, monkeypatch, path, form)
+    assert fast == python
+    assert calls == ["digits.json", "digits.log"]  # only the Python-only run read them in Python
+    report, got = fast
+    assert report[:4] == (len(lines) + 10, len(lines) + 10, 0, {})
+    assert len({row[4] for row in got}) == 7  # tcp, udp, icmp, icmpv6, sctp, udplite, 0
+    assert {row[3] for row in got} >= {d * 10 + 9 for d in range(10)}
+
+
 @pytest.mark.parametrize("name", sorted(DIRECT_JSON))
 def test_direct_path_json_matches_the_python_reader(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lines = [_good(0), DIRECT_JSON[name], _good(1), _compact(reporter="src")]
@@ -618,6 +736,20 @@ DIRECT_FILE = {
     "namespace-upper": LEGACY.replace(" dev rails", " Dev rails"),
     "reporter-out": LEGACY.replace(" in ", " out "),
     "null-word": LEGACY.replace(" - wep ", " null wep "),
+    **{f"proto-name-{x}": LEGACY.replace(" 6 - ", f" {x} - ") for x in ("tcp", "udp", "icmp6", "icmpv6",
+                                                                          "sctp", "udplite", "Udp", "SCTP")},
+    "proto-unknown-name": LEGACY.replace(" 6 - ", " gre - "),
+    "proto-dash": LEGACY.replace(" 6 - ", " - - "),
+    "proto-negative": LEGACY.replace(" 6 - ", " -6 - "),
+    "proto-non-ascii": LEGACY.replace(" 6 - ", " \u0130cmp - "),
+    "proto-256": LEGACY.replace(" 6 - ", " 256 - "),
+    "port-letter-last": LEGACY.replace(" 3000 ", " 3000a "),
+    "port-negative": LEGACY.replace(" 3000 ", " -3000 "),
+    "port-fraction": LEGACY.replace(" 3000 ", " 3000.0 "),
+    "port-colon": LEGACY.replace(" 3000 ", " 30:00 "),
+    "port-full-width": LEGACY.replace(" 3000 ", " \uff13000 "),
+    "bytes-past-u64": LEGACY.replace(" 70111 ", " 18446744073709551616 "),
+    "time-letter-first": LEGACY.replace("1528842551 ", "x1528842551 ", 1),
 }
 
 

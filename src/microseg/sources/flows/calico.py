@@ -858,22 +858,29 @@ class _Values:
     def absent(self, k: str) -> str:
         return f"({k} IS NULL OR {self.isin(k, '', '-')})"
 
+    def num_text(self, k: str) -> str:
+        """The text _int reads as a number (an integer's digits, a negative one's with "-", or a
+        string's content): the value's text, a string's content where the source holds JSON text."""
+        return f"CASE WHEN {self.is_str(k)} THEN {self.text(k)} ELSE {k} END" if k in self.json_keys else k
+
     @staticmethod
-    def digits(x: str) -> str:
-        """A string of ASCII digits only, as str.isdigit() on an ASCII string, as UBIGINT (NULL past it).
+    def first_digit_cast(x: str) -> str:
+        """TRY_CAST(x AS UBIGINT) where ``x`` starts with an ASCII digit (byte order: '' and every other
+        first byte fail), else NULL: a cast that fails costs about four times one that passes (a
+        protocol name, "-"), and digits_of() is NULL anyway unless ``x`` is digits only."""
+        return f"CASE WHEN {x} >= '0' AND {x} < ':' THEN TRY_CAST({x} AS UBIGINT) END"
+
+    @staticmethod
+    def digits_of(x: str, c: str) -> str:
+        """A string of ASCII digits only, as str.isdigit() on an ASCII string, as UBIGINT (NULL past it),
+        given ``c`` = first_digit_cast(x), computed once in a lower projection.
 
         The cast also reads blanks, signs, "_", "1e3", "0x10", "1.0": a number it gives is taken when
         written back it is the text (digits, no leading zero: what every Calico writer gives, and the
         cheaper test); else when the text is digits only (leading zeros, which Python's int() reads
         too: "0053" is 53). CASE tries the second test only on rows the first one failed."""
-        return (f"CASE WHEN TRY_CAST({x} AS UBIGINT)::VARCHAR = {x} THEN TRY_CAST({x} AS UBIGINT) "
-                f"WHEN {x} <> '' AND NOT ({x} GLOB '*[!0-9]*') THEN TRY_CAST({x} AS UBIGINT) END")
-
-    def num(self, k: str) -> str:
-        # _int: an integer (its digits; a negative one has "-") or a string of ASCII digits
-        if k not in self.json_keys:
-            return self.digits(k)
-        return f"CASE WHEN {self.is_str(k)} THEN {self.digits(self.text(k))} ELSE {self.digits(k)} END"
+        return (f"CASE WHEN {c}::VARCHAR = {x} THEN {c} "
+                f"WHEN {c} IS NOT NULL AND NOT ({x} GLOB '*[!0-9]*') THEN {c} END")
 
 
 def _rows_sql(json_keys: frozenset[str], source: str) -> str:
@@ -905,7 +912,8 @@ def _rows_sql(json_keys: frozenset[str], source: str) -> str:
     p = v.text("proto")
     # (a string of digits is no protocol name: the number is tried first)
     proto = (f"CASE WHEN n_proto IS NOT NULL THEN CASE WHEN n_proto <= 255 THEN n_proto END "
-             f"WHEN {v.is_str('proto')} AND strlen({p}) = length({p}) THEN CASE lower({p}) {protos} END END")
+             f"WHEN {v.is_str('proto')} THEN CASE {p} {protos} ELSE CASE WHEN strlen({p}) = length({p}) "
+             f"THEN CASE lower({p}) {protos} END END END END")  # the name as Calico writes it first: no lower()
     types = sorted(_ENDPOINT_TYPES)
     # every check but the endpoints' (see _endpoints)
     ok = f"""coalesce(parsed
@@ -932,8 +940,12 @@ SELECT *,
 FROM (
 SELECT *, {proto} AS proto_n
 FROM (
-SELECT *, {', '.join(f"{v.num(k)} AS n_{k}" for k in numbers)}
-FROM {source})))"""
+SELECT *, {', '.join(f"{v.digits_of(f'x_{k}', f'c_{k}')} AS n_{k}" for k in numbers)}
+FROM (
+SELECT *, {', '.join(f"{v.first_digit_cast(f'x_{k}')} AS c_{k}" for k in numbers)}
+FROM (
+SELECT *, {', '.join(f"{v.num_text(k)} AS x_{k}" for k in numbers)}
+FROM {source})))))"""
 
 
 _WORKLOAD = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?"  # workload_hint's names
