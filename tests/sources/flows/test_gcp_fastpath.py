@@ -374,3 +374,67 @@ def test_an_address_sql_takes_and_python_refuses_sends_the_file_to_python(
         (n, "connection.src_ip") for n in range(10, 19)]
     assert ("a.ndjson", None) in calls  # whole
     assert [c for c in calls if c[0] == "clean.ndjson"] == []  # SQL read all of the clean file
+
+
+# Every JSON type in every field the fast path reads as VARCHAR (a string's content, any other value's JSON
+# text, NULL for null and absent alike): each form must read as the Python reader reads it.
+_FORMS: list[Any] = [
+    "7", "07", "", " 7", "+7", "-7", "7.0", "1e2", "0x10", "\u0667", "caf\u00e9", "true", "false", "null", "{}", "[]",
+    "{x", "10.0.0.9", "DEST", 7, 0, -7, -0.0, 7.5, 1e2, 1e400, 10 ** 30, (1 << 64) - 1, 1 << 64, True, False, None,
+    {}, {"a": 1}, [], [1], ["x"], _DROP,
+]
+_LEAF_KEYS = ("src_ip", "dest_ip", "src_port", "dest_port", "protocol", "reporter", "start_time", "end_time",
+              "bytes_sent", "packets_sent", "rtt_msec", "src_gke_details", "dest_gke_details")
+
+
+def _forms() -> list[str]:
+    out = []
+    port = 30000
+    for key in _LEAF_KEYS:
+        for value in _FORMS:
+            port += 1
+            out.append(line(sport=port, **{key: value}))
+        port += 1  # a JSON escape in the value, and a repeated key (the first one is read)
+        out.append(line(sport=port, **{key: "x"}).replace('"x"', '"\\u0078"'))
+        port += 1
+        out.append(line(sport=port, rtt_msec="1").replace(f'"{key}":', f'"{key}":"bad","{key}":', 1))
+        port += 1
+        out.append(line(sport=port, rtt_msec="1")[:-2] + f',"{key}":"bad"}}}}')
+    for side in ("src", "dest"):  # the instance's VM name, and the instance itself
+        for value in [*_FORMS, "vm-1", "Vm_1.a", "1vm", "-vm", "[vm", "{vm", "vm}", "true-vm", "True", "a b", "a/b"]:
+            port += 1
+            out.append(line(sport=port, **{f"{side}_instance": {"vm_name": value}} if value is not _DROP
+                            else {f"{side}_instance": {"zone": "z"}}))
+        for value in _FORMS:
+            port += 1
+            out.append(line(sport=port, **{f"{side}_instance": value}))
+        port += 1
+        out.append(line(sport=port, **{f"{side}_instance": {"vm_name": "a"}}).replace('"vm_name":"a"',
+                                                                                        '"vm_name":"a","vm_name":5'))
+    for time in ("2026-01-02T03:04:05Z", "2026-01-02T03:04:05.1Z", "2026-01-02T03:04:05.12345Z",
+                 "2026-01-02T03:04:05.123456Z", "2026-01-02T03:04:05.1234567Z", "2026-01-02T03:04:05.Z",
+                 "2026-01-02 03:04:05Z", "2026-1-02T03:04:05Z", "2026-01-02T03:04:05", "2026-01-02T03:04:60Z",
+                 "2026-01-02T03:04:05.123456789012345678901234567890Z", "20260-01-02T03:04:05Z"):
+        port += 1
+        out.append(line(sport=port, end_time=time))
+    return out
+
+
+def test_every_json_type_in_every_field_reads_as_in_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _forms()
+    bare = [json.dumps(json.loads(text)["jsonPayload"]) for text in lines]  # the same payloads without LogEntry
+    a = write(tmp_path, lines, "a.ndjson")
+    b = write(tmp_path, bare, "b.ndjson")
+    fast, python, calls = both_paths(tmp_path, monkeypatch, a, b)
+    assert fast == python
+    report, got = fast
+    assert report[2] > 100 and report[1] > 100  # both good and bad lines in every group
+    # what SQL reads itself (the common forms), and what it leaves to Python
+    by_file = dict(calls)
+    in_python = by_file["a.ndjson"] or frozenset()
+    for value in ("7", 7, 0):
+        assert line(sport=30000 + 1 + _FORMS.index(value), **{"bytes_sent": value}) not in in_python
+    for side, value in (("src", "vm-1"), ("dest", "true-vm"), ("src", "Vm_1.a")):
+        assert not [t for t in in_python if f'"vm_name":"{value}"' in t and f'"{side}_instance"' in t]
+    assert not [t for t in in_python if '"end_time":"2026-01-02T03:04:05Z"' in t]
+    assert not [t for t in in_python if '"end_time":"2026-01-02T03:04:05.1Z"' in t]

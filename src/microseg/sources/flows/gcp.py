@@ -63,13 +63,21 @@ from microseg.sources.flows import (
     StageRow,
     StageWriter,
     canonical_ip,
+    hubble,
     iter_lines,
     sql_list,
     sql_str,
 )
-from microseg.sources.flows.hubble import address_json_sql, workload_from_pod
+from microseg.sources.flows.hubble import workload_from_pod
 from microseg.sources.flows.jsonline import loads
-from microseg.sources.flows.sqlpath import SCAN_ERRORS, canonical_ipv6, drop_after_scan, drop_tables, scan_error
+from microseg.sources.flows.sqlpath import (
+    IPV4_PATTERN,
+    SCAN_ERRORS,
+    canonical_ipv6,
+    drop_after_scan,
+    drop_tables,
+    scan_error,
+)
 
 NAME = "gcp"
 
@@ -410,17 +418,17 @@ def _lines(src: SourceFile, until: int | None = None) -> Iterator[tuple[int, str
 
 # -- DuckDB fast path ------------------------------------------------------------------------------
 #
-# Every line is read by DuckDB as one column and parsed with one json_extract of the fields _record
+# Every line is read by DuckDB as one column and parsed with one json_extract_string of the fields _record
 # reads (yyjson, which like jsonline.loads reads the first of repeated keys). SQL keeps a line only
 # when it is certain that the Python parser reads it as the same good record; Python reads the others:
-# - that line alone, matched by its text ("pending"), when SQL cannot be certain of it: an escape
-#   anywhere (no backslash: a string's JSON text is its content), what yyjson accepts and json.loads
-#   does not (a trailing comma; nan, inf and their other spellings, found by a cheap test that also
-#   catches NaN and Infinity), a line long enough to nest deeper than Python's recursion limit or to
-#   hold a number of more digits than int() converts, a value of an unexpected type or shape (an
-#   address ipaddress refuses, or an IPv6 zone id that is not an interface name; times not in UTC "Z";
-#   names that are not plain ASCII), a bad value, blanks around the document; Python names the line and
-#   field of every bad record;
+# - that line alone, matched by its text ("pending"), when SQL cannot be certain of it: an escape anywhere
+#   (no backslash: a key SQL looks for on the line is written as read, a string has no '"'), what yyjson
+#   accepts and json.loads does not (a trailing comma; nan, inf and their other spellings, found by a cheap
+#   test that also catches NaN and Infinity), a line long enough to nest deeper than Python's recursion limit
+#   or to hold a number of more digits than int() converts, a value of an unexpected type or shape (an
+#   address ipaddress refuses, or an IPv6 zone id that is not an interface name; times not in UTC "Z"; names
+#   that are not plain ASCII), a bad value, blanks around the document; Python names the line and field of
+#   every bad record;
 # - the whole file when DuckDB's line is not Python's: a line with the delimiter \x01, a line with
 #   CR or LF left in it, invalid UTF-8 or an over-long line (DuckDB rejects it, Python replaces it), a
 #   byte order mark (DuckDB skips it, Python reads it as part of the first line: bad JSON), a pending
@@ -429,7 +437,8 @@ def _lines(src: SourceFile, until: int | None = None) -> Iterator[tuple[int, str
 # IPv6 addresses SQL read are rewritten as canonical_ip writes them (each distinct value judged in Python).
 # The rows Python reads are added to the table; the rank rules then run in SQL on all of them.
 
-# The payload fields _record reads; json_extract gives each one's JSON text (a string keeps its quotes).
+# The payload fields _record reads; json_extract_string gives a string's content, any other value's JSON text
+# (an object's as yyjson writes it, a number's as DuckDB gives it) and NULL for null or an absent key.
 _LEAVES = ("connection.src_ip", "connection.dest_ip", "connection.src_port", "connection.dest_port",
            "connection.protocol", "reporter", "start_time", "end_time", "bytes_sent", "packets_sent", "rtt_msec",
            "src_gke_details", "dest_gke_details", "src_instance.vm_name", "dest_instance.vm_name")
@@ -443,6 +452,10 @@ _MAX_LINE = 4000
 _MAX_BRACKETS = 800
 _TIME_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?Z"
 _PLAIN_NAME = r'"[!#-.0-\[\]-~]+"'  # _plain_name: printable ASCII, no blank, '/', '"' or '\'
+# The same as the content of a JSON string read as VARCHAR, which gives any other value's JSON text: that text
+# starts with a digit, '-', '[' or '{' or is true / false (null reads as NULL; nan / inf never get here, see
+# _ODD_VALUE), so a name starting otherwise that is neither of those was a string.
+_PLAIN_NAME_TEXT = r"[!#-,.:-Z\]-z|-~][!#-.0-\[\]-~]*"
 # What yyjson reads as a number and json.loads does not: nan / inf in any case (NaN and Infinity,
 # which Python reads, are caught too), after ':' (and, on a line with '[', after '[' or ',').
 _ODD_VALUE = "(?:-|[nN][aA]|[iI])"
@@ -502,27 +515,41 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], scanned: 
 def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
     mapping = ", ".join(str(i) for i in indexes)
 
-    def j(name: str) -> str:
-        return f"j[{_J[name]}]"
+    # The leaves are read as VARCHAR (json_extract_string): a string's content, any other value's JSON text,
+    # NULL for null or absent. Where a string and another value differ to _record, the check below says why
+    # no other value's text can pass it.
+    def s(name: str) -> str:
+        return f"s[{_J[name]}]"
 
-    def text(v: str) -> str:  # a string's content (exact: there is no backslash on a parsed line)
+    def text(v: str) -> str:  # a JSON text string's content (exact: there is no backslash on a parsed line)
         return f"substr({v}, 2, strlen({v}) - 2)"
 
     def num(v: str) -> str:  # _int's number (range checked later): a JSON integer or a string of ASCII digits
-        # (yyjson writes an integer as its digits, a float with '.' or 'e'; a cast alone would take "8e1")
-        return (f"CASE WHEN regexp_full_match({v}, '[0-9]+') THEN TRY_CAST({v} AS UBIGINT) "
-                f"WHEN regexp_full_match({v}, '\"[0-9]+\"') THEN TRY_CAST({text(v)} AS UBIGINT) END")
+        # (the same digits either way; the digits are exactly the text when the number written back is the
+        # text: no sign, blank, leading zero, '_', fraction or exponent, which a cast alone would take)
+        n = f"TRY_CAST({v} AS UBIGINT)"
+        return f"CASE WHEN CAST({n} AS VARCHAR) = {v} THEN {n} END"
+
+    def port(name: str) -> str:  # absent: 0; null (which reads as NULL too, a bad port): not certain
+        return (f"CASE WHEN {s(name)} IS NULL THEN CASE WHEN contains(c0, '\"{name}\"') THEN NULL ELSE 0 END "
+                f"ELSE {num(s(name))} END")
 
     def address(v: str) -> str:  # an address ipaddress accepts as written (_scan canonicalises IPv6); NULL: uncertain
-        return f"CASE WHEN {address_json_sql(v)} THEN {text(v)} END"
+        # (no number, literal or JSON text of an object or array is an address: no string reads otherwise)
+        return (f"CASE WHEN CASE WHEN contains({v}, ':') THEN regexp_full_match({v}, '{hubble.IPV6_SQL}') "
+                f"ELSE regexp_full_match({v}, '{IPV4_PATTERN}') END THEN {v} END")
 
-    def time_us(v: str) -> str:  # _time_us of a UTC time; NULL: not certain
+    def time_us(v: str) -> str:  # _time_us of a UTC time; NULL: not certain (only a string is a time)
         # YYYY-MM-DDTHH:MM:SS.ffffff (cut after 6 digits, as _time_us does) is a TIMESTAMP cast
-        frac = f"CASE WHEN substr({v}, 21, 1) = '.' THEN substr({v}, 22, strlen({v}) - 23) ELSE '' END"
-        return (f"CASE WHEN regexp_full_match({v}, '\"{_TIME_RE}\"') THEN CASE WHEN strlen({v}) >= 29 "
-                f"THEN epoch_us(TRY_CAST(substr({v}, 2, 26) AS TIMESTAMP)) "
-                f"ELSE epoch_us(TRY_CAST(substr({v}, 2, 19) AS TIMESTAMP)) "
-                f"+ TRY_CAST(rpad(left({frac}, 6), 6, '0') AS BIGINT) END END")
+        return (f"CASE WHEN regexp_full_match({v}, '{_TIME_RE}') THEN CASE WHEN strlen({v}) >= 27 "
+                f"THEN epoch_us(TRY_CAST(left({v}, 26) AS TIMESTAMP)) "
+                f"WHEN strlen({v}) = 20 THEN epoch_us(TRY_CAST(left({v}, 19) AS TIMESTAMP)) "
+                f"ELSE epoch_us(TRY_CAST(left({v}, 19) AS TIMESTAMP)) "
+                f"+ TRY_CAST(rpad(substr({v}, 21, strlen({v}) - 21), 6, '0') AS BIGINT) END END")
+
+    def vm_name(v: str) -> str:  # _name of a VARCHAR leaf: NULL for null / "" / absent, the name, or '/'
+        return (f"CASE WHEN {v} IS NULL OR {v} = '' THEN NULL WHEN regexp_full_match({v}, '{_PLAIN_NAME_TEXT}') "
+                f"AND {v} NOT IN ('true', 'false') THEN {v} ELSE '/' END")
 
     def name(v: str) -> str:  # _name: NULL for null / "" / absent, the name, or '/' (no name can be '/'): not certain
         return (f"CASE WHEN {v} IS NULL OR {v} IN ('null', '\"\"') THEN NULL "
@@ -532,26 +559,27 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         return (f"coalesce(nullif(regexp_extract({n}, '^{_RS_POD}$', 1), ''), "
                 f"nullif(regexp_extract({n}, '^{_GENERATED_POD}$', 1), ''), {n})")
 
-    def gke_parts(side: str) -> str:  # pod, namespace, workload object, workload name, pod name
-        g = j(f"{side}_gke_details")
-        return (f"CASE WHEN starts_with({g}, '{{') THEN json_extract({g}, ['$.pod', '$.pod.pod_namespace', "
+    def gke_parts(side: str) -> str:  # pod, namespace, workload object, workload name, pod name (JSON text)
+        # an object's JSON text, which with a key starts '{"' (a string's content has no '"'); {} is not certain
+        g = s(f"{side}_gke_details")
+        return (f"CASE WHEN starts_with({g}, '{{\"') THEN json_extract({g}, ['$.pod', '$.pod.pod_namespace', "
                 "'$.pod.pod_workload', '$.pod.pod_workload.workload_name', '$.pod.pod_name']) END")
 
     def hint(side: str) -> str:
         """_hint as '/' + hint (or '/' alone for None), NULL when not certain."""
-        g, vm, k = j(f"{side}_gke_details"), j(f"{side}_vm"), f"k_{side}"
-        vm_name = f"vm_{side}"  # name(vm), computed once
+        g, vm, k = s(f"{side}_gke_details"), s(f"{side}_vm"), f"k_{side}"
+        vm_checked = f"vm_{side}"  # vm_name(vm), computed once
         ns, wn, pn = name(f"{k}[2]"), f"CASE WHEN starts_with({k}[3], '{{') THEN {name(f'{k}[4]')} END", name(f"{k}[5]")
         gke = (f"CASE WHEN NOT coalesce(starts_with({k}[1], '{{'), false) THEN '/' "
                f"WHEN {ns} = '/' OR {wn} = '/' OR ({wn} IS NULL AND {pn} = '/') THEN NULL "
                f"ELSE '/' || coalesce({ns} || '/' || coalesce({wn}, {pod_workload(pn)}), '') END")
+        # (a null vm_name reads as NULL too: not certain when the line names the instance)
         instance = (f"CASE WHEN {vm} IS NULL THEN CASE WHEN contains(c0, '{side}_instance\"') THEN NULL ELSE '/' END "
-                    f"WHEN {vm_name} = '/' THEN NULL ELSE '/' || coalesce({vm_name}, '') END")
-        return (f"CASE WHEN {g} IS NULL OR {g} = 'null' THEN {instance} "
-                f"WHEN starts_with({g}, '{{') THEN {gke} END")
+                    f"WHEN {vm_checked} = '/' THEN NULL ELSE '/' || coalesce({vm_checked}, '') END")
+        return (f"CASE WHEN {g} IS NULL THEN {instance} WHEN starts_with({g}, '{{\"') THEN {gke} END")
 
-    rank = " ".join(f"WHEN '\"{r}\"' THEN {n}" for r, n in _REPORTER_RANK.items())
-    directions = " ".join(f"WHEN '\"{r}\"' THEN '{d}'" for r, d in _DIRECTIONS.items())
+    rank = " ".join(f"WHEN '{r}' THEN {n}" for r, n in _REPORTER_RANK.items())
+    directions = " ".join(f"WHEN '{r}' THEN '{d}'" for r, d in _DIRECTIONS.items())
     paths = {p: "[" + ", ".join(sql_str(f"{p}{leaf}") for leaf in _LEAVES) + "]" for p in ("$.jsonPayload.", "$.")}
     # a line yyjson and json.loads read alike (see above): cheap literal scans, each CASE evaluating the
     # next test only on the lines that passed the last (AND and OR evaluate every operand on every row)
@@ -565,28 +593,29 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     ELSE false END"""
     # the payload: jsonPayload when the entry has that key (else the entry itself, as _payload reads it)
     parse = (f"CASE WHEN {plain} THEN CASE WHEN contains(c0, 'jsonPayload\"') "
-             f"THEN try(json_extract(c0, {paths['$.jsonPayload.']})) ELSE try(json_extract(c0, {paths['$.']})) END END")
+             f"THEN try(json_extract_string(c0, {paths['$.jsonPayload.']})) "
+             f"ELSE try(json_extract_string(c0, {paths['$.']})) END END")
     values = f"""
 SELECT *, {hint('src')} AS src_hint, {hint('dest')} AS dst_hint
 FROM (
-SELECT fi, c0, c1, j, {address(j('src_ip'))} AS src_ip, {address(j('dest_ip'))} AS dst_ip,
-  CASE WHEN {j('src_port')} IS NULL THEN 0 ELSE {num(j('src_port'))} END AS src_port,
-  CASE WHEN {j('dest_port')} IS NULL THEN 0 ELSE {num(j('dest_port'))} END AS dst_port,
-  {num(j('protocol'))} AS proto, CASE {j('reporter')} {rank} END AS k_rank,
-  {time_us(j('start_time'))} AS t_start, {time_us(j('end_time'))} AS t_end,
-  {num(j('bytes_sent'))} AS bytes, {num(j('packets_sent'))} AS packets,
-  {name(j('src_vm'))} AS vm_src, {name(j('dest_vm'))} AS vm_dest,
+SELECT fi, c0, c1, s, {address(s('src_ip'))} AS src_ip, {address(s('dest_ip'))} AS dst_ip,
+  {port('src_port')} AS src_port, {port('dest_port')} AS dst_port,
+  {num(s('protocol'))} AS proto, CASE {s('reporter')} {rank} END AS k_rank,
+  {time_us(s('start_time'))} AS t_start, {time_us(s('end_time'))} AS t_end,
+  {num(s('bytes_sent'))} AS bytes, {num(s('packets_sent'))} AS packets,
+  {vm_name(s('src_vm'))} AS vm_src, {vm_name(s('dest_vm'))} AS vm_dest,
   {gke_parts('src')} AS k_src, {gke_parts('dest')} AS k_dest
 FROM (
-SELECT fi, c0, c1, {parse} AS j
+SELECT fi, c0, c1, {parse} AS s
 FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
 FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape='', auto_detect=false,
   columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr='\x02\x03',
   compression='{"gzip" if files[0].gzip else "none"}', store_rejects=true, rejects_table='{rejects[0]}',
   rejects_scan='{rejects[1]}'))))"""
-    counted = " AND ".join(f"({j(k)} IS NULL OR {j(k)} = 'null' OR {c} IS NOT NULL)"
-                           for k, c in (("bytes_sent", "bytes"), ("packets_sent", "packets")))
+    # null and absent counters read as NULL alike, as _record reads them
+    counted = " AND ".join(f"({s(k)} IS NULL OR {c} IS NOT NULL)" for k, c in (("bytes_sent", "bytes"),
+                                                                               ("packets_sent", "packets")))
     ok = ("coalesce(src_ip IS NOT NULL AND dst_ip IS NOT NULL AND src_port <= 65535 AND dst_port <= 65535 "
           f"AND proto <= 255 AND k_rank IS NOT NULL AND t_start >= 0 AND t_end >= 0 AND {counted} "
           "AND src_hint IS NOT NULL AND dst_hint IS NOT NULL, false)")
@@ -597,8 +626,8 @@ SELECT TRY_CAST(t_start AS UBIGINT) AS t_start, TRY_CAST(t_end AS UBIGINT) AS t_
   TRY_CAST(src_port AS INTEGER) AS src_port, TRY_CAST(dst_port AS INTEGER) AS dst_port,
   TRY_CAST(proto AS INTEGER) AS proto,
   bytes, packets,
-  CASE WHEN k_rank = 0 OR ({j('rtt_msec')} IS NOT NULL AND {j('rtt_msec')} <> 'null') THEN 'accept' END AS action,
-  NULL::INTEGER AS tcp_flags, NULL::BOOLEAN AS is_reply, CASE {j('reporter')} {directions} END AS direction,
+  CASE WHEN k_rank = 0 OR {s('rtt_msec')} IS NOT NULL THEN 'accept' END AS action,
+  NULL::INTEGER AS tcp_flags, NULL::BOOLEAN AS is_reply, CASE {s('reporter')} {directions} END AS direction,
   nullif(substr(src_hint, 2), '') AS src_workload, nullif(substr(dst_hint, 2), '') AS dst_workload,
   'OK' AS log_status, fi::INTEGER AS file_index, k_rank::INTEGER AS k_rank, false AS k_ghost,
   CASE WHEN {ok} THEN NULL WHEN c0 IS NULL OR c1 IS NOT NULL THEN '\x01' ELSE c0 END AS line
