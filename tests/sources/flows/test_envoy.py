@@ -566,3 +566,69 @@ def test_text_fast_path_on_pathological_lines(tmp_path: Path, monkeypatch: pytes
     fast, python = both_paths(tmp_path, monkeypatch, *paths)
     assert fast[:2] == python[:2]
     assert fast[2] == [f"t{i:02d}.log" for i, (where, _) in enumerate(PATHOLOGICAL_TEXT) if where == _PY]
+
+
+# Every JSON form of every value the fast path reads (json_transform's leaves, _JSON_LEAVES), one line
+# per file: the fast path keeps a file only if its rows are exactly the Python reader's.
+_FORMS = {  # name -> the value's JSON text (None: the key is missing)
+    "int": "80", "str_int": '"80"', "zeros": '"007"', "frac": "80.5", "exp": "1e3",
+    "big": "123456789012345678901234567890", "neg": "-5", "negzero": "-0", "null": "null", "true": "true",
+    "false": "false", "obj": '{"a": "UAEX"}',
+    "arr": '["rbac_access_denied", "UAEX", 1]', "empty": '""', "dash": '"-"', "nonascii": '"\u00e9"',
+    "quote": '"a\\"b"', "tab": '"a\\tb"', "plus": '"+7"', "space": '" 7"', "hex": '"0x10"', "under": '"1_000"',
+    "arabic": '"\u0661"', "missing": None, "surrogate": '"\\ud83d\\ude00"',
+}
+_VALID = {"start_time": "2026-01-02T03:04:05.123Z", "protocol": "HTTP/3", "response_flags": "\u00e9,UAEX",
+          "response_code_details": "rbac_access_denied_matched_policy[none]",
+          "connection_termination_details": "rbac_access_denied", "bytes_received": "12", "bytes_sent": "34",
+          "duration": "56", "request_id": "r-v", "x_request_id": "x-v", "upstream_host": "10.9.0.1:8080",
+          "upstream_cluster": "BlackHoleCluster", "upstream_local_address": "[FD00::1]:40000",
+          "downstream_local_address": "10.1.0.2:8080", "downstream_remote_address": "10.1.0.1:45000",
+          "downstream_peer_uri_san": "-"}
+
+
+def _escaped(value: str) -> str:
+    """``value`` as a JSON string whose first character is written as a \\u escape."""
+    return '"' + f"\\u{ord(value[0]):04x}" + json.dumps(value, ensure_ascii=False)[2:]
+
+
+def _fast_forms(key: str) -> set[str]:
+    """The forms of ``key`` the fast path must read itself (the others may go either way)."""
+    absent = {"null", "missing", "empty", "dash"}
+    if key in ("bytes_received", "bytes_sent", "duration"):
+        return {"int", "str_int", "zeros", "valid", "escaped", "repeat_valid_first"} | absent
+    if key in ("upstream_host", "upstream_local_address", "downstream_peer_uri_san"):
+        return {"valid", "escaped", "repeat_valid_first"} | absent
+    if key in ("start_time", "downstream_local_address", "downstream_remote_address"):
+        return {"valid", "escaped", "repeat_valid_first"}
+    if key == "x_request_id":  # read only when request_id is missing
+        return {"valid", "escaped", "repeat_valid_first", "null", "missing", "empty", "dash", "nonascii", "surrogate"}
+    return {"valid", "escaped", "repeat_valid_first", "null", "missing", "empty", "dash", "nonascii", "surrogate",
+            "str_int", "zeros", "plus", "space", "hex", "under", "arabic"}
+
+
+def test_json_every_value_form_matches_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, must_be_fast = [], []
+    for key in envoy._JSON_LEAVES:
+        forms = dict(_FORMS, valid=json.dumps(_VALID[key]), escaped=_escaped(_VALID[key]))
+        forms.update(repeat_valid_first=f"{json.dumps(_VALID[key])}, \"{key}\": 5",
+                     repeat_valid_second=f"5, \"{key}\": {json.dumps(_VALID[key])}")
+        for name, text in forms.items():
+            n = len(paths)
+            rec = json.loads(istio_json(request_id=f"g-{n}", downstream_remote_address=f"10.4.{n // 200}.{n % 200}:"
+                                        f"{42000 + n}", downstream_peer_uri_san="-"))
+            if key == "x_request_id":
+                del rec["request_id"]
+            rec[key] = "@@"
+            line = json.dumps(rec, ensure_ascii=False)
+            line = line.replace(f', "{key}": "@@"', "") if text is None else line.replace('"@@"', text)
+            path = tmp_path / f"v{n:03d}-{key}-{name}.json"
+            path.write_bytes((line + "\n").encode())
+            paths.append(path)
+            if name in _fast_forms(key):
+                must_be_fast.append(path.name)
+    fast, python = both_paths(tmp_path, monkeypatch, *paths)
+    assert fast[:2] == python[:2]
+    assert set(must_be_fast).isdisjoint(fast[2])
+    assert len(fast[2]) > len(paths) // 3  # and many forms are left to Python
+    assert python[0][1] > len(paths) // 2  # most lines are records

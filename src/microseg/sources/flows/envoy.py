@@ -515,23 +515,31 @@ _UP = "direction = 'egress' AND u_host NOT IN ({absent})"
 # yyjson also takes trailing commas and nan / inf / infinity in any case (json.loads only NaN and
 # Infinity): a line that may hold one of those (_JSON_LENIENT, a cheap superset found by regular
 # expressions that start with a literal) is left to Python, as is one DuckDB cannot parse (try()
-# gives NULL). A repeated key reads as its first occurrence on both paths (jsonline). The values are
-# taken in ONE json_extract (every json_* call parses the line again) as JSON text, so that a string
-# is told from a number; a string whose text holds '\' (an escape) is left to Python, else its text
-# between the quotes is its value. Those _record reads as strings must be strings or null (checked
-# in one match over all of them, _json_fields_sql), and the rest of _record's checks follow in
-# _checked_sql on the same columns as the TEXT format gives.
+# gives NULL; a lone surrogate, for one). A repeated key reads as its first occurrence on both paths
+# (jsonline; json_transform, not strict, keeps the first). The values are taken in ONE json_transform
+# (every json_* call parses the line again; a struct of text leaves costs less than json_extract's
+# list of JSON values, and needs no unquoting), each key as the leaf type that tells what _record needs
+# (_JSON_LEAVES): VARCHAR (a string's value, escapes decoded as json.loads does; any other value's JSON
+# text) where no other JSON value can pass the check that follows, JSON (a string as its JSON text,
+# which starts with '"' and holds '\' wherever the string has '"', '\' or a control character) where
+# _record tells a string from a number; null and a missing key are both NULL. The checks
+# (_json_fields_sql) then leave to Python every line with a value _record might read differently, and
+# the rest of _record's checks follow in _checked_sql on the same columns as the TEXT format gives.
 # yyjson reads nan / inf (any case, a '-' before) only where a value starts: after ':', '[' or ','
 # and blanks, where strict JSON has no bare word starting with those letters. Each expression starts
 # with a literal character, which RE2 skips to (three of them cost less than two that start with
 # a case-insensitive word, or one that joins them).
 _JSON_LENIENT = (r",[ \t]*(?:[\]}]|[-+]?(?i:nan|inf))", r":[ \t]*[-+]?(?i:nan|inf)", r"\[[ \t]*[-+]?(?i:nan|inf)")
-_JSON_KEYS = ("start_time", "protocol", "response_flags", "response_code_details", "connection_termination_details",
-              "bytes_received", "bytes_sent", "duration", "request_id", "x_request_id", "upstream_host",
-              "upstream_cluster", "upstream_local_address", "downstream_local_address", "downstream_remote_address",
-              "downstream_peer_uri_san")
-_JSON_PATHS = "[" + ", ".join(sql_str(f"$.{k}") for k in _JSON_KEYS) + "]"
-_JSON_PARSE = f"CASE WHEN shaped THEN try(json_extract(c0, {_JSON_PATHS})) END AS j"
+# VARCHAR: the time, the numbers and the addresses (only a string passes their shapes, or the numbers'
+# write-back), the SPIFFE ID (only ''/'-' pass); JSON: the values _record takes as str() or needs as
+# strings (protocol, flags, details, cluster, request ids), which must be strings without escapes.
+_JSON_LEAVES = {"start_time": "VARCHAR", "protocol": "JSON", "response_flags": "JSON", "response_code_details": "JSON",
+                "connection_termination_details": "JSON", "bytes_received": "VARCHAR", "bytes_sent": "VARCHAR",
+                "duration": "VARCHAR", "request_id": "JSON", "x_request_id": "JSON", "upstream_host": "VARCHAR",
+                "upstream_cluster": "JSON", "upstream_local_address": "VARCHAR", "downstream_local_address": "VARCHAR",
+                "downstream_remote_address": "VARCHAR", "downstream_peer_uri_san": "VARCHAR"}
+_JSON_STRUCT = sql_str("{" + ", ".join(f'"{k}": "{t}"' for k, t in _JSON_LEAVES.items()) + "}")
+_JSON_PARSE = f"c0, CASE WHEN shaped THEN try(json_transform(c0, {_JSON_STRUCT})) END AS j"
 _TIME_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?Z"
 
 
@@ -539,34 +547,42 @@ def _json_fields_sql(parsed: str) -> str:
     """_text_fields_sql's columns from the JSON lines of ``parsed``; ``shaped`` also says that every
     value has the type _record accepts and the shape the TEXT format's expression guarantees.
 
-    The values come as JSON text (a missing key as 'null'). ONE regular expression over them, joined by
-    line breaks (which no value of a line holds, and no part of the expression matches), checks them
-    all: a string holds no '\\' (json_extract writes '"', '\\' and control characters escaped), so its
-    value is its text between the quotes; null where _record allows it; numbers (_int) as digits or
-    strings of digits; the time and the addresses in the TEXT format's shapes. One match over the
-    joined values costs a fraction of one match per value, and the values are then read from the JSON
-    text itself (quotes included: null, "" and "-" are _absent; a null protocol, flag or detail is
-    '' in _record, which neither the HTTP/3 nor the denial test tells from 'null')."""
-    string = r'(?:null|"[^"\\\x00-\x1f]*")'
+    - The time and the two downstream addresses (required), the upstream addresses (or absent: NULL,
+      '' or '-') in the TEXT format's shapes, each matched on its own (less than one match over the
+      values joined), which no JSON value but a string has (a number holds no ':', an array's or an
+      object's text ends in ']' or '}'); the SPIFFE ID absent (the fast path reads no SPIFFE ID).
+    - A number (_int) absent, or its text written back from UBIGINT (a JSON number in its shortest
+      spelling: a fraction, an exponent, a sign, a bool or a container does not come back the same),
+      else a string of ASCII digits with leading zeros (a regular expression, on those rows only); in
+      either case below 10^18 (10^15 for the duration), the TEXT format's bound, so the sums fit.
+    - The JSON leaves NULL, or a string without '\\' (its value is its text between the quotes); a
+      null request_id next to an x_request_id is told from a missing one by json_extract (rare rows).
+    Null, '""' and '"-"' are _absent, and a null protocol, flag or detail is '' in _record, which
+    neither the HTTP/3 nor the denial test tells from NULL (both give false)."""
 
-    def number(digits: int) -> str:
-        return f'(?:null|""|"-"|"[0-9]{{1,{digits}}}"|[0-9]{{1,{digits}}})'
+    def string(k: str) -> str:
+        return f"({k} IS NULL OR (starts_with({k}, '\"') AND NOT contains({k}, '\\')))"
 
-    optional = f'(?:null|""|"-"|"{_ADDR}")'
-    parts = {  # value -> the pattern of its JSON text
-        "start_time": f'"{_TIME_RE}"', "protocol": string, "response_flags": string,
-        "response_code_details": string, "connection_termination_details": string, "bytes_received": number(18),
-        "bytes_sent": number(18), "duration": number(15), "request_id": string, "upstream_host": optional,
-        "upstream_cluster": string, "upstream_local_address": optional, "downstream_local_address": f'"{_ADDR}"',
-        "downstream_remote_address": f'"{_ADDR}"', "downstream_peer_uri_san": '(?:null|""|"-")'}
-    check = f"regexp_full_match(concat_ws(chr(10), {', '.join(parts)}), {sql_str(chr(10).join(parts.values()))})"
-    absent = "'null', '\"\"', '\"-\"'"
+    def number(k: str, digits: int) -> str:
+        return (f"({k} IS NULL OR {k} = '-' OR {k} = '' OR (u_{k} < {10 ** digits} AND "
+                f"(u_{k}::VARCHAR = {k} OR regexp_full_match({k}, '[0-9]+'))))")
 
-    def num(k: str) -> str:  # a string of digits is read between its quotes
-        quoted = f"substr({k}, 2, strlen({k}) - 2)"
-        return _num_sql(f"CASE WHEN starts_with({k}, '\"') THEN {quoted} ELSE {k} END")
+    def address(k: str, optional: bool) -> str:
+        if optional:
+            return f"({k} = '-' OR {k} = '' OR regexp_full_match({k}, {sql_str(_ADDR)}))"
+        return f"regexp_full_match({k}, {sql_str(_ADDR)})"
 
-    flags = "string_split(substr(response_flags, 2, strlen(response_flags) - 2), ',')"
+    check = " AND ".join([
+        f"regexp_full_match(start_time, {sql_str(_TIME_RE)})", address("downstream_local_address", False),
+        address("downstream_remote_address", False), address("upstream_host", True),
+        address("upstream_local_address", True),
+        "(downstream_peer_uri_san IS NULL OR downstream_peer_uri_san IN ('', '-'))",
+        number("bytes_received", 18), number("bytes_sent", 18), number("duration", 15),
+        *(string(k) for k in ("protocol", "response_flags", "response_code_details", "connection_termination_details",
+                              "upstream_cluster", "request_id"))])
+    absent = "'', '-'"
+    # length, not strlen: substr counts characters (a flag after a non-ASCII one is still a flag)
+    flags = "string_split(substr(response_flags, 2, length(response_flags) - 2), ',')"
     denied = ("contains(response_code_details, 'rbac_access_denied') "
               "OR contains(connection_termination_details, 'rbac_access_denied') "
               "OR CASE WHEN contains(response_flags, 'UAEX') OR contains(response_flags, 'RBAC') "
@@ -576,29 +592,36 @@ def _json_fields_sql(parsed: str) -> str:
     addresses = ("upstream_host", "upstream_local_address", "downstream_local_address", "downstream_remote_address")
     v6 = " OR ".join(f"contains({a}, '[')" for a in addresses)
     # request_id, else x_request_id when request_id is missing (not when it is null): _record's get()
-    rid = _JSON_KEYS.index("request_id") + 1
-    raw = ", ".join(f"coalesce(j[{i}]::VARCHAR, {f'j[{i + 1}]::VARCHAR, ' if i == rid else ''}'null') AS {k}"
-                    for i, k in enumerate(_JSON_KEYS, 1) if k != "x_request_id")
+    rid = ("CASE WHEN j.request_id IS NULL AND j.x_request_id IS NOT NULL AND json_extract(c0, '$.request_id') IS NULL "
+           "THEN j.x_request_id ELSE j.request_id END")
+    # an absent upstream address as '-' (NULL: null or missing, both absent in _record)
+    columns = ", ".join(f"coalesce(j.{k}, '-') AS {k}" if k in ("upstream_host", "upstream_local_address") else f"j.{k}"
+                        for k in _JSON_LEAVES if k not in ("request_id", "x_request_id"))
+    numbers = ", ".join(f"TRY_CAST(j.{k} AS UBIGINT) AS u_{k}" for k in ("bytes_received", "bytes_sent", "duration"))
     return f"""
 SELECT fi, blank, shaped, time, n_received, n_sent, n_duration, http3, denied, direction,
-  CASE WHEN request_id IN ({absent}) THEN NULL ELSE substr(request_id, 2, length(request_id) - 2) END AS rid,
+  CASE WHEN request_id IS NULL OR request_id IN ('""', '"-"') THEN NULL
+    ELSE substr(request_id, 2, length(request_id) - 2) END AS rid,
   CASE WHEN {_UP.format(absent=absent)} AND u_local NOT IN ({absent}) THEN u_local ELSE d_remote END AS src,
   CASE WHEN {_UP.format(absent=absent)} THEN u_host ELSE d_local END AS dst
 FROM (
-SELECT fi, blank, shaped, substr(start_time, 2, strlen(start_time) - 3) AS time,
-  {num('bytes_received')} AS n_received, {num('bytes_sent')} AS n_sent, {num('duration')} AS n_duration,
-  {http3} AS http3, {denied} AS denied, {_SIDE.format(c='upstream_cluster', q='"')} AS direction, request_id,
+SELECT fi, blank, shaped, substr(start_time, 1, strlen(start_time) - 1) AS time,
+  CASE WHEN shaped THEN u_bytes_received::BIGINT END AS n_received,
+  CASE WHEN shaped THEN u_bytes_sent::BIGINT END AS n_sent, CASE WHEN shaped THEN u_duration::BIGINT END AS n_duration,
+  {http3} AS http3, coalesce({denied}, false) AS denied, {_SIDE.format(c='upstream_cluster', q='"')} AS direction,
+  request_id,
   upstream_host AS u_host, upstream_local_address AS u_local, downstream_local_address AS d_local,
   downstream_remote_address AS d_remote
 FROM (
-SELECT fi, blank, coalesce(shaped AND {check} AND CASE WHEN {v6} THEN {_v6_ok_sql(addresses, 1)} ELSE true END,
+SELECT fi, blank, coalesce(shaped AND {check} AND CASE WHEN {v6} THEN {_v6_ok_sql(addresses, 0)} ELSE true END,
   false) AS shaped, * EXCLUDE (fi, blank, shaped)
-FROM (SELECT fi, blank, shaped, {raw} FROM ({parsed}))))"""
+FROM (SELECT fi, blank, shaped, {columns}, {rid} AS request_id, {numbers}
+FROM ({parsed}))))"""
 
 
 def _fields_sql(parsed: str, kind: str) -> str:
     """_text_fields_sql's columns of the lines of the relation ``parsed`` (_scan_sql)."""
-    return _checked_sql(_json_fields_sql(parsed) if kind == "json" else _text_fields_sql(parsed), kind == "json")
+    return _checked_sql(_json_fields_sql(parsed) if kind == "json" else _text_fields_sql(parsed))
 
 
 def _kind(src: SourceFile) -> str | None:
@@ -676,26 +699,22 @@ FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape=''
   rejects_scan='{scan}')))"""
 
 
-def _checked_sql(fields: str, quoted: bool) -> str:
+def _checked_sql(fields: str) -> str:
     """_TABLE's columns and ``ok``: the row is exactly what _record gives (else the file is read in
     Python); blank lines give no row.
 
     ``shaped`` (_LINE, _json_fields_sql) already guarantees every address valid with a port of at most
     65535 and every number short enough for BIGINT arithmetic, so what is left is the time (a real day)
-    and the values; only the two endpoints the row names (``src``, ``dst``; ``quoted``: in '"') are cut
-    into IP and port (an IPv6 address as written: _canonical_v6)."""
-    q = int(quoted)
-
-    def v6(a: str) -> str:
-        return f"starts_with({a}, '{chr(34) * q}[')"
+    and the values; only the two endpoints the row names (``src``, ``dst``) are cut into IP and port (an
+    IPv6 address as written: _canonical_v6)."""
 
     def ip(a: str) -> str:
-        return (f"CASE WHEN {v6(a)} THEN substr({a}, {2 + q}, strpos({a}, ']') - {2 + q}) "
-                f"ELSE substr({a}, {1 + q}, strpos({a}, ':') - {1 + q}) END")
+        return (f"CASE WHEN starts_with({a}, '[') THEN substr({a}, 2, strpos({a}, ']') - 2) "
+                f"ELSE substr({a}, 1, strpos({a}, ':') - 1) END")
 
     def port(a: str) -> str:  # the digits after the last ':'
-        colon = f"CASE WHEN {v6(a)} THEN strpos({a}, ']:') + 1 ELSE strpos({a}, ':') END"
-        return f"TRY_CAST(substr({a}, {colon} + 1, strlen({a}) - {colon} - {q}) AS INTEGER)"
+        colon = f"CASE WHEN starts_with({a}, '[') THEN strpos({a}, ']:') + 1 ELSE strpos({a}, ':') END"
+        return f"TRY_CAST(substr({a}, {colon} + 1, strlen({a}) - {colon}) AS INTEGER)"
 
     return f"""
 SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t + coalesce(n_duration, 0) * 1000 AS UBIGINT) AS t_end,
