@@ -539,23 +539,27 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     src_hint, dst_hint = endpoint("s"), endpoint("d")
 
     def identity(p: str) -> str:
-        """A JSON integer (DuckDB writes it back as its digits; a fraction has a "." or an exponent) or a
-        string of ASCII digits, as a number; else NULL."""
+        """A JSON integer (DuckDB writes it back as its digits; a fraction has a "." or an exponent: checked by
+        casting and writing it back, which gives its text exactly for the integers of BIGINT) or a string of
+        ASCII digits, as a number; else NULL."""
         x = f"v_{p}_id"
         return (f"CASE WHEN starts_with({x}, '\"') THEN "
                 f"CASE WHEN regexp_full_match({x}, '\"[0-9]{{1,18}}\"') THEN CAST({text(x)} AS BIGINT) END "
-                f"WHEN regexp_full_match({x}, '-?[0-9]{{1,18}}') THEN CAST({x} AS BIGINT) END")
+                f"WHEN TRY_CAST({x} AS BIGINT)::VARCHAR = {x} THEN CAST({x} AS BIGINT) END")
 
     verdicts = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in _VERDICT_SQL.items() if v is not None)
     no_verdict = ", ".join(sql_str(k) for k, v in _VERDICT_SQL.items() if v is None)
     time_re = ("\"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
                "(\\.[0-9]+)?Z\"")
-    port_re = '[0-9]{1,5}|"[0-9]{1,5}"'
+    port_re = '"[0-9]{1,5}"'
 
     def port(x: str) -> str:  # _port; NULL: uncertain
-        value = f"CAST(replace({x}, '\"', '') AS INTEGER)"
+        # a JSON number: cast and written back, its text is that of a port exactly when it is one (no regexp)
+        value = f"CAST({text(x)} AS INTEGER)"
         return (f"CASE WHEN {x} IS NULL OR {x} = 'null' THEN 0 "
-                f"WHEN regexp_full_match({x}, '{port_re}') AND {value} <= 65535 THEN {value} END")
+                f"WHEN starts_with({x}, '\"') THEN CASE WHEN regexp_full_match({x}, '{port_re}') AND {value} <= 65535 "
+                f"THEN {value} END "
+                f"WHEN TRY_CAST({x} AS USMALLINT)::VARCHAR = {x} THEN CAST({x} AS INTEGER) END")
 
     flag_sum = " + ".join(f"CASE WHEN fl[{i}] = 'true' THEN {bit} ELSE 0 END"
                           for i, (_n, bit) in enumerate(_TCP_FLAGS, 1))
