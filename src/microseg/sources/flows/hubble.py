@@ -532,7 +532,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
                 f"WHEN NOT {nonempty(ns)} THEN CASE WHEN contains(coalesce({ns}, ''), '\\') THEN '\x01' END "
                 # an escape in the workload or pod name: the name Python reads is not its JSON text (this
                 # once gave the name NULL, so the line "no hint" where Python reads one)
-                f"WHEN contains(coalesce({wn}, '') || coalesce({pn}, ''), '\\') THEN '\x01' "
+                f"WHEN contains(coalesce({wn}, ''), '\\') OR contains(coalesce({pn}, ''), '\\') THEN '\x01' "
                 f"ELSE {text(ns)} || '/' || ({name}) END")
         return hint
 
