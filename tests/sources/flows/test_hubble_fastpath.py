@@ -395,23 +395,27 @@ def test_an_address_sql_takes_and_python_refuses_sends_the_file_to_python(
 
 def _raw_port(text: str, proto: str = "TCP") -> str:
     """A line whose source port is the JSON text ``text`` as written (json.dumps cannot write every form)."""
-    return line(l4=l4(proto, source_port=4242, destination_port=443)).replace('"source_port":4242', f'"source_port":{text}')
+    return line(l4=l4(proto, source_port=4242, destination_port=443)).replace('"source_port":4242',
+                                                                            f'"source_port":{text}')
 
 
 # Every JSON form of a port and of an identity: SQL checks a number by casting it and writing it back (not by
 # a regexp), a string by its digits; whatever it cannot judge is Python's.
-PORT_FORMS = ["443", "0", "65535", "65536", "-1", "-0", "443.0", "4.43e2", "443E0", "1e400", str(2 ** 64), "1" + "0" * 30,
-              '"443"', '"0443"', '"65535"', '"65536"', '"-1"', '" 443"', '"44\\u0033"', '"\u0664\u0664\u0663"', '"443 "',
-              "null", "true", "false", "{}", "[]", "[443]", '{"a":1}', "01", "4_43", '443,"source_port":80']
-ID_FORMS = ["-0", str(2 ** 63 - 1), str(-(2 ** 63)), str(2 ** 63), str(-(2 ** 63) - 1), "null", "[1]", '{"a":1}', '"-5"',
-            '"\\u0032\\u0035\\u0035"', '"\u0663\u0660\u0660"', "false", "2.55e2", "255.0", "-255", '256,"identity":2']
+PORT_FORMS = ["443", "0", "65535", "65536", "-1", "-0", "443.0", "4.43e2", "443E0", "1e400", str(2 ** 64),
+              "1" + "0" * 30, '"443"', '"0443"', '"65535"', '"65536"', '"-1"', '" 443"', '"44\\u0033"',
+              '"\u0664\u0664\u0663"', '"443 "', "null", "true", "false", "{}", "[]", "[443]", '{"a":1}', "01", "4_43",
+              '443,"source_port":80']
+ID_FORMS = ["-0", str(2 ** 63 - 1), str(-(2 ** 63)), str(2 ** 63), str(-(2 ** 63) - 1), "null", "[1]", '{"a":1}',
+            '"-5"', '"\\u0032\\u0035\\u0035"', '"\u0663\u0660\u0660"', "false", "2.55e2", "255.0", "-255",
+            '256,"identity":2']
 PORTS = [*(_raw_port(t) for t in PORT_FORMS), *(_raw_port(t, "UDP") for t in PORT_FORMS),
-         line(l4=l4("TCP", source_port=40000, destination_port=443)).replace('"destination_port":443',
-                                                                                 '"destination_port":"\\u0034\\u0034\\u0033"'),
+         line(l4=l4("TCP", source_port=40000, destination_port=443)).replace(
+             '"destination_port":443', '"destination_port":"\\u0034\\u0034\\u0033"'),
          *(_raw_identity(t) for t in ID_FORMS)]
 
 
-def test_fast_path_port_and_identity_forms_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_port_and_identity_forms_match_the_python_reader(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = write(tmp_path, PORTS, "a.jsonl")
     b = write(tmp_path, PORTS[::-1], "b.jsonl", newline="\r\n")
     calls = spy_stage_file(monkeypatch)
