@@ -391,3 +391,47 @@ def test_an_address_sql_takes_and_python_refuses_sends_the_file_to_python(
     assert {(b[1], b[2]) for b in fast[0][4] if b[0].endswith("a.jsonl")} >= {(n, "IP.source") for n in range(19, 36)}
     assert calls[0] == ("a.jsonl", None)  # whole
     assert [c for c in calls[:2] if c[0] == "clean.jsonl"] == []  # SQL read all of the clean file
+
+
+def _raw_port(text: str, proto: str = "TCP") -> str:
+    """A line whose source port is the JSON text ``text`` as written (json.dumps cannot write every form)."""
+    return line(l4=l4(proto, source_port=4242, destination_port=443)).replace('"source_port":4242',
+                                                                            f'"source_port":{text}')
+
+
+# Every JSON form of a port and of an identity: SQL checks a number by casting it and writing it back (not by
+# a regexp), a string by its digits; whatever it cannot judge is Python's.
+PORT_FORMS = ["443", "0", "65535", "65536", "-1", "-0", "443.0", "4.43e2", "443E0", "1e400", str(2 ** 64),
+              "1" + "0" * 30, '"443"', '"0443"', '"65535"', '"65536"', '"-1"', '" 443"', '"44\\u0033"',
+              '"\u0664\u0664\u0663"', '"443 "', "null", "true", "false", "{}", "[]", "[443]", '{"a":1}', "01", "4_43",
+              '443,"source_port":80']
+ID_FORMS = ["-0", str(2 ** 63 - 1), str(-(2 ** 63)), str(2 ** 63), str(-(2 ** 63) - 1), "null", "[1]", '{"a":1}',
+            '"-5"', '"\\u0032\\u0035\\u0035"', '"\u0663\u0660\u0660"', "false", "2.55e2", "255.0", "-255",
+            '256,"identity":2']
+PORTS = [*(_raw_port(t) for t in PORT_FORMS), *(_raw_port(t, "UDP") for t in PORT_FORMS),
+         line(l4=l4("TCP", source_port=40000, destination_port=443)).replace(
+             '"destination_port":443', '"destination_port":"\\u0034\\u0034\\u0033"'),
+         *(_raw_identity(t) for t in ID_FORMS)]
+
+
+def test_fast_path_port_and_identity_forms_match_the_python_reader(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write(tmp_path, PORTS, "a.jsonl")
+    b = write(tmp_path, PORTS[::-1], "b.jsonl", newline="\r\n")
+    calls = spy_stage_file(monkeypatch)
+    fast, python = both_paths(tmp_path, monkeypatch, a, b)
+    assert fast == python
+    report, got = fast
+    assert report[2] > 0 and report[1] > 0  # both bad lines and records
+    # by hand: the plain forms, read in SQL; a repeated key reads its first occurrence
+    n = len(PORT_FORMS)
+    plain = {0, 1, 2, 12, 13, 14, 18}  # 443, 0, 65535, "443", "0443", "65535", "44\u0033"
+    in_sql = {*plain, *(n + i for i in plain), 2 * n, 2 * n + 1 + ID_FORMS.index(str(2 ** 63 - 1))}
+    only = dict(calls[:2])
+    assert not {PORTS[i] for i in in_sql} & only["a.jsonl"]
+    # by hand from _port and _int: good ports 443, 0, 65535, -0, "443", "0443", "65535", "44\u0033", null and the
+    # repeated key, in TCP and UDP; the escaped destination port; good identities -0, the four beyond +-2^63, null,
+    # "\u0032\u0035\u0035", -255 and the repeated key
+    assert report[1] == 2 * (10 + 10 + 1 + 9) and report[2] == 2 * len(PORTS) - report[1]
+    assert {(r[4], r[3]) for r in got} == {("TCP", 443), ("UDP", 443)}
+    assert {r[2] for r in got if r[4] == "UDP"} == {0, 443, 65535}

@@ -487,6 +487,11 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     picks = ", ".join(f"j[{i}] AS v_{name}" for i, name in enumerate(names, 1))
     bare_picks = ", ".join(f"j[{n + i}] AS x_{i}" for i in range(1, len(_BARE_EXTRA) + 1))
 
+    def one_of(x: str, items: Sequence[str]) -> str:
+        """``x IN (items)`` (SQL literals) as comparisons: DuckDB plans a list of six or more as a join, which
+        cost more than the comparisons on every line."""
+        return "(" + " OR ".join(f"{x} = {i}" for i in items) + ")"
+
     def text(x: str) -> str:  # a string value's content (its JSON text has no escape: checked by str_ok)
         return f"substr({x}, 2, length({x}) - 2)"
 
@@ -509,7 +514,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         ns, lb, ident, wn = (f"v_{p}_{k}" for k in ("ns", "lb", "id", "wn"))
         known = f"({ns} IS NOT NULL OR {lb} IS NOT NULL OR {ident} IS NOT NULL OR {wn} IS NOT NULL)"  # a dict
         labels_list = f"starts_with({lb}, '[')"
-        labels_ok = f"({lb} IS NULL OR {lb} IN ({', '.join(_FALSY)}) OR {labels_list})"
+        labels_ok = f"({lb} IS NULL OR {one_of(lb, _FALSY)} OR {labels_list})"
         has_reserved = f"coalesce({labels_list} AND contains({lb}, '\"reserved:'), false)"
         flat = f"regexp_full_match({lb}, '\\[(\"[^\"\\\\]*\"(,\"[^\"\\\\]*\")*)?\\]')"
         number = f"n_{p}_id"  # the identity as a number (see identity(), below)
@@ -527,30 +532,34 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
                 f"WHEN NOT {nonempty(ns)} THEN CASE WHEN contains(coalesce({ns}, ''), '\\') THEN '\x01' END "
                 # an escape in the workload or pod name: the name Python reads is not its JSON text (this
                 # once gave the name NULL, so the line "no hint" where Python reads one)
-                f"WHEN contains(coalesce({wn}, '') || coalesce({pn}, ''), '\\') THEN '\x01' "
+                f"WHEN contains(coalesce({wn}, ''), '\\') OR contains(coalesce({pn}, ''), '\\') THEN '\x01' "
                 f"ELSE {text(ns)} || '/' || ({name}) END")
         return hint
 
     src_hint, dst_hint = endpoint("s"), endpoint("d")
 
     def identity(p: str) -> str:
-        """A JSON integer (DuckDB writes it back as its digits; a fraction has a "." or an exponent) or a
-        string of ASCII digits, as a number; else NULL."""
+        """A JSON integer (DuckDB writes it back as its digits; a fraction has a "." or an exponent: checked by
+        casting and writing it back, which gives its text exactly for the integers of BIGINT) or a string of
+        ASCII digits, as a number; else NULL."""
         x = f"v_{p}_id"
         return (f"CASE WHEN starts_with({x}, '\"') THEN "
                 f"CASE WHEN regexp_full_match({x}, '\"[0-9]{{1,18}}\"') THEN CAST({text(x)} AS BIGINT) END "
-                f"WHEN regexp_full_match({x}, '-?[0-9]{{1,18}}') THEN CAST({x} AS BIGINT) END")
+                f"WHEN TRY_CAST({x} AS BIGINT)::VARCHAR = {x} THEN CAST({x} AS BIGINT) END")
 
     verdicts = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in _VERDICT_SQL.items() if v is not None)
     no_verdict = ", ".join(sql_str(k) for k, v in _VERDICT_SQL.items() if v is None)
     time_re = ("\"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
                "(\\.[0-9]+)?Z\"")
-    port_re = '[0-9]{1,5}|"[0-9]{1,5}"'
+    port_re = '"[0-9]{1,5}"'
 
     def port(x: str) -> str:  # _port; NULL: uncertain
-        value = f"CAST(replace({x}, '\"', '') AS INTEGER)"
+        # a JSON number: cast and written back, its text is that of a port exactly when it is one (no regexp)
+        value = f"CAST({text(x)} AS INTEGER)"
         return (f"CASE WHEN {x} IS NULL OR {x} = 'null' THEN 0 "
-                f"WHEN regexp_full_match({x}, '{port_re}') AND {value} <= 65535 THEN {value} END")
+                f"WHEN starts_with({x}, '\"') THEN CASE WHEN regexp_full_match({x}, '{port_re}') AND {value} <= 65535 "
+                f"THEN {value} END "
+                f"WHEN TRY_CAST({x} AS USMALLINT)::VARCHAR = {x} THEN CAST({x} AS INTEGER) END")
 
     flag_sum = " + ".join(f"CASE WHEN fl[{i}] = 'true' THEN {bit} ELSE 0 END"
                           for i, (_n, bit) in enumerate(_TCP_FLAGS, 1))
@@ -603,7 +612,7 @@ SELECT *,
   {src_hint} AS src_wl, {dst_hint} AS dst_wl
 FROM (
 SELECT *, CASE WHEN proto IN (1, 58) THEN 0 WHEN proto IN (6, 17, 132) THEN {port('lp[1]')} END AS sport,
-  CASE WHEN proto = 6 AND starts_with(lp[3], '{{') AND lp[3] NOT IN ({', '.join(sql_str(t) for t in _COMMON_FLAGS)})
+  CASE WHEN proto = 6 AND starts_with(lp[3], '{{') AND NOT {one_of('lp[3]', [sql_str(t) for t in _COMMON_FLAGS])}
     THEN try(json_extract(lp[3], {flag_paths}))::VARCHAR[] END AS fl,
   CASE WHEN proto IN (1, 58) THEN 0 WHEN proto IN (6, 17, 132) THEN {port('lp[2]')} END AS dport
 FROM (
@@ -611,7 +620,7 @@ SELECT *,
   CASE k4 WHEN 'TCP' THEN [v_tsp, v_tdp, v_tfl] WHEN 'UDP' THEN [v_usp, v_udp]
     WHEN 'SCTP' THEN try(json_extract(v_l4, ['$.SCTP.source_port', '$.SCTP.destination_port']))::VARCHAR[] END AS lp
 FROM (
-SELECT *, v_l4 IS NULL OR v_l4 IN ({', '.join(_FALSY)}) AS l4_none,
+SELECT *, v_l4 IS NULL OR {one_of('v_l4', _FALSY)} AS l4_none,
   {identity('s')} AS n_s_id, {identity('d')} AS n_d_id,
   CASE WHEN starts_with(v_l4, '{{"') AND NOT contains(v_l4, '\\') THEN split_part(v_l4, '"', 2) END AS k4,
   CASE k4 {' '.join(f"WHEN '{k}' THEN {v}" for k, v in _L4.items())} END AS proto,
