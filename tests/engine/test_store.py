@@ -165,6 +165,32 @@ def test_ipv6_is_stored_in_canonical_form(store: FlowStore, tmp_path: Path) -> N
     assert (row["src_ip"], row["dst_ip"]) == ("2001:db8::1", "2001:db8::2")
 
 
+def test_two_spellings_of_one_address_are_one_flow(tmp_path: Path) -> None:
+    """A log that spells one IPv6 address two ways gives the rows of a log that spells it one way: the
+    aggregates the canonical rewrite makes equal are merged (sums, minima, maxima, bit ORs)."""
+    mixed = vpc(tmp_path / "mixed.log",
+                line("2001:DB8::1", "2001:db8::2", 40001, 443, DAY + 3600, nbytes=100, packets=2),
+                line("2001:db8:0:0::1", "2001:db8::2", 40002, 443, DAY + 7 * 3600, nbytes=250, packets=5),
+                line("2001:db8::1", "2001:DB8::2", 40003, 443, DAY + 5 * 3600, nbytes=7, packets=1),
+                line("2001:db8::1", "2001:db8::2", 40004, 443, DAY + 86400, nbytes=1, packets=1))  # another day
+    plain = vpc(tmp_path / "plain.log", *(t.replace("DB8", "db8").replace("db8:0:0::1", "db8::1")
+                                          for t in mixed.read_text().splitlines()[1:]))
+    got = {}
+    for name, path in (("mixed", mixed), ("plain", plain)):
+        with FlowStore(tmp_path / f"{name}.duckdb") as s:
+            report = s.ingest([path])
+            assert (report.records, report.bad) == (4, 0)
+            got[name] = [{k: v for k, v in r.items() if k != "source_file"} for r in s.rows()]
+    assert got["mixed"] == got["plain"]
+    first, second = got["mixed"]
+    assert (first["src_ip"], first["dst_ip"], first["records"], first["bytes"], first["packets"]) == (
+        "2001:db8::1", "2001:db8::2", 3, 357, 8)
+    assert (first["src_port_min"], first["src_port_max"], first["hours"]) == (40001, 40003, 2 | 1 << 5 | 1 << 7)
+    assert first["ts_start"] == datetime.fromtimestamp(DAY + 3600, UTC).replace(tzinfo=None)
+    assert first["ts_end"] == datetime.fromtimestamp(DAY + 7 * 3600 + 30, UTC).replace(tzinfo=None)
+    assert second["records"] == 1
+
+
 def test_expand_paths(tmp_path: Path) -> None:
     (tmp_path / "d" / "sub").mkdir(parents=True)
     for name in ("d/b.log", "d/a.log", "d/sub/c.log"):

@@ -116,6 +116,9 @@ _GROUPS_COLUMNS: dict[str, str] = {
     "fold_min": "INTEGER", "fold_max": "INTEGER", "k_out": "BOOLEAN",
     "norm_code": "INTEGER", "cls": "TINYINT",
 }
+# How two aggregates of the same keys combine (_merge_groups); every other column of _GROUPS_COLUMNS is a key.
+_MERGE = {"records": "sum", "bytes": "sum", "packets": "sum", "t_min": "min", "t_max": "max", "t_end_max": "max",
+          "hours": "bit_or", "tcp_flags": "bit_or", "fold_min": "min", "fold_max": "max"}
 _CLASS_OK, _CLASS_SKIP, _CLASS_OUTSIDE = 0, 1, 2
 # Bad aggregates, by the first check that failed (bad:<column>); all count as bad lines.
 _CLASS_BAD = {"log_status": 10, "src_ip": 11, "dst_ip": 12, "action": 13, "t_start": 14, "t_end": 15}
@@ -540,6 +543,19 @@ class FlowStore:
             for col in ("src_ip", "dst_ip"):
                 self.con.execute(f"UPDATE _ms_groups SET {col} = m.canon FROM _ms_v6 m WHERE _ms_groups.{col} = m.raw")
             self.con.execute("DROP TABLE _ms_v6")
+            self._merge_groups()
+
+    def _merge_groups(self) -> None:
+        """Aggregates that the rewrite above made equal in every key (``2001:DB8::1`` and ``2001:db8::1`` in
+        one log) merged into one, as if the log had spelt the address one way: every aggregate of the
+        grouping is a sum, a minimum, a maximum or a bit OR, so merging partial aggregates gives what one
+        aggregation would. The class stays a key: each aggregate was judged on its own values."""
+        keys = ", ".join(c for c in _GROUPS_COLUMNS if c not in _MERGE)
+        merged = ", ".join(f"{fn}({c}) AS {c}" for c, fn in _MERGE.items())
+        self.con.execute(f"CREATE TEMP TABLE _ms_merged AS SELECT {keys}, {merged} FROM _ms_groups GROUP BY ALL")
+        self.con.execute("DELETE FROM _ms_groups")
+        self.con.execute("INSERT INTO _ms_groups BY NAME SELECT * FROM _ms_merged")
+        self.con.execute("DROP TABLE _ms_merged")
 
     def _tally(self, new: list[tuple[Path, os.stat_result, str]], staged_all: list[tuple[str, Staged,
                list[SourceFile]]], res: _Result) -> list[BadLine]:
