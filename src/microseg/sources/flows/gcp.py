@@ -76,6 +76,7 @@ from microseg.sources.flows.sqlpath import (
     canonical_ipv6,
     drop_after_scan,
     drop_tables,
+    exact_int_sql,
     scan_error,
 )
 
@@ -527,8 +528,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
     def num(v: str) -> str:  # _int's number (range checked later): a JSON integer or a string of ASCII digits
         # (the same digits either way; the digits are exactly the text when the number written back is the
         # text: no sign, blank, leading zero, '_', fraction or exponent, which a cast alone would take)
-        n = f"TRY_CAST({v} AS UBIGINT)"
-        return f"CASE WHEN CAST({n} AS VARCHAR) = {v} THEN {n} END"
+        return exact_int_sql(v, "UBIGINT")
 
     def port(name: str) -> str:  # absent: 0; null (which reads as NULL too, a bad port): not certain
         return (f"CASE WHEN {s(name)} IS NULL THEN CASE WHEN contains(c0, '\"{name}\"') THEN NULL ELSE 0 END "

@@ -76,6 +76,7 @@ from microseg.sources.flows.sqlpath import (
     canonical_ipv6,
     count_rejects,
     drop_after_scan,
+    exact_int_sql,
     scan_error,
 )
 
@@ -545,7 +546,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         x = f"v_{p}_id"
         return (f"CASE WHEN starts_with({x}, '\"') THEN "
                 f"CASE WHEN regexp_full_match({x}, '\"[0-9]{{1,18}}\"') THEN CAST({text(x)} AS BIGINT) END "
-                f"WHEN TRY_CAST({x} AS BIGINT)::VARCHAR = {x} THEN CAST({x} AS BIGINT) END")
+                f"ELSE {exact_int_sql(x, 'BIGINT')} END")
 
     verdicts = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in _VERDICT_SQL.items() if v is not None)
     no_verdict = ", ".join(sql_str(k) for k, v in _VERDICT_SQL.items() if v is None)
@@ -559,7 +560,7 @@ def _scan_sql(files: Sequence[SourceFile], indexes: Sequence[int], rejects: tupl
         return (f"CASE WHEN {x} IS NULL OR {x} = 'null' THEN 0 "
                 f"WHEN starts_with({x}, '\"') THEN CASE WHEN regexp_full_match({x}, '{port_re}') AND {value} <= 65535 "
                 f"THEN {value} END "
-                f"WHEN TRY_CAST({x} AS USMALLINT)::VARCHAR = {x} THEN CAST({x} AS INTEGER) END")
+                f"ELSE CAST({exact_int_sql(x, 'USMALLINT')} AS INTEGER) END")
 
     flag_sum = " + ".join(f"CASE WHEN fl[{i}] = 'true' THEN {bit} ELSE 0 END"
                           for i, (_n, bit) in enumerate(_TCP_FLAGS, 1))

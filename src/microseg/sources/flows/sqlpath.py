@@ -10,7 +10,8 @@ what is the same in all of them lives here, so the rules cannot drift apart betw
   (:func:`count_rejects`);
 * the "logged by both ends" rule of the Calico and Envoy readers in SQL (:func:`drop_both_ends`);
 * dropping the fast path's temporary tables once the store has scanned them (:func:`drop_after_scan`);
-* writing the IPv6 addresses SQL read as Python writes them (:func:`canonical_ipv6`).
+* writing the IPv6 addresses SQL read as Python writes them (:func:`canonical_ipv6`);
+* reading a text as an integer only in its plain form (:func:`exact_int_sql`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def address_sql(x: str) -> str:
     as ``str()`` does in Python)."""
     return (f"CASE WHEN contains({x}, ':') THEN regexp_full_match({x}, '{IPV6_PATTERN}') "
             f"ELSE regexp_full_match({x}, '{IPV4_PATTERN}') END")
+
+
+def exact_int_sql(x: str, sql_type: str) -> str:
+    """SQL: the text ``x`` as ``sql_type`` when it is that integer written plainly (digits, a '-' only before a
+    negative one, no leading zero), else NULL. DuckDB's cast alone also reads blanks, '+5', '5.4', '1e2',
+    '0x10' and '1_000'; the value written back is the text only for the plain form (cheaper than a pattern)."""
+    n = f"TRY_CAST({x} AS {sql_type})"
+    return f"CASE WHEN CAST({n} AS VARCHAR) = {x} THEN {n} END"
 
 
 def scan_error(exc: Exception, files: Sequence[SourceFile], *, fallback: int = 3) -> InputError:

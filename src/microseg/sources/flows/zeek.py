@@ -97,6 +97,7 @@ from microseg.sources.flows.sqlpath import (
     count_rejects,
     drop_after_scan,
     drop_tables,
+    exact_int_sql,
     scan_error,
 )
 
@@ -625,8 +626,8 @@ def _count_sql(x: str, digits: int = 18) -> str:
     """SQL: ``x`` when it is ASCII digits without leading zeros (at most ``digits`` of them: sums of two fit
     BIGINT), else NULL (leading zeros go to Python, which reads them). DuckDB's cast alone is lenient ("+5",
     " 5", "5.4", "1e2", "0x10", "1_000"); a text that is the cast's value written back is digits only."""
-    return (f"CASE WHEN CAST(TRY_CAST({x} AS BIGINT) AS VARCHAR) = {x} AND TRY_CAST({x} AS BIGINT) >= 0 "
-            f"AND TRY_CAST({x} AS BIGINT) < {10 ** digits} THEN TRY_CAST({x} AS BIGINT) END")
+    n = exact_int_sql(x, "UBIGINT")  # no sign: a negative count is not plain digits
+    return f"CASE WHEN {n} < {10 ** digits} THEN CAST({n} AS BIGINT) END"
 
 
 def _action_sql(state: str) -> str:
