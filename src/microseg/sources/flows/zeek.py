@@ -51,9 +51,10 @@ conn.log carries no workload identity: the hints stay empty and the addresses re
 
 Reading. TSV files whose header is one block at the top are parsed by DuckDB (see "DuckDB fast path"
 below), with the same checks as the Python parser, each file once; every line SQL is not certain of - a
-bad one, or one SQL cannot decide exactly (IPv6 addresses, non-ASCII text, ISO times, repeated uids, a
-layout that changes inside a file) - is read by the Python parser, which names the line and field of every
-bad record. JSON files are parsed by DuckDB too
+bad one, or one SQL cannot decide exactly (non-ASCII text, ISO times, repeated uids, a layout that changes
+inside a file) - is read by the Python parser, which names the line and field of every bad record; the
+addresses of the lines SQL keeps are judged by the store, each distinct one once, with the parser's own
+rule (canonical_ip), and a refused one is reported with the parser's line and field. JSON files are parsed by DuckDB too
 ("DuckDB fast path, JSON"): SQL keeps only the lines it is certain Python reads as the same good
 record; other lines go to the Python parser one by one, and a line that SQL parsed but that fails a
 check sends the batch to it. Tests assert that both paths give the same rows, counts and bad-line
@@ -452,8 +453,12 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 #   have their own SQL (_json_sql) and rules, below;
 # - every other line, line by line: bad ones (Python names line and field), and the ones SQL cannot
 #   judge: non-ASCII text (Python's str.isdigit and \d accept other digits), ISO ``ts`` values, leading
-#   zeros, counts of more than 18 digits (addresses are judged by sqlpath's pattern of what canonical_ip
-#   accepts, IPv6 then written as it writes them: sqlpath.canonical_ipv6);
+#   zeros, counts of more than 18 digits;
+# - addresses are not judged line by line: the store judges every distinct address after aggregation with
+#   canonical_ip - the Python parser's own rule (_ip), on the same text - and writes IPv6 as it writes them.
+#   An address it refuses makes its aggregates' records bad lines (a line whose other fields are all good
+#   fails in Python on its address alone), and locate_bad names them as the Python parser does; an
+#   aggregate holds one spelling of each address, so no good line is ever counted with a bad one;
 # - every line whose uid occurs more than once in the batch: which copy is kept depends on the order
 #   of lines, which SQL does not see.
 # Each group of files is scanned once, into a temporary table (see _plan); the store aggregates from it.
@@ -554,10 +559,11 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         if batch or str(line) not in heads[int(fi)].layout_lines:
             drop_tables(con, created)
             return None
-    # IPv6 addresses as canonical_ip writes them, so that the rows SQL read and those Python reads fold
-    # together; one it refuses (none: the SQL pattern is its verdict) sends the batch to Python.
-    for t in tables:
-        if canonical_ipv6(con, t, "ok", index="fi"):
+    # JSON: IPv6 addresses as canonical_ip writes them, so that the rows SQL read and those Python reads fold
+    # together; one it refuses (none: the SQL pattern is its verdict) sends the batch to Python. (TSV: the
+    # store judges and rewrites the addresses, see _parsed_sql.)
+    for t, ((head, _gz), _idx) in zip(tables, group_list, strict=True):
+        if head == _JSON_HEAD and canonical_ipv6(con, t, "ok", index="fi"):
             drop_tables(con, created)
             return None
     # Lines SQL is not certain of (Python reads them), and every uid seen more than once in the batch
@@ -659,7 +665,7 @@ def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int]
     DuckDB's CSV reader splits the fields (n + 1 columns, padded with NULL: a line of the header's shape has
     column n - 1 and not column n); nothing is ever quoted or escaped in Zeek's TSV. A line is ``ok`` only
     when every value passes an ASCII check that implies Python's (non-ASCII digits, ISO times, leading
-    zeros, over-long numbers fail it; addresses are canonical_ip's, IPv6 written canonical afterwards);
+    zeros, over-long numbers fail it), and both addresses are set (the store judges them: see above);
     every line that is not ``ok`` - a bad one, or one SQL cannot judge - is read by the Python parser, which
     reads it or names its line and field."""
     n = len(head.fields)
@@ -685,7 +691,7 @@ SELECT fi, hdr, ok, false AS batch, CASE WHEN NOT ok THEN {line} END AS line,
   ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state NOT IN ({_NO_HANDSHAKE_SQL}) AS handshake
 FROM (
 SELECT *, coalesce(NOT hdr AND shape AND checked AND action IS NOT NULL AND op_n IS NOT NULL AND rp_n IS NOT NULL
-  AND regexp_full_match(oh, '{ADDRESS_PATTERN}') AND regexp_full_match(rh, '{ADDRESS_PATTERN}'), false) AS ok
+  AND oh IS NOT NULL AND rh IS NOT NULL, false) AS ok
 FROM (
 SELECT *, {_values_sql('proto')}
 FROM (
