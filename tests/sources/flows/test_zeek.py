@@ -956,3 +956,38 @@ def test_tsv_bad_addresses_among_other_bad_lines_duplicates_and_files(tmp_path: 
     assert len(report[4]) == 19
     assert [(path.rsplit("/", 1)[1], no, fld) for path, no, fld, _, _ in report[4]][:3] == [
         ("a.log", 9, "id.orig_h"), ("a.log", 10, "id.orig_p"), ("a.log", 13, "id.orig_h")]
+
+
+def test_uids_are_first_compared_by_hash_and_a_repeated_hash_plans_again_with_the_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TSV batch compares uids by their hash first: without a repeated hash it is planned once; a repeated uid,
+    or two uids of one hash (forced here by hashing the first letter only), plans it again with the uids' text:
+    both give the Python reader's report and rows, and distinct uids of one hash are no duplicates."""
+    def line(uid: str, port: int, state: str = "SF") -> str:
+        return (f"1767322800.250000\t{uid}\t10.0.0.1\t{port}\t10.0.0.2\t5432\ttcp\t-\t0.500000\t-\t-\t{state}\t-"
+                f"\t3\t200\t2\t1000\t(empty)")
+
+    modes: list[bool] = []
+    real_once = zeek._plan_once
+    monkeypatch.setattr(zeek, "_plan_once", lambda *a, **k: modes.append(k["uid_text"]) or real_once(*a, **k))
+    clean = write(tmp_path, tsv(*[line(f"C{i}", 40000 + i) for i in range(6)]), "clean.log")
+    fast, python = both_paths(tmp_path / "1", monkeypatch, clean)
+    assert fast == python and fast[0][:4] == (6, 6, 0, {})
+    assert modes == [False]
+    # a uid repeated in a second TSV file (a good line and a bad one) and in a JSON file
+    modes.clear()
+    again = write(tmp_path, tsv(line("C1", 41001), line("C2", 41002, "XX"), line("D1", 41003)), "again.log")
+    streaming = write(tmp_path, [json.dumps(_conn(uid="C3")), json.dumps(_conn(uid="E1"))], "streaming.json")
+    fast, python = both_paths(tmp_path / "2", monkeypatch, clean, again, streaming)
+    assert fast == python
+    # by hand: 11 lines; C2's copy is bad (conn_state); C1 and C3 are read once: 2 duplicates
+    assert fast[0][:4] == (11, 8, 1, {"duplicate-uid": 2})
+    assert modes == [False, True]
+    # distinct uids, one hash: planned again, and every line is still read once
+    modes.clear()
+    real_sql = zeek._parsed_sql
+    monkeypatch.setattr(zeek, "_parsed_sql",
+                        lambda *a, **k: real_sql(*a, **k).replace("hash(uid)", "hash(left(uid, 1))"))
+    fast, python = both_paths(tmp_path / "3", monkeypatch, clean)
+    assert fast == python and fast[0][:4] == (6, 6, 0, {})
+    assert modes == [False, True]

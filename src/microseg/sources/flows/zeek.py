@@ -521,7 +521,23 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
 
     Each group of files (one TSV header, or JSON; plain or gzip) is read ONCE, into a temporary table of
     its parsed lines (``_parsed_sql`` / ``_json_sql``: the staging values, ``ok``, ``hdr``, ``batch``,
-    ``line``, ``uid``); the checks below and the store's aggregation then read those tables, not the files."""
+    ``line``, ``uid``); the checks below and the store's aggregation then read those tables, not the files.
+
+    A TSV table first holds each line's uid as its 64-bit hash (narrower to keep and to group than the text):
+    distinct hashes prove distinct uids, so a batch without a repeated hash has no repeated uid. When some
+    hash repeats (a repeated uid, or two uids of one hash), the batch is planned again with the uids' text,
+    which names the repeated ones exactly."""
+    plan = _plan_once(con, files, staged, options, uid_text=False)
+    if plan is _REPEATED_HASH:
+        plan = _plan_once(con, files, staged, options, uid_text=True)
+    assert plan is not _REPEATED_HASH
+    return plan
+
+
+def _plan_once(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: Staged,
+               options: ReaderOptions, uid_text: bool) -> _Plan | None:
+    """_plan, with the TSV tables' uids as text (``uid_text``) or as hashes; _REPEATED_HASH: a hash repeats
+    (the tables are dropped; plan again with the text)."""
     heads: list[_Head] = []
     for src in files:
         head = _head(src)
@@ -540,7 +556,7 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         for n, ((head, _gz), idx) in enumerate(group_list):
             group = [files[i] for i in idx]
             sql = (_json_sql(group, idx, rejects[n]) if head == _JSON_HEAD
-                   else _parsed_sql(head, group, idx, rejects[n]))
+                   else _parsed_sql(head, group, idx, rejects[n], uid_text))
             con.execute(f"CREATE TEMP TABLE {tables[n]} AS {sql}")
             created.append(tables[n])
     except SCAN_ERRORS as exc:
@@ -566,8 +582,18 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         if head == _JSON_HEAD and canonical_ipv6(con, t, "ok", index="fi"):
             drop_tables(con, created)
             return None
-    # Lines SQL is not certain of (Python reads them), and every uid seen more than once in the batch
-    # (which copy is kept depends on the order of lines, which SQL does not see: Python reads them all).
+    # Every uid seen more than once in the batch (which copy is kept depends on the order of lines, which SQL
+    # does not see: Python reads them all), first by hash: none repeated, no uid repeated (the common case).
+    if not uid_text and any(head != _JSON_HEAD for head, _gz in groups):
+        hashes = " UNION ALL ".join(
+            f"(SELECT hash(u) AS h FROM (SELECT unnest(uid) AS u FROM {t} WHERE NOT ok AND uid IS NOT NULL)) UNION ALL "
+            f"(SELECT hash(uid1) FROM {t} WHERE ok AND uid1 IS NOT NULL)" if head == _JSON_HEAD
+            else f"(SELECT uid AS h FROM {t} WHERE uid IS NOT NULL)"
+            for t, ((head, _gz), _idx) in zip(tables, group_list, strict=True))
+        if con.execute(f"SELECT h FROM ({hashes}) GROUP BY h HAVING count(*) > 1 LIMIT 1").fetchall():
+            drop_tables(con, created)
+            return _REPEATED_HASH
+    # Lines SQL is not certain of (Python reads them).
     uncertain: dict[int, set[str]] = {}
     lines_sql = " UNION ALL ".join(f"(SELECT fi, line FROM {t} WHERE NOT hdr AND NOT ok)" for t in tables)
     for line, lo, hi in con.execute(f"SELECT line, min(fi), max(fi) FROM ({lines_sql}) GROUP BY line").fetchall():
@@ -581,8 +607,10 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
                                  if head == _JSON_HEAD)
     if json_ok:
         uids_sql += " UNION ALL " + json_ok
-    dup_uids = {str(u) for (u,) in con.execute(
-        f"SELECT u FROM ({uids_sql}) GROUP BY u HAVING count(*) > 1").fetchall()}
+    dup_uids: set[str] = set()
+    if uid_text or all(head == _JSON_HEAD for head, _gz in groups):  # else: no hash repeats, no uid either
+        dup_uids = {str(u) for (u,) in con.execute(
+            f"SELECT u FROM ({uids_sql}) GROUP BY u HAVING count(*) > 1").fetchall()}
     pending: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
     if dup_uids or uncertain:
         for i in range(len(files)):
@@ -605,6 +633,9 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
     return _Plan(relations=relations, merged=any(head == _JSON_HEAD for head, _gz in groups),
                  pending=pending, done_lines={})
 
+
+# _plan_once: a uid hash repeats in the batch; plan again with the uids' text.
+_REPEATED_HASH = _Plan(relations=[], merged=False, pending={}, done_lines={})
 
 # The fields a record's staging row depends on, by their SQL alias.
 _USED = {"ts": "ts", "uid": "uid", "oh": "id.orig_h", "op": "id.orig_p", "rh": "id.resp_h", "rp": "id.resp_p",
@@ -657,10 +688,12 @@ def _values_sql(proto: str) -> str:
   AND (opk IS NULL OR opk_n IS NOT NULL) AND (rpk IS NULL OR rpk_n IS NOT NULL) AS checked"""
 
 
-def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
+def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str],
+                uid_text: bool = True) -> str:
     """Every non-blank line of ``files`` (TSV): ``fi`` (batch file index), ``hdr`` ("#" line), ``ok`` (a record
     SQL is certain the Python parser reads as this same good record), ``line`` (the text of every other
-    line), ``uid`` and the staging values of the ``ok`` lines; ``batch`` is false (see _json_sql).
+    line), ``uid`` (its text, or with ``uid_text`` false its hash; NULL when unset or empty) and the staging
+    values of the ``ok`` lines; ``batch`` is false (see _json_sql).
 
     DuckDB's CSV reader splits the fields (n + 1 columns, padded with NULL: a line of the header's shape has
     column n - 1 and not column n); nothing is ever quoted or escaped in Zeek's TSV. A line is ``ok`` only
@@ -686,7 +719,7 @@ def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int]
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
     return f"""
 SELECT fi, hdr, ok, false AS batch, CASE WHEN NOT ok THEN {line} END AS line,
-  CASE WHEN NOT hdr THEN nullif(uid, '') END AS uid,
+  CASE WHEN NOT hdr AND uid <> '' THEN {'uid' if uid_text else 'hash(uid)'} END AS uid,
   ts_us AS t_start, end_us AS t_end, oh AS src_ip, rh AS dst_ip, op_n AS src_port, rp_n AS dst_port, proto_n AS proto,
   ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state NOT IN ({_NO_HANDSHAKE_SQL}) AS handshake
 FROM (
