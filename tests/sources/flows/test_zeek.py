@@ -991,3 +991,33 @@ def test_uids_are_first_compared_by_hash_and_a_repeated_hash_plans_again_with_th
     fast, python = both_paths(tmp_path / "3", monkeypatch, clean)
     assert fast == python and fast[0][:4] == (6, 6, 0, {})
     assert modes == [False, True]
+
+
+def test_tsv_bad_addresses_outside_the_window_and_few_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused address is a bad line whether or not the record is in the time window, and the samples are the
+    first ones in line order however few are asked for: on the fast path as in the Python reader."""
+    from datetime import UTC
+
+    from microseg.engine.store import TimeWindow
+
+    def line(i: int, day: int, src: str = "10.0.0.1", port: str = "40001") -> str:
+        return (f"{1767322800 + day * 86400}.250000\tW{i}\t{src}\t{port}\t10.0.0.2\t5432\ttcp\t-\t0.500000\t-\t-"
+                f"\tSF\t-\t3\t200\t2\t1000\t(empty)")
+
+    lines = [line(0, 1, src="10.0.0.256"), line(1, 0, port="+5"), line(2, 0), line(3, 1),
+             line(4, 0, src="::1::"), line(5, 1, port="0x10"), line(6, 0, src="10.0.0.1 ")]
+    path = write(tmp_path, tsv(*lines), "w.log")
+    window = TimeWindow(since=datetime(2026, 1, 2, tzinfo=UTC), until=datetime(2026, 1, 3, tzinfo=UTC))
+    out = []
+    for sub, python_only in (("fast", False), ("python", True)):
+        with monkeypatch.context() as m:
+            if python_only:
+                m.setattr(zeek, "_plan", lambda *_a, **_k: None)
+            with FlowStore(tmp_path / sub / "flows.duckdb") as s:
+                report = s.ingest([path], bad_threshold=1.0, max_samples=3, window=window)
+                out.append(((report.lines, report.records, report.bad, report.outside),
+                            [(b.line, b.field, b.message) for b in report.bad_samples], merged(s.rows())))
+    assert out[0] == out[1]
+    # by hand: 7 lines, 5 bad (3 addresses, 2 ports), W2 read, W3 outside the window; samples: lines 9, 10, 13
+    assert out[0][0] == (7, 1, 5, 1)
+    assert [(no, fld) for no, fld, _ in out[0][1]] == [(9, "id.orig_h"), (10, "id.orig_p"), (13, "id.orig_h")]
