@@ -1021,3 +1021,21 @@ def test_tsv_bad_addresses_outside_the_window_and_few_samples(tmp_path: Path, mo
     # by hand: 7 lines, 5 bad (3 addresses, 2 ports), W2 read, W3 outside the window; samples: lines 9, 10, 13
     assert out[0][0] == (7, 1, 5, 1)
     assert [(no, fld) for no, fld, _ in out[0][1]] == [(9, "id.orig_h"), (10, "id.orig_p"), (13, "id.orig_h")]
+
+
+def test_a_refused_address_is_located_without_parsing_every_line(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store refuses the address; locate_bad parses only the lines holding an address canonical_ip refuses
+    (the others DuckDB kept cannot be bad), and names the line and field as the Python parser does."""
+    lines = [f"{1767322800 + i}.250000\tL{i}\t{'10.0.0.999' if i == 30 else f'10.0.0.{i % 7}'}\t{40000 + i}"
+             f"\t10.0.1.{i % 5}\t443\ttcp\t-\t0.500000\t1\t2\tSF\t-\t3\t100\t2\t60\t(empty)" for i in range(50)]
+    path = write(tmp_path, tsv(*lines))
+    parsed: list[Any] = []
+    real = zeek._record
+    monkeypatch.setattr(zeek, "_record", lambda *a, **k: parsed.append(a[0]) or real(*a, **k))
+    with FlowStore(tmp_path / "s" / "flows.duckdb") as s:
+        report = s.ingest([path], bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (50, 49, 1)
+    assert [(b.line, b.field, b.message) for b in report.bad_samples] == [
+        (8 + 31, "id.orig_h", "'10.0.0.999' is not an IP address")]
+    assert [rec["uid"] for rec in parsed] == ["L30"]

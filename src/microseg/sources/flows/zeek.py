@@ -428,12 +428,34 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
 
 
 def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: int) -> list[BadLine]:
-    """The lines behind the records DuckDB counted as bad, with the field the Python parser names."""
+    """The lines behind the records DuckDB counted as bad, with the field the Python parser names.
+
+    A TSV line DuckDB kept can only be bad on an address (the store judges those; every other check was
+    made in SQL), so a TSV line whose two addresses canonical_ip accepts (each distinct one judged once)
+    is passed over without being parsed: a file with one refused address is not parsed in full."""
     out: list[BadLine] = []
     done = done_lines.get(src.path, set())
+    verdicts: dict[str, bool] = {}
+
+    def good(address: str, tsv: _Tsv) -> bool:
+        verdict = verdicts.get(address)
+        if verdict is None:
+            verdict = verdicts[address] = address not in (tsv.unset, tsv.empty) and canonical_ip(address) is not None
+        return verdict
+
+    fields: list[str] | None = None
+    at: tuple[int, int] | None = None  # the columns of id.orig_h and id.resp_h in ``fields``
     for no, text, tsv in _records(src):
         if no in done:
             continue  # read in Python already, and reported there
+        if tsv is not None and tsv.fields is not None:
+            if tsv.fields is not fields:
+                fields = tsv.fields
+                pos = {name: i for i, name in enumerate(fields)}  # the last of a repeated name, as _Tsv.record
+                at = (pos["id.orig_h"], pos["id.resp_h"]) if "id.orig_h" in pos and "id.resp_h" in pos else None
+            values = text.split(tsv.separator)
+            if at is not None and len(values) == len(fields) and good(values[at[0]], tsv) and good(values[at[1]], tsv):
+                continue
         try:
             _record(_parse_line(tsv, text), 0)
         except _Bad as bad:
