@@ -895,3 +895,147 @@ def test_json_value_types_match_the_python_reader(tmp_path: Path, monkeypatch: p
                       ("orig_pkts", '"0080"')):
         assert len(plans) == 1 and plans[0] is not None and plans[0].pending == {}  # read in SQL
         assert fast[0][:3] == (2, 2, 0)
+
+
+# Address spellings in a TSV line. The fast path does not judge addresses line by line: the store judges each
+# distinct one after aggregation (canonical_ip, the Python reader's rule) and writes IPv6 as Python writes it; a
+# refused one makes its records bad lines, which the reader's locate_bad names as the Python parser does.
+TSV_ADDRESS_FORMS = ["10.0.0.9", "0.0.0.0", "255.255.255.255", "1.2.3.04", "256.1.1.1", "1.2.3", "1.2.3.4.5",
+                     " 10.0.0.9", "10.0.0.9 ", "10.0.0.9\x0b", "", "-", "(empty)", "10.0.0.9%eth0", "10.0.0.9/32",
+                     "0x0a.0.0.9", "localhost", "\u0661\u0660.0.0.9", "\uff11\uff10.0.0.9", "1.2.3.\u00b2",
+                     *V6_SPELLINGS, "2001:DB8::A", "::FFFF:10.0.0.9", "fe80::1%eth0%", "fe80::1%\u00e9", ":", ""]
+
+
+@pytest.mark.parametrize("field", ["id.orig_h", "id.resp_h"])
+@pytest.mark.parametrize("proto", ["tcp", "icmp"])
+def test_tsv_address_forms_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str,
+                                                   proto: str) -> None:
+    base = dict(zip(FIELDS, "1767322800.250000\tC1\t10.0.0.1\t40001\t10.0.0.2\t5432\ttcp\t-\t0.500000\t-\t-\tSF\t-"
+                             "\t3\t200\t2\t1000\t(empty)".split("\t"), strict=True))
+    lines = ["\t".join({**base, "uid": f"A{i}", "proto": proto, field: value}[f] for f in FIELDS)
+             for i, value in enumerate(TSV_ADDRESS_FORMS)]
+    path = write(tmp_path, tsv(*lines), "a.log")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+    report, got = fast
+    assert report[0] == len(TSV_ADDRESS_FORMS)
+    # the valid spellings, by hand: 3 IPv4 above, the 8 good V6_SPELLINGS and the 2 upper-case IPv6 ones
+    assert report[1:3] == (13, len(TSV_ADDRESS_FORMS) - 13)
+    assert all(bad_field == field for _, _, bad_field, _, _ in report[4])
+    assert len(report[4]) == 20  # the first 20 (max_samples), in line order
+    assert [line for _, line, _, _, _ in report[4]] == sorted(line for _, line, _, _, _ in report[4])
+    column = 1 if field == "id.orig_h" else 2
+    assert "2001:db8::a" in {k[column] for k in got} and "::ffff:a00:9" in {k[column] for k in got}
+    # ICMP (and ICMPv6 from an IPv6 originator, which the store also names ICMP): no service port
+    assert {(k[4], k[3]) for k in got} == ({("ICMP", 0)} if proto == "icmp" else {("TCP", 5432)})
+
+
+def test_tsv_bad_addresses_among_other_bad_lines_duplicates_and_files(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines with a refused address (judged by the store) interleaved with lines SQL leaves to Python (a bad port,
+    leading zeros) and with a repeated uid, over two files: one report, samples cut at 20 in file and line order."""
+    def line(i: int, src: str = "10.0.0.1", port: str = "40001", uid: str | None = None) -> str:
+        return (f"1767322800.250000\t{uid or f'B{i}'}\t{src}\t{port}\t10.0.0.2\t5432\ttcp\t-\t0.500000\t-\t-\tSF\t-"
+                f"\t3\t200\t2\t1000\t(empty)")
+
+    a_lines, b_lines = [], []
+    for i in range(30):
+        kind = i % 4
+        a_lines.append(line(i, src="10.0.0.256") if kind == 0 else line(i, port="+5") if kind == 1
+                       else line(i, port="040001") if kind == 2 else line(i))
+    a_lines.append(line(99, src="1.2.3.4.5", uid="B3"))  # a bad address whose uid repeats a good line's
+    b_lines = [line(100, src="fe80::1%", uid="B7"), line(101, src="10.0.0.300"), line(102)]
+    a = write(tmp_path, tsv(*a_lines), "a.log")
+    b = write(tmp_path, tsv(*b_lines), "b.log")
+    fast, python = both_paths(tmp_path, monkeypatch, a, b)
+    assert fast == python
+    report, _ = fast
+    # by hand: a.log 31 lines - 8 bad addresses + the repeated-uid one, 8 "+5" ports; b.log 2 bad addresses, and
+    # its B7 repeats a.log's good B7 (a bad line: no duplicate); B3 in a.log: the good line is first
+    assert report[:4] == (34, 30 - 16 + 1, 19, {})
+    assert len(report[4]) == 19
+    assert [(path.rsplit("/", 1)[1], no, fld) for path, no, fld, _, _ in report[4]][:3] == [
+        ("a.log", 9, "id.orig_h"), ("a.log", 10, "id.orig_p"), ("a.log", 13, "id.orig_h")]
+
+
+def test_uids_are_first_compared_by_hash_and_a_repeated_hash_plans_again_with_the_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TSV batch compares uids by their hash first: without a repeated hash it is planned once; a repeated uid,
+    or two uids of one hash (forced here by hashing the first letter only), plans it again with the uids' text:
+    both give the Python reader's report and rows, and distinct uids of one hash are no duplicates."""
+    def line(uid: str, port: int, state: str = "SF") -> str:
+        return (f"1767322800.250000\t{uid}\t10.0.0.1\t{port}\t10.0.0.2\t5432\ttcp\t-\t0.500000\t-\t-\t{state}\t-"
+                f"\t3\t200\t2\t1000\t(empty)")
+
+    modes: list[bool] = []
+    real_once = zeek._plan_once
+    monkeypatch.setattr(zeek, "_plan_once", lambda *a, **k: modes.append(k["uid_text"]) or real_once(*a, **k))
+    clean = write(tmp_path, tsv(*[line(f"C{i}", 40000 + i) for i in range(6)]), "clean.log")
+    fast, python = both_paths(tmp_path / "1", monkeypatch, clean)
+    assert fast == python and fast[0][:4] == (6, 6, 0, {})
+    assert modes == [False]
+    # a uid repeated in a second TSV file (a good line and a bad one) and in a JSON file
+    modes.clear()
+    again = write(tmp_path, tsv(line("C1", 41001), line("C2", 41002, "XX"), line("D1", 41003)), "again.log")
+    streaming = write(tmp_path, [json.dumps(_conn(uid="C3")), json.dumps(_conn(uid="E1"))], "streaming.json")
+    fast, python = both_paths(tmp_path / "2", monkeypatch, clean, again, streaming)
+    assert fast == python
+    # by hand: 11 lines; C2's copy is bad (conn_state); C1 and C3 are read once: 2 duplicates
+    assert fast[0][:4] == (11, 8, 1, {"duplicate-uid": 2})
+    assert modes == [False, True]
+    # distinct uids, one hash: planned again, and every line is still read once
+    modes.clear()
+    real_sql = zeek._parsed_sql
+    monkeypatch.setattr(zeek, "_parsed_sql",
+                        lambda *a, **k: real_sql(*a, **k).replace("hash(uid)", "hash(left(uid, 1))"))
+    fast, python = both_paths(tmp_path / "3", monkeypatch, clean)
+    assert fast == python and fast[0][:4] == (6, 6, 0, {})
+    assert modes == [False, True]
+
+
+def test_tsv_bad_addresses_outside_the_window_and_few_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused address is a bad line whether or not the record is in the time window, and the samples are the
+    first ones in line order however few are asked for: on the fast path as in the Python reader."""
+    from datetime import UTC
+
+    from microseg.engine.store import TimeWindow
+
+    def line(i: int, day: int, src: str = "10.0.0.1", port: str = "40001") -> str:
+        return (f"{1767322800 + day * 86400}.250000\tW{i}\t{src}\t{port}\t10.0.0.2\t5432\ttcp\t-\t0.500000\t-\t-"
+                f"\tSF\t-\t3\t200\t2\t1000\t(empty)")
+
+    lines = [line(0, 1, src="10.0.0.256"), line(1, 0, port="+5"), line(2, 0), line(3, 1),
+             line(4, 0, src="::1::"), line(5, 1, port="0x10"), line(6, 0, src="10.0.0.1 ")]
+    path = write(tmp_path, tsv(*lines), "w.log")
+    window = TimeWindow(since=datetime(2026, 1, 2, tzinfo=UTC), until=datetime(2026, 1, 3, tzinfo=UTC))
+    out = []
+    for sub, python_only in (("fast", False), ("python", True)):
+        with monkeypatch.context() as m:
+            if python_only:
+                m.setattr(zeek, "_plan", lambda *_a, **_k: None)
+            with FlowStore(tmp_path / sub / "flows.duckdb") as s:
+                report = s.ingest([path], bad_threshold=1.0, max_samples=3, window=window)
+                out.append(((report.lines, report.records, report.bad, report.outside),
+                            [(b.line, b.field, b.message) for b in report.bad_samples], merged(s.rows())))
+    assert out[0] == out[1]
+    # by hand: 7 lines, 5 bad (3 addresses, 2 ports), W2 read, W3 outside the window; samples: lines 9, 10, 13
+    assert out[0][0] == (7, 1, 5, 1)
+    assert [(no, fld) for no, fld, _ in out[0][1]] == [(9, "id.orig_h"), (10, "id.orig_p"), (13, "id.orig_h")]
+
+
+def test_a_refused_address_is_located_without_parsing_every_line(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store refuses the address; locate_bad parses only the lines holding an address canonical_ip refuses
+    (the others DuckDB kept cannot be bad), and names the line and field as the Python parser does."""
+    lines = [f"{1767322800 + i}.250000\tL{i}\t{'10.0.0.999' if i == 30 else f'10.0.0.{i % 7}'}\t{40000 + i}"
+             f"\t10.0.1.{i % 5}\t443\ttcp\t-\t0.500000\t1\t2\tSF\t-\t3\t100\t2\t60\t(empty)" for i in range(50)]
+    path = write(tmp_path, tsv(*lines))
+    parsed: list[Any] = []
+    real = zeek._record
+    monkeypatch.setattr(zeek, "_record", lambda *a, **k: parsed.append(a[0]) or real(*a, **k))
+    with FlowStore(tmp_path / "s" / "flows.duckdb") as s:
+        report = s.ingest([path], bad_threshold=1.0)
+    assert (report.lines, report.records, report.bad) == (50, 49, 1)
+    assert [(b.line, b.field, b.message) for b in report.bad_samples] == [
+        (8 + 31, "id.orig_h", "'10.0.0.999' is not an IP address")]
+    assert [rec["uid"] for rec in parsed] == ["L30"]

@@ -51,9 +51,10 @@ conn.log carries no workload identity: the hints stay empty and the addresses re
 
 Reading. TSV files whose header is one block at the top are parsed by DuckDB (see "DuckDB fast path"
 below), with the same checks as the Python parser, each file once; every line SQL is not certain of - a
-bad one, or one SQL cannot decide exactly (IPv6 addresses, non-ASCII text, ISO times, repeated uids, a
-layout that changes inside a file) - is read by the Python parser, which names the line and field of every
-bad record. JSON files are parsed by DuckDB too
+bad one, or one SQL cannot decide exactly (non-ASCII text, ISO times, repeated uids, a layout that changes
+inside a file) - is read by the Python parser, which names the line and field of every bad record; the
+addresses of the lines SQL keeps are judged by the store, each distinct one once, with the parser's own
+rule (canonical_ip), and a refused one is reported with the parser's line and field. JSON files are parsed by DuckDB too
 ("DuckDB fast path, JSON"): SQL keeps only the lines it is certain Python reads as the same good
 record; other lines go to the Python parser one by one, and a line that SQL parsed but that fails a
 check sends the batch to it. Tests assert that both paths give the same rows, counts and bad-line
@@ -427,12 +428,34 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
 
 
 def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: int) -> list[BadLine]:
-    """The lines behind the records DuckDB counted as bad, with the field the Python parser names."""
+    """The lines behind the records DuckDB counted as bad, with the field the Python parser names.
+
+    A TSV line DuckDB kept can only be bad on an address (the store judges those; every other check was
+    made in SQL), so a TSV line whose two addresses canonical_ip accepts (each distinct one judged once)
+    is passed over without being parsed: a file with one refused address is not parsed in full."""
     out: list[BadLine] = []
     done = done_lines.get(src.path, set())
+    verdicts: dict[str, bool] = {}
+
+    def good(address: str, tsv: _Tsv) -> bool:
+        verdict = verdicts.get(address)
+        if verdict is None:
+            verdict = verdicts[address] = address not in (tsv.unset, tsv.empty) and canonical_ip(address) is not None
+        return verdict
+
+    fields: list[str] | None = None
+    at: tuple[int, int] | None = None  # the columns of id.orig_h and id.resp_h in ``fields``
     for no, text, tsv in _records(src):
         if no in done:
             continue  # read in Python already, and reported there
+        if tsv is not None and tsv.fields is not None:
+            if tsv.fields is not fields:
+                fields = tsv.fields
+                pos = {name: i for i, name in enumerate(fields)}  # the last of a repeated name, as _Tsv.record
+                at = (pos["id.orig_h"], pos["id.resp_h"]) if "id.orig_h" in pos and "id.resp_h" in pos else None
+            values = text.split(tsv.separator)
+            if at is not None and len(values) == len(fields) and good(values[at[0]], tsv) and good(values[at[1]], tsv):
+                continue
         try:
             _record(_parse_line(tsv, text), 0)
         except _Bad as bad:
@@ -452,8 +475,12 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 #   have their own SQL (_json_sql) and rules, below;
 # - every other line, line by line: bad ones (Python names line and field), and the ones SQL cannot
 #   judge: non-ASCII text (Python's str.isdigit and \d accept other digits), ISO ``ts`` values, leading
-#   zeros, counts of more than 18 digits (addresses are judged by sqlpath's pattern of what canonical_ip
-#   accepts, IPv6 then written as it writes them: sqlpath.canonical_ipv6);
+#   zeros, counts of more than 18 digits;
+# - addresses are not judged line by line: the store judges every distinct address after aggregation with
+#   canonical_ip - the Python parser's own rule (_ip), on the same text - and writes IPv6 as it writes them.
+#   An address it refuses makes its aggregates' records bad lines (a line whose other fields are all good
+#   fails in Python on its address alone), and locate_bad names them as the Python parser does; an
+#   aggregate holds one spelling of each address, so no good line is ever counted with a bad one;
 # - every line whose uid occurs more than once in the batch: which copy is kept depends on the order
 #   of lines, which SQL does not see.
 # Each group of files is scanned once, into a temporary table (see _plan); the store aggregates from it.
@@ -516,7 +543,23 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
 
     Each group of files (one TSV header, or JSON; plain or gzip) is read ONCE, into a temporary table of
     its parsed lines (``_parsed_sql`` / ``_json_sql``: the staging values, ``ok``, ``hdr``, ``batch``,
-    ``line``, ``uid``); the checks below and the store's aggregation then read those tables, not the files."""
+    ``line``, ``uid``); the checks below and the store's aggregation then read those tables, not the files.
+
+    A TSV table first holds each line's uid as its 64-bit hash (narrower to keep and to group than the text):
+    distinct hashes prove distinct uids, so a batch without a repeated hash has no repeated uid. When some
+    hash repeats (a repeated uid, or two uids of one hash), the batch is planned again with the uids' text,
+    which names the repeated ones exactly."""
+    plan = _plan_once(con, files, staged, options, uid_text=False)
+    if plan is _REPEATED_HASH:
+        plan = _plan_once(con, files, staged, options, uid_text=True)
+    assert plan is not _REPEATED_HASH
+    return plan
+
+
+def _plan_once(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: Staged,
+               options: ReaderOptions, uid_text: bool) -> _Plan | None:
+    """_plan, with the TSV tables' uids as text (``uid_text``) or as hashes; _REPEATED_HASH: a hash repeats
+    (the tables are dropped; plan again with the text)."""
     heads: list[_Head] = []
     for src in files:
         head = _head(src)
@@ -535,7 +578,7 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         for n, ((head, _gz), idx) in enumerate(group_list):
             group = [files[i] for i in idx]
             sql = (_json_sql(group, idx, rejects[n]) if head == _JSON_HEAD
-                   else _parsed_sql(head, group, idx, rejects[n]))
+                   else _parsed_sql(head, group, idx, rejects[n], uid_text))
             con.execute(f"CREATE TEMP TABLE {tables[n]} AS {sql}")
             created.append(tables[n])
     except SCAN_ERRORS as exc:
@@ -554,14 +597,25 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
         if batch or str(line) not in heads[int(fi)].layout_lines:
             drop_tables(con, created)
             return None
-    # IPv6 addresses as canonical_ip writes them, so that the rows SQL read and those Python reads fold
-    # together; one it refuses (none: the SQL pattern is its verdict) sends the batch to Python.
-    for t in tables:
-        if canonical_ipv6(con, t, "ok", index="fi"):
+    # JSON: IPv6 addresses as canonical_ip writes them, so that the rows SQL read and those Python reads fold
+    # together; one it refuses (none: the SQL pattern is its verdict) sends the batch to Python. (TSV: the
+    # store judges and rewrites the addresses, see _parsed_sql.)
+    for t, ((head, _gz), _idx) in zip(tables, group_list, strict=True):
+        if head == _JSON_HEAD and canonical_ipv6(con, t, "ok", index="fi"):
             drop_tables(con, created)
             return None
-    # Lines SQL is not certain of (Python reads them), and every uid seen more than once in the batch
-    # (which copy is kept depends on the order of lines, which SQL does not see: Python reads them all).
+    # Every uid seen more than once in the batch (which copy is kept depends on the order of lines, which SQL
+    # does not see: Python reads them all), first by hash: none repeated, no uid repeated (the common case).
+    if not uid_text and any(head != _JSON_HEAD for head, _gz in groups):
+        hashes = " UNION ALL ".join(
+            f"(SELECT hash(u) AS h FROM (SELECT unnest(uid) AS u FROM {t} WHERE NOT ok AND uid IS NOT NULL)) UNION ALL "
+            f"(SELECT hash(uid1) FROM {t} WHERE ok AND uid1 IS NOT NULL)" if head == _JSON_HEAD
+            else f"(SELECT uid AS h FROM {t} WHERE uid IS NOT NULL)"
+            for t, ((head, _gz), _idx) in zip(tables, group_list, strict=True))
+        if con.execute(f"SELECT h FROM ({hashes}) GROUP BY h HAVING count(*) > 1 LIMIT 1").fetchall():
+            drop_tables(con, created)
+            return _REPEATED_HASH
+    # Lines SQL is not certain of (Python reads them).
     uncertain: dict[int, set[str]] = {}
     lines_sql = " UNION ALL ".join(f"(SELECT fi, line FROM {t} WHERE NOT hdr AND NOT ok)" for t in tables)
     for line, lo, hi in con.execute(f"SELECT line, min(fi), max(fi) FROM ({lines_sql}) GROUP BY line").fetchall():
@@ -575,8 +629,10 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
                                  if head == _JSON_HEAD)
     if json_ok:
         uids_sql += " UNION ALL " + json_ok
-    dup_uids = {str(u) for (u,) in con.execute(
-        f"SELECT u FROM ({uids_sql}) GROUP BY u HAVING count(*) > 1").fetchall()}
+    dup_uids: set[str] = set()
+    if uid_text or all(head == _JSON_HEAD for head, _gz in groups):  # else: no hash repeats, no uid either
+        dup_uids = {str(u) for (u,) in con.execute(
+            f"SELECT u FROM ({uids_sql}) GROUP BY u HAVING count(*) > 1").fetchall()}
     pending: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
     if dup_uids or uncertain:
         for i in range(len(files)):
@@ -599,6 +655,9 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
     return _Plan(relations=relations, merged=any(head == _JSON_HEAD for head, _gz in groups),
                  pending=pending, done_lines={})
 
+
+# _plan_once: a uid hash repeats in the batch; plan again with the uids' text.
+_REPEATED_HASH = _Plan(relations=[], merged=False, pending={}, done_lines={})
 
 # The fields a record's staging row depends on, by their SQL alias.
 _USED = {"ts": "ts", "uid": "uid", "oh": "id.orig_h", "op": "id.orig_p", "rh": "id.resp_h", "rp": "id.resp_p",
@@ -651,15 +710,17 @@ def _values_sql(proto: str) -> str:
   AND (opk IS NULL OR opk_n IS NOT NULL) AND (rpk IS NULL OR rpk_n IS NOT NULL) AS checked"""
 
 
-def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str]) -> str:
+def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int], rejects: tuple[str, str],
+                uid_text: bool = True) -> str:
     """Every non-blank line of ``files`` (TSV): ``fi`` (batch file index), ``hdr`` ("#" line), ``ok`` (a record
     SQL is certain the Python parser reads as this same good record), ``line`` (the text of every other
-    line), ``uid`` and the staging values of the ``ok`` lines; ``batch`` is false (see _json_sql).
+    line), ``uid`` (its text, or with ``uid_text`` false its hash; NULL when unset or empty) and the staging
+    values of the ``ok`` lines; ``batch`` is false (see _json_sql).
 
     DuckDB's CSV reader splits the fields (n + 1 columns, padded with NULL: a line of the header's shape has
     column n - 1 and not column n); nothing is ever quoted or escaped in Zeek's TSV. A line is ``ok`` only
     when every value passes an ASCII check that implies Python's (non-ASCII digits, ISO times, leading
-    zeros, over-long numbers fail it; addresses are canonical_ip's, IPv6 written canonical afterwards);
+    zeros, over-long numbers fail it), and both addresses are set (the store judges them: see above);
     every line that is not ``ok`` - a bad one, or one SQL cannot judge - is read by the Python parser, which
     reads it or names its line and field."""
     n = len(head.fields)
@@ -680,12 +741,12 @@ def _parsed_sql(head: _Head, files: Sequence[SourceFile], indexes: Sequence[int]
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
     return f"""
 SELECT fi, hdr, ok, false AS batch, CASE WHEN NOT ok THEN {line} END AS line,
-  CASE WHEN NOT hdr THEN nullif(uid, '') END AS uid,
+  CASE WHEN NOT hdr AND uid <> '' THEN {'uid' if uid_text else 'hash(uid)'} END AS uid,
   ts_us AS t_start, end_us AS t_end, oh AS src_ip, rh AS dst_ip, op_n AS src_port, rp_n AS dst_port, proto_n AS proto,
   ob_n + rb_n AS bytes, opk_n + rpk_n AS packets, action, state NOT IN ({_NO_HANDSHAKE_SQL}) AS handshake
 FROM (
 SELECT *, coalesce(NOT hdr AND shape AND checked AND action IS NOT NULL AND op_n IS NOT NULL AND rp_n IS NOT NULL
-  AND regexp_full_match(oh, '{ADDRESS_PATTERN}') AND regexp_full_match(rh, '{ADDRESS_PATTERN}'), false) AS ok
+  AND oh IS NOT NULL AND rh IS NOT NULL, false) AS ok
 FROM (
 SELECT *, {_values_sql('proto')}
 FROM (
