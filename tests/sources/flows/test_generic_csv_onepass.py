@@ -173,3 +173,38 @@ def test_a_file_the_split_cannot_give_back_is_read_wholly_in_python(tmp_path: Pa
     assert [(Path(f).name, n, r, b) for f, n, r, b, _ in files] == [
         ("a.csv", 3, 3 - (bad is not None), bad is not None), ("b.csv", 2, 2, 0)]
     assert [(Path(s[0]).name, s[1], s[2]) for s in samples] == ([("a.csv", 3, bad)] if bad else [])
+
+
+@pytest.mark.parametrize(("odd", "fallback"), [
+    (None, False),
+    (line("fd00::0001"), False),  # an address as it stands (the store writes it in RFC 5952 form)
+    (line("FE80::1%eth0"), False),
+    (line(" 10.4.0.1"), True),  # padded: Python strips it, the scan must too
+    (line("10.4.0.2\x1f"), True),
+    (line("10.4.0.256"), True),  # bad: named by Python
+    (line("10.4.0.3", src="fd00:::1"), True),
+    (line("10.4.0.256", hint='"q"'), False),  # bad, on an uncertain line: Python reads it either way
+    (line("10.4.0.256", start="2026-01-02T03:04:05Z"), False),
+    (line("10.4.0.256", dport="x"), True),  # bad twice: the first check Python makes names it
+    ("1767323045,,10.0.0.1", False),  # too few fields: no address to judge
+])
+def test_addresses_taken_as_they_stand_unless_one_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         odd: str | None, fallback: bool) -> None:
+    # The scan takes every address as it stands; when one of its aggregates holds one that is not an address
+    # as it stands, the scan that checks each line's addresses replaces it: the same report either way.
+    lines = [HEADER, line("10.4.1.1"), line("10.4.1.2", hint='"ns/a"'), line("10.4.1.3", note="caf\u00e9")]
+    a = write(tmp_path, lines + ([odd] if odd else []) + [line("10.4.1.4", start="1767323045.5")], "a.csv")
+    b = write(tmp_path, [HEADER, line("10.4.2.1")], "b.csv")  # one scan with a.csv
+    plans: list[Any] = []
+    fast = outcome(tmp_path, monkeypatch, [a, b], "fast", False, plans)
+    assert fast == outcome(tmp_path, monkeypatch, [a, b], "python", True, [])
+    ((relation, _, _, exact),) = plans[0].scans
+    assert (exact.after_scan is not None) == fallback
+    assert "regexp_full_match(r_src_ip" in exact.sql and "regexp_full_match(r_src_ip" not in relation.sql
+    assert not plans[0].python and set(plans[0].pending) == {0}
+    (lines_, records, bad, skipped, samples, _), rows = fast
+    assert skipped == {} and lines_ == len(lines) + (odd is not None) + 1
+    if odd is not None and "10.4.0.256" in odd:
+        assert (bad, [(Path(s[0]).name, s[1], s[2]) for s in samples]) == (1, [("a.csv", 5, "dst_ip")])
+    assert records == lines_ - bad
+    assert {k[2] for k in rows} >= {"10.4.1.1", "10.4.1.2", "10.4.1.3", "10.4.1.4", "10.4.2.1"}

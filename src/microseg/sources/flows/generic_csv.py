@@ -271,9 +271,9 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     done = False
     try:
         plan = _plan(con, files, staged)
-        for relation, indexes, rejects in plan.scans:
+        for relation, indexes, rejects, exact in plan.scans:
             relation.after_scan = functools.partial(_after_scan, files=files, indexes=indexes, rejects=rejects,
-                                                    staged=staged, options=options, plan=plan)
+                                                    staged=staged, options=options, plan=plan, exact=exact)
         for index, src in enumerate(files):
             if index in plan.python:
                 plan.whole.add(src.path)
@@ -413,7 +413,9 @@ class _Plan:
     done_lines: dict[Path, set[int]] = field(default_factory=dict)  # lines read in Python, per file
     whole: set[Path] = field(default_factory=set)  # the paths of ``python``
     # (relation, its files' batch indexes, its rejects tables): the scans _after_scan completes
-    scans: list[tuple[StagedRelation, list[int], tuple[str, str]]] = field(default_factory=list)
+    # (relation, its files' batch indexes, its rejects tables, the scan checking every address): the scans
+    # _after_scan completes
+    scans: list[tuple[StagedRelation, list[int], tuple[str, str], StagedRelation]] = field(default_factory=list)
 
 
 def _head(src: SourceFile) -> tuple[tuple[str | None, ...], int] | None:
@@ -448,32 +450,46 @@ def _plan(_con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: 
     for n, ((columns, gz, skip), idx) in enumerate(groups.items()):
         rejects = (f"{tag}_{n}_err", f"{tag}_{n}_scan")
         absent = {"direction", "src_workload", "dst_workload"} - set(columns)
-        relation = StagedRelation(
-            sql=_stage_sql(_scan_sql(columns, [files[i] for i in idx], idx, gz, skip, rejects), columns),
-            files=list(files), time_unit=1_000_000, null_columns=frozenset({"tcp_flags", "is_reply"} | absent))
+        scan = _scan_sql(columns, [files[i] for i in idx], idx, gz, skip, rejects)
+        relation, exact = (StagedRelation(
+            sql=_stage_sql(scan, columns, exact_addresses=exact_addresses), files=list(files), time_unit=1_000_000,
+            null_columns=frozenset({"tcp_flags", "is_reply"} | absent)) for exact_addresses in (False, True))
         plan.relations.append(relation)
-        plan.scans.append((relation, idx, rejects))
+        plan.scans.append((relation, idx, rejects, exact))
     return plan
 
 
 def _after_scan(con: duckdb.DuckDBPyConnection, *, files: Sequence[SourceFile], indexes: Sequence[int],
-                rejects: tuple[str, str], staged: Staged, options: ReaderOptions, plan: _Plan
-                ) -> list[StagedRelation]:
+                rejects: tuple[str, str], staged: Staged, options: ReaderOptions, plan: _Plan,
+                exact: StagedRelation | None) -> list[StagedRelation]:
     """Once the store has aggregated a scan: the lines it marked uncertain (their text in ``src_ip``, in
     aggregates of the uncertain status, see _stage_sql) are taken out of the store's aggregates and read in
     Python; a file with a line DuckDB rejected (invalid UTF-8, an over-long line), with an uncertain line
     that the split may have cut, or with too many uncertain lines, is taken out whole and read in Python.
     The aggregates are the store's (``_ms_groups``, its files in ``_ms_files``; the uncertain status is
-    status_code 1, the format's only skip status): nothing of them is counted before this hook returns."""
+    status_code 1, the format's only skip status): nothing of them is counted before this hook returns.
+
+    ``exact``: the scan that checks every address, when this one did not (it took each as it stands, see
+    _stage_sql): if one of the addresses its aggregates hold is not one as it stands, this scan's
+    aggregates are dropped and that scan replaces it (whose hook then does the above)."""
     paths = [str(files[i].path) for i in indexes]
     fids = {str(p): int(f) for f, p in con.execute(
         "SELECT fid, path FROM _ms_files WHERE list_contains(?, path)", [paths]).fetchall()}
     index_of = {fids[str(files[i].path)]: i for i in indexes}
     whole: set[int] = set()
+    code = sorted(staged.skip_statuses).index(_UNCERTAIN) + 1
     if count_rejects(con, [rejects]):
         whole.update(indexes)  # invalid UTF-8 or an over-long line: Python replaces or reads it
+    elif exact is not None:
+        odd = con.execute(f"""SELECT count(*) FROM _ms_groups WHERE list_contains(?, fid) AND status_code <> {code}
+            AND NOT (regexp_full_match(src_ip, '{ADDRESS_PATTERN}') AND regexp_full_match(dst_ip, '{ADDRESS_PATTERN}'))
+            """, [list(index_of)]).fetchone()
+        if odd and odd[0]:
+            con.execute("DELETE FROM _ms_groups WHERE list_contains(?, fid)", [list(index_of)])
+            exact.after_scan = functools.partial(_after_scan, files=files, indexes=indexes, rejects=rejects,
+                                                 staged=staged, options=options, plan=plan, exact=None)
+            return [exact]
     texts: dict[int, set[str]] = {}
-    code = sorted(staged.skip_statuses).index(_UNCERTAIN) + 1
     for fid, line, cut in con.execute(f"""SELECT fid, src_ip, dst_ip FROM _ms_groups
             WHERE status_code = {code} AND list_contains(?, fid)""", [list(index_of)]).fetchall():
         i = index_of[int(fid)]
@@ -545,7 +561,7 @@ WHERE c0 IS NOT NULL AND NOT (c1 IS NULL AND c0 < '!' AND regexp_full_match(c0, 
 )"""
 
 
-def _stage_sql(scan: str, columns: tuple[str | None, ...]) -> str:
+def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool = True) -> str:
     """The staging rows of the lines of ``scan`` that are not uncertain, checked as _record checks them;
     ``present``: the canonical names of the file's columns (the others are empty: constants here).
 
@@ -676,7 +692,8 @@ def _stage_sql(scan: str, columns: tuple[str | None, ...]) -> str:
                  if "direction" in present else "NULL::VARCHAR")
     raw_rules = [f"TRY_CAST(r_{x} AS UBIGINT) AS u_{x}" for x in numbers]
     raw_rules += [f"TRY_CAST(r_{t} AS DECIMAL(18, 6)) AS d_{t}" for t in ("start", "end") if t in present]
-    raw_rules += [f"regexp_full_match(r_{a}, '{ADDRESS_PATTERN}') AS a_{a}" for a in ("src_ip", "dst_ip")]
+    raw_rules += [(f"regexp_full_match(r_{a}, '{ADDRESS_PATTERN}')" if exact_addresses else "true") + f" AS a_{a}"
+                  for a in ("src_ip", "dst_ip")]
     return f"""
 SELECT * EXCLUDE (src_ip, dst_ip, {cs}),
   CASE WHEN log_status = '{_UNCERTAIN}' THEN {line} ELSE src_ip END AS src_ip,
