@@ -67,6 +67,7 @@ from microseg.errors import InputError
 from microseg.sources.flows import (
     BadLine,
     ReaderOptions,
+    Scanned,
     SourceFile,
     Staged,
     StagedRelation,
@@ -459,40 +460,34 @@ def _plan(_con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: 
     return plan
 
 
-def _after_scan(con: duckdb.DuckDBPyConnection, *, files: Sequence[SourceFile], indexes: Sequence[int],
-                rejects: tuple[str, str], staged: Staged, options: ReaderOptions, plan: _Plan,
-                exact: StagedRelation | None) -> list[StagedRelation]:
+def _after_scan(con: duckdb.DuckDBPyConnection, scanned: Scanned, *, files: Sequence[SourceFile],
+                indexes: Sequence[int], rejects: tuple[str, str], staged: Staged, options: ReaderOptions,
+                plan: _Plan, exact: StagedRelation | None) -> list[StagedRelation]:
     """Once the store has aggregated a scan: the lines it marked uncertain (their text in ``src_ip``, in
     aggregates of the uncertain status, see _stage_sql) are taken out of the store's aggregates and read in
     Python; a file with a line DuckDB rejected (invalid UTF-8, an over-long line), with an uncertain line
     that the split may have cut, or with too many uncertain lines, is taken out whole and read in Python.
-    The aggregates are the store's (``_ms_groups``, its files in ``_ms_files``; the uncertain status is
-    status_code 1, the format's only skip status): nothing of them is counted before this hook returns.
+    Nothing of the aggregates is counted before this hook returns (see flows.Scanned).
 
     ``exact``: the scan that checks every address, when this one did not (it took each as it stands, see
     _stage_sql): if one of the addresses its aggregates hold is not one as it stands, this scan's
     aggregates are dropped and that scan replaces it (whose hook then does the above)."""
-    paths = [str(files[i].path) for i in indexes]
-    fids = {str(p): int(f) for f, p in con.execute(
-        "SELECT fid, path FROM _ms_files WHERE list_contains(?, path)", [paths]).fetchall()}
-    index_of = {fids[str(files[i].path)]: i for i in indexes}
+    held = scanned.aggregates(indexes)
     whole: set[int] = set()
-    code = sorted(staged.skip_statuses).index(_UNCERTAIN) + 1
     if count_rejects(con, [rejects]):
         whole.update(indexes)  # invalid UTF-8 or an over-long line: Python replaces or reads it
     elif exact is not None:
-        odd = con.execute(f"""SELECT count(*) FROM _ms_groups WHERE list_contains(?, fid) AND status_code <> {code}
+        odd = con.execute(f"""SELECT count(*) FROM {held} WHERE status IS DISTINCT FROM ?
             AND NOT (regexp_full_match(src_ip, '{ADDRESS_PATTERN}') AND regexp_full_match(dst_ip, '{ADDRESS_PATTERN}'))
-            """, [list(index_of)]).fetchone()
+            """, [_UNCERTAIN]).fetchone()
         if odd and odd[0]:
-            con.execute("DELETE FROM _ms_groups WHERE list_contains(?, fid)", [list(index_of)])
+            scanned.discard(indexes)
             exact.after_scan = functools.partial(_after_scan, files=files, indexes=indexes, rejects=rejects,
                                                  staged=staged, options=options, plan=plan, exact=None)
             return [exact]
     texts: dict[int, set[str]] = {}
-    for fid, line, cut in con.execute(f"""SELECT fid, src_ip, dst_ip FROM _ms_groups
-            WHERE status_code = {code} AND list_contains(?, fid)""", [list(index_of)]).fetchall():
-        i = index_of[int(fid)]
+    for i, line, cut in con.execute(f"SELECT file_index, src_ip, dst_ip FROM {held} WHERE status = ?",
+                                    [_UNCERTAIN]).fetchall():
         if cut != "0":
             whole.add(i)
         texts.setdefault(i, set()).add(str(line))
@@ -500,9 +495,8 @@ def _after_scan(con: duckdb.DuckDBPyConnection, *, files: Sequence[SourceFile], 
     pending = {i: frozenset(lines) for i, lines in texts.items() if i not in whole}
     if not whole and not pending:
         return []
-    taken = [f for f, i in index_of.items() if i in whole]
-    con.execute(f"""DELETE FROM _ms_groups WHERE list_contains(?, fid)
-        OR (status_code = {code} AND list_contains(?, fid))""", [taken, list(index_of)])
+    scanned.discard(sorted(whole))
+    scanned.discard(indexes, _UNCERTAIN)
     writer = StageWriter(options.tmp_dir)
     staged.cleanup.append(writer.path)
     done = False
