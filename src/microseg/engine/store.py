@@ -418,7 +418,7 @@ class FlowStore:
                     with tracker.scanning(con, rel.files):
                         self._scan(rel, name, fids, codes, skips, window)
                     if rel.after_scan is not None:
-                        pending.extend(rel.after_scan(con))
+                        pending.extend(rel.after_scan(con, _Scanned(con, rel, fids, skips)))
                         cleanup.extend(staged.cleanup)
             self._check_addresses()
             samples = self._tally(new, staged_all, res)
@@ -728,6 +728,36 @@ def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequ
         one = "(" + ", ".join("?" * len(chunk[0])) + ")"
         con.execute(f"INSERT INTO {table} VALUES {', '.join([one] * len(chunk))}",
                     [v for row in chunk for v in row])
+
+
+@dataclass
+class _Scanned:
+    """The :class:`~microseg.sources.flows.Scanned` a relation's after_scan hook gets: this ingest's
+    aggregates (``_ms_groups``) of the relation's files, by the relation's file indexes."""
+
+    con: duckdb.DuckDBPyConnection
+    rel: StagedRelation
+    fids: dict[Path, int]
+    skips: list[str]  # status_code i + 1 is skips[i]
+
+    def _where(self, file_indexes: Sequence[int]) -> tuple[str, str]:
+        """(the pairs (file_index, fid) as SQL VALUES, the join of _ms_groups with them)"""
+        pairs = ", ".join(f"({i}, {self.fids[self.rel.files[i].path]})" for i in sorted(set(file_indexes)))
+        return pairs, f"_ms_groups g JOIN (VALUES {pairs or '(NULL, NULL)'}) AS m(file_index, fid) USING (fid)"
+
+    def aggregates(self, file_indexes: Sequence[int]) -> str:
+        status = ("CASE g.status_code WHEN 0 THEN NULL "
+                  + " ".join(f"WHEN {i} THEN {sql_str(x)}" for i, x in enumerate(self.skips, 1))
+                  + " ELSE '(unknown)' END")
+        return (f"(SELECT m.file_index::INTEGER AS file_index, {status} AS status, g.src_ip, g.dst_ip "
+                f"FROM {self._where(file_indexes)[1]})")
+
+    def discard(self, file_indexes: Sequence[int], status: str | None = None) -> None:
+        pairs, _ = self._where(file_indexes)
+        if not pairs:
+            return
+        only = "" if status is None else f" AND status_code = {self.skips.index(status) + 1}"
+        self.con.execute(f"DELETE FROM _ms_groups WHERE fid IN (SELECT fid FROM (VALUES {pairs}) AS m(i, fid)){only}")
 
 
 class _Tracker:

@@ -82,7 +82,8 @@ class StagedRelation:
     """One SQL relation producing :data:`STAGE_COLUMNS`; ``files[i]`` is ``file_index`` i.
 
     ``after_scan`` runs once the store has scanned the relation (e.g. to re-read the lines DuckDB
-    rejected); the relations it returns are scanned too.
+    rejected), with what the store aggregated from it (:class:`Scanned`); the relations it returns are
+    scanned too.
     """
 
     sql: str
@@ -94,7 +95,23 @@ class StagedRelation:
     null_columns: frozenset[str] = frozenset()
 
 
-StagedRelationHook = Callable[[duckdb.DuckDBPyConnection], list[StagedRelation]]
+class Scanned(Protocol):
+    """What the store has aggregated so far of a batch's files, as an ``after_scan`` hook may see and
+    change it: nothing of it is counted before the hook returns."""
+
+    def aggregates(self, file_indexes: Sequence[int]) -> str:
+        """SQL relation: (file_index, status, src_ip, dst_ip) of each aggregate of the files
+        ``file_indexes`` (indexes of the relation's file list); status NULL for records, else the skip
+        status (a value of Staged.skip_statuses)."""
+        ...
+
+    def discard(self, file_indexes: Sequence[int], status: str | None = None) -> None:
+        """Drops the aggregates of the files ``file_indexes`` (only those of skip status ``status`` when
+        one is given), e.g. before those files are read again another way."""
+        ...
+
+
+StagedRelationHook = Callable[[duckdb.DuckDBPyConnection, Scanned], list[StagedRelation]]
 
 
 @dataclass

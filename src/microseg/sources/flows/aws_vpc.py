@@ -45,6 +45,7 @@ from microseg.sources.flows import (
     TCP_SYN,
     BadLine,
     ReaderOptions,
+    Scanned,
     SourceFile,
     Staged,
     StagedRelation,
@@ -448,7 +449,7 @@ def _locate_bad_parquet(con: duckdb.DuckDBPyConnection, src: SourceFile, schema:
 
 def _recover_rejects(layout: _Layout, relation: StagedRelation, rejects: tuple[str, str], staged: Staged,
                      options: ReaderOptions) -> StagedRelationHook:
-    def hook(con: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
+    def hook(con: duckdb.DuckDBPyConnection, _scanned: Scanned) -> list[StagedRelation]:
         # One row per rejected line: DuckDB may log several errors for one line.
         rows = con.execute(f"""
             SELECT s.file_path, e.line, any_value(e.csv_line), min_by(e.column_name, e.column_idx),

@@ -67,6 +67,7 @@ from microseg.errors import InputError
 from microseg.sources.flows import (
     BadLine,
     ReaderOptions,
+    Scanned,
     SourceFile,
     Staged,
     StagedRelation,
@@ -79,10 +80,8 @@ from microseg.sources.flows import (
 )
 from microseg.sources.flows.sqlpath import (
     ADDRESS_PATTERN,
-    SCAN_ERRORS,
     address_sql,
     count_rejects,
-    scan_error,
 )
 
 NAME = "csv"
@@ -267,21 +266,19 @@ def _record(values: dict[str, str], file_index: int) -> StageRow:
 
 
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
-    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset())
+    staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=frozenset({_UNCERTAIN}))
     writer = StageWriter(options.tmp_dir)
     staged.cleanup.append(writer.path)
     done = False
     try:
         plan = _plan(con, files, staged)
+        for relation, indexes, rejects, exact in plan.scans:
+            relation.after_scan = functools.partial(_after_scan, files=files, indexes=indexes, rejects=rejects,
+                                                    staged=staged, options=options, plan=plan, exact=exact)
         for index, src in enumerate(files):
-            try:
-                if index in plan.python:
-                    _stage_file(src, index, writer, staged, options)
-                elif index in plan.pending:
-                    _stage_file(src, index, writer, staged, options, plan.pending[index],
-                                plan.done_lines.setdefault(src.path, set()))
-            except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
-                raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
+            if index in plan.python:
+                plan.whole.add(src.path)
+                _stage_whole(src, index, writer, staged, options)
         done = True
     finally:
         writer.close()
@@ -291,11 +288,22 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     staged.relations[:0] = plan.relations
     # Lines DuckDB found bad are named by the Python parser; lines read in Python were reported there.
     # A file read wholly in Python was reported there (were the store ever to refuse a record the reader
-    # accepted - the two share canonical_ip now - there would be no bad line to name).
-    whole = frozenset(files[i].path for i in plan.python)
-    staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines, whole=whole,
+    # accepted - the two share canonical_ip now - there would be no bad line to name). ``whole`` grows
+    # while the store scans (see _after_scan); locate_bad runs after every scan.
+    staged.locate_bad = functools.partial(_locate_bad, done_lines=plan.done_lines, whole=plan.whole,
                                           max_samples=options.max_samples)
     return staged
+
+
+def _stage_whole(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions,
+                 only: frozenset[str] | None = None, done_lines: set[int] | None = None) -> None:
+    try:
+        if only is None:
+            _stage_file(src, index, writer, staged, options)
+        else:
+            _stage_file(src, index, writer, staged, options, only, done_lines)
+    except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
+        raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
 
 
 def _records(src: SourceFile, only: frozenset[str] | None = None
@@ -344,7 +352,7 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
             staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
 
 
-def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], whole: frozenset[Path],
+def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], whole: Collection[Path],
                 max_samples: int) -> list[BadLine]:
     """The lines behind the records DuckDB counted as bad, with the column the Python parser names."""
     out: list[BadLine] = []
@@ -368,27 +376,31 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], whole: frozen
 # A file whose header (read here, in Python) is complete is parsed by DuckDB: split at commas, every
 # field typed and checked in SQL exactly as _record does it in Python (addresses with the shared
 # patterns of what ipaddress accepts); a value is judged as read first and stripped only when that
-# fails (see _stage_sql). Lines SQL cannot decide exactly are "uncertain"
-# and read by the Python parser, found by their text in a first scan: a double quote (RFC 4180 quoting
-# is the csv module's), a NUL, non-ASCII text (Python's strip and isdigit know more than ASCII), and a
-# start or end that is not epoch seconds/milliseconds (datetime.fromisoformat's ISO 8601 forms). For a
-# file with such lines both scans apply the same test (the first to each line read whole, the second
-# to the line joined back from DuckDB's split), so DuckDB leaves exactly those lines out; a file without
-# any needs no test in the second scan. DuckDB skips the lines up to the header. A file with an
-# uncertain line of more fields than the header has plus one (the split cuts it, the two texts could
-# differ), invalid UTF-8 or without a valid header is read in Python (which reports a bad header as
-# the InputError it is). Bad lines stay in the relation with a
-# log-status the store counts as bad; locate_bad re-reads such a file to name line and column.
+# fails (see _stage_sql). Lines SQL cannot decide exactly are "uncertain" and read by the Python
+# parser: a double quote (RFC 4180 quoting is the csv module's), a NUL, non-ASCII text (Python's strip,
+# isdigit and lower know more than ASCII), and a start or end that is not epoch seconds/milliseconds
+# (datetime.fromisoformat's ISO 8601 forms). One scan, inside the store's aggregation: the scan marks
+# them (a log-status of their own, their text joined back from DuckDB's split) and _after_scan takes
+# them out of the store's aggregates and reads them in Python, by their text. A line the checks refuse
+# is tested whole, as it was; a line they accept can only hold these in the fields they do not check,
+# which alone are tested (see _stage_sql). DuckDB skips the lines up to the header. A file with an
+# uncertain line of more fields than the header has plus one (the split cuts it: its text is not the
+# line's), with a line DuckDB rejects (invalid UTF-8, an over-long line) or without a valid header is
+# read in Python (which reports a bad header as the InputError it is). A line of more fields whose
+# uncertain text is only in what the split cut is bad on both paths (Python has at least one field too
+# many, or a CSV error). Bad lines stay in the relation with a log-status the store counts as bad;
+# locate_bad re-reads such a file to name line and column.
 
 _BAD_STATUS = "(bad)"
 # address_sql as one pattern, for the raw values of every row: one match instead of a test for ':' and a
 # match (every IPv6 form has a ':', no IPv4 one has), measurably cheaper; the same addresses.
 _HEAD_LINES = 64
-_NULLSTR = "\x01\x02"  # a value no line has: an empty field is '', a missing one NULL (padding)
+_NULLSTR = "\n"  # a value no field has (lines end there): an empty field is '', a missing one NULL (padding)
 _WS = " \t\n\v\f\r\x1c\x1d\x1e\x1f"  # what str.strip() removes from ASCII text
 _BLANK_CHARS = r"\t\n\v\f\r \x1c-\x1f"
 _BLANK = f"[{_BLANK_CHARS}]*"
-_LINE_DELIM = "\x01\x02\x03\x04"  # DuckDB's longest delimiter; a line holding it goes to Python
+_EPOCH_SQL = f"{_BLANK}[0-9]+(\\.[0-9]+)?{_BLANK}"  # an epoch number with blanks around it, as _uncertain
+_UNCERTAIN = "(uncertain)"  # the log-status of the lines the scan leaves to Python (see _after_scan)
 _MAX_PENDING = 100_000  # uncertain lines of a file beyond which the file is read in Python
 _TOO_BIG = "CAST(10 ** 30 AS HUGEINT)"  # stands for any value of more than 30 digits
 _UBIGINT_MAX = 18446744073709551615
@@ -397,9 +409,14 @@ _UBIGINT_MAX = 18446744073709551615
 @dataclass
 class _Plan:
     relations: list[StagedRelation] = field(default_factory=list)
-    python: set[int] = field(default_factory=set)  # files read wholly in Python
+    python: set[int] = field(default_factory=set)  # files read wholly in Python (after their scan, for some)
     pending: dict[int, frozenset[str]] = field(default_factory=dict)  # file -> line texts read in Python
-    done_lines: dict[Path, set[int]] = field(default_factory=dict)
+    done_lines: dict[Path, set[int]] = field(default_factory=dict)  # lines read in Python, per file
+    whole: set[Path] = field(default_factory=set)  # the paths of ``python``
+    # (relation, its files' batch indexes, its rejects tables): the scans _after_scan completes
+    # (relation, its files' batch indexes, its rejects tables, the scan checking every address): the scans
+    # _after_scan completes
+    scans: list[tuple[StagedRelation, list[int], tuple[str, str], StagedRelation]] = field(default_factory=list)
 
 
 def _head(src: SourceFile) -> tuple[tuple[str | None, ...], int] | None:
@@ -417,7 +434,8 @@ def _head(src: SourceFile) -> tuple[tuple[str | None, ...], int] | None:
     return None
 
 
-def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: Staged) -> _Plan:
+def _plan(_con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: Staged) -> _Plan:
+    """The files read wholly in Python (no complete header) and one scan per header, gzip and header line."""
     plan = _Plan()
     groups: dict[tuple[tuple[str | None, ...], bool, int], list[int]] = {}
     for i, src in enumerate(files):
@@ -431,35 +449,73 @@ def _plan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], staged: S
             groups.setdefault((head[0], src.gzip, head[1]), []).append(i)
     tag = f"_ms_csv_{id(staged)}"
     for n, ((columns, gz, skip), idx) in enumerate(groups.items()):
-        err = (f"{tag}_{n}_err", f"{tag}_{n}_scan")
-        try:
-            rows = con.execute(_uncertain_sql(columns, [files[i] for i in idx], idx, gz, skip, err)).fetchall()
-        except SCAN_ERRORS as exc:
-            # A truncated gzip, an unreadable file (the transaction is aborted: no Python fallback here).
-            raise scan_error(exc, [files[i] for i in idx], fallback=1) from exc
-        if count_rejects(con, [err]):
-            plan.python.update(idx)  # invalid UTF-8 or an over-long line: Python replaces or reads it
-            continue
-        texts: dict[int, set[str]] = {}
-        for fi, line, cut, _count in rows:
-            if cut:
-                plan.python.add(int(fi))
-            texts.setdefault(int(fi), set()).add(str(line))
-        for i, lines in texts.items():
-            if len(lines) > _MAX_PENDING:
-                plan.python.add(i)
-            elif i not in plan.python:
-                plan.pending[i] = frozenset(lines)
-        fast = [i for i in idx if i not in plan.python]
-        if fast:
-            absent = {"direction", "src_workload", "dst_workload"} - set(columns)
-            plan.relations.append(StagedRelation(
-                sql=_stage_sql(_scan_sql(columns, [files[i] for i in fast], fast, gz, skip,
-                                         [i for i in fast if i in plan.pending]),
-                               {c for c in columns if c is not None}),
-                files=list(files), time_unit=1_000_000,
-                null_columns=frozenset({"tcp_flags", "is_reply"} | absent)))
+        rejects = (f"{tag}_{n}_err", f"{tag}_{n}_scan")
+        absent = {"direction", "src_workload", "dst_workload"} - set(columns)
+        scan = _scan_sql(columns, [files[i] for i in idx], idx, gz, skip, rejects)
+        relation, exact = (StagedRelation(
+            sql=_stage_sql(scan, columns, exact_addresses=exact_addresses), files=list(files), time_unit=1_000_000,
+            null_columns=frozenset({"tcp_flags", "is_reply"} | absent)) for exact_addresses in (False, True))
+        plan.relations.append(relation)
+        plan.scans.append((relation, idx, rejects, exact))
     return plan
+
+
+def _after_scan(con: duckdb.DuckDBPyConnection, scanned: Scanned, *, files: Sequence[SourceFile],
+                indexes: Sequence[int], rejects: tuple[str, str], staged: Staged, options: ReaderOptions,
+                plan: _Plan, exact: StagedRelation | None) -> list[StagedRelation]:
+    """Once the store has aggregated a scan: the lines it marked uncertain (their text in ``src_ip``, in
+    aggregates of the uncertain status, see _stage_sql) are taken out of the store's aggregates and read in
+    Python; a file with a line DuckDB rejected (invalid UTF-8, an over-long line), with an uncertain line
+    that the split may have cut, or with too many uncertain lines, is taken out whole and read in Python.
+    Nothing of the aggregates is counted before this hook returns (see flows.Scanned).
+
+    ``exact``: the scan that checks every address, when this one did not (it took each as it stands, see
+    _stage_sql): if one of the addresses its aggregates hold is not one as it stands, this scan's
+    aggregates are dropped and that scan replaces it (whose hook then does the above)."""
+    held = scanned.aggregates(indexes)
+    whole: set[int] = set()
+    if count_rejects(con, [rejects]):
+        whole.update(indexes)  # invalid UTF-8 or an over-long line: Python replaces or reads it
+    elif exact is not None:
+        odd = con.execute(f"""SELECT count(*) FROM {held} WHERE status IS DISTINCT FROM ?
+            AND NOT (regexp_full_match(src_ip, '{ADDRESS_PATTERN}') AND regexp_full_match(dst_ip, '{ADDRESS_PATTERN}'))
+            """, [_UNCERTAIN]).fetchone()
+        if odd and odd[0]:
+            scanned.discard(indexes)
+            exact.after_scan = functools.partial(_after_scan, files=files, indexes=indexes, rejects=rejects,
+                                                 staged=staged, options=options, plan=plan, exact=None)
+            return [exact]
+    texts: dict[int, set[str]] = {}
+    for i, line, cut in con.execute(f"SELECT file_index, src_ip, dst_ip FROM {held} WHERE status = ?",
+                                    [_UNCERTAIN]).fetchall():
+        if cut != "0":
+            whole.add(i)
+        texts.setdefault(i, set()).add(str(line))
+    whole.update(i for i, lines in texts.items() if len(lines) > _MAX_PENDING)
+    pending = {i: frozenset(lines) for i, lines in texts.items() if i not in whole}
+    if not whole and not pending:
+        return []
+    scanned.discard(sorted(whole))
+    scanned.discard(indexes, _UNCERTAIN)
+    writer = StageWriter(options.tmp_dir)
+    staged.cleanup.append(writer.path)
+    done = False
+    try:
+        for i in sorted(whole | set(pending)):
+            src = files[i]
+            if i in whole:
+                plan.python.add(i)
+                plan.whole.add(src.path)
+                _stage_whole(src, i, writer, staged, options)
+            else:
+                plan.pending[i] = pending[i]
+                _stage_whole(src, i, writer, staged, options, pending[i], plan.done_lines.setdefault(src.path, set()))
+        done = True
+    finally:
+        writer.close()
+        if not done:
+            writer.path.unlink(missing_ok=True)
+    return [writer.relation(list(files), time_unit=1_000_000)]
 
 
 def _uncertain(line: str, columns: tuple[str | None, ...]) -> str:
@@ -475,60 +531,52 @@ def _uncertain(line: str, columns: tuple[str | None, ...]) -> str:
     return test
 
 
-def _uncertain_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], indexes: Sequence[int],
-                   gz: bool, skip: int, rejects: tuple[str, str]) -> str:
-    """(file index, text, cut, count) of the uncertain lines of ``files``, each line read as one value;
-    ``cut``: more fields than the header has plus one, which the split scan cannot give back whole. Blank
-    lines are uncertain by the test (no field) and left out after it: testing every line for blanks
-    first costs more than the test."""
-    mapping = ", ".join(str(i) for i in indexes)
-    return f"""
-SELECT fi, c0, c1 IS NOT NULL OR strlen(c0) - strlen(replace(c0, ',', '')) >= {len(columns)}, count(*) FROM (
-SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, c0, c1
-FROM read_csv({sql_list(files)}, delim={sql_str(_LINE_DELIM)}, header=false, quote='', escape='', auto_detect=false,
-  columns={{'c0': 'VARCHAR', 'c1': 'VARCHAR'}}, strict_mode=false, null_padding=true, nullstr={sql_str(_NULLSTR)},
-  skip={skip}, compression='{'gzip' if gz else 'none'}', store_rejects=true, rejects_table='{rejects[0]}',
-  rejects_scan='{rejects[1]}')
-WHERE c0 IS NOT NULL)
-WHERE CASE WHEN c1 IS NOT NULL OR {_uncertain('c0', columns)} THEN NOT (c0 < '!' AND regexp_full_match(c0, '{_BLANK}'))
-  ELSE false END
-GROUP BY ALL"""
-
-
 def _scan_sql(columns: tuple[str | None, ...], files: Sequence[SourceFile], indexes: Sequence[int], gz: bool,
-              skip: int, pending: Collection[int]) -> str:
-    """Every non-blank line after the header of ``files``: ``fi`` (batch file index), ``shape``,
-    ``uncertain``, and the raw (unstripped) values ``r_<column>`` by canonical column name. Only the
-    files in ``pending`` have uncertain lines (the first scan found none in the others), so only their
-    lines are joined back and tested."""
+              skip: int, rejects: tuple[str, str]) -> str:
+    """Every non-blank line after the header of ``files``: ``fi`` (batch file index), ``shape``, the
+    fields ``c<k>`` as split at commas (one more than the header names: a longer line is cut there; a
+    missing field is NULL, which no field can be: ``_NULLSTR`` is a line break), and the raw (unstripped)
+    values ``r_<column>`` by canonical column name. Lines DuckDB cannot read go to the rejects tables."""
     n = len(columns)
     pos = {name: k for k, name in enumerate(columns) if name is not None}
     values = ", ".join(f"c{pos[name]} AS r_{name}" if name in pos else f"'' AS r_{name}" for name in _ALIASES)
-    line = f"concat_ws(',', {', '.join(f'c{k}' for k in range(n + 1))})"
-    test = (f"CASE WHEN fi IN ({', '.join(str(i) for i in sorted(pending))}) THEN {_uncertain(line, columns)} "
-            f"ELSE false END" if pending else "false")
     mapping = ", ".join(str(i) for i in indexes)
     types = "{" + ", ".join(f"'c{k}': 'VARCHAR'" for k in range(n + 1)) + "}"
     # DuckDB splits lines at \n, \r\n and a lone \r, as Python's text reader does with newline="".
     return f"""
-SELECT fi, shape, {test} AS uncertain, {values}
+SELECT *, {values}
 FROM (
 SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi, *, c{n - 1} IS NOT NULL AND c{n} IS NULL AS shape
 FROM read_csv({sql_list(files)}, delim=',', header=false, quote='', escape='', auto_detect=false,
   columns={types}, strict_mode=false, null_padding=true, nullstr={sql_str(_NULLSTR)}, skip={skip},
-  compression='{'gzip' if gz else 'none'}')
+  compression='{'gzip' if gz else 'none'}', store_rejects=true, rejects_table='{rejects[0]}',
+  rejects_scan='{rejects[1]}')
 WHERE c0 IS NOT NULL AND NOT (c1 IS NULL AND c0 < '!' AND regexp_full_match(c0, '{_BLANK}'))
 )"""
 
 
-def _stage_sql(scan: str, present: Collection[str]) -> str:
+def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool = True) -> str:
     """The staging rows of the lines of ``scan`` that are not uncertain, checked as _record checks them;
     ``present``: the canonical names of the file's columns (the others are empty: constants here).
 
     Every value is first judged as DuckDB read it (``r_<column>``, unstripped): a value the rule accepts
     as it stands has no blank around it, so str.strip() would not change it. Only a value the rule
     refuses is stripped and judged again by the full rule, inside a CASE that evaluates that for those
-    rows alone (CASE and coalesce() evaluate lazily; AND and OR in a select list do not)."""
+    rows alone (CASE and coalesce() evaluate lazily; AND and OR in a select list do not).
+
+    Uncertain lines (see "DuckDB fast path") get the log-status _UNCERTAIN, their text (joined back from
+    the split) in ``src_ip`` and in ``dst_ip`` whether the split may have cut it ('1'), for _after_scan.
+    The test is the line's only on the lines the checks refuse. A line they accept has only ASCII digits,
+    addresses and names (matched as they stand or after an ASCII-only lower()) in the columns they
+    check, so only its other fields (``x_`` columns, workload hints) can hold a quote or a NUL, only the
+    hints a non-ASCII character that matters, and its times are tested alone: a time written back by its
+    DECIMAL cast is the plain epoch number Python reads, any other goes by the pattern.
+
+    Without ``exact_addresses`` every address is taken as it stands (no match per line: a fifth of the
+    scan's time): _after_scan matches the distinct ones the store's aggregates hold, and only when one is
+    not an address as it stands (padded, bad) does the scan with them replace this one. Where every
+    address is one as it stands, the two scans compute the same rows (the match is true on each)."""
+    present = {c for c in columns if c is not None}
     def v(name: str) -> str:  # the value as _record reads it
         return f"trim(r_{name}, {sql_str(_WS)})"
 
@@ -554,23 +602,31 @@ def _stage_sql(scan: str, present: Collection[str]) -> str:
         return f"CASE WHEN {value} IS NOT NULL THEN true ELSE {v(name)} = '' END"
 
     def time_us(t: str) -> str:
-        # time_us for epoch numbers (uncertain lines hold every other form, so a value here is empty or
-        # digits with an optional fraction, blanks around it): at least 10^11 are milliseconds and take
-        # no fraction (NULL: bad); seconds keep six fraction digits, cut. DuckDB's decimal cast reads a
-        # value of at most six fraction digits exactly (the blanks it skips are str.strip()'s; with others
-        # it fails and the value is read as Python reads it); whole and fraction are taken apart in
-        # integers (a DECIMAL(38) product costs more than the rest of the line).
+        # time_us for epoch numbers: at least 10^11 are milliseconds and take no fraction (NULL: bad);
+        # seconds keep six fraction digits, cut. A value as exporters print it (digits, at most six
+        # fraction digits) is read by one DECIMAL cast and checked by printing it back: the value is a
+        # beginning of the cast's text (which has six fraction digits) and does not end at its '.'. Any
+        # other is read as Python reads it when it is digits with an optional fraction and blanks
+        # around it (the pattern), whole and fraction taken apart in integers (a DECIMAL(38) product
+        # costs more than the rest of the line); every other form (ISO 8601, a sign, an exponent) is
+        # NULL here: a bad value, and the line is uncertain (ISO times are Python's).
         if t not in present:
             return "NULL::HUGEINT"
         st = v(t)
         whole, frac = f"split_part({st}, '.', 1)", f"split_part({st}, '.', 2)"
-        slow = (f"CASE WHEN {st} = '' THEN NULL WHEN {number(whole)} >= {_MS_THRESHOLD} THEN "
+        slow = (f"CASE WHEN {st} = '' THEN NULL WHEN NOT regexp_full_match(r_{t}, {sql_str(_EPOCH_SQL)}) THEN NULL "
+                f"WHEN {number(whole)} >= {_MS_THRESHOLD} THEN "
                 f"CASE WHEN {frac} = '' THEN {number(whole)} * 1000 END "
-                f"ELSE {number(whole)} * 1000000 + CAST(rpad(left({frac}, 6), 6, '0') AS HUGEINT) END")
-        return (f"CASE WHEN r_{t} = '' THEN NULL WHEN d_{t} < {_MS_THRESHOLD} AND "
-                f"(strpos(r_{t}, '.') = 0 OR strlen(r_{t}) - strpos(r_{t}, '.') <= 6) "
+                f"ELSE {number(whole)} * 1000000 + TRY_CAST(rpad(left({frac}, 6), 6, '0') AS HUGEINT) END")
+        return (f"CASE WHEN r_{t} = '' THEN NULL WHEN d_{t} < {_MS_THRESHOLD} AND d_{t} >= 0 AND "
+                f"starts_with(CAST(d_{t} AS VARCHAR), r_{t}) AND NOT ends_with(r_{t}, '.') "
                 f"THEN CAST(trunc(d_{t}) AS BIGINT) * 1000000 + CAST((d_{t} % 1) * 1000000 AS BIGINT) "
                 f"ELSE {slow} END")
+
+    def ascii_mapped(name: str, table: dict[str, str] | dict[str, int]) -> str:
+        # lower() of an ASCII value only (DuckDB's lower() and str.lower() differ beyond ASCII, e.g. on
+        # U+0130): a value with another character is NULL here, a bad value, and so uncertain.
+        return f"CASE WHEN strlen(r_{name}) = length(r_{name}) THEN {mapped(f'lower({v(name)})', table)} END"
 
     def lookup(x: str, table: dict[str, str] | dict[str, int]) -> str:
         # In the tables' order: the common values (tcp, udp; allow) are tested first.
@@ -584,7 +640,7 @@ def _stage_sql(scan: str, present: Collection[str]) -> str:
 
     def looked_up(name: str, table: dict[str, str]) -> str:
         # The table's keys are lower case: a raw value equal to one is its own lower() and stripped.
-        return f"coalesce({lookup(f'r_{name}', table)}, {mapped(f'lower({v(name)})', table)})"
+        return f"coalesce({lookup(f'r_{name}', table)}, {ascii_mapped(name, table)})"
 
     def address(name: str) -> str:
         return (f"CASE WHEN a_{name} THEN r_{name} ELSE {v(name)} END AS {name}, "
@@ -618,24 +674,37 @@ def _stage_sql(scan: str, present: Collection[str]) -> str:
     # A value Python would stage beyond UBIGINT makes the store's read of its staging file fail (an
     # InputError); here error() fails the scan, which the store reports the same way.
     big = " OR ".join(f"{x} > {_UBIGINT_MAX}" for x in ("t0", "t1", "bytes_n", "packets_n"))
-    ok = f"CASE WHEN {ok} THEN CASE WHEN {big} THEN error('csv value out of range') ELSE true END ELSE false END"
+    n = len(columns)
+    cs = ", ".join(f"c{k}" for k in range(n + 1))
+    line = f"concat_ws(',', {', '.join(f'c{k}' for k in range(n + 1))})"
+    others = [k for k, name in enumerate(columns) if name is None or name in ("src_workload", "dst_workload")]
+    odd = [f"contains(c{k}, '\"') OR contains(c{k}, chr(0))" for k in others]
+    odd += [f"strlen(r_{h}) <> length(r_{h})" for h in ("src_workload", "dst_workload") if h in present]
+    status = (f"CASE WHEN {ok} THEN CASE WHEN {' OR '.join(odd) if odd else 'false'} THEN '{_UNCERTAIN}' "
+              f"WHEN {big} THEN error('csv value out of range') ELSE 'OK' END "
+              f"WHEN {_uncertain(line, columns)} THEN '{_UNCERTAIN}' ELSE '{_BAD_STATUS}' END")
     pr = v("protocol")
     protocol = (f"CASE r_protocol WHEN 'tcp' THEN 6 WHEN 'udp' THEN 17 ELSE coalesce("
-                f"{mapped(f'lower({pr})', _PROTOCOLS)}, CASE WHEN {digits(pr)} THEN {number(pr)} END) END")
+                f"{ascii_mapped('protocol', _PROTOCOLS)}, CASE WHEN {digits(pr)} THEN {number(pr)} END) END")
     action = looked_up("action", _ACTIONS) if "action" in present else "'accept'"  # observed traffic
     direction = (f"CASE WHEN r_direction <> '' THEN {looked_up('direction', _DIRECTIONS)} END"
                  if "direction" in present else "NULL::VARCHAR")
     raw_rules = [f"TRY_CAST(r_{x} AS UBIGINT) AS u_{x}" for x in numbers]
     raw_rules += [f"TRY_CAST(r_{t} AS DECIMAL(18, 6)) AS d_{t}" for t in ("start", "end") if t in present]
-    raw_rules += [f"regexp_full_match(r_{a}, '{ADDRESS_PATTERN}') AS a_{a}" for a in ("src_ip", "dst_ip")]
+    raw_rules += [(f"regexp_full_match(r_{a}, '{ADDRESS_PATTERN}')" if exact_addresses else "true") + f" AS a_{a}"
+                  for a in ("src_ip", "dst_ip")]
     return f"""
+SELECT * EXCLUDE (src_ip, dst_ip, {cs}),
+  CASE WHEN log_status = '{_UNCERTAIN}' THEN {line} ELSE src_ip END AS src_ip,
+  CASE WHEN log_status <> '{_UNCERTAIN}' THEN dst_ip WHEN c{n} IS NULL THEN '0' ELSE '1' END AS dst_ip
+FROM (
 SELECT TRY_CAST(t0 AS UBIGINT) AS t_start, TRY_CAST(t1 AS UBIGINT) AS t_end, src_ip, dst_ip,
   CASE WHEN sp_n IS NOT NULL THEN TRY_CAST(sp_n AS INTEGER) WHEN NOT {ported} THEN 0 END AS src_port,
   CASE WHEN dp_n IS NOT NULL THEN TRY_CAST(dp_n AS INTEGER) ELSE 0 END AS dst_port,
   TRY_CAST(pr_n AS INTEGER) AS proto, TRY_CAST(bytes_n AS UBIGINT) AS bytes,
   TRY_CAST(packets_n AS UBIGINT) AS packets, action_n AS action, NULL::INTEGER AS tcp_flags,
   NULL::BOOLEAN AS is_reply, direction_n AS direction, src_workload, dst_workload,
-  CASE WHEN {ok} THEN 'OK' ELSE '{_BAD_STATUS}' END AS log_status, fi::INTEGER AS file_index
+  {status} AS log_status, fi::INTEGER AS file_index, {cs}
 FROM (
 SELECT *, coalesce(start_us, end_us) AS t0, coalesce(end_us, start_us) AS t1
 FROM (
@@ -646,5 +715,4 @@ SELECT *, {protocol} AS pr_n, {count('src_port')} AS sp_n, {count('dst_port')} A
 FROM (
 SELECT *, {', '.join(raw_rules)}
 FROM ({scan})
-WHERE NOT uncertain
-)))"""
+))))"""

@@ -16,12 +16,21 @@ what is the same in all of them lives here, so the rules cannot drift apart betw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import duckdb
 
 from microseg.errors import InputError
-from microseg.sources.flows import ZONE_ID, SourceFile, Staged, StagedRelation, canonical_ip, sql_str
+from microseg.sources.flows import (
+    ZONE_ID,
+    Scanned,
+    SourceFile,
+    Staged,
+    StagedRelation,
+    StagedRelationHook,
+    canonical_ip,
+    sql_str,
+)
 
 # A dotted quad without leading zeros, as ipaddress.IPv4Address accepts it.
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
@@ -106,9 +115,9 @@ def drop_both_ends(con: duckdb.DuckDBPyConnection, table: str, key: Sequence[str
     con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT e.rowid {dups})")
 
 
-def drop_after_scan(tables: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection], list[StagedRelation]]:
+def drop_after_scan(tables: Sequence[str]) -> StagedRelationHook:
     """An ``after_scan`` hook that drops the fast path's temporary tables once the store has read them."""
-    def drop(con: duckdb.DuckDBPyConnection) -> list[StagedRelation]:
+    def drop(con: duckdb.DuckDBPyConnection, _scanned: Scanned) -> list[StagedRelation]:
         drop_tables(con, tables)
         return []
     return drop
