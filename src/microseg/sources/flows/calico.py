@@ -420,8 +420,11 @@ def _is_json(src: SourceFile) -> bool:
 
 def _file_form_head(src: SourceFile) -> tuple[str | None, tuple[str, ...]] | None:
     """(header line or None, field order) of a file-form file for the fast path; None when its first
-    line is a header _stage_file_form reports as bad or with a repeated field (read in Python)."""
-    for _no, text in iter_lines(src):
+    line is a header _stage_file_form reports as bad or with a repeated field, or the file starts with
+    a byte order mark (read in Python)."""
+    for no, text in iter_lines(src):
+        if no == 1 and text.startswith("\ufeff"):
+            return None  # DuckDB drops a byte order mark; Python reads it as part of the first token
         tokens = text.split()
         if not tokens:
             continue
@@ -642,11 +645,12 @@ FROM read_json({sql_list(files)}, format='newline_delimited', records=true, colu
     columns = "{" + ", ".join(f"'f{i}': 'VARCHAR'" for i in range(n + 1)) + "}"
     values = ", ".join(f"f{where[k]} AS {k}" if k in where else f"NULL::VARCHAR AS {k}" for k in _FAST_KEYS)
     # one column more than fields: a line with more fields has it set (read_csv drops the rest); the
-    # header is the one line whose first field is startTime (the census saw to that)
+    # header is the one line whose first field is startTime (the census saw to that). nullstr: a text
+    # no field holds (a line ends there), so that NULL is a missing field only, never a token.
     return f"""SELECT [{mapping}][CAST(file_index AS BIGINT) + 1] AS fi,
   f{n - 1} IS NOT NULL AND f{n} IS NULL AS parsed, NULL::VARCHAR AS line, {values}
 FROM read_csv({sql_list(files)}, delim=' ', header=false, quote='', escape='', auto_detect=false,
-  columns={columns}, strict_mode=false, null_padding=true, nullstr='\x02\x03', ignore_errors=true,
+  columns={columns}, strict_mode=false, null_padding=true, nullstr='\n', ignore_errors=true,
   compression='{compression}')
 WHERE f0 IS DISTINCT FROM 'startTime'"""
 
