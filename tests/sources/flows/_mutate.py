@@ -28,6 +28,9 @@ PATHOLOGICAL = [
     "in", "out", "IN", "src", "dst", "ingress", "Egress", "wep", "hep", "ns", "net", "*",
     '"', '""', '"a"', "a b", "é", "\t", "inbound|80||", "outbound|80||h", "PassthroughCluster",
     "BlackHoleCluster", "......", ".AP.SF", "UAPRSF", "0x12", "SF", "S0", "OTH", "REJ", "T", "F",
+    # blanks str.strip() removes but ASCII-minded SQL may not: around digits, names and addresses
+    "5\u00a0", "\u00a05", "\u20285", "80\u3000", "\x1c443", "443\x1f", "\u00a0tcp", "tcp\u2028", "allow\u00a0",
+    "\u00a010.0.0.1", "10.0.0.1\u2029", "\u00851767548102", "1767548102\u00a0",
 ]
 
 # Beyond UBIGINT: as a byte or packet count such a value fails the whole ingest (on both paths, see
