@@ -24,10 +24,13 @@ Format facts (AWS VPC User Guide, "Flow log records" and "Flow log record exampl
   "not applicable"), a ``-`` string is read as NULL too. The same range and semantic checks apply as
   to text; a bad row is reported with its 1-based row number as the line.
 
-Parsing is DuckDB's CSV reader with typed columns (unsigned integers, so negative or oversized
-numbers are rejected with their line numbers). Rejected lines are re-read in Python: a line that
-only had a doubled space (it happens in AWS's own examples) is a valid record; anything else is a
-bad line, reported with file:line and field.
+Parsing is DuckDB's CSV reader, every column read as text; an integer field is plain ASCII digits
+within its unsigned type (leading zeros allowed), as ``_Layout.typed`` reads it (DuckDB's typed
+columns would also read '+5', '1.5', '1e3', '0x10', '1_000' and blanks around digits), and a line with
+one that is not, or with an empty field (a doubled space where a field is missing), is a bad line.
+Lines DuckDB rejects are re-read in Python: a line that only had a doubled space (it happens in AWS's
+own examples) is a valid record; anything else is a bad line, reported with file:line and field.
+Only a space separates fields: a tab or another blank is part of a field, on both paths.
 """
 
 from __future__ import annotations
@@ -190,16 +193,34 @@ SELECT {col('start')} AS t_start, {col('end')} AS t_end, {src} AS src_ip, {dst} 
   {status(col('log-status')) if status else col('log-status')} AS log_status, file_index::INTEGER AS file_index"""
 
 
+def _plain_uint_sql(x: str, sql_type: str) -> str:
+    """SQL: the text ``x`` as ``sql_type`` when _Layout.typed reads it (ASCII digits, leading zeros too, within
+    the type), else NULL. DuckDB's typed CSV columns and casts also read '+5', '1.5' (as 2), '1e3', '0x10',
+    '1_000' and blanks around the digits; the value written back is the text for the plain form, and the
+    pattern is tried only on the rare rest."""
+    n = f"TRY_CAST({x} AS {sql_type})"
+    return f"CASE WHEN CAST({n} AS VARCHAR) = {x} THEN {n} WHEN regexp_full_match({x}, '[0-9]+') THEN {n} END"
+
+
 def _staging_sql(fields: Sequence[str], files: Sequence[SourceFile], has_header: bool,
                  rejects: tuple[str, str]) -> str:
-    columns = "{" + ", ".join(f"{sql_str(f)}: {sql_str(_TYPES.get(f, 'VARCHAR'))}" for f in fields) + "}"
+    # Every column is read as text (a typed column would accept what _Layout.typed refuses, see
+    # _plain_uint_sql); the integer fields are converted below, and a line with one that does not convert
+    # gets the log-status _TYPE_BAD, which the store counts as bad and locate_bad names.
+    columns = "{" + ", ".join(f"{sql_str(f)}: 'VARCHAR'" for f in fields) + "}"
     compression = "gzip" if files[0].gzip else "none"
-    # Every typed column used below is cast by the CSV reader even when it is not otherwise needed
-    # (version etc. are VARCHAR and never checked): an unused typed column would not be validated.
-    return f"""{_select_sql(fields)}
+    ints = [(k, f) for k, f in enumerate(fields) if f in _TYPES]
+    converted = "".join(f", {_plain_uint_sql(_q(f), _TYPES[f])} AS _n{k}" for k, f in ints)
+    typed = ", ".join(f"_n{k} AS {_q(f)}" if f in _TYPES else _q(f) for k, f in enumerate(fields))
+    # An empty field is a doubled space (the Python reader collapses it and finds a field missing)
+    type_bad = " OR ".join([f"({_q(f)} IS NOT NULL AND _n{k} IS NULL)" for k, f in ints]
+                           + [f"{_q(f)} = ''" for f in fields if f not in _TYPES])
+    select = _select_sql(fields, lambda st: f"CASE WHEN _type_bad THEN {sql_str(_TYPE_BAD)} ELSE {st} END")
+    return f"""{select}
+FROM (SELECT {typed}, {type_bad} AS _type_bad, file_index FROM (SELECT *, file_index{converted}
 FROM read_csv({sql_list(files)}, delim=' ', header={'true' if has_header else 'false'}, nullstr='-',
   quote='', escape='', auto_detect=false, compression='{compression}', columns={columns},
-  store_rejects=true, rejects_table={sql_str(rejects[0])}, rejects_scan={sql_str(rejects[1])})
+  store_rejects=true, rejects_table={sql_str(rejects[0])}, rejects_scan={sql_str(rejects[1])})))
 """
 
 
@@ -299,6 +320,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
             fields, has_header = _layout(f, options)
             groups.setdefault((fields, has_header, f.gzip), []).append(f)
     layouts: dict[Path, _Layout] = {}
+    rejected: dict[Path, set[int]] = {}  # the lines DuckDB rejected (reported by _recover_rejects)
     for n, ((fields, has_header, _gz), members) in enumerate(groups.items()):
         layout = _Layout(fields)
         for m in members:
@@ -306,7 +328,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
         rejects = (f"_ms_rej_err_{n}", f"_ms_rej_scan_{n}")
         relation = StagedRelation(sql=_staging_sql(fields, members, has_header, rejects), files=members,
                                   time_unit=1, null_columns=_null_columns(fields))
-        relation.after_scan = _recover_rejects(layout, relation, rejects, staged, options)
+        relation.after_scan = _recover_rejects(layout, relation, rejects, staged, options, rejected)
         staged.relations.append(relation)
     parquet_schemas = {f.path: _parquet_schema(con, f) for f in parquet}
     by_schema: dict[tuple[tuple[str, str, str], ...], list[SourceFile]] = {}
@@ -321,7 +343,7 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     def locate_bad(src: SourceFile) -> list[BadLine]:
         if src.path in parquet_schemas:
             return _locate_bad_parquet(con, src, parquet_schemas[src.path], options.max_samples)
-        return _locate_bad(src, layouts[src.path], options.max_samples)
+        return _locate_bad(src, layouts[src.path], options.max_samples, rejected.get(src.path, set()))
 
     staged.locate_bad = locate_bad
     return staged
@@ -447,8 +469,14 @@ def _locate_bad_parquet(con: duckdb.DuckDBPyConnection, src: SourceFile, schema:
             for no, field, message, line in rows]
 
 
+def _values(text: str) -> list[str]:
+    """The fields of a line as the Python reader splits it: at spaces, doubled spaces (as in AWS's own
+    examples) collapsed. Only a space separates fields (a tab or another blank is part of a field)."""
+    return [v for v in text.split(" ") if v]
+
+
 def _recover_rejects(layout: _Layout, relation: StagedRelation, rejects: tuple[str, str], staged: Staged,
-                     options: ReaderOptions) -> StagedRelationHook:
+                     options: ReaderOptions, rejected: dict[Path, set[int]] | None = None) -> StagedRelationHook:
     def hook(con: duckdb.DuckDBPyConnection, _scanned: Scanned) -> list[StagedRelation]:
         # One row per rejected line: DuckDB may log several errors for one line.
         rows = con.execute(f"""
@@ -465,8 +493,10 @@ def _recover_rejects(layout: _Layout, relation: StagedRelation, rejects: tuple[s
         staged.cleanup.append(writer.path)
         for file_path, line, text, column, message in rows:
             path = relation.files[index[file_path]].path
+            if rejected is not None:
+                rejected.setdefault(path, set()).add(int(line))
             text = text or ""
-            values = text.split()  # collapses the doubled spaces that made DuckDB reject the line
+            values = _values(text)
             field, why = None, ""
             if len(values) != len(layout.fields):
                 field, why = "line", f"expected {len(layout.fields)} fields, found {len(values)}"
@@ -487,8 +517,10 @@ def _recover_rejects(layout: _Layout, relation: StagedRelation, rejects: tuple[s
     return hook
 
 
-def _locate_bad(src: SourceFile, layout: _Layout, max_samples: int) -> list[BadLine]:
-    """Lines DuckDB parsed but the store's checks refused (unknown action, bad address, ...)."""
+def _locate_bad(src: SourceFile, layout: _Layout, max_samples: int, rejected: set[int] | frozenset[int] = frozenset()
+                ) -> list[BadLine]:
+    """Lines DuckDB parsed but the store's checks refused (an integer field _Layout.typed refuses, unknown
+    action, bad address, ...); ``rejected``: the lines DuckDB rejected, which _recover_rejects reported."""
     out: list[BadLine] = []
     first = True
     for no, text in iter_lines(src):
@@ -498,13 +530,16 @@ def _locate_bad(src: SourceFile, layout: _Layout, max_samples: int) -> list[BadL
                 continue
         if not text.strip():
             continue
-        values = text.split(" ")
-        if len(values) != len(layout.fields):
-            continue  # DuckDB rejected it: already reported
-        typed, field, _ = layout.typed(values)
-        if field is not None:
-            continue
-        field, why = layout.check(typed)
+        if no in rejected:
+            continue  # DuckDB rejected it: _recover_rejects reported it
+        values = _values(text)
+        field: str | None
+        if len(values) != len(layout.fields):  # an empty field of DuckDB's: a doubled space
+            field, why = "line", f"expected {len(layout.fields)} fields, found {len(values)}"
+        else:
+            typed, field, why = layout.typed(values)
+            if field is None:
+                field, why = layout.check(typed)
         if field is not None:
             out.append(BadLine(file=str(src.path), line=no, field=field, message=why, text=text[:500]))
             if len(out) >= max_samples:
