@@ -204,7 +204,7 @@ def _vpc_all_rejected(layout: Any, relation: Any, rejects: tuple[str, str], stag
     put in the rejects tables, so that _recover_rejects reads the whole file in Python."""
     hook = _REAL_RECOVER(layout, relation, rejects, staged, options, *rest)
 
-    def all_rejected(con: Any) -> Any:
+    def all_rejected(con: Any, scanned: Any) -> Any:
         for table in rejects:
             con.execute(f"DROP TABLE IF EXISTS {table}")
         con.execute(f"CREATE TEMP TABLE {rejects[1]} (scan_id BIGINT, file_id BIGINT, file_path VARCHAR)")
@@ -215,7 +215,7 @@ def _vpc_all_rejected(layout: Any, relation: Any, rejects: tuple[str, str], stag
             for no, text in iter_lines(src):
                 if text and not (no == 1 and aws_vpc._header_fields(text) is not None):
                     con.execute(f"INSERT INTO {rejects[0]} VALUES (0, ?, ?, ?, NULL, 0, '')", [k, no, text])
-        return hook(con)
+        return hook(con, scanned)
     return all_rejected
 
 
