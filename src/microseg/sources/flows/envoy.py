@@ -214,7 +214,7 @@ def _int(v: Any, field: str) -> int | None:
         n = int(v)
     else:
         raise _Bad(field, f"{v!r} is not a number")
-    if n > 1 << 62:
+    if not 0 <= n <= 1 << 62:  # bytes and milliseconds: a negative JSON integer is no count either
         raise _Bad(field, f"{n} out of range")
     return n
 
