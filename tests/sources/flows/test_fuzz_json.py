@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from microseg.engine.store import FlowStore
-from microseg.sources.flows import calico, envoy, gcp, hubble, zeek
+from microseg.sources.flows import azure, calico, envoy, gcp, hubble, zeek
 from tests.conftest import SHARED
 from tests.sources.flows import _mutate_json as mj
 
@@ -340,3 +340,139 @@ def test_calico_first_line_after_a_bom_is_not_dropped(tmp_path: Path, monkeypatc
     report, rows = _one(tmp_path, monkeypatch, CASES["calico"], "\ufeff" + doc, doc)
     assert report[:3] == (2, 0, 2) and [b[1:3] for b in report[4]] == [(1, "fields"), (2, "fields")]
     assert rows == []
+
+
+# -- Azure: a blob is one JSON document --------------------------------------------------------------------
+
+TUPLE_TROUBLE = ["", "-", "0", "+5", "05", "0x10", "1_000", "\u0663", " 5", "5 ", "1e3", "1.5", "-1", "65535",
+                 "65536", "255", "256", str(2 ** 63), str(2 ** 64 - 1), str(2 ** 64), "1" + "0" * 30, "253402300799",
+                 "253402300800", "9999999999999", "10.0.0.1", "10.0.0.01", "1.2.3.04", "10.0.0.256", "2001:DB8::1",
+                 "2001:db8:0:0:0:0:0:1", "::ffff:1.2.3.4", "fe80::1%eth0", "::", "2001:db8::g", "T", "U", "t", "6",
+                 "17", "I", "O", "i", "A", "D", "B", "C", "E", "b", "X", "NX", "NX_X", "caf\u00e9", "x y"]
+
+
+def _nsg(rng: random.Random, n: int) -> dict[str, Any]:
+    tuples = []
+    for _ in range(n):
+        c = _conn(rng)
+        state = rng.choice("BCE")
+        counters = ",,," if state == "B" else f"{c['pkts']},{c['bytes']},{c['pkts'] // 2},{c['bytes'] // 3}"
+        tuples.append(f"{int(c['start'])},{c['src']},{c['dst']},{c['sport']},{c['dport']},{rng.choice('TU')},"
+                      f"{rng.choice('IO')},{'D' if c['denied'] else 'A'},{state},{counters}")
+    return {"time": _iso(1_767_225_600 + rng.random() * 86_400, 7), "systemId": "a0fca5ce",
+            "category": "NetworkSecurityGroupFlowEvent", "resourceId": "/SUBSCRIPTIONS/X/NSG",
+            "operationName": "NetworkSecurityGroupFlowEvents",
+            "properties": {"Version": 2, "flows": [{"rule": "DefaultRule_AllowInternetOutBound",
+                                                    "flows": [{"mac": f"000D3AF8{rng.randrange(9999):04d}",
+                                                               "flowTuples": tuples}]}]}}
+
+
+def _vnet(rng: random.Random, n: int) -> dict[str, Any]:
+    tuples = []
+    for _ in range(n):
+        c = _conn(rng)
+        state = "D" if c["denied"] else rng.choice("BCE")
+        counters = "0,0,0,0" if state in "BD" else f"{c['pkts']},{c['bytes']},{c['pkts'] // 2},{c['bytes'] // 3}"
+        tuples.append(f"{int(c['start'] * 1000)},{c['src']},{c['dst']},{c['sport']},{c['dport']},"
+                      f"{rng.choice((6, 17))},{rng.choice('IO')},{state},NX,{counters}")
+    return {"time": _iso(1_767_225_600 + rng.random() * 86_400, 7), "flowLogVersion": 4,
+            "flowLogGUID": "abcdef01", "macAddress": f"00224871{rng.randrange(9999):04d}",
+            "category": "FlowLogFlowEvent", "operationName": "FlowLogFlowEvent",
+            "flowRecords": {"flows": [{"aclID": "0000", "flowGroups": [{"rule": "DefaultRule_AllowInternetOutBound",
+                                                                         "flowTuples": tuples}]}]}}
+
+
+def azure_bases() -> list[dict[str, Any]]:
+    rng = random.Random(6)
+    out = [json.loads((SAMPLES / "azure" / "nsg-v2-elastic-fixture.json").read_text())]
+    out += json.loads((SAMPLES / "azure" / "vnet-flowlog-v4-msdocs.json").read_text())["records"]
+    return out + [_nsg(rng, 4) for _ in range(6)] + [_vnet(rng, 4) for _ in range(6)]
+
+
+def _mutate_tuple(rng: random.Random, text: str) -> str:
+    values = text.split(",")
+    op = rng.randrange(4)
+    if op == 0:
+        values.append(rng.choice(TUPLE_TROUBLE))  # a field more
+    elif op == 1:
+        del values[rng.randrange(len(values))]  # a field fewer
+    else:
+        values[rng.randrange(len(values))] = rng.choice(TUPLE_TROUBLE)
+    return ",".join(values)
+
+
+def _azure_record(rng: random.Random, rec: dict[str, Any]) -> Any:
+    """A record with one mutation: a tuple field (most often), or a value or key of the record."""
+    if rng.random() < 0.6:
+        rec = json.loads(json.dumps(rec))
+        groups = [g for f in rec.get("flowRecords", {}).get("flows", []) for g in f["flowGroups"]] + \
+                 [g for f in rec.get("properties", {}).get("flows", []) for g in f["flows"]]
+        tuples = rng.choice(groups)["flowTuples"]
+        i = rng.randrange(len(tuples))
+        tuples[i] = _mutate_tuple(rng, tuples[i])
+        return mj.tree(rec)
+    return mj.mutate_tree(rng, mj.tree(rec))
+
+
+def azure_blobs(rng: random.Random, n: int, per_blob: int) -> list[bytes]:
+    """``n`` blobs of ``per_blob`` records, a few of them mutated; some written at text level."""
+    every = azure_bases()
+    kinds = [[r for r in every if "flowLogVersion" not in r], [r for r in every if "flowLogVersion" in r]]
+    out = []
+    for b in range(n):
+        bases = kinds[b // 4 % 2]  # one kind a blob: a blob naming flowLogVersion is read as VNet records
+        recs = [mj.tree(rng.choice(bases)) for _ in range(per_blob)]
+        for _ in range(rng.randrange(1, 4)):
+            i = rng.randrange(per_blob)
+            recs[i] = _azure_record(rng, rng.choice(bases))
+        doc = mj.Obj([["records", recs]])
+        text = mj.dump(doc, ascii_only=rng.random() < 0.7)
+        kind = b % 4
+        if kind == 1:  # pretty-printed, one record a line, or indented
+            text = json.dumps(json.loads(text), indent=rng.choice([None, 2, 4]), ensure_ascii=False) \
+                if "\\u" not in text and "NaN" not in text and "Infinity" not in text else text
+        elif kind == 2:  # text level, on one record
+            cut = text.index('"records":[') + len('"records":[')
+            end = text.rindex("]")
+            text = text[:cut] + mj.mutate_text(rng, text[cut:end]).decode("utf-8", "surrogatepass") + text[end:]
+        elif kind == 3 and rng.random() < 0.5:
+            text = text.replace("},{", "},\r\n{") if rng.random() < 0.5 else "\ufeff" + text
+        out.append(text.encode("utf-8", "surrogatepass"))
+    return out
+
+
+AZURE = Case("azure", azure, "_prescan", "parse_tuple", azure_bases, ".json")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fuzzed_azure_blobs_read_alike_on_both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     seed: int) -> None:
+    rng = random.Random(seed)
+    blobs = azure_blobs(rng, 16, 12)
+    paths = []
+    for i, text in enumerate(blobs):
+        paths.append(tmp_path / "in" / f"blob{i}.json")
+        paths[-1].parent.mkdir(exist_ok=True)
+        paths[-1].write_bytes(text)
+    read: set[str] = set()
+    fast_path = azure._fast_path
+
+    def spy(con: Any, files: Any, options: Any) -> Any:
+        got = fast_path(con, files, options)
+        read.update(files[i].path.name for i in got.read)
+        return got
+
+    monkeypatch.setattr(azure, "_fast_path", spy)
+    fast, python, _fp, _pp = run_both(tmp_path, monkeypatch, AZURE, paths)
+    assert fast[0] == python[0]
+    assert fast[1] == python[1]
+    report = fast[0]
+    assert report[1] > 0 and report[2] > 0
+    plain = {f"blob{i}.json" for i in range(0, len(blobs), 4) if b"\\" not in blobs[i]}
+    assert len(read & plain) >= len(plain) // 2 and plain, (read, plain)  # DuckDB read most plain blobs
+    # each blob alone too: no other blob decides for it
+    for i, path in enumerate(paths[:8]):
+        d = tmp_path / f"alone{i}"
+        d.mkdir()
+        one, other, _f, _p = run_both(d, monkeypatch, AZURE, [path])
+        assert one == other
