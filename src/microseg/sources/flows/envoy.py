@@ -211,6 +211,8 @@ def _int(v: Any, field: str) -> int | None:
     if isinstance(v, int) and not isinstance(v, bool):
         n = v
     elif isinstance(v, str) and v.isascii() and v.isdigit():
+        if len(v) > 19:  # past the bound below (and int() refuses more than 4300 digits)
+            raise _Bad(field, f"{v[:40]!r} out of range")
         n = int(v)
     else:
         raise _Bad(field, f"{v!r} is not a number")
