@@ -500,3 +500,23 @@ def test_envoy_json_count_of_5000_digits_is_a_bad_line(tmp_path: Path, monkeypat
     report, rows = _one(tmp_path, monkeypatch, CASES["envoy"], json.dumps(rec), json.dumps(envoy_bases()[1]))
     assert report[1:3] == (1, 1) and [b[2] for b in report[4]] == ["bytes_sent"]
     assert len(rows) == 1
+
+
+def test_gcp_lone_surrogate_in_a_name_is_a_bad_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JSON \\udfff escape decodes to a lone surrogate: the Python reader took it as a VM name, and the
+    staging file could not encode it (UnicodeEncodeError: the ingest failed; SQL leaves escapes to Python)."""
+    good = gcp_bases()[0]
+    text = json.dumps(good).replace('"kibana"', '"kib\\udfffana"')
+    assert "\\udfff" in text
+    report, rows = _one(tmp_path, monkeypatch, CASES["gcp"], text, json.dumps(gcp_bases()[1]))
+    assert report[2] == 1 and [b[2] for b in report[4]] == ["src_instance.vm_name"]
+
+
+def test_hubble_lone_surrogate_in_a_workload_is_a_bad_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for GCP: a lone surrogate in a namespace or workload name failed the ingest at the staging file."""
+    base = hubble_bases()[-1]
+    ns = base["flow"]["source"]["namespace"]
+    text = json.dumps(base).replace(f'"namespace": "{ns}"', f'"namespace": "{ns}\\ud800"', 1)
+    assert "\\ud800" in text
+    report, rows = _one(tmp_path, monkeypatch, CASES["hubble"], text, json.dumps(hubble_bases()[-2]))
+    assert report[2] == 1 and [b[2] for b in report[4]] == ["source"]

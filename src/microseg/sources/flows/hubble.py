@@ -227,8 +227,8 @@ def _verdict(v: Any) -> str | None:
 
 
 @functools.lru_cache(maxsize=_CACHE)
-def _has_space(text: str) -> bool:
-    return any(c.isspace() for c in text)
+def _has_space(text: str) -> bool:  # or a lone surrogate (a JSON \ud800 escape): no Kubernetes name either
+    return any(c.isspace() or "\ud800" <= c <= "\udfff" for c in text)
 
 
 def _ip(v: Any, field: str) -> str:
