@@ -520,3 +520,16 @@ def test_hubble_lone_surrogate_in_a_workload_is_a_bad_line(tmp_path: Path, monke
     assert "\\ud800" in text
     report, rows = _one(tmp_path, monkeypatch, CASES["hubble"], text, json.dumps(hubble_bases()[-2]))
     assert report[2] == 1 and [b[2] for b in report[4]] == ["source"]
+
+
+@pytest.mark.parametrize("between", [b"\r\n\r", b"\r\r\n"])
+def test_hubble_record_after_cr_lf_cr_is_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  between: bytes) -> None:
+    """DuckDB splits CR LF CR and CR CR LF unlike Python (it read '"b":2} ' of '\\r{"b":2} '): the line it left
+    to Python was no line Python finds, and the record was lost, uncounted (seed 101, a CRLF file)."""
+    a, b = (json.dumps(r).encode() for r in hubble_bases()[-2:])
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(a + between + b + b"\r\n")
+    fast, python, _f, _p = run_both(tmp_path, monkeypatch, CASES["hubble"], [path])
+    assert fast == python
+    assert fast[0][:3] == (2, 2, 0)
