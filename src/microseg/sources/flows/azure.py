@@ -159,8 +159,6 @@ def _counters(values: list[str], names: tuple[str, ...]) -> tuple[int | None, in
     if not values or all(v == "" for v in values):
         return None, None
     nums = [_int(v, f, _MAX_UINT64) for v, f in zip(values, names, strict=True)]
-    if nums[0] + nums[2] > _MAX_UINT64 or nums[1] + nums[3] > _MAX_UINT64:  # the store's counters are UBIGINT
-        raise _Bad(names[0] if nums[0] + nums[2] > _MAX_UINT64 else names[1], "both directions' sum is past 2^64 - 1")
     return nums[0] + nums[2], nums[1] + nums[3]
 
 
