@@ -211,10 +211,12 @@ def _int(v: Any, field: str) -> int | None:
     if isinstance(v, int) and not isinstance(v, bool):
         n = v
     elif isinstance(v, str) and v.isascii() and v.isdigit():
+        if len(v) > 19:  # past the bound below (and int() refuses more than 4300 digits)
+            raise _Bad(field, f"{v[:40]!r} out of range")
         n = int(v)
     else:
         raise _Bad(field, f"{v!r} is not a number")
-    if n > 1 << 62:
+    if not 0 <= n <= 1 << 62:  # bytes and milliseconds: a negative JSON integer is no count either
         raise _Bad(field, f"{n} out of range")
     return n
 

@@ -196,8 +196,8 @@ def _name(v: Any, field: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=_CACHE)
-def _plain_name(text: str) -> bool:
-    return not any(c.isspace() or c == "/" for c in text)
+def _plain_name(text: str) -> bool:  # a lone surrogate (a JSON \ud800 escape) is no text: no name either
+    return not any(c.isspace() or c == "/" or "\ud800" <= c <= "\udfff" for c in text)
 
 
 def _hint(payload: dict[str, Any], side: str) -> str | None:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -227,8 +227,8 @@ def _verdict(v: Any) -> str | None:
 
 
 @functools.lru_cache(maxsize=_CACHE)
-def _has_space(text: str) -> bool:
-    return any(c.isspace() for c in text)
+def _has_space(text: str) -> bool:  # or a lone surrogate (a JSON \ud800 escape): no Kubernetes name either
+    return any(c.isspace() or "\ud800" <= c <= "\udfff" for c in text)
 
 
 def _ip(v: Any, field: str) -> str:
@@ -324,8 +324,11 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
             try:
                 if fast is None or index in fast.whole_files or index not in sql_files:
                     _stage_file(src, index, writer, staged, options)
-                elif index in fast.pending:
-                    _stage_file(src, index, writer, staged, options, fast.pending[index])
+                elif index in fast.pending and _stage_file(src, index, writer, staged, options,
+                                                           fast.pending[index]) is False:
+                    # a line DuckDB split unlike Python (CR CR LF, CR LF CR): none of its rows, all of it here
+                    con.execute(f"DELETE FROM {fast.table} WHERE file_index = {index}")
+                    _stage_file(src, index, writer, staged, options)
             except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip
                 raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
         done = True
@@ -363,11 +366,15 @@ def _starts_with_bom(src: SourceFile) -> bool:
 
 
 def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged, options: ReaderOptions,
-                only: frozenset[str] | None = None) -> None:
-    """Reads ``src`` in Python; with ``only``, just the lines of that text (the fast path read the rest)."""
-    for no, text in iter_lines(src):
-        if only is not None and text not in only:
-            continue
+                only: frozenset[str] | None = None) -> bool:
+    """Reads ``src`` in Python; with ``only``, just the lines of that text (the fast path read the rest).
+    False, with nothing read, when some text of ``only`` is no line of the file as Python reads it."""
+    lines: Iterable[tuple[int, str]] = iter_lines(src)
+    if only is not None:
+        lines = [(no, text) for no, text in lines if text in only]
+        if len({text for _no, text in lines}) != len(only):
+            return False
+    for no, text in lines:
         if not text.strip():
             continue
         try:
@@ -380,6 +387,7 @@ def _stage_file(src: SourceFile, index: int, writer: StageWriter, staged: Staged
             staged.skipped[(src.path, skip.reason)] += 1
         except _Bad as bad:
             staged.add_bad(src.path, no, bad.field, bad.message, text, options.max_samples)
+    return True
 
 
 # -- DuckDB fast path -------------------------------------------------------------------------------
