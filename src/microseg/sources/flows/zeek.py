@@ -625,7 +625,7 @@ def _plan_once(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], stag
     # the record after it, uncounted: such a batch goes to Python.
     missing = set().union(*uncertain.values())
     for fi in sorted(uncertain):
-        for _no, text, _tsv in _records(files[fi]):
+        for _no, text in iter_lines(files[fi]):
             missing.discard(text)
             if not missing:
                 break
