@@ -321,9 +321,8 @@ def outcome(store: FlowStore, paths: list[Path]) -> tuple[Any, ...]:
             sorted(map(repr, store.rows())))
 
 
-def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paths: list[Path]) -> tuple[tuple[Any, ...], set[str]]:
-    """The outcome of ``paths`` with the fast path, asserted equal to the Python reader's alone, and the
-    names of the files the fast path read."""
+def spy_fast_reads(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The names of the files the DuckDB fast path reads from now on (the set fills as ingests run)."""
     read: set[str] = set()
     fast_path = azure._fast_path
 
@@ -333,6 +332,13 @@ def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paths: list[Path
         return got
 
     monkeypatch.setattr(azure, "_fast_path", spy)
+    return read
+
+
+def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paths: list[Path]) -> tuple[tuple[Any, ...], set[str]]:
+    """The outcome of ``paths`` with the fast path, asserted equal to the Python reader's alone, and the
+    names of the files the fast path read."""
+    read = spy_fast_reads(monkeypatch)
     with FlowStore(tmp_path / "fast" / "flows.duckdb") as s:
         fast = outcome(s, paths)
     monkeypatch.setattr(azure, "_prescan", lambda src, options: None)

@@ -25,6 +25,7 @@ from microseg.errors import InputError
 from microseg.sources.flows import azure, calico, envoy, gcp, hubble, zeek
 from tests.conftest import SHARED
 from tests.sources.flows import _mutate_json as mj
+from tests.sources.flows.test_azure import spy_fast_reads
 
 SAMPLES = SHARED / "samples" / "flows"
 SEEDS = (11, 22, 33)
@@ -455,15 +456,7 @@ def test_fuzzed_azure_blobs_read_alike_on_both_paths(tmp_path: Path, monkeypatch
         paths.append(tmp_path / "in" / f"blob{i}.json")
         paths[-1].parent.mkdir(exist_ok=True)
         paths[-1].write_bytes(text)
-    read: set[str] = set()
-    fast_path = azure._fast_path
-
-    def spy(con: Any, files: Any, options: Any) -> Any:
-        got = fast_path(con, files, options)
-        read.update(files[i].path.name for i in got.read)
-        return got
-
-    monkeypatch.setattr(azure, "_fast_path", spy)
+    read = spy_fast_reads(monkeypatch)
     fast, python, _fp, _pp = run_both(tmp_path, monkeypatch, AZURE, paths)
     assert fast[0] == python[0]
     assert fast[1] == python[1]

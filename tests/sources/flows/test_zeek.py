@@ -859,11 +859,14 @@ TSV_VALUE_FORMS = ["5", " 5", "5 ", "+5", "-5", "-0", "05", "5.0", "5.", ".5", "
                    "65535", "65536", "255", "256", str(2**64 - 1), str(2**64), "99999999999999999999"]
 
 
+# One good TSV record, by field name; the value-form tests below change one field of it.
+TSV_BASE = dict(zip(FIELDS, "1767322800.250000\tC1\t10.0.0.1\t40001\t10.0.0.2\t5432\ttcp\t-\t0.500000\t-\t-\tSF\t-"
+                         "\t3\t200\t2\t1000\t(empty)".split("\t"), strict=True))
+
+
 @pytest.mark.parametrize("field", ["ts", "id.orig_p", "duration", "orig_pkts", "orig_ip_bytes"])
 def test_tsv_value_forms_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str) -> None:
-    base = dict(zip(FIELDS, "1767322800.250000\tC1\t10.0.0.1\t40001\t10.0.0.2\t5432\ttcp\t-\t0.500000\t-\t-\tSF\t-"
-                             "\t3\t200\t2\t1000\t(empty)".split("\t"), strict=True))
-    lines = ["\t".join({**base, "uid": f"V{i}", field: value}[f] for f in FIELDS)
+    lines = ["\t".join({**TSV_BASE, "uid": f"V{i}", field: value}[f] for f in FIELDS)
              for i, value in enumerate(TSV_VALUE_FORMS)]
     path = write(tmp_path, tsv(*lines), "v.log")
     fast, python = both_paths(tmp_path, monkeypatch, path)
@@ -910,9 +913,7 @@ TSV_ADDRESS_FORMS = ["10.0.0.9", "0.0.0.0", "255.255.255.255", "1.2.3.04", "256.
 @pytest.mark.parametrize("proto", ["tcp", "icmp"])
 def test_tsv_address_forms_match_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str,
                                                    proto: str) -> None:
-    base = dict(zip(FIELDS, "1767322800.250000\tC1\t10.0.0.1\t40001\t10.0.0.2\t5432\ttcp\t-\t0.500000\t-\t-\tSF\t-"
-                             "\t3\t200\t2\t1000\t(empty)".split("\t"), strict=True))
-    lines = ["\t".join({**base, "uid": f"A{i}", "proto": proto, field: value}[f] for f in FIELDS)
+    lines = ["\t".join({**TSV_BASE, "uid": f"A{i}", "proto": proto, field: value}[f] for f in FIELDS)
              for i, value in enumerate(TSV_ADDRESS_FORMS)]
     path = write(tmp_path, tsv(*lines), "a.log")
     fast, python = both_paths(tmp_path, monkeypatch, path)

@@ -87,6 +87,7 @@ from microseg.sources.flows import (
     canonical_ip,
     iter_lines,
     jsonline,
+    missing_lines,
     sql_list,
     sql_str,
 )
@@ -730,7 +731,7 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
             whole.add(int(fi))
     # A line DuckDB split unlike Python (CR CR LF, CR LF CR) is no line Python finds: the record after it
     # would be lost, uncounted; such a file is read whole in Python.
-    whole.update(i for i, texts in pending.items() if i not in whole and not _all_found(files[i], texts))
+    whole.update(i for i, texts in pending.items() if i not in whole and missing_lines([files[i]], texts))
     if skipped_lines:
         for part in parts:
             con.execute(f"DELETE FROM {part.rows} WHERE line IS NOT NULL" + (
@@ -738,16 +739,6 @@ def _scan(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], json_file
     for i in whole:
         pending.pop(i, None)
     return _Fast(tag=tag, parts=parts, whole_files=whole, pending={i: frozenset(v) for i, v in pending.items()})
-
-
-def _all_found(src: SourceFile, texts: set[str]) -> bool:
-    """Every text of ``texts`` is a line of ``src`` as Python reads it."""
-    missing = set(texts)
-    for _no, text in iter_lines(src):
-        missing.discard(text)
-        if not missing:
-            return True
-    return False
 
 
 def _insert_checked(con: duckdb.DuckDBPyConnection, parts: list[_Part], tag: str, json_keys: frozenset[str],

@@ -88,6 +88,7 @@ from microseg.sources.flows import (
     canonical_ip,
     iter_lines,
     jsonline,
+    missing_lines,
     sql_list,
     sql_str,
 )
@@ -623,15 +624,7 @@ def _plan_once(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], stag
             uncertain.setdefault(fi, set()).add(str(line))
     # A line DuckDB split unlike Python (CR CR LF, CR LF CR: DuckDB's line is none Python finds) would lose
     # the record after it, uncounted: such a batch goes to Python.
-    missing = set().union(*uncertain.values())
-    for fi in sorted(uncertain):
-        for _no, text in iter_lines(files[fi]):
-            missing.discard(text)
-            if not missing:
-                break
-        if not missing:
-            break
-    if missing:
+    if missing_lines([files[fi] for fi in sorted(uncertain)], set().union(*uncertain.values())):
         drop_tables(con, created)
         return None
     uids_sql = " UNION ALL ".join(f"(SELECT unnest(uid) AS u FROM {t} WHERE NOT ok AND uid IS NOT NULL)"
