@@ -740,24 +740,25 @@ class _Scanned:
     fids: dict[Path, int]
     skips: list[str]  # status_code i + 1 is skips[i]
 
-    def _where(self, file_indexes: Sequence[int]) -> tuple[str, str]:
-        """(the pairs (file_index, fid) as SQL VALUES, the join of _ms_groups with them)"""
-        pairs = ", ".join(f"({i}, {self.fids[self.rel.files[i].path]})" for i in sorted(set(file_indexes)))
-        return pairs, f"_ms_groups g JOIN (VALUES {pairs or '(NULL, NULL)'}) AS m(file_index, fid) USING (fid)"
+    def _pairs(self, file_indexes: Sequence[int]) -> str:
+        """(file_index, fid) of each file as SQL VALUES rows; '' for none."""
+        return ", ".join(f"({i}, {self.fids[self.rel.files[i].path]})" for i in sorted(set(file_indexes)))
 
     def aggregates(self, file_indexes: Sequence[int]) -> str:
         status = ("CASE g.status_code WHEN 0 THEN NULL "
                   + " ".join(f"WHEN {i} THEN {sql_str(x)}" for i, x in enumerate(self.skips, 1))
                   + " ELSE '(unknown)' END")
+        pairs = self._pairs(file_indexes) or "(NULL, NULL)"
         return (f"(SELECT m.file_index::INTEGER AS file_index, {status} AS status, g.src_ip, g.dst_ip "
-                f"FROM {self._where(file_indexes)[1]})")
+                f"FROM _ms_groups g JOIN (VALUES {pairs}) AS m(file_index, fid) USING (fid))")
 
     def discard(self, file_indexes: Sequence[int], status: str | None = None) -> None:
-        pairs, _ = self._where(file_indexes)
+        pairs = self._pairs(file_indexes)
         if not pairs:
             return
         only = "" if status is None else f" AND status_code = {self.skips.index(status) + 1}"
-        self.con.execute(f"DELETE FROM _ms_groups WHERE fid IN (SELECT fid FROM (VALUES {pairs}) AS m(i, fid)){only}")
+        self.con.execute(f"DELETE FROM _ms_groups WHERE fid IN "
+                         f"(SELECT fid FROM (VALUES {pairs}) AS m(file_index, fid)){only}")
 
 
 class _Tracker:
