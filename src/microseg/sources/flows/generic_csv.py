@@ -31,7 +31,9 @@ column           required aliases and values
 
 Times are epoch seconds (fractions allowed), epoch milliseconds (an integer of 12 or more digits:
 100000000000 s would be the year 5138, so the two cannot be confused for real logs) or ISO 8601
-(``2026-01-02T03:04:05.5Z``); an ISO time without a zone is read as UTC.
+(``2026-01-02T03:04:05.5Z``); an ISO time without a zone is read as UTC. A time after
+9999-12-31T23:59:59Z, or a ``bytes`` / ``packets`` count beyond 2^64 - 1, is a bad line (the store's
+limits; sums of counts beyond its BIGINT saturate there).
 
 Fail closed. A header with an unknown or repeated column, or without a required column, is an
 error for the whole file (nothing of it is read); auto-detection claims a file only when its first
