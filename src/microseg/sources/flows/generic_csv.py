@@ -629,8 +629,9 @@ def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool
         return f"CASE WHEN {value} IS NOT NULL THEN {ok} ELSE {v(name)} = '' END"
 
     def time_us(t: str) -> str:
-        # time_us for epoch numbers: at least 10^11 are milliseconds and take no fraction (NULL: bad);
-        # seconds keep six fraction digits, cut. A value as exporters print it (digits, at most six
+        # time_us for epoch numbers: at least 10^11 are milliseconds and take no fraction, nor may they
+        # be after 9999 (NULL: bad); seconds keep six fraction digits, cut (below 10^11 s: all before
+        # 9999, so the common path needs no limit). A value as exporters print it (digits, at most six
         # fraction digits) is read by one DECIMAL cast and checked by printing it back: the value is a
         # beginning of the cast's text (which has six fraction digits) and does not end at its '.'. Any
         # other is read as Python reads it when it is digits with an optional fraction and blanks
@@ -643,7 +644,7 @@ def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool
         whole, frac = f"split_part({st}, '.', 1)", f"split_part({st}, '.', 2)"
         slow = (f"CASE WHEN {st} = '' THEN NULL WHEN NOT regexp_full_match(r_{t}, {sql_str(_EPOCH_SQL)}) THEN NULL "
                 f"WHEN {number(whole)} >= {_MS_THRESHOLD} THEN "
-                f"CASE WHEN {frac} = '' THEN {number(whole)} * 1000 END "
+                f"CASE WHEN {frac} = '' AND {number(whole)} <= {_MAX_US // 1000} THEN {number(whole)} * 1000 END "
                 f"ELSE {number(whole)} * 1000000 + TRY_CAST(rpad(left({frac}, 6), 6, '0') AS HUGEINT) END")
         return (f"CASE WHEN r_{t} = '' THEN NULL WHEN d_{t} < {_MS_THRESHOLD} AND d_{t} >= 0 AND "
                 f"starts_with(CAST(d_{t} AS VARCHAR), r_{t}) AND NOT ends_with(r_{t}, '.') "
@@ -692,13 +693,13 @@ def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool
         "shape", "src_ip_ok", "dst_ip_ok", "pr_n <= 255",
         f"CASE WHEN dp_n IS NOT NULL THEN dp_n <= 65535 WHEN r_dst_port IS NULL THEN false "
         f"ELSE {v('dst_port')} = '' AND NOT {ported} END", src_port_ok,
-        empty_or("start_us", "start", _MAX_US), empty_or("end_us", "end", _MAX_US),
+        empty_or("start_us", "start"), empty_or("end_us", "end"),
         "(start_us IS NULL OR end_us IS NULL OR end_us >= start_us)",
         "action_n IS NOT NULL", empty_or("direction_n", "direction"), "src_workload_ok", "dst_workload_ok",
         empty_or("bytes_n", "bytes", _UBIGINT_MAX), empty_or("packets_n", "packets", _UBIGINT_MAX),
     ]
-    # Every value of a line these accept fits its staging type (times at most _MAX_US, counters
-    # UBIGINT), as in Python: a value beyond is a bad line on both paths, not a failed ingest.
+    # Every value of a line these accept fits its staging type (times at most _MAX_US, see time_us;
+    # counters UBIGINT), as in Python: a value beyond is a bad line on both paths, not a failed ingest.
     ok = "coalesce(" + " AND ".join(checks) + ", false)"
     n = len(columns)
     cs = ", ".join(f"c{k}" for k in range(n + 1))
