@@ -31,7 +31,9 @@ column           required aliases and values
 
 Times are epoch seconds (fractions allowed), epoch milliseconds (an integer of 12 or more digits:
 100000000000 s would be the year 5138, so the two cannot be confused for real logs) or ISO 8601
-(``2026-01-02T03:04:05.5Z``); an ISO time without a zone is read as UTC.
+(``2026-01-02T03:04:05.5Z``); an ISO time without a zone is read as UTC. A time after
+9999-12-31T23:59:59Z, or a ``bytes`` / ``packets`` count beyond 2^64 - 1, is a bad line (the store's
+limits; sums of counts beyond its BIGINT saturate there).
 
 Fail closed. A header with an unknown or repeated column, or without a required column, is an
 error for the whole file (nothing of it is read); auto-detection claims a file only when its first
@@ -65,6 +67,7 @@ import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
+    MAX_EPOCH_SECONDS,
     BadLine,
     ReaderOptions,
     Scanned,
@@ -117,6 +120,13 @@ _DIRECTIONS = {"ingress": "ingress", "inbound": "ingress", "in": "ingress",
 _EPOCH_NUMBER = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 _MS_THRESHOLD = 100_000_000_000  # 12+ digits: milliseconds (see the module docstring)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The store's limits: a time after 9999-12-31T23:59:59Z is bad there too (for the readers it aggregates
+# unchecked, per aggregate); a counter is staged as a UBIGINT (sums saturate in the store, a value that
+# does not fit fails the read of the staging file). Here each is one bad line.
+_MAX_US = MAX_EPOCH_SECONDS * 1_000_000
+_UBIGINT_MAX = (1 << 64) - 1
+_MAX_DIGITS = 20  # digits of _UBIGINT_MAX: a number of more (leading zeros aside) is out of every range
+_TOO_BIG_NUMBER = 10 ** _MAX_DIGITS  # stands for it: int() of thousands of digits is slow, past 4300 refused
 
 
 class _Bad(Exception):
@@ -169,12 +179,22 @@ def sniff(head: list[str]) -> bool:
     return header_columns(fields)[1] is None
 
 
-def _int(v: str, field: str, limit: int | None = None) -> int:
+def _shown(v: str) -> str:
+    """``v`` for a message: a hostile value may have thousands of digits."""
+    return repr(v) if len(v) <= 40 else f"{v[:30]!r}... ({len(v)} characters)"
+
+
+def _number(digits: str) -> int:
+    """int() of ASCII digits, _TOO_BIG_NUMBER for one of more than _MAX_DIGITS (leading zeros aside)."""
+    return int(digits) if len(digits.lstrip("0")) <= _MAX_DIGITS else _TOO_BIG_NUMBER
+
+
+def _int(v: str, field: str, limit: int = _UBIGINT_MAX) -> int:
     if not v.isdigit() or not v.isascii():
-        raise _Bad(field, f"{v!r} is not a non-negative integer")
-    n = int(v)
-    if limit is not None and n > limit:
-        raise _Bad(field, f"{n} is out of range (0-{limit})")
+        raise _Bad(field, f"{_shown(v)} is not a non-negative integer")
+    n = _number(v)
+    if n > limit:
+        raise _Bad(field, f"{n if n < _TOO_BIG_NUMBER else _shown(v)} is out of range (0-{limit})")
     return n
 
 
@@ -195,24 +215,30 @@ def _protocol(v: str) -> int:
 
 
 def time_us(v: str, field: str) -> int:
-    """Microseconds since the epoch of an epoch-seconds, epoch-milliseconds or ISO 8601 value."""
+    """Microseconds since the epoch of an epoch-seconds, epoch-milliseconds or ISO 8601 value, at most
+    9999-12-31T23:59:59Z (the store's limit)."""
     if m := _EPOCH_NUMBER.fullmatch(v):
         whole, frac = m.groups()
-        if int(whole) >= _MS_THRESHOLD:
+        n = _number(whole)
+        if n >= _MS_THRESHOLD:
             if frac is not None:
-                raise _Bad(field, f"{v!r}: milliseconds with a fraction")
-            return int(whole) * 1000
-        return int(whole) * 1_000_000 + int((frac or "0")[:6].ljust(6, "0"))
-    try:
-        dt = datetime.fromisoformat(v)
-    except ValueError:
-        raise _Bad(field, f"{v!r} is neither epoch seconds/milliseconds nor ISO 8601") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)  # documented: a time without a zone is UTC
-    delta = dt - _EPOCH
-    us = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-    if us < 0:
-        raise _Bad(field, f"{v!r} is before 1970")
+                raise _Bad(field, f"{_shown(v)}: milliseconds with a fraction")
+            us = n * 1000
+        else:
+            us = n * 1_000_000 + int((frac or "0")[:6].ljust(6, "0"))
+    else:
+        try:
+            dt = datetime.fromisoformat(v)
+        except ValueError:
+            raise _Bad(field, f"{_shown(v)} is neither epoch seconds/milliseconds nor ISO 8601") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)  # documented: a time without a zone is UTC
+        delta = dt - _EPOCH
+        us = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+        if us < 0:
+            raise _Bad(field, f"{v!r} is before 1970")
+    if us > _MAX_US:
+        raise _Bad(field, f"{_shown(v)} is after 9999-12-31T23:59:59Z")
     return us
 
 
@@ -258,7 +284,7 @@ def _record(values: dict[str, str], file_index: int) -> StageRow:
     return StageRow(
         t_start=start if start is not None else end, t_end=end if end is not None else start,
         src_ip=src, dst_ip=dst, src_port=sport, dst_port=dport, proto=proto,
-        bytes=_int(opt("bytes"), "bytes") if opt("bytes") else None,
+        bytes=_int(opt("bytes"), "bytes") if opt("bytes") else None,  # at most _UBIGINT_MAX
         packets=_int(opt("packets"), "packets") if opt("packets") else None,
         action=action, tcp_flags=None, is_reply=None, direction=direction,
         src_workload=_hint(opt("src_workload"), "src_workload"),
@@ -403,7 +429,6 @@ _EPOCH_SQL = f"{_BLANK}[0-9]+(\\.[0-9]+)?{_BLANK}"  # an epoch number with blank
 _UNCERTAIN = "(uncertain)"  # the log-status of the lines the scan leaves to Python (see _after_scan)
 _MAX_PENDING = 100_000  # uncertain lines of a file beyond which the file is read in Python
 _TOO_BIG = "CAST(10 ** 30 AS HUGEINT)"  # stands for any value of more than 30 digits
-_UBIGINT_MAX = 18446744073709551615
 
 
 @dataclass
@@ -583,8 +608,9 @@ def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool
     def digits(x: str) -> str:  # str.isdigit() and isascii()
         return f"regexp_full_match({x}, '[0-9]+')"
 
-    def number(x: str) -> str:  # a non-negative integer (HUGEINT; more than 30 digits: _TOO_BIG)
-        return f"CASE WHEN strlen({x}) > 30 THEN {_TOO_BIG} ELSE TRY_CAST({x} AS HUGEINT) END"
+    def number(x: str) -> str:  # _number(): a non-negative integer (HUGEINT), of more than 30 digits
+        # (leading zeros aside, as int() reads them) _TOO_BIG; both are beyond every limit checked.
+        return f"CASE WHEN strlen(ltrim({x}, '0')) > 30 THEN {_TOO_BIG} ELSE TRY_CAST({x} AS HUGEINT) END"
 
     def count(name: str) -> str:
         # int() of the stripped value when it is str.isdigit(), else NULL. A number as exporters print it
@@ -595,15 +621,17 @@ def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool
         return (f"CASE WHEN CAST(u_{name} AS VARCHAR) = r_{name} THEN CAST(u_{name} AS HUGEINT) "
                 f"WHEN {digits(st)} THEN {number(st)} END")
 
-    def empty_or(value: str, name: str) -> str:
-        # The check of an optional column: a value that reads, or nothing (blanks only).
+    def empty_or(value: str, name: str, limit: int | None = None) -> str:
+        # The check of an optional column: a value that reads (at most ``limit``), or nothing (blanks only).
         if name not in present:
             return "true"
-        return f"CASE WHEN {value} IS NOT NULL THEN true ELSE {v(name)} = '' END"
+        ok = "true" if limit is None else f"{value} <= {limit}"
+        return f"CASE WHEN {value} IS NOT NULL THEN {ok} ELSE {v(name)} = '' END"
 
     def time_us(t: str) -> str:
-        # time_us for epoch numbers: at least 10^11 are milliseconds and take no fraction (NULL: bad);
-        # seconds keep six fraction digits, cut. A value as exporters print it (digits, at most six
+        # time_us for epoch numbers: at least 10^11 are milliseconds and take no fraction, nor may they
+        # be after 9999 (NULL: bad); seconds keep six fraction digits, cut (below 10^11 s: all before
+        # 9999, so the common path needs no limit). A value as exporters print it (digits, at most six
         # fraction digits) is read by one DECIMAL cast and checked by printing it back: the value is a
         # beginning of the cast's text (which has six fraction digits) and does not end at its '.'. Any
         # other is read as Python reads it when it is digits with an optional fraction and blanks
@@ -616,7 +644,7 @@ def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool
         whole, frac = f"split_part({st}, '.', 1)", f"split_part({st}, '.', 2)"
         slow = (f"CASE WHEN {st} = '' THEN NULL WHEN NOT regexp_full_match(r_{t}, {sql_str(_EPOCH_SQL)}) THEN NULL "
                 f"WHEN {number(whole)} >= {_MS_THRESHOLD} THEN "
-                f"CASE WHEN {frac} = '' THEN {number(whole)} * 1000 END "
+                f"CASE WHEN {frac} = '' AND {number(whole)} <= {_MAX_US // 1000} THEN {number(whole)} * 1000 END "
                 f"ELSE {number(whole)} * 1000000 + TRY_CAST(rpad(left({frac}, 6), 6, '0') AS HUGEINT) END")
         return (f"CASE WHEN r_{t} = '' THEN NULL WHEN d_{t} < {_MS_THRESHOLD} AND d_{t} >= 0 AND "
                 f"starts_with(CAST(d_{t} AS VARCHAR), r_{t}) AND NOT ends_with(r_{t}, '.') "
@@ -668,12 +696,11 @@ def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool
         empty_or("start_us", "start"), empty_or("end_us", "end"),
         "(start_us IS NULL OR end_us IS NULL OR end_us >= start_us)",
         "action_n IS NOT NULL", empty_or("direction_n", "direction"), "src_workload_ok", "dst_workload_ok",
-        empty_or("bytes_n", "bytes"), empty_or("packets_n", "packets"),
+        empty_or("bytes_n", "bytes", _UBIGINT_MAX), empty_or("packets_n", "packets", _UBIGINT_MAX),
     ]
+    # Every value of a line these accept fits its staging type (times at most _MAX_US, see time_us;
+    # counters UBIGINT), as in Python: a value beyond is a bad line on both paths, not a failed ingest.
     ok = "coalesce(" + " AND ".join(checks) + ", false)"
-    # A value Python would stage beyond UBIGINT makes the store's read of its staging file fail (an
-    # InputError); here error() fails the scan, which the store reports the same way.
-    big = " OR ".join(f"{x} > {_UBIGINT_MAX}" for x in ("t0", "t1", "bytes_n", "packets_n"))
     n = len(columns)
     cs = ", ".join(f"c{k}" for k in range(n + 1))
     line = f"concat_ws(',', {', '.join(f'c{k}' for k in range(n + 1))})"
@@ -681,7 +708,7 @@ def _stage_sql(scan: str, columns: tuple[str | None, ...], exact_addresses: bool
     odd = [f"contains(c{k}, '\"') OR contains(c{k}, chr(0))" for k in others]
     odd += [f"strlen(r_{h}) <> length(r_{h})" for h in ("src_workload", "dst_workload") if h in present]
     status = (f"CASE WHEN {ok} THEN CASE WHEN {' OR '.join(odd) if odd else 'false'} THEN '{_UNCERTAIN}' "
-              f"WHEN {big} THEN error('csv value out of range') ELSE 'OK' END "
+              "ELSE 'OK' END "
               f"WHEN {_uncertain(line, columns)} THEN '{_UNCERTAIN}' ELSE '{_BAD_STATUS}' END")
     pr = v("protocol")
     protocol = (f"CASE r_protocol WHEN 'tcp' THEN 6 WHEN 'udp' THEN 17 ELSE coalesce("
