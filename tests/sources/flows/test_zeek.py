@@ -1040,3 +1040,63 @@ def test_a_refused_address_is_located_without_parsing_every_line(tmp_path: Path,
     assert [(b.line, b.field, b.message) for b in report.bad_samples] == [
         (8 + 31, "id.orig_h", "'10.0.0.999' is not an IP address")]
     assert [rec["uid"] for rec in parsed] == ["L30"]
+
+
+# A Zeek log's numbers are ASCII. Python's \d and int() also take other Unicode digits ("\u0661" is 1 to both):
+# such a value is a bad line on both paths (SQL leaves a non-ASCII line to the Python parser, which refuses it).
+ARABIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+
+
+def test_tsv_non_ascii_digits_are_bad_lines_on_both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def line(uid: str, field: str, value: str) -> str:
+        return "\t".join({**TSV_BASE, "uid": uid, field: value}[f] for f in FIELDS)
+
+    path = write(tmp_path, tsv(
+        line("A1", "ts", "1767322800.250000".translate(ARABIC)),  # 9: epoch seconds, every digit Arabic-Indic
+        line("A2", "ts", "1767322800.25\u0660"),  # 10: one digit of the fraction
+        line("A3", "ts", "2026-01-02T03:00:00.25Z".translate(ARABIC)),  # 11: ISO
+        line("A4", "ts", "2026-01-02T03:00:0\u0660Z"),  # 12: ISO, one digit
+        line("A5", "duration", "0.5".translate(ARABIC)),  # 13
+        line("A6", "duration", "\u0661"),  # 14: a whole number
+        line("A7", "orig_pkts", "\u0663"),  # 15: a count (str.isdigit and int() take it too)
+        line("A8", "id.orig_p", "4000\u0661"),  # 16: a port
+        line("A9", "ts", "1767322800.250000"),  # 17: the same record in ASCII: read
+    ), "digits.log")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast == python
+    report, got = fast
+    assert report[:4] == (9, 1, 8, {})
+    assert [(line, field) for _, line, field, _, _ in report[4]] == [
+        (9, "ts"), (10, "ts"), (11, "ts"), (12, "ts"), (13, "duration"), (14, "duration"), (15, "orig_pkts"),
+        (16, "id.orig_p")]
+    assert sum(v[0] for v in got.values()) == 1
+
+
+def _nested(text: str) -> str:
+    """The record of JSON line ``text`` with its ``id.*`` fields in a nested ``id`` object, as UTF-8."""
+    rec = json.loads(text)
+    ident = {k[3:]: rec.pop(k) for k in list(rec) if k.startswith("id.")}
+    return json.dumps({**rec, "id": ident}, ensure_ascii=False)
+
+
+def test_json_non_ascii_digits_are_bad_lines_on_both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [
+        json.dumps(_conn(uid="U1", ts="1767322800.25".translate(ARABIC))),  # 1: epoch seconds as a string
+        json.dumps(_conn(uid="U2", ts="2026-01-02T03:00:00.25Z".translate(ARABIC))),  # 2: ISO
+        json.dumps(_conn(uid="U3", ts="2026-01-02T03:00:00.2\u0665Z")),  # 3: ISO, one digit of the fraction
+        json.dumps(_conn(uid="U4", duration="0.5".translate(ARABIC))),  # 4: duration as a string
+        json.dumps(_conn(uid="U5", orig_pkts="\u0663")),  # 5: a count as a string
+        json.dumps(_conn(uid="U6", **{"id.resp_p": "5432".translate(ARABIC)})),  # 6: a port as a string
+        json.dumps(_conn(uid="U7", ts="2026-01-02T03:00:00.25Z", duration="0.5")),  # 7: ASCII: read
+    ]
+    # The digits escaped ("\u0661": a backslash) or as UTF-8 on a flat line: SQL hands the batch to Python; on
+    # lines with a nested id (not flat), the fast path reads the file and Python those lines one by one.
+    variants = {"escaped": lines, "utf8": [json.dumps(json.loads(t), ensure_ascii=False) for t in lines],
+                "nested": [*map(_nested, lines[:6]), lines[6]]}
+    for name, text in variants.items():
+        fast, python, plans = _json_cases(tmp_path, monkeypatch, text, f"digits-{name}.json")
+        assert len(plans) == 1 and (plans[0] is None) == (name != "nested")  # the fast path was taken
+        assert fast == python
+        assert fast[0][:4] == (7, 1, 6, {})
+        assert [(line, field) for line, field, _ in fast[0][4]] == [
+            (1, "ts"), (2, "ts"), (3, "ts"), (4, "duration"), (5, "orig_pkts"), (6, "id.resp_p")]
