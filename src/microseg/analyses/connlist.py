@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from microseg.analyses.conndiff import Kind, PairChange, render_connections, semantic_diff
+from microseg.ir.intervals import address_text
 from microseg.ir.model import PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import Connections
 from microseg.sources.deployed import admin_netpol, kubernetes
@@ -147,10 +148,10 @@ def connection_list(workloads: Sequence[Workload], netpols: Sequence[kubernetes.
     for role, points, into in (("from", ingress_points, sources), ("to", egress_points, destinations)):
         for v, lo, hi in _ranges(points, versions):
             first, last = _address(v, lo), _address(v, hi)
-            display = f"{first}-{last}[{EXTERNAL_KIND}]"
+            display = f"{address_text(first)}-{address_text(last)}[{EXTERNAL_KIND}]"
             internal = f"{role}:{display}"
             universe.append(admin_netpol.external_workload(internal, first, last))
-            peers[display] = Peer(display, EXTERNAL_KIND, first=str(first), last=str(last))
+            peers[display] = Peer(display, EXTERNAL_KIND, first=address_text(first), last=address_text(last))
             internal_to_display[internal] = display
             into.append(internal)
     points = ingress_points | egress_points
@@ -209,7 +210,7 @@ def merge_adjacent_ranges(changes: Sequence[PairChange], peers: Mapping[str, Pee
             else:
                 merged.append((v, lo, hi))
         for v, lo, hi in merged:
-            name = f"{_address(v, lo)}-{_address(v, hi)}[{EXTERNAL_KIND}]"
+            name = f"{address_text(_address(v, lo))}-{address_text(_address(v, hi))}[{EXTERNAL_KIND}]"
             pair = (name, other) if side == "source" else (other, name)
             kept.append(PairChange(kind, pair[0], pair[1], before, after, note))
     return tuple(sorted(kept, key=PairChange.sort_key))

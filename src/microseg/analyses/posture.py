@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from microseg.ir.intervals import address_text, network_text
 from microseg.ir.model import PortRange, Protocol, Severity, Workload, WorkloadKind
 from microseg.ir.semantics import Connections
 from microseg.sources.deployed.kubernetes import (
@@ -244,15 +245,15 @@ class _Atom:
     @property
     def name(self) -> str:
         cls = ipaddress.IPv4Address if self.version == 4 else ipaddress.IPv6Address
-        return f"ip:{cls(self.lo)}-{cls(self.hi)}"
+        return f"ip:{address_text(cls(self.lo))}-{address_text(cls(self.hi))}"
 
     def workload(self) -> Workload:
         """An external workload standing for exactly this piece of the address space."""
         if self.version == 4:
-            nets = [str(n) for n in ipaddress.summarize_address_range(ipaddress.IPv4Address(self.lo),
+            nets = [network_text(n) for n in ipaddress.summarize_address_range(ipaddress.IPv4Address(self.lo),
                                                                       ipaddress.IPv4Address(self.hi))]
         else:
-            nets = [str(n) for n in ipaddress.summarize_address_range(ipaddress.IPv6Address(self.lo),
+            nets = [network_text(n) for n in ipaddress.summarize_address_range(ipaddress.IPv6Address(self.lo),
                                                                       ipaddress.IPv6Address(self.hi))]
         return Workload(name=self.name, kind=WorkloadKind.EXTERNAL, addresses=tuple(nets))
 

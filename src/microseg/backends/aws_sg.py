@@ -90,6 +90,7 @@ from microseg.backends._firewall import (
 )
 from microseg.backends.base import Mode, check_mode, reject_l7
 from microseg.errors import UnsupportedFeature
+from microseg.ir.intervals import network_text
 from microseg.ir.model import AllowRule, Policy, Protocol, Workload
 from microseg.ir.semantics import ALL_PORTS
 
@@ -180,7 +181,7 @@ class _Compiler:
     def peers(self, w: Workload, rule: AllowRule) -> list[tuple[PeerKey, Net | None]]:
         if w.name in self.groups:
             return [(("sg", self.groups[w.name]), None)]
-        return [(("cidr", str(n)), n) for n in peer_networks(w, TARGET, rule.id)]
+        return [(("cidr", network_text(n)), n) for n in peer_networks(w, TARGET, rule.id)]
 
     def protos(self, rule: AllowRule, net: Net | None) -> list[ProtoKey]:
         if rule.protocol == Protocol.ICMP:

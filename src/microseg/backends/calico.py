@@ -87,6 +87,7 @@ from microseg.backends._k8s_common import dump_yaml as _dump
 from microseg.backends._k8s_common import md as _md
 from microseg.backends.base import Mode, check_mode, reject_l7
 from microseg.errors import MicrosegError
+from microseg.ir.intervals import network_text
 from microseg.ir.model import AllowRule, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 
 TARGET = "calico"
@@ -171,10 +172,10 @@ class _Compiler:
             nets = [n for n, _ in blocks if version is None or n.version == version]
             if not nets:
                 continue
-            entity = {"nets": [str(n) for n in nets]}
+            entity = {"nets": [network_text(n) for n in nets]}
             excepts = sorted({e for n, es in blocks for e in es if n in nets}, key=net_key)
             if excepts:
-                entity["notNets"] = [str(e) for e in excepts]
+                entity["notNets"] = [network_text(e) for e in excepts]
             out.append((version, entity))
         return out
 

@@ -107,6 +107,7 @@ from microseg.backends._k8s_common import dump_yaml as _dump
 from microseg.backends._k8s_common import md as _md
 from microseg.backends.base import Mode, check_mode
 from microseg.errors import MicrosegError, UnsupportedFeature
+from microseg.ir.intervals import network_text
 from microseg.ir.model import AllowRule, HttpMatch, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges
 
@@ -192,9 +193,9 @@ class _Compiler:
                                          "egress only, with toFQDNs, and the peer has no addresses)", rule.id)
             if p.addresses or not p.fqdns:
                 for net, excepts in cidr_blocks(TARGET, p, rule.id):
-                    entry: Doc = {"cidr": str(net)}
+                    entry: Doc = {"cidr": network_text(net)}
                     if excepts:
-                        entry["except"] = [str(e) for e in excepts]
+                        entry["except"] = [network_text(e) for e in excepts]
                     cidrs[canon(entry)] = entry
         prefix = "from" if side == "ingress" else "to"
         groups: list[Doc] = []

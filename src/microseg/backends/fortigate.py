@@ -73,6 +73,7 @@ from microseg.backends._firewall import (
 )
 from microseg.backends.base import Mode, check_mode
 from microseg.errors import MicrosegError
+from microseg.ir.intervals import network_text
 from microseg.ir.model import Policy, PortRange, Protocol
 
 TARGET = "fortigate"
@@ -248,7 +249,7 @@ class _Compiler:
                             if net.version == 4:
                                 block.line(f"set subnet {net.network_address} {net.netmask}")
                             else:
-                                block.line(f"set ip6 {net}")
+                                block.line(f"set ip6 {network_text(net)}")
                             block.line(f"set comment {q(safe_text('microseg ' + wname, _MAX_COMMENT))}")
         for fam, table in ((self.v4, "addrgrp"), (self.v6, "addrgrp6")):
             if fam.groups:

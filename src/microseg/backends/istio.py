@@ -120,6 +120,7 @@ import yaml
 
 from microseg.backends.base import Mode, check_mode, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
+from microseg.ir.intervals import network_text
 from microseg.ir.model import (
     AllowRule,
     HttpMatch,
@@ -628,9 +629,9 @@ def _ip_source(w: Workload, rule_id: str) -> list[Doc]:
         return []
     # Exceptions that overlap no block change nothing; leave them out.
     relevant = sorted((e for e in excepts if any(_within(e, b) or _within(b, e) for b in blocks)), key=_net_key)
-    source: Doc = {"ipBlocks": [str(b) for b in blocks]}
+    source: Doc = {"ipBlocks": [network_text(b) for b in blocks]}
     if relevant:
-        source["notIpBlocks"] = [str(e) for e in relevant]
+        source["notIpBlocks"] = [network_text(e) for e in relevant]
     return [{"source": source}]
 
 

@@ -72,6 +72,7 @@ from microseg.backends._k8s_common import dump_yaml as _dump
 from microseg.backends._k8s_common import md as _md
 from microseg.backends.base import Mode, check_mode, reject_l7, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
+from microseg.ir.intervals import network_text
 from microseg.ir.model import AllowRule, JustificationKind, Policy, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges
 
@@ -408,10 +409,10 @@ def _ip_blocks(w: Workload, rule_id: str) -> list[tuple[Net, Doc]]:
         if any(_within(net, e) for e in same):
             continue  # the whole CIDR is excepted: it contributes no address
         inside = [e for e in same if _within(e, net)]
-        block: Doc = {"cidr": str(net)}
+        block: Doc = {"cidr": network_text(net)}
         if inside:
             # "except values will be rejected if they are outside the cidr range" (IPBlock API).
-            block["except"] = [str(e) for e in sorted(set(inside), key=_net_key)]
+            block["except"] = [network_text(e) for e in sorted(set(inside), key=_net_key)]
         blocks.append((net, block))
     return blocks
 

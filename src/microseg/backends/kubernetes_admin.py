@@ -80,6 +80,7 @@ from microseg.backends._k8s_common import dump_yaml as _dump
 from microseg.backends._k8s_common import md as _md
 from microseg.backends.base import Mode, check_mode, reject_l7
 from microseg.errors import MicrosegError, UnsupportedFeature
+from microseg.ir.intervals import network_text
 from microseg.ir.model import AllowRule, Guardrail, Policy, PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import guardrail_applies, merge_ranges
 
@@ -154,7 +155,7 @@ class _Compiler:
                 pods[canon(peer)] = peer
             elif side == "egress":
                 for net, excepts in cidr_blocks(TARGET, w, rule_id):
-                    nets.update(str(n) for n in _minus(net, excepts))
+                    nets.update(network_text(n) for n in _minus(net, excepts))
         out = [pods[k] for k in sorted(pods)]
         ordered = sorted(nets, key=_net_sort)
         out += [{"networks": ordered[i:i + MAX_NETWORKS]} for i in range(0, len(ordered), MAX_NETWORKS)]

@@ -99,7 +99,7 @@ from dataclasses import dataclass
 
 from microseg.backends.base import Mode, check_mode, reject_l7, reject_names_only
 from microseg.errors import MicrosegError, UnsupportedFeature
-from microseg.ir.intervals import Interval, merge, subtract
+from microseg.ir.intervals import Interval, address_text, merge, network_text, subtract
 from microseg.ir.model import AllowRule, JustificationKind, Policy, PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import merge_ranges
 
@@ -207,7 +207,7 @@ def _elements(version: int, intervals: Sequence[Interval]) -> list[str]:
     for a, b in intervals:
         for net in ipaddress.summarize_address_range(addr(a), addr(b)):
             # nft prints a single address without its /32 or /128; so do we.
-            out.append(str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net))
+            out.append(address_text(net.network_address) if net.prefixlen == net.max_prefixlen else network_text(net))
     return out
 
 

@@ -72,6 +72,7 @@ from microseg.backends._firewall import (
 )
 from microseg.backends.base import Mode, check_mode
 from microseg.errors import MicrosegError
+from microseg.ir.intervals import network_text
 from microseg.ir.model import Policy, PortRange, Protocol
 
 TARGET = "panos"
@@ -211,7 +212,7 @@ class _Compiler:
             lines.append(f"set tag {OBSERVE_TAG} comments {quote('microseg observe mode: logs what enforce denies')}")
         lines += [f"set zone {self.zones[z]} network layer3 [ ]" for z in self.plan.zones]
         for name, net, wname in self.book.objects:
-            lines.append(f"set address {name} ip-netmask {net} tag {members([TAG])} "
+            lines.append(f"set address {name} ip-netmask {network_text(net)} tag {members([TAG])} "
                          f"description {quote(safe_text('microseg ' + wname, _MAX_DESCRIPTION))}")
         for name, member_names, wname in self.book.groups:
             lines.append(f"set address-group {name} static {members(member_names)} tag {members([TAG])} "

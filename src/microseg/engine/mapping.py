@@ -57,6 +57,7 @@ from microseg.engine import job
 from microseg.engine.job import BINDING_CONFLICT, NO_TIME, TIME_AMBIGUOUS, Lookup
 from microseg.engine.store import FlowStore
 from microseg.errors import InputError
+from microseg.ir.intervals import address_text
 from microseg.ir.model import AddressBinding, Edge, Frozen, Inventory, Protocol, WorkloadKind
 
 INTERNET = "external:internet"
@@ -109,7 +110,7 @@ def _utc(t: datetime | None) -> datetime | None:
 
 def _norm_ip(b: AddressBinding) -> str:
     try:
-        return str(ipaddress.ip_address(b.ip.strip()))
+        return address_text(ipaddress.ip_address(b.ip.strip()))  # as the flow store writes it (canonical_ip)
     except ValueError:
         raise InputError(f"binding of {b.workload!r} has an invalid address {b.ip!r}", file=b.source or None,
                          field="ip") from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -384,7 +383,7 @@ def test_malformed_addresses_are_bad_lines_with_line_and_field(store: FlowStore,
     assert report.bad_samples[0].message == "'999.1.1.1' is not an IP address"
     assert report.bad_samples[2].message == "'010.0.0.2' is not an IP address"
     assert {(r["src_ip"], r["dst_ip"]) for r in store.rows()} == {
-        ("fe80::1%eth0", "10.0.0.2"), (str(ipaddress.ip_address("::ffff:10.0.0.1")), "10.0.0.2"),
+        ("fe80::1%eth0", "10.0.0.2"), ("::ffff:10.0.0.1", "10.0.0.2"),
         ("10.0.0.1", "10.0.0.2")}
 
 

@@ -6,7 +6,6 @@ No shared sample exists for this format (it is our own documented layout): the f
 from __future__ import annotations
 
 import gzip
-import ipaddress
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -392,4 +391,4 @@ def test_malformed_addresses_are_bad_lines_on_both_paths(tmp_path: Path, monkeyp
         (2, "src_ip"), (3, "src_ip"), (4, "dst_ip"), (7, "src_ip"), (8, "dst_ip")]
     assert samples[2][2] == "'010.0.0.2' is not an IP address"
     assert got == sorted([("10.0.0.1", "10.0.0.2", 1), ("fe80::1%eth0", "10.0.0.2", 1),
-                          (str(ipaddress.ip_address("::ffff:10.0.0.1")), "10.0.0.2", 1)])
+                          ("::ffff:10.0.0.1", "10.0.0.2", 1)])

@@ -524,4 +524,4 @@ def test_ipv6_lines_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.Monke
     assert report[:3] == (10, 5, 5)
     assert [line for _path, line, _field, _message, _text in report[4]] == [7, 8, 9, 10, 11]
     assert {(k[1], k[2]) for k in rows} >= {("2001:db8::1", "2001:db8::2"), ("2001:db8::1", "::"), ("::1", "1::"),
-                                           ("::ffff:a00:1", "64:ff9b::c000:221"), ("fe80::1%eth0", "ff02::1")}
+                                           ("::ffff:10.0.0.1", "64:ff9b::c000:221"), ("fe80::1%eth0", "ff02::1")}

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from microseg.errors import InputError
-from microseg.ir.intervals import Span
+from microseg.ir.intervals import Span, network_text
 from microseg.ir.model import PortRange, Protocol, Workload, WorkloadKind
 from microseg.ir.semantics import Connections
 from microseg.sources.deployed import kubernetes as k8s
@@ -559,7 +559,7 @@ def connectivity(netpols: Sequence[k8s.NetPol], admin: Sequence[AdminPolicy], wo
 def external_workload(name: str, first: ipaddress.IPv4Address | ipaddress.IPv6Address,
                       last: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Workload:
     """An external peer covering the address range ``first``-``last``."""
-    nets = [str(n) for n in ipaddress.summarize_address_range(first, last)]
+    nets = [network_text(n) for n in ipaddress.summarize_address_range(first, last)]
     return Workload(name=name, kind=WorkloadKind.EXTERNAL, addresses=tuple(nets))
 
 

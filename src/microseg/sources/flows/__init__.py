@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import duckdb
 
 from microseg.errors import InputError
+from microseg.ir.intervals import address_text
 from microseg.ir.model import Frozen
 
 # The staging contract: name -> DuckDB type, in this order.
@@ -324,8 +325,9 @@ _ZONE_ID = re.compile(ZONE_ID)
 
 @functools.lru_cache(maxsize=1 << 16)  # a log names the same few thousand addresses millions of times
 def canonical_ip(text: str) -> str | None:
-    """``text`` as ``ipaddress`` writes it (RFC 5952 for IPv6); None when it is not an address (or names
-    a zone that is not :data:`ZONE_ID`). The one address rule of every reader and of the store."""
+    """``text`` as ``ipaddress`` writes it (RFC 5952 for IPv6), IPv4-mapped IPv6 as ``::ffff:192.0.2.1`` on
+    every Python version (:func:`~microseg.ir.intervals.address_text`); None when it is not an address (or
+    names a zone that is not :data:`ZONE_ID`). The one address rule of every reader and of the store."""
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -333,7 +335,7 @@ def canonical_ip(text: str) -> str | None:
     zone = getattr(ip, "scope_id", None)
     if zone is not None and not _ZONE_ID.fullmatch(zone):
         return None
-    return str(ip)
+    return address_text(ip)
 
 
 def sql_str(text: str) -> str:

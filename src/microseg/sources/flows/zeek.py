@@ -117,8 +117,9 @@ _PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
 _ICMP = frozenset({1, 58})
 _PORTED = frozenset({6, 17, 132})
 _REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "conn_state")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
+# A Zeek log's numbers are ASCII: re.ASCII, since \d (and int()) would take other digits too ("\u0661" is 1).
+_NUMBER = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
+_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", re.ASCII)
 _MILLIS_FROM = 10**11  # an integer ts at least this large is JSON::TS_MILLIS (see the docstring)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -211,10 +212,10 @@ def _count(v: Any, field: str) -> int | None:
         return None
     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
         return v
-    if isinstance(v, str) and v.isdigit():
+    if isinstance(v, str) and v.isascii() and v.isdigit():  # ASCII: int() reads other digits too ("\u0661")
         try:
             return int(v)
-        except ValueError:  # a digit int() does not read ("²"), or more than 4300 of them
+        except ValueError:  # more than 4300 digits
             pass
     raise _Bad(field, f"{v[:40] if isinstance(v, str) else v!r} is not a count")
 
@@ -475,8 +476,8 @@ def _locate_bad(src: SourceFile, done_lines: dict[Path, set[int]], max_samples: 
 #   concatenated): the whole batch is read in Python (rare; exact order for duplicates); JSON files
 #   have their own SQL (_json_sql) and rules, below;
 # - every other line, line by line: bad ones (Python names line and field), and the ones SQL cannot
-#   judge: non-ASCII text (Python's str.isdigit and \d accept other digits), ISO ``ts`` values, leading
-#   zeros, counts of more than 18 digits;
+#   judge: non-ASCII text (Python reads it; in a number it is bad: a Zeek log's digits are ASCII), ISO
+#   ``ts`` values, leading zeros, counts of more than 18 digits;
 # - addresses are not judged line by line: the store judges every distinct address after aggregation with
 #   canonical_ip - the Python parser's own rule (_ip), on the same text - and writes IPv6 as it writes them.
 #   An address it refuses makes its aggregates' records bad lines (a line whose other fields are all good

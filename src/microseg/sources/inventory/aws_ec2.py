@@ -52,6 +52,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from microseg.errors import InputError
+from microseg.ir.intervals import address_text
 from microseg.ir.model import AddressBinding, Workload, WorkloadKind
 from microseg.sources.inventory.native import Located, NativeResult, sort_networks
 from microseg.sources.yamlpos import Document, NodePath, format_path
@@ -163,7 +164,7 @@ class _Reader:
         if not value:
             return None
         try:
-            return str(ipaddress.ip_address(value))
+            return address_text(ipaddress.ip_address(value))
         except ValueError:
             raise self.error((*path, key), f"{value!r} is not an IP address") from None
 

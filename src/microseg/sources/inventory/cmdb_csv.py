@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from microseg.errors import InputError
+from microseg.ir.intervals import address_text, network_text
 from microseg.ir.model import AddressBinding, Workload, WorkloadKind
 from microseg.sources.inventory.aws_ec2 import safe_label_key
 from microseg.sources.inventory.native import Located, NativeResult, sort_networks
@@ -147,7 +148,7 @@ def _host(cells: dict[str, str], error: _ErrorAt) -> Workload:
         if not raw:
             continue
         try:
-            ips.append(str(ipaddress.ip_address(raw)))
+            ips.append(address_text(ipaddress.ip_address(raw)))
         except ValueError:
             raise error("ip", f"{raw!r} is not an IP address") from None
     if not ips:
@@ -165,8 +166,8 @@ def _host(cells: dict[str, str], error: _ErrorAt) -> Workload:
         if outside:
             # A CMDB that disagrees with itself is a stale row; which half is wrong is a guess.
             raise error("ip", f"{', '.join(outside)} not in subnet {net}")
-        labels["subnet"] = str(net)
-        location.append(str(net))
+        labels["subnet"] = network_text(net)
+        location.append(network_text(net))
     vlan = cells.get("vlan", "")
     if vlan:
         if not vlan.isdigit() or not 1 <= int(vlan) <= 4094:

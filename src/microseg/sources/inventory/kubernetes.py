@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from microseg.errors import InputError
+from microseg.ir.intervals import address_text
 from microseg.ir.model import AddressBinding, Label, ListenPort, Protocol, Workload, WorkloadKind
 from microseg.sources.yamlpos import Document, NodePath, format_path
 
@@ -262,7 +263,7 @@ class _Node:
     def ip(self) -> str:
         text = self.required_string()
         try:
-            return str(ipaddress.ip_address(text))
+            return address_text(ipaddress.ip_address(text))
         except ValueError:
             raise self.error(f"not an IP address: {text!r}") from None
 
@@ -846,7 +847,7 @@ class KubernetesReader:
             if ips and svc.type != "ExternalName":
                 if len(matches) == 1:
                     source = f"{svc.origin.file}#service {ns}/{name}"
-                    bindings.extend(AddressBinding(ip=str(ipaddress.ip_address(ip)), workload=matches[0].name,
+                    bindings.extend(AddressBinding(ip=address_text(ipaddress.ip_address(ip)), workload=matches[0].name,
                                                    source=source) for ip in ips)
                 else:
                     self._notes.add(f"Service {ns}/{name}: clusterIP not bound, it selects "

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microseg.errors import InputError
+from microseg.ir.intervals import address_text, network_text
 from microseg.ir.model import AddressBinding, Dependency, ListenPort, Workload, WorkloadKind, check_fqdn
 from microseg.sources.yamlpos import Document, NodePath, format_path
 
@@ -37,7 +38,7 @@ Exposure = Literal["internet", "internal"]
 
 def _canonical_ip(value: str) -> str:
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return address_text(ipaddress.ip_address(value.strip()))
     except ValueError:
         raise ValueError(f"{value!r} is not an IP address (hosts and services take single addresses; "
                          "use `external` for CIDRs)") from None
@@ -47,7 +48,7 @@ def _canonical_cidr(value: str) -> str:
     # strict=True: "10.0.0.5/24" has host bits set; whether the user meant the host or the subnet is
     # a guess, and guessing the subnet would widen every rule that names this peer.
     try:
-        return str(ipaddress.ip_network(value.strip(), strict=True))
+        return network_text(ipaddress.ip_network(value.strip(), strict=True))
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a valid CIDR: {exc}") from None
 
