@@ -14,6 +14,7 @@ import pytest
 from microseg.engine.store import (
     _CLASS_BAD,
     FLOWS_COLUMNS,
+    READERS_VERSION,
     FlowStore,
     TimeWindow,
     expand_paths,
@@ -333,6 +334,20 @@ def test_a_store_from_before_read_keys_reads_its_files_again(tmp_path: Path) -> 
     with FlowStore(db) as s:
         report = s.ingest([path])
         assert (report.reused, report.records) == (0, 1)
+
+
+def test_files_read_by_earlier_readers_are_read_again(store: FlowStore, tmp_path: Path) -> None:
+    """A file recorded under an older READERS_VERSION (readers that wrote, say, an IPv4-mapped address
+    another way) is read again, its old rows replaced; under the current one it is reused."""
+    path = vpc(tmp_path / "a.log", line("::ffff:10.0.0.1", "10.0.0.2", 40001, 443, DAY))
+    assert store.ingest([path]).records == 1
+    store.con.execute("UPDATE flows SET src_ip = '::ffff:a00:1'")  # the old readers' spelling (Python 3.11)
+    store.con.execute("UPDATE files SET read_key = replace(read_key, ?, ?)",
+                      [f"readers={READERS_VERSION}", f"readers={READERS_VERSION - 1}"])
+    again = store.ingest([path])
+    assert (again.reused, again.records) == (0, 1)
+    assert [r["src_ip"] for r in store.rows()] == ["::ffff:10.0.0.1"]
+    assert store.ingest([path]).reused == 1
 
 
 @pytest.mark.parametrize(("since", "until", "field", "message"), [

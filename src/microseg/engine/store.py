@@ -18,7 +18,8 @@ Ingest is one DuckDB scan per group of files (``sources/flows``); normalisation 
 on the aggregates, and the whole ingest is one transaction, so a failed ingest leaves the store
 as it was. Files are recorded with size and mtime: ingesting the same file again is a no-op, a
 changed file replaces its earlier rows. The options that change what a file yields (the time window,
-the zone of zone-less timestamps) are part of that key: a file read under other options is read again.
+the zone of zone-less timestamps) are part of that key, and so is ``READERS_VERSION``: a file read under
+other options, or by readers that read it differently, is read again.
 
 A time window keeps the records that *started* in ``[since, until)``; the others are counted per file
 (``outside``), never stored and never mixed with the bad lines. A record without a start time cannot
@@ -62,6 +63,11 @@ from microseg.sources.flows import (
 from microseg.sources.flows.sqlpath import IPV4_PATTERN
 
 SCHEMA_VERSION = "1"
+# Part of every file's read key: raised when a reader's rows for the same bytes change (a value now read
+# as a bad line, an address written another way), so that a store's files are read again by the new
+# readers on the next ingest instead of keeping the old reading beside new rows. 2: IPv4-mapped IPv6
+# written ::ffff:192.0.2.1 on every Python version (was str(), which 3.13 changed); Zeek numbers ASCII.
+READERS_VERSION = 2
 EMPTY = "empty"  # FileReport.format of a file without any non-blank line
 DAY_SECONDS = 86_400
 EPHEMERAL_START = 32_768  # Linux ip_local_port_range default start (32768-60999)
@@ -331,7 +337,7 @@ class FlowStore:
             get_format(fmt)
         zone_info(timezone)
         files = expand_paths(paths)
-        read_key = f"tz={timezone};window={window.key if window else '..'}"
+        read_key = f"tz={timezone};window={window.key if window else '..'};readers={READERS_VERSION}"
         known = {p: (s, m, k) for p, s, m, k in
                  self.con.execute("SELECT path, size, mtime_ns, read_key FROM files").fetchall()}
         reused = {f.path: f for f in self.files()}
@@ -509,8 +515,9 @@ class FlowStore:
         """Validate and canonicalise the aggregates' addresses, each distinct one once, in Python.
 
         One rule for every reader: an address is what ``ipaddress.ip_address`` accepts, written as
-        ``str()`` writes it (RFC 5952 for IPv6, so that ``2001:DB8:0::1`` in a log matches
-        ``2001:db8::1`` in a binding) - the rule of the readers' Python paths (``canonical_ip``).
+        ``canonical_ip`` writes it (RFC 5952 for IPv6, so that ``2001:DB8:0::1`` in a log matches
+        ``2001:db8::1`` in a binding; IPv4-mapped as ``::ffff:192.0.2.1`` on every Python version) - the
+        rule of the readers' Python paths.
         An aggregate holding an address it refuses becomes bad:src_ip / bad:dst_ip, in the order of
         ``_class_sql`` (after the log-status checks and the NULL-address checks, before the others).
         A dotted quad matching IPV4_PATTERN is exactly one ipaddress accepts and writes unchanged, so only
