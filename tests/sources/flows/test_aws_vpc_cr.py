@@ -155,3 +155,24 @@ def test_line_breaks_kinds(tmp_path: Path) -> None:
         else:
             want = "mixed"
         assert kind(data, chunk=rng.randrange(1, 5)) == want, data
+
+
+def test_line_breaks_reads_gzip_as_gzip_open_does(tmp_path: Path) -> None:
+    # _line_breaks decompresses with zlib itself: every member of a multi-member file (zero padding between
+    # them skipped), and a truncated or corrupt file is an error, as with gzip.open.
+    from microseg.errors import InputError
+    from microseg.sources.flows import SourceFile, aws_vpc
+
+    rng = random.Random(3)
+    path = tmp_path / "m.log.gz"
+    for _ in range(40):
+        parts = [bytes(rng.choice(b"ab \r\n") for _ in range(rng.randrange(0, 300_000)))
+                 for _ in range(rng.randrange(1, 4))]
+        path.write_bytes(b"".join(gzip.compress(x) + b"\0" * rng.randrange(3) for x in parts))
+        assert b"".join(aws_vpc._raw_chunks(SourceFile(path, True))) == gzip.open(path).read() == b"".join(parts)
+    packed = gzip.compress(bytes(rng.choice(b"ab \n") for _ in range(100_000)))  # no CR: read to the end
+    for broken in (packed[: len(packed) // 2], packed + b"garbage"):
+        path.write_bytes(broken)
+        with pytest.raises(InputError, match="cannot read"):
+            aws_vpc._line_breaks(SourceFile(path, True))
+
