@@ -31,12 +31,23 @@ one that is not, or with an empty field (a doubled space where a field is missin
 Lines DuckDB rejects are re-read in Python: a line that only had a doubled space (it happens in AWS's
 own examples) is a valid record; anything else is a bad line, reported with file:line and field.
 Only a space separates fields: a tab or another blank is part of a field, on both paths.
+
+Line breaks are read as Python reads them (``iter_lines``: LF, CR LF and a lone CR each end a line).
+DuckDB reads a file whose every break is LF, or every break CR LF, alike (it detects the break per
+file); any other carriage return (one CR LF among LF lines, a lone CR) fails DuckDB's whole scan
+("the CSV Parser state machine reached an invalid state"; ``strict_mode=false`` would instead read
+such a file unlike Python and take a line with a field too many). One pass over each file's bytes
+(``_line_breaks``: a search for CR, about 15 ms per 100 MB of text; for gzip the decompression, about
+0.3 s per 100 MB decompressed) finds those files before the scan, and the Python reader reads them
+whole (``_read_python``). A line DuckDB rejects as not UTF-8 is reported as Python reads it (U+FFFD
+for the bad bytes, where DuckDB writes '?').
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -314,17 +325,23 @@ class _Layout:
 def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: ReaderOptions) -> Staged:
     staged = Staged(relations=[], actions=dict(ACTIONS), skip_statuses=SKIP_STATUSES)
     parquet = [f for f in files if not f.gzip and is_parquet(f.path)]
-    groups: dict[tuple[tuple[str, ...], bool, bool], list[SourceFile]] = {}
+    groups: dict[tuple[tuple[str, ...], bool, bool, str], list[SourceFile]] = {}
     for f in files:
         if f not in parquet:
             fields, has_header = _layout(f, options)
-            groups.setdefault((fields, has_header, f.gzip), []).append(f)
+            groups.setdefault((fields, has_header, f.gzip, _line_breaks(f)), []).append(f)
     layouts: dict[Path, _Layout] = {}
     rejected: dict[Path, set[int]] = {}  # the lines DuckDB rejected (reported by _recover_rejects)
-    for n, ((fields, has_header, _gz), members) in enumerate(groups.items()):
+    python: set[Path] = set()  # the files _read_python read (and reported) whole
+    for n, ((fields, has_header, _gz, breaks), members) in enumerate(groups.items()):
         layout = _Layout(fields)
         for m in members:
             layouts[m.path] = layout
+        if breaks == _MIXED:  # DuckDB would fail the whole scan
+            python.update(m.path for m in members)
+            if (read := _read_python(layout, members, staged, options)) is not None:
+                staged.relations.append(read)
+            continue
         rejects = (f"_ms_rej_err_{n}", f"_ms_rej_scan_{n}")
         relation = StagedRelation(sql=_staging_sql(fields, members, has_header, rejects), files=members,
                                   time_unit=1, null_columns=_null_columns(fields))
@@ -343,6 +360,8 @@ def stage(con: duckdb.DuckDBPyConnection, files: Sequence[SourceFile], options: 
     def locate_bad(src: SourceFile) -> list[BadLine]:
         if src.path in parquet_schemas:
             return _locate_bad_parquet(con, src, parquet_schemas[src.path], options.max_samples)
+        if src.path in python:
+            return []  # _read_python reported every bad line and staged valid records only
         return _locate_bad(src, layouts[src.path], options.max_samples, rejected.get(src.path, set()))
 
     staged.locate_bad = locate_bad
@@ -475,6 +494,124 @@ def _values(text: str) -> list[str]:
     return [v for v in text.split(" ") if v]
 
 
+def _judge(layout: _Layout, text: str) -> tuple[dict[str, int | str | None], str | None, str]:
+    """The Python reader's verdict on one line: (typed values, None, "") of a record (or of a NODATA /
+    SKIPDATA line), else (…, field, message) of the first failure."""
+    values = _values(text)
+    if len(values) != len(layout.fields):  # an empty field of DuckDB's: a doubled space
+        return {}, "line", f"expected {len(layout.fields)} fields, found {len(values)}"
+    typed, field, why = layout.typed(values)
+    if field is None:
+        field, why = layout.check(typed)
+    return typed, field, why
+
+
+# How a file's lines end (_line_breaks): DuckDB reads _LF and _CRLF files as Python does, _MIXED ones not at all.
+_LF, _CRLF, _MIXED = "lf", "crlf", "mixed"
+_CHUNK = 1 << 20
+
+
+def _line_breaks(src: SourceFile) -> str:
+    """_LF when ``src`` (decompressed) has no carriage return, _CRLF when every CR and every LF in it is
+    part of a CR LF, else _MIXED. DuckDB's CSV reader detects a file's line break and reads the first two
+    kinds; any other CR fails its whole scan (see the module docstring). One pass over the bytes."""
+    state: str | None = None  # None: no line break seen yet
+    carry = b""  # a CR that ended the previous chunk: its LF, if any, starts this one
+    try:
+        for data in _raw_chunks(src):
+            if state == _LF:  # the common case: one memchr a chunk
+                if b"\r" in data:
+                    return _MIXED
+                continue
+            chunk = carry + data
+            carry = b"\r" if chunk.endswith(b"\r") else b""
+            if carry:
+                chunk = chunk[:-1]
+            cr = chunk.count(b"\r")
+            if cr == 0:
+                if b"\n" in chunk:
+                    if state == _CRLF:
+                        return _MIXED
+                    state = _LF
+                continue
+            if state == _LF or not cr == chunk.count(b"\n") == chunk.count(b"\r\n"):
+                return _MIXED
+            state = _CRLF
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a truncated / corrupt gzip
+        raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
+    if carry:  # a CR at the end of the file, after CR LF lines
+        return _MIXED
+    return state or _LF
+
+
+def _raw_chunks(src: SourceFile) -> Iterator[bytes]:
+    """The bytes of ``src`` in chunks, decompressed when gzip (every member of a multi-member file, as
+    gzip.open reads it; zlib directly, a third less CPU than gzip.open)."""
+    with src.path.open("rb", buffering=0) as fh:
+        if not src.gzip:
+            while chunk := fh.read(_CHUNK):
+                yield chunk
+            return
+        member = zlib.decompressobj(wbits=31)
+        fed = False  # whether the current member has had input
+        while data := fh.read(1 << 18):  # compressed: a chunk decompresses to a few MB at most in logs
+            while data:
+                if member.eof:  # the next member, after any zero padding (gzip.open skips it too)
+                    data = data.lstrip(b"\0")
+                    if not data:
+                        break
+                    member, fed = zlib.decompressobj(wbits=31), False
+                fed = True
+                yield member.decompress(data)
+                data = member.unused_data if member.eof else b""
+        if fed and not member.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+
+
+def _read_python(layout: _Layout, files: Sequence[SourceFile], staged: Staged, options: ReaderOptions
+                 ) -> StagedRelation | None:
+    """The Python reader of whole files (every line as iter_lines splits it; a header on line 1 and empty
+    lines skipped): records are staged, bad lines reported. The reference the fast path is tested against
+    reads every line this way (test_fuzz_lines)."""
+    writer = StageWriter(options.tmp_dir)
+    staged.cleanup.append(writer.path)
+    try:
+        for index, src in enumerate(files):
+            try:
+                lines = _line_texts(src)
+                for no, text in lines:
+                    typed, field, why = _judge(layout, text)
+                    if field is None:
+                        writer.write(layout.stage_row(typed, index))
+                    else:
+                        staged.add_bad(src.path, no, field, why, text, options.max_samples)
+            except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a truncated / corrupt gzip
+                raise InputError(f"cannot read: {exc}", file=str(src.path)) from exc
+    finally:
+        writer.close()
+    return writer.relation(list(files), time_unit=1) if writer.rows else None
+
+
+def _line_texts(src: SourceFile) -> Iterable[tuple[int, str]]:
+    """(line number, text) of the lines of ``src`` that are records or bad lines: iter_lines without empty
+    lines and without a header on line 1."""
+    for no, text in iter_lines(src):
+        if text and not (no == 1 and _header_fields(text) is not None):
+            yield no, text
+
+
+def _python_texts(src: SourceFile, wanted: set[int]) -> dict[int, str]:
+    """The texts of lines ``wanted`` of ``src`` as iter_lines reads them (read up to the last one)."""
+    out: dict[int, str] = {}
+    last = max(wanted, default=0)
+    for no, text in iter_lines(src):
+        if no in wanted:
+            out[no] = text
+        if no >= last:
+            break
+    return out
+
+
 def _recover_rejects(layout: _Layout, relation: StagedRelation, rejects: tuple[str, str], staged: Staged,
                      options: ReaderOptions, rejected: dict[Path, set[int]] | None = None) -> StagedRelationHook:
     def hook(con: duckdb.DuckDBPyConnection, _scanned: Scanned) -> list[StagedRelation]:
@@ -489,24 +626,30 @@ def _recover_rejects(layout: _Layout, relation: StagedRelation, rejects: tuple[s
         if not rows:
             return []
         index = {str(f.path): i for i, f in enumerate(relation.files)}
+        # DuckDB writes a byte that is not UTF-8 as '?' (it rejects the line): a rejected line with a '?' is
+        # judged on Python's text of it (U+FFFD for such bytes), read from its file (only files with such a
+        # line pay that read, up to the line).
+        encoding: dict[str, set[int]] = {}
+        for file_path, line, raw, *_ in rows:
+            if raw and "?" in raw:
+                encoding.setdefault(file_path, set()).add(int(line))
+        python_text = {(file_path, no): text for file_path, wanted in encoding.items()
+                       for no, text in _python_texts(relation.files[index[file_path]], wanted).items()}
         writer = StageWriter(options.tmp_dir)
         staged.cleanup.append(writer.path)
-        for file_path, line, text, column, message in rows:
+        for file_path, line, raw, column, message in rows:
             path = relation.files[index[file_path]].path
             if rejected is not None:
                 rejected.setdefault(path, set()).add(int(line))
-            text = text or ""
-            values = _values(text)
-            field, why = None, ""
-            if len(values) != len(layout.fields):
-                field, why = "line", f"expected {len(layout.fields)} fields, found {len(values)}"
-            else:
-                typed, field, why = layout.typed(values)
-                if field is None:
-                    field, why = layout.check(typed)
-                if field is None:
-                    writer.write(layout.stage_row(typed, index[file_path]))
-                    continue
+            text = python_text.get((file_path, int(line)))
+            if text is None:
+                # DuckDB's text of a line of a CR LF file starts with the LF of the line before; a line as
+                # Python reads it has no CR or LF (_line_breaks: no other CR reaches DuckDB)
+                text = (raw or "").replace("\r", "").replace("\n", "")
+            typed, field, why = _judge(layout, text)
+            if field is None:
+                writer.write(layout.stage_row(typed, index[file_path]))
+                continue
             staged.add_bad(path, int(line), field or str(column or "line"), why or str(message), text,
                            options.max_samples)
         writer.close()
@@ -532,14 +675,7 @@ def _locate_bad(src: SourceFile, layout: _Layout, max_samples: int, rejected: se
             continue
         if no in rejected:
             continue  # DuckDB rejected it: _recover_rejects reported it
-        values = _values(text)
-        field: str | None
-        if len(values) != len(layout.fields):  # an empty field of DuckDB's: a doubled space
-            field, why = "line", f"expected {len(layout.fields)} fields, found {len(values)}"
-        else:
-            typed, field, why = layout.typed(values)
-            if field is None:
-                field, why = layout.check(typed)
+        _typed, field, why = _judge(layout, text)
         if field is not None:
             out.append(BadLine(file=str(src.path), line=no, field=field, message=why, text=text[:500]))
             if len(out) >= max_samples:
