@@ -356,24 +356,34 @@ class FlowStore:
                 reports[p] = FileReport(path=str(p), format=EMPTY, lines=0, records=0, skipped=0, bad=0)
             else:
                 new.append((p, st, detect(p, fmt, head)))
-        tracker = _Tracker(progress, {p: st.st_size for p, st, _ in new}, len(files), len(files) - len(new))
-        options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples,
-                                timezone=timezone, on_read=tracker.on_read if progress else None)
         if progress is not None:
             # DuckDB's own progress estimate of a running scan (polled below); its console bar stays off.
             self.con.execute("SET enable_progress_bar = true")
             self.con.execute("SET enable_progress_bar_print = false")
             self.con.execute("SET progress_bar_time = 0")
-        tracker.emit()
-        with self._transaction():
-            replacing = any(str(p) in known for p, _, _ in new)
-            result = self._ingest_new(new, options, bad_threshold, max_samples, window, read_key, tracker, replacing)
-            if empty:
-                names = [str(p) for p, _ in empty]
-                self.con.execute("DELETE FROM flows WHERE list_contains(?, source_file)", [names])
-                self.con.execute("DELETE FROM files WHERE list_contains(?, path)", [names])
-                _insert_rows(self.con, "files", [(str(p), st.st_size, st.st_mtime_ns, EMPTY, 0, 0, 0, 0, read_key, 0)
-                                                 for p, st in empty])
+
+        def attempt(careful: bool) -> tuple[_Tracker, _Result]:
+            tracker = _Tracker(progress, {p: st.st_size for p, st, _ in new}, len(files), len(files) - len(new))
+            options = ReaderOptions(log_format=log_format, tmp_dir=self.path.parent, max_samples=max_samples,
+                                    timezone=timezone, on_read=tracker.on_read if progress else None,
+                                    careful=careful)
+            tracker.emit()
+            with self._transaction():
+                replacing = any(str(p) in known for p, _, _ in new)
+                result = self._ingest_new(new, options, bad_threshold, max_samples, window, read_key, tracker,
+                                          replacing)
+                if empty:
+                    names = [str(p) for p, _ in empty]
+                    self.con.execute("DELETE FROM flows WHERE list_contains(?, source_file)", [names])
+                    self.con.execute("DELETE FROM files WHERE list_contains(?, path)", [names])
+                    _insert_rows(self.con, "files", [(str(p), st.st_size, st.st_mtime_ns, EMPTY, 0, 0, 0, 0,
+                                                      read_key, 0) for p, st in empty])
+            return tracker, result
+
+        try:
+            tracker, result = attempt(careful=False)
+        except _ReadCarefully:  # rolled back; see StagedRelation.retry_careful
+            tracker, result = attempt(careful=True)
         reports.update(result.files_by_path)
         tracker.finish(result.lines)
         return IngestReport(
@@ -422,7 +432,12 @@ class FlowStore:
                 while pending:
                     rel = pending.pop(0)
                     with tracker.scanning(con, rel.files):
-                        self._scan(rel, name, fids, codes, skips, window)
+                        try:
+                            self._scan(rel, name, fids, codes, skips, window)
+                        except InputError as exc:
+                            if rel.retry_careful and not options.careful:
+                                raise _ReadCarefully from exc
+                            raise
                     if rel.after_scan is not None:
                         pending.extend(rel.after_scan(con, _Scanned(con, rel, fids, skips)))
                         cleanup.extend(staged.cleanup)
@@ -848,6 +863,10 @@ class _Tracker:
             self.partial.clear()
             self.state.final = True
         self.emit()
+
+
+class _ReadCarefully(Exception):
+    """A scan failed on a relation whose reader may have staged it carefully (StagedRelation.retry_careful)."""
 
 
 class _Result:

@@ -176,3 +176,28 @@ def test_line_breaks_reads_gzip_as_gzip_open_does(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="cannot read"):
             aws_vpc._line_breaks(SourceFile(path, True))
 
+
+
+def test_gzip_files_are_decompressed_for_the_check_only_after_duckdb_refused_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common gzip log pays no Python decompression: it is checked only when DuckDB's scan of its batch
+    failed, and then the batch is read again (the store's careful retry) with every file checked."""
+    from microseg.engine.store import FlowStore
+    from microseg.sources.flows import aws_vpc
+
+    checked: list[str] = []
+    real = aws_vpc._line_breaks
+
+    def spy(src: aws_vpc.SourceFile) -> str:
+        checked.append(src.path.name)
+        return real(src)
+
+    monkeypatch.setattr(aws_vpc, "_line_breaks", spy)
+    clean, mixed = _with_clean_file(tmp_path, HEADER + b"\n" + LINE + b"\r\n" + LINE + b"\n", gz=True)
+    with FlowStore(tmp_path / "one.duckdb") as store:
+        assert store.ingest([clean], fmt="aws-vpc").records == 3
+    assert checked == []
+    with FlowStore(tmp_path / "two.duckdb") as store:
+        report = store.ingest([clean, mixed], fmt="aws-vpc")
+    assert (report.records, report.bad) == (5, 0)
+    assert sorted(checked) == ["a-clean.log.gz", "b-cr.log.gz"]  # the second, careful, reading only

@@ -94,6 +94,11 @@ class StagedRelation:
     # Staging columns that are NULL in every row (fields the log format lacks): the store leaves
     # them out of the aggregation, which is measurably faster on large files.
     null_columns: frozenset[str] = frozenset()
+    # True when the reader trusted DuckDB to refuse, by failing the scan, input that a careful staging
+    # (ReaderOptions.careful) would have given to its Python reader: on such a failure the store reads the
+    # whole batch again, once, with ``careful`` set (a check that is dear on the common path, such as
+    # decompressing a gzip file in Python before DuckDB does, is then paid only where it is needed).
+    retry_careful: bool = False
 
 
 class Scanned(Protocol):
@@ -172,6 +177,9 @@ class ReaderOptions:
     timezone: str = "UTC"
     # Progress of readers that parse in Python (called every few MB, not per line); None = nobody listens.
     on_read: ReadCallback | None = None
+    # Set by the store when a scan of this ingest failed on a relation marked ``retry_careful``: readers
+    # then check every file for what their DuckDB path cannot read, whatever it costs.
+    careful: bool = False
 
     def __post_init__(self) -> None:
         zone_info(self.timezone)
