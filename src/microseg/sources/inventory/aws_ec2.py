@@ -16,7 +16,7 @@ Instances (``{"Reservations": [{"Instances": [...]}]}``):
   still collides with a workload of another file or source is an error (the loader's uniqueness check),
   never a merge.
 - addresses: every private IPv4 (``PrivateIpAddresses``) and IPv6 (``Ipv6Addresses``) address of every
-  attached ENI, plus the instance's primary ``PrivateIpAddress``. Public IPv4 addresses
+  attached ENI, plus the instance's primary ``PrivateIpAddress`` and ``Ipv6Address``. Public IPv4 addresses
   (``Association.PublicIp``) are NAT-ed by the internet gateway to the private address, so they never
   appear in east-west flow logs and are not bound; an instance that has one is marked internet-facing
   (``exposure: internet``) with the address as the reason, because the internet can reach it as far
@@ -28,12 +28,18 @@ Instances (``{"Reservations": [{"Instances": [...]}]}``):
   the IAM instance profile ARN, when present, is the workload's ``identity`` (a cloud role).
 - instances in state ``terminated`` hold no addresses any more (their private IPs return to the
   subnet and may already belong to someone else), so they are skipped and counted in the notes.
+- prefixes delegated to an ENI (``Ipv4Prefixes``, ``Ipv6Prefixes``) are not bound (a binding is one
+  address; the addresses in them are usually Kubernetes pods', which the Kubernetes inventory binds);
+  they are counted in the notes.
 
 Network interfaces (``{"NetworkInterfaces": [...]}``):
 
 - an ENI attached to an instance (``Attachment.InstanceId``) is skipped and counted: its addresses
   come from ``describe-instances``, which embeds every attached ENI, and binding them here too could
   bind one address to two names.
+- a ``branch`` ENI (EKS security groups for pods) is one pod's, associated with its node's trunk ENI
+  rather than attached: skipped and counted, the Kubernetes inventory names the pod. Binding it here
+  would merge every pod's branch ENI into one workload, since all carry the same description.
 - the other ENIs belong to AWS-managed services. Such an ENI is identified when it is
   ``RequesterManaged`` or its ``InterfaceType`` is not plain ``interface`` (``nat_gateway``,
   ``vpc_endpoint``, ``lambda``, ``network_load_balancer``, ...), and becomes a ``managed-service``
@@ -41,6 +47,12 @@ Network interfaces (``{"NetworkInterfaces": [...]}``):
   customer ENI, say) are skipped and counted: guessing an owner would attribute flows wrongly.
   ENIs with the same derived name are the same service (an ALB has one ENI per availability zone,
   each described ``ELB app/<name>/<id>``) and become one workload with all their addresses.
+
+Either file: the output of one ``aws ec2`` call, which the CLI prints whole, every page merged into one
+document. A ``NextToken`` in it means it is one page (``--max-items``, ``--no-paginate``) and is refused:
+the other pages' hosts would be missing. Addresses must be of the field's version (an IPv4 in
+``PrivateIpAddress``, an IPv6 in ``Ipv6Address``), public IPs valid addresses, ``NetworkInterfaceId``
+unique, and one address held by two instances or services of the file is an error naming both paths.
 """
 
 from __future__ import annotations
@@ -48,7 +60,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from microseg.errors import InputError
@@ -66,9 +77,11 @@ _KEY_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def is_aws_ec2(data: object) -> bool:
-    """A JSON document printed by ``describe-instances`` or ``describe-network-interfaces``."""
+    """A JSON document printed by ``describe-instances`` or ``describe-network-interfaces``: a top-level
+    ``Reservations`` or ``NetworkInterfaces`` key (whose value :func:`parse` checks is a list, so that a
+    malformed export is an error rather than a file read as nothing)."""
     return (isinstance(data, dict) and "apiVersion" not in data
-            and (isinstance(data.get("Reservations"), list) or isinstance(data.get("NetworkInterfaces"), list)))
+            and ("Reservations" in data or "NetworkInterfaces" in data))
 
 
 def safe_label_key(prefix: str, key: str) -> str:
@@ -124,6 +137,7 @@ class AwsResult:
 class _Reader:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
+        self.paths: dict[tuple[str, str], NodePath] = {}  # (binding source, ip) -> where the address is
 
     def at(self, path: NodePath) -> Located:
         return Located(self.doc.file, self.doc.line_of(path), format_path(path))
@@ -159,14 +173,17 @@ class _Reader:
         assert isinstance(value, dict)
         return value
 
-    def ip(self, obj: dict[str, object], path: NodePath, key: str) -> str | None:
+    def ip(self, obj: dict[str, object], path: NodePath, key: str, version: int | None = None) -> str | None:
         value = self.text(obj, path, key)
         if not value:
             return None
         try:
-            return address_text(ipaddress.ip_address(value))
+            ip = ipaddress.ip_address(value)
         except ValueError:
             raise self.error((*path, key), f"{value!r} is not an IP address") from None
+        if version is not None and ip.version != version:
+            raise self.error((*path, key), f"{value!r} is not an IPv{version} address")
+        return address_text(ip)
 
 
 _KIND_NAMES: dict[type, str] = {str: "string", list: "list", dict: "object", int: "number", bool: "boolean"}
@@ -179,6 +196,7 @@ class _Attrs:
     addresses: dict[str, NodePath]
     labels: dict[str, str]
     public: list[str]
+    prefixes: int = 0
 
 
 def _tags(r: _Reader, obj: dict[str, object], path: NodePath, key: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -215,18 +233,33 @@ def _environment(r: _Reader, lower: dict[str, str], path: NodePath) -> str | Non
     return environment or env or None
 
 
+def _public(r: _Reader, obj: dict[str, object], path: NodePath, attrs: _Attrs) -> None:
+    """The public IPv4 of ``obj.Association.PublicIp``, if any."""
+    public = r.ip(r.obj(obj, path, "Association"), (*path, "Association"), "PublicIp", 4)
+    if public:
+        attrs.public.append(public)
+
+
 def _interface(r: _Reader, eni: dict[str, object], path: NodePath, attrs: _Attrs) -> None:
     for ppath, priv in r.objects(eni, path, "PrivateIpAddresses"):
-        ip = r.ip(priv, ppath, "PrivateIpAddress")
+        ip = r.ip(priv, ppath, "PrivateIpAddress", 4)
         if ip:
             attrs.addresses.setdefault(ip, (*ppath, "PrivateIpAddress"))
-        public = r.text(r.obj(priv, ppath, "Association"), (*ppath, "Association"), "PublicIp")
-        if public:
-            attrs.public.append(public)
+        _public(r, priv, ppath, attrs)
     for vpath, v6 in r.objects(eni, path, "Ipv6Addresses"):
-        ip = r.ip(v6, vpath, "Ipv6Address")
+        ip = r.ip(v6, vpath, "Ipv6Address", 6)
         if ip:
             attrs.addresses.setdefault(ip, (*vpath, "Ipv6Address"))
+    for key, field, version in (("Ipv4Prefixes", "Ipv4Prefix", 4), ("Ipv6Prefixes", "Ipv6Prefix", 6)):
+        for ppath, prefix in r.objects(eni, path, key):
+            text = r.text(prefix, ppath, field)
+            try:
+                net = ipaddress.ip_network(text)
+            except ValueError:
+                raise r.error((*ppath, field), f"{text!r} is not a prefix") from None
+            if net.version != version:
+                raise r.error((*ppath, field), f"{text!r} is not an IPv{version} prefix")
+            attrs.prefixes += 1
     # Instances nest security groups under "Groups", network interfaces too (GroupIdentifier).
     for gpath, group in r.objects(eni, path, "Groups"):
         gid = r.text(group, gpath, "GroupId")
@@ -238,6 +271,12 @@ def parse(doc: Document) -> AwsResult:
     r = _Reader(doc)
     data = doc.data
     assert isinstance(data, dict)
+    for key in ("Reservations", "NetworkInterfaces"):
+        if key in data and not isinstance(data[key], list):
+            raise r.error((key,), f"{key} should be a list, not {type(data[key]).__name__}")
+    if r.text(data, (), "NextToken"):
+        raise r.error(("NextToken",), "the file is one page of the output (NextToken is set, as --max-items or "
+                      "--no-paginate leave it): the other pages' hosts would be missing; export without them")
     notes: list[str] = []
     workloads: list[tuple[Workload, Located]] = []
     bindings: list[AddressBinding] = []
@@ -245,7 +284,21 @@ def parse(doc: Document) -> AwsResult:
         _instances(r, data, workloads, bindings, notes)
     if "NetworkInterfaces" in data:
         _interfaces(r, data, workloads, bindings, notes)
+    _one_holder(r, bindings)
     return AwsResult(NativeResult(tuple(workloads), tuple(bindings), (), ()), tuple(notes))
+
+
+def _one_holder(r: _Reader, bindings: list[AddressBinding]) -> None:
+    """An address bound to two workloads of the file is an error naming both (the loader would refuse it
+    too, without a line)."""
+    holder: dict[str, AddressBinding] = {}
+    for b in bindings:
+        first = holder.setdefault(b.ip, b)
+        if first.workload != b.workload:
+            raise r.error(r.paths[b.source, b.ip], f"{b.ip} is also the address of {first.workload} "
+                          f"({first.source.split('#', 1)[1]}, {format_path(r.paths[first.source, first.ip])}, "
+                          f"line {r.doc.line_of(r.paths[first.source, first.ip])}); flows to it could not be "
+                          "attributed")
 
 
 def _instances(r: _Reader, data: dict[str, object], workloads: list[tuple[Workload, Located]],
@@ -253,7 +306,7 @@ def _instances(r: _Reader, data: dict[str, object], workloads: list[tuple[Worklo
     instances: list[tuple[NodePath, dict[str, object]]] = []
     for rpath, reservation in r.objects(data, (), "Reservations"):
         instances.extend(r.objects(reservation, rpath, "Instances"))
-    terminated = 0
+    terminated, prefixes = 0, 0
     live: list[tuple[NodePath, dict[str, object], str]] = []
     for path, inst in instances:
         iid = r.text(inst, path, "InstanceId")
@@ -274,10 +327,13 @@ def _instances(r: _Reader, data: dict[str, object], workloads: list[tuple[Worklo
         name = name_tags[iid] if iid in name_tags and counts[name_tags[iid]] == 1 else iid
         attrs = _Attrs({}, {"aws/instance-id": iid}, [])
         attrs.labels.update(_tag_labels(r, tags, lower, (*path, "Tags")))
-        primary = r.ip(inst, path, "PrivateIpAddress")
+        primary = r.ip(inst, path, "PrivateIpAddress", 4)
         if primary:
             attrs.addresses[primary] = (*path, "PrivateIpAddress")
-        public = r.text(inst, path, "PublicIpAddress")
+        primary6 = r.ip(inst, path, "Ipv6Address", 6)
+        if primary6:
+            attrs.addresses[primary6] = (*path, "Ipv6Address")
+        public = r.ip(inst, path, "PublicIpAddress", 4)
         if public:
             attrs.public.append(public)
         for npath, eni in r.objects(inst, path, "NetworkInterfaces"):
@@ -294,8 +350,17 @@ def _instances(r: _Reader, data: dict[str, object], workloads: list[tuple[Worklo
                           r.at((*path, "InstanceId"))))
         source = f"{r.doc.file}#instance {iid}"
         bindings.extend(AddressBinding(ip=ip, workload=name, source=source) for ip in attrs.addresses)
+        r.paths.update(((source, ip), at) for ip, at in attrs.addresses.items())
+        prefixes += attrs.prefixes
     if terminated:
         notes.append(f"{r.doc.file}: {terminated} terminated instance(s) skipped")
+    _prefix_note(r, prefixes, notes)
+
+
+def _prefix_note(r: _Reader, prefixes: int, notes: list[str]) -> None:
+    if prefixes:
+        notes.append(f"{r.doc.file}: {prefixes} prefix(es) delegated to network interfaces not bound "
+                     "(flows from addresses in them are attributed only if another inventory binds them)")
 
 
 def _workload(name: str, kind: WorkloadKind, attrs: _Attrs, location: str | None, identity: str | None,
@@ -310,16 +375,24 @@ def _workload(name: str, kind: WorkloadKind, attrs: _Attrs, location: str | None
 
 def _interfaces(r: _Reader, data: dict[str, object], workloads: list[tuple[Workload, Located]],
                 bindings: list[AddressBinding], notes: list[str]) -> None:
-    on_instances, unidentified = 0, 0
+    on_instances, unidentified, branches, prefixes = 0, 0, 0, 0
     services: dict[str, list[tuple[NodePath, dict[str, object], str]]] = defaultdict(list)
+    ids: dict[str, NodePath] = {}
     for path, eni in r.objects(data, (), "NetworkInterfaces"):
         eni_id = r.text(eni, path, "NetworkInterfaceId")
         if not eni_id:
             raise r.error((*path, "NetworkInterfaceId"), "network interface without a NetworkInterfaceId")
+        if eni_id in ids:
+            raise r.error((*path, "NetworkInterfaceId"), f"{eni_id} is listed twice (first at "
+                          f"{format_path(ids[eni_id])}, line {r.doc.line_of(ids[eni_id])})")
+        ids[eni_id] = path
         if r.text(r.obj(eni, path, "Attachment"), (*path, "Attachment"), "InstanceId"):
             on_instances += 1
             continue
         itype = r.text(eni, path, "InterfaceType") or "interface"
+        if itype == "branch":
+            branches += 1
+            continue
         managed = r.get(eni, path, "RequesterManaged", bool, False)
         if not managed and itype == "interface":
             unidentified += 1
@@ -341,12 +414,10 @@ def _interfaces(r: _Reader, data: dict[str, object], workloads: list[tuple[Workl
             if found:
                 env.add(found)
             attrs.labels["aws/interface-type"] = r.text(eni, path, "InterfaceType") or "interface"
-            primary = r.ip(eni, path, "PrivateIpAddress")
-            if primary:
-                attrs.addresses.setdefault(primary, (*path, "PrivateIpAddress"))
-            public = r.text(r.obj(eni, path, "Association"), (*path, "Association"), "PublicIp")
-            if public:
-                attrs.public.append(public)
+            own = _eni_ips(r, eni, path)
+            for ip, at in own.items():
+                attrs.addresses.setdefault(ip, at)
+            _public(r, eni, path, attrs)
             _interface(r, eni, path, attrs)
             if attrs.labels["aws/interface-type"] == "nat_gateway":
                 # A NAT gateway's public IP serves outbound connections only; "external services
@@ -355,8 +426,9 @@ def _interfaces(r: _Reader, data: dict[str, object], workloads: list[tuple[Workl
                 attrs.public.clear()
             locations.add((r.text(eni, path, "VpcId"), r.text(eni, path, "SubnetId")))
             source = f"{r.doc.file}#network interface {eni_id}"
-            bindings.extend(AddressBinding(ip=ip, workload=name, source=source)
-                            for ip in dict.fromkeys(_eni_ips(r, eni, path)))
+            bindings.extend(AddressBinding(ip=ip, workload=name, source=source) for ip in own)
+            r.paths.update(((source, ip), at) for ip, at in own.items())
+        prefixes += attrs.prefixes
         if len(env) > 1:
             raise r.error((*enis[0][0], "TagSet"), f"the ENIs of {name} disagree on the environment: {sorted(env)}")
         # One subnet: vpc/subnet. Several (an ALB spans availability zones): the VPC alone.
@@ -371,17 +443,25 @@ def _interfaces(r: _Reader, data: dict[str, object], workloads: list[tuple[Workl
                      "(their addresses come from describe-instances)")
     if unidentified:
         notes.append(f"{r.doc.file}: {unidentified} network interface(s) of no identifiable service skipped")
+    if branches:
+        notes.append(f"{r.doc.file}: {branches} branch network interface(s) skipped (EKS security groups for "
+                     "pods: each is one pod's, which the Kubernetes inventory names)")
+    _prefix_note(r, prefixes, notes)
 
 
-def _eni_ips(r: _Reader, eni: dict[str, object], path: NodePath) -> Iterable[str]:
-    primary = r.ip(eni, path, "PrivateIpAddress")
-    if primary:
-        yield primary
+def _eni_ips(r: _Reader, eni: dict[str, object], path: NodePath) -> dict[str, NodePath]:
+    """The ENI's own addresses, each with the path where it first appears."""
+    out: dict[str, NodePath] = {}
+    for key, version in (("PrivateIpAddress", 4), ("Ipv6Address", 6)):
+        ip = r.ip(eni, path, key, version)
+        if ip:
+            out.setdefault(ip, (*path, key))
     for ppath, priv in r.objects(eni, path, "PrivateIpAddresses"):
-        ip = r.ip(priv, ppath, "PrivateIpAddress")
+        ip = r.ip(priv, ppath, "PrivateIpAddress", 4)
         if ip:
-            yield ip
+            out.setdefault(ip, (*ppath, "PrivateIpAddress"))
     for vpath, v6 in r.objects(eni, path, "Ipv6Addresses"):
-        ip = r.ip(v6, vpath, "Ipv6Address")
+        ip = r.ip(v6, vpath, "Ipv6Address", 6)
         if ip:
-            yield ip
+            out.setdefault(ip, (*vpath, "Ipv6Address"))
+    return out
