@@ -106,3 +106,19 @@ def test_progress_goes_to_stderr_only_and_quiet_silences_it(tmp_path: Path) -> N
     report = (tmp_path / "a" / "report.md").read_text()
     assert "━" not in report and report == (tmp_path / "b" / "report.md").read_text().replace(
         str(tmp_path / "b"), str(tmp_path / "a"))
+
+
+def test_plan_says_when_an_inventory_document_was_read_as_nothing(tmp_path: Path) -> None:
+    from microseg.examples import example_dir
+
+    ex = example_dir()
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "values.yaml").write_text("replicaCount: 3\n")
+    result = run("plan", "-i", str(ex / "k8s"), "-i", str(ex / "inventory"), "-i", str(extra),
+                 "-f", str(ex / "flows"), "-o", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [ln.split(" ")[0] for ln in lines] == ["Planned", "Inventory:", "Report:"]
+    assert lines[1].startswith("Inventory: 1 document(s) not recognised and read as nothing (first: ")
+    assert "values.yaml:1" in lines[1]

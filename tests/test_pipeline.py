@@ -205,3 +205,24 @@ def test_validate_counts_only_the_window(planned: PlanOutcome) -> None:
                                    window=TimeWindow.parse("2026-11-01", "2026-11-10"))  # around all of them
     assert everything.edges_checked > 0 and later.edges_checked == 0
     assert all_of_it.edges_checked == everything.edges_checked
+
+
+def test_the_report_shows_what_the_inventory_readers_read_as_nothing(tmp_path: Path) -> None:
+    """A document no inventory reader recognises, and the readers' notes (here a terminated instance
+    skipped), are listed in report.md's Coverage: a host missing from the inventory leaves its flows
+    unresolved, so what was read as nothing must be seen, not dropped."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "values.yaml").write_text("replicaCount: 3\nimage: {repository: shop}\n")
+    (extra / "ec2.json").write_text(json.dumps({"Reservations": [{"Instances": [
+        {"InstanceId": "i-0aaa", "State": {"Name": "terminated"}, "Tags": [{"Key": "Name", "Value": "old-db"}]}]}]}))
+    out = plan([*INVENTORY, extra], FLOWS, tmp_path / "out")
+    inventory = out.view.inventory
+    assert [u.rsplit("/", 1)[1] for u in inventory.unrecognized] == ["values.yaml:1"]
+    assert any("terminated" in n for n in inventory.notes)
+    report = (tmp_path / "out" / "report.md").read_text()
+    section = report.split("### Inventory\n", 1)[1].split("\n## ", 1)[0]
+    assert "Documents not recognised as inventory (read as nothing): 1: " in section
+    assert "values.yaml:1" in section
+    assert "terminated" in section
+    assert f"- Inventory files read: {inventory.files}" in section and inventory.files > 8

@@ -121,6 +121,9 @@ def plan(
     out.print(f"Planned {sum(1 for w in v.policy.workloads if w.kind.value != 'external')} workloads in "
               f"{len(v.policy.segments)} zones: {len(v.policy.all_rules())} allow rules, {len(v.findings)} findings "
               f"({high} high). Flows resolved: {v.coverage.record_share:.1%}.")
+    if v.inventory.unrecognized:
+        out.print(f"Inventory: {len(v.inventory.unrecognized)} document(s) not recognised and read as nothing "
+                  f"(first: {v.inventory.unrecognized[0]}); listed in report.md, Coverage.")
     out.print(f"Report: {outcome.out_dir / 'report.md'}")
 
 

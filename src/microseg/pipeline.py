@@ -27,10 +27,18 @@ from microseg.errors import InputError
 from microseg.ir.model import Edge, Inventory, Policy, PolicyException, Protocol
 from microseg.ir.semantics import Connections
 from microseg.ir.serde import FILES, ExceptionsDoc, dump_policy, exception_from_entry, load_doc, load_policy
-from microseg.reports.markdown import CoverageView, IngestView, PlanView, report_md, rollout_md, validation_md
+from microseg.reports.markdown import (
+    CoverageView,
+    IngestView,
+    InventoryView,
+    PlanView,
+    report_md,
+    rollout_md,
+    validation_md,
+)
 from microseg.reports.tables import findings_json, matrix_csv, matrix_rows, zones_yaml
 from microseg.sources.flows import ProgressCallback, zone_info
-from microseg.sources.inventory import load_inventory
+from microseg.sources.inventory import load_inventory, read_inventory
 from microseg.sources.inventory.kubernetes import KubernetesResult
 
 if TYPE_CHECKING:
@@ -136,7 +144,8 @@ def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *
          ingest_progress: ProgressCallback | None = None, engine: str | None = None) -> PlanOutcome:
     zone_info(flow_timezone)  # a bad option fails before any input is read
     progress("reading inventory")
-    inventory = load_inventory(list(inventory_paths))
+    loaded = read_inventory(list(inventory_paths))
+    inventory, inv = loaded.inventory, loaded.report
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = parse_engine(engine)
     progress("ingesting flow logs" if spec.table is None else f"mapping the flows of {spec.display}")
@@ -162,7 +171,9 @@ def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *
                     coverage=coverage, ingest=_ingest_view(ingest, flow_timezone, window),
                     inputs=tuple(sorted({str(p) for p in inventory_paths} | set(flows)
                                         | ({spec.display} if spec.table is not None else set()))),
-                    targets=config.targets)
+                    targets=config.targets,
+                    inventory=InventoryView(files=len(inv.files), unrecognized=inv.unrecognized,
+                                            ignored_kinds=inv.ignored_kinds, notes=inv.notes))
     files: dict[str, str] = {
         "report.md": report_md(view), "zones.yaml": zones_yaml(policy), "matrix.csv": matrix_csv(view.matrix),
         "findings.json": findings_json(synth.findings), "rollout.md": rollout_md(view),

@@ -35,6 +35,17 @@ class CoverageView:
 
 
 @dataclass(frozen=True)
+class InventoryView:
+    """What the inventory readers read besides the inventory itself: documents they did not recognise
+    (not read), Kubernetes kinds they do not read (counted), and notes a reviewer should see."""
+
+    files: int = 0
+    unrecognized: tuple[str, ...] = ()  # file:line of each document read as nothing
+    ignored_kinds: tuple[tuple[str, int], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class IngestView:
     files: int
     lines: int
@@ -60,6 +71,7 @@ class PlanView:
     ingest: IngestView
     inputs: tuple[str, ...] = field(default=())
     targets: tuple[str, ...] = field(default=())
+    inventory: InventoryView = field(default=InventoryView())
 
 
 def cell(value: object) -> str:
@@ -133,7 +145,26 @@ def coverage_section(v: PlanView) -> str:
     if c.top_unresolved:
         out.append("Top unresolved addresses (no inventory entry explains them at the flow's time):\n")
         out.append(_table(["address", "records", "bytes"], [list(t) for t in c.top_unresolved]))
+    out.append(inventory_section(v.inventory))
     return "\n".join(out)
+
+
+def inventory_section(inv: InventoryView, limit: int = 50) -> str:
+    """The inventory's part of Coverage: what was read as nothing must be seen, since a host missing from
+    the inventory leaves its flows unresolved."""
+    out = ["### Inventory\n", f"- Inventory files read: {inv.files}",
+           "- Documents not recognised as inventory (read as nothing): "
+           + (f"{len(inv.unrecognized)}: " + ", ".join(cell(u) for u in inv.unrecognized[:limit])
+              + (f" and {len(inv.unrecognized) - limit} more" if len(inv.unrecognized) > limit else "")
+              if inv.unrecognized else "none"),
+           "- Kubernetes kinds not read: "
+           + (", ".join(f"{cell(k)} × {n}" for k, n in inv.ignored_kinds) if inv.ignored_kinds else "none")]
+    if inv.notes:
+        out.append(f"- Notes ({len(inv.notes)}):")
+        out += [f"  - {cell(n)}" for n in inv.notes[:limit]]
+        if len(inv.notes) > limit:
+            out.append(f"  - and {len(inv.notes) - limit} more")
+    return "\n".join(out) + "\n"
 
 
 def findings_section(findings: Sequence[Finding], limit: int = 200) -> str:
