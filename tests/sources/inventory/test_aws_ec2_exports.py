@@ -4,7 +4,6 @@ repeated ENI ids: read exactly, or refused with the file, the JSON path and its 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,7 @@ import pytest
 from microseg.errors import InputError
 from microseg.sources.inventory import read_inventory
 
-
-def write_json(tmp_path: Path, data: object, name: str = "ec2.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(data, indent=2))
-    return path
-
-
-def instance(iid: str, ip: str, **extra: object) -> dict[str, object]:
-    return {"InstanceId": iid, "State": {"Name": "running"}, "PrivateIpAddress": ip, **extra}
+from .test_aws_ec2 import instance, write_json
 
 
 def lambda_eni(eni_id: str, function: str, ip: str, **extra: object) -> dict[str, object]:
