@@ -525,7 +525,8 @@ PATHOLOGICAL_TEXT = [
     (_PY, text_line(d_local="10.1.0.2:0065536")),
     (_FAST, text_line(received="0", sent="999999999999999999")),  # 18 digits: the longest the fast path reads
     (_PY, text_line(received="0000000000000000007")),  # 19 digits: Python reads 7
-    (_FAST, text_line(duration="999999999999999")),  # 15 digits
+    (_FAST, text_line(duration="100000000000000")),  # 15 digits (ends in 5196)
+    (_PY, text_line(duration="999999999999999")),  # 15 digits that end after 9999: a bad line
     (_PY, text_line(duration="1000000000000000")),  # 16: Python decides
     (_FAST, text_line(proto="http/3")),  # UDP on both
     (_FAST, text_line(proto="HTTP/2", details="x/3")),
@@ -545,7 +546,8 @@ PATHOLOGICAL_TEXT = [
     (_FAST, text_line(start="2026-01-02T03:04:05.1234567891234567891234Z")),
     (_FAST, text_line(start="1970-01-01T00:00:00Z")),
     (_PY, text_line(start="1969-12-31T23:59:59.999Z")),  # before the epoch: a bad line
-    (_FAST, text_line(start="9999-12-31T23:59:59Z")),  # the last second the store keeps
+    (_FAST, text_line(start="9999-12-31T23:59:59Z", duration="0")),  # the last second the store keeps
+    (_PY, text_line(start="9999-12-31T23:59:59Z")),  # 7 ms later: ends past it, a bad line
     (_PY, text_line(start="9999-12-31T23:59:59.5Z")),  # past it: a bad line
     (_PY, text_line(start="2026-01-02T03:04:05.Z")),
     (_PY, text_line(start="2026-01-02T24:00:00Z")),

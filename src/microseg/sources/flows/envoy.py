@@ -270,6 +270,8 @@ def _record(rec: Any, file_index: int) -> tuple[StageRow, tuple[Any, ...]]:
             raise _Bad(key, "missing")
     t = _time_us(rec["start_time"])
     duration = _int(rec.get("duration"), "duration")
+    if t + (duration or 0) * 1000 > MAX_EPOCH_SECONDS * 1_000_000:  # the store's limit, checked per line
+        raise _Bad("duration", f"{duration!r} ms from {rec['start_time']!r} ends after 9999-12-31T23:59:59Z")
     cluster = str(rec.get("upstream_cluster") or "-")
     direction = _side(cluster)
     d_local = _endpoint(rec["downstream_local_address"], "downstream_local_address")
@@ -719,17 +721,19 @@ def _checked_sql(fields: str) -> str:
         return f"TRY_CAST(substr({a}, {colon} + 1, strlen({a}) - {colon}) AS INTEGER)"
 
     return f"""
-SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t + coalesce(n_duration, 0) * 1000 AS UBIGINT) AS t_end,
+SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t_e AS UBIGINT) AS t_end,
   {ip('src')} AS src_ip, {ip('dst')} AS dst_ip, {port('src')} AS src_port, {port('dst')} AS dst_port,
   CASE WHEN http3 THEN 17 ELSE 6 END AS proto,
   TRY_CAST(CASE WHEN n_received IS NULL AND n_sent IS NULL THEN NULL
     ELSE coalesce(n_received, 0) + coalesce(n_sent, 0) END AS UBIGINT) AS bytes,
   denied, direction, fi::INTEGER AS file_index, rid,
-  coalesce(shaped AND t BETWEEN 0 AND {MAX_EPOCH_SECONDS * 1_000_000}, false) AS ok
+  coalesce(shaped AND t >= 0 AND t_e <= {MAX_EPOCH_SECONDS * 1_000_000}, false) AS ok
+FROM (
+SELECT *, t + coalesce(n_duration, 0) * 1000 AS t_e
 FROM (
 SELECT *,
   CASE WHEN shaped THEN epoch_us(TRY_CAST(time AS TIMESTAMP)) END AS t
-FROM ({fields}) WHERE NOT blank)"""
+FROM ({fields}) WHERE NOT blank))"""
 
 
 # The fast path's table: the staging columns that vary (``denied`` for ``action``), and ``rid``, the

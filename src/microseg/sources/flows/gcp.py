@@ -55,6 +55,7 @@ import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
+    MAX_EPOCH_SECONDS,
     STAGE_COLUMNS,
     ReaderOptions,
     SourceFile,
@@ -158,6 +159,8 @@ def _time_us(v: Any, field: str) -> int:
     us = (delta.days * 86400 + delta.seconds) * 1_000_000 + int((frac or "0")[:6].ljust(6, "0"))
     if us < 0:
         raise _Bad(field, f"{v!r} is before 1970")
+    if us > MAX_EPOCH_SECONDS * 1_000_000:  # the store's limit, checked per line (an offset or a fraction)
+        raise _Bad(field, f"{v!r} is after 9999-12-31T23:59:59Z")
     return us
 
 
@@ -451,6 +454,7 @@ _J["src_vm"], _J["dest_vm"] = _J.pop("src_instance.vm_name"), _J.pop("dest_insta
 _SHORT_LINE = 1600
 _MAX_LINE = 4000
 _MAX_BRACKETS = 800
+_MAX_US = MAX_EPOCH_SECONDS * 1_000_000  # a UTC time of 9999-12-31T23:59:59 with a fraction is past it
 _TIME_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?Z"
 _PLAIN_NAME = r'"[!#-.0-\[\]-~]+"'  # _plain_name: printable ASCII, no blank, '/', '"' or '\'
 # The same as the content of a JSON string read as VARCHAR, which gives any other value's JSON text: that text
@@ -617,7 +621,8 @@ FROM read_csv({sql_list(files)}, delim='\x01', header=false, quote='', escape=''
     counted = " AND ".join(f"({s(k)} IS NULL OR {c} IS NOT NULL)" for k, c in (("bytes_sent", "bytes"),
                                                                                ("packets_sent", "packets")))
     ok = ("coalesce(src_ip IS NOT NULL AND dst_ip IS NOT NULL AND src_port <= 65535 AND dst_port <= 65535 "
-          f"AND proto <= 255 AND k_rank IS NOT NULL AND t_start >= 0 AND t_end >= 0 AND {counted} "
+          f"AND proto <= 255 AND k_rank IS NOT NULL "
+          f"AND t_start BETWEEN 0 AND {_MAX_US} AND t_end BETWEEN 0 AND {_MAX_US} AND {counted} "
           "AND src_hint IS NOT NULL AND dst_hint IS NOT NULL, false)")
     # what str.strip() removes from an ASCII line: a line of only these is no line for Python
     blank = "trim(c0, ' \t\x0b\x0c\x1c\x1d\x1e\x1f') = ''"

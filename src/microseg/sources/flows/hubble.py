@@ -53,6 +53,7 @@ import duckdb
 
 from microseg.errors import InputError
 from microseg.sources.flows import (
+    MAX_EPOCH_SECONDS,
     STAGE_COLUMNS,
     TCP_ACK,
     TCP_SYN,
@@ -216,6 +217,8 @@ def _time_us(v: Any) -> int | None:
     us = (delta.days * 86400 + delta.seconds) * 1_000_000 + micros
     if us < 0:
         raise _Bad("time", f"{v!r} is before 1970")
+    if us > MAX_EPOCH_SECONDS * 1_000_000:  # the store's limit, checked per line (an offset or a fraction)
+        raise _Bad("time", f"{v!r} is after 9999-12-31T23:59:59Z")
     return us
 
 
@@ -597,7 +600,8 @@ SELECT *,
     WHEN bare AND (x_2 IS NOT NULL OR x_3 IS NOT NULL OR x_4 IS NOT NULL OR x_5 IS NOT NULL) THEN 'non-flow'
     WHEN v_verdict IN ({no_verdict}) AND (v_src IS NOT NULL OR v_dst IS NOT NULL) THEN 'no-verdict'
     WHEN action IS NOT NULL AND {address_json_sql('v_src')} AND {address_json_sql('v_dst')}
-      AND us >= 0 AND l4_ok AND (v_isr IS NULL OR v_isr IN ('null', 'true', 'false')) AND dir_ok
+      AND us BETWEEN 0 AND {MAX_EPOCH_SECONDS * 1_000_000} AND l4_ok
+      AND (v_isr IS NULL OR v_isr IN ('null', 'true', 'false')) AND dir_ok
       AND (src_wl IS NULL OR (src_wl <> chr(1) AND strlen(src_wl) = length(src_wl) AND NOT contains(src_wl, ' ')))
       AND (dst_wl IS NULL OR (dst_wl <> chr(1) AND strlen(dst_wl) = length(dst_wl) AND NOT contains(dst_wl, ' ')))
       THEN 'OK' END AS status

@@ -265,7 +265,8 @@ def _record(row: dict[str, str], file_index: int, zone: tzinfo) -> StageRow:
     if end < start:
         raise _Bad(end_col[0] if end_col else "te", "the flow ends before it starts")
     if end > MAX_EPOCH_SECONDS * 1_000_000:
-        raise _Bad(end_col[0] if end_col else "td", "the flow ends after 9999")
+        # the column the end came from: te, or the duration (td, or "duration" in nfdump 1.7.5's CSV)
+        raise _Bad(end_col[0] if end_col else duration[0] if duration else "td", "the flow ends after 9999")
     src, dst = _ip(*_need(row, _SRC)), _ip(*_need(row, _DST))
     proto = _proto(*_need(row, _PROTO))
     sport_col, dport_col = _need(row, _SPORT), _need(row, _DPORT)
