@@ -82,3 +82,15 @@ def test_security_groups_next_to_kubernetes_policies_is_refused(inventory: Path)
     assert r.returncode == 2
     assert "security groups (describe-security-groups output) and other policy files in one run" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_what_the_inventory_read_as_nothing_is_said(inventory: Path) -> None:
+    # A terminated instance (skipped: it holds no address) and a file that is no inventory are said on stderr.
+    (inventory / "old.json").write_text(json.dumps({"Reservations": [{"Instances": [
+        {"InstanceId": "i-0ddd0000000000004", "State": {"Name": "terminated"}}]}]}))
+    (inventory / "values.yaml").write_text("replicaCount: 3\n")
+    r = run("connectivity", "-i", inventory, "-p", GROUPS)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == EXPECTED
+    assert "inventory: " in r.stderr and "old.json: 1 terminated instance(s) skipped" in r.stderr
+    assert "values.yaml:1 is no inventory document; read as nothing" in r.stderr

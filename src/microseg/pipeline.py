@@ -417,12 +417,15 @@ def _security_group_connectivity(inventory_paths: Sequence[Path], files: Mapping
     from microseg.analyses.connlist import RENDERERS, from_pairs
     from microseg.sources.deployed.aws_sg import read_describe
 
-    inventory = load_inventory(list(inventory_paths))
+    loaded = read_inventory(list(inventory_paths))
+    inventory = loaded.inventory
     reading = read_describe(files, inventory.workloads)
     result = from_pairs(reading.connections, inventory.workloads)
     if focus is not None:
         result = result.focus(*focus)
     report = [f"read {len(inventory.workloads)} workloads, {len(reading.governed)} with security groups"]
+    report += [f"inventory: {note}" for note in loaded.report.notes]  # terminated instances, branch ENIs, ...
+    report += [f"inventory: {doc} is no inventory document; read as nothing" for doc in loaded.report.unrecognized]
     report += [f"{name}: carries no security group in the inventory; nothing filters it (not governed)"
                for name in reading.ungoverned]
     report += [f"group {g} is referenced by a rule but carried by no workload of the inventory"
