@@ -50,6 +50,26 @@ def all_in_python(_con: Any, files: Any, *_a: Any) -> Any:
     return generic_csv._Plan(python=set(range(len(files))))
 
 
+def ingest_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paths: list[Path], **kw: Any
+                ) -> tuple[list[tuple[IngestReport, list[dict[str, Any]]]], list[Any]]:
+    """``paths`` ingested by the fast path (its plans spied on), then by the Python reader alone: each run's
+    (report, rows), and the plans the fast path made."""
+    real = generic_csv._plan
+    used: list[Any] = []
+
+    def spy(*args: Any) -> Any:
+        used.append(real(*args))
+        return used[-1]
+
+    runs = []
+    for name, plan in (("fast", spy), ("python", all_in_python)):
+        with monkeypatch.context() as m:
+            m.setattr(generic_csv, "_plan", plan)
+            with FlowStore(tmp_path / name / "flows.duckdb") as s:
+                runs.append((s.ingest(paths, bad_threshold=1.0, **kw), s.rows()))
+    return runs, used
+
+
 def test_canonical_header_exact_rows(store: FlowStore, tmp_path: Path) -> None:
     path = write(tmp_path, [
         "start,end,src_ip,dst_ip,src_port,dst_port,protocol,bytes,packets,action",
@@ -226,26 +246,16 @@ def test_fast_path_matches_the_python_reader_line_for_line(tmp_path: Path, monke
     with gzip.open(d, "wt") as fh:
         fh.write("\n".join(["", HEADER, TRICKY[3], TRICKY[4], TRICKY[19]]) + "\n")
     out = []
-    real = generic_csv._plan
-    used: list[Any] = []
-
-    def spy(*args: Any) -> Any:
-        used.append(real(*args))
-        return used[-1]
-
-    for name, plan in (("fast", spy), ("python", all_in_python)):
-        with monkeypatch.context() as m:
-            m.setattr(generic_csv, "_plan", plan)
-            with FlowStore(tmp_path / name / "flows.duckdb") as s:
-                report = s.ingest([a, b, c, d], bad_threshold=1.0)
-                got: dict[tuple[Any, ...], list[int]] = {}
-                for r in s.rows():  # lines read in Python form their own aggregates: compare the sums
-                    key = (r["source_file"], r["src_ip"], r["dst_ip"], r["dst_port"], r["protocol"], r["action"],
-                           r["direction"], r["src_workload"], r["ts_start"], r["ts_end"])
-                    sums = got.setdefault(key, [0, 0, 0])
-                    sums[0] += r["records"]
-                    sums[1] += r["bytes"] or 0
-                    sums[2] += r["packets"] or 0
+    runs, used = ingest_both(tmp_path, monkeypatch, [a, b, c, d])
+    for report, rows in runs:
+        got: dict[tuple[Any, ...], list[int]] = {}
+        for r in rows:  # lines read in Python form their own aggregates: compare the sums
+            key = (r["source_file"], r["src_ip"], r["dst_ip"], r["dst_port"], r["protocol"], r["action"],
+                   r["direction"], r["src_workload"], r["ts_start"], r["ts_end"])
+            sums = got.setdefault(key, [0, 0, 0])
+            sums[0] += r["records"]
+            sums[1] += r["bytes"] or 0
+            sums[2] += r["packets"] or 0
         out.append(((report.lines, report.records, report.bad, [(b.file, b.line, b.field, b.message, b.text)
                                                                   for b in report.bad_samples]), got))
     assert used and used[0].relations and used[0].pending, "the fast path was not taken"

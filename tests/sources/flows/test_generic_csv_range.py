@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from microseg.engine.store import FlowStore
 from microseg.sources.flows import generic_csv
-from tests.sources.flows.test_generic_csv import all_in_python, write
+from tests.sources.flows.test_generic_csv import ingest_both, write
 
 HEADER = "start,end,src_ip,src_port,dst_ip,dst_port,protocol,bytes,packets,action"
 AFTER = "is after 9999-12-31T23:59:59Z"
@@ -21,23 +20,11 @@ UBIGINT_MAX = (1 << 64) - 1
 def both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: Path) -> list[tuple[Any, ...]]:
     """(lines, records, bad, samples, rows by destination) of ``path`` read by the fast path, then by the
     Python reader alone; asserts the fast path was taken and left no file wholly to Python."""
-    out = []
-    real = generic_csv._plan
-    used: list[Any] = []
-
-    def spy(*args: Any) -> Any:
-        used.append(real(*args))
-        return used[-1]
-
-    for name, plan in (("fast", spy), ("python", all_in_python)):
-        with monkeypatch.context() as m:
-            m.setattr(generic_csv, "_plan", plan)
-            with FlowStore(tmp_path / name / "flows.duckdb") as s:
-                report = s.ingest([path], fmt="csv", bad_threshold=1.0)
-                rows = {r["dst_ip"]: (r["records"], r["ts_start"], r["ts_end"], r["bytes"], r["packets"])
-                        for r in s.rows()}
-        out.append((report.lines, report.records, report.bad,
-                    [(b.file, b.line, b.field, b.message, b.text) for b in report.bad_samples], rows))
+    runs, used = ingest_both(tmp_path, monkeypatch, [path], fmt="csv")
+    out = [(report.lines, report.records, report.bad,
+            [(b.file, b.line, b.field, b.message, b.text) for b in report.bad_samples],
+            {r["dst_ip"]: (r["records"], r["ts_start"], r["ts_end"], r["bytes"], r["packets"]) for r in rows})
+           for report, rows in runs]
     assert used and used[0].relations and not used[0].python, "the fast path was not taken"
     return out
 
