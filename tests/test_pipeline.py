@@ -127,7 +127,7 @@ def test_same_input_gives_identical_files(planned: PlanOutcome, tmp_path: Path) 
 
 
 def test_validate_cli_path_with_flows(planned: PlanOutcome) -> None:
-    _, r = validate_policy(planned.out_dir / "policy", inventory_paths=INVENTORY, flows=FLOWS)
+    r = validate_policy(planned.out_dir / "policy", inventory_paths=INVENTORY, flows=FLOWS).result
     assert r.ok and r.edges_checked > 0
     assert any(f.id == "MS204" and f.destination == "shop/postgres" for f in r.info)
 
@@ -198,11 +198,11 @@ def test_validate_counts_only_the_window(planned: PlanOutcome) -> None:
     from microseg.engine.store import TimeWindow
 
     policy_dir = planned.out_dir / "policy"
-    _, everything = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS)
-    _, later = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS,
-                               window=TimeWindow.parse("2030-01-01", None))  # after every example flow
-    _, all_of_it = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS,
-                                   window=TimeWindow.parse("2026-11-01", "2026-11-10"))  # around all of them
+    everything = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS).result
+    later = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS,
+                            window=TimeWindow.parse("2030-01-01", None)).result  # after every example flow
+    all_of_it = validate_policy(policy_dir, inventory_paths=INVENTORY, flows=FLOWS,
+                                window=TimeWindow.parse("2026-11-01", "2026-11-10")).result  # around all of them
     assert everything.edges_checked > 0 and later.edges_checked == 0
     assert all_of_it.edges_checked == everything.edges_checked
 

@@ -24,6 +24,7 @@ from microseg.errors import MicrosegError, ValidationFailed
 
 if TYPE_CHECKING:
     from microseg.sources.flows import ProgressCallback
+    from microseg.sources.inventory import InventoryReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Plan zero-trust micro-segmentation from inventories and flow logs, and prove the plan "
@@ -145,6 +146,23 @@ def compile_cmd(
     out.print(f"Wrote {len(files)} file(s) for {target} ({mode}) to {out_dir}")
 
 
+INVENTORY_LINES = 20  # per kind of line (notes, documents read as nothing, kinds not read); the rest are counted
+
+
+def _say_inventory(report: InventoryReport | None) -> None:
+    """What reading --inventory noticed or read as nothing, on stderr, one line each (stdout stays the result).
+
+    A document read as nothing leaves its hosts out: their flows resolve to no workload and the checks see
+    fewer of them, so this is said even with --quiet.
+    """
+    if report is None:
+        return
+    from microseg.pipeline import inventory_lines
+
+    for line in inventory_lines(report, limit=INVENTORY_LINES):
+        err.print(f"microseg: {line}", markup=False)
+
+
 @app.command(name="validate")
 def validate_cmd(
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy directory (OUT/policy from plan).")],
@@ -168,12 +186,15 @@ def validate_cmd(
     import json
 
     from microseg.pipeline import time_window, validate_policy
+    from microseg.reports.drift import inventory_doc
 
     window = time_window(since, until)
     with _ingest_bar(show_progress, quiet or not flows) as bar:  # no flows: nothing to show
-        pol, result = validate_policy(policy, inventory_paths=inventory or [], flows=flows or [],
-                                      flow_format=flow_format, segment=segment, flow_timezone=flow_timezone,
-                                      window=window, ingest_progress=bar, engine=engine)
+        outcome = validate_policy(policy, inventory_paths=inventory or [], flows=flows or [],
+                                  flow_format=flow_format, segment=segment, flow_timezone=flow_timezone,
+                                  window=window, ingest_progress=bar, engine=engine)
+    result = outcome.result
+    _say_inventory(outcome.inventory)
     flat = sum(b.flat for b in result.blast)
     direct = sum(b.direct for b in result.blast)
     out.print(f"Checked {result.rows_checked} matrix rows, {result.pairs_checked} reachable pairs, "
@@ -192,7 +213,7 @@ def validate_cmd(
         doc = {"ok": result.ok, "violations": [f.model_dump(mode="json") for f in result.violations],
                "warnings": [f.model_dump(mode="json") for f in result.warnings],
                "info": [f.model_dump(mode="json") for f in result.info],
-               "blast_radius": [b.__dict__ for b in result.blast]}
+               "blast_radius": [b.__dict__ for b in result.blast], "inventory": inventory_doc(outcome.inventory)}
         output.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if not result.ok:
         raise ValidationFailed(f"{len(result.violations)} violation(s)")
@@ -273,10 +294,12 @@ def drift_cmd(
         raise InputError(f"unknown format {fmt!r}; use text, json or sarif", field="--format")
     if fail_on != "never" and fail_on not in SEVERITIES:
         raise InputError(f"unknown severity {fail_on!r}; use {', '.join(SEVERITIES)} or never", field="--fail-on")
-    report = drift_report(policy, deployed_dir=deployed, target=target, inventory_paths=inventory or [],
-                          flows=flows or [], flow_format=flow_format, orphan_days=orphan_days, now=_parse_now(now))
-    text = (render_text(report) if fmt == "text" else render_json(report) if fmt == "json"
-            else render_sarif(report, version=__version__))
+    outcome = drift_report(policy, deployed_dir=deployed, target=target, inventory_paths=inventory or [],
+                           flows=flows or [], flow_format=flow_format, orphan_days=orphan_days, now=_parse_now(now))
+    report = outcome.report
+    _say_inventory(outcome.inventory)
+    text = (render_text(report) if fmt == "text" else render_json(report, inventory=outcome.inventory)
+            if fmt == "json" else render_sarif(report, version=__version__, inventory=outcome.inventory))
     if output is not None:
         _write_atomic(output, text)
         out.print(f"Wrote {len(report.findings)} finding(s) to {output}", markup=False)

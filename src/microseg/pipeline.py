@@ -38,7 +38,7 @@ from microseg.reports.markdown import (
 )
 from microseg.reports.tables import findings_json, matrix_csv, matrix_rows, zones_yaml
 from microseg.sources.flows import ProgressCallback, zone_info
-from microseg.sources.inventory import load_inventory, read_inventory
+from microseg.sources.inventory import InventoryReport, LoadResult, read_inventory
 from microseg.sources.inventory.kubernetes import KubernetesResult
 
 if TYPE_CHECKING:
@@ -195,19 +195,72 @@ def compile_policy(policy_dir: Path, target: str, out_dir: Path, *, mode: Mode =
     return tuple(sorted(files))
 
 
+def inventory_lines(report: InventoryReport, *, kinds: bool = True, limit: int | None = None) -> list[str]:
+    """What reading the inventory noticed or read as nothing, one short line each (for stderr).
+
+    The readers' notes (terminated instances, branch ENIs, ...), then each document read as nothing, then (with
+    ``kinds``) each Kubernetes kind not read. ``limit`` caps the lines of each of these, the rest counted.
+    """
+    def capped(lines: list[str], what: str) -> list[str]:
+        if limit is None or len(lines) <= limit:
+            return lines
+        return [*lines[:limit], f"inventory: and {len(lines) - limit} more {what}"]
+
+    out = capped([f"inventory: {note}" for note in report.notes], "note(s)")
+    out += capped([f"inventory: {doc} is no inventory document; read as nothing" for doc in report.unrecognized],
+                  "document(s) read as nothing")
+    if kinds:
+        out += capped([f"inventory: skipped {n} {kind} object(s), a kind the inventory readers do not read"
+                       for kind, n in report.ignored_kinds], "kind(s) not read")
+    return out
+
+
+def _read_checked_inventory(inventory_paths: Sequence[Path]) -> LoadResult:
+    """The inventory a check resolves flows or rules against, refused when it holds no workload at all.
+
+    A file that is no inventory is read as nothing (and reported); if that leaves no workload, every flow
+    would resolve to nothing and every check on observed flows or inventoried workloads would pass vacuously.
+    That is an input error, not a pass.
+    """
+    from microseg.sources.inventory.native import INTERNET_NAME
+
+    loaded = read_inventory(list(inventory_paths))
+    if all(w.name == INTERNET_NAME for w in loaded.inventory.workloads):
+        inv = loaded.report
+        why = [f"{len(inv.unrecognized)} document(s) not recognised and read as nothing, the first here"
+               ] if inv.unrecognized else []
+        why += ["kinds not read: " + ", ".join(f"{kind} × {n}" for kind, n in inv.ignored_kinds)
+                ] if inv.ignored_kinds else []
+        file, _, line = inv.unrecognized[0].rpartition(":") if inv.unrecognized else ("", "", "")
+        raise InputError("the inventory holds no workload" + "".join(f"; {w}" for w in why)
+                         + ". Every flow and rule would be checked against nothing; refusing rather than passing",
+                         file=file or ", ".join(map(str, inventory_paths)),
+                         line=int(line) if line.isdigit() else None, field="--inventory")
+    return loaded
+
+
+@dataclass(frozen=True)
+class ValidateOutcome:
+    policy: Policy
+    result: ValidationResult
+    inventory: InventoryReport | None  # what reading --inventory noticed or read as nothing; None: not read
+
+
 def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (),
                     flow_format: str | None = None, store_path: Path | None = None, segment: str | None = None,
                     now: datetime | None = None, bad_threshold: float = 0.01,
                     flow_timezone: str = "UTC", window: TimeWindow | None = None,
                     ingest_progress: ProgressCallback | None = None,
-                    engine: str | None = None) -> tuple[Policy, ValidationResult]:
+                    engine: str | None = None) -> ValidateOutcome:
     zone_info(flow_timezone)
     policy = read_policy_dir(policy_dir)
     edges: tuple[Edge, ...] | None = None
+    inventory_report: InventoryReport | None = None
     if flows or parse_engine(engine).table is not None:
         if not inventory_paths:
             raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
-        inventory = load_inventory(list(inventory_paths))
+        loaded = _read_checked_inventory(inventory_paths)
+        inventory, inventory_report = loaded.inventory, loaded.report
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="microseg-validate-") as tmp:
@@ -219,7 +272,8 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
     if segment is not None and segment not in {s.name for s in policy.segments}:
         raise InputError(f"unknown segment {segment!r}; known: {', '.join(s.name for s in policy.segments)}",
                          field="--segment")
-    return policy, validate(policy, edges, now=now or datetime.now(UTC), segment=segment)
+    return ValidateOutcome(policy, validate(policy, edges, now=now or datetime.now(UTC), segment=segment),
+                           inventory_report)
 
 
 # -- drift and revision diff (issue 5) ----------------------------------------------------------------------
@@ -274,9 +328,15 @@ def read_deployed(deployed_dir: Path, target: str,
     raise InputError(f"drift cannot read deployed {target!r}; use one of {', '.join(TARGETS)}", field="--target")
 
 
+@dataclass(frozen=True)
+class DriftOutcome:
+    report: DriftReport
+    inventory: InventoryReport | None  # what reading --inventory noticed or read as nothing; None: not given
+
+
 def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: str = "kubernetes",
                  inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (), flow_format: str | None = None,
-                 orphan_days: int = 30, now: datetime | None = None, bad_threshold: float = 0.01) -> DriftReport:
+                 orphan_days: int = 30, now: datetime | None = None, bad_threshold: float = 0.01) -> DriftOutcome:
     """`microseg drift`: desired policy vs deployed output, observed flows and the current inventory."""
     from microseg.analyses.drift import TARGETS, detect_drift, policy_locations, target_scope
 
@@ -289,7 +349,8 @@ def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: 
     if deployed_dir is not None:
         files, deployed = read_deployed(deployed_dir, target, policy)
         scope = target_scope(target, policy, files)
-    inventory = load_inventory(list(inventory_paths)) if inventory_paths else None
+    loaded = _read_checked_inventory(inventory_paths) if inventory_paths else None
+    inventory = loaded.inventory if loaded is not None else None
     edges: tuple[Edge, ...] | None = None
     if flows:
         if inventory is None:
@@ -300,8 +361,9 @@ def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: 
             _, mapping = map_observed(inventory, flows, Path(tmp) / STORE_NAME, flow_format=flow_format,
                                       bad_threshold=bad_threshold)
         edges = mapping.edges
-    return detect_drift(policy, now=now or datetime.now(UTC), target=target, deployed=deployed, scope=scope,
-                        edges=edges, inventory=inventory, orphan_days=orphan_days, locations=locations)
+    report = detect_drift(policy, now=now or datetime.now(UTC), target=target, deployed=deployed, scope=scope,
+                          edges=edges, inventory=inventory, orphan_days=orphan_days, locations=locations)
+    return DriftOutcome(report, loaded.report if loaded is not None else None)
 
 
 def diff_revisions(repo: Path, rev1: str, rev2: str, *, policy_dir: str = "policy") -> RevisionDiff:
@@ -424,8 +486,7 @@ def _security_group_connectivity(inventory_paths: Sequence[Path], files: Mapping
     if focus is not None:
         result = result.focus(*focus)
     report = [f"read {len(inventory.workloads)} workloads, {len(reading.governed)} with security groups"]
-    report += [f"inventory: {note}" for note in loaded.report.notes]  # terminated instances, branch ENIs, ...
-    report += [f"inventory: {doc} is no inventory document; read as nothing" for doc in loaded.report.unrecognized]
+    report += inventory_lines(loaded.report, kinds=False)  # terminated instances, branch ENIs, ..., read as nothing
     report += [f"{name}: carries no security group in the inventory; nothing filters it (not governed)"
                for name in reading.ungoverned]
     report += [f"group {g} is referenced by a rule but carried by no workload of the inventory"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from microseg.analyses.drift import RULES, SEVERITIES, DriftFinding, DriftReport
+
+if TYPE_CHECKING:
+    from microseg.sources.inventory import InventoryReport
 
 
 def _where(f: DriftFinding) -> str:
@@ -28,10 +32,19 @@ def render_text(report: DriftReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_json(report: DriftReport) -> str:
+def inventory_doc(inventory: InventoryReport | None) -> dict[str, object] | None:
+    """What reading the inventory read (files), read as nothing (unrecognized: file:line of each document),
+    did not read (ignored_kinds: Kubernetes kind -> objects) and noticed (notes), as JSON; None: none was read."""
+    if inventory is None:
+        return None
+    return {"files": list(inventory.files), "unrecognized": list(inventory.unrecognized),
+            "ignored_kinds": dict(inventory.ignored_kinds), "notes": list(inventory.notes)}
+
+
+def render_json(report: DriftReport, *, inventory: InventoryReport | None = None) -> str:
     doc = {"target": report.target, "pairs_compared": report.pairs_compared, "edges_checked": report.edges_checked,
            "summary": {s: sum(1 for f in report.findings if f.severity == s) for s in SEVERITIES},
-           "findings": [f.as_json() for f in report.findings]}
+           "findings": [f.as_json() for f in report.findings], "inventory": inventory_doc(inventory)}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -41,7 +54,7 @@ _LEVEL: dict[str, str] = {"critical": "error", "high": "error", "medium": "warni
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
-def render_sarif(report: DriftReport, *, version: str) -> str:
+def render_sarif(report: DriftReport, *, version: str, inventory: InventoryReport | None = None) -> str:
     rules = [{"id": rid, "name": name, "shortDescription": {"text": text},
               "defaultConfiguration": {"level": _LEVEL[severity]}, "properties": {"severity": severity}}
              for rid, (name, text, severity) in sorted(RULES.items())]
@@ -70,10 +83,15 @@ def render_sarif(report: DriftReport, *, version: str) -> str:
         if location:
             result["locations"] = [location]
         results.append(result)
-    doc = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [{
-        "tool": {"driver": {"name": "microseg", "version": version, "rules": rules}},
-        "results": results}]}
+    run: dict[str, object] = {"tool": {"driver": {"name": "microseg", "version": version, "rules": rules}},
+                              "results": results}
+    if inventory is not None:
+        # A fact about the run's input, not a finding about the policy: in the run's property bag (section 3.8),
+        # the same object as the JSON report's. (SARIF's own place would be invocations[].toolExecutionNotifications,
+        # which tests/schemas/sarif does not transcribe yet.)
+        run["properties"] = {"inventory": inventory_doc(inventory)}
+    doc = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-__all__ = ["SARIF_SCHEMA", "render_json", "render_sarif", "render_text"]
+__all__ = ["SARIF_SCHEMA", "inventory_doc", "render_json", "render_sarif", "render_text"]
