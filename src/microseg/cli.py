@@ -186,7 +186,7 @@ def validate_cmd(
     import json
 
     from microseg.pipeline import time_window, validate_policy
-    from microseg.reports.drift import inventory_doc
+    from microseg.reports.tables import inventory_doc
 
     window = time_window(since, until)
     with _ingest_bar(show_progress, quiet or not flows) as bar:  # no flows: nothing to show

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from microseg.analyses.drift import RULES, SEVERITIES, DriftFinding, DriftReport
+from microseg.reports.tables import inventory_doc
 
 if TYPE_CHECKING:
     from microseg.sources.inventory import InventoryReport
@@ -30,15 +31,6 @@ def render_text(report: DriftReport) -> str:
     scope = f" against deployed {report.target} ({report.pairs_compared} governed pairs)" if report.target else ""
     lines.append(f"Drift{scope}, {report.edges_checked} observed dependencies: {summary}.")
     return "\n".join(lines) + "\n"
-
-
-def inventory_doc(inventory: InventoryReport | None) -> dict[str, object] | None:
-    """What reading the inventory read (files), read as nothing (unrecognized: file:line of each document),
-    did not read (ignored_kinds: Kubernetes kind -> objects) and noticed (notes), as JSON; None: none was read."""
-    if inventory is None:
-        return None
-    return {"files": list(inventory.files), "unrecognized": list(inventory.unrecognized),
-            "ignored_kinds": dict(inventory.ignored_kinds), "notes": list(inventory.notes)}
 
 
 def render_json(report: DriftReport, *, inventory: InventoryReport | None = None) -> str:
@@ -94,4 +86,4 @@ def render_sarif(report: DriftReport, *, version: str, inventory: InventoryRepor
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-__all__ = ["SARIF_SCHEMA", "inventory_doc", "render_json", "render_sarif", "render_text"]
+__all__ = ["SARIF_SCHEMA", "render_json", "render_sarif", "render_text"]

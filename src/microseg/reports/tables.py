@@ -8,10 +8,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import yaml
 
 from microseg.ir.model import Edge, Finding, Policy, PortRange, Protocol
+
+if TYPE_CHECKING:
+    from microseg.sources.inventory import InventoryReport
 
 MATRIX_COLUMNS = ("rule_id", "source", "source_segment", "destination", "destination_segment", "protocol", "port",
                   "justification", "flows", "bytes", "days", "first_seen", "last_seen", "rule_kind")
@@ -93,3 +97,12 @@ def zones_yaml(policy: Policy) -> str:
 
 def findings_json(findings: Sequence[Finding]) -> str:
     return json.dumps([f.model_dump(mode="json") for f in findings], indent=2, sort_keys=True) + "\n"
+
+
+def inventory_doc(inventory: InventoryReport | None) -> dict[str, object] | None:
+    """What reading the inventory read (files), read as nothing (unrecognized: file:line of each document),
+    did not read (ignored_kinds: Kubernetes kind -> objects) and noticed (notes), as JSON; None: none was read."""
+    if inventory is None:
+        return None
+    return {"files": list(inventory.files), "unrecognized": list(inventory.unrecognized),
+            "ignored_kinds": dict(inventory.ignored_kinds), "notes": list(inventory.notes)}
