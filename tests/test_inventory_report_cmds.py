@@ -122,18 +122,23 @@ def test_drift_without_inventory_carries_none(demo: Path) -> None:
     assert json.loads(r.stdout)["inventory"] is None and r.stderr == ""
 
 
-@pytest.mark.parametrize("command", ["validate", "drift"])
+@pytest.mark.parametrize("command", ["validate", "drift", "plan"])
 def test_an_inventory_read_as_nothing_is_refused_not_passed(demo: Path, tmp_path: Path, command: str) -> None:
     # A mistyped inventory: every document is read as nothing, so every flow would resolve to no workload and
-    # `validate` would check no observed flow, `drift --fail-on high` would find nothing high. Exit 2 instead.
+    # `validate` would check no observed flow, `drift --fail-on high` would find nothing high, `plan` would
+    # write a plan of nothing. Exit 2 instead.
     typo = tmp_path / "hosts.yaml"
     typo.write_text("# hosts\nhosts:\n  - {name: db-1, ip: 10.0.3.10}\n", encoding="utf-8")
-    extra: list[str | Path] = (["--flows", example_dir() / "flows"] if command == "validate"
-                               else ["--now", "2026-11-09", "--fail-on", "high"])
-    r = run(command, "--policy", demo / "policy", "--inventory", typo, *extra)
+    flows = ["--flows", example_dir() / "flows"]
+    args: dict[str, list[str | Path]] = {
+        "validate": ["--policy", demo / "policy", *flows],
+        "drift": ["--policy", demo / "policy", "--now", "2026-11-09", "--fail-on", "high"],
+        "plan": [*flows, "--out", tmp_path / "plan"]}
+    r = run(command, "--inventory", typo, *args[command])
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert f"{typo}:2 [--inventory]: the inventory holds no workload; 1 document(s) not recognised" in r.stderr
     assert "Traceback" not in r.stderr and "PASS" not in r.stdout
+    assert not (tmp_path / "plan").exists()  # plan refused before writing anything
 
 
 def test_inventory_lines_are_capped_and_counted() -> None:

@@ -144,7 +144,7 @@ def plan(inventory_paths: Sequence[Path], flows: Sequence[str], out_dir: Path, *
          ingest_progress: ProgressCallback | None = None, engine: str | None = None) -> PlanOutcome:
     zone_info(flow_timezone)  # a bad option fails before any input is read
     progress("reading inventory")
-    loaded = read_inventory(list(inventory_paths))
+    loaded = _read_checked_inventory(inventory_paths)
     inventory, inv = loaded.inventory, loaded.report
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = parse_engine(engine)
@@ -216,11 +216,11 @@ def inventory_lines(report: InventoryReport, *, kinds: bool = True, limit: int |
 
 
 def _read_checked_inventory(inventory_paths: Sequence[Path]) -> LoadResult:
-    """The inventory a check resolves flows or rules against, refused when it holds no workload at all.
+    """The inventory that flows and rules resolve against, refused when it holds no workload at all.
 
     A file that is no inventory is read as nothing (and reported); if that leaves no workload, every flow
-    would resolve to nothing and every check on observed flows or inventoried workloads would pass vacuously.
-    That is an input error, not a pass.
+    would resolve to nothing: ``plan`` would plan nothing, and every check on observed flows or inventoried
+    workloads (``validate``, ``drift``) would pass vacuously. That is an input error, not a result.
     """
     from microseg.sources.inventory.native import INTERNET_NAME
 
@@ -233,7 +233,7 @@ def _read_checked_inventory(inventory_paths: Sequence[Path]) -> LoadResult:
                 ] if inv.ignored_kinds else []
         file, _, line = inv.unrecognized[0].rpartition(":") if inv.unrecognized else ("", "", "")
         raise InputError("the inventory holds no workload" + "".join(f"; {w}" for w in why)
-                         + ". Every flow and rule would be checked against nothing; refusing rather than passing",
+                         + ". Every flow and rule would resolve to nothing: refusing rather than going on with nothing",
                          file=file or ", ".join(map(str, inventory_paths)),
                          line=int(line) if line.isdigit() else None, field="--inventory")
     return loaded
