@@ -272,7 +272,8 @@ def drift_cmd(
                      "unexplained flows. Repeatable.")] = None,
     flow_format: Annotated[str | None, typer.Option("--flow-format")] = None,
     orphan_days: Annotated[int, typer.Option("--orphan-days", help="A rule no flow hit in the last N days of "
-                           "the flow data is orphaned.")] = 30,
+                           "the flow data (with --since/--until: of the flow data in that window) is "
+                           "orphaned.")] = 30,
     now: Annotated[str | None, typer.Option("--now", help="Date (ISO) against which exceptions expire; "
                    "default: the current time.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="text, json or sarif.")] = "text",
@@ -280,6 +281,12 @@ def drift_cmd(
                       "standard output.")] = None,
     fail_on: Annotated[str, typer.Option("--fail-on", help="Exit 4 when a finding of this severity or worse "
                        "exists: critical, high, medium, low, info, or never.")] = "high",
+    flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
+    since: Annotated[str | None, typer.Option("--since", help=SINCE_HELP)] = None,
+    until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
+    show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
+    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
 ) -> None:
     """Compare the reviewed policy with what is deployed, observed and inventoried: drift per pair,
     orphaned rules, unexplained flows, expired exceptions, workloads in no segment. Exit 4 on findings
@@ -287,15 +294,19 @@ def drift_cmd(
     from microseg.analyses.drift import SEVERITIES
     from microseg.errors import InputError
     from microseg.ir.model import Severity
-    from microseg.pipeline import drift_report
+    from microseg.pipeline import drift_report, time_window
     from microseg.reports.drift import render_json, render_sarif, render_text
 
     if fmt not in ("text", "json", "sarif"):
         raise InputError(f"unknown format {fmt!r}; use text, json or sarif", field="--format")
     if fail_on != "never" and fail_on not in SEVERITIES:
         raise InputError(f"unknown severity {fail_on!r}; use {', '.join(SEVERITIES)} or never", field="--fail-on")
-    outcome = drift_report(policy, deployed_dir=deployed, target=target, inventory_paths=inventory or [],
-                           flows=flows or [], flow_format=flow_format, orphan_days=orphan_days, now=_parse_now(now))
+    window = time_window(since, until)
+    with _ingest_bar(show_progress, quiet or not flows) as bar:  # no flows (or a table on the engine): no bar
+        outcome = drift_report(policy, deployed_dir=deployed, target=target, inventory_paths=inventory or [],
+                               flows=flows or [], flow_format=flow_format, orphan_days=orphan_days,
+                               now=_parse_now(now), flow_timezone=flow_timezone, window=window,
+                               ingest_progress=bar, engine=engine)
     report = outcome.report
     _say_inventory(outcome.inventory)
     text = (render_text(report) if fmt == "text" else render_json(report, inventory=outcome.inventory)

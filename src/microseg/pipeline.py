@@ -336,12 +336,21 @@ class DriftOutcome:
 
 def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: str = "kubernetes",
                  inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (), flow_format: str | None = None,
-                 orphan_days: int = 30, now: datetime | None = None, bad_threshold: float = 0.01) -> DriftOutcome:
-    """`microseg drift`: desired policy vs deployed output, observed flows and the current inventory."""
+                 orphan_days: int = 30, now: datetime | None = None, bad_threshold: float = 0.01,
+                 flow_timezone: str = "UTC", window: TimeWindow | None = None,
+                 ingest_progress: ProgressCallback | None = None, engine: str | None = None) -> DriftOutcome:
+    """`microseg drift`: desired policy vs deployed output, observed flows and the current inventory.
+
+    The flows are read as ``plan`` and ``validate`` read them (``flow_timezone``, ``window``, ``engine``), so
+    the three commands see the same edges. With a ``window`` the "last ``orphan_days`` days" count back from the
+    end of the flow data inside it (the latest end of a flow that started in the window).
+    """
     from microseg.analyses.drift import TARGETS, detect_drift, policy_locations, target_scope
 
     if target not in TARGETS:  # before reading anything, so the error names the real mistake
         raise InputError(f"drift cannot read deployed {target!r}; use one of {', '.join(TARGETS)}", field="--target")
+    zone_info(flow_timezone)
+    on_engine = parse_engine(engine).table is not None
     policy = read_policy_dir(policy_dir)
     texts = {name: (policy_dir / name).read_text(encoding="utf-8") for name in FILES if (policy_dir / name).is_file()}
     locations = policy_locations(texts, where=str(policy_dir))
@@ -352,14 +361,15 @@ def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: 
     loaded = _read_checked_inventory(inventory_paths) if inventory_paths else None
     inventory = loaded.inventory if loaded is not None else None
     edges: tuple[Edge, ...] | None = None
-    if flows:
+    if flows or on_engine:
         if inventory is None:
             raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="microseg-drift-") as tmp:
             _, mapping = map_observed(inventory, flows, Path(tmp) / STORE_NAME, flow_format=flow_format,
-                                      bad_threshold=bad_threshold)
+                                      bad_threshold=bad_threshold, flow_timezone=flow_timezone, window=window,
+                                      ingest_progress=ingest_progress, engine=engine)
         edges = mapping.edges
     report = detect_drift(policy, now=now or datetime.now(UTC), target=target, deployed=deployed, scope=scope,
                           edges=edges, inventory=inventory, orphan_days=orphan_days, locations=locations)
