@@ -23,6 +23,7 @@ from microseg import __version__
 from microseg.errors import MicrosegError, ValidationFailed
 
 if TYPE_CHECKING:
+    from microseg.reports.markdown import FlowsView
     from microseg.sources.flows import ProgressCallback
     from microseg.sources.inventory import InventoryReport
 
@@ -163,6 +164,18 @@ def _say_inventory(report: InventoryReport | None) -> None:
         err.print(f"microseg: {line}", markup=False)
 
 
+def _say_flows(flows: FlowsView | None, quiet: bool) -> None:
+    """What reading the flows counted, on stderr: the status (lines, records, resolved share) unless --quiet,
+    and the bad lines always (left out of every edge, so the checks saw fewer flows than the files hold)."""
+    if flows is None:
+        return
+    from microseg.pipeline import flows_lines
+
+    status, bad = flows_lines(flows, limit=INVENTORY_LINES)
+    for line in ([] if quiet else status) + bad:
+        err.print(f"microseg: {line}", markup=False)
+
+
 @app.command(name="validate")
 def validate_cmd(
     policy: Annotated[Path, typer.Option("--policy", "-p", help="Policy directory (OUT/policy from plan).")],
@@ -186,7 +199,7 @@ def validate_cmd(
     import json
 
     from microseg.pipeline import time_window, validate_policy
-    from microseg.reports.tables import inventory_doc
+    from microseg.reports.tables import flows_doc, inventory_doc
 
     window = time_window(since, until)
     with _ingest_bar(show_progress, quiet or not flows) as bar:  # no flows: nothing to show
@@ -195,6 +208,7 @@ def validate_cmd(
                                   window=window, ingest_progress=bar, engine=engine)
     result = outcome.result
     _say_inventory(outcome.inventory)
+    _say_flows(outcome.flows, quiet)
     flat = sum(b.flat for b in result.blast)
     direct = sum(b.direct for b in result.blast)
     out.print(f"Checked {result.rows_checked} matrix rows, {result.pairs_checked} reachable pairs, "
@@ -213,7 +227,8 @@ def validate_cmd(
         doc = {"ok": result.ok, "violations": [f.model_dump(mode="json") for f in result.violations],
                "warnings": [f.model_dump(mode="json") for f in result.warnings],
                "info": [f.model_dump(mode="json") for f in result.info],
-               "blast_radius": [b.__dict__ for b in result.blast], "inventory": inventory_doc(outcome.inventory)}
+               "blast_radius": [b.__dict__ for b in result.blast], "inventory": inventory_doc(outcome.inventory),
+               "flows": flows_doc(outcome.flows)}
         output.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if not result.ok:
         raise ValidationFailed(f"{len(result.violations)} violation(s)")
@@ -309,8 +324,10 @@ def drift_cmd(
                                ingest_progress=bar, engine=engine)
     report = outcome.report
     _say_inventory(outcome.inventory)
-    text = (render_text(report) if fmt == "text" else render_json(report, inventory=outcome.inventory)
-            if fmt == "json" else render_sarif(report, version=__version__, inventory=outcome.inventory))
+    _say_flows(outcome.flows, quiet)
+    text = (render_text(report) if fmt == "text"
+            else render_json(report, inventory=outcome.inventory, flows=outcome.flows) if fmt == "json"
+            else render_sarif(report, version=__version__, inventory=outcome.inventory, flows=outcome.flows))
     if output is not None:
         _write_atomic(output, text)
         out.print(f"Wrote {len(report.findings)} finding(s) to {output}", markup=False)

@@ -29,6 +29,7 @@ from microseg.ir.semantics import Connections
 from microseg.ir.serde import FILES, ExceptionsDoc, dump_policy, exception_from_entry, load_doc, load_policy
 from microseg.reports.markdown import (
     CoverageView,
+    FlowsView,
     IngestView,
     InventoryView,
     PlanView,
@@ -215,6 +216,35 @@ def inventory_lines(report: InventoryReport, *, kinds: bool = True, limit: int |
     return out
 
 
+def _flows_read(report: IngestReport, mapping: MappingResult, flow_timezone: str, window: TimeWindow | None,
+                engine: str | None) -> FlowsView:
+    spec = parse_engine(engine)
+    return FlowsView(_ingest_view(report, flow_timezone, window), _coverage_view(mapping),
+                     spec.display if spec.table is not None else None)
+
+
+def flows_lines(flows: FlowsView, *, limit: int | None = None) -> tuple[list[str], list[str]]:
+    """(status lines, bad lines) of reading the flows, one short line each (for stderr).
+
+    The status: what was read and how much of it resolved. The bad lines: each sampled unparseable line
+    (file:line [field] message), ``limit`` of them at most, the rest counted; they are left out of every edge,
+    so a check over the flows saw fewer of them.
+    """
+    i, c = flows.ingest, flows.coverage
+    if flows.engine is not None:
+        status = [f"flows: {c.records} records in {flows.engine}"]
+    else:
+        status = [f"flows: {i.files} file(s), {i.lines} lines, {i.records} records, {i.skipped} skipped, "
+                  f"{i.bad} bad" + (f", {i.outside} outside the window {i.window}" if i.window is not None else "")
+                  + (f"; times without a zone read in {i.timezone}" if i.timezone != "UTC" else "")]
+    status.append(f"flows: {c.resolved_records} of {c.records} records ({c.record_share:.1%}) resolved to "
+                  "workloads or named peers at both ends")
+    bad = [f"flows: bad line {sample}" for sample in i.bad_samples[:limit]]
+    if i.bad > len(bad):
+        bad.append(f"flows: and {i.bad - len(bad)} more bad line(s)" if bad else f"flows: {i.bad} bad line(s)")
+    return status, bad
+
+
 def _read_checked_inventory(inventory_paths: Sequence[Path]) -> LoadResult:
     """The inventory that flows and rules resolve against, refused when it holds no workload at all.
 
@@ -244,6 +274,7 @@ class ValidateOutcome:
     policy: Policy
     result: ValidationResult
     inventory: InventoryReport | None  # what reading --inventory noticed or read as nothing; None: not read
+    flows: FlowsView | None = None  # what reading the flows counted (bad lines, resolution); None: not read
 
 
 def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (),
@@ -256,6 +287,7 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
     policy = read_policy_dir(policy_dir)
     edges: tuple[Edge, ...] | None = None
     inventory_report: InventoryReport | None = None
+    flows_read: FlowsView | None = None
     if flows or parse_engine(engine).table is not None:
         if not inventory_paths:
             raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
@@ -264,16 +296,17 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="microseg-validate-") as tmp:
-            _, mapping = map_observed(inventory, flows, store_path or Path(tmp) / STORE_NAME,
-                                      flow_format=flow_format, bad_threshold=bad_threshold,
-                                      flow_timezone=flow_timezone, window=window, ingest_progress=ingest_progress,
-                                      engine=engine)
+            ingest, mapping = map_observed(inventory, flows, store_path or Path(tmp) / STORE_NAME,
+                                           flow_format=flow_format, bad_threshold=bad_threshold,
+                                           flow_timezone=flow_timezone, window=window,
+                                           ingest_progress=ingest_progress, engine=engine)
         edges = mapping.edges
+        flows_read = _flows_read(ingest, mapping, flow_timezone, window, engine)
     if segment is not None and segment not in {s.name for s in policy.segments}:
         raise InputError(f"unknown segment {segment!r}; known: {', '.join(s.name for s in policy.segments)}",
                          field="--segment")
     return ValidateOutcome(policy, validate(policy, edges, now=now or datetime.now(UTC), segment=segment),
-                           inventory_report)
+                           inventory_report, flows_read)
 
 
 # -- drift and revision diff (issue 5) ----------------------------------------------------------------------
@@ -332,6 +365,7 @@ def read_deployed(deployed_dir: Path, target: str,
 class DriftOutcome:
     report: DriftReport
     inventory: InventoryReport | None  # what reading --inventory noticed or read as nothing; None: not given
+    flows: FlowsView | None = None  # what reading the flows counted (bad lines, resolution); None: not read
 
 
 def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: str = "kubernetes",
@@ -361,19 +395,21 @@ def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: 
     loaded = _read_checked_inventory(inventory_paths) if inventory_paths else None
     inventory = loaded.inventory if loaded is not None else None
     edges: tuple[Edge, ...] | None = None
+    flows_read: FlowsView | None = None
     if flows or on_engine:
         if inventory is None:
             raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="microseg-drift-") as tmp:
-            _, mapping = map_observed(inventory, flows, Path(tmp) / STORE_NAME, flow_format=flow_format,
-                                      bad_threshold=bad_threshold, flow_timezone=flow_timezone, window=window,
-                                      ingest_progress=ingest_progress, engine=engine)
+            ingest, mapping = map_observed(inventory, flows, Path(tmp) / STORE_NAME, flow_format=flow_format,
+                                           bad_threshold=bad_threshold, flow_timezone=flow_timezone, window=window,
+                                           ingest_progress=ingest_progress, engine=engine)
         edges = mapping.edges
+        flows_read = _flows_read(ingest, mapping, flow_timezone, window, engine)
     report = detect_drift(policy, now=now or datetime.now(UTC), target=target, deployed=deployed, scope=scope,
                           edges=edges, inventory=inventory, orphan_days=orphan_days, locations=locations)
-    return DriftOutcome(report, loaded.report if loaded is not None else None)
+    return DriftOutcome(report, loaded.report if loaded is not None else None, flows_read)
 
 
 def diff_revisions(repo: Path, rev1: str, rev2: str, *, policy_dir: str = "policy") -> RevisionDiff:

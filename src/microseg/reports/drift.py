@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from microseg.analyses.drift import RULES, SEVERITIES, DriftFinding, DriftReport
-from microseg.reports.tables import inventory_doc
+from microseg.reports.tables import flows_doc, inventory_doc
 
 if TYPE_CHECKING:
+    from microseg.reports.markdown import FlowsView
     from microseg.sources.inventory import InventoryReport
 
 
@@ -33,10 +34,12 @@ def render_text(report: DriftReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_json(report: DriftReport, *, inventory: InventoryReport | None = None) -> str:
+def render_json(report: DriftReport, *, inventory: InventoryReport | None = None,
+                flows: FlowsView | None = None) -> str:
     doc = {"target": report.target, "pairs_compared": report.pairs_compared, "edges_checked": report.edges_checked,
            "summary": {s: sum(1 for f in report.findings if f.severity == s) for s in SEVERITIES},
-           "findings": [f.as_json() for f in report.findings], "inventory": inventory_doc(inventory)}
+           "findings": [f.as_json() for f in report.findings], "inventory": inventory_doc(inventory),
+           "flows": flows_doc(flows)}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -46,7 +49,8 @@ _LEVEL: dict[str, str] = {"critical": "error", "high": "error", "medium": "warni
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
-def render_sarif(report: DriftReport, *, version: str, inventory: InventoryReport | None = None) -> str:
+def render_sarif(report: DriftReport, *, version: str, inventory: InventoryReport | None = None,
+                 flows: FlowsView | None = None) -> str:
     rules = [{"id": rid, "name": name, "shortDescription": {"text": text},
               "defaultConfiguration": {"level": _LEVEL[severity]}, "properties": {"severity": severity}}
              for rid, (name, text, severity) in sorted(RULES.items())]
@@ -77,11 +81,13 @@ def render_sarif(report: DriftReport, *, version: str, inventory: InventoryRepor
         results.append(result)
     run: dict[str, object] = {"tool": {"driver": {"name": "microseg", "version": version, "rules": rules}},
                               "results": results}
-    if inventory is not None:
-        # A fact about the run's input, not a finding about the policy: in the run's property bag (section 3.8),
-        # the same object as the JSON report's. (SARIF's own place would be invocations[].toolExecutionNotifications,
-        # which tests/schemas/sarif does not transcribe yet.)
-        run["properties"] = {"inventory": inventory_doc(inventory)}
+    # Facts about the run's input, not findings about the policy: in the run's property bag (section 3.8), the
+    # same objects as the JSON report's. (SARIF's own place would be invocations[].toolExecutionNotifications,
+    # which tests/schemas/sarif does not transcribe yet.)
+    properties = {k: v for k, v in (("inventory", inventory_doc(inventory)), ("flows", flows_doc(flows)))
+                  if v is not None}
+    if properties:
+        run["properties"] = properties
     doc = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 

@@ -60,6 +60,16 @@ class IngestView:
 
 
 @dataclass(frozen=True)
+class FlowsView:
+    """What reading the flows gave besides the edges (``validate``, ``drift``), as Coverage shows it for ``plan``:
+    the ingest's counts (bad lines with samples, records outside the window) and how many records resolved."""
+
+    ingest: IngestView
+    coverage: CoverageView
+    engine: str | None = None  # the engine whose table held the flows (nothing was ingested); None: --flows
+
+
+@dataclass(frozen=True)
 class PlanView:
     policy: Policy
     edges: tuple[Edge, ...]

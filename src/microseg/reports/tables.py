@@ -15,6 +15,7 @@ import yaml
 from microseg.ir.model import Edge, Finding, Policy, PortRange, Protocol
 
 if TYPE_CHECKING:
+    from microseg.reports.markdown import FlowsView
     from microseg.sources.inventory import InventoryReport
 
 MATRIX_COLUMNS = ("rule_id", "source", "source_segment", "destination", "destination_segment", "protocol", "port",
@@ -106,3 +107,16 @@ def inventory_doc(inventory: InventoryReport | None) -> dict[str, object] | None
         return None
     return {"files": list(inventory.files), "unrecognized": list(inventory.unrecognized),
             "ignored_kinds": dict(inventory.ignored_kinds), "notes": list(inventory.notes)}
+
+
+def flows_doc(flows: FlowsView | None) -> dict[str, object] | None:
+    """What reading the flows counted, as JSON: files, lines, records, skipped, bad (with ``bad_samples``, each
+    ``file:line [field] message``), outside the window, the zone and window used, and how many records resolved
+    (``engine``: the engine table that held them, nothing ingested); None: no flows were read."""
+    if flows is None:
+        return None
+    i, c = flows.ingest, flows.coverage
+    return {"engine": flows.engine, "files": i.files, "lines": i.lines, "records": i.records, "skipped": i.skipped,
+            "bad": i.bad, "bad_samples": list(i.bad_samples), "outside": i.outside, "timezone": i.timezone,
+            "window": i.window, "mapped_records": c.records, "resolved_records": c.resolved_records,
+            "resolved_share": round(c.record_share, 6)}

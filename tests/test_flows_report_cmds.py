@@ -1,0 +1,141 @@
+"""`validate --flows` and `drift --flows` say what reading the flows counted, as `plan`'s report.md does.
+
+A bad flow line is left out of every edge: the checks over observed flows saw fewer flows than the files hold.
+`plan` lists bad lines in report.md's Coverage; `validate` and `drift` used to drop the ingest's report, so a
+bad line under the 1 % threshold vanished without a word. Now the bad lines are said on stderr (even with
+--quiet), the status (lines, records, outside the window, resolved share) unless --quiet, and both are carried
+in the machine-readable output.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from microseg.examples import example_dir
+from microseg.reports.markdown import CoverageView, FlowsView, IngestView
+
+SARIF_SCHEMA = Path(__file__).parent / "schemas" / "sarif" / "sarif-schema-2.1.0.json"
+BAD = "2 123456789012 eni-0abc 10.0.1.5 10.0.2.6 443 99999 6 10 1000 1762560000 1762560060 ACCEPT OK\n"
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "microseg.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("flows-report") / "demo"
+    r = run("demo", "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def flows(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The example's flows with one line of 14 fields appended to a VPC file of 20: (folder, its line number)."""
+    d = tmp_path_factory.mktemp("flows")
+    for f in sorted((example_dir() / "flows").iterdir()):
+        shutil.copy(f, d / f.name)
+    target = d / "vpc-2026-11-08.log.gz"
+    text = gzip.decompress(target.read_bytes()).decode()
+    assert text.endswith("\n") and text.splitlines()[0].split()[0] == "version"
+    target.write_bytes(gzip.compress((text + BAD).encode()))
+    return d, text.count("\n") + 1
+
+
+def inventory() -> list[str | Path]:
+    ex = example_dir()
+    return [arg for p in (ex / "k8s", ex / "snapshots", ex / "inventory") for arg in ("--inventory", p)]
+
+
+def bad_line(flows: tuple[Path, int]) -> str:
+    d, line = flows
+    return f"{d / 'vpc-2026-11-08.log.gz'}:{line} [line] expected 20 fields, found 14"
+
+
+def flows_said(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("microseg: flows: ")]
+
+
+def test_validate_says_the_bad_line_and_carries_it(demo: Path, flows: tuple[Path, int], tmp_path: Path) -> None:
+    out = tmp_path / "v.json"
+    r = run("validate", "--policy", demo / "policy", *inventory(), "--flows", flows[0], "--output", out)
+    assert r.returncode == 0, r.stderr
+    said = flows_said(r.stderr)
+    assert said[-1] == f"microseg: flows: bad line {bad_line(flows)}"
+    doc = json.loads(out.read_text(encoding="utf-8"))["flows"]
+    assert doc["bad"] == 1 and doc["bad_samples"] == [bad_line(flows)] and doc["engine"] is None
+    assert doc["files"] == 8 and doc["window"] is None and doc["timezone"] == "UTC" and doc["outside"] == 0
+    assert doc["lines"] == doc["records"] + doc["skipped"] + doc["bad"]
+    assert 0 < doc["resolved_records"] < doc["mapped_records"] == doc["records"]
+    assert said[0] == (f"microseg: flows: 8 file(s), {doc['lines']} lines, {doc['records']} records, "
+                       f"{doc['skipped']} skipped, 1 bad")
+    assert said[1].startswith(f"microseg: flows: {doc['resolved_records']} of {doc['records']} records (")
+    assert "flows:" not in r.stdout  # stdout stays the result
+
+
+def test_quiet_keeps_the_bad_lines_only(demo: Path, flows: tuple[Path, int]) -> None:
+    r = run("validate", "--policy", demo / "policy", *inventory(), "--flows", flows[0], "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert flows_said(r.stderr) == [f"microseg: flows: bad line {bad_line(flows)}"]
+
+
+def test_validate_with_a_window_counts_the_records_outside(demo: Path, flows: tuple[Path, int],
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "v.json"
+    r = run("validate", "--policy", demo / "policy", *inventory(), "--flows", flows[0], "--since", "2026-11-05",
+            "--output", out)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text(encoding="utf-8"))["flows"]
+    assert doc["outside"] > 0 and doc["window"].startswith("2026-11-05T00:00:00Z to open")
+    assert doc["lines"] == doc["records"] + doc["outside"] + doc["skipped"] + doc["bad"]
+    assert f", {doc['outside']} outside the window 2026-11-05T00:00:00Z to open" in flows_said(r.stderr)[0]
+
+
+def test_drift_says_and_carries_it(demo: Path, flows: tuple[Path, int]) -> None:
+    args = ["drift", "--policy", demo / "policy", *inventory(), "--flows", flows[0], "--now", "2026-11-09",
+            "--fail-on", "never"]
+    r = run(*args, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert flows_said(r.stderr)[-1] == f"microseg: flows: bad line {bad_line(flows)}"
+    doc = json.loads(r.stdout)["flows"]
+    assert doc["bad"] == 1 and doc["bad_samples"] == [bad_line(flows)]
+    sarif = run(*args, "--format", "sarif")
+    assert sarif.returncode == 0, sarif.stderr
+    run_doc = json.loads(sarif.stdout)
+    jsonschema.Draft7Validator(json.loads(SARIF_SCHEMA.read_text(encoding="utf-8"))).validate(run_doc)
+    assert run_doc["runs"][0]["properties"]["flows"] == doc
+
+
+def test_drift_without_flows_carries_none(demo: Path) -> None:
+    r = run("drift", "--policy", demo / "policy", "--now", "2026-11-09", "--format", "json")
+    assert r.returncode == 0 and r.stderr == ""
+    assert json.loads(r.stdout)["flows"] is None
+
+
+def view(bad: int, samples: int, *, engine: str | None = None) -> FlowsView:
+    ingest = IngestView(files=1, lines=100 + bad, records=100, skipped=0, bad=bad,
+                        bad_samples=tuple(f"f.log:{i} [x] no" for i in range(1, samples + 1)))
+    return FlowsView(ingest, CoverageView(records=100, resolved_records=75, total_bytes=0, resolved_bytes=0,
+                                          unoriented=0, top_unresolved=()), engine)
+
+
+def test_bad_lines_beyond_the_samples_or_the_limit_are_counted() -> None:
+    from microseg.pipeline import flows_lines
+
+    status, bad = flows_lines(view(30, 20), limit=5)
+    assert status == ["flows: 1 file(s), 130 lines, 100 records, 0 skipped, 30 bad",
+                      "flows: 75 of 100 records (75.0%) resolved to workloads or named peers at both ends"]
+    assert bad == [f"flows: bad line f.log:{i} [x] no" for i in range(1, 6)] + ["flows: and 25 more bad line(s)"]
+    assert flows_lines(view(3, 0))[1] == ["flows: 3 bad line(s)"]
+    assert flows_lines(view(0, 0))[1] == []
+    assert flows_lines(view(0, 0, engine="trino://t?table=x"))[0][0] == "flows: 100 records in trino://t?table=x"
