@@ -147,7 +147,9 @@ def compile_cmd(
     out.print(f"Wrote {len(files)} file(s) for {target} ({mode}) to {out_dir}")
 
 
-INVENTORY_LINES = 20  # per kind of line (notes, documents read as nothing, kinds not read); the rest are counted
+# Lines of each kind said on stderr (inventory notes, documents read as nothing, kinds not read, bad flow lines);
+# the rest are counted.
+REPORT_LINES = 20
 
 
 def _say_inventory(report: InventoryReport | None) -> None:
@@ -160,7 +162,7 @@ def _say_inventory(report: InventoryReport | None) -> None:
         return
     from microseg.pipeline import inventory_lines
 
-    for line in inventory_lines(report, limit=INVENTORY_LINES):
+    for line in inventory_lines(report, limit=REPORT_LINES):
         err.print(f"microseg: {line}", markup=False)
 
 
@@ -171,7 +173,7 @@ def _say_flows(flows: FlowsView | None, quiet: bool) -> None:
         return
     from microseg.pipeline import flows_lines
 
-    status, bad = flows_lines(flows, limit=INVENTORY_LINES)
+    status, bad = flows_lines(flows, limit=REPORT_LINES)
     for line in ([] if quiet else status) + bad:
         err.print(f"microseg: {line}", markup=False)
 
