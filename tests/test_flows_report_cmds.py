@@ -116,6 +116,15 @@ def test_drift_says_and_carries_it(demo: Path, flows: tuple[Path, int]) -> None:
     assert run_doc["runs"][0]["properties"]["flows"] == doc
 
 
+def test_plan_says_the_bad_line_where_it_says_the_rest(flows: tuple[Path, int], tmp_path: Path) -> None:
+    r = run("plan", *inventory(), "--flows", flows[0], "--out", tmp_path / "plan", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (f"Flows: 1 unparseable line(s) left out of every edge (first: {bad_line(flows)}); listed in report.md, "
+            "Coverage.") in r.stdout.splitlines()
+    report = (tmp_path / "plan" / "report.md").read_text(encoding="utf-8")  # a Markdown cell: [ ] escaped
+    assert f"unparseable lines: 1 (e.g. {flows[0] / 'vpc-2026-11-08.log.gz'}:{flows[1]} " in report
+
+
 def test_drift_without_flows_carries_none(demo: Path) -> None:
     r = run("drift", "--policy", demo / "policy", "--now", "2026-11-09", "--format", "json")
     assert r.returncode == 0 and r.stderr == ""

@@ -126,6 +126,10 @@ def plan(
     if v.inventory.unrecognized:
         out.print(f"Inventory: {len(v.inventory.unrecognized)} document(s) not recognised and read as nothing "
                   f"(first: {v.inventory.unrecognized[0]}); listed in report.md, Coverage.")
+    if v.ingest.bad:
+        out.print(f"Flows: {v.ingest.bad} unparseable line(s) left out of every edge"
+                  + (f" (first: {v.ingest.bad_samples[0]})" if v.ingest.bad_samples else "")
+                  + "; listed in report.md, Coverage.", markup=False)
     out.print(f"Report: {outcome.out_dir / 'report.md'}")
 
 
