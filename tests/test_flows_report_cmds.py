@@ -12,8 +12,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -21,22 +19,10 @@ import pytest
 
 from microseg.examples import example_dir
 from microseg.reports.markdown import CoverageView, FlowsView, IngestView
+from tests.test_inventory_report_cmds import SARIF_SCHEMA, run
+from tests.test_inventory_report_cmds import inventory_args as inventory
 
-SARIF_SCHEMA = Path(__file__).parent / "schemas" / "sarif" / "sarif-schema-2.1.0.json"
 BAD = "2 123456789012 eni-0abc 10.0.1.5 10.0.2.6 443 99999 6 10 1000 1762560000 1762560060 ACCEPT OK\n"
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "microseg.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("flows-report") / "demo"
-    r = run("demo", "--out", out)
-    assert r.returncode == 0, r.stderr
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +38,6 @@ def flows(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     return d, text.count("\n") + 1
 
 
-def inventory() -> list[str | Path]:
-    ex = example_dir()
-    return [arg for p in (ex / "k8s", ex / "snapshots", ex / "inventory") for arg in ("--inventory", p)]
-
-
 def bad_line(flows: tuple[Path, int]) -> str:
     d, line = flows
     return f"{d / 'vpc-2026-11-08.log.gz'}:{line} [line] expected 20 fields, found 14"
@@ -66,9 +47,9 @@ def flows_said(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("microseg: flows: ")]
 
 
-def test_validate_says_the_bad_line_and_carries_it(demo: Path, flows: tuple[Path, int], tmp_path: Path) -> None:
+def test_validate_says_the_bad_line_and_carries_it(demo_plan: Path, flows: tuple[Path, int], tmp_path: Path) -> None:
     out = tmp_path / "v.json"
-    r = run("validate", "--policy", demo / "policy", *inventory(), "--flows", flows[0], "--output", out)
+    r = run("validate", "--policy", demo_plan / "policy", *inventory(), "--flows", flows[0], "--output", out)
     assert r.returncode == 0, r.stderr
     said = flows_said(r.stderr)
     assert said[-1] == f"microseg: flows: bad line {bad_line(flows)}"
@@ -83,16 +64,16 @@ def test_validate_says_the_bad_line_and_carries_it(demo: Path, flows: tuple[Path
     assert "flows:" not in r.stdout  # stdout stays the result
 
 
-def test_quiet_keeps_the_bad_lines_only(demo: Path, flows: tuple[Path, int]) -> None:
-    r = run("validate", "--policy", demo / "policy", *inventory(), "--flows", flows[0], "--quiet")
+def test_quiet_keeps_the_bad_lines_only(demo_plan: Path, flows: tuple[Path, int]) -> None:
+    r = run("validate", "--policy", demo_plan / "policy", *inventory(), "--flows", flows[0], "--quiet")
     assert r.returncode == 0, r.stderr
     assert flows_said(r.stderr) == [f"microseg: flows: bad line {bad_line(flows)}"]
 
 
-def test_validate_with_a_window_counts_the_records_outside(demo: Path, flows: tuple[Path, int],
+def test_validate_with_a_window_counts_the_records_outside(demo_plan: Path, flows: tuple[Path, int],
                                                            tmp_path: Path) -> None:
     out = tmp_path / "v.json"
-    r = run("validate", "--policy", demo / "policy", *inventory(), "--flows", flows[0], "--since", "2026-11-05",
+    r = run("validate", "--policy", demo_plan / "policy", *inventory(), "--flows", flows[0], "--since", "2026-11-05",
             "--output", out)
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text(encoding="utf-8"))["flows"]
@@ -101,8 +82,8 @@ def test_validate_with_a_window_counts_the_records_outside(demo: Path, flows: tu
     assert f", {doc['outside']} outside the window 2026-11-05T00:00:00Z to open" in flows_said(r.stderr)[0]
 
 
-def test_drift_says_and_carries_it(demo: Path, flows: tuple[Path, int]) -> None:
-    args = ["drift", "--policy", demo / "policy", *inventory(), "--flows", flows[0], "--now", "2026-11-09",
+def test_drift_says_and_carries_it(demo_plan: Path, flows: tuple[Path, int]) -> None:
+    args = ["drift", "--policy", demo_plan / "policy", *inventory(), "--flows", flows[0], "--now", "2026-11-09",
             "--fail-on", "never"]
     r = run(*args, "--format", "json")
     assert r.returncode == 0, r.stderr
@@ -125,8 +106,8 @@ def test_plan_says_the_bad_line_where_it_says_the_rest(flows: tuple[Path, int], 
     assert f"unparseable lines: 1 (e.g. {flows[0] / 'vpc-2026-11-08.log.gz'}:{flows[1]} " in report
 
 
-def test_drift_without_flows_carries_none(demo: Path) -> None:
-    r = run("drift", "--policy", demo / "policy", "--now", "2026-11-09", "--format", "json")
+def test_drift_without_flows_carries_none(demo_plan: Path) -> None:
+    r = run("drift", "--policy", demo_plan / "policy", "--now", "2026-11-09", "--format", "json")
     assert r.returncode == 0 and r.stderr == ""
     assert json.loads(r.stdout)["flows"] is None
 

@@ -41,14 +41,6 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("inv-report") / "demo"
-    r = run("demo", "--out", out)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
 @pytest.fixture()
 def extra(tmp_path: Path) -> Path:
     d = tmp_path / "extra"
@@ -80,9 +72,11 @@ def assert_carried(doc: dict[str, object], extra: Path) -> None:
     assert isinstance(files, list) and {str(extra / "values.yaml"), str(extra / "ec2.json")} <= set(files)
 
 
-def test_validate_with_flows_says_what_the_inventory_read_as_nothing(demo: Path, extra: Path, tmp_path: Path) -> None:
+def test_validate_with_flows_says_what_the_inventory_read_as_nothing(demo_plan: Path, extra: Path,
+                                                                      tmp_path: Path) -> None:
     out = tmp_path / "validate.json"
-    r = run("validate", "--policy", demo / "policy", *inventory_args(extra), "--flows", example_dir() / "flows",
+    r = run("validate", "--policy", demo_plan / "policy", *inventory_args(extra), "--flows",
+            example_dir() / "flows",
             "--output", out, "--quiet")
     assert r.returncode == 0, r.stderr  # the hosts that were read still pass; what was not is said, even --quiet
     assert r.stdout.splitlines()[-1] == "PASS" and "inventory:" not in r.stdout  # stdout stays the result
@@ -91,39 +85,39 @@ def test_validate_with_flows_says_what_the_inventory_read_as_nothing(demo: Path,
     assert_carried(doc["inventory"], extra)
 
 
-def test_validate_without_flows_reads_no_inventory(demo: Path, tmp_path: Path) -> None:
+def test_validate_without_flows_reads_no_inventory(demo_plan: Path, tmp_path: Path) -> None:
     out = tmp_path / "validate.json"
-    r = run("validate", "--policy", demo / "policy", "--output", out)
+    r = run("validate", "--policy", demo_plan / "policy", "--output", out)
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text(encoding="utf-8"))["inventory"] is None and "inventory:" not in r.stderr
 
 
-def test_drift_says_what_the_inventory_read_as_nothing(demo: Path, extra: Path) -> None:
-    r = run("drift", "--policy", demo / "policy", *inventory_args(extra), "--now", "2026-11-09", "--format", "json",
-            "--fail-on", "never")
+def test_drift_says_what_the_inventory_read_as_nothing(demo_plan: Path, extra: Path) -> None:
+    r = run("drift", "--policy", demo_plan / "policy", *inventory_args(extra), "--now", "2026-11-09",
+            "--format", "json", "--fail-on", "never")
     assert r.returncode == 0, r.stderr
     assert_said_on_stderr(r.stderr, extra)
     doc = json.loads(r.stdout)
     assert_carried(doc["inventory"], extra)
 
 
-def test_drift_sarif_carries_it_in_the_run_property_bag(demo: Path, extra: Path) -> None:
-    r = run("drift", "--policy", demo / "policy", *inventory_args(extra), "--now", "2026-11-09", "--format", "sarif",
-            "--fail-on", "never")
+def test_drift_sarif_carries_it_in_the_run_property_bag(demo_plan: Path, extra: Path) -> None:
+    r = run("drift", "--policy", demo_plan / "policy", *inventory_args(extra), "--now", "2026-11-09",
+            "--format", "sarif", "--fail-on", "never")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     jsonschema.Draft7Validator(json.loads(SARIF_SCHEMA.read_text(encoding="utf-8"))).validate(doc)
     assert_carried(doc["runs"][0]["properties"]["inventory"], extra)
 
 
-def test_drift_without_inventory_carries_none(demo: Path) -> None:
-    r = run("drift", "--policy", demo / "policy", "--now", "2026-11-09", "--format", "json")
+def test_drift_without_inventory_carries_none(demo_plan: Path) -> None:
+    r = run("drift", "--policy", demo_plan / "policy", "--now", "2026-11-09", "--format", "json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["inventory"] is None and r.stderr == ""
 
 
 @pytest.mark.parametrize("command", ["validate", "drift", "plan"])
-def test_an_inventory_read_as_nothing_is_refused_not_passed(demo: Path, tmp_path: Path, command: str) -> None:
+def test_an_inventory_read_as_nothing_is_refused_not_passed(demo_plan: Path, tmp_path: Path, command: str) -> None:
     # A mistyped inventory: every document is read as nothing, so every flow would resolve to no workload and
     # `validate` would check no observed flow, `drift --fail-on high` would find nothing high, `plan` would
     # write a plan of nothing. Exit 2 instead.
@@ -131,8 +125,8 @@ def test_an_inventory_read_as_nothing_is_refused_not_passed(demo: Path, tmp_path
     typo.write_text("# hosts\nhosts:\n  - {name: db-1, ip: 10.0.3.10}\n", encoding="utf-8")
     flows = ["--flows", example_dir() / "flows"]
     args: dict[str, list[str | Path]] = {
-        "validate": ["--policy", demo / "policy", *flows],
-        "drift": ["--policy", demo / "policy", "--now", "2026-11-09", "--fail-on", "high"],
+        "validate": ["--policy", demo_plan / "policy", *flows],
+        "drift": ["--policy", demo_plan / "policy", "--now", "2026-11-09", "--fail-on", "high"],
         "plan": [*flows, "--out", tmp_path / "plan"]}
     r = run(command, "--inventory", typo, *args[command])
     assert r.returncode == 2, (r.stdout, r.stderr)
