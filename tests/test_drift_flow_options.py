@@ -156,6 +156,21 @@ def test_a_bad_flow_option_exits_2_before_anything_is_read(extra: list[str], say
     assert says in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("command", ["drift", "validate"])
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--since", "2026-03-02"], "[--since]"),
+    (["--until", "2026-03-02T00:00:00Z"], "[--since]"),  # one message for the window, named by its first option
+    (["--engine", "spark"], "[--engine]"),
+])
+def test_a_flow_option_without_flows_is_refused_not_ignored(case: Case, command: str, extra: list[str],
+                                                           says: str) -> None:
+    # Without --flows (or a table on the engine) nothing is read: a window or an engine given then would select
+    # or map nothing, and the output would look like a check of that window or engine. Exit 2 instead.
+    r = run(command, "--policy", str(case.policy), "--inventory", str(case.inventory), *extra)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert says in r.stderr and "no flows are given" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_an_engine_table_keeps_the_errors_of_validate(case: Case, tmp_path: Path) -> None:
     engine = f"duckdb:///{tmp_path / 'lake.duckdb'}?table=flows"
     # A table on the engine still needs the inventory to resolve its addresses.

@@ -277,6 +277,21 @@ class ValidateOutcome:
     flows: FlowsView | None = None  # what reading the flows counted (bad lines, resolution); None: not read
 
 
+def _flow_options_need_flows(flows: Sequence[str], window: TimeWindow | None, engine: str | None) -> bool:
+    """Whether flows are read (``--flows``, or a table on ``--engine``); a flow option given without them is
+    refused rather than ignored: a window or an engine that selected nothing would read as checked."""
+    spec = parse_engine(engine)
+    if flows or spec.table is not None:
+        return True
+    if window is not None:
+        raise InputError("--since/--until select among the flows read, and no flows are given: add --flows, "
+                         "or leave the window out", field="--since")
+    if engine is not None:
+        raise InputError(f"--engine {spec.display} maps the flows read, and no flows are given: add --flows, "
+                         "or name a table of flows on the engine (URL?table=NAME)", field="--engine")
+    return False
+
+
 def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), flows: Sequence[str] = (),
                     flow_format: str | None = None, store_path: Path | None = None, segment: str | None = None,
                     now: datetime | None = None, bad_threshold: float = 0.01,
@@ -284,11 +299,12 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
                     ingest_progress: ProgressCallback | None = None,
                     engine: str | None = None) -> ValidateOutcome:
     zone_info(flow_timezone)
+    reads_flows = _flow_options_need_flows(flows, window, engine)
     policy = read_policy_dir(policy_dir)
     edges: tuple[Edge, ...] | None = None
     inventory_report: InventoryReport | None = None
     flows_read: FlowsView | None = None
-    if flows or parse_engine(engine).table is not None:
+    if reads_flows:
         if not inventory_paths:
             raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
         loaded = _read_checked_inventory(inventory_paths)
@@ -384,7 +400,7 @@ def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: 
     if target not in TARGETS:  # before reading anything, so the error names the real mistake
         raise InputError(f"drift cannot read deployed {target!r}; use one of {', '.join(TARGETS)}", field="--target")
     zone_info(flow_timezone)
-    on_engine = parse_engine(engine).table is not None
+    reads_flows = _flow_options_need_flows(flows, window, engine)
     policy = read_policy_dir(policy_dir)
     texts = {name: (policy_dir / name).read_text(encoding="utf-8") for name in FILES if (policy_dir / name).is_file()}
     locations = policy_locations(texts, where=str(policy_dir))
@@ -396,7 +412,7 @@ def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: 
     inventory = loaded.inventory if loaded is not None else None
     edges: tuple[Edge, ...] | None = None
     flows_read: FlowsView | None = None
-    if flows or on_engine:
+    if reads_flows:
         if inventory is None:
             raise InputError("--flows needs --inventory to resolve addresses to workloads", field="--inventory")
         import tempfile
