@@ -135,6 +135,19 @@ def test_an_inventory_read_as_nothing_is_refused_not_passed(demo_plan: Path, tmp
     assert not (tmp_path / "plan").exists()  # plan refused before writing anything
 
 
+@pytest.mark.parametrize("command", ["posture", "connectivity"])
+def test_a_cluster_inventory_with_no_workload_is_refused(tmp_path: Path, command: str) -> None:
+    # Deployed policies over no workload: the empty result would read as "nothing is reachable".
+    (tmp_path / "values.yaml").write_text(VALUES.split("---")[0], encoding="utf-8")  # a ConfigMap, no pod
+    (tmp_path / "netpol.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\n"
+        "spec: {podSelector: {}, policyTypes: [Ingress]}\n", encoding="utf-8")
+    r = run(command, "--inventory", tmp_path / "values.yaml", "--policies", tmp_path / "netpol.yaml")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "[--inventory]: the inventory holds no workload" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
 def test_inventory_lines_are_capped_and_counted() -> None:
     from microseg.pipeline import inventory_lines
     from microseg.sources.inventory import InventoryReport

@@ -464,7 +464,13 @@ def _read_deployed_inventory(inventory_paths: Sequence[Path], keep: list[Documen
                 reader.add(doc)
             elif doc.data is not None:
                 skipped_docs.append(f"{doc.file}:{doc.line}: skipped, not a Kubernetes object")
-    return reader.build(), skipped_docs
+    found = reader.build()
+    if not found.workloads:
+        # Nothing to evaluate: an empty connection list or posture would read as "nothing is reachable".
+        raise InputError("the inventory holds no workload (no pods, workload controllers or VMs); nothing to "
+                         "evaluate the policies over: check the --inventory paths",
+                         file=", ".join(map(str, inventory_paths)), field="--inventory")
+    return found, skipped_docs
 
 
 def connectivity(inventory_paths: Sequence[Path], policy_paths: Sequence[Path], *, fmt: str = "txt",
