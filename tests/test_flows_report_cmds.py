@@ -112,6 +112,37 @@ def test_drift_without_flows_carries_none(demo_plan: Path) -> None:
     assert json.loads(r.stdout)["flows"] is None
 
 
+@pytest.mark.parametrize("command", ["validate", "drift", "plan"])
+def test_flows_that_hold_no_record_are_refused(demo_plan: Path, tmp_path: Path, command: str) -> None:
+    # An empty file, or flows wholly outside the window: nothing observed. `validate` would PASS and `drift` find
+    # no unexplained flow having checked none, and `plan` would deny everything. Exit 2, saying what was read.
+    empty = tmp_path / "flows"
+    empty.mkdir()
+    (empty / "vpc.log").write_text("", encoding="utf-8")
+    args: dict[str, list[str | Path]] = {
+        "validate": ["--policy", demo_plan / "policy"],
+        "drift": ["--policy", demo_plan / "policy", "--now", "2026-11-09"],
+        "plan": ["--out", tmp_path / "plan"]}
+    r = run(command, *args[command], *inventory(), "--flows", empty)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert f"{empty} [--flows]: the flow logs hold no record to use: 1 file(s), 0 line(s)" in r.stderr
+    later = run(command, *args[command], *inventory(), "--flows", example_dir() / "flows", "--since", "2030-01-01")
+    assert later.returncode == 2, (later.stdout, later.stderr)
+    assert "outside 2030-01-01T00:00:00Z to open" in later.stderr and "PASS" not in later.stdout
+    assert not (tmp_path / "plan" / "report.md").exists() and not (tmp_path / "plan" / "policy").exists()
+
+
+def test_an_empty_table_on_the_engine_is_refused(demo_plan: Path, tmp_path: Path) -> None:
+    from microseg.engine.store import FlowStore
+
+    with FlowStore(tmp_path / "lake.duckdb"):  # the flows table, created and left empty
+        pass
+    r = run("validate", "--policy", demo_plan / "policy", *inventory(), "--engine",
+            f"duckdb:///{tmp_path / 'lake.duckdb'}?table=flows")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "[--engine]: the table on the engine holds no flow record" in r.stderr and "PASS" not in r.stdout
+
+
 def view(bad: int, samples: int, *, engine: str | None = None) -> FlowsView:
     ingest = IngestView(files=1, lines=100 + bad, records=100, skipped=0, bad=bad,
                         bad_samples=tuple(f"f.log:{i} [x] no" for i in range(1, samples + 1)))

@@ -107,7 +107,10 @@ def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *
         if window is not None:
             raise InputError(f"--since/--until filter flows while they are read; the flows of {spec.display} "
                              "are not read by microseg: narrow the table or view instead", field="--since")
-        return NO_INGEST, map_engine_table(spec, inventory)
+        mapping = map_engine_table(spec, inventory)
+        if not mapping.coverage.records:
+            raise InputError(f"the table on the engine holds no flow record: {spec.display}", field="--engine")
+        return NO_INGEST, mapping
     if not flows:
         raise InputError("no flow logs: give --flows, or --engine URL?table=NAME for flows on an engine",
                          field="--flows")
@@ -115,6 +118,15 @@ def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *
     try:
         report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold, timezone=flow_timezone,
                               window=window, progress=ingest_progress)
+        if not any(f.records for f in report.files):
+            # Nothing observed: a plan would deny everything, a check of observed flows would pass having
+            # checked none. Refused, saying what the files held instead.
+            lines, skipped, bad, outside = (sum(getattr(f, k) for f in report.files)
+                                            for k in ("lines", "skipped", "bad", "outside"))
+            raise InputError(f"the flow logs hold no record to use: {len(report.files)} file(s), {lines} line(s), "
+                             f"{skipped} skipped as no record of their own (NODATA, SKIPDATA, ...), {bad} bad"
+                             + (f", {outside} outside {window.describe()}" if window is not None else ""),
+                             file=", ".join(flows), field="--flows")
         mapping = map_store(spec, store, inventory)  # imports Ibis (seconds) only here
     finally:
         store.close()
