@@ -143,6 +143,29 @@ def test_an_empty_table_on_the_engine_is_refused(demo_plan: Path, tmp_path: Path
     assert "[--engine]: the table on the engine holds no flow record" in r.stderr and "PASS" not in r.stdout
 
 
+@pytest.mark.parametrize("command", ["validate", "drift"])
+def test_the_bad_line_threshold_of_the_config_applies_as_in_plan(demo_plan: Path, tmp_path: Path,
+                                                                  command: str) -> None:
+    # 300 bad lines in about 18,000 (1.7 %): over the default 1 %, under a microseg.yaml's 5 %, which plan
+    # takes with --config; validate and drift take it the same way.
+    d = tmp_path / "flows"
+    shutil.copytree(example_dir() / "flows", d)
+    target = d / "vpc-2026-11-08.log.gz"
+    target.write_bytes(gzip.compress(gzip.decompress(target.read_bytes()) + (BAD * 300).encode()))
+    config = tmp_path / "microseg.yaml"
+    config.write_text("bad_line_threshold: 0.05\n", encoding="utf-8")
+    args = [command, "--policy", demo_plan / "policy", *inventory(), "--flows", d, "--quiet"]
+    if command == "drift":
+        args += ["--now", "2026-11-09", "--fail-on", "never"]
+    strict = run(*args)
+    assert strict.returncode == 2 and "more than the 1.00% allowed" in strict.stderr, strict
+    lenient = run(*args, "--config", config)
+    assert lenient.returncode == 0, lenient.stderr
+    assert "microseg: flows: and 280 more bad line(s)" in lenient.stderr.splitlines()
+    planned = run("plan", *inventory(), "--flows", d, "--config", config, "--out", tmp_path / "plan", "--quiet")
+    assert planned.returncode == 0, planned.stderr
+
+
 def view(bad: int, samples: int, *, engine: str | None = None) -> FlowsView:
     ingest = IngestView(files=1, lines=100 + bad, records=100, skipped=0, bad=bad,
                         bad_samples=tuple(f"f.log:{i} [x] no" for i in range(1, samples + 1)))

@@ -199,19 +199,24 @@ def validate_cmd(
     show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
     engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="microseg.yaml, for its bad_line_threshold "
+                      "(the share of unparseable flow lines that fails the run), as plan reads it.")] = None,
 ) -> None:
     """Prove the policy: matrix rows allowed, everything else denied, guardrails hold, observed flows
     still work; print blast radius flat vs plan. Exit 4 on a violation."""
     import json
 
+    from microseg.config import load_config
     from microseg.pipeline import time_window, validate_policy
     from microseg.reports.tables import flows_doc, inventory_doc
 
     window = time_window(since, until)
+    cfg = load_config(config)
     with _ingest_bar(show_progress, quiet or not flows) as bar:  # no flows: nothing to show
         outcome = validate_policy(policy, inventory_paths=inventory or [], flows=flows or [],
                                   flow_format=flow_format, segment=segment, flow_timezone=flow_timezone,
-                                  window=window, ingest_progress=bar, engine=engine)
+                                  window=window, ingest_progress=bar, engine=engine,
+                                  bad_threshold=cfg.bad_line_threshold)
     result = outcome.result
     _say_inventory(outcome.inventory)
     _say_flows(outcome.flows, quiet)
@@ -308,6 +313,8 @@ def drift_cmd(
     show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
     engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="microseg.yaml, for its bad_line_threshold "
+                      "(the share of unparseable flow lines that fails the run), as plan reads it.")] = None,
 ) -> None:
     """Compare the reviewed policy with what is deployed, observed and inventoried: drift per pair,
     orphaned rules, unexplained flows, expired exceptions, workloads in no segment. Exit 4 on findings
@@ -322,12 +329,15 @@ def drift_cmd(
         raise InputError(f"unknown format {fmt!r}; use text, json or sarif", field="--format")
     if fail_on != "never" and fail_on not in SEVERITIES:
         raise InputError(f"unknown severity {fail_on!r}; use {', '.join(SEVERITIES)} or never", field="--fail-on")
+    from microseg.config import load_config
+
     window = time_window(since, until)
+    cfg = load_config(config)
     with _ingest_bar(show_progress, quiet or not flows) as bar:  # no flows (or a table on the engine): no bar
         outcome = drift_report(policy, deployed_dir=deployed, target=target, inventory_paths=inventory or [],
                                flows=flows or [], flow_format=flow_format, orphan_days=orphan_days,
                                now=_parse_now(now), flow_timezone=flow_timezone, window=window,
-                               ingest_progress=bar, engine=engine)
+                               ingest_progress=bar, engine=engine, bad_threshold=cfg.bad_line_threshold)
     report = outcome.report
     _say_inventory(outcome.inventory)
     _say_flows(outcome.flows, quiet)
