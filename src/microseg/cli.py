@@ -43,6 +43,8 @@ SINCE_HELP = ("Only count flow records that started at or after this time: ISO 8
 UNTIL_HELP = "Only count flow records that started before this time (same forms as --since)."
 PROGRESS_HELP = "Show the ingest progress bar on stderr even when stderr is not a terminal."
 QUIET_HELP = "Print no progress (no bar, no status lines) on stderr; errors are still printed."
+CHECK_CONFIG_HELP = ("microseg.yaml, for its bad_line_threshold (the share of unparseable flow lines that "
+                     "fails the run), as plan reads it.")
 
 
 @contextmanager
@@ -199,8 +201,7 @@ def validate_cmd(
     show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
     engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="microseg.yaml, for its bad_line_threshold "
-                      "(the share of unparseable flow lines that fails the run), as plan reads it.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help=CHECK_CONFIG_HELP)] = None,
 ) -> None:
     """Prove the policy: matrix rows allowed, everything else denied, guardrails hold, observed flows
     still work; print blast radius flat vs plan. Exit 4 on a violation."""
@@ -313,8 +314,7 @@ def drift_cmd(
     show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
     engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="microseg.yaml, for its bad_line_threshold "
-                      "(the share of unparseable flow lines that fails the run), as plan reads it.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help=CHECK_CONFIG_HELP)] = None,
 ) -> None:
     """Compare the reviewed policy with what is deployed, observed and inventoried: drift per pair,
     orphaned rules, unexplained flows, expired exceptions, workloads in no segment. Exit 4 on findings

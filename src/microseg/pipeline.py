@@ -118,14 +118,13 @@ def map_observed(inventory: Inventory, flows: Sequence[str], store_path: Path, *
     try:
         report = store.ingest(list(flows), fmt=flow_format, bad_threshold=bad_threshold, timezone=flow_timezone,
                               window=window, progress=ingest_progress)
-        if not any(f.records for f in report.files):
+        read = _ingest_view(report, flow_timezone, window)
+        if not read.records:
             # Nothing observed: a plan would deny everything, a check of observed flows would pass having
             # checked none. Refused, saying what the files held instead.
-            lines, skipped, bad, outside = (sum(getattr(f, k) for f in report.files)
-                                            for k in ("lines", "skipped", "bad", "outside"))
-            raise InputError(f"the flow logs hold no record to use: {len(report.files)} file(s), {lines} line(s), "
-                             f"{skipped} skipped as no record of their own (NODATA, SKIPDATA, ...), {bad} bad"
-                             + (f", {outside} outside {window.describe()}" if window is not None else ""),
+            raise InputError(f"the flow logs hold no record to use: {read.files} file(s), {read.lines} line(s), "
+                             f"{read.skipped} skipped as no record of their own (NODATA, SKIPDATA, ...), "
+                             f"{read.bad} bad" + (f", {read.outside} outside {read.window}" if read.window else ""),
                              file=", ".join(flows), field="--flows")
         mapping = map_store(spec, store, inventory)  # imports Ibis (seconds) only here
     finally:
@@ -289,7 +288,7 @@ class ValidateOutcome:
     flows: FlowsView | None = None  # what reading the flows counted (bad lines, resolution); None: not read
 
 
-def _flow_options_need_flows(flows: Sequence[str], window: TimeWindow | None, engine: str | None) -> bool:
+def _reads_flows(flows: Sequence[str], window: TimeWindow | None, engine: str | None) -> bool:
     """Whether flows are read (``--flows``, or a table on ``--engine``); a flow option given without them is
     refused rather than ignored: a window or an engine that selected nothing would read as checked."""
     spec = parse_engine(engine)
@@ -311,7 +310,7 @@ def validate_policy(policy_dir: Path, *, inventory_paths: Sequence[Path] = (), f
                     ingest_progress: ProgressCallback | None = None,
                     engine: str | None = None) -> ValidateOutcome:
     zone_info(flow_timezone)
-    reads_flows = _flow_options_need_flows(flows, window, engine)
+    reads_flows = _reads_flows(flows, window, engine)
     policy = read_policy_dir(policy_dir)
     edges: tuple[Edge, ...] | None = None
     inventory_report: InventoryReport | None = None
@@ -412,7 +411,7 @@ def drift_report(policy_dir: Path, *, deployed_dir: Path | None = None, target: 
     if target not in TARGETS:  # before reading anything, so the error names the real mistake
         raise InputError(f"drift cannot read deployed {target!r}; use one of {', '.join(TARGETS)}", field="--target")
     zone_info(flow_timezone)
-    reads_flows = _flow_options_need_flows(flows, window, engine)
+    reads_flows = _reads_flows(flows, window, engine)
     policy = read_policy_dir(policy_dir)
     texts = {name: (policy_dir / name).read_text(encoding="utf-8") for name in FILES if (policy_dir / name).is_file()}
     locations = policy_locations(texts, where=str(policy_dir))
