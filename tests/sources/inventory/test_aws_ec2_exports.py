@@ -137,3 +137,27 @@ def test_not_one_json_document_is_an_error(tmp_path: Path, text: str, line: int)
     path.write_text(text)
     e = error_of(path)
     assert e.line == line and "malformed JSON" in e.message
+
+
+def test_one_private_ip_in_two_vpcs_is_refused_naming_both(tmp_path: Path) -> None:
+    """Overlapping VPC CIDRs: a flow to 10.0.1.5 could be either instance's, so the inventory is refused
+    (never one of them picked), naming both instances and, when they are in different VPCs, both VPCs."""
+    prod = instance("i-0aaa", "10.0.1.5", VpcId="vpc-prod", SubnetId="subnet-p1",
+                    Tags=[{"Key": "Name", "Value": "billing-db"}])
+    test = instance("i-0bbb", "10.0.1.5", VpcId="vpc-test", SubnetId="subnet-t1",
+                    Tags=[{"Key": "Name", "Value": "test-db"}])
+    one = tmp_path / "one"
+    one.mkdir()
+    e = error_of(write_json(one, {"Reservations": [{"Instances": [prod]}, {"Instances": [test]}]}))
+    assert e.field == "Reservations[1].Instances[0].PrivateIpAddress"
+    assert e.message.startswith("test-db (instance i-0bbb): 10.0.1.5 is also the address of billing-db "
+                                "(instance i-0aaa, Reservations[0].Instances[0].PrivateIpAddress")
+    assert "test-db is in vpc-test, billing-db in vpc-prod: VPCs that reuse one private range" in e.message
+    # One export per VPC (or account): the loader refuses the address the same way, naming both.
+    two = tmp_path / "two"
+    two.mkdir()
+    write_json(two, {"Reservations": [{"Instances": [prod]}]}, "prod.json")
+    write_json(two, {"Reservations": [{"Instances": [test]}]}, "test.json")
+    with pytest.raises(InputError, match=r"IP 10\.0\.1\.5 is bound to billing-db .*prod\.json#instance i-0aaa.* "
+                       r"and to test-db .*test\.json#instance i-0bbb"):
+        read_inventory([two])

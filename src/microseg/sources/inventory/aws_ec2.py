@@ -52,7 +52,11 @@ Either file: the output of one ``aws ec2`` call, which the CLI prints whole, eve
 document. A ``NextToken`` in it means it is one page (``--max-items``, ``--no-paginate``) and is refused:
 the other pages' hosts would be missing. Addresses must be of the field's version (an IPv4 in
 ``PrivateIpAddress``, an IPv6 in ``Ipv6Address``), public IPs valid addresses, ``NetworkInterfaceId``
-unique, and one address held by two instances or services of the file is an error naming both paths.
+unique, and one address held by two instances or services of the file is an error naming both holders
+and paths. Addresses are global: two VPCs that reuse one private range (common across accounts and
+environments) cannot be told apart in a flow log line by address, so when the two holders are in different
+VPCs the error says so and asks for one inventory per VPC, rather than attributing one host's flows to the
+other (across files the loader refuses the same address the same way, naming both).
 """
 
 from __future__ import annotations
@@ -138,6 +142,7 @@ class _Reader:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.paths: dict[tuple[str, str], NodePath] = {}  # (binding source, ip) -> where the address is
+        self.vpcs: dict[str, str] = {}  # binding source -> its VpcId ("" when the export has none)
 
     def at(self, path: NodePath) -> Located:
         return Located(self.doc.file, self.doc.line_of(path), format_path(path))
@@ -295,10 +300,17 @@ def _one_holder(r: _Reader, bindings: list[AddressBinding]) -> None:
     for b in bindings:
         first = holder.setdefault(b.ip, b)
         if first.workload != b.workload:
-            raise r.error(r.paths[b.source, b.ip], f"{b.ip} is also the address of {first.workload} "
+            vpc, first_vpc = r.vpcs.get(b.source, ""), r.vpcs.get(first.source, "")
+            # Private ranges are reused across VPCs (and accounts); addresses here are global, so the
+            # two cannot be told apart in a flow log line: refused, saying why, never one of them picked.
+            reuse = (f"; {b.workload} is in {vpc}, {first.workload} in {first_vpc}: VPCs that reuse one private "
+                     "range cannot share an inventory, plan each with its own" if vpc and first_vpc and vpc != first_vpc
+                     else "")
+            raise r.error(r.paths[b.source, b.ip], f"{b.workload} ({b.source.split('#', 1)[1]}): "
+                          f"{b.ip} is also the address of {first.workload} "
                           f"({first.source.split('#', 1)[1]}, {format_path(r.paths[first.source, first.ip])}, "
                           f"line {r.doc.line_of(r.paths[first.source, first.ip])}); flows to it could not be "
-                          "attributed")
+                          f"attributed{reuse}")
 
 
 def _instances(r: _Reader, data: dict[str, object], workloads: list[tuple[Workload, Located]],
@@ -349,6 +361,7 @@ def _instances(r: _Reader, data: dict[str, object], workloads: list[tuple[Worklo
                                     _environment(r, lower, (*path, "Tags")), r.doc.file),
                           r.at((*path, "InstanceId"))))
         source = f"{r.doc.file}#instance {iid}"
+        r.vpcs[source] = vpc
         bindings.extend(AddressBinding(ip=ip, workload=name, source=source) for ip in attrs.addresses)
         r.paths.update(((source, ip), at) for ip, at in attrs.addresses.items())
         prefixes += attrs.prefixes
@@ -426,6 +439,7 @@ def _interfaces(r: _Reader, data: dict[str, object], workloads: list[tuple[Workl
                 attrs.public.clear()
             locations.add((r.text(eni, path, "VpcId"), r.text(eni, path, "SubnetId")))
             source = f"{r.doc.file}#network interface {eni_id}"
+            r.vpcs[source] = r.text(eni, path, "VpcId")
             bindings.extend(AddressBinding(ip=ip, workload=name, source=source) for ip in own)
             r.paths.update(((source, ip), at) for ip, at in own.items())
         prefixes += attrs.prefixes
