@@ -8,12 +8,13 @@ explicit ``zone`` in the inventory always wins.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from microseg.ir.model import (
     Edge,
     Guardrail,
     PortRange,
+    Protocol,
     Segment,
     Workload,
     WorkloadKind,
@@ -48,6 +49,12 @@ _DATA_PORTS = {
     11211: "memcached", 1433: "SQL Server", 1521: "Oracle", 8123: "ClickHouse HTTP", 7687: "Neo4j Bolt",
     8086: "InfluxDB",
 }
+# Data stores named in a role/tier/component label: these words, or a word starting with a data-store image
+# name ("postgresql", "mongodb", "redis").
+_DATA_LABEL_KEYS = ("role", "tier", "component", "app.kubernetes.io/component")
+_DATA_LABEL_WORDS = frozenset({"data", "db", "database", "datastore", "dbms", "sql", "nosql", "cache", "queue",
+                               "broker"})
+_DATA_IMAGE_WORDS = tuple(x for x in _DATA_IMAGES if "/" not in x)
 _VECTOR_IMAGES = ("qdrant", "weaviate", "milvus", "chroma", "pgvector", "vespa", "marqo", "lancedb", "feast")
 _VECTOR_PORTS = {6333: "Qdrant", 6334: "Qdrant gRPC", 19530: "Milvus"}
 _MODEL_IMAGES = (
@@ -83,30 +90,56 @@ def _image_match(images: Iterable[str], words: Sequence[str]) -> str | None:
     return None
 
 
-def _port_match(w: Workload, table: dict[int, str]) -> str | None:
+def _port_match(w: Workload, table: dict[int, str], observed: Collection[int] = ()) -> str | None:
+    """The first declared port of ``w`` in ``table``; for a workload that declares none (a host from a CMDB or
+    an EC2 export, a pod spec without containerPort), the first port it accepted connections on."""
     for p in sorted(w.ports, key=lambda p: p.port):
         if p.port in table:
             return f"{table[p.port]} port {p.port}"
+    if not w.ports:
+        for port in sorted(observed):
+            if port in table:
+                return f"{table[port]} port {port} (accepted connections in the observed flows)"
     return None
 
 
-def propose(w: Workload, internet_peers: set[str]) -> tuple[str, str]:
-    """The proposed zone for one workload and the reason a reviewer will read."""
+def _data_label(w: Workload) -> str | None:
+    """The label (``role``/``tier``/``component``: a CMDB's role column, EC2's Role/Tier tags, Kubernetes'
+    recommended ``app.kubernetes.io/component``) whose value names a data store, e.g. ``db``, ``database``,
+    ``postgres-primary``, ``redis-cache``; metrics exporters excluded as for images."""
+    labels = w.label_map
+    for key in _DATA_LABEL_KEYS:
+        value = labels.get(key, "")
+        words = [x for x in re.split(r"[^a-z0-9]+", value.lower()) if x]
+        if "exporter" in words:
+            continue
+        if any(x in _DATA_LABEL_WORDS or x.startswith(_DATA_IMAGE_WORDS) for x in words):
+            return f"{key}={value}"
+    return None
+
+
+def propose(w: Workload, internet_peers: set[str], observed_ports: Collection[int] = ()) -> tuple[str, str]:
+    """The proposed zone for one workload and the reason a reviewer will read. ``observed_ports``: the ports
+    it accepted connections on in the flows, read as its listening ports when the inventory declares none."""
     if w.kind == WorkloadKind.EXTERNAL:
         return "external", "external peer (outside the estate)"
     if w.ai_role and w.ai_role in _AI_ROLE_ZONE:
         return _AI_ROLE_ZONE[w.ai_role], f"AI role {w.ai_role} declared in the inventory"
     if (img := _image_match(w.images, _VECTOR_IMAGES)) is not None:
         return "ai-data", f"vector/feature store image {img}"
-    if (why := _port_match(w, _VECTOR_PORTS)) is not None:
+    if (why := _port_match(w, _VECTOR_PORTS, observed_ports)) is not None:
         return "ai-data", f"listens on {why}"
     if (img := _image_match(w.images, _DATA_IMAGES)) is not None:
         return "data", f"data store image {img}"
+    if (label := _data_label(w)) is not None:
+        return "data", f"label {label} names a data store"
+    if w.kind == WorkloadKind.SERVICE and w.name.startswith("rds-"):
+        return "data", "Amazon RDS database (its network interface)"
     if (img := _image_match(w.images, _MODEL_IMAGES)) is not None:
         return "ai-inference", f"model server image {img}"
-    if (why := _port_match(w, _MODEL_PORTS)) is not None:
+    if (why := _port_match(w, _MODEL_PORTS, observed_ports)) is not None:
         return "ai-inference", f"listens on {why}"
-    if (why := _port_match(w, _DATA_PORTS)) is not None and not w.exposure == "internet":
+    if (why := _port_match(w, _DATA_PORTS, observed_ports)) is not None and not w.exposure == "internet":
         return "data", f"listens on {why}"
     short = w.name.rsplit("/", 1)[-1].lower()
     if _AGENT_WORDS.search(short):
@@ -138,13 +171,17 @@ def assign_zones(workloads: Sequence[Workload], edges: Sequence[Edge] = ()) -> t
     # internet-facing even if no Service/Ingress says so: the flows show the exposure.
     internet_peers = {e.destination for e in edges if e.source == "external:internet" and e.flows > 0
                       and e.destination not in external}
+    served: dict[str, set[int]] = {}  # the ports each workload accepted connections on (server side)
+    for e in edges:
+        if e.flows > 0 and e.protocol != Protocol.ICMP:
+            served.setdefault(e.destination, set()).add(e.port)
     assignments: list[ZoneAssignment] = []
     for w in sorted(workloads, key=lambda w: w.name):
         if w.zone:
             assignments.append(ZoneAssignment(workload=w.name, zone=w.zone, reason="set in the inventory",
                                               overridden=True))
         else:
-            zone, reason = propose(w, internet_peers)
+            zone, reason = propose(w, internet_peers, served.get(w.name, ()))
             assignments.append(ZoneAssignment(workload=w.name, zone=zone, reason=reason))
     members: dict[str, list[str]] = {}
     for a in assignments:
