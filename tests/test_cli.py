@@ -30,6 +30,20 @@ def test_help_explains_each_command(command: str, says: str) -> None:
     assert says in " ".join(r.stdout.split())
 
 
+def test_flow_format_help_names_every_reader_and_inventory_help_every_source() -> None:
+    """The help texts are constants in cli.py (it imports no reader to start): they must not fall behind."""
+    from microseg.cli import FLOW_FORMAT_HELP, INVENTORY_HELP
+    from microseg.sources.flows import FORMATS
+
+    named = FLOW_FORMAT_HELP.split("(", 1)[1].split(")", 1)[0].split(", ")
+    assert named == sorted(FORMATS)
+    for source in ("Kubernetes", "microseg inventory", "describe-instances", "describe-network-interfaces", "CMDB"):
+        assert source in INVENTORY_HELP
+    for command in ("plan", "validate", "drift"):
+        r = run(command, "--help")
+        assert "csv, envoy" in " ".join(r.stdout.split()), command
+
+
 def test_validate_passes_on_the_plan(demo: Path) -> None:
     r = run("validate", "--policy", str(demo / "policy"))
     assert r.returncode == 0 and "PASS" in r.stdout

@@ -97,7 +97,7 @@ def read_inventory(paths: Sequence[Path]) -> LoadResult:
     files = discover(paths)
     if not files:
         given = ", ".join(map(str, paths)) or "(nothing)"
-        raise InputError(f"no inventory files (.yaml, .yml, .json) under {given}")
+        raise InputError(f"no inventory files (.yaml, .yml, .json, or a .csv naming hostname and ip) under {given}")
     k8s = kubernetes.KubernetesReader()
     natives: list[native.NativeResult] = []
     unrecognized: list[str] = []
