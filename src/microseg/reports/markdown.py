@@ -10,7 +10,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from microseg.analyses.rollout import ENFORCE_ORDER, MIN_OBSERVATION_DAYS, RolloutPlan
+from microseg.analyses.rollout import (
+    ENFORCE_ORDER,
+    MIN_OBSERVATION_DAYS,
+    SCHEDULE_MAX_HOURS,
+    SCHEDULE_MIN_CAPTURE_HOURS,
+    SCHEDULE_MIN_FLOWS,
+    RolloutPlan,
+    capture_text,
+    hour_ranges,
+)
 from microseg.analyses.validate import ValidationResult
 from microseg.ir.model import Edge, Finding, Policy
 from microseg.reports.tables import MatrixRow
@@ -205,8 +214,10 @@ def rollout_md(v: PlanView) -> str:
            "observe mode applies the allow policies without the default deny, so nothing is blocked yet).",
            f"- Keep collecting flow logs for at least {MIN_OBSERVATION_DAYS} days so weekly jobs are seen.",
            "- Exit criteria: flows resolved ≥ 95 % (see Coverage in report.md); every segment observed for "
-           f"≥ {MIN_OBSERVATION_DAYS} days; `microseg validate --policy policy --inventory … --flows <new week>` "
-           "reports no MS203 (observed flow that enforcement would break).\n",
+           f"≥ {MIN_OBSERVATION_DAYS} days; flow records in every hour of the day, so nightly jobs are seen; "
+           "`microseg validate --policy policy --inventory … --flows <new week>` reports no MS203 (observed flow "
+           "that enforcement would break).",
+           f"  - Today: records in every hour of the day (UTC): {capture_text(v.rollout.capture_hours)}.\n",
            "## Phase 2 — Codify\n",
            "- Review `policy/` as a pull request: zones (`segments.yaml`), rules (`rules.yaml`), guardrails.",
            "- Resolve every MS101 finding: fix the caller, or add an exception with approver, reason and expiry "
@@ -220,10 +231,32 @@ def rollout_md(v: PlanView) -> str:
            "<last 7 days> --segment <segment>`: no MS203 for destinations in the segment; no denied flow in "
            "the deny logs that the matrix should have allowed.\n"]
     rows = [[s.segment, s.trust, s.members, s.inbound_rules, s.observed_days, s.open_findings,
-             "ready" if s.ready else "not ready: " + "; ".join(s.blockers)] for s in v.rollout.order]
+             hour_ranges(s.watch_hours) or "-", "ready" if s.ready else "not ready: " + "; ".join(s.blockers)]
+            for s in v.rollout.order]
     out.append(_table(["segment", "trust", "workloads", "inbound rules", "days observed", "open findings",
-                       "status today"], rows))
+                       "watch (UTC)", "status today"], rows))
+    out.append(scheduled_section(v.rollout))
     return "\n".join(out)
+
+
+def scheduled_section(plan: RolloutPlan) -> str:
+    """The inbound dependencies that only run at one or two hours of the day, per segment (not blockers)."""
+    segments = [s for s in plan.order if s.scheduled]
+    out = ["## Scheduled-looking dependencies\n"]
+    if not segments:
+        return "\n".join([*out, f"None: no edge the plan allows had {SCHEDULE_MIN_FLOWS} or more records all "
+                               f"in at most {SCHEDULE_MAX_HOURS} hours of the day (looked for only when the flow "
+                               f"logs cover at least {SCHEDULE_MIN_CAPTURE_HOURS} hours of it).\n"])
+    out.append(f"Inbound edges the plan allows whose records ({SCHEDULE_MIN_FLOWS} or more) all started in at "
+               f"most {SCHEDULE_MAX_HOURS} hours of the day: cron, backup, ETL, weekly jobs. After enforcing a "
+               "segment, keep the deny-log watch open across these hours (the \"watch\" column). An edge seen on "
+               "fewer days than the observation window (e.g. 1 of 7: a weekly job) may not run again within the "
+               "48 h watch: watch until its next run, or confirm the schedule with its owner.\n")
+    for s in segments:
+        out.append(f"- **{cell(s.segment)}** (watch UTC {hour_ranges(s.watch_hours)}, observed for "
+                   f"{s.observed_days} day(s)):")
+        out += [f"  - {cell(x)}" for x in s.scheduled]
+    return "\n".join(out) + "\n"
 
 
 def validation_md(v: PlanView) -> str:
