@@ -81,7 +81,16 @@ def test_days_blocker(days: int, blocked: bool) -> None:
     data = seg(plan(busy(days=days)), "data")
     assert data.observed_days == days
     assert data.ready is not blocked
-    assert data.blockers == (("observed for 6 day(s); at least 7 needed to see weekly jobs",) if blocked else ())
+    assert data.blockers == (("traffic into it seen on 6 of the 7 days the flow logs span; at least 7 needed to see "
+                              "weekly jobs - if the logs covered it all along, it is quiet on the other days: "
+                              "confirm, then proceed",) if blocked else ())
+
+
+def test_logs_spanning_fewer_days_than_needed_say_so() -> None:
+    """Records from Monday to Wednesday only: the logs themselves are too short, whatever the segment does."""
+    short = [e.model_copy(update={"days": 3, "last_seen": datetime(2026, 11, 4, 23, tzinfo=UTC)}) for e in busy()]
+    data = seg(plan(short), "data")
+    assert data.blockers == ("observed for 3 day(s); at least 7 needed to see weekly jobs",)
 
 
 def test_days_are_the_longest_edge_window_and_ignore_denied_only_edges() -> None:
@@ -89,7 +98,7 @@ def test_days_are_the_longest_edge_window_and_ignore_denied_only_edges() -> None
              edge("shop/front", "shop/db", 5432, hours=ALL_DAY, flows=0, denied=9, days=7)]
     data = seg(plan(edges), "data")
     assert data.observed_days == 3
-    assert data.blockers[0] == "observed for 3 day(s); at least 7 needed to see weekly jobs"
+    assert data.blockers[0].startswith("traffic into it seen on 3 of the 7 days the flow logs span; at least 7 ")
 
 
 def test_segment_without_inbound_rules_is_not_blocked_by_observation() -> None:

@@ -89,6 +89,11 @@ def plan_rollout(policy: Policy, edges: Sequence[Edge], findings: Sequence[Findi
     rank = {z: i for i, z in enumerate(ENFORCE_ORDER)}
     recorded = [e for e in edges if e.flows > 0 or e.denied_flows > 0]
     capture = tuple(sorted({h for e in recorded for h in e.hours}))
+    # Calendar days (UTC) from the first record to the last: a segment seen on fewer days inside a long
+    # enough span may simply be quiet on the others (dev at weekends), which the blocker then says.
+    firsts = [e.first_seen for e in recorded if e.first_seen]
+    lasts = [e.last_seen for e in recorded if e.last_seen]
+    span = (max(lasts).date() - min(firsts).date()).days + 1 if firsts and lasts else 0
     ev = Evaluator(policy)
     out = []
     for seg in sorted(policy.segments, key=lambda s: (rank.get(s.name, len(rank)), -s.trust, s.name)):
@@ -107,7 +112,11 @@ def plan_rollout(policy: Policy, edges: Sequence[Edge], findings: Sequence[Findi
                             and ev.decide(e.source, e.destination, e.protocol, e.port).rule_ids),
                            key=lambda e: e.key)
         blockers = []
-        if days < min_days and inbound:
+        if days < min_days and inbound and span >= min_days:
+            blockers.append(f"traffic into it seen on {days} of the {span} days the flow logs span; at least "
+                            f"{min_days} needed to see weekly jobs - if the logs covered it all along, it is quiet "
+                            "on the other days: confirm, then proceed")
+        elif days < min_days and inbound:
             blockers.append(f"observed for {days} day(s); at least {min_days} needed to see weekly jobs")
         if len(capture) < HOURS_OF_DAY and recorded and inbound:
             blockers.append(f"flow records in {capture_text(capture)}: traffic at those hours (nightly jobs, "
