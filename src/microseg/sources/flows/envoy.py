@@ -314,8 +314,8 @@ def _denied(rec: dict[str, Any]) -> bool:
 
 
 def _action(rec: dict[str, Any], direction: str | None) -> str:
-    """``reject`` (a denial), ``drop`` (a flag of NOT_ESTABLISHED on a line that is not the server's
-    sidecar's: no upstream connection was made), else ``accept``."""
+    """``reject`` (a denial), ``drop`` (_unreached, on a line that is not the server's sidecar's: no
+    upstream connection was made), else ``accept``."""
     if _denied(rec):
         return "reject"
     if direction != "ingress" and _unreached(rec):
