@@ -201,9 +201,9 @@ def text_line(start: str = "2026-01-02T03:04:05.123Z", proto: str = "HTTP/1.1", 
               duration: str = "7", rid: str = "r-1", u_host: str = "127.0.0.1:8080",
               cluster: str = "inbound|8080||", u_local: str = "127.0.0.1:40000", d_local: str = "10.1.0.2:8080",
               d_remote: str = "10.1.0.1:45000", reason: str = "-", authority: str = "api:8080",
-              agent: str = "curl/8.0 (x86_64)") -> str:
+              agent: str = "curl/8.0 (x86_64)", request: str = "GET /api", code: str = "200") -> str:
     """One line of Istio's default TEXT format."""
-    return (f'[{start}] "GET /api {proto}" 200 {flags} {details} {term} "{reason}" {received} {sent} {duration} 5 '
+    return (f'[{start}] "{request} {proto}" {code} {flags} {details} {term} "{reason}" {received} {sent} {duration} 5 '
             f'"-" "{agent}" "{rid}" "{authority}" "{u_host}" {cluster} {u_local} {d_local} {d_remote} '
             "outbound_.8080_._.api.shop.svc.cluster.local default")
 
@@ -402,6 +402,36 @@ PATHOLOGICAL_JSON = [
     (_FAST, istio_json(upstream_cluster="outbound|8080||api", upstream_host="-")),  # no upstream chosen
     (_FAST, istio_json(protocol="http/3", response_flags="UAEX,DC")),
     (_FAST, istio_json(response_flags="XUAEX", response_code_details="UAEX")),
+    # response flags of no upstream connection: drop on a line that is not inbound (unique addresses)
+    (_FAST, istio_json(response_flags="UF,URX", upstream_cluster="outbound|8080||api",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.1:40001")),
+    (_FAST, istio_json(protocol=None, response_flags="URX", upstream_cluster="outbound|8080||api",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.2:40002")),  # TCP
+    (_FAST, istio_json(protocol="-", response_flags="URX", upstream_cluster="PassthroughCluster",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.3:40003")),
+    (_FAST, istio_json(protocol="", response_flags="URX", upstream_cluster=None,
+                       upstream_local_address="-", downstream_remote_address="10.6.0.4:40004")),
+    (_FAST, istio_json(protocol="HTTP/2", response_flags="URX", upstream_cluster="outbound|8080||api",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.5:40005")),  # HTTP URX: accept
+    (_FAST, istio_json(protocol=None, response_flags="URX",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.6:40006")),  # inbound: accept
+    (_FAST, istio_json(response_flags="NR", upstream_cluster="-", upstream_host="-",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.7:40007")),  # no side
+    (_FAST, istio_json(response_flags="\u00e9,UH", upstream_cluster="outbound|8080||api",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.8:40008")),  # non-ASCII first
+    (_FAST, istio_json(response_flags="UF",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.9:40009")),  # inbound: accept
+    (_FAST, istio_json(response_flags="RL,UAEX", upstream_cluster="outbound|8080||api",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.10:40010")),  # the denial wins
+    (_FAST, istio_json(response_flags="XUF,UFX,uf", upstream_cluster="outbound|8080||api",
+                       upstream_local_address="-", downstream_remote_address="10.6.0.11:40011")),
+    (_PY, istio_json(response_flags=["UF"], upstream_cluster="outbound|8080||api",
+                     upstream_local_address="-", downstream_remote_address="10.6.0.12:40012")),  # str() of a list
+    (_PY, istio_json(response_flags="U\"F", upstream_cluster="outbound|8080||api",
+                     upstream_local_address="-", downstream_remote_address="10.6.0.13:40013")),  # an escape
+    (_FAST, json.dumps({k: v for k, v in json.loads(istio_json(
+        response_flags="URX", upstream_cluster="-", downstream_remote_address="10.6.0.14:40014")).items()
+        if k != "protocol"})),  # no protocol key: TCP
     (_FAST, istio_json(request_id="-")),
     (_FAST, istio_json()[:-1] + ', "x": 1e999}'),  # infinity to both readers, in a field nobody reads
     (_PY, istio_json()[:-1] + ', "x": [1, nan]}'),
@@ -534,6 +564,30 @@ PATHOLOGICAL_TEXT = [
     (_FAST, text_line(flags="XUAEX", details="UAEX", term="RBAC")),  # no flag of its own: accepted
     (_FAST, text_line(details="rbac_access_denied_matched_policy[ns[x]-policy[y]-rule[0]]")),
     (_FAST, text_line(cluster="BlackHoleCluster")),
+    # response flags of no upstream connection: drop on a line that is not inbound (unique addresses:
+    # the rows are compared as sets)
+    (_FAST, text_line(flags="UF,URX", cluster="outbound|5432||db", u_host="10.0.0.9:5432",
+                      u_local="-", d_remote="10.5.0.1:40001")),
+    (_FAST, text_line(request="- -", proto="-", flags="URX", cluster="outbound|5432||db", u_host="10.0.0.9:5432",
+                      u_local="-", d_remote="10.5.0.2:40002")),  # TCP
+    (_FAST, text_line(request="- -", proto="", flags="URX", cluster="PassthroughCluster",
+                      u_local="-", d_remote="10.5.0.3:40003")),  # protocol '': TCP
+    (_FAST, text_line(proto="HTTP/2", flags="URX", cluster="outbound|8080||api",
+                      u_local="-", d_remote="10.5.0.4:40004")),  # HTTP URX: accept
+    (_FAST, text_line(request="- -", proto="-", flags="URX",
+                      u_local="-", d_remote="10.5.0.5:40005")),  # inbound: accept
+    (_FAST, text_line(flags="NR", cluster="-", u_host="-",
+                      u_local="-", d_remote="10.5.0.6:40006")),  # no side
+    (_FAST, text_line(flags="UF",
+                      u_local="-", d_remote="10.5.0.7:40007")),  # inbound: accept
+    (_FAST, text_line(flags="UH,UAEX", cluster="outbound|8080||api",
+                      u_local="-", d_remote="10.5.0.8:40008")),  # the denial wins
+    (_FAST, text_line(flags="UH", cluster="BlackHoleCluster", u_host="-",
+                      u_local="-", d_remote="10.5.0.9:40009")),
+    (_FAST, text_line(flags="XUF,UFX,uf,URXX", cluster="outbound|8080||api",
+                      u_local="-", d_remote="10.5.0.10:40010")),  # no such flag: accept
+    (_FAST, text_line(flags="DC,UO", cluster="foo",
+                      u_local="-", d_remote="10.5.0.11:40011")),
     # spaces in quoted tokens: the numbers and the request id are then read from the parts between '"'
     (_FAST, text_line(reason="delayed connect error: 111", received="11", sent="22", duration="33")),
     (_FAST, text_line(authority="a b:8080", rid="r-a")),
@@ -634,3 +688,148 @@ def test_json_every_value_form_matches_the_python_reader(tmp_path: Path, monkeyp
     assert set(must_be_fast).isdisjoint(fast[2])
     assert len(fast[2]) > len(paths) // 3  # and many forms are left to Python
     assert python[0][1] > len(paths) // 2  # most lines are records
+
+
+# -- lines whose upstream connection never happened (response flags) --------------------------------
+
+OUT_DB = {"cluster": "outbound|5432||db.shop.svc.cluster.local", "u_host": "10.0.0.9:5432", "u_local": "-",
+          "d_local": "10.96.0.20:5432"}  # the client's sidecar towards the database pod it picked
+OUT_API = {"cluster": "outbound|8080||api.shop.svc.cluster.local", "u_host": "10.1.0.2:8080", "u_local": "-",
+           "d_local": "10.96.0.10:8080"}
+NO_UPSTREAM = {"u_host": "-", "u_local": "-"}  # no host chosen: the original destination (a ClusterIP)
+TCP = {"request": "- -", "proto": "-", "code": "0", "details": "-"}
+# (fields of the line, the row's source, destination, destination port, action, direction), the source
+# port being 47000 + the line's number; text_line's names, turned into Istio's JSON keys by _flag_lines.
+FLAG_CASES: list[tuple[dict[str, str], str, str, int, str, str | None]] = [
+    ({**TCP, **OUT_DB, "flags": "UF"}, "10.1.7.1", "10.0.0.9", 5432, "drop", "egress"),  # 1: TCP, refused
+    ({**OUT_DB, "code": "503", "flags": "UF,URX"}, "10.1.7.2", "10.0.0.9", 5432, "drop", "egress"),  # 2: HTTP
+    ({**TCP, **OUT_DB, "flags": "URX"}, "10.1.7.3", "10.0.0.9", 5432, "drop", "egress"),  # 3: TCP connect attempts
+    # 4: HTTP retries exhausted over a connection that existed (5xx answers): accept
+    ({**OUT_API, "u_local": "10.1.7.4:47004", "d_remote": "127.0.0.6:47004", "code": "503", "flags": "URX"},
+     "10.1.7.4", "10.1.0.2", 8080, "accept", "egress"),
+    ({**OUT_API, **NO_UPSTREAM, "code": "503", "flags": "UH", "details": "no_healthy_upstream"},
+     "10.1.7.5", "10.96.0.10", 8080, "drop", "egress"),  # 5: to the ClusterIP
+    # 6: no route: Istio logs no upstream cluster (no side)
+    ({**NO_UPSTREAM, "cluster": "-", "d_local": "10.96.0.11:80", "code": "404", "flags": "NR",
+      "details": "route_not_found"}, "10.1.7.6", "10.96.0.11", 80, "drop", None),
+    ({**OUT_API, **NO_UPSTREAM, "code": "503", "flags": "UO", "details": "upstream_reset_before_response_started"
+      "{overflow}"}, "10.1.7.7", "10.96.0.10", 8080, "drop", "egress"),  # 7: circuit breaking
+    ({**OUT_API, **NO_UPSTREAM, "code": "503", "flags": "NC", "details": "cluster_not_found"},
+     "10.1.7.8", "10.96.0.10", 8080, "drop", "egress"),  # 8
+    ({**OUT_API, **NO_UPSTREAM, "code": "503", "flags": "DF", "details": "dns_resolution_failure"},
+     "10.1.7.9", "10.96.0.10", 8080, "drop", "egress"),  # 9
+    ({**OUT_API, **NO_UPSTREAM, "code": "429", "flags": "RL", "details": "local_rate_limited"},
+     "10.1.7.10", "10.96.0.10", 8080, "drop", "egress"),  # 10: answered by the client's sidecar
+    ({**OUT_API, "code": "503", "flags": "DI,FI", "details": "fault_filter_abort"},
+     "10.1.7.11", "10.1.0.2", 8080, "drop", "egress"),  # 11: fault injection
+    # 12, 13: a connection existed, then broke or timed out: accept
+    ({**OUT_API, "code": "503", "flags": "UC", "details": "upstream_reset_before_response_started"
+      "{connection_termination}"}, "10.1.7.12", "10.1.0.2", 8080, "accept", "egress"),
+    ({**OUT_API, "code": "504", "flags": "UT", "details": "response_timeout"},
+     "10.1.7.13", "10.1.0.2", 8080, "accept", "egress"),
+    # 14: the server's sidecar, its app's port closed: the peer reached the pod
+    ({"code": "503", "flags": "UF", "details": "upstream_reset_before_response_started{connection_failure}"},
+     "10.1.7.14", "10.1.0.2", 8080, "accept", "ingress"),
+    # 15: an RBAC denial, and 16: REGISTRY_ONLY over TCP (Envoy flags it UH, no endpoints): still reject
+    ({"code": "403", "flags": "-", "details": "rbac_access_denied_matched_policy[none]"},
+     "10.1.7.15", "10.1.0.2", 8080, "reject", "ingress"),
+    ({**TCP, **NO_UPSTREAM, "cluster": "BlackHoleCluster", "d_local": "93.184.216.34:443", "flags": "UH"},
+     "10.1.7.16", "93.184.216.34", 443, "reject", "egress"),
+]
+_JSON_KEYS = {"proto": "protocol", "code": "response_code", "flags": "response_flags",
+              "details": "response_code_details", "cluster": "upstream_cluster", "u_host": "upstream_host",
+              "u_local": "upstream_local_address", "d_local": "downstream_local_address",
+              "d_remote": "downstream_remote_address", "rid": "request_id"}
+
+
+def _flag_lines() -> tuple[list[str], list[str]]:
+    text, js = [], []
+    for n, (fields, *_rest) in enumerate(FLAG_CASES, 1):
+        kw = {"d_remote": f"10.1.7.{n}:{47000 + n}", "rid": f"f-{n}", **fields}
+        text.append(text_line(**kw))
+        kw.pop("request", None)
+        values: dict[str, Any] = {_JSON_KEYS[k]: v for k, v in kw.items()}
+        values["response_code"] = int(values.get("response_code", 200))
+        if values.get("protocol") == "-":
+            values["protocol"] = None  # a TCP line in Istio's JSON: no protocol
+        js.append(istio_json(**values))
+    return text, js
+
+
+def _flag_rows() -> set[tuple[Any, ...]]:
+    t0, t1 = datetime(2026, 1, 2, 3, 4, 5, 123000), datetime(2026, 1, 2, 3, 4, 5, 130000)
+    return {(src, dst, 47000 + n, dport, "TCP", action, 1, t0, t1, 30, None, False, direction)
+            for n, (_f, src, dst, dport, action, direction) in enumerate(FLAG_CASES, 1)}
+
+
+@pytest.mark.parametrize("kind", ["text", "json"])
+def test_no_upstream_connection_is_not_an_accepted_connection(kind: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """UF, UF,URX, TCP URX, UH, NR, UO, NC, DF, RL, FI on a line that is not the server's sidecar's: drop,
+    on both paths (every line in the fast shape: DuckDB reads the file); a connection that existed (HTTP
+    URX, UC, UT), an inbound UF and the denials stay as they were."""
+    text, js = _flag_lines()
+    path = tmp_path / f"flags.{'log' if kind == 'text' else 'json'}"
+    path.write_text("\n".join(text if kind == "text" else js) + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast[2] == []  # the fast path read every line
+    assert fast[:2] == python[:2]
+    assert fast[0][:4] == (len(FLAG_CASES), len(FLAG_CASES), 0, {})
+    assert fast[1] == _flag_rows()
+
+
+def test_no_upstream_connection_in_python_only_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same lines in files the fast path leaves to Python (a bad line each), and in a custom format
+    (no protocol: URX is read as TCP's)."""
+    text, js = _flag_lines()
+    a, b = tmp_path / "a.log", tmp_path / "b.json"
+    a.write_text("\n".join([*text, text_line(start="x")]) + "\n")
+    b.write_text("\n".join([*js, istio_json(start_time="x")]) + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, a)
+    assert fast[2] == ["a.log"]
+    assert fast[:2] == python[:2]
+    assert fast[1] == _flag_rows()
+    fast, python = both_paths(tmp_path / "j", monkeypatch, b)
+    assert fast[2] == ["b.json"]
+    assert fast[1] == python[1] == _flag_rows()
+    custom = tmp_path / "custom.log"
+    custom.write_text("[%START_TIME%] %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %DOWNSTREAM_LOCAL_ADDRESS% "
+                      "%DOWNSTREAM_REMOTE_ADDRESS%\n"
+                      "[2026-01-02T03:04:05.123Z] URX outbound|8080||api 10.1.0.2:8080 10.96.0.10:8080 "
+                      "10.1.7.1:47001\n"
+                      "[2026-01-02T03:04:05.123Z] UC outbound|8080||api 10.1.0.2:8080 10.96.0.10:8080 "
+                      "10.1.7.2:47002\n")
+    with FlowStore(tmp_path / "c" / "flows.duckdb") as s:
+        s.ingest([custom], fmt="envoy")
+        assert {(r["src_port"], r["action"]) for r in s.rows()} == {(47001, "drop"), (47002, "accept")}
+
+
+@pytest.mark.parametrize("kind", ["text", "json"])
+def test_no_upstream_connection_and_an_inbound_twin(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                    ) -> None:
+    """An outbound UF line has no inbound twin and is kept as drop; should the server's sidecar have
+    logged the same request and connection all the same, its inbound line (accept: the server was
+    reached) is kept and the outbound one skipped as logged by both, on both paths."""
+    out = {"cluster": "outbound|8080||api", "u_host": "10.1.0.2:8080", "d_local": "10.96.0.10:8080",
+           "code": "503", "flags": "UF"}
+    lines = [  # the twin: the client's sidecar names the connection the server's sidecar saw
+        text_line(rid="t-1", u_local="10.1.8.1:48001", d_remote="127.0.0.6:1", **out),
+        text_line(rid="t-1", d_remote="10.1.8.1:48001"),
+        text_line(rid="t-2", u_local="-", d_remote="10.1.8.2:48002", **out),
+    ]
+    if kind == "json":
+        lines = [istio_json(request_id="t-1", upstream_cluster=out["cluster"], upstream_host=out["u_host"],
+                            upstream_local_address="10.1.8.1:48001", downstream_local_address=out["d_local"],
+                            downstream_remote_address="127.0.0.6:1", response_code=503, response_flags="UF"),
+                 istio_json(request_id="t-1", downstream_remote_address="10.1.8.1:48001"),
+                 istio_json(request_id="t-2", upstream_cluster=out["cluster"], upstream_host=out["u_host"],
+                            upstream_local_address="-", downstream_local_address=out["d_local"],
+                            downstream_remote_address="10.1.8.2:48002", response_code=503, response_flags="UF")]
+    path = tmp_path / "twin.log"
+    path.write_text("\n".join(lines) + "\n")
+    fast, python = both_paths(tmp_path, monkeypatch, path)
+    assert fast[2] == []
+    assert fast[:2] == python[:2]
+    assert fast[0][:4] == (3, 2, 0, {"logged-by-both-sidecars": 1})
+    assert {(r[0], r[1], r[2], r[5], r[12]) for r in fast[1]} == {
+        ("10.1.8.1", "10.1.0.2", 48001, "accept", "ingress"), ("10.1.8.2", "10.1.0.2", 48002, "drop", "egress")}

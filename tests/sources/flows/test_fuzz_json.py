@@ -108,8 +108,10 @@ def envoy_bases() -> list[dict[str, Any]]:
         code, details = (403, "rbac_access_denied_matched_policy[none]") if c["denied"] else (200, "via_upstream")
         inbound = i % 2 == 0
         out.append({
-            "start_time": _iso(c["start"], 3), "method": "GET", "path": "/api/v1/items", "protocol": "HTTP/1.1",
-            "response_code": code, "response_flags": ("-", "UAEX", "UF,URX", "-")[i % 4],
+            # odd i, the client's sidecar: UF,URX, UH, NR and TCP URX drop; UO and UC reject (BlackHoleCluster)
+            "start_time": _iso(c["start"], 3), "method": "GET", "path": "/api/v1/items",
+            "protocol": "-" if i in (4, 9) else "HTTP/1.1", "response_code": code,
+            "response_flags": ("-", "UF,URX", "UAEX", "UH", "URX", "UO", "-", "NR", "DF", "URX", "NC", "UC")[i],
             "response_code_details": details, "connection_termination_details": None,
             "upstream_transport_failure_reason": None, "bytes_received": i, "bytes_sent": c["bytes"],
             "duration": int(c["duration"] * 1000), "upstream_service_time": None, "x_forwarded_for": None,

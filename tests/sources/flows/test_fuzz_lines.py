@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import random
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,25 @@ def _calico(rng: random.Random, c: Any) -> str:
 
 ENVOY_SAMPLES = (_sample_lines("istio-envoy", "istio-docs-sleep-httpbin.log")
                  + _sample_lines("istio-envoy", "rbac-denied.log"))
+# Response flags, some of them of no upstream connection (drop on a line that is not inbound)
+ENVOY_FLAGS = ("-", "UF", "UF,URX", "URX", "UH", "NR", "UO", "NC", "DF", "RL", "DI,FI", "UC", "UT", "DC", "UH,UAEX")
+
+
+def _envoy(rng: random.Random, c: Any) -> str:
+    """The benchmark's inbound line, now and then with a response flag, from the client's sidecar (or
+    no side), over TCP."""
+    line: str = BENCH.envoy_text(rng, c)
+    if rng.random() < 0.6:
+        line = line.replace(" 200 - ", f" 503 {rng.choice(ENVOY_FLAGS)} ", 1)
+        side = rng.random()
+        if side < 0.5:
+            line = line.replace(" inbound|", " outbound|", 1)
+        elif side < 0.6:
+            line = re.sub(r" inbound\|\d+\|\| ", " - ", line, count=1)
+        if rng.random() < 0.3:
+            line = line.replace(' "GET /api/v1/items HTTP/1.1" ', ' "- - -" ', 1)
+    return line
+
 
 # -- zeek ------------------------------------------------------------------------------------------
 
@@ -245,7 +265,7 @@ CASES = [
     Case("calico-legacy", calico, "_scan", _none, "calico", "txt", [CALICO_HEADER],
          _generator(_calico, CALICO_SAMPLE), " "),
     # A line out of the fast shape sends its file to Python: clean files in the batch stay in SQL
-    Case("envoy-text", envoy, "_scan", _none, "envoy", "log", [], _generator(BENCH.envoy_text, ENVOY_SAMPLES), " ",
+    Case("envoy-text", envoy, "_scan", _none, "envoy", "log", [], _generator(_envoy, ENVOY_SAMPLES), " ",
          mutated=120, clean=60),
 ]
 SEEDS = (1, 2, 3)

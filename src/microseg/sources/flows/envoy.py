@@ -24,10 +24,54 @@ JSON twin; istio.io "Envoy Access Logs"; Envoy "Access logging" command operator
   ``RESPONSE_CODE_DETAILS`` or ``CONNECTION_TERMINATION_DETAILS`` ``rbac_access_denied_matched_policy[...]``
   (Envoy's HTTP / network RBAC filter, i.e. an Istio AuthorizationPolicy), response flag ``UAEX``
   ("unauthorized external service": denied by ext_authz), or the ``BlackHoleCluster``
-  (``outboundTrafficPolicy: REGISTRY_ONLY``). Any other line is ``accept``: the network path was
-  allowed, whatever the application answered.
+  (``outboundTrafficPolicy: REGISTRY_ONLY``).
+- No connection -> ``drop`` (not established; as Zeek's S0, which synthesis does not allow but reports):
+  a line that is not inbound (an outbound line, or one without an upstream cluster: no side) whose
+  response flags say no upstream connection was made (below). An attempt that got no connection is
+  no evidence that the dependency works: a client retrying a blocked or dead port must not become an
+  allow rule.
+  Any other line is ``accept``: the network path was allowed, whatever the application answered.
 - Bytes are ``BYTES_RECEIVED`` + ``BYTES_SENT`` (body bytes); no packet counts. The protocol is TCP
   (HTTP/3 would be UDP, logged as ``HTTP/3``).
+
+Response flags (Envoy "Access logging", ``%RESPONSE_FLAGS%``; several are written comma-separated).
+``NOT_ESTABLISHED``, the flags that say no upstream connection was made for the request or connection
+(_unreached adds one case):
+
+- ``UF`` upstream connection failure (503): the connect to the upstream host failed.
+- ``UH`` no healthy upstream host in the cluster (503): no host to connect to.
+- ``UO`` upstream overflow, circuit breaking (503): Envoy did not forward the request.
+- ``NR`` no route configured (404), or no matching filter chain for a downstream connection: no
+  upstream at all. Istio logs such a line with upstream host and cluster ``-`` (no side), which is
+  why the rule covers lines without a side.
+- ``NC`` upstream cluster not found: no upstream at all.
+- ``DF`` the request was terminated by a DNS resolution failure: no address to connect to.
+- ``RL`` rate limited locally (429), ``RLSE`` rate limit service error, ``FI`` aborted by fault
+  injection, ``IH`` an invalid strictly-checked header (400): Envoy answered the request itself and
+  sent nothing upstream.
+- ``URX`` (retry limit or maximum connect attempts reached) on a TCP line (no ``%PROTOCOL%``: ``-``,
+  empty or absent): Envoy's TCP proxy counts an attempt only while connecting and never retries once
+  connected (``source/common/tcp_proxy/tcp_proxy.cc``), so every attempt failed. It usually comes as
+  ``UF,URX``, which ``UF`` covers already. On an HTTP line ``URX`` alone stays ``accept``: the router
+  retries after answers of the upstream (a 5xx) too, so a connection may have existed; with ``UF`` or
+  ``UH`` it drops through them. A custom format without ``%PROTOCOL%`` reads every line as TCP here
+  (fail closed).
+
+``drop``, not ``reject``, for all of them, ``NR`` and ``NC`` included: the reader's ``reject`` is an
+authorization decision (RBAC, ext_authz, REGISTRY_ONLY); a missing route or cluster is a mesh
+configuration gap, and the destination was never contacted. Left ``accept`` (a connection existed,
+or may have): ``UC``, ``UR``, ``UT``, ``LR``, ``DC``, ``SI``, ``DT``, ``UMSDR``, ``DPE``, ``UPE``,
+``DI``, ``LH`` and ``OM`` (the overload manager may end a request at any stage). A denial wins over
+every flag (``reject``). An inbound line (the server's sidecar) keeps ``accept`` whatever its flags:
+the peer reached the pod over the network, even if the local application failed (``503 UF``
+inbound: the app's port is closed).
+
+Logged by both sidecars: the rule above keys on request id and connection, not on the action. An
+outbound line with a no-connection flag has no inbound twin (nothing reached the server), and its
+source is usually the application's own socket (no upstream local address), which no inbound line
+names. Should an inbound line with the same key exist all the same, the inbound line is kept
+(``accept``: it proves the server was reached on that connection) and the outbound one counted as
+skipped, on both paths.
 
 Identity. A SPIFFE ID (``%DOWNSTREAM_PEER_URI_SAN%``, ``spiffe://<trust domain>/ns/<ns>/sa/<sa>``,
 only in custom formats) names a namespace and a *service account*, not a workload: several
@@ -82,7 +126,10 @@ from microseg.sources.flows.sqlpath import (
 
 NAME = "envoy"
 
-ACTIONS = {"accept": "accept", "reject": "reject"}
+ACTIONS = {"accept": "accept", "reject": "reject", "drop": "drop"}
+# Response flags saying that no upstream connection was made for the line (see the module docstring):
+# ``drop`` on a line that is not inbound.
+NOT_ESTABLISHED = frozenset({"UF", "UH", "UO", "NR", "NC", "DF", "RL", "RLSE", "FI", "IH"})
 DUPLICATE = "logged-by-both-sidecars"
 FORMAT_LINE = "format-line"
 
@@ -252,13 +299,35 @@ def _side(cluster: str) -> str | None:
     return None
 
 
+def _flags(rec: dict[str, Any]) -> list[str]:
+    # Envoy writes several flags comma-separated ("UF,URX")
+    return str(rec.get("response_flags") or "").split(",")
+
+
 def _denied(rec: dict[str, Any]) -> bool:
     details = f"{rec.get('response_code_details') or ''} {rec.get('connection_termination_details') or ''}"
-    # Envoy writes several flags comma-separated ("UAEX" = denied by ext_authz); "RBAC" is accepted too,
-    # as some Envoy builds and log pipelines name the RBAC denial that way.
-    flags = str(rec.get("response_flags") or "").split(",")
+    # "UAEX" = denied by ext_authz; "RBAC" is accepted too, as some Envoy builds and log pipelines name
+    # the RBAC denial that way.
+    flags = _flags(rec)
     return ("rbac_access_denied" in details or "UAEX" in flags or "RBAC" in flags
             or rec.get("upstream_cluster") == "BlackHoleCluster")
+
+
+def _action(rec: dict[str, Any], direction: str | None) -> str:
+    """``reject`` (a denial), ``drop`` (_unreached, on a line that is not the server's sidecar's: no
+    upstream connection was made), else ``accept``."""
+    if _denied(rec):
+        return "reject"
+    if direction != "ingress" and _unreached(rec):
+        return "drop"
+    return "accept"
+
+
+def _unreached(rec: dict[str, Any]) -> bool:
+    """A flag of NOT_ESTABLISHED, or URX on a TCP line (no protocol: a TCP proxy's connect attempts all
+    failed)."""
+    flags = _flags(rec)
+    return not NOT_ESTABLISHED.isdisjoint(flags) or ("URX" in flags and _absent(rec.get("protocol")))
 
 
 def _record(rec: Any, file_index: int) -> tuple[StageRow, tuple[Any, ...]]:
@@ -294,7 +363,7 @@ def _record(rec: Any, file_index: int) -> tuple[StageRow, tuple[Any, ...]]:
     row = StageRow(
         t_start=t, t_end=t + (duration or 0) * 1000, src_ip=src[0], dst_ip=dst[0], src_port=src[1],
         dst_port=dst[1], proto=17 if protocol.upper().startswith("HTTP/3") else 6, bytes=nbytes, packets=None,
-        action="reject" if _denied(rec) else "accept", tcp_flags=None, is_reply=False, direction=direction,
+        action=_action(rec, direction), tcp_flags=None, is_reply=False, direction=direction,
         src_workload=None, dst_workload=None, log_status="OK", file_index=file_index)
     request_id = rec.get("request_id", rec.get("x_request_id"))
     if not (request_id is None or isinstance(request_id, str)):
@@ -469,6 +538,10 @@ def _text_fields_sql(parsed: str) -> str:
               "OR w[-6] = 'BlackHoleCluster'")
     v6 = " OR ".join(f"contains({a}, '[')" for a in ("w[-7]", "w[-5]", "w[-4]", "w[-3]"))
     v6_ok = _v6_ok_sql(("u_host", "u_local", "d_local", "d_remote"), 0)
+    # most lines have no flag ('-'): the list is built on the others only
+    # (URX: w[4] is the request's third word, the protocol, and its closing '"')
+    unreached = (f"CASE WHEN w[6] <> '-' THEN list_has_any(string_split(w[6], ','), {_NOT_ESTABLISHED_SQL}) "
+                 "OR (w[4] IN ('-\"', '\"') AND list_contains(string_split(w[6], ','), 'URX')) ELSE false END")
 
     def num(k: int) -> str:
         return f"CASE WHEN numbers THEN w[{9 + k}] ELSE string_split({q}[5], ' ')[{1 + k}] END"
@@ -476,14 +549,14 @@ def _text_fields_sql(parsed: str) -> str:
     return f"""
 SELECT fi, blank, shaped AND CASE WHEN v6 THEN {v6_ok} ELSE true END AS shaped, time,
   {_num_sql('received')} AS n_received, {_num_sql('sent')} AS n_sent, {_num_sql('duration')} AS n_duration,
-  http3, denied, direction, CASE WHEN rid IN ('', '-') THEN NULL ELSE rid END AS rid,
+  http3, denied, {_UNREACHED} AS unreached, direction, CASE WHEN rid IN ('', '-') THEN NULL ELSE rid END AS rid,
   CASE WHEN {_UP.format(absent="'', '-'")} AND u_local <> '-' THEN u_local ELSE d_remote END AS src,
   CASE WHEN {_UP.format(absent="'', '-'")} THEN u_host ELSE d_local END AS dst
 FROM (
 SELECT fi, blank, shaped, substr(w[1], 2, strlen(w[1]) - 3) AS time,
   {num(1)} AS received, {num(2)} AS sent, {num(3)} AS duration,
   CASE WHEN contains(w[4], '/3') THEN starts_with(upper(w[4]), 'HTTP/3') ELSE false END AS http3,
-  {denied} AS denied, {_SIDE.format(c='w[-6]', q='')} AS direction,
+  {denied} AS denied, {unreached} AS flag_unreached, {_SIDE.format(c='w[-6]', q='')} AS direction,
   CASE WHEN rid_whole THEN substr(w[-9], 2, strlen(w[-9]) - 2) ELSE {q}[10] END AS rid,
   substr(w[-7], 2, strlen(w[-7]) - 2) AS u_host, w[-5] AS u_local, w[-4] AS d_local, w[-3] AS d_remote, {v6} AS v6
 FROM (
@@ -513,6 +586,9 @@ _SIDE = ("CASE WHEN starts_with({c}, '{q}outbound|') OR {c} IN ('{q}PassthroughC
          "THEN 'ingress' END")
 # the client sidecar's own connection to the chosen pod when an outbound line names one
 _UP = "direction = 'egress' AND u_host NOT IN ({absent})"
+# _action's drop: a line not inbound (egress, or no side: NULL) that _unreached (flag_unreached)
+_UNREACHED = "coalesce(direction IS DISTINCT FROM 'ingress' AND flag_unreached, false)"
+_NOT_ESTABLISHED_SQL = "[" + ", ".join(sql_str(f) for f in sorted(NOT_ESTABLISHED)) + "]"
 
 
 # Istio's JSON encoding. DuckDB (yyjson) and json.loads agree on what a JSON text is, except that
@@ -593,6 +669,9 @@ def _json_fields_sql(parsed: str) -> str:
               f"THEN list_has_any({flags}, ['UAEX', 'RBAC']) ELSE false END "
               "OR upstream_cluster = '\"BlackHoleCluster\"'")
     http3 = "CASE WHEN contains(protocol, '/3') THEN starts_with(upper(protocol), '\"HTTP/3') ELSE false END"
+    unreached = (f"CASE WHEN response_flags <> '\"-\"' THEN list_has_any({flags}, {_NOT_ESTABLISHED_SQL}) "
+                 f"OR ((protocol IS NULL OR protocol IN ('\"\"', '\"-\"')) AND list_contains({flags}, 'URX')) "
+                 "ELSE false END")
     addresses = ("upstream_host", "upstream_local_address", "downstream_local_address", "downstream_remote_address")
     v6 = " OR ".join(f"contains({a}, '[')" for a in addresses)
     # request_id, else x_request_id when request_id is missing (not when it is null): _record's get()
@@ -603,8 +682,8 @@ def _json_fields_sql(parsed: str) -> str:
                         for k in _JSON_LEAVES if k not in ("request_id", "x_request_id"))
     numbers = ", ".join(f"TRY_CAST(j.{k} AS UBIGINT) AS u_{k}" for k in ("bytes_received", "bytes_sent", "duration"))
     return f"""
-SELECT fi, blank, shaped, time, n_received, n_sent, n_duration, http3, denied, direction,
-  CASE WHEN request_id IS NULL OR request_id IN ('""', '"-"') THEN NULL
+SELECT fi, blank, shaped, time, n_received, n_sent, n_duration, http3, denied, {_UNREACHED} AS unreached,
+  direction, CASE WHEN request_id IS NULL OR request_id IN ('""', '"-"') THEN NULL
     ELSE substr(request_id, 2, length(request_id) - 2) END AS rid,
   CASE WHEN {_UP.format(absent=absent)} AND u_local NOT IN ({absent}) THEN u_local ELSE d_remote END AS src,
   CASE WHEN {_UP.format(absent=absent)} THEN u_host ELSE d_local END AS dst
@@ -612,7 +691,8 @@ FROM (
 SELECT fi, blank, shaped, substr(start_time, 1, strlen(start_time) - 1) AS time,
   CASE WHEN shaped THEN u_bytes_received::BIGINT END AS n_received,
   CASE WHEN shaped THEN u_bytes_sent::BIGINT END AS n_sent, CASE WHEN shaped THEN u_duration::BIGINT END AS n_duration,
-  {http3} AS http3, coalesce({denied}, false) AS denied, {_SIDE.format(c='upstream_cluster', q='"')} AS direction,
+  {http3} AS http3, coalesce({denied}, false) AS denied, {unreached} AS flag_unreached,
+  {_SIDE.format(c='upstream_cluster', q='"')} AS direction,
   request_id,
   upstream_host AS u_host, upstream_local_address AS u_local, downstream_local_address AS d_local,
   downstream_remote_address AS d_remote
@@ -726,7 +806,7 @@ SELECT TRY_CAST(t AS UBIGINT) AS t_start, TRY_CAST(t_e AS UBIGINT) AS t_end,
   CASE WHEN http3 THEN 17 ELSE 6 END AS proto,
   TRY_CAST(CASE WHEN n_received IS NULL AND n_sent IS NULL THEN NULL
     ELSE coalesce(n_received, 0) + coalesce(n_sent, 0) END AS UBIGINT) AS bytes,
-  denied, direction, fi::INTEGER AS file_index, rid,
+  denied, unreached, direction, fi::INTEGER AS file_index, rid,
   coalesce(shaped AND t >= 0 AND t_e <= {MAX_EPOCH_SECONDS * 1_000_000}, false) AS ok
 FROM (
 SELECT *, t + coalesce(n_duration, 0) * 1000 AS t_e
@@ -736,16 +816,17 @@ SELECT *,
 FROM ({fields}) WHERE NOT blank))"""
 
 
-# The fast path's table: the staging columns that vary (``denied`` for ``action``), and ``rid``, the
-# request id as the table spells it (_rid_key). Writing a column costs about as much as computing one,
-# so the constants are added when the store reads the table (_STAGE_SQL).
-_TABLE = ("t_start", "t_end", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "bytes", "denied", "direction",
-          "file_index", "rid")
-_CONSTANT = {"packets": "NULL::UBIGINT", "action": "CASE WHEN denied THEN 'reject' ELSE 'accept' END",
+# The fast path's table: the staging columns that vary (``denied`` and ``unreached`` for ``action``), and
+# ``rid``, the request id as the table spells it (_rid_key). Writing a column costs about as much as
+# computing one, so the constants are added when the store reads the table (_STAGE_SQL).
+_TABLE = ("t_start", "t_end", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "bytes", "denied", "unreached",
+          "direction", "file_index", "rid")
+_CONSTANT = {"packets": "NULL::UBIGINT",
+             "action": "CASE WHEN denied THEN 'reject' WHEN unreached THEN 'drop' ELSE 'accept' END",
              "tcp_flags": "NULL::INTEGER", "is_reply": "false", "src_workload": "NULL::VARCHAR",
              "dst_workload": "NULL::VARCHAR", "log_status": "'OK'"}
 _STAGE_SQL = ", ".join(f"{_CONSTANT[c]} AS {c}" if c in _CONSTANT else c for c in STAGE_COLUMNS)
-assert set(STAGE_COLUMNS) == set(_TABLE) - {"denied", "rid"} | set(_CONSTANT)
+assert set(STAGE_COLUMNS) == set(_TABLE) - {"denied", "unreached", "rid"} | set(_CONSTANT)
 
 
 def _finish(con: duckdb.DuckDBPyConnection, table: str, writer: StageWriter, staged: Staged,
@@ -753,7 +834,7 @@ def _finish(con: duckdb.DuckDBPyConnection, table: str, writer: StageWriter, sta
     """Adds the Python rows to the table, drops outbound lines whose request the server's sidecar
     logged too (counted as skipped, as _Batch does) and returns the relation over the table."""
     if writer.rows:
-        python = ", ".join("action = 'reject'" if c == "denied" else c for c in _TABLE)
+        python = ", ".join({"denied": "action = 'reject'", "unreached": "action = 'drop'"}.get(c, c) for c in _TABLE)
         con.execute(f"INSERT INTO {table} SELECT {python}, true FROM ({writer.relation(files, 1).sql})")
     # _Batch's key: (request id or None, source, destination); None matches None, as in a Python set
     drop_both_ends(con, table, ("rid", "src_ip", "src_port", "dst_ip", "dst_port"), files, staged, DUPLICATE)
