@@ -35,6 +35,23 @@ audit) records in the request direction, or the reply records when no request wa
 (both directions), first/last seen, days, hours - describe the accepted records when there are
 any and the denied ones otherwise, so an edge's "N flows over D days" never counts denied traffic.
 Denied-only edges are kept (flows=0): the planner reports them and never codifies them.
+
+**Unanswered TCP edges.** An accept only says the network control let the packets through, not
+that the server answered. Where the log has TCP flags (``tcp_flags``, the bit-OR of an aggregate's
+records: VPC v3+ ``tcp-flags``, nfdump, Hubble), a TCP edge is *unanswered* when, over its accepted
+records: every record's flags are known; the request direction shows SYN and nothing but SYN and
+RST; the reply direction shows nothing but RST, or RST with ACK (a closed port's RST-ACK in nfdump
+and Hubble; VPC logs ACK only with SYN), or nothing at all; and no record has flags 0 (VPC logs a
+connection still open across capture intervals as later records with flags 0). So a dead host
+(SYN only) or a closed port (SYN, then RST) is unanswered, while any SYN-ACK (VPC 18), FIN, ACK in
+the request direction (nfdump's and Hubble's established client) or flags-0 interval makes the
+edge answered. An unanswered edge's accepted records are counted as denied attempts: ``flows`` 0,
+``denied_flows`` all its records, evidence over all of them - so, like a denied-only edge, it is
+reported (MS102) and never codified. One answered connection on the edge keeps it an edge with
+flows; a record without flags (VPC v2, other logs) leaves it as it was. The store ORs the flags of
+the records it folds together: a flags-0 record that shares an aggregate with an RST-only record
+(the same client, server port and day, no FIN) is hidden - the edge then reads unanswered only if
+nothing else on it answered, and errs towards no rule.
 """
 
 from __future__ import annotations
@@ -59,9 +76,11 @@ from microseg.engine.store import FlowStore
 from microseg.errors import InputError
 from microseg.ir.intervals import address_text
 from microseg.ir.model import AddressBinding, Edge, Frozen, Inventory, Protocol, WorkloadKind
+from microseg.sources.flows import TCP_ACK, TCP_SYN
 
 INTERNET = "external:internet"
 TOP_UNRESOLVED = 20
+TCP_FIN, TCP_RST = 1, 4
 
 # Unresolved reasons, as they appear in the coverage (the time-related ones come from engine/job.py:
 # TIME_AMBIGUOUS, BINDING_CONFLICT, NO_TIME).
@@ -320,10 +339,35 @@ def _aware(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+def unanswered(protocol: str, req_flags: int | None, rep_flags: int | None, unknown: int, zero: int) -> bool:
+    """Whether a TCP edge's accepted records are connection attempts nobody answered (module docstring)."""
+    if protocol != "TCP" or unknown or zero or req_flags is None:
+        return False
+    rep = rep_flags or 0
+    return (req_flags & TCP_SYN != 0 and req_flags & ~(TCP_SYN | TCP_RST) == 0
+            and rep & ~(TCP_RST | TCP_ACK) == 0 and (rep & TCP_ACK == 0 or rep & TCP_RST != 0))
+
+
+def _min(a: datetime | None, b: datetime | None) -> datetime | None:
+    return a if b is None else b if a is None else min(a, b)
+
+
+def _max(a: datetime | None, b: datetime | None) -> datetime | None:
+    return a if b is None else b if a is None else max(a, b)
+
+
 def _edge(row: tuple[Any, ...]) -> Edge:
     (client, server, protocol, port, acc_req, acc_rep, denied, a_bytes, a_first, a_last, a_days, a_hours,
-     d_bytes, d_first, d_last, d_days, d_hours) = row  # job.EDGE_COLUMNS
+     d_bytes, d_first, d_last, d_days, d_hours, all_days, req_flags, rep_flags, flags_unknown,
+     flags_zero) = row  # job.EDGE_COLUMNS
     accepted = acc_req + acc_rep > 0
+    if accepted and unanswered(protocol, req_flags, rep_flags, flags_unknown, flags_zero):
+        # Every accepted record was an attempt nobody answered: a denied attempt, evidence over all records.
+        return Edge(
+            source=client, destination=server, protocol=Protocol(protocol), port=port, flows=0,
+            bytes=int(a_bytes + d_bytes), denied_flows=denied + acc_req + acc_rep,
+            first_seen=_aware(_min(a_first, d_first)), last_seen=_aware(_max(a_last, d_last)), days=all_days,
+            hours=_hours((a_hours or 0) | (d_hours or 0)))
     first, last, days, hours, nbytes = ((a_first, a_last, a_days, a_hours, a_bytes) if accepted
                                         else (d_first, d_last, d_days, d_hours, d_bytes))
     return Edge(
