@@ -311,11 +311,11 @@ FLAG_LINES = [
 
 EXPECTED_FLAG_EDGES = (
     Edge(source="app", destination="db", protocol=Protocol.TCP, port=5432, flows=0, bytes=120, denied_flows=2,
-         first_seen=_at(3), last_seen=_at(3, 30), days=1, hours=(3,)),
+         unanswered=2, first_seen=_at(3), last_seen=_at(3, 30), days=1, hours=(3,)),
     Edge(source="web", destination="app", protocol=Protocol.TCP, port=8080, flows=2, bytes=180, denied_flows=0,
          first_seen=_at(1), last_seen=_at(30, 30), days=2, hours=(1, 6)),
     Edge(source="web", destination="db", protocol=Protocol.TCP, port=5432, flows=0, bytes=180, denied_flows=3,
-         first_seen=_at(2), last_seen=_at(27, 30), days=2, hours=(2, 3)),
+         unanswered=2, first_seen=_at(2), last_seen=_at(27, 30), days=2, hours=(2, 3)),
 )
 
 

@@ -329,7 +329,7 @@ def test_attempts_to_a_dead_host_are_denied_attempts_not_flows(store: FlowStore,
     # 12 accepted SYNs over 3 days: enough for any min_flows/min_days, yet nothing ever answered.
     edges = run_v3(store, tmp_path, dead_host(WEB, APP, 8080))
     e = edges[("web", "app", "TCP", 8080)]
-    assert (e.flows, e.denied_flows, e.bytes, e.days) == (0, 12, 720, 3)
+    assert (e.flows, e.denied_flows, e.unanswered, e.bytes, e.days) == (0, 12, 12, 720, 3)
     assert (e.first_seen, e.last_seen, e.hours) == (at(1), at(52, 30), (1, 2, 3, 4))
     c = map_flows(store, INVENTORY).coverage  # counted, just not as accepted
     assert (c.records, c.edge_records) == (12, 12)
@@ -339,7 +339,7 @@ def test_a_closed_port_answered_by_rst_is_unanswered(store: FlowStore, tmp_path:
     lines = [line for d in range(3) for line in (frec(WEB, DB, 40001 + d, 5432, SYN, 24 * d + 1),
                                                  frec(DB, WEB, 5432, 40001 + d, RST, 24 * d + 1))]
     e = run_v3(store, tmp_path, lines)[("web", "db", "TCP", 5432)]
-    assert (e.flows, e.denied_flows, e.days) == (0, 6, 3)
+    assert (e.flows, e.denied_flows, e.unanswered, e.days) == (0, 6, 6, 3)
 
 
 def test_a_normal_connection_is_answered(store: FlowStore, tmp_path: Path) -> None:
@@ -426,7 +426,10 @@ def test_an_unanswered_dependency_is_no_allow_rule_but_a_finding(store: FlowStor
 
     lines = [line for d in range(3) for line in (frec(WEB, APP, 40101 + d, 8080, SYN | FIN, 24 * d + 5),
                                                  frec(APP, WEB, 8080, 40101 + d, SYN_ACK | FIN, 24 * d + 5))]
-    edges = run_v3(store, tmp_path, dead_host(WEB, DB, 5432) + lines)
+    # ... and SSH attempts from web to db that db refuses (RST): an admin port outside the management zone.
+    ssh = [line for i in range(2) for line in (frec(WEB, DB, 40201 + i, 22, SYN, 7 + i),
+                                               frec(DB, WEB, 22, 40201 + i, RST, 7 + i))]
+    edges = run_v3(store, tmp_path, dead_host(WEB, DB, 5432) + lines + ssh)
     res = synthesize(INVENTORY, list(edges.values()), guardrails=default_guardrails(),
                      settings=Settings(min_flows=3, min_days=2))
     allowed = {(s, d, r.protocol, p.start) for r in res.policy.rules for s in r.sources for d in r.destinations
@@ -434,4 +437,9 @@ def test_an_unanswered_dependency_is_no_allow_rule_but_a_finding(store: FlowStor
     assert ("web", "app", "TCP", 8080) in allowed  # the answered dependency is codified ...
     assert not any(s == "web" and d == "db" for s, d, _, _ in allowed)  # ... the dead one is not
     (finding,) = [f for f in res.findings if (f.source, f.destination, f.port) == ("web", "db", 5432)]
-    assert finding.id == "MS102" and finding.message.startswith("12 connection attempt(s)")
+    assert (finding.id, finding.severity) == ("MS102", "high")  # 12 attempts
+    assert finding.message.startswith("12 connection attempt(s) let through by the current controls but never "
+                                      "answered")
+    (finding,) = [f for f in res.findings if (f.source, f.destination, f.port) == ("web", "db", 22)]
+    assert (finding.id, finding.severity) == ("MS102", "high")  # 4 attempts, but a guardrail breach
+    assert "GR-admin-from-management" in finding.message and "lateral movement" in finding.message

@@ -46,8 +46,9 @@ connection still open across capture intervals as later records with flags 0). S
 (SYN only) or a closed port (SYN, then RST) is unanswered, while any SYN-ACK (VPC 18), FIN, ACK in
 the request direction (nfdump's and Hubble's established client) or flags-0 interval makes the
 edge answered. An unanswered edge's accepted records are counted as denied attempts: ``flows`` 0,
-``denied_flows`` all its records, evidence over all of them - so, like a denied-only edge, it is
-reported (MS102) and never codified. One answered connection on the edge keeps it an edge with
+``denied_flows`` all its records (``unanswered`` the accepted ones among them), evidence over all
+of them - so, like a denied-only edge, it is reported (MS102, worded as never answered rather
+than denied) and never codified. One answered connection on the edge keeps it an edge with
 flows; a record without flags (VPC v2, other logs) leaves it as it was. The store ORs the flags of
 the records it folds together: a flags-0 record that shares an aggregate with an RST-only record
 (the same client, server port and day, no FIN) is hidden - the edge then reads unanswered only if
@@ -365,7 +366,7 @@ def _edge(row: tuple[Any, ...]) -> Edge:
         # Every accepted record was an attempt nobody answered: a denied attempt, evidence over all records.
         return Edge(
             source=client, destination=server, protocol=Protocol(protocol), port=port, flows=0,
-            bytes=int(a_bytes + d_bytes), denied_flows=denied + acc_req + acc_rep,
+            bytes=int(a_bytes + d_bytes), denied_flows=denied + acc_req + acc_rep, unanswered=acc_req + acc_rep,
             first_seen=_aware(_min(a_first, d_first)), last_seen=_aware(_max(a_last, d_last)), days=all_days,
             hours=_hours((a_hours or 0) | (d_hours or 0)))
     first, last, days, hours, nbytes = ((a_first, a_last, a_days, a_hours, a_bytes) if accepted
