@@ -306,12 +306,16 @@ FLAG_LINES = [
                                                                                   action="REJECT"),
     # app -> db:5432 a closed port: SYN, then the server's RST
     _frec(APP, DB, 40006, 5432, 2, 3), _frec(DB, APP, 5432, 40006, 4, 3),
+    # app -> web:80 answered: the log shows app's replies (a client without any is not judged)
+    _frec(APP, WEB, 40007, 80, 3, 4), _frec(WEB, APP, 80, 40007, 19, 4),
 ]
 
 
 EXPECTED_FLAG_EDGES = (
     Edge(source="app", destination="db", protocol=Protocol.TCP, port=5432, flows=0, bytes=120, denied_flows=2,
          unanswered=2, first_seen=_at(3), last_seen=_at(3, 30), days=1, hours=(3,)),
+    Edge(source="app", destination="web", protocol=Protocol.TCP, port=80, flows=1, bytes=120, denied_flows=0,
+         first_seen=_at(4), last_seen=_at(4, 30), days=1, hours=(4,)),
     Edge(source="web", destination="app", protocol=Protocol.TCP, port=8080, flows=2, bytes=180, denied_flows=0,
          first_seen=_at(1), last_seen=_at(30, 30), days=2, hours=(1, 6)),
     Edge(source="web", destination="db", protocol=Protocol.TCP, port=5432, flows=0, bytes=180, denied_flows=3,
@@ -349,8 +353,8 @@ def test_tcp_flags_is_an_optional_engine_column(flags_store: FlowStore, tmp_path
     with staged_flows(flags_store) as parquet:
         url = _lake(tmp_path, f"CREATE TABLE normalised_flows AS SELECT * EXCLUDE (tcp_flags) FROM '{parquet}'")
     edges = {e.key: (e.flows, e.denied_flows) for e in map_engine_table(parse_engine(url), INVENTORY).edges}
-    assert edges == {("app", "db", "TCP", 5432): (1, 0), ("web", "app", "TCP", 8080): (2, 0),
-                     ("web", "db", "TCP", 5432): (2, 1)}
+    assert edges == {("app", "db", "TCP", 5432): (1, 0), ("app", "web", "TCP", 80): (1, 0),
+                     ("web", "app", "TCP", 8080): (2, 0), ("web", "db", "TCP", 5432): (2, 1)}
     # With it, of the wrong kind: fails closed like any other column.
     (tmp_path / "typed").mkdir()
     with staged_flows(flags_store) as parquet:

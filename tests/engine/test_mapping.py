@@ -325,20 +325,35 @@ def dead_host(client: str, server: str, sport: int, days: int = 3, per_day: int 
             for d in range(days) for i in range(per_day)]
 
 
+def replies_shown(client: str) -> list[str]:
+    """One answered connection from ``client`` to shop/frontend:443: the log shows the client's replies."""
+    return [frec(client, FRONTEND, 40900, 443, SYN | FIN, 0.5), frec(FRONTEND, client, 443, 40900, SYN_ACK | FIN, 0.5)]
+
+
 def test_attempts_to_a_dead_host_are_denied_attempts_not_flows(store: FlowStore, tmp_path: Path) -> None:
     # 12 accepted SYNs over 3 days: enough for any min_flows/min_days, yet nothing ever answered.
-    edges = run_v3(store, tmp_path, dead_host(WEB, APP, 8080))
+    edges = run_v3(store, tmp_path, dead_host(WEB, APP, 8080) + replies_shown(WEB))
     e = edges[("web", "app", "TCP", 8080)]
     assert (e.flows, e.denied_flows, e.unanswered, e.bytes, e.days) == (0, 12, 12, 720, 3)
     assert (e.first_seen, e.last_seen, e.hours) == (at(1), at(52, 30), (1, 2, 3, 4))
     c = map_flows(store, INVENTORY).coverage  # counted, just not as accepted
-    assert (c.records, c.edge_records) == (12, 12)
+    assert (c.records, c.edge_records) == (14, 14)
+
+
+def test_a_log_without_the_clients_replies_is_not_judged(store: FlowStore, tmp_path: Path) -> None:
+    # A log of requests only (Hubble policy-verdict events, an exporter seeing one direction) shows
+    # every connection as a lone SYN: web has no SYN-ACK anywhere, so its SYNs are not judged.
+    edges = run_v3(store, tmp_path, dead_host(WEB, APP, 8080))
+    assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (12, 0)
+    # Once one of web's connections shows a reply, the log shows web's replies: the SYNs are judged.
+    edges = run_v3(store, tmp_path, replies_shown(WEB))
+    assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (0, 12)
 
 
 def test_a_closed_port_answered_by_rst_is_unanswered(store: FlowStore, tmp_path: Path) -> None:
     lines = [line for d in range(3) for line in (frec(WEB, DB, 40001 + d, 5432, SYN, 24 * d + 1),
                                                  frec(DB, WEB, 5432, 40001 + d, RST, 24 * d + 1))]
-    e = run_v3(store, tmp_path, lines)[("web", "db", "TCP", 5432)]
+    e = run_v3(store, tmp_path, lines + replies_shown(WEB))[("web", "db", "TCP", 5432)]
     assert (e.flows, e.denied_flows, e.unanswered, e.days) == (0, 6, 6, 3)
 
 
@@ -358,7 +373,7 @@ def test_a_long_connection_seen_as_flags_0_intervals_is_answered(store: FlowStor
     # Only the client's records: the SYN interval, then intervals with flags 0 (an established
     # connection still sending). The same SYNs without the later intervals are unanswered.
     lines = [frec(WEB, APP, 40001, 8080, SYN, 1), frec(WEB, APP, 40001, 8080, 0, 1.5),
-             frec(WEB, APP, 40001, 8080, 0, 2), frec(WEB, DB, 40002, 5432, SYN, 1)]
+             frec(WEB, APP, 40001, 8080, 0, 2), frec(WEB, DB, 40002, 5432, SYN, 1), *replies_shown(WEB)]
     edges = run_v3(store, tmp_path, lines)
     assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (3, 0)
     assert (edges[("web", "db", "TCP", 5432)].flows, edges[("web", "db", "TCP", 5432)].denied_flows) == (0, 1)
@@ -368,7 +383,7 @@ def test_records_without_flags_leave_the_edge_as_it_was(store: FlowStore, tmp_pa
     # v2 lines (no tcp-flags) for web -> app: unknown, so flows; the v3 twin for web -> db is judged.
     edges = edge_map(run(store, tmp_path, [rec(WEB, APP, 40000 + i, 8080, 1 + i) for i in range(4)]))
     assert edges[("web", "app", "TCP", 8080)].flows == 4
-    edges = run_v3(store, tmp_path, dead_host(WEB, DB, 5432, days=1))
+    edges = run_v3(store, tmp_path, dead_host(WEB, DB, 5432, days=1) + replies_shown(WEB))
     assert edges[("web", "app", "TCP", 8080)].flows == 4
     assert (edges[("web", "db", "TCP", 5432)].flows, edges[("web", "db", "TCP", 5432)].denied_flows) == (0, 4)
     # One record without flags on an otherwise unanswered edge: not every record is known, not judged.
@@ -379,7 +394,7 @@ def test_records_without_flags_leave_the_edge_as_it_was(store: FlowStore, tmp_pa
 def test_only_tcp_is_judged(store: FlowStore, tmp_path: Path) -> None:
     # The same flag bits on UDP records (VPC logs 0 there; 2 here to show the protocol decides).
     lines = [frec(WEB, APP, 40000 + i, 8080, SYN, 1 + i, proto=17) for i in range(3)] + dead_host(WEB, APP, 8080, 1)
-    edges = run_v3(store, tmp_path, lines)
+    edges = run_v3(store, tmp_path, lines + replies_shown(WEB))
     assert (edges[("web", "app", "UDP", 8080)].flows, edges[("web", "app", "UDP", 8080)].denied_flows) == (3, 0)
     assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (0, 4)
 

@@ -45,7 +45,13 @@ and Hubble; VPC logs ACK only with SYN), or nothing at all; and no record has fl
 connection still open across capture intervals as later records with flags 0). So a dead host
 (SYN only) or a closed port (SYN, then RST) is unanswered, while any SYN-ACK (VPC 18), FIN, ACK in
 the request direction (nfdump's and Hubble's established client) or flags-0 interval makes the
-edge answered. An unanswered edge's accepted records are counted as denied attempts: ``flows`` 0,
+edge answered. This is judged only where the log shows the client's replies at all: the client
+has some TCP edge whose reply direction shows SYN-ACK. A log of requests only - a Hubble export of
+policy-verdict events (one per new connection, its SYN), an exporter that sees one direction,
+replies filtered out - shows every connection as a lone SYN; its clients have no SYN-ACK anywhere
+and nothing of theirs is judged (nor is a client whose only traffic is the unanswered attempts).
+
+An unanswered edge's accepted records are counted as denied attempts: ``flows`` 0,
 ``denied_flows`` all its records (``unanswered`` the accepted ones among them), evidence over all
 of them - so, like a denied-only edge, it is reported (MS102, worded as never answered rather
 than denied) and never codified. One answered connection on the edge keeps it an edge with
@@ -318,7 +324,12 @@ def map_table(backend: BaseBackend, flows: ir.Table, inventory: Inventory, *, ca
     prepared = prepare_bindings(inventory.bindings)
     lookup = build_lookup(inventory, job.distinct_addresses(flows), prepared)
     result = job.run(backend, flows, lookup, top=TOP_UNRESOLVED, cache=cache, load=load)
-    return MappingResult(edges=tuple(_edge(row) for row in result.edges), coverage=_coverage(result))
+    # Clients whose replies the log shows: a SYN-ACK in the reply direction of one of their TCP edges.
+    rep_flags = job.EDGE_COLUMNS.index("a_rep_flags")
+    replies_seen = {row[0] for row in result.edges
+                    if row[2] == "TCP" and (row[rep_flags] or 0) & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK}
+    return MappingResult(edges=tuple(_edge(row, row[0] in replies_seen) for row in result.edges),
+                         coverage=_coverage(result))
 
 
 def map_flows(store: FlowStore, inventory: Inventory) -> MappingResult:
@@ -357,12 +368,13 @@ def _max(a: datetime | None, b: datetime | None) -> datetime | None:
     return a if b is None else b if a is None else max(a, b)
 
 
-def _edge(row: tuple[Any, ...]) -> Edge:
+def _edge(row: tuple[Any, ...], replies_seen: bool) -> Edge:
+    """The edge of one job row; ``replies_seen``: the log shows the client's replies (module docstring)."""
     (client, server, protocol, port, acc_req, acc_rep, denied, a_bytes, a_first, a_last, a_days, a_hours,
      d_bytes, d_first, d_last, d_days, d_hours, all_days, req_flags, rep_flags, flags_unknown,
      flags_zero) = row  # job.EDGE_COLUMNS
     accepted = acc_req + acc_rep > 0
-    if accepted and unanswered(protocol, req_flags, rep_flags, flags_unknown, flags_zero):
+    if accepted and replies_seen and unanswered(protocol, req_flags, rep_flags, flags_unknown, flags_zero):
         # Every accepted record was an attempt nobody answered: a denied attempt, evidence over all records.
         return Edge(
             source=client, destination=server, protocol=Protocol(protocol), port=port, flows=0,
