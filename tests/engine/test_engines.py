@@ -286,3 +286,80 @@ def test_cli_plan_and_validate_take_an_engine_table(example_store: tuple[Path, M
     assert r.returncode == 0 and f"{len(default.edges)} observed dependencies" in r.stdout, r.stdout + r.stderr
     r = cli("plan", *inventory, "--engine", "sparkle", "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and "[--engine]" in r.stderr
+
+
+# -- TCP flags: unanswered attempts, judged the same on every engine ------------------------------
+
+FLAGS_HEADER = HEADER + " tcp-flags"
+
+
+def _frec(src: str, dst: str, sp: int, dp: int, flags: int, hours: float, *, action: str = "ACCEPT") -> str:
+    t = int((T0 + timedelta(hours=hours)).timestamp())
+    return f"3 123456789010 eni-1 {src} {dst} {sp} {dp} 6 1 60 {t} {t + 30} {action} OK {flags}"
+
+
+FLAG_LINES = [
+    # web -> app:8080 answered (SYN+FIN, SYN-ACK+FIN), and a long connection's flags-0 interval
+    _frec(WEB, APP, 40001, 8080, 3, 1), _frec(APP, WEB, 8080, 40001, 19, 1), _frec(WEB, APP, 40002, 8080, 0, 30),
+    # web -> db:5432 a dead host: SYNs on two days, plus one rejected attempt
+    _frec(WEB, DB, 40003, 5432, 2, 2), _frec(WEB, DB, 40004, 5432, 2, 26), _frec(WEB, DB, 40005, 5432, 2, 27,
+                                                                                  action="REJECT"),
+    # app -> db:5432 a closed port: SYN, then the server's RST
+    _frec(APP, DB, 40006, 5432, 2, 3), _frec(DB, APP, 5432, 40006, 4, 3),
+    # app -> web:80 answered: the log shows app's replies (a client without any is not judged)
+    _frec(APP, WEB, 40007, 80, 3, 4), _frec(WEB, APP, 80, 40007, 19, 4),
+]
+
+
+EXPECTED_FLAG_EDGES = (
+    Edge(source="app", destination="db", protocol=Protocol.TCP, port=5432, flows=0, bytes=120, denied_flows=2,
+         unanswered=2, first_seen=_at(3), last_seen=_at(3, 30), days=1, hours=(3,)),
+    Edge(source="app", destination="web", protocol=Protocol.TCP, port=80, flows=1, bytes=120, denied_flows=0,
+         first_seen=_at(4), last_seen=_at(4, 30), days=1, hours=(4,)),
+    Edge(source="web", destination="app", protocol=Protocol.TCP, port=8080, flows=2, bytes=180, denied_flows=0,
+         first_seen=_at(1), last_seen=_at(30, 30), days=2, hours=(1, 6)),
+    Edge(source="web", destination="db", protocol=Protocol.TCP, port=5432, flows=0, bytes=180, denied_flows=3,
+         unanswered=2, first_seen=_at(2), last_seen=_at(27, 30), days=2, hours=(2, 3)),
+)
+
+
+@pytest.fixture(scope="module")
+def flags_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowStore]:
+    tmp = tmp_path_factory.mktemp("flags")
+    log = tmp / "vpc-v3.log"
+    log.write_text("\n".join([FLAGS_HEADER, *FLAG_LINES]) + "\n")
+    with FlowStore(tmp / "flows.duckdb") as store:
+        assert store.ingest([log]).bad == 0
+        yield store
+
+
+def test_unanswered_attempts_on_the_embedded_duckdb(flags_store: FlowStore) -> None:
+    assert map_flows(flags_store, INVENTORY).edges == EXPECTED_FLAG_EDGES
+
+
+def test_spark_judges_unanswered_attempts_as_duckdb_does(spark: Any, flags_store: FlowStore) -> None:
+    with staged_flows(flags_store) as parquet:
+        spark.read.parquet(str(parquet)).createOrReplaceTempView("normalised_flows")
+        try:
+            result = map_engine_table(parse_engine("spark?table=normalised_flows"), INVENTORY, session=spark)
+        finally:
+            spark.catalog.dropTempView("normalised_flows")
+    assert result.edges == EXPECTED_FLAG_EDGES
+    assert result == map_flows(flags_store, INVENTORY)
+
+
+def test_tcp_flags_is_an_optional_engine_column(flags_store: FlowStore, tmp_path: Path) -> None:
+    # Without the column the flags are unknown: every accepted record is a flow, as before.
+    with staged_flows(flags_store) as parquet:
+        url = _lake(tmp_path, f"CREATE TABLE normalised_flows AS SELECT * EXCLUDE (tcp_flags) FROM '{parquet}'")
+    edges = {e.key: (e.flows, e.denied_flows) for e in map_engine_table(parse_engine(url), INVENTORY).edges}
+    assert edges == {("app", "db", "TCP", 5432): (1, 0), ("app", "web", "TCP", 80): (1, 0),
+                     ("web", "app", "TCP", 8080): (2, 0), ("web", "db", "TCP", 5432): (2, 1)}
+    # With it, of the wrong kind: fails closed like any other column.
+    (tmp_path / "typed").mkdir()
+    with staged_flows(flags_store) as parquet:
+        url = _lake(tmp_path / "typed", "CREATE TABLE normalised_flows AS SELECT * REPLACE (CAST(tcp_flags AS "
+                                        f"VARCHAR) AS tcp_flags) FROM '{parquet}'")
+    with pytest.raises(InputError) as exc:
+        map_engine_table(parse_engine(url), INVENTORY)
+    assert exc.value.field == "tcp_flags"

@@ -297,3 +297,164 @@ def test_classify_addresses() -> None:
                    ("9.9.9.9", INTERNET, "internet"), ("10.1.2.3", None, "private"), ("224.0.0.5", None, "private"),
                    ("100.64.1.1", None, "private"), ("2600::1", INTERNET, "internet"), ("ff02::2", None, "private"),
                    ("fe80::1", None, "private"), ("010.0.0.1", None, "invalid"), ("junk", None, "invalid")]
+
+
+# -- unanswered TCP: accepted attempts that nobody answered are denied attempts, not flows ---------
+
+V3_HEADER = HEADER + " tcp-flags"
+FIN, SYN, RST, SYN_ACK = 1, 2, 4, 18  # as VPC logs them (ACK alone is not logged)
+
+
+def frec(src: str, dst: str, sp: int, dp: int, flags: int, hours: float = 1, *, proto: int = 6,
+         nbytes: int = 60) -> str:
+    """A VPC v3+ record with tcp-flags (the OR of the flags over the capture interval)."""
+    t = epoch(hours)
+    return f"3 123456789010 eni-1 {src} {dst} {sp} {dp} {proto} 1 {nbytes} {t} {t + 30} ACCEPT OK {flags}"
+
+
+def run_v3(store: FlowStore, tmp_path: Path, lines: list[str]) -> dict[tuple[str, str, str, int], Edge]:
+    path = tmp_path / f"v3-{len(list(tmp_path.glob('v3-*')))}.log"
+    path.write_text("\n".join([V3_HEADER, *lines]) + "\n")
+    assert store.ingest([path]).bad == 0
+    return edge_map(map_flows(store, INVENTORY))
+
+
+def dead_host(client: str, server: str, sport: int, days: int = 3, per_day: int = 4) -> list[str]:
+    """Attempts nobody answers, ``per_day`` a day at hours 1, 2, ...: the client's SYN and nothing else."""
+    return [frec(client, server, 40000 + 10 * d + i, sport, SYN, 24 * d + 1 + i)
+            for d in range(days) for i in range(per_day)]
+
+
+def replies_shown(client: str) -> list[str]:
+    """One answered connection from ``client`` to shop/frontend:443: the log shows the client's replies."""
+    return [frec(client, FRONTEND, 40900, 443, SYN | FIN, 0.5), frec(FRONTEND, client, 443, 40900, SYN_ACK | FIN, 0.5)]
+
+
+def test_attempts_to_a_dead_host_are_denied_attempts_not_flows(store: FlowStore, tmp_path: Path) -> None:
+    # 12 accepted SYNs over 3 days: enough for any min_flows/min_days, yet nothing ever answered.
+    edges = run_v3(store, tmp_path, dead_host(WEB, APP, 8080) + replies_shown(WEB))
+    e = edges[("web", "app", "TCP", 8080)]
+    assert (e.flows, e.denied_flows, e.unanswered, e.bytes, e.days) == (0, 12, 12, 720, 3)
+    assert (e.first_seen, e.last_seen, e.hours) == (at(1), at(52, 30), (1, 2, 3, 4))
+    c = map_flows(store, INVENTORY).coverage  # counted, just not as accepted
+    assert (c.records, c.edge_records) == (14, 14)
+
+
+def test_a_log_without_the_clients_replies_is_not_judged(store: FlowStore, tmp_path: Path) -> None:
+    # A log of requests only (Hubble policy-verdict events, an exporter seeing one direction) shows
+    # every connection as a lone SYN: web has no SYN-ACK anywhere, so its SYNs are not judged.
+    edges = run_v3(store, tmp_path, dead_host(WEB, APP, 8080))
+    assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (12, 0)
+    # Once one of web's connections shows a reply, the log shows web's replies: the SYNs are judged.
+    edges = run_v3(store, tmp_path, replies_shown(WEB))
+    assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (0, 12)
+
+
+def test_a_closed_port_answered_by_rst_is_unanswered(store: FlowStore, tmp_path: Path) -> None:
+    lines = [line for d in range(3) for line in (frec(WEB, DB, 40001 + d, 5432, SYN, 24 * d + 1),
+                                                 frec(DB, WEB, 5432, 40001 + d, RST, 24 * d + 1))]
+    e = run_v3(store, tmp_path, lines + replies_shown(WEB))[("web", "db", "TCP", 5432)]
+    assert (e.flows, e.denied_flows, e.unanswered, e.days) == (0, 6, 6, 3)
+
+
+def test_a_normal_connection_is_answered(store: FlowStore, tmp_path: Path) -> None:
+    # The client's record SYN+FIN, the server's SYN-ACK+FIN; beside it, the same attempts unanswered.
+    lines = [line for d in range(3) for line in (frec(WEB, APP, 40001 + d, 8080, SYN | FIN, 24 * d + 1),
+                                                 frec(APP, WEB, 8080, 40001 + d, SYN_ACK | FIN, 24 * d + 1))]
+    # Only the client's record, SYN+FIN: a FIN is only sent on an established connection.
+    lines += [frec(WEB, GRPC, 40100, 50051, SYN | FIN, 2)]
+    edges = run_v3(store, tmp_path, lines + dead_host(WEB, DB, 5432))
+    assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (3, 0)
+    assert (edges[("web", "grpc", "TCP", 50051)].flows, edges[("web", "grpc", "TCP", 50051)].denied_flows) == (1, 0)
+    assert edges[("web", "db", "TCP", 5432)].flows == 0
+
+
+def test_a_long_connection_seen_as_flags_0_intervals_is_answered(store: FlowStore, tmp_path: Path) -> None:
+    # Only the client's records: the SYN interval, then intervals with flags 0 (an established
+    # connection still sending). The same SYNs without the later intervals are unanswered.
+    lines = [frec(WEB, APP, 40001, 8080, SYN, 1), frec(WEB, APP, 40001, 8080, 0, 1.5),
+             frec(WEB, APP, 40001, 8080, 0, 2), frec(WEB, DB, 40002, 5432, SYN, 1), *replies_shown(WEB)]
+    edges = run_v3(store, tmp_path, lines)
+    assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (3, 0)
+    assert (edges[("web", "db", "TCP", 5432)].flows, edges[("web", "db", "TCP", 5432)].denied_flows) == (0, 1)
+
+
+def test_records_without_flags_leave_the_edge_as_it_was(store: FlowStore, tmp_path: Path) -> None:
+    # v2 lines (no tcp-flags) for web -> app: unknown, so flows; the v3 twin for web -> db is judged.
+    edges = edge_map(run(store, tmp_path, [rec(WEB, APP, 40000 + i, 8080, 1 + i) for i in range(4)]))
+    assert edges[("web", "app", "TCP", 8080)].flows == 4
+    edges = run_v3(store, tmp_path, dead_host(WEB, DB, 5432, days=1) + replies_shown(WEB))
+    assert edges[("web", "app", "TCP", 8080)].flows == 4
+    assert (edges[("web", "db", "TCP", 5432)].flows, edges[("web", "db", "TCP", 5432)].denied_flows) == (0, 4)
+    # One record without flags on an otherwise unanswered edge: not every record is known, not judged.
+    edges = edge_map(run(store, tmp_path, [rec(WEB, DB, 40100, 5432, 30)]))
+    assert (edges[("web", "db", "TCP", 5432)].flows, edges[("web", "db", "TCP", 5432)].denied_flows) == (5, 0)
+
+
+def test_only_tcp_is_judged(store: FlowStore, tmp_path: Path) -> None:
+    # The same flag bits on UDP records (VPC logs 0 there; 2 here to show the protocol decides).
+    lines = [frec(WEB, APP, 40000 + i, 8080, SYN, 1 + i, proto=17) for i in range(3)] + dead_host(WEB, APP, 8080, 1)
+    edges = run_v3(store, tmp_path, lines + replies_shown(WEB))
+    assert (edges[("web", "app", "UDP", 8080)].flows, edges[("web", "app", "UDP", 8080)].denied_flows) == (3, 0)
+    assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (0, 4)
+
+
+def test_one_answered_connection_makes_the_edge_answered(store: FlowStore, tmp_path: Path) -> None:
+    # Four unanswered attempts and one connection the server answered (its SYN-ACK) on web -> app;
+    # only the unanswered attempts on web -> db.
+    lines = [*dead_host(WEB, APP, 8080, days=1), frec(WEB, APP, 40100, 8080, SYN | FIN, 9),
+             frec(APP, WEB, 8080, 40100, SYN_ACK | FIN, 9), *dead_host(WEB, DB, 5432, days=1)]
+    edges = run_v3(store, tmp_path, lines)
+    assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (5, 0)
+    assert (edges[("web", "db", "TCP", 5432)].flows, edges[("web", "db", "TCP", 5432)].denied_flows) == (0, 4)
+
+
+def _hubble(src: str, dst: str, sp: int, dp: int, flags: dict[str, bool], is_reply: bool) -> str:
+    return json.dumps({"flow": {
+        "time": "2026-03-02T01:00:00Z", "verdict": "FORWARDED", "IP": {"source": src, "destination": dst},
+        "l4": {"TCP": {"source_port": sp, "destination_port": dp, "flags": flags}}, "is_reply": is_reply}})
+
+
+def test_hubble_rst_ack_from_a_closed_port_is_unanswered_and_syn_ack_is_answered(store: FlowStore,
+                                                                                 tmp_path: Path) -> None:
+    # Hubble (and nfdump) log the ACK bit: a closed port answers RST+ACK, which is no answer.
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join([
+        _hubble(WEB, DB, 40001, 5432, {"SYN": True}, False),
+        _hubble(DB, WEB, 5432, 40001, {"RST": True, "ACK": True}, True),
+        _hubble(WEB, APP, 40002, 8080, {"SYN": True}, False),
+        _hubble(APP, WEB, 8080, 40002, {"SYN": True, "ACK": True}, True),
+        # the server's SYN-ACK event lost, its later ACK seen: an established connection
+        _hubble(WEB, GRPC, 40003, 50051, {"SYN": True}, False), _hubble(GRPC, WEB, 50051, 40003, {"ACK": True}, True),
+    ]) + "\n")
+    assert store.ingest([path]).bad == 0
+    edges = edge_map(map_flows(store, INVENTORY))
+    assert (edges[("web", "db", "TCP", 5432)].flows, edges[("web", "db", "TCP", 5432)].denied_flows) == (0, 2)
+    assert (edges[("web", "app", "TCP", 8080)].flows, edges[("web", "app", "TCP", 8080)].denied_flows) == (1, 0)
+    assert (edges[("web", "grpc", "TCP", 50051)].flows, edges[("web", "grpc", "TCP", 50051)].denied_flows) == (1, 0)
+
+
+def test_an_unanswered_dependency_is_no_allow_rule_but_a_finding(store: FlowStore, tmp_path: Path) -> None:
+    from microseg.analyses.synthesis import synthesize
+    from microseg.analyses.zones import default_guardrails
+    from microseg.ir.model import Settings
+
+    lines = [line for d in range(3) for line in (frec(WEB, APP, 40101 + d, 8080, SYN | FIN, 24 * d + 5),
+                                                 frec(APP, WEB, 8080, 40101 + d, SYN_ACK | FIN, 24 * d + 5))]
+    # ... and SSH attempts from web to db that db refuses (RST): an admin port outside the management zone.
+    ssh = [line for i in range(2) for line in (frec(WEB, DB, 40201 + i, 22, SYN, 7 + i),
+                                               frec(DB, WEB, 22, 40201 + i, RST, 7 + i))]
+    edges = run_v3(store, tmp_path, dead_host(WEB, DB, 5432) + lines + ssh)
+    res = synthesize(INVENTORY, list(edges.values()), guardrails=default_guardrails(),
+                     settings=Settings(min_flows=3, min_days=2))
+    allowed = {(s, d, r.protocol, p.start) for r in res.policy.rules for s in r.sources for d in r.destinations
+               for p in r.ports}
+    assert ("web", "app", "TCP", 8080) in allowed  # the answered dependency is codified ...
+    assert not any(s == "web" and d == "db" for s, d, _, _ in allowed)  # ... the dead one is not
+    (finding,) = [f for f in res.findings if (f.source, f.destination, f.port) == ("web", "db", 5432)]
+    assert (finding.id, finding.severity) == ("MS102", "high")  # 12 attempts
+    assert finding.message.startswith("12 connection attempt(s) let through by the current controls but never "
+                                      "answered")
+    (finding,) = [f for f in res.findings if (f.source, f.destination, f.port) == ("web", "db", 22)]
+    assert (finding.id, finding.severity) == ("MS102", "high")  # 4 attempts, but a guardrail breach
+    assert "GR-admin-from-management" in finding.message and "lateral movement" in finding.message

@@ -140,6 +140,9 @@ def synthesize(inventory: Inventory, edges: Sequence[Edge], *, guardrails: Seque
         if e.destination in dns and e.port == 53 and e.protocol in (Protocol.UDP, Protocol.TCP) \
                 and e.source in dns_sources:
             continue  # covered by the DNS allowance
+        if e.origin == EdgeOrigin.OBSERVED and e.flows == 0 and e.unanswered:
+            findings.append(_unanswered(skeleton, e))
+            continue
         if e.origin == EdgeOrigin.OBSERVED and e.flows == 0:
             findings.append(Finding(
                 id="MS102", severity="medium" if e.denied_flows < 10 else "high",
@@ -197,6 +200,29 @@ def synthesize(inventory: Inventory, edges: Sequence[Edge], *, guardrails: Seque
     rules.sort(key=lambda r: r.id)
     policy = skeleton.model_copy(update={"rules": tuple(rules)})
     return SynthesisResult(policy=policy, findings=tuple(sorted(findings, key=finding_key)))
+
+
+def _unanswered(skeleton: Policy, e: Edge) -> Finding:
+    """MS102 for attempts today's controls let through but nothing answered (``Edge.unanswered``).
+
+    Not "denied by the current controls": they were not. Never codified either (nothing worked), but
+    an attempt that breaks a guardrail - a host trying SSH on its neighbours - is high severity, as
+    the same flow answered would be (MS101).
+    """
+    breaches = breached_guardrails(skeleton, e.source, e.destination, e.protocol,
+                                   (PortRange(start=e.port, end=e.port),))
+    denied = e.denied_flows - e.unanswered
+    message = (f"{e.unanswered} connection attempt(s) let through by the current controls but never answered "
+               "(no SYN-ACK: a closed port or a dead host)" + (f", {denied} denied" if denied else ""))
+    if breaches:
+        message += (f"; breaks guardrail {', '.join(sorted(g.id for g in breaches))}: possible lateral movement "
+                    "or scanning")
+    return Finding(
+        id="MS102", severity="high" if breaches or e.denied_flows >= 10 else "medium",
+        message=message + "; not codified", source=e.source, destination=e.destination, protocol=e.protocol,
+        port=e.port, evidence=f"first {_fmt(e.first_seen)}, last {_fmt(e.last_seen)}",
+        suggestion="Nothing answered, so blocking it in the plan breaks nothing that works today. Investigate the "
+                   "client if unexpected (scanning? a stale configuration?).")
 
 
 def _fmt(t: datetime | None) -> str:

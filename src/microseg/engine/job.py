@@ -63,6 +63,12 @@ FLOW_SCHEMA: dict[str, str] = {
     "dst_workload": "string",
     "records": "int64",
 }
+# Columns the job reads when the table has them, and takes as unknown (NULL) when it does not.
+# ``tcp_flags``: the bit-OR of the aggregate's TCP flags (FIN 1, SYN 2, RST 4, ACK 16, ...); it
+# decides whether a TCP edge was ever answered (see ``engine/mapping.py``, "Aggregate").
+OPTIONAL_SCHEMA: dict[str, str] = {
+    "tcp_flags": "int32",
+}
 
 WELL_KNOWN_LIMIT = 1024
 
@@ -116,8 +122,10 @@ class JobResult:
 def check_schema(flows: ir.Table, where: str) -> None:
     """Fail closed when a flow table lacks a column or has one of the wrong kind."""
     schema = flows.schema()
-    for name, kind in FLOW_SCHEMA.items():
+    for name, kind in {**FLOW_SCHEMA, **OPTIONAL_SCHEMA}.items():
         if name not in schema:
+            if name in OPTIONAL_SCHEMA:
+                continue
             raise InputError(f"flow table lacks column {name!r} (see README, Engines)", file=where, field=name)
         have, want = schema[name], dt.dtype(kind)
         if not ((want.is_integer() and have.is_integer()) or (want.is_timestamp() and have.is_timestamp())
@@ -184,7 +192,8 @@ def oriented(flows: ir.Table, lookup: Lookup, load: Loader = memtable) -> ir.Tab
     # do: it is left out of the expression rather than evaluated empty.
     dyn = _dynamic(flows, addresses, segments) if any(a[2] for a in lookup.addresses) else None
 
-    f = flows.select(*FLOW_SCHEMA)
+    f = flows.select(*FLOW_SCHEMA, tcp_flags=(flows.tcp_flags.cast(dt.int32) if "tcp_flags" in flows.columns
+                                              else ibis.null(dt.int32)))
     joined = f
     for side in ("src", "dst"):
         p = side[0]
@@ -213,7 +222,7 @@ def oriented(flows: ir.Table, lookup: Lookup, load: Loader = memtable) -> ir.Tab
             (dstate.notnull(), dstate), else_=r[f"a{p}_ext_state"])
     # view(): a new relation, so that the next joins start a new join chain (Ibis merges a select into
     # the join it selects from, and would not let the next join refer to that select's columns).
-    r = r.select(*FLOW_SCHEMA, b=r.bytes.fill_null(0), **resolved_cols).view()
+    r = r.select(*FLOW_SCHEMA, "tcp_flags", b=r.bytes.fill_null(0), **resolved_cols).view()
 
     # Declared listening ports: exact match on (workload, protocol, port).
     for p, col in (("d", "dst_port"), ("s", "src_port")):
@@ -250,7 +259,7 @@ def oriented(flows: ir.Table, lookup: Lookup, load: Loader = memtable) -> ir.Tab
         server_listens=ibis.cases((s.server == "d", s.d_listen), else_=s.s_listen))
     return o.select(
         "ts_start", "ts_end", "ts_start_last", "bucket", "hours", "src_ip", "dst_ip", "protocol", "records", "b",
-        "sw", "s_state", "dw", "d_state", "server", "port",
+        "tcp_flags", "sw", "s_state", "dw", "d_state", "server", "port",
         accepted=o.action.isin(("accept", "audit")),
         client_w=ibis.cases((o.server == "d", o.sw), else_=o.dw),
         server_w=ibis.cases((o.server == "d", o.dw), else_=o.sw),
@@ -286,22 +295,31 @@ def _bit_or(backend: BaseBackend, col: ir.IntegerColumn, where: ir.BooleanValue 
 
 
 EDGE_COLUMNS = ("client_w", "server_w", "protocol", "port", "acc_req", "acc_rep", "denied", "a_bytes", "a_first",
-                "a_last", "a_days", "a_hours", "d_bytes", "d_first", "d_last", "d_days", "d_hours")
+                "a_last", "a_days", "a_hours", "d_bytes", "d_first", "d_last", "d_days", "d_hours", "days",
+                "a_req_flags", "a_rep_flags", "a_flags_unknown", "a_flags_zero")
 
 
 def edges_expr(backend: BaseBackend, o: ir.Table) -> ir.Table:
     """Edges per (client, server, protocol, port), evidence split into accepted (a_*) and denied (d_*).
 
     Two levels: first per day and accepted-or-not, then per edge. Days seen is then a plain count of
-    the first level's rows - exact, and no filtered COUNT(DISTINCT), whose form varies by engine.
+    the first level's rows - exact, and no filtered COUNT(DISTINCT), whose form varies by engine;
+    ``days`` counts the distinct days of all the edge's records (for an edge whose accepted records
+    turn out to be unanswered attempts, see ``engine/mapping.py``).
+
+    TCP flags of the accepted records: ``a_req_flags``/``a_rep_flags`` the bit-OR in the request and
+    the reply direction (NULL when none is known), ``a_flags_unknown`` the records without flags,
+    ``a_flags_zero`` the records whose aggregate has flags 0 (mid-connection intervals).
     """
     key = ["client_w", "server_w", "protocol", "port"]
     e = o.filter(o.kind == "edge")
-    e = e.select(*key, "accepted", "server", "records", "b", "ts_start", "hours", day=e.bucket.date(),
+    e = e.select(*key, "accepted", "server", "records", "b", "ts_start", "hours", "tcp_flags", day=e.bucket.date(),
                  last=e.ts_end.coalesce(e.ts_start_last))
     g = e.group_by([*key, "accepted", "day"]).aggregate(
         req=e.records.sum(where=e.server == "d"), rep=e.records.sum(where=e.server == "s"), recs=e.records.sum(),
-        b=e.b.sum(), first=e.ts_start.min(), last=e.last.max(), hours=_bit_or(backend, e.hours))
+        b=e.b.sum(), first=e.ts_start.min(), last=e.last.max(), hours=_bit_or(backend, e.hours),
+        req_fl=_bit_or(backend, e.tcp_flags, e.server == "d"), rep_fl=_bit_or(backend, e.tcp_flags, e.server == "s"),
+        fl_unknown=e.records.sum(where=e.tcp_flags.isnull()), fl_zero=e.records.sum(where=e.tcp_flags == 0))
     acc, den = g.accepted, ~g.accepted
     return g.group_by(key).aggregate(
         acc_req=g.req.sum(where=acc).coalesce(0), acc_rep=g.rep.sum(where=acc).coalesce(0),
@@ -309,7 +327,10 @@ def edges_expr(backend: BaseBackend, o: ir.Table) -> ir.Table:
         a_bytes=g.b.sum(where=acc).coalesce(0), a_first=g.first.min(where=acc), a_last=g.last.max(where=acc),
         a_days=g.count(where=acc & g.day.notnull()), a_hours=_bit_or(backend, g.hours, acc),
         d_bytes=g.b.sum(where=den).coalesce(0), d_first=g.first.min(where=den), d_last=g.last.max(where=den),
-        d_days=g.count(where=den & g.day.notnull()), d_hours=_bit_or(backend, g.hours, den))
+        d_days=g.count(where=den & g.day.notnull()), d_hours=_bit_or(backend, g.hours, den),
+        days=g.day.nunique(),
+        a_req_flags=_bit_or(backend, g.req_fl, acc), a_rep_flags=_bit_or(backend, g.rep_fl, acc),
+        a_flags_unknown=g.fl_unknown.sum(where=acc).coalesce(0), a_flags_zero=g.fl_zero.sum(where=acc).coalesce(0))
 
 
 def coverage_expr(o: ir.Table) -> ir.Table:

@@ -35,6 +35,30 @@ audit) records in the request direction, or the reply records when no request wa
 (both directions), first/last seen, days, hours - describe the accepted records when there are
 any and the denied ones otherwise, so an edge's "N flows over D days" never counts denied traffic.
 Denied-only edges are kept (flows=0): the planner reports them and never codifies them.
+
+**Unanswered TCP edges.** An accept only says the network control let the packets through, not
+that the server answered. Where the log has TCP flags (``tcp_flags``, the bit-OR of an aggregate's
+records: VPC v3+ ``tcp-flags``, nfdump, Hubble), a TCP edge is *unanswered* when, over its accepted
+records: every record's flags are known; the request direction shows SYN and nothing but SYN and
+RST; the reply direction shows nothing but RST, or RST with ACK (a closed port's RST-ACK in nfdump
+and Hubble; VPC logs ACK only with SYN), or nothing at all; and no record has flags 0 (VPC logs a
+connection still open across capture intervals as later records with flags 0). So a dead host
+(SYN only) or a closed port (SYN, then RST) is unanswered, while any SYN-ACK (VPC 18), FIN, ACK in
+the request direction (nfdump's and Hubble's established client) or flags-0 interval makes the
+edge answered. This is judged only where the log shows the client's replies at all: the client
+has some TCP edge whose reply direction shows SYN-ACK. A log of requests only - a Hubble export of
+policy-verdict events (one per new connection, its SYN), an exporter that sees one direction,
+replies filtered out - shows every connection as a lone SYN; its clients have no SYN-ACK anywhere
+and nothing of theirs is judged (nor is a client whose only traffic is the unanswered attempts).
+
+An unanswered edge's accepted records are counted as denied attempts: ``flows`` 0,
+``denied_flows`` all its records (``unanswered`` the accepted ones among them), evidence over all
+of them - so, like a denied-only edge, it is reported (MS102, worded as never answered rather
+than denied) and never codified. One answered connection on the edge keeps it an edge with
+flows; a record without flags (VPC v2, other logs) leaves it as it was. The store ORs the flags of
+the records it folds together: a flags-0 record that shares an aggregate with an RST-only record
+(the same client, server port and day, no FIN) is hidden - the edge then reads unanswered only if
+nothing else on it answered, and errs towards no rule.
 """
 
 from __future__ import annotations
@@ -59,9 +83,11 @@ from microseg.engine.store import FlowStore
 from microseg.errors import InputError
 from microseg.ir.intervals import address_text
 from microseg.ir.model import AddressBinding, Edge, Frozen, Inventory, Protocol, WorkloadKind
+from microseg.sources.flows import TCP_ACK, TCP_SYN
 
 INTERNET = "external:internet"
 TOP_UNRESOLVED = 20
+TCP_FIN, TCP_RST = 1, 4
 
 # Unresolved reasons, as they appear in the coverage (the time-related ones come from engine/job.py:
 # TIME_AMBIGUOUS, BINDING_CONFLICT, NO_TIME).
@@ -298,7 +324,12 @@ def map_table(backend: BaseBackend, flows: ir.Table, inventory: Inventory, *, ca
     prepared = prepare_bindings(inventory.bindings)
     lookup = build_lookup(inventory, job.distinct_addresses(flows), prepared)
     result = job.run(backend, flows, lookup, top=TOP_UNRESOLVED, cache=cache, load=load)
-    return MappingResult(edges=tuple(_edge(row) for row in result.edges), coverage=_coverage(result))
+    # Clients whose replies the log shows: a SYN-ACK in the reply direction of one of their TCP edges.
+    rep_flags = job.EDGE_COLUMNS.index("a_rep_flags")
+    replies_seen = {row[0] for row in result.edges
+                    if row[2] == "TCP" and (row[rep_flags] or 0) & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK}
+    return MappingResult(edges=tuple(_edge(row, row[0] in replies_seen) for row in result.edges),
+                         coverage=_coverage(result))
 
 
 def map_flows(store: FlowStore, inventory: Inventory) -> MappingResult:
@@ -320,10 +351,36 @@ def _aware(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _edge(row: tuple[Any, ...]) -> Edge:
+def unanswered(protocol: str, req_flags: int | None, rep_flags: int | None, unknown: int, zero: int) -> bool:
+    """Whether a TCP edge's accepted records are connection attempts nobody answered (module docstring)."""
+    if protocol != "TCP" or unknown or zero or req_flags is None:
+        return False
+    rep = rep_flags or 0
+    return (req_flags & TCP_SYN != 0 and req_flags & ~(TCP_SYN | TCP_RST) == 0
+            and rep & ~(TCP_RST | TCP_ACK) == 0 and (rep & TCP_ACK == 0 or rep & TCP_RST != 0))
+
+
+def _min(a: datetime | None, b: datetime | None) -> datetime | None:
+    return a if b is None else b if a is None else min(a, b)
+
+
+def _max(a: datetime | None, b: datetime | None) -> datetime | None:
+    return a if b is None else b if a is None else max(a, b)
+
+
+def _edge(row: tuple[Any, ...], replies_seen: bool) -> Edge:
+    """The edge of one job row; ``replies_seen``: the log shows the client's replies (module docstring)."""
     (client, server, protocol, port, acc_req, acc_rep, denied, a_bytes, a_first, a_last, a_days, a_hours,
-     d_bytes, d_first, d_last, d_days, d_hours) = row  # job.EDGE_COLUMNS
+     d_bytes, d_first, d_last, d_days, d_hours, all_days, req_flags, rep_flags, flags_unknown,
+     flags_zero) = row  # job.EDGE_COLUMNS
     accepted = acc_req + acc_rep > 0
+    if accepted and replies_seen and unanswered(protocol, req_flags, rep_flags, flags_unknown, flags_zero):
+        # Every accepted record was an attempt nobody answered: a denied attempt, evidence over all records.
+        return Edge(
+            source=client, destination=server, protocol=Protocol(protocol), port=port, flows=0,
+            bytes=int(a_bytes + d_bytes), denied_flows=denied + acc_req + acc_rep, unanswered=acc_req + acc_rep,
+            first_seen=_aware(_min(a_first, d_first)), last_seen=_aware(_max(a_last, d_last)), days=all_days,
+            hours=_hours((a_hours or 0) | (d_hours or 0)))
     first, last, days, hours, nbytes = ((a_first, a_last, a_days, a_hours, a_bytes) if accepted
                                         else (d_first, d_last, d_days, d_hours, d_bytes))
     return Edge(

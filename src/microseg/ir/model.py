@@ -231,6 +231,9 @@ class Edge(Frozen):
     flows: int = 0
     bytes: int = 0
     denied_flows: int = 0  # records with reject/drop actions for this edge
+    # Of denied_flows: accepted TCP records that nobody answered (SYN only, or refused by RST), counted as
+    # attempts rather than flows (engine/mapping.py).
+    unanswered: int = 0
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     days: int = 0
