@@ -82,8 +82,13 @@ def test_lateral_movement_is_reported_not_codified(planned: PlanOutcome) -> None
     flagged = {(f.id, f.source, f.destination, f.port) for f in v.findings}
     assert ("MS101", "shop/frontend", "shop/postgres", 5432) in flagged
     assert ("MS101", "shop/frontend", "ai/model-server", 8265) in flagged
+    # The SSH sweep was let through (no segmentation today) and answered by RST (no sshd in those pods):
+    # unanswered attempts, reported as such with the guardrail they break, high, and not codified.
+    by_key = {(f.id, f.source, f.destination, f.port): f for f in v.findings}
     for pod in ("shop/carts", "shop/orders", "shop/payment", "shop/queue-master"):
-        assert ("MS101", "shop/frontend", pod, 22) in flagged
+        sweep = by_key[("MS102", "shop/frontend", pod, 22)]
+        assert sweep.severity == "high"
+        assert "never answered" in sweep.message and "GR-admin-from-management" in sweep.message
     assert ("MS102", "shop/frontend", "bastion-1", 22) in flagged  # rejected today
     assert ("MS101", "shop-dev/frontend", "shop/orders", 8080) in flagged
     ev = Evaluator(v.policy)
