@@ -56,6 +56,22 @@ def test_plan_allowing_what_is_denied_today_is_flagged() -> None:
     scan = Edge(source="shop/front", destination="shop/api", protocol="TCP", port=80, flows=0, denied_flows=3)
     res = validate(p, [scan], now=T1)
     assert [(f.id, f.source) for f in res.warnings] == [("MS206", "shop/front")]
+    assert "today's controls deny (3 denied attempt(s))" in res.warnings[0].message
+
+
+def test_plan_allowing_what_nothing_answered_says_so() -> None:
+    """Unanswered attempts were let through, not denied: the warning must not claim the controls deny them."""
+    p = planned()
+    dead = Edge(source="shop/front", destination="shop/api", protocol="TCP", port=80, flows=0, denied_flows=5,
+                unanswered=5)
+    [w] = validate(p, [dead], now=T1).warnings
+    assert w.id == "MS206"
+    assert "nothing answered today (5 let through but never answered)" in w.message
+    assert "deny" not in w.message
+    mixed = dead.model_copy(update={"denied_flows": 7})
+    [w] = validate(p, [mixed], now=T1).warnings
+    assert "today's controls deny or nothing answered (2 denied attempt(s), 5 let through but never answered)" \
+        in w.message
 
 
 def test_blast_radius_flat_vs_plan() -> None:

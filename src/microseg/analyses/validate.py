@@ -8,8 +8,8 @@ Checks (finding ids are stable, ``MS2xx``):
   break production (violation)
 * MS204 an observed flow that breaks a guardrail is denied by the plan: blocked as intended (info)
 * MS205 an observed flow below the codification thresholds would be denied (warning)
-* MS206 the plan allows a connection that only ever appeared as denied in the flows (warning: wider
-  than today's controls)
+* MS206 the plan allows a connection that only ever appeared as denied, or as attempts nobody answered,
+  in the flows (warning: wider than today's controls, or a server that is not there)
 * MS207 a matrix row that the evaluator does not allow, or an allowed pair that is not in the
   matrix (violation: the policy and its matrix disagree)
 """
@@ -159,8 +159,16 @@ def validate(policy: Policy, edges: Sequence[Edge] | None = None, *, now: dateti
                                           destination=e.destination, protocol=e.protocol, port=e.port,
                                           evidence=f"{e.flows} flow(s) on {e.days} day(s)"))
         elif e.flows == 0 and e.denied_flows > 0 and decision.allowed and decision.rule_ids:
-            warnings.append(Finding(id="MS206", severity="medium", message="the plan allows a connection that "
-                                    f"today's controls deny ({e.denied_flows} denied attempt(s))", source=e.source,
+            denied = e.denied_flows - e.unanswered
+            seen = ", ".join(x for x in (f"{denied} denied attempt(s)" if denied else "",
+                                         f"{e.unanswered} let through but never answered" if e.unanswered else "")
+                             if x)
+            # Unanswered attempts (engine/mapping.py) were not denied: today's controls let them through and
+            # nothing answered, so the server may be down or not listening on that port.
+            what = ("today's controls deny" if not e.unanswered else
+                    "nothing answered today" if not denied else "today's controls deny or nothing answered")
+            warnings.append(Finding(id="MS206", severity="medium", message=f"the plan allows a connection that "
+                                    f"{what} ({seen})", source=e.source,
                                     destination=e.destination, protocol=e.protocol, port=e.port,
                                     evidence="allowed by " + ", ".join(decision.rule_ids)))
     return ValidationResult(violations=tuple(violations), warnings=tuple(warnings), info=tuple(info),
