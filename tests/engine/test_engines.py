@@ -138,14 +138,19 @@ def _check_hand_made(result: MappingResult) -> None:
     assert [(u.address, u.reason, u.records, u.bytes) for u in c.top_unresolved] == [(REUSED, "private", 1, 9)]
 
 
-@pytest.fixture(scope="module")
-def hand_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowStore]:
-    tmp = tmp_path_factory.mktemp("hand")
-    log = tmp / "vpc.log"
-    log.write_text("\n".join([HEADER, *LINES]) + "\n")
+def _store_of(tmp_path_factory: pytest.TempPathFactory, name: str, lines: list[str]) -> Iterator[FlowStore]:
+    """A store holding the VPC log ``lines`` (header first), every line read."""
+    tmp = tmp_path_factory.mktemp(name)
+    log = tmp / f"{name}.log"
+    log.write_text("\n".join(lines) + "\n")
     with FlowStore(tmp / "flows.duckdb") as store:
         assert store.ingest([log]).bad == 0
         yield store
+
+
+@pytest.fixture(scope="module")
+def hand_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowStore]:
+    yield from _store_of(tmp_path_factory, "hand", [HEADER, *LINES])
 
 
 def test_hand_made_case_on_the_embedded_duckdb(hand_store: FlowStore) -> None:
@@ -253,14 +258,18 @@ def test_spark_gives_the_same_edges_and_coverage_on_the_example(
     assert on_spark.coverage == default.coverage
 
 
-def test_spark_table_on_the_hand_made_case(spark: Any, hand_store: FlowStore) -> None:
-    # Flows already on the engine: a view over the normalised flows, as a lake would hold them.
-    with staged_flows(hand_store) as parquet:
+def _on_spark_table(spark: Any, store: FlowStore) -> MappingResult:
+    """The store's flows mapped on Spark from a view over them, as a lake would hold normalised flows."""
+    with staged_flows(store) as parquet:
         spark.read.parquet(str(parquet)).createOrReplaceTempView("normalised_flows")
         try:
-            result = map_engine_table(parse_engine("spark?table=normalised_flows"), INVENTORY, session=spark)
+            return map_engine_table(parse_engine("spark?table=normalised_flows"), INVENTORY, session=spark)
         finally:
             spark.catalog.dropTempView("normalised_flows")
+
+
+def test_spark_table_on_the_hand_made_case(spark: Any, hand_store: FlowStore) -> None:
+    result = _on_spark_table(spark, hand_store)
     _check_hand_made(result)
     assert result == map_flows(hand_store, INVENTORY)
 
@@ -325,12 +334,7 @@ EXPECTED_FLAG_EDGES = (
 
 @pytest.fixture(scope="module")
 def flags_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowStore]:
-    tmp = tmp_path_factory.mktemp("flags")
-    log = tmp / "vpc-v3.log"
-    log.write_text("\n".join([FLAGS_HEADER, *FLAG_LINES]) + "\n")
-    with FlowStore(tmp / "flows.duckdb") as store:
-        assert store.ingest([log]).bad == 0
-        yield store
+    yield from _store_of(tmp_path_factory, "flags-v3", [FLAGS_HEADER, *FLAG_LINES])
 
 
 def test_unanswered_attempts_on_the_embedded_duckdb(flags_store: FlowStore) -> None:
@@ -338,12 +342,7 @@ def test_unanswered_attempts_on_the_embedded_duckdb(flags_store: FlowStore) -> N
 
 
 def test_spark_judges_unanswered_attempts_as_duckdb_does(spark: Any, flags_store: FlowStore) -> None:
-    with staged_flows(flags_store) as parquet:
-        spark.read.parquet(str(parquet)).createOrReplaceTempView("normalised_flows")
-        try:
-            result = map_engine_table(parse_engine("spark?table=normalised_flows"), INVENTORY, session=spark)
-        finally:
-            spark.catalog.dropTempView("normalised_flows")
+    result = _on_spark_table(spark, flags_store)
     assert result.edges == EXPECTED_FLAG_EDGES
     assert result == map_flows(flags_store, INVENTORY)
 
