@@ -52,6 +52,16 @@ QUIET_HELP = "Print no progress (no bar, no status lines) on stderr; errors are 
 CHECK_CONFIG_HELP = ("microseg.yaml, for its bad_line_threshold (the share of unparseable flow lines that "
                      "fails the run), as plan reads it.")
 
+# The flow-reading options plan, validate and drift share, declared once (typer reads the aliases).
+FlowFormatOpt = Annotated[str | None, typer.Option("--flow-format", help=FLOW_FORMAT_HELP)]
+FlowTimezoneOpt = Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)]
+SinceOpt = Annotated[str | None, typer.Option("--since", help=SINCE_HELP)]
+UntilOpt = Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)]
+ProgressOpt = Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)]
+EngineOpt = Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)]
+CheckConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=CHECK_CONFIG_HELP)]
+
 
 @contextmanager
 def _ingest_bar(force: bool, quiet: bool) -> Iterator[ProgressCallback | None]:
@@ -90,7 +100,7 @@ def plan(
     flows: Annotated[list[str] | None, typer.Option("--flows", "-f", help="Flow log file, directory or glob "
                      "(quote globs). Plain or .gz. Repeatable. Required unless --engine names a table.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("plan"),
-    flow_format: Annotated[str | None, typer.Option("--flow-format", help=FLOW_FORMAT_HELP)] = None,
+    flow_format: FlowFormatOpt = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="microseg.yaml with thresholds, "
                       "scope, guardrails and targets.")] = None,
     min_flows: Annotated[int | None, typer.Option(help="Minimum accepted flows before an edge is "
@@ -99,12 +109,12 @@ def plan(
                         "(overrides the config).")] = None,
     exceptions: Annotated[Path | None, typer.Option(help="Approved exceptions YAML to merge with "
                           "OUT/policy/exceptions.yaml.")] = None,
-    flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
-    since: Annotated[str | None, typer.Option("--since", help=SINCE_HELP)] = None,
-    until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
-    show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
-    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
+    flow_timezone: FlowTimezoneOpt = "UTC",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    show_progress: ProgressOpt = False,
+    quiet: QuietOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Read inventory + flow logs; write zones, flow-to-policy matrix, rollout and validation plans,
     policy-as-code (OUT/policy) and enforcement artifacts (OUT/enforce/<target>)."""
@@ -193,17 +203,17 @@ def validate_cmd(
                          "with --flows to resolve addresses.")] = None,
     flows: Annotated[list[str] | None, typer.Option("--flows", "-f", help="Flow logs to check against "
                      "the policy (drift: would enforcement break an observed flow?).")] = None,
-    flow_format: Annotated[str | None, typer.Option("--flow-format", help=FLOW_FORMAT_HELP)] = None,
+    flow_format: FlowFormatOpt = None,
     segment: Annotated[str | None, typer.Option(help="Only check observed flows into this segment "
                        "(a rollout phase's exit criterion).")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write the result as JSON here.")] = None,
-    flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
-    since: Annotated[str | None, typer.Option("--since", help=SINCE_HELP)] = None,
-    until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
-    show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
-    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help=CHECK_CONFIG_HELP)] = None,
+    flow_timezone: FlowTimezoneOpt = "UTC",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    show_progress: ProgressOpt = False,
+    quiet: QuietOpt = False,
+    engine: EngineOpt = None,
+    config: CheckConfigOpt = None,
 ) -> None:
     """Prove the policy: matrix rows allowed, everything else denied, guardrails hold, observed flows
     still work; print blast radius flat vs plan. Exit 4 on a violation."""
@@ -299,7 +309,7 @@ def drift_cmd(
                          "naming workloads it lacks, workloads the policy lacks. Needed with --flows.")] = None,
     flows: Annotated[list[str] | None, typer.Option("--flows", "-f", help="Flow logs: orphaned rules and "
                      "unexplained flows. Repeatable.")] = None,
-    flow_format: Annotated[str | None, typer.Option("--flow-format", help=FLOW_FORMAT_HELP)] = None,
+    flow_format: FlowFormatOpt = None,
     orphan_days: Annotated[int, typer.Option("--orphan-days", help="A rule no flow hit in the last N days of "
                            "the flow data (with --since/--until: of the flow data in that window) is "
                            "orphaned.")] = 30,
@@ -310,13 +320,13 @@ def drift_cmd(
                       "standard output.")] = None,
     fail_on: Annotated[str, typer.Option("--fail-on", help="Exit 4 when a finding of this severity or worse "
                        "exists: critical, high, medium, low, info, or never.")] = "high",
-    flow_timezone: Annotated[str, typer.Option("--flow-timezone", help=TIMEZONE_HELP)] = "UTC",
-    since: Annotated[str | None, typer.Option("--since", help=SINCE_HELP)] = None,
-    until: Annotated[str | None, typer.Option("--until", help=UNTIL_HELP)] = None,
-    show_progress: Annotated[bool, typer.Option("--progress", help=PROGRESS_HELP)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
-    engine: Annotated[str | None, typer.Option("--engine", help=ENGINE_HELP)] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help=CHECK_CONFIG_HELP)] = None,
+    flow_timezone: FlowTimezoneOpt = "UTC",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    show_progress: ProgressOpt = False,
+    quiet: QuietOpt = False,
+    engine: EngineOpt = None,
+    config: CheckConfigOpt = None,
 ) -> None:
     """Compare the reviewed policy with what is deployed, observed and inventoried: drift per pair,
     orphaned rules, unexplained flows, expired exceptions, workloads in no segment. Exit 4 on findings

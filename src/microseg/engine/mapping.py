@@ -83,11 +83,10 @@ from microseg.engine.store import FlowStore
 from microseg.errors import InputError
 from microseg.ir.intervals import address_text
 from microseg.ir.model import AddressBinding, Edge, Frozen, Inventory, Protocol, WorkloadKind
-from microseg.sources.flows import TCP_ACK, TCP_SYN
+from microseg.sources.flows import TCP_ACK, TCP_RST, TCP_SYN
 
 INTERNET = "external:internet"
 TOP_UNRESOLVED = 20
-TCP_FIN, TCP_RST = 1, 4
 
 # Unresolved reasons, as they appear in the coverage (the time-related ones come from engine/job.py:
 # TIME_AMBIGUOUS, BINDING_CONFLICT, NO_TIME).

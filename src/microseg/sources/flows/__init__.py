@@ -55,6 +55,7 @@ STAGE_COLUMNS: dict[str, str] = {
 
 # VPC Flow Logs tcp-flags / Hubble TCPFlags bits (RFC 793 order, as AWS documents them).
 TCP_SYN = 2
+TCP_RST = 4
 TCP_ACK = 16
 
 # The store's checks after aggregation (readers that parse in Python apply them too). An address is
